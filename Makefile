@@ -1,0 +1,36 @@
+# Two entry points: `make demo` and `make test`. Both install what is missing, then build.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build demo test bench fuzz format clean
+
+all: build
+
+$(BUILD)/.deps-ok: scripts/install-deps.sh
+	bash scripts/install-deps.sh
+	@mkdir -p $(BUILD) && touch $@
+
+deps: $(BUILD)/.deps-ok
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	bash scripts/demo.sh $(BUILD)/lamina
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	bash bench/run.sh $(BUILD)
+
+fuzz: deps
+	bash fuzz/run.sh 30
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.h')
+
+clean:
+	rm -rf $(BUILD)

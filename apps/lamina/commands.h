@@ -1,0 +1,43 @@
+// One function per `lamina` command (one file each), and the options several of them share.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "generate/generate.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lamina {
+
+int cmd_init(int argc, char** argv);
+int cmd_info(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
+int cmd_chat(int argc, char** argv);
+int cmd_score(int argc, char** argv);
+
+// --model, --dtype, --threads
+std::vector<ArgSpec> model_arg_specs();
+// generation options shared by generate and chat
+std::vector<ArgSpec> sampling_arg_specs();
+
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  Tokenizer tokenizer;
+};
+// Applies --threads and loads --model (weights + tokenizer), checking the two agree.
+LoadedModel load_model(const Args& a);
+
+GenerateOptions generate_options(const Args& a, const Tokenizer& tok);
+// The template for --chat: --chat-template, else recognised from tokenizer_config.json.
+std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::string& system,
+                               const std::vector<std::pair<std::string, std::string>>& turns);
+
+template <class... Lists>
+std::vector<ArgSpec> join_specs(std::vector<ArgSpec> first, const Lists&... rest) {
+  (first.insert(first.end(), rest.begin(), rest.end()), ...);
+  return first;
+}
+
+}  // namespace lamina

@@ -1,0 +1,79 @@
+#include "core/error.h"
+#include "commands.h"
+#include "generate/generate.h"
+#include "io/mapped_file.h"
+#include "kernels/matmul.h"
+#include "tokenizer/chat_template.h"
+
+namespace lamina {
+
+std::vector<ArgSpec> model_arg_specs() {
+  return {{"model", "DIR", "Hugging Face model directory (config.json, safetensors, tokenizer.model)", kRequired},
+          {"dtype", "f32|bf16", "compute weights in this type (default: as stored; f16 -> f32)", ""},
+          {"threads", "N", "threads for the kernels (default: all cores)", ""}};
+}
+
+std::vector<ArgSpec> sampling_arg_specs() {
+  return {{"max-new-tokens", "N", "most tokens to generate", "128"},
+          {"temperature", "T", "sampling temperature; 0 = greedy", "0"},
+          {"top-k", "K", "sample among the K most likely tokens; 0 = off", "0"},
+          {"top-p", "P", "nucleus sampling mass; 1 = off", "1"},
+          {"repetition-penalty", "R", "penalise tokens already seen (transformers' rule); 1 = off", "1"},
+          {"seed", "S", "random seed for sampling", "0"},
+          {"stop", "TEXT", "stop before this string", "", true},
+          {"stop-token", "ID", "stop at this token id (besides EOS)", "", true},
+          {"chat-template", "NAME", "llama-2, mistral-instruct, openchat or chatml (default: from the model)", ""},
+          {"condition", "TEXT", "OpenChat class condition for the prompt", "GPT4 Correct"},
+          {"system", "TEXT", "system prompt (with --chat)", ""}};
+}
+
+LoadedModel load_model(const Args& a) {
+  if (a.given("threads")) set_num_threads(int(a.integer("threads")));
+  LoadOptions opt;
+  if (a.given("dtype")) opt.dtype = parse_dtype(a.str("dtype"), "--dtype");
+  std::string dir = a.str("model");
+  LoadedModel m{nullptr, Tokenizer::load(dir)};
+  m.model = Model::load(dir, opt);
+  if (m.tokenizer.size() > m.model->config().vocab_size)
+    fail(dir, ": tokenizer has ", m.tokenizer.size(), " tokens but config.json vocab_size is ", m.model->config().vocab_size);
+  return m;
+}
+
+GenerateOptions generate_options(const Args& a, const Tokenizer& tok) {
+  GenerateOptions g;
+  g.max_new_tokens = a.integer("max-new-tokens");
+  if (g.max_new_tokens < 0) fail("--max-new-tokens must be >= 0");
+  g.sampling.temperature = float(a.number("temperature"));
+  g.sampling.top_k = a.integer("top-k");
+  g.sampling.top_p = float(a.number("top-p"));
+  g.sampling.repetition_penalty = float(a.number("repetition-penalty"));
+  g.sampling.seed = uint64_t(a.integer("seed"));
+  g.stop_strings = a.all("stop");
+  for (auto& s : a.all("stop-token")) g.stop_ids.push_back(int32_t(std::stol(s)));
+  return g;
+}
+
+std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::string& system,
+                               const std::vector<std::pair<std::string, std::string>>& turns) {
+  ChatTemplate t;
+  if (a.given("chat-template")) {
+    t = parse_chat_template(a.str("chat-template"));
+  } else if (auto d = detect_chat_template(tok.chat_template())) {
+    t = *d;
+  } else {
+    fail("the model has no chat_template lamina recognises; pass --chat-template (llama-2, mistral-instruct, openchat, chatml)");
+  }
+  std::vector<ChatMessage> msgs;
+  if (!system.empty()) msgs.push_back({"system", system});
+  for (auto& [user, assistant] : turns) {
+    msgs.push_back({"user", user});
+    if (!assistant.empty()) msgs.push_back({"assistant", assistant});
+  }
+  ChatTokens k;
+  k.bos = tok.bos_text();
+  k.eos = tok.eos_text();
+  k.condition = a.str("condition");
+  return render_chat(t, msgs, true, k);
+}
+
+}  // namespace lamina

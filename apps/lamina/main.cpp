@@ -1,0 +1,60 @@
+// lamina: one binary, one subcommand per file (cmd_*.cpp).
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "commands.h"
+#include "core/error.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+const Command kCommands[] = {
+    {"init", lamina::cmd_init, "write a new randomly initialised HF model directory"},
+    {"info", lamina::cmd_info, "architecture, parameter counts and memory of a model"},
+    {"generate", lamina::cmd_generate, "continue a prompt (or answer it with --chat)"},
+    {"chat", lamina::cmd_chat, "interactive multi-turn chat"},
+    {"score", lamina::cmd_score, "per-token log-probabilities, log-likelihood and perplexity of a text"},
+};
+
+void usage() {
+  std::printf("lamina %s: depth up-scaling, C-RLFT and DPO recipes on Hugging Face checkpoints\n\n", LAMINA_VERSION);
+  std::printf("usage: lamina COMMAND [options]   (lamina COMMAND --help for its options)\n\ncommands:\n");
+  for (auto& c : kCommands) std::printf("  %-10s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::printf("lamina %s\n", LAMINA_VERSION);
+    return 0;
+  }
+  for (auto& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    try {
+      return c.run(argc - 2, argv + 2);
+    } catch (const lamina::Error& e) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "lamina %s: error: %s\n", c.name, e.what());
+      return 1;
+    } catch (const std::bad_alloc&) {
+      std::fprintf(stderr, "lamina %s: error: out of memory\n", c.name);
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "lamina %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "lamina: unknown command '%s' (see lamina --help)\n", argv[1]);
+  return 2;
+}

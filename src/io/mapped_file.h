@@ -1,0 +1,31 @@
+// Read-only memory map of a whole file; shared so tensors can keep it alive.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace lamina {
+
+class MappedFile {
+ public:
+  static std::shared_ptr<MappedFile> open(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MappedFile() = default;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  std::string path_;
+};
+
+// Whole file as a string (small text files: JSON configs, token lists).
+std::string read_text_file(const std::string& path);
+bool file_exists(const std::string& path);
+
+}  // namespace lamina

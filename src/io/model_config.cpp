@@ -1,0 +1,169 @@
+#include "io/model_config.h"
+
+#include <cstdio>
+
+#include "core/error.h"
+#include "io/mapped_file.h"
+
+namespace lamina {
+using json = nlohmann::json;
+
+const char* arch_name(Arch a) {
+  switch (a) {
+    case Arch::Llama: return "llama";
+    case Arch::Mistral: return "mistral";
+    case Arch::Mixtral: return "mixtral";
+  }
+  return "?";
+}
+
+namespace {
+
+int64_t get_int(const json& j, const std::string& where, const char* key, std::optional<int64_t> dflt = {}) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    if (dflt) return *dflt;
+    fail(where, ": missing field '", key, "'");
+  }
+  if (!it->is_number_integer()) fail(where, ": field '", key, "' must be an integer");
+  int64_t v = it->get<int64_t>();
+  if (v < 0) fail(where, ": field '", key, "' must not be negative");
+  return v;
+}
+
+double get_num(const json& j, const std::string& where, const char* key, double dflt) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  if (!it->is_number()) fail(where, ": field '", key, "' must be a number");
+  return it->get<double>();
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
+  if (!j.is_object()) fail(where, ": not a JSON object");
+  ModelConfig c;
+  c.raw = j;
+  auto mt = j.find("model_type");
+  if (mt == j.end() || !mt->is_string()) fail(where, ": missing field 'model_type'");
+  std::string t = mt->get<std::string>();
+  if (t == "llama") c.arch = Arch::Llama;
+  else if (t == "mistral") c.arch = Arch::Mistral;
+  else if (t == "mixtral") c.arch = Arch::Mixtral;
+  else fail(where, ": unsupported model_type '", t, "' (supported: llama, mistral, mixtral)");
+  c.hidden_size = get_int(j, where, "hidden_size");
+  c.intermediate_size = get_int(j, where, "intermediate_size");
+  c.num_hidden_layers = get_int(j, where, "num_hidden_layers");
+  c.num_attention_heads = get_int(j, where, "num_attention_heads");
+  c.num_key_value_heads = get_int(j, where, "num_key_value_heads", c.num_attention_heads);
+  c.vocab_size = get_int(j, where, "vocab_size");
+  if (c.hidden_size == 0 || c.num_attention_heads == 0 || c.vocab_size == 0 || c.num_key_value_heads == 0)
+    fail(where, ": hidden_size, num_attention_heads, num_key_value_heads and vocab_size must be positive");
+  c.head_dim = get_int(j, where, "head_dim", c.hidden_size / c.num_attention_heads);
+  if (c.head_dim == 0 || c.head_dim % 2) fail(where, ": head_dim must be positive and even");
+  if (c.num_attention_heads % c.num_key_value_heads)
+    fail(where, ": num_attention_heads (", c.num_attention_heads, ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
+  c.max_position_embeddings = get_int(j, where, "max_position_embeddings", 4096);
+  c.rms_norm_eps = get_num(j, where, "rms_norm_eps", 1e-6);
+  c.rope_theta = get_num(j, where, "rope_theta", 10000.0);
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
+    fail(where, ": field 'rope_scaling' is not supported yet (only plain RoPE)");
+  if (c.arch != Arch::Llama && j.contains("sliding_window") && !j["sliding_window"].is_null()) {
+    c.sliding_window = get_int(j, where, "sliding_window");
+    if (*c.sliding_window == 0) fail(where, ": field 'sliding_window' must be positive or null");
+  }
+  auto tie = j.find("tie_word_embeddings");
+  if (tie != j.end() && !tie->is_null()) {
+    if (!tie->is_boolean()) fail(where, ": field 'tie_word_embeddings' must be true or false");
+    c.tie_word_embeddings = tie->get<bool>();
+  }
+  if (c.arch == Arch::Mixtral) {
+    c.num_local_experts = get_int(j, where, "num_local_experts");
+    c.num_experts_per_tok = get_int(j, where, "num_experts_per_tok");
+    if (c.num_experts_per_tok == 0 || c.num_experts_per_tok > c.num_local_experts)
+      fail(where, ": num_experts_per_tok must be in [1, num_local_experts]");
+    c.router_aux_loss_coef = get_num(j, where, "router_aux_loss_coef", 0.001);
+  }
+  c.bos_token_id = get_int(j, where, "bos_token_id", 1);
+  auto eos = j.find("eos_token_id");
+  if (eos != j.end() && eos->is_array()) {
+    c.eos_token_ids.clear();
+    for (auto& e : *eos) {
+      if (!e.is_number_integer()) fail(where, ": field 'eos_token_id' must hold integers");
+      c.eos_token_ids.push_back(e.get<int64_t>());
+    }
+  } else {
+    c.eos_token_ids = {get_int(j, where, "eos_token_id", 2)};
+  }
+  auto td = j.find("torch_dtype");
+  if (td != j.end() && td->is_string()) c.torch_dtype = parse_dtype(td->get<std::string>(), where + ": torch_dtype");
+  return c;
+}
+
+ModelConfig ModelConfig::load(const std::string& model_dir) {
+  std::string path = model_dir + "/config.json";
+  if (!file_exists(path)) fail(path, ": not found (is '", model_dir, "' a Hugging Face model directory?)");
+  json j;
+  try {
+    j = json::parse(read_text_file(path));
+  } catch (const json::exception& e) {
+    fail(path, ": malformed JSON: ", e.what());
+  }
+  return from_json(j, path);
+}
+
+json ModelConfig::to_json() const {
+  json j = raw;
+  j["model_type"] = arch_name(arch);
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  if (raw.contains("head_dim") || head_dim != hidden_size / num_attention_heads) j["head_dim"] = head_dim;
+  j["vocab_size"] = vocab_size;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  if (arch != Arch::Llama) j["sliding_window"] = sliding_window ? json(*sliding_window) : json(nullptr);
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  if (arch == Arch::Mixtral) {
+    j["num_local_experts"] = num_local_experts;
+    j["num_experts_per_tok"] = num_experts_per_tok;
+    j["router_aux_loss_coef"] = router_aux_loss_coef;
+  }
+  j["bos_token_id"] = bos_token_id;
+  j["eos_token_id"] = eos_token_ids.size() == 1 ? json(eos_token_ids[0]) : json(eos_token_ids);
+  j["torch_dtype"] = torch_dtype_name(torch_dtype);
+  if (!j.contains("architectures")) {
+    const char* a = arch == Arch::Llama ? "LlamaForCausalLM" : arch == Arch::Mistral ? "MistralForCausalLM" : "MixtralForCausalLM";
+    j["architectures"] = {a};
+  }
+  if (!j.contains("hidden_act")) j["hidden_act"] = "silu";
+  return j;
+}
+
+void ModelConfig::save(const std::string& path) const {
+  std::string text = to_json().dump(2) + "\n";
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) fail(path, ": cannot create");
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+}
+
+int64_t ModelConfig::param_count() const {
+  int64_t h = hidden_size, kv = num_key_value_heads * head_dim, q = num_attention_heads * head_dim;
+  int64_t attn = h * q * 2 + h * kv * 2;
+  int64_t mlp = 3 * h * intermediate_size;
+  int64_t ffn = is_moe() ? num_local_experts * mlp + num_local_experts * h : mlp;
+  int64_t layer = attn + ffn + 2 * h;
+  return vocab_size * h * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * layer + h;
+}
+
+int64_t ModelConfig::active_param_count() const {
+  if (!is_moe()) return param_count();
+  int64_t mlp = 3 * hidden_size * intermediate_size;
+  return param_count() - num_hidden_layers * (num_local_experts - num_experts_per_tok) * mlp;
+}
+
+}  // namespace lamina

@@ -1,0 +1,45 @@
+// config.json of a Hugging Face causal LM (model_type llama, mistral, mixtral).
+// Known fields are parsed and validated; the whole JSON is kept so unknown keys survive a rewrite.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace lamina {
+
+enum class Arch { Llama, Mistral, Mixtral };
+const char* arch_name(Arch a);  // the model_type string
+
+struct ModelConfig {
+  Arch arch = Arch::Llama;
+  int64_t hidden_size = 0, intermediate_size = 0, num_hidden_layers = 0;
+  int64_t num_attention_heads = 0, num_key_value_heads = 0, head_dim = 0;
+  int64_t vocab_size = 0, max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6, rope_theta = 10000.0;
+  std::optional<int64_t> sliding_window;  // Mistral; null or absent means full attention
+  bool tie_word_embeddings = false;
+  int64_t num_local_experts = 0, num_experts_per_tok = 0;  // Mixtral
+  double router_aux_loss_coef = 0.0;
+  int64_t bos_token_id = 1;
+  std::vector<int64_t> eos_token_ids{2};
+  DType torch_dtype = DType::F32;
+  nlohmann::json raw;  // everything as read, for writing back unchanged
+
+  bool is_moe() const { return arch == Arch::Mixtral; }
+  // Reads and validates; `where` names the file in errors.
+  static ModelConfig from_json(const nlohmann::json& j, const std::string& where);
+  static ModelConfig load(const std::string& model_dir);
+  // raw with the parsed fields written over it (so edits to fields take effect).
+  nlohmann::json to_json() const;
+  void save(const std::string& path) const;
+
+  // Parameter counts from shapes alone (no weights needed).
+  int64_t param_count() const;
+  int64_t active_param_count() const;  // per token: only top-k experts count
+};
+
+}  // namespace lamina

@@ -1,0 +1,39 @@
+// The non-matmul kernels of the forward pass: plain loops the compiler vectorises (AVX-512 with
+// -march=native), parallel over rows/heads with OpenMP. Shapes in comments; all F32.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace lamina {
+
+// y[n, d] = w[d] * x * rsqrt(mean(x^2) + eps), computed in F32 (as transformers' RMSNorm).
+void rmsnorm(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps);
+
+// Rotate-half RoPE in place on x[T, heads, hd] at positions pos[T]:
+// x' = x*cos + rotate_half(x)*sin, angle = pos * theta^(-2i/hd) for i < hd/2.
+void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, double theta);
+
+// Causal grouped-query attention for T new queries at positions pos0 .. pos0+T-1.
+// q[T, nh, hd]; k, v: cache rows [0, pos0+T) with row stride kv_stride (>= nkv*hd), kv head
+// j serving query heads j*nh/nkv .. ; out[T, nh, hd]. Query at position p sees keys in
+// (p - window, p] when window > 0, else [0, p]. Scale 1/sqrt(hd); softmax in F32.
+void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0,
+               int64_t nh, int64_t nkv, int64_t hd, int64_t kv_stride, int64_t window);
+
+// out[n] = silu(g[n]) * u[n]
+void silu_mul(const float* g, const float* u, float* out, int64_t n);
+// y[n] += x[n]
+void add_inplace(float* y, const float* x, int64_t n);
+// y[n] += a * x[n]
+void axpy(float* y, float a, const float* x, int64_t n);
+// rows[T, H] = table[ids[t], :], table F32 or BF16 [V, H]; ids are checked against V.
+void embedding(const Tensor& table, const int32_t* ids, int64_t T, float* rows);
+// In-place softmax over each row of x[n, d].
+void softmax_rows(float* x, int64_t n, int64_t d);
+// log_softmax(x)[target] for one row of d logits, stable.
+double log_softmax_at(const float* x, int64_t d, int64_t target);
+// Convert F32 to BF16 in parallel (large activations before an AMX matmul).
+void to_bf16_parallel(const float* x, uint16_t* y, int64_t n);
+
+}  // namespace lamina

@@ -1,0 +1,40 @@
+// A loaded causal LM (llama, mistral, mixtral) and its forward pass, with the semantics of
+// transformers' LlamaForCausalLM / MistralForCausalLM / MixtralForCausalLM.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "io/model_config.h"
+#include "io/safetensors.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+
+namespace lamina {
+
+class Model {
+ public:
+  Model(ModelConfig cfg, ModelWeights w);
+  // Reads config.json and the safetensors weights of a HF model directory (memory-mapped).
+  static std::unique_ptr<Model> load(const std::string& dir, const LoadOptions& opt = {});
+
+  const ModelConfig& config() const { return cfg_; }
+  const ModelWeights& weights() const { return w_; }
+  // A cache for up to `capacity` positions (at most max_position_embeddings).
+  KVCache new_cache(int64_t capacity) const;
+
+  // Runs tokens[0, T) at positions cache.len .. cache.len+T-1, appending their keys/values.
+  // Writes logits[T, V] when all_logits, else logits[1, V] of the last position only.
+  // One call over a whole sequence is the batched forward used for scoring; T = 1 calls decode.
+  void forward(const int32_t* tokens, int64_t T, KVCache& cache, float* logits, bool all_logits) const;
+
+ private:
+  void attention_block(const LayerWeights& L, int64_t layer, const float* xn, int64_t T,
+                       KVCache& cache, float* out) const;
+  void mlp_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const;
+  void moe_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const;
+
+  ModelConfig cfg_;
+  ModelWeights w_;
+};
+
+}  // namespace lamina

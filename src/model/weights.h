@@ -1,0 +1,58 @@
+// The tensors of a model and the one list of them (names, shapes, where they bind) that drives
+// loading, random initialisation and writing, and later the optimizer.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/model_config.h"
+#include "io/safetensors.h"
+
+namespace lamina {
+
+// Mixtral checkpoints come in two layouts: per-expert Linear weights
+// (block_sparse_moe.experts.{e}.w1/w2/w3 + block_sparse_moe.gate) and transformers v5's fused
+// 3-D tensors (mlp.experts.gate_up_proj [E, 2I, H], mlp.experts.down_proj [E, H, I] + mlp.gate).
+enum class MoeLayout { Split, Fused };
+
+struct LayerWeights {
+  Tensor attn_norm, mlp_norm;  // [H], always F32
+  Tensor wq, wk, wv, wo;       // [nh*hd, H], [nkv*hd, H], [nkv*hd, H], [H, nh*hd]
+  Tensor w_gate, w_up, w_down; // dense MLP: [I, H], [I, H], [H, I]
+  Tensor router;               // MoE: [E, H]
+  std::vector<Tensor> e_gate, e_up, e_down;  // MoE, per expert: [I, H], [I, H], [H, I]
+};
+
+struct ModelWeights {
+  Tensor embed;    // [V, H]
+  std::vector<LayerWeights> layers;
+  Tensor norm;     // [H], F32
+  Tensor lm_head;  // [V, H]; the embedding itself when tie_word_embeddings
+};
+
+struct TensorSpec {
+  std::string name;
+  Shape shape;
+  bool is_norm = false;  // RMSNorm gains: initialised to 1, kept in F32
+  // Stores a loaded tensor (of `shape`) into the weights.
+  std::function<void(ModelWeights&, const Tensor&)> bind;
+};
+
+// Every tensor of the checkpoint in the order transformers writes them.
+std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layout = MoeLayout::Split);
+// Which Mixtral layout a checkpoint uses (Split for dense models); errors name the tensor missing.
+MoeLayout detect_moe_layout(const ModelConfig& c, const Checkpoint& ckpt);
+
+struct LoadOptions {
+  // Storage type for matrix weights: F32 or BF16. Unset: keep F32/BF16 as stored, F16 -> F32.
+  std::optional<DType> dtype;
+};
+
+// Validates every tensor's presence and shape, then binds zero-copy views where the stored dtype
+// is the compute dtype (converted copies otherwise). The checkpoint must outlive nothing: views
+// keep their mapping alive.
+ModelWeights load_weights(const ModelConfig& c, const Checkpoint& ckpt, const LoadOptions& opt);
+
+}  // namespace lamina

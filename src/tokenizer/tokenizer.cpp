@@ -1,0 +1,192 @@
+#include "tokenizer/tokenizer.h"
+
+#include <sentencepiece_processor.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/mapped_file.h"
+
+namespace lamina {
+using json = nlohmann::json;
+
+namespace {
+
+json read_json(const std::string& path) {
+  try {
+    return json::parse(read_text_file(path));
+  } catch (const json::exception& e) {
+    fail(path, ": malformed JSON: ", e.what());
+  }
+}
+
+// "bos_token" may be a string or an AddedToken object {"content": ...}.
+std::optional<std::string> token_content(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
+    return (*it)["content"].get<std::string>();
+  return std::nullopt;
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::from_sentencepiece(const std::string& path) {
+  Tokenizer t;
+  t.sp_ = std::make_shared<sentencepiece::SentencePieceProcessor>();
+  if (!file_exists(path)) fail(path, ": tokenizer not found");
+  auto st = t.sp_->Load(path);
+  if (!st.ok()) fail(path, ": cannot load SentencePiece model: ", st.ToString());
+  t.bos_ = t.sp_->bos_id();
+  t.eos_ = t.sp_->eos_id();
+  for (int id : {t.sp_->bos_id(), t.sp_->eos_id(), t.sp_->unk_id()}) {
+    if (id < 0) continue;
+    t.specials_[t.sp_->IdToPiece(id)] = id;
+    t.special_flag_[id] = id != t.sp_->unk_id();
+  }
+  return t;
+}
+
+Tokenizer Tokenizer::load(const std::string& dir) {
+  std::string model = dir + "/tokenizer.model";
+  if (!file_exists(model)) fail(model, ": tokenizer not found (lamina needs a SentencePiece tokenizer.model)");
+  Tokenizer t = from_sentencepiece(model);
+  const int32_t base = int32_t(t.sp_->GetPieceSize());
+  auto add = [&](const std::string& where, int64_t id, const std::string& content, bool special) {
+    if (id < 0 || id > (1 << 30)) fail(where, ": added token '", content, "' has invalid id ", id);
+    if (id < base) {
+      if (t.sp_->IdToPiece(int(id)) != content)
+        fail(where, ": added token '", content, "' claims id ", id, " which is '", t.sp_->IdToPiece(int(id)), "' in tokenizer.model");
+    } else {
+      t.added_[int32_t(id)] = content;
+    }
+    t.specials_[content] = int32_t(id);
+    t.special_flag_[int32_t(id)] = special;
+  };
+  std::string cfg_path = dir + "/tokenizer_config.json";
+  json cfg = json::object();
+  if (file_exists(cfg_path)) cfg = read_json(cfg_path);
+  if (auto a = cfg.find("added_tokens_decoder"); a != cfg.end() && a->is_object()) {
+    for (auto it = a->begin(); it != a->end(); ++it) {
+      if (!it->is_object() || !it->contains("content")) fail(cfg_path, ": added_tokens_decoder['", it.key(), "'] has no 'content'");
+      int64_t id;
+      try {
+        id = std::stoll(it.key());
+      } catch (...) {
+        fail(cfg_path, ": added_tokens_decoder key '", it.key(), "' is not an id");
+      }
+      add(cfg_path, id, (*it)["content"].get<std::string>(), it->value("special", true));
+    }
+  }
+  std::string added_path = dir + "/added_tokens.json";
+  if (file_exists(added_path)) {
+    json a = read_json(added_path);
+    if (!a.is_object()) fail(added_path, ": expected an object {token: id}");
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      if (!it->is_number_integer()) fail(added_path, ": id of '", it.key(), "' is not an integer");
+      add(added_path, it->get<int64_t>(), it.key(), true);
+    }
+  }
+  std::string tj_path = dir + "/tokenizer.json";
+  if (file_exists(tj_path)) {
+    json tj = read_json(tj_path);
+    if (auto a = tj.find("added_tokens"); a != tj.end() && a->is_array())
+      for (auto& e : *a) {
+        if (!e.is_object() || !e.contains("id") || !e.contains("content")) fail(tj_path, ": malformed entry in added_tokens");
+        add(tj_path, e["id"].get<int64_t>(), e["content"].get<std::string>(), e.value("special", true));
+      }
+  }
+  for (int64_t id = base; id < base + int64_t(t.added_.size()); ++id)
+    if (!t.added_.count(int32_t(id))) fail(dir, ": added token ids are not contiguous after the SentencePiece vocabulary (", base, " pieces; id ", id, " missing)");
+  if (auto b = token_content(cfg, "bos_token")) {
+    auto id = t.token_id(*b);
+    if (!id) fail(cfg_path, ": bos_token '", *b, "' is not in the vocabulary");
+    t.bos_ = *id;
+  }
+  if (auto e = token_content(cfg, "eos_token")) {
+    auto id = t.token_id(*e);
+    if (!id) fail(cfg_path, ": eos_token '", *e, "' is not in the vocabulary");
+    t.eos_ = *id;
+  }
+  if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean()) t.add_bos_ = cfg["add_bos_token"].get<bool>();
+  if (cfg.contains("chat_template") && cfg["chat_template"].is_string()) t.chat_template_ = cfg["chat_template"].get<std::string>();
+  return t;
+}
+
+int64_t Tokenizer::size() const { return sp_->GetPieceSize() + int64_t(added_.size()); }
+
+std::optional<int32_t> Tokenizer::token_id(const std::string& content) const {
+  if (auto it = specials_.find(content); it != specials_.end()) return it->second;
+  int id = sp_->PieceToId(content);
+  if (id == sp_->unk_id() && content != sp_->IdToPiece(sp_->unk_id())) return std::nullopt;
+  return id;
+}
+
+std::string Tokenizer::piece(int32_t id) const {
+  if (auto it = added_.find(id); it != added_.end()) return it->second;
+  if (id < 0 || id >= sp_->GetPieceSize()) fail("token id ", id, " is outside the vocabulary of ", size());
+  return sp_->IdToPiece(id);
+}
+
+std::vector<int32_t> Tokenizer::encode_plain(const std::string& text) const {
+  std::vector<int> ids;
+  sp_->Encode(text, &ids);
+  return {ids.begin(), ids.end()};
+}
+
+std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
+  std::vector<int32_t> out;
+  if (add_bos) out.push_back(bos_);
+  size_t seg = 0, i = 0;
+  auto flush = [&](size_t end) {
+    if (end > seg) {
+      auto ids = encode_plain(text.substr(seg, end - seg));
+      out.insert(out.end(), ids.begin(), ids.end());
+    }
+  };
+  while (i < text.size()) {
+    // Longest special token starting at i (std::map is ordered; few entries, so a scan is fine).
+    size_t best = 0;
+    int32_t best_id = -1;
+    for (auto& [content, id] : specials_)
+      if (content.size() > best && text.compare(i, content.size(), content) == 0) best = content.size(), best_id = id;
+    if (best) {
+      flush(i);
+      out.push_back(best_id);
+      i += best;
+      seg = i;
+    } else {
+      ++i;
+    }
+  }
+  flush(text.size());
+  return out;
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  std::string out;
+  std::vector<int> run;
+  auto flush = [&] {
+    if (run.empty()) return;
+    std::string s;
+    sp_->Decode(run, &s);
+    out += s;
+    run.clear();
+  };
+  for (int32_t id : ids) {
+    auto sf = special_flag_.find(id);
+    bool is_special = sf != special_flag_.end() && sf->second;
+    if (added_.count(id) || (is_special && sp_->IsControl(id))) {
+      flush();
+      if (!(skip_special && is_special)) out += piece(id);
+      continue;
+    }
+    if (id < 0 || id >= sp_->GetPieceSize()) fail("token id ", id, " is outside the vocabulary of ", size());
+    run.push_back(id);
+  }
+  flush();
+  return out;
+}
+
+}  // namespace lamina
