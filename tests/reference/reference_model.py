@@ -1,0 +1,159 @@
+"""Independent PyTorch reference for Llama / Mistral / Mixtral causal LMs.
+
+Written from the semantics of transformers' modeling_llama / modeling_mistral / modeling_mixtral
+(eager attention path), not from lamina's code. Weights are read from the safetensors files with a
+small parser of its own (json + numpy), so nothing of lamina's I/O is reused either.
+"""
+import json
+import os
+import struct
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    base = 8 + n
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        raw = data[base + b : base + end]
+        shape = e["shape"]
+        if e["dtype"] == "F32":
+            arr = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+        elif e["dtype"] == "F16":
+            arr = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        elif e["dtype"] == "BF16":
+            arr = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            raise ValueError(f"{path}: dtype {e['dtype']}")
+        out[name] = torch.from_numpy(arr.reshape(shape).copy())
+    return out
+
+
+def load_model_dir(d):
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    idx = os.path.join(d, "model.safetensors.index.json")
+    weights = {}
+    if os.path.exists(idx):
+        with open(idx) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    for fn in files:
+        weights.update(read_safetensors(os.path.join(d, fn)))
+    return cfg, weights
+
+
+# When set, the input of every matrix product is rounded to bf16 first (weights are already
+# bf16), with products accumulated in f32: the semantics of a bf16 AMX matmul.
+ROUND_ACTIVATIONS_BF16 = False
+
+
+def mm(x, w):
+    """x @ w.T, the Linear of transformers."""
+    if ROUND_ACTIVATIONS_BF16:
+        x = x.to(torch.bfloat16).float()
+    return x @ w.T
+
+
+def rms_norm(x, w, eps):
+    # LlamaRMSNorm: variance in fp32, weight * normalized (cast back)
+    xf = x.float()
+    var = xf.pow(2).mean(-1, keepdim=True)
+    return w * (xf * torch.rsqrt(var + eps)).to(x.dtype)
+
+
+def rotate_half(x):
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rope_cos_sin(positions, dim, theta):
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def attention(cfg, w, p, x, positions):
+    T = x.shape[0]
+    nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+    hd = cfg.get("head_dim") or cfg["hidden_size"] // nh
+    q = mm(x, w[p + "self_attn.q_proj.weight"]).view(T, nh, hd).transpose(0, 1)
+    k = mm(x, w[p + "self_attn.k_proj.weight"]).view(T, nkv, hd).transpose(0, 1)
+    v = mm(x, w[p + "self_attn.v_proj.weight"]).view(T, nkv, hd).transpose(0, 1)
+    cos, sin = rope_cos_sin(positions, hd, cfg.get("rope_theta", 10000.0))
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    rep = nh // nkv  # repeat_kv: kv head j serves query heads j*rep .. j*rep+rep-1
+    k = k.repeat_interleave(rep, dim=0)
+    v = v.repeat_interleave(rep, dim=0)
+    scores = (q @ k.transpose(1, 2)) / (hd ** 0.5)
+    i = positions[:, None]
+    j = positions[None, :]
+    allowed = j <= i
+    window = cfg.get("sliding_window") if cfg["model_type"] != "llama" else None
+    if window:
+        allowed = allowed & (i - j < window)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    out = (probs @ v).transpose(0, 1).reshape(T, nh * hd)
+    return mm(out, w[p + "self_attn.o_proj.weight"])
+
+
+def swiglu(x, gate, up, down):
+    return mm(F.silu(mm(x, gate)) * mm(x, up), down)
+
+
+def moe(cfg, w, p, x):
+    E, K = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+    fused = (p + "mlp.gate.weight") in w
+    router = w[p + ("mlp.gate.weight" if fused else "block_sparse_moe.gate.weight")]
+    logits = mm(x, router)
+    probs = F.softmax(logits, dim=1, dtype=torch.float)
+    topw, topi = torch.topk(probs, K, dim=-1)
+    topw = topw / topw.sum(dim=-1, keepdim=True)
+    out = torch.zeros_like(x)
+    I = cfg["intermediate_size"]
+    for e in range(E):
+        if fused:
+            gu = w[p + "mlp.experts.gate_up_proj"][e]
+            g, u, d = gu[:I], gu[I:], w[p + "mlp.experts.down_proj"][e]
+        else:
+            q = p + f"block_sparse_moe.experts.{e}."
+            g, u, d = w[q + "w1.weight"], w[q + "w3.weight"], w[q + "w2.weight"]
+        tok, slot = torch.where(topi == e)
+        if tok.numel() == 0:
+            continue
+        y = swiglu(x[tok], g, u, d) * topw[tok, slot, None]
+        out.index_add_(0, tok, y)
+    return out
+
+
+def forward(cfg, w, ids):
+    """logits [T, V] for one sequence of token ids."""
+    ids = torch.tensor(ids, dtype=torch.long)
+    positions = torch.arange(len(ids))
+    eps = cfg.get("rms_norm_eps", 1e-6)
+    x = w["model.embed_tokens.weight"][ids]
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        x = x + attention(cfg, w, p, rms_norm(x, w[p + "input_layernorm.weight"], eps), positions)
+        h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
+        if cfg["model_type"] == "mixtral":
+            x = x + moe(cfg, w, p, h)
+        else:
+            x = x + swiglu(h, w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"], w[p + "mlp.down_proj.weight"])
+    x = rms_norm(x, w["model.norm.weight"], eps)
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else w["lm_head.weight"]
+    return mm(x, head)

@@ -1,0 +1,125 @@
+// Kernels against naive double-precision loops written here.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+using namespace lamina;
+
+namespace {
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+}  // namespace
+
+TEST(Kernels, LinearF32MatchesNaive) {
+  for (auto [M, K, N] : {std::tuple{1, 64, 48}, {7, 33, 5}, {32, 128, 96}}) {
+    auto x = randn(size_t(M * K), 1), w = randn(size_t(N * K), 2);
+    Tensor wt = Tensor::view_of(w.data(), DType::F32, {N, K});
+    std::vector<float> y(size_t(M * N), 0.f);
+    linear(x.data(), M, wt, y.data());
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) {
+        double s = 0;
+        for (int k = 0; k < K; ++k) s += double(x[size_t(m * K + k)]) * w[size_t(n * K + k)];
+        ASSERT_NEAR(y[size_t(m * N + n)], s, 1e-4) << M << "x" << K << "x" << N;
+      }
+    // accumulate adds to what is there
+    std::vector<float> y2 = y;
+    linear(x.data(), M, wt, y2.data(), true);
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y2[i], 2 * y[i], 1e-4);
+  }
+}
+
+TEST(Kernels, LinearBf16RoundsInputsAndAccumulatesInF32) {
+  const int M = 5, K = 96, N = 40;
+  auto x = randn(size_t(M * K), 3), wf = randn(size_t(N * K), 4);
+  std::vector<uint16_t> w(wf.size());
+  for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(wf[i]);
+  std::vector<float> y(size_t(M * N));
+  linear(x.data(), M, Tensor::view_of(w.data(), DType::BF16, {N, K}), y.data());
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double s = 0;
+      for (int k = 0; k < K; ++k) s += double(bf16_to_f32(f32_to_bf16(x[size_t(m * K + k)]))) * bf16_to_f32(w[size_t(n * K + k)]);
+      ASSERT_NEAR(y[size_t(m * N + n)], s, 1e-4);
+    }
+}
+
+TEST(Kernels, RmsNorm) {
+  const int n = 3, d = 37;
+  auto x = randn(size_t(n * d), 5), w = randn(size_t(d), 6);
+  std::vector<float> y(x.size());
+  rmsnorm(x.data(), w.data(), y.data(), n, d, 1e-5f);
+  for (int r = 0; r < n; ++r) {
+    double ss = 0;
+    for (int i = 0; i < d; ++i) ss += double(x[size_t(r * d + i)]) * x[size_t(r * d + i)];
+    double inv = 1.0 / std::sqrt(ss / d + 1e-5);
+    for (int i = 0; i < d; ++i) ASSERT_NEAR(y[size_t(r * d + i)], w[size_t(i)] * x[size_t(r * d + i)] * inv, 1e-5);
+  }
+}
+
+TEST(Kernels, RopeRotatesHalves) {
+  const int T = 3, H = 2, hd = 8;
+  auto x = randn(size_t(T * H * hd), 7);
+  auto y = x;
+  std::vector<int64_t> pos = {0, 5, 1000};
+  rope(y.data(), pos.data(), T, H, hd, 10000.0);
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < hd / 2; ++i) {
+        double a = double(pos[size_t(t)]) * std::pow(10000.0, -2.0 * i / hd);
+        const float* v = x.data() + (t * H + h) * hd;
+        const float* r = y.data() + (t * H + h) * hd;
+        ASSERT_NEAR(r[i], v[i] * std::cos(a) - v[i + hd / 2] * std::sin(a), 2e-4);
+        ASSERT_NEAR(r[i + hd / 2], v[i + hd / 2] * std::cos(a) + v[i] * std::sin(a), 2e-4);
+      }
+}
+
+TEST(Kernels, AttentionCausalGqaWindow) {
+  const int T = 6, pos0 = 3, nh = 4, nkv = 2, hd = 8, S = pos0 + T;
+  auto q = randn(size_t(T * nh * hd), 8), k = randn(size_t(S * nkv * hd), 9), v = randn(size_t(S * nkv * hd), 10);
+  for (int window : {0, 3}) {
+    std::vector<float> out(q.size());
+    attention(q.data(), k.data(), v.data(), out.data(), T, pos0, nh, nkv, hd, nkv * hd, window);
+    for (int t = 0; t < T; ++t)
+      for (int h = 0; h < nh; ++h) {
+        int p = pos0 + t, kh = h / (nh / nkv);
+        std::vector<double> s;
+        std::vector<int> js;
+        for (int j = 0; j <= p; ++j) {
+          if (window && j <= p - window) continue;
+          double d = 0;
+          for (int i = 0; i < hd; ++i) d += double(q[size_t((t * nh + h) * hd + i)]) * k[size_t((j * nkv + kh) * hd + i)];
+          s.push_back(d / std::sqrt(double(hd)));
+          js.push_back(j);
+        }
+        double mx = *std::max_element(s.begin(), s.end()), sum = 0;
+        for (auto& e : s) sum += (e = std::exp(e - mx));
+        for (int i = 0; i < hd; ++i) {
+          double o = 0;
+          for (size_t a = 0; a < js.size(); ++a) o += s[a] / sum * v[size_t((js[a] * nkv + kh) * hd + i)];
+          ASSERT_NEAR(out[size_t((t * nh + h) * hd + i)], o, 1e-5) << "window " << window;
+        }
+      }
+  }
+}
+
+TEST(Kernels, SiluMulSoftmaxLogSoftmax) {
+  std::vector<float> g = {-3, -0.5f, 0, 2}, u = {1, 2, 3, 4}, o(4);
+  silu_mul(g.data(), u.data(), o.data(), 4);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(o[size_t(i)], g[size_t(i)] / (1 + std::exp(-g[size_t(i)])) * u[size_t(i)], 1e-6);
+  std::vector<float> l = {1000, 1001, 999};
+  EXPECT_NEAR(log_softmax_at(l.data(), 3, 1), 1.0 - std::log(std::exp(1.0) + 1 + std::exp(-1.0)), 1e-6);
+  softmax_rows(l.data(), 1, 3);
+  EXPECT_NEAR(l[0] + l[1] + l[2], 1.0, 1e-6);
+  EXPECT_GT(l[1], l[0]);
+}
