@@ -20,32 +20,32 @@ const ArgSpec& Args::spec(const std::string& name) const {
 bool Args::parse(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("--", 0) != 0) fail("lamina ", command_, ": unexpected argument '", a, "' (see lamina ", command_, " --help)");
+    if (a.rfind("--", 0) != 0) fail("unexpected argument '", a, "' (see lamina ", command_, " --help)");
     std::string name = a.substr(2), value;
     bool inline_value = false;
     if (auto eq = name.find('='); eq != std::string::npos) value = name.substr(eq + 1), name = name.substr(0, eq), inline_value = true;
     const ArgSpec* s = nullptr;
     for (auto& x : specs_)
       if (x.name == name) s = &x;
-    if (!s) fail("lamina ", command_, ": unknown option --", name, " (see lamina ", command_, " --help)");
+    if (!s) fail("unknown option --", name, " (see lamina ", command_, " --help)");
     if (name == "help") {
       print_help();
       return false;
     }
     if (s->metavar.empty()) {
-      if (inline_value) fail("lamina ", command_, ": --", name, " takes no value");
+      if (inline_value) fail("--", name, " takes no value");
       value = "1";
     } else if (!inline_value) {
-      if (i + 1 >= argc) fail("lamina ", command_, ": --", name, " needs a value (", s->metavar, ")");
+      if (i + 1 >= argc) fail("--", name, " needs a value (", s->metavar, ")");
       value = argv[++i];
     }
     auto& v = values_[name];
-    if (!v.empty() && !s->repeat) fail("lamina ", command_, ": --", name, " given twice");
+    if (!v.empty() && !s->repeat) fail("--", name, " given twice");
     v.push_back(value);
   }
   for (auto& s : specs_)
     if (s.dflt == kRequired && !values_.count(s.name))
-      fail("lamina ", command_, ": missing required option --", s.name, " (see lamina ", command_, " --help)");
+      fail("missing required option --", s.name, " (see lamina ", command_, " --help)");
   return true;
 }
 
@@ -86,7 +86,7 @@ int64_t Args::integer(const std::string& name) const {
     if (pos == v.size()) return r;
   } catch (...) {
   }
-  fail("lamina ", command_, ": --", name, " expects an integer, got '", v, "'");
+  fail("--", name, " expects an integer, got '", v, "'");
 }
 
 double Args::number(const std::string& name) const {
@@ -97,7 +97,7 @@ double Args::number(const std::string& name) const {
     if (pos == v.size()) return r;
   } catch (...) {
   }
-  fail("lamina ", command_, ": --", name, " expects a number, got '", v, "'");
+  fail("--", name, " expects a number, got '", v, "'");
 }
 
 }  // namespace lamina

@@ -34,6 +34,7 @@ int cmd_generate(int argc, char** argv) {
     std::fflush(stdout);
   });
   std::printf("\n");
+  std::fflush(stdout);
   if (a.flag("stats"))
     std::fprintf(stderr, "prompt: %lld tokens, %.1f tok/s; generated: %zu tokens, %.1f tok/s; stop: %s\n",
                  (long long)r.prompt_tokens, double(r.prompt_tokens) / std::max(r.prompt_seconds, 1e-9), r.ids.size(),
