@@ -35,6 +35,7 @@ int cmd_init(int argc, char** argv) {
           {"moe-layout", "split|fused", "mixtral tensor layout: per-expert w1/w2/w3 or transformers v5 fused", "split"},
           {"tokenizer", "FILE", "SentencePiece tokenizer.model to use (default: train a small one on embedded text)", ""},
           {"vocab", "N", "vocabulary size of the trained default tokenizer (upper bound)", "512"},
+          {"vocab-size", "N", "config vocab_size (>= the tokenizer's size; rows beyond it are padding)", ""},
           {"add-tokens", "A,B", "append added special tokens, e.g. '<|end_of_turn|>,<|pad_0|>'", ""},
           {"chat-template", "NAME", "write this chat_template: llama-2, mistral-instruct, openchat, chatml", ""},
           {"shard-size", "SIZE", "largest safetensors shard, e.g. 5GB", "5GB"},
@@ -92,6 +93,10 @@ int cmd_init(int argc, char** argv) {
   if (a.str("shape").rfind("tiny", 0) == 0) j["vocab_size"] = vocab;
   else if (vocab > j["vocab_size"].get<int64_t>())
     fail("--tokenizer: ", vocab, " tokens do not fit the shape's vocab_size ", j["vocab_size"].get<int64_t>());
+  if (a.given("vocab-size")) {
+    if (a.integer("vocab-size") < vocab) fail("--vocab-size ", a.integer("vocab-size"), " is smaller than the tokenizer's ", vocab, " tokens");
+    j["vocab_size"] = a.integer("vocab-size");
+  }
   if (eot != tf.added_tokens.end())
     j["eos_token_id"] = vocab - int64_t(tf.added_tokens.size()) + (eot - tf.added_tokens.begin());
   ModelConfig cfg = ModelConfig::from_json(j, "--shape " + a.str("shape"));

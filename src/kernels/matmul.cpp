@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "core/error.h"
@@ -14,13 +15,15 @@
 namespace lamina {
 namespace {
 
+using md = dnnl::memory::desc;
+
 struct Dnnl {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream strm{eng};
   std::mutex mu;
-  // (M, K, N, weight dtype, accumulate) -> primitive. Decode (M = 1) and prompt shapes repeat,
-  // so creation cost is paid once per shape.
-  std::map<std::tuple<int64_t, int64_t, int64_t, int, bool>, dnnl::matmul> cache;
+  // (M, K, N, weight dtype, accumulate, packed) -> primitive. Decode (M = 1) and prompt shapes
+  // repeat, so creation cost is paid once per shape.
+  std::map<std::tuple<int64_t, int64_t, int64_t, int, bool, bool>, dnnl::matmul> cache;
 };
 
 Dnnl& dnnl_state() {
@@ -32,24 +35,65 @@ dnnl::memory::data_type dt_of(DType t) {
   return t == DType::BF16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
 }
 
+// The weight as the [K, N] matrix W^T: strides (1, K) over the row-major [N, K] storage.
+md plain_weight_md(int64_t K, int64_t N, DType t) { return md({K, N}, dt_of(t), {1, K}); }
+
+// The blocked layout oneDNN prefers for this weight (asked for with M = 128).
+md packed_weight_md(int64_t K, int64_t N, DType t) {
+  auto& d = dnnl_state();
+  md src({128, K}, dt_of(t), {K, 1}), wany({K, N}, dt_of(t), dnnl::memory::format_tag::any);
+  md dst({128, N}, dnnl::memory::data_type::f32, {N, 1});
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wany, dst), d.eng);
+  return pd.weights_desc();
+}
+
 }  // namespace
 
-void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
+struct WeightPack::Impl {
+  std::mutex mu;
+  struct Entry {
+    Shape shape;
+    DType dtype;
+    dnnl::memory mem;
+  };
+  std::unordered_map<const void*, Entry> packed;
+  size_t bytes = 0;
+
+  const dnnl::memory& get(const Tensor& w) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = packed.find(w.data);
+    if (it != packed.end() && it->second.shape == w.shape && it->second.dtype == w.dtype) return it->second.mem;
+    auto& d = dnnl_state();
+    const int64_t N = w.shape[0], K = w.shape[1];
+    md plain = plain_weight_md(K, N, w.dtype), target = packed_weight_md(K, N, w.dtype);
+    dnnl::memory src(plain, d.eng, w.data), dst(target, d.eng);
+    dnnl::reorder(src, dst).execute(d.strm, src, dst);
+    d.strm.wait();
+    bytes += target.get_size();
+    return packed[w.data] = Entry{w.shape, w.dtype, dst}, packed[w.data].mem;
+  }
+};
+
+WeightPack::WeightPack() : impl_(std::make_unique<Impl>()) {}
+WeightPack::~WeightPack() = default;
+size_t WeightPack::bytes() const { return impl_->bytes; }
+
+void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate, WeightPack* pack) {
   LAMINA_CHECK(w.shape.size() == 2, "linear: weight must be 2-D, got ", shape_str(w.shape));
   LAMINA_CHECK(w.dtype == DType::F32 || w.dtype == DType::BF16, "linear: weight dtype ",
                dtype_name(w.dtype), " not supported");
   const int64_t N = w.shape[0], K = w.shape[1];
   if (M == 0) return;
   auto& d = dnnl_state();
-  using md = dnnl::memory::desc;
   const auto wt = dt_of(w.dtype);
-  // Weight as the [K, N] matrix W^T: strides (1, K) over the row-major [N, K] storage.
-  md src_md({M, K}, wt, {K, 1}), wei_md({K, N}, wt, {1, K});
-  md dst_md({M, N}, dnnl::memory::data_type::f32, {N, 1});
+  md src_md({M, K}, wt, {K, 1}), dst_md({M, N}, dnnl::memory::data_type::f32, {N, 1});
+  dnnl::memory wmem;
+  if (pack) wmem = pack->impl().get(w);
+  md wei_md = pack ? wmem.get_desc() : plain_weight_md(K, N, w.dtype);
   dnnl::matmul prim;
   {
     std::lock_guard<std::mutex> lock(d.mu);
-    auto key = std::make_tuple(M, K, N, int(w.dtype), accumulate);
+    auto key = std::make_tuple(M, K, N, int(w.dtype), accumulate, pack != nullptr);
     auto it = d.cache.find(key);
     if (it == d.cache.end()) {
       dnnl::primitive_attr attr;
@@ -70,8 +114,9 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
     to_bf16_parallel(x, xb.data(), M * K);
     src = xb.data();
   }
-  dnnl::memory s(src_md, d.eng, src), wm(wei_md, d.eng, w.data), dm(dst_md, d.eng, y);
-  prim.execute(d.strm, {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dm}});
+  if (!pack) wmem = dnnl::memory(wei_md, d.eng, w.data);
+  dnnl::memory s(src_md, d.eng, src), dm(dst_md, d.eng, y);
+  prim.execute(d.strm, {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, dm}});
   d.strm.wait();
 }
 

@@ -17,13 +17,14 @@ KVCache::KVCache(int64_t layers, int64_t cap, int64_t kv_dim) : capacity(cap) {
   }
 }
 
-Model::Model(ModelConfig cfg, ModelWeights w) : cfg_(std::move(cfg)), w_(std::move(w)) {}
+Model::Model(ModelConfig cfg, ModelWeights w, bool pack_weights)
+    : cfg_(std::move(cfg)), w_(std::move(w)), pack_(pack_weights ? std::make_unique<WeightPack>() : nullptr) {}
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
   ModelConfig cfg = ModelConfig::load(dir);
   Checkpoint ckpt(dir);
   ModelWeights w = load_weights(cfg, ckpt, opt);
-  return std::make_unique<Model>(std::move(cfg), std::move(w));
+  return std::make_unique<Model>(std::move(cfg), std::move(w), opt.pack_weights);
 }
 
 KVCache Model::new_cache(int64_t capacity) const {
@@ -38,25 +39,25 @@ void Model::attention_block(const LayerWeights& L, int64_t layer, const float* x
   std::vector<float> q(size_t(T * nh * hd)), att(size_t(T * nh * hd));
   float* kc = cache.k[size_t(layer)].f32() + pos0 * kvd;  // new rows go straight into the cache
   float* vc = cache.v[size_t(layer)].f32() + pos0 * kvd;
-  linear(xn, T, L.wq, q.data());  // q[T, nh*hd]
-  linear(xn, T, L.wk, kc);        // k[T, nkv*hd]
-  linear(xn, T, L.wv, vc);        // v[T, nkv*hd]
+  mm(xn, T, L.wq, q.data());  // q[T, nh*hd]
+  mm(xn, T, L.wk, kc);        // k[T, nkv*hd]
+  mm(xn, T, L.wv, vc);        // v[T, nkv*hd]
   std::vector<int64_t> pos(static_cast<size_t>(T));
   std::iota(pos.begin(), pos.end(), pos0);
   rope(q.data(), pos.data(), T, nh, hd, cfg_.rope_theta);
   rope(kc, pos.data(), T, nkv, hd, cfg_.rope_theta);
   attention(q.data(), cache.k[size_t(layer)].f32(), cache.v[size_t(layer)].f32(), att.data(), T,
             pos0, nh, nkv, hd, kvd, cfg_.sliding_window.value_or(0));
-  linear(att.data(), T, L.wo, out);  // out[T, H]
+  mm(att.data(), T, L.wo, out);  // out[T, H]
 }
 
 void Model::mlp_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const {
   const int64_t I = cfg_.intermediate_size;
   std::vector<float> g(size_t(T * I)), u(size_t(T * I));
-  linear(xn, T, L.w_gate, g.data());
-  linear(xn, T, L.w_up, u.data());
+  mm(xn, T, L.w_gate, g.data());
+  mm(xn, T, L.w_up, u.data());
   silu_mul(g.data(), u.data(), g.data(), T * I);
-  linear(g.data(), T, L.w_down, out);
+  mm(g.data(), T, L.w_down, out);
 }
 
 // Mixtral's sparse MoE: softmax over all E router logits (F32), top-k, renormalise the k weights
@@ -66,7 +67,7 @@ void Model::moe_block(const LayerWeights& L, const float* xn, int64_t T, float* 
   const int64_t H = cfg_.hidden_size, I = cfg_.intermediate_size, E = cfg_.num_local_experts;
   const int64_t K = cfg_.num_experts_per_tok;
   std::vector<float> probs(size_t(T * E));
-  linear(xn, T, L.router, probs.data());  // router logits [T, E]
+  mm(xn, T, L.router, probs.data());  // router logits [T, E]
   softmax_rows(probs.data(), T, E);
   std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(E));  // expert -> (token, weight)
   std::vector<int64_t> idx(static_cast<size_t>(E));
@@ -91,10 +92,10 @@ void Model::moe_block(const LayerWeights& L, const float* xn, int64_t T, float* 
     u.resize(size_t(n * I));
     y.resize(size_t(n * H));
     for (int64_t i = 0; i < n; ++i) std::copy_n(xn + r[size_t(i)].first * H, H, xs.data() + i * H);
-    linear(xs.data(), n, L.e_gate[size_t(e)], g.data());
-    linear(xs.data(), n, L.e_up[size_t(e)], u.data());
+    mm(xs.data(), n, L.e_gate[size_t(e)], g.data());
+    mm(xs.data(), n, L.e_up[size_t(e)], u.data());
     silu_mul(g.data(), u.data(), g.data(), n * I);
-    linear(g.data(), n, L.e_down[size_t(e)], y.data());
+    mm(g.data(), n, L.e_down[size_t(e)], y.data());
     for (int64_t i = 0; i < n; ++i) axpy(out + r[size_t(i)].first * H, r[size_t(i)].second, y.data() + i * H, H);
   }
 }
@@ -122,7 +123,7 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
   const int64_t rows = all_logits ? T : 1;
   const float* last = x.data() + (T - rows) * H;
   rmsnorm(last, w_.norm.f32(), xn.data(), rows, H, eps);
-  linear(xn.data(), rows, w_.lm_head, logits);  // logits[rows, V]
+  mm(xn.data(), rows, w_.lm_head, logits);  // logits[rows, V]
 }
 
 }  // namespace lamina

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "io/model_config.h"
+#include "kernels/matmul.h"
 #include "io/safetensors.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
@@ -13,7 +14,7 @@ namespace lamina {
 
 class Model {
  public:
-  Model(ModelConfig cfg, ModelWeights w);
+  Model(ModelConfig cfg, ModelWeights w, bool pack_weights = true);
   // Reads config.json and the safetensors weights of a HF model directory (memory-mapped).
   static std::unique_ptr<Model> load(const std::string& dir, const LoadOptions& opt = {});
 
@@ -33,8 +34,12 @@ class Model {
   void mlp_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const;
   void moe_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const;
 
+  // y[M, N] = x · w^T through the model's packed copy of w.
+  void mm(const float* x, int64_t M, const Tensor& w, float* y) const { linear(x, M, w, y, false, pack_.get()); }
+
   ModelConfig cfg_;
   ModelWeights w_;
+  std::unique_ptr<WeightPack> pack_;  // oneDNN-blocked copies of the matrices, made on first use
 };
 
 }  // namespace lamina

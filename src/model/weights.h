@@ -48,6 +48,8 @@ MoeLayout detect_moe_layout(const ModelConfig& c, const Checkpoint& ckpt);
 struct LoadOptions {
   // Storage type for matrix weights: F32 or BF16. Unset: keep F32/BF16 as stored, F16 -> F32.
   std::optional<DType> dtype;
+  // Repack matrices into oneDNN's blocked layout on first use (faster, one extra copy in memory).
+  bool pack_weights = true;
 };
 
 // Validates every tensor's presence and shape, then binds zero-copy views where the stored dtype

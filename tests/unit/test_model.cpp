@@ -113,3 +113,21 @@ TEST(Model, OutOfVocabularyIdIsAnError) {
   int32_t bad = int32_t(m->config().vocab_size);
   EXPECT_THROW(m->forward(&bad, 1, c, out.data(), false), Error);
 }
+
+TEST(Model, PackedWeightsGiveTheSameLogits) {
+  for (DType dt : {DType::F32, DType::BF16}) {
+    TempDir d;
+    test::write_tiny_model(d.path, "tiny-mixtral", {}, dt);
+    LoadOptions plain;
+    plain.pack_weights = false;
+    auto a = Model::load(d.path), b = Model::load(d.path, plain);
+    const int64_t T = 12, V = a->config().vocab_size;
+    std::vector<int32_t> ids;
+    for (int i = 0; i < T; ++i) ids.push_back(int32_t((i * 37 + 5) % V));
+    std::vector<float> la(size_t(T * V)), lb(la.size());
+    KVCache ca = a->new_cache(T), cb = b->new_cache(T);
+    a->forward(ids.data(), T, ca, la.data(), true);
+    b->forward(ids.data(), T, cb, lb.data(), true);
+    for (size_t i = 0; i < la.size(); ++i) ASSERT_NEAR(la[i], lb[i], 1e-5) << dtype_name(dt);
+  }
+}
