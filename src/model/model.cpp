@@ -27,6 +27,13 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   return std::make_unique<Model>(std::move(cfg), std::move(w), opt.pack_weights);
 }
 
+float* Model::scratch(Slot s, int64_t n) const {
+  if (scratch_.empty()) scratch_.resize(kSlots);
+  auto& v = scratch_[size_t(s)];
+  if (v.size() < size_t(n)) v.resize(size_t(n));
+  return v.data();
+}
+
 KVCache Model::new_cache(int64_t capacity) const {
   capacity = std::min(capacity, cfg_.max_position_embeddings);
   return KVCache(cfg_.num_hidden_layers, capacity, cfg_.num_key_value_heads * cfg_.head_dim);
@@ -36,28 +43,30 @@ void Model::attention_block(const LayerWeights& L, int64_t layer, const float* x
                             KVCache& cache, float* out) const {
   const int64_t nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads, hd = cfg_.head_dim;
   const int64_t kvd = nkv * hd, pos0 = cache.len;
-  std::vector<float> q(size_t(T * nh * hd)), att(size_t(T * nh * hd));
+  float* q = scratch(kQ, T * nh * hd);    // [T, nh*hd]
+  float* att = scratch(kAtt, T * nh * hd);
   float* kc = cache.k[size_t(layer)].f32() + pos0 * kvd;  // new rows go straight into the cache
   float* vc = cache.v[size_t(layer)].f32() + pos0 * kvd;
-  mm(xn, T, L.wq, q.data());  // q[T, nh*hd]
+  mm(xn, T, L.wq, q);  // q[T, nh*hd]
   mm(xn, T, L.wk, kc);        // k[T, nkv*hd]
   mm(xn, T, L.wv, vc);        // v[T, nkv*hd]
   std::vector<int64_t> pos(static_cast<size_t>(T));
   std::iota(pos.begin(), pos.end(), pos0);
-  rope(q.data(), pos.data(), T, nh, hd, cfg_.rope_theta);
+  rope(q, pos.data(), T, nh, hd, cfg_.rope_theta);
   rope(kc, pos.data(), T, nkv, hd, cfg_.rope_theta);
-  attention(q.data(), cache.k[size_t(layer)].f32(), cache.v[size_t(layer)].f32(), att.data(), T,
+  attention(q, cache.k[size_t(layer)].f32(), cache.v[size_t(layer)].f32(), att, T,
             pos0, nh, nkv, hd, kvd, cfg_.sliding_window.value_or(0));
-  mm(att.data(), T, L.wo, out);  // out[T, H]
+  mm(att, T, L.wo, out);  // out[T, H]
 }
 
 void Model::mlp_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const {
   const int64_t I = cfg_.intermediate_size;
-  std::vector<float> g(size_t(T * I)), u(size_t(T * I));
-  mm(xn, T, L.w_gate, g.data());
-  mm(xn, T, L.w_up, u.data());
-  silu_mul(g.data(), u.data(), g.data(), T * I);
-  mm(g.data(), T, L.w_down, out);
+  float* g = scratch(kGate, T * I);  // [T, I]
+  float* u = scratch(kUp, T * I);
+  mm(xn, T, L.w_gate, g);
+  mm(xn, T, L.w_up, u);
+  silu_mul(g, u, g, T * I);
+  mm(g, T, L.w_down, out);
 }
 
 // Mixtral's sparse MoE: softmax over all E router logits (F32), top-k, renormalise the k weights
@@ -66,13 +75,13 @@ void Model::mlp_block(const LayerWeights& L, const float* xn, int64_t T, float* 
 void Model::moe_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const {
   const int64_t H = cfg_.hidden_size, I = cfg_.intermediate_size, E = cfg_.num_local_experts;
   const int64_t K = cfg_.num_experts_per_tok;
-  std::vector<float> probs(size_t(T * E));
-  mm(xn, T, L.router, probs.data());  // router logits [T, E]
-  softmax_rows(probs.data(), T, E);
+  float* probs = scratch(kRouter, T * E);
+  mm(xn, T, L.router, probs);  // router logits [T, E]
+  softmax_rows(probs, T, E);
   std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(E));  // expert -> (token, weight)
   std::vector<int64_t> idx(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
-    const float* p = probs.data() + t * E;
+    const float* p = probs + t * E;
     std::iota(idx.begin(), idx.end(), 0);
     // torch.topk order: larger first; ties broken by the lower index.
     std::partial_sort(idx.begin(), idx.begin() + K, idx.end(),
@@ -82,21 +91,20 @@ void Model::moe_block(const LayerWeights& L, const float* xn, int64_t T, float* 
     for (int64_t j = 0; j < K; ++j) routed[size_t(idx[size_t(j)])].push_back({t, p[idx[size_t(j)]] / sum});
   }
   std::fill(out, out + T * H, 0.f);
-  std::vector<float> xs, g, u, y;
   for (int64_t e = 0; e < E; ++e) {
     auto& r = routed[size_t(e)];
     const int64_t n = int64_t(r.size());
     if (n == 0) continue;
-    xs.resize(size_t(n * H));
-    g.resize(size_t(n * I));
-    u.resize(size_t(n * I));
-    y.resize(size_t(n * H));
-    for (int64_t i = 0; i < n; ++i) std::copy_n(xn + r[size_t(i)].first * H, H, xs.data() + i * H);
-    mm(xs.data(), n, L.e_gate[size_t(e)], g.data());
-    mm(xs.data(), n, L.e_up[size_t(e)], u.data());
-    silu_mul(g.data(), u.data(), g.data(), n * I);
-    mm(g.data(), n, L.e_down[size_t(e)], y.data());
-    for (int64_t i = 0; i < n; ++i) axpy(out + r[size_t(i)].first * H, r[size_t(i)].second, y.data() + i * H, H);
+    float* xs = scratch(kGather, n * H);  // the n tokens routed to expert e: [n, H]
+    float* g = scratch(kGate, n * I);
+    float* u = scratch(kUp, n * I);
+    float* y = scratch(kExpertOut, n * H);
+    for (int64_t i = 0; i < n; ++i) std::copy_n(xn + r[size_t(i)].first * H, H, xs + i * H);
+    mm(xs, n, L.e_gate[size_t(e)], g);
+    mm(xs, n, L.e_up[size_t(e)], u);
+    silu_mul(g, u, g, n * I);
+    mm(g, n, L.e_down[size_t(e)], y);
+    for (int64_t i = 0; i < n; ++i) axpy(out + r[size_t(i)].first * H, r[size_t(i)].second, y + i * H, H);
   }
 }
 
@@ -107,23 +115,25 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
          " positions (max_position_embeddings ", cfg_.max_position_embeddings, ")");
   const int64_t H = cfg_.hidden_size;
   const float eps = float(cfg_.rms_norm_eps);
-  std::vector<float> x(size_t(T * H)), xn(size_t(T * H)), tmp(size_t(T * H));
-  embedding(w_.embed, tokens, T, x.data());  // x[T, H]
+  float* x = scratch(kX, T * H);  // residual stream [T, H]
+  float* xn = scratch(kXn, T * H);
+  float* tmp = scratch(kTmp, T * H);
+  embedding(w_.embed, tokens, T, x);
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
-    rmsnorm(x.data(), L.attn_norm.f32(), xn.data(), T, H, eps);
-    attention_block(L, l, xn.data(), T, cache, tmp.data());
-    add_inplace(x.data(), tmp.data(), T * H);
-    rmsnorm(x.data(), L.mlp_norm.f32(), xn.data(), T, H, eps);
-    if (cfg_.is_moe()) moe_block(L, xn.data(), T, tmp.data());
-    else mlp_block(L, xn.data(), T, tmp.data());
-    add_inplace(x.data(), tmp.data(), T * H);
+    rmsnorm(x, L.attn_norm.f32(), xn, T, H, eps);
+    attention_block(L, l, xn, T, cache, tmp);
+    add_inplace(x, tmp, T * H);
+    rmsnorm(x, L.mlp_norm.f32(), xn, T, H, eps);
+    if (cfg_.is_moe()) moe_block(L, xn, T, tmp);
+    else mlp_block(L, xn, T, tmp);
+    add_inplace(x, tmp, T * H);
   }
   cache.len += T;
   const int64_t rows = all_logits ? T : 1;
-  const float* last = x.data() + (T - rows) * H;
-  rmsnorm(last, w_.norm.f32(), xn.data(), rows, H, eps);
-  mm(xn.data(), rows, w_.lm_head, logits);  // logits[rows, V]
+  const float* last = x + (T - rows) * H;
+  rmsnorm(last, w_.norm.f32(), xn, rows, H, eps);
+  mm(xn, rows, w_.lm_head, logits);  // logits[rows, V]
 }
 
 }  // namespace lamina

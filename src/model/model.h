@@ -37,8 +37,13 @@ class Model {
   // y[M, N] = x · w^T through the model's packed copy of w.
   void mm(const float* x, int64_t M, const Tensor& w, float* y) const { linear(x, M, w, y, false, pack_.get()); }
 
+  // Activation buffers reused across calls (fresh large allocations would page-fault every time).
+  enum Slot { kX, kXn, kTmp, kQ, kAtt, kGate, kUp, kRouter, kGather, kExpertOut, kSlots };
+  float* scratch(Slot s, int64_t n) const;
+
   ModelConfig cfg_;
   ModelWeights w_;
+  mutable std::vector<std::vector<float>> scratch_;
   std::unique_ptr<WeightPack> pack_;  // oneDNN-blocked copies of the matrices, made on first use
 };
 

@@ -123,3 +123,14 @@ TEST(Kernels, SiluMulSoftmaxLogSoftmax) {
   EXPECT_NEAR(l[0] + l[1] + l[2], 1.0, 1e-6);
   EXPECT_GT(l[1], l[0]);
 }
+
+TEST(Kernels, SiluMatchesLibmAcrossTheRange) {
+  std::vector<float> g, u, o;
+  for (float x = -100.f; x <= 100.f; x += 0.37f) g.push_back(x), u.push_back(1.0f);
+  o.resize(g.size());
+  silu_mul(g.data(), u.data(), o.data(), int64_t(g.size()));
+  for (size_t i = 0; i < g.size(); ++i) {
+    double want = double(g[i]) / (1.0 + std::exp(-double(g[i])));
+    ASSERT_NEAR(o[i], want, 1e-6 * std::max(1.0, std::fabs(want))) << g[i];
+  }
+}
