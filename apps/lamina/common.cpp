@@ -1,3 +1,5 @@
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "commands.h"
 #include "generate/generate.h"
@@ -49,7 +51,27 @@ GenerateOptions generate_options(const Args& a, const Tokenizer& tok) {
   g.sampling.repetition_penalty = float(a.number("repetition-penalty"));
   g.sampling.seed = uint64_t(a.integer("seed"));
   g.stop_strings = a.all("stop");
-  for (auto& s : a.all("stop-token")) g.stop_ids.push_back(int32_t(std::stol(s)));
+  for (auto& s : a.all("stop-token")) {
+    try {
+      g.stop_ids.push_back(int32_t(std::stol(s)));
+    } catch (...) {
+      fail("--stop-token: '", s, "' is not a token id");
+    }
+  }
+  // generation_config.json may list further EOS ids (e.g. Llama 3 style lists).
+  std::string gc = a.str("model") + "/generation_config.json";
+  if (file_exists(gc)) {
+    try {
+      auto j = nlohmann::json::parse(read_text_file(gc));
+      auto e = j.find("eos_token_id");
+      if (e != j.end() && e->is_number_integer()) g.stop_ids.push_back(e->get<int32_t>());
+      if (e != j.end() && e->is_array())
+        for (auto& x : *e)
+          if (x.is_number_integer()) g.stop_ids.push_back(x.get<int32_t>());
+    } catch (const nlohmann::json::exception& ex) {
+      fail(gc, ": malformed JSON: ", ex.what());
+    }
+  }
   return g;
 }
 
