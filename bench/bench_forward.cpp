@@ -16,7 +16,8 @@ using clk = std::chrono::steady_clock;
 
 int main(int argc, char** argv) {
   if (argc < 5) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR PROMPT_TOKENS DECODE_TOKENS REPEATS [f32|bf16]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL_DIR PROMPT_TOKENS DECODE_TOKENS REPEATS [f32|bf16]\n",
+                 argv[0]);
     return 2;
   }
   try {
@@ -43,8 +44,8 @@ int main(int argc, char** argv) {
       double dt = std::chrono::duration<double>(clk::now() - t0).count();
       if (r > 0) best_prompt = std::min(best_prompt, p), best_decode = std::min(best_decode, dt);
     }
-    std::printf("{\"prompt_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, \"threads\": %d}\n", double(T) / best_prompt,
-                double(D) / best_decode, num_threads());
+    std::printf("{\"prompt_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, \"threads\": %d}\n",
+                double(T) / best_prompt, double(D) / best_decode, num_threads());
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -17,16 +17,25 @@ static void BM_Linear(benchmark::State& st, DType dt) {
     linear(x.data(), M, w, y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(M * K * N), benchmark::Counter::kIsIterationInvariantRate,
-                                              benchmark::Counter::kIs1000);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * double(M * K * N), benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::kIs1000);
 }
-BENCHMARK_CAPTURE(BM_Linear, f32, DType::F32)->Args({128, 2048, 2048})->Args({1, 2048, 5632})->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Linear, bf16, DType::BF16)->Args({128, 2048, 2048})->Args({1, 2048, 5632})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Linear, f32, DType::F32)
+    ->Args({128, 2048, 2048})
+    ->Args({1, 2048, 5632})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Linear, bf16, DType::BF16)
+    ->Args({128, 2048, 2048})
+    ->Args({1, 2048, 5632})
+    ->Unit(benchmark::kMillisecond);
 
 static void BM_Attention(benchmark::State& st) {
   const int64_t T = st.range(0), nh = 16, nkv = 4, hd = 128;
-  std::vector<float> q(size_t(T * nh * hd), 0.1f), k(size_t(T * nkv * hd), 0.1f), v(k.size(), 0.1f), o(q.size());
-  for (auto _ : st) attention(q.data(), k.data(), v.data(), o.data(), T, 0, nh, nkv, hd, nkv * hd, 0);
+  std::vector<float> q(size_t(T * nh * hd), 0.1f), k(size_t(T * nkv * hd), 0.1f), v(k.size(), 0.1f),
+      o(q.size());
+  for (auto _ : st)
+    attention(q.data(), k.data(), v.data(), o.data(), T, 0, nh, nkv, hd, nkv * hd, 0);
 }
 BENCHMARK(BM_Attention)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
 

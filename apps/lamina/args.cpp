@@ -20,10 +20,12 @@ const ArgSpec& Args::spec(const std::string& name) const {
 bool Args::parse(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("--", 0) != 0) fail("unexpected argument '", a, "' (see lamina ", command_, " --help)");
+    if (a.rfind("--", 0) != 0)
+      fail("unexpected argument '", a, "' (see lamina ", command_, " --help)");
     std::string name = a.substr(2), value;
     bool inline_value = false;
-    if (auto eq = name.find('='); eq != std::string::npos) value = name.substr(eq + 1), name = name.substr(0, eq), inline_value = true;
+    if (auto eq = name.find('='); eq != std::string::npos)
+      value = name.substr(eq + 1), name = name.substr(0, eq), inline_value = true;
     const ArgSpec* s = nullptr;
     for (auto& x : specs_)
       if (x.name == name) s = &x;
@@ -53,8 +55,11 @@ void Args::print_help() const {
   std::printf("usage: lamina %s [options]\n\n%s\n\noptions:\n", command_.c_str(), summary_.c_str());
   for (auto& s : specs_) {
     std::string left = "--" + s.name + (s.metavar.empty() ? "" : " " + s.metavar);
-    std::string d = s.dflt == kRequired ? " (required)" : s.dflt.empty() ? "" : " (default: " + s.dflt + ")";
-    std::printf("  %-28s %s%s%s\n", left.c_str(), s.help.c_str(), d.c_str(), s.repeat ? " [repeatable]" : "");
+    std::string d = s.dflt == kRequired ? " (required)"
+                    : s.dflt.empty()    ? ""
+                                        : " (default: " + s.dflt + ")";
+    std::printf("  %-28s %s%s%s\n", left.c_str(), s.help.c_str(), d.c_str(),
+                s.repeat ? " [repeatable]" : "");
   }
 }
 
@@ -63,7 +68,9 @@ bool Args::given(const std::string& name) const {
   return values_.count(name) != 0;
 }
 
-bool Args::flag(const std::string& name) const { return given(name); }
+bool Args::flag(const std::string& name) const {
+  return given(name);
+}
 
 std::string Args::str(const std::string& name) const {
   auto& s = spec(name);

@@ -10,8 +10,9 @@
 namespace lamina {
 
 int cmd_chat(int argc, char** argv) {
-  Args a("chat", "Interactive chat in the model's chat template. Type a message and press Enter;\n"
-                 "/reset starts over, /exit (or end of input) quits.",
+  Args a("chat",
+         "Interactive chat in the model's chat template. Type a message and press Enter;\n"
+         "/reset starts over, /exit (or end of input) quits.",
          join_specs(model_arg_specs(), sampling_arg_specs(),
                     std::vector<ArgSpec>{{"context", "N", "context length to allocate", "4096"}}));
   if (!a.parse(argc, argv)) return 0;
@@ -33,9 +34,12 @@ int cmd_chat(int argc, char** argv) {
     }
     if (line.empty()) continue;
     turns.push_back({line, ""});
-    auto ids = m.tokenizer.encode(render_chat_prompt(a, m.tokenizer, a.str("system"), turns), false);
+    auto ids =
+        m.tokenizer.encode(render_chat_prompt(a, m.tokenizer, a.str("system"), turns), false);
     if (int64_t(ids.size()) + opt.max_new_tokens > cache.capacity) {
-      std::fprintf(stderr, "lamina chat: the conversation no longer fits the context of %lld tokens; /reset to start over\n",
+      std::fprintf(stderr,
+                   "lamina chat: the conversation no longer fits the context of %lld tokens; "
+                   "/reset to start over\n",
                    (long long)cache.capacity);
       turns.pop_back();
       continue;

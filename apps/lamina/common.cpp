@@ -1,7 +1,7 @@
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
 #include "commands.h"
+#include "core/error.h"
 #include "generate/generate.h"
 #include "io/mapped_file.h"
 #include "kernels/matmul.h"
@@ -10,9 +10,11 @@
 namespace lamina {
 
 std::vector<ArgSpec> model_arg_specs() {
-  return {{"model", "DIR", "Hugging Face model directory (config.json, safetensors, tokenizer.model)", kRequired},
-          {"dtype", "f32|bf16", "compute weights in this type (default: as stored; f16 -> f32)", ""},
-          {"threads", "N", "threads for the kernels (default: all cores)", ""}};
+  return {
+      {"model", "DIR", "Hugging Face model directory (config.json, safetensors, tokenizer.model)",
+       kRequired},
+      {"dtype", "f32|bf16", "compute weights in this type (default: as stored; f16 -> f32)", ""},
+      {"threads", "N", "threads for the kernels (default: all cores)", ""}};
 }
 
 std::vector<ArgSpec> sampling_arg_specs() {
@@ -20,11 +22,13 @@ std::vector<ArgSpec> sampling_arg_specs() {
           {"temperature", "T", "sampling temperature; 0 = greedy", "0"},
           {"top-k", "K", "sample among the K most likely tokens; 0 = off", "0"},
           {"top-p", "P", "nucleus sampling mass; 1 = off", "1"},
-          {"repetition-penalty", "R", "penalise tokens already seen (transformers' rule); 1 = off", "1"},
+          {"repetition-penalty", "R", "penalise tokens already seen (transformers' rule); 1 = off",
+           "1"},
           {"seed", "S", "random seed for sampling", "0"},
           {"stop", "TEXT", "stop before this string", "", true},
           {"stop-token", "ID", "stop at this token id (besides EOS)", "", true},
-          {"chat-template", "NAME", "llama-2, mistral-instruct, openchat or chatml (default: from the model)", ""},
+          {"chat-template", "NAME",
+           "llama-2, mistral-instruct, openchat or chatml (default: from the model)", ""},
           {"condition", "TEXT", "OpenChat class condition for the prompt", "GPT4 Correct"},
           {"system", "TEXT", "system prompt (with --chat)", ""}};
 }
@@ -37,7 +41,8 @@ LoadedModel load_model(const Args& a) {
   LoadedModel m{nullptr, Tokenizer::load(dir)};
   m.model = Model::load(dir, opt);
   if (m.tokenizer.size() > m.model->config().vocab_size)
-    fail(dir, ": tokenizer has ", m.tokenizer.size(), " tokens but config.json vocab_size is ", m.model->config().vocab_size);
+    fail(dir, ": tokenizer has ", m.tokenizer.size(), " tokens but config.json vocab_size is ",
+         m.model->config().vocab_size);
   return m;
 }
 
@@ -83,7 +88,9 @@ std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::s
   } else if (auto d = detect_chat_template(tok.chat_template())) {
     t = *d;
   } else {
-    fail("the model has no chat_template lamina recognises; pass --chat-template (llama-2, mistral-instruct, openchat, chatml)");
+    fail(
+        "the model has no chat_template lamina recognises; pass --chat-template (llama-2, "
+        "mistral-instruct, openchat, chatml)");
   }
   std::vector<ChatMessage> msgs;
   if (!system.empty()) msgs.push_back({"system", system});

@@ -19,19 +19,23 @@ const Command kCommands[] = {
     {"info", lamina::cmd_info, "architecture, parameter counts and memory of a model"},
     {"generate", lamina::cmd_generate, "continue a prompt (or answer it with --chat)"},
     {"chat", lamina::cmd_chat, "interactive multi-turn chat"},
-    {"score", lamina::cmd_score, "per-token log-probabilities, log-likelihood and perplexity of a text"},
+    {"score", lamina::cmd_score,
+     "per-token log-probabilities, log-likelihood and perplexity of a text"},
 };
 
 void usage() {
-  std::printf("lamina %s: depth up-scaling, C-RLFT and DPO recipes on Hugging Face checkpoints\n\n", LAMINA_VERSION);
-  std::printf("usage: lamina COMMAND [options]   (lamina COMMAND --help for its options)\n\ncommands:\n");
+  std::printf("lamina %s: depth up-scaling, C-RLFT and DPO recipes on Hugging Face checkpoints\n\n",
+              LAMINA_VERSION);
+  std::printf(
+      "usage: lamina COMMAND [options]   (lamina COMMAND --help for its options)\n\ncommands:\n");
   for (auto& c : kCommands) std::printf("  %-10s %s\n", c.name, c.summary);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
     usage();
     return argc < 2 ? 2 : 0;
   }

@@ -22,7 +22,7 @@ template <class... Parts>
 
 }  // namespace lamina
 
-#define LAMINA_CHECK(cond, ...)                \
-  do {                                         \
-    if (!(cond)) ::lamina::fail(__VA_ARGS__);  \
+#define LAMINA_CHECK(cond, ...)               \
+  do {                                        \
+    if (!(cond)) ::lamina::fail(__VA_ARGS__); \
   } while (0)

@@ -19,8 +19,10 @@ std::string format_duration(double s) {
   char buf[32];
   if (s < 0 || s > 1e7) return "--:--";
   int t = int(s + 0.5);
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%02d:%02d", t / 60, t % 60);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%02d:%02d", t / 60, t % 60);
   return buf;
 }
 
@@ -29,7 +31,9 @@ Progress::Progress(std::string label, int64_t total, std::string unit)
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
-Progress::~Progress() { finish(); }
+Progress::~Progress() {
+  finish();
+}
 
 void Progress::update(int64_t done) {
   done_ = done;
@@ -64,8 +68,9 @@ void Progress::draw(bool final) {
     std::snprintf(b, sizeof b, "%.1f %s/s", rate, unit_.c_str());
     r = b;
   }
-  std::fprintf(stderr, "\r%s [%s] %3.0f%% %s %s %s %s", label_.c_str(), bar.c_str(), frac * 100, amt.c_str(),
-               r.c_str(), final ? "in" : "ETA", format_duration(final ? el : eta).c_str());
+  std::fprintf(stderr, "\r%s [%s] %3.0f%% %s %s %s %s", label_.c_str(), bar.c_str(), frac * 100,
+               amt.c_str(), r.c_str(), final ? "in" : "ETA",
+               format_duration(final ? el : eta).c_str());
   if (final) std::fprintf(stderr, "\n");
   std::fflush(stderr);
 }

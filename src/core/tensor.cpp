@@ -28,7 +28,8 @@ Tensor Tensor::empty(DType t, Shape s) {
   r.shape = std::move(s);
   size_t bytes = (r.nbytes() + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, bytes ? bytes : 64);
-  if (!p) fail("out of memory allocating ", bytes, " bytes for a tensor of shape ", shape_str(r.shape));
+  if (!p)
+    fail("out of memory allocating ", bytes, " bytes for a tensor of shape ", shape_str(r.shape));
   r.owner = std::shared_ptr<void>(p, std::free);
   r.data = p;
   return r;
@@ -60,7 +61,8 @@ const float* Tensor::f32() const {
 
 Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
   LAMINA_CHECK(!shape.empty() && begin >= 0 && begin <= end && end <= shape[0],
-               "slice_rows: rows [", begin, ", ", end, ") out of range for shape ", shape_str(shape));
+               "slice_rows: rows [", begin, ", ", end, ") out of range for shape ",
+               shape_str(shape));
   Shape s = shape;
   s[0] = end - begin;
   Shape one = shape;

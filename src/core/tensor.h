@@ -34,7 +34,9 @@ struct Tensor {
   float* f32();  // throws unless dtype is F32
   const float* f32() const;
   template <class T>
-  T* as() const { return static_cast<T*>(data); }
+  T* as() const {
+    return static_cast<T*>(data);
+  }
   // Rows [begin, end) of the outermost dimension, sharing storage.
   Tensor slice_rows(int64_t begin, int64_t end) const;
   // The index-th sub-tensor along dimension 0 (e.g. expert e of [E, N, K]).

@@ -34,22 +34,24 @@ size_t held_back(const std::string& s, const std::vector<std::string>& stops) {
 
 }  // namespace
 
-void reuse_cache_prefix(KVCache& cache, const std::vector<int32_t>& cached, const std::vector<int32_t>& tokens) {
+void reuse_cache_prefix(KVCache& cache, const std::vector<int32_t>& cached,
+                        const std::vector<int32_t>& tokens) {
   size_t n = 0, lim = std::min({cached.size(), tokens.size(), size_t(cache.len)});
   while (n < lim && cached[n] == tokens[n]) ++n;
   if (n == tokens.size() && n > 0) --n;
   cache.len = int64_t(n);
 }
 
-GenerateResult generate(const Model& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
-                        const GenerateOptions& opt, KVCache& cache,
-                        const std::function<void(const std::string&)>& on_text) {
+GenerateResult generate(const Model& model, const Tokenizer& tok,
+                        const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                        KVCache& cache, const std::function<void(const std::string&)>& on_text) {
   if (prompt.empty()) fail("empty prompt: nothing to continue");
   if (cache.len >= int64_t(prompt.size())) fail("internal: cache holds the whole prompt");
   const auto& cfg = model.config();
   const int64_t V = cfg.vocab_size;
   if (int64_t(prompt.size()) > cache.capacity)
-    fail("prompt of ", prompt.size(), " tokens is longer than the context of ", cache.capacity, " tokens");
+    fail("prompt of ", prompt.size(), " tokens is longer than the context of ", cache.capacity,
+         " tokens");
   GenerateResult r;
   r.prompt_tokens = int64_t(prompt.size());
   std::vector<int32_t> stop_ids = opt.stop_ids;
@@ -59,7 +61,8 @@ GenerateResult generate(const Model& model, const Tokenizer& tok, const std::vec
   std::vector<float> logits(static_cast<size_t>(V));
   std::vector<int32_t> history = prompt;
   auto t0 = std::chrono::steady_clock::now();
-  model.forward(prompt.data() + cache.len, int64_t(prompt.size()) - cache.len, cache, logits.data(), false);
+  model.forward(prompt.data() + cache.len, int64_t(prompt.size()) - cache.len, cache, logits.data(),
+                false);
   r.prompt_seconds = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
   size_t emitted = 0;

@@ -28,12 +28,14 @@ struct GenerateResult {
 // Continues `prompt` with the cache already holding its first cache.len tokens (those are not
 // recomputed: multi-turn chat reuses the shared prefix). on_text receives text increments,
 // held back while they might be the start of a stop string or of a multi-byte character.
-GenerateResult generate(const Model& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
-                        const GenerateOptions& opt, KVCache& cache,
+GenerateResult generate(const Model& model, const Tokenizer& tok,
+                        const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                        KVCache& cache,
                         const std::function<void(const std::string&)>& on_text = {});
 
 // Rewinds the cache to the longest prefix it shares with `tokens` (keeping at least one token
 // to run), so a following generate() computes only what is new.
-void reuse_cache_prefix(KVCache& cache, const std::vector<int32_t>& cached, const std::vector<int32_t>& tokens);
+void reuse_cache_prefix(KVCache& cache, const std::vector<int32_t>& cached,
+                        const std::vector<int32_t>& tokens);
 
 }  // namespace lamina

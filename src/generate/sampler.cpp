@@ -30,7 +30,9 @@ int32_t Sampler::sample(float* logits, int64_t V, const std::vector<int32_t>& hi
   std::vector<int32_t> idx(static_cast<size_t>(V));
   std::iota(idx.begin(), idx.end(), 0);
   int64_t k = p_.top_k > 0 ? std::min(p_.top_k, V) : V;
-  auto by_logit = [logits](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  auto by_logit = [logits](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
   if (k < V) {
     std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), by_logit);
     idx.resize(size_t(k));
@@ -40,7 +42,8 @@ int32_t Sampler::sample(float* logits, int64_t V, const std::vector<int32_t>& hi
   std::vector<double> prob(idx.size());
   const double mx = logits[idx[0]] / p_.temperature;
   double sum = 0;
-  for (size_t i = 0; i < idx.size(); ++i) sum += prob[i] = std::exp(logits[idx[i]] / p_.temperature - mx);
+  for (size_t i = 0; i < idx.size(); ++i)
+    sum += prob[i] = std::exp(logits[idx[i]] / p_.temperature - mx);
   size_t keep = idx.size();
   if (p_.top_p < 1.0f) {
     // Keep the smallest prefix whose mass reaches top_p (always at least one token).

@@ -7,9 +7,9 @@
 namespace lamina {
 
 struct SamplingParams {
-  float temperature = 0.0f;  // 0: greedy
-  int64_t top_k = 0;         // 0: off
-  float top_p = 1.0f;        // 1: off
+  float temperature = 0.0f;         // 0: greedy
+  int64_t top_k = 0;                // 0: off
+  float top_p = 1.0f;               // 1: off
   float repetition_penalty = 1.0f;  // 1: off; CTRL-style as transformers (logit>0 ? /p : *p)
   uint64_t seed = 0;
 };

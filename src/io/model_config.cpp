@@ -10,16 +10,20 @@ using json = nlohmann::json;
 
 const char* arch_name(Arch a) {
   switch (a) {
-    case Arch::Llama: return "llama";
-    case Arch::Mistral: return "mistral";
-    case Arch::Mixtral: return "mixtral";
+    case Arch::Llama:
+      return "llama";
+    case Arch::Mistral:
+      return "mistral";
+    case Arch::Mixtral:
+      return "mixtral";
   }
   return "?";
 }
 
 namespace {
 
-int64_t get_int(const json& j, const std::string& where, const char* key, std::optional<int64_t> dflt = {}) {
+int64_t get_int(const json& j, const std::string& where, const char* key,
+                std::optional<int64_t> dflt = {}) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
     if (dflt) return *dflt;
@@ -47,22 +51,29 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
   auto mt = j.find("model_type");
   if (mt == j.end() || !mt->is_string()) fail(where, ": missing field 'model_type'");
   std::string t = mt->get<std::string>();
-  if (t == "llama") c.arch = Arch::Llama;
-  else if (t == "mistral") c.arch = Arch::Mistral;
-  else if (t == "mixtral") c.arch = Arch::Mixtral;
-  else fail(where, ": unsupported model_type '", t, "' (supported: llama, mistral, mixtral)");
+  if (t == "llama")
+    c.arch = Arch::Llama;
+  else if (t == "mistral")
+    c.arch = Arch::Mistral;
+  else if (t == "mixtral")
+    c.arch = Arch::Mixtral;
+  else
+    fail(where, ": unsupported model_type '", t, "' (supported: llama, mistral, mixtral)");
   c.hidden_size = get_int(j, where, "hidden_size");
   c.intermediate_size = get_int(j, where, "intermediate_size");
   c.num_hidden_layers = get_int(j, where, "num_hidden_layers");
   c.num_attention_heads = get_int(j, where, "num_attention_heads");
   c.num_key_value_heads = get_int(j, where, "num_key_value_heads", c.num_attention_heads);
   c.vocab_size = get_int(j, where, "vocab_size");
-  if (c.hidden_size == 0 || c.num_attention_heads == 0 || c.vocab_size == 0 || c.num_key_value_heads == 0)
-    fail(where, ": hidden_size, num_attention_heads, num_key_value_heads and vocab_size must be positive");
+  if (c.hidden_size == 0 || c.num_attention_heads == 0 || c.vocab_size == 0 ||
+      c.num_key_value_heads == 0)
+    fail(where,
+         ": hidden_size, num_attention_heads, num_key_value_heads and vocab_size must be positive");
   c.head_dim = get_int(j, where, "head_dim", c.hidden_size / c.num_attention_heads);
   if (c.head_dim == 0 || c.head_dim % 2) fail(where, ": head_dim must be positive and even");
   if (c.num_attention_heads % c.num_key_value_heads)
-    fail(where, ": num_attention_heads (", c.num_attention_heads, ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
+    fail(where, ": num_attention_heads (", c.num_attention_heads,
+         ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
   c.max_position_embeddings = get_int(j, where, "max_position_embeddings", 4096);
   c.rms_norm_eps = get_num(j, where, "rms_norm_eps", 1e-6);
   c.rope_theta = get_num(j, where, "rope_theta", 10000.0);
@@ -96,13 +107,15 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
     c.eos_token_ids = {get_int(j, where, "eos_token_id", 2)};
   }
   auto td = j.find("torch_dtype");
-  if (td != j.end() && td->is_string()) c.torch_dtype = parse_dtype(td->get<std::string>(), where + ": torch_dtype");
+  if (td != j.end() && td->is_string())
+    c.torch_dtype = parse_dtype(td->get<std::string>(), where + ": torch_dtype");
   return c;
 }
 
 ModelConfig ModelConfig::load(const std::string& model_dir) {
   std::string path = model_dir + "/config.json";
-  if (!file_exists(path)) fail(path, ": not found (is '", model_dir, "' a Hugging Face model directory?)");
+  if (!file_exists(path))
+    fail(path, ": not found (is '", model_dir, "' a Hugging Face model directory?)");
   json j;
   try {
     j = json::parse(read_text_file(path));
@@ -120,12 +133,14 @@ json ModelConfig::to_json() const {
   j["num_hidden_layers"] = num_hidden_layers;
   j["num_attention_heads"] = num_attention_heads;
   j["num_key_value_heads"] = num_key_value_heads;
-  if (raw.contains("head_dim") || head_dim != hidden_size / num_attention_heads) j["head_dim"] = head_dim;
+  if (raw.contains("head_dim") || head_dim != hidden_size / num_attention_heads)
+    j["head_dim"] = head_dim;
   j["vocab_size"] = vocab_size;
   j["max_position_embeddings"] = max_position_embeddings;
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
-  if (arch != Arch::Llama) j["sliding_window"] = sliding_window ? json(*sliding_window) : json(nullptr);
+  if (arch != Arch::Llama)
+    j["sliding_window"] = sliding_window ? json(*sliding_window) : json(nullptr);
   j["tie_word_embeddings"] = tie_word_embeddings;
   if (arch == Arch::Mixtral) {
     j["num_local_experts"] = num_local_experts;
@@ -136,7 +151,9 @@ json ModelConfig::to_json() const {
   j["eos_token_id"] = eos_token_ids.size() == 1 ? json(eos_token_ids[0]) : json(eos_token_ids);
   j["torch_dtype"] = torch_dtype_name(torch_dtype);
   if (!j.contains("architectures")) {
-    const char* a = arch == Arch::Llama ? "LlamaForCausalLM" : arch == Arch::Mistral ? "MistralForCausalLM" : "MixtralForCausalLM";
+    const char* a = arch == Arch::Llama     ? "LlamaForCausalLM"
+                    : arch == Arch::Mistral ? "MistralForCausalLM"
+                                            : "MixtralForCausalLM";
     j["architectures"] = {a};
   }
   if (!j.contains("hidden_act")) j["hidden_act"] = "silu";

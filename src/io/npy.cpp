@@ -7,7 +7,9 @@ namespace lamina {
 
 void write_npy(const std::string& path, const Tensor& t) {
   std::string shape = "(";
-  for (size_t i = 0; i < t.shape.size(); ++i) shape += std::to_string(t.shape[i]) + (t.shape.size() == 1 || i + 1 < t.shape.size() ? "," : "");
+  for (size_t i = 0; i < t.shape.size(); ++i)
+    shape +=
+        std::to_string(t.shape[i]) + (t.shape.size() == 1 || i + 1 < t.shape.size() ? "," : "");
   shape += ")";
   std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
   // magic(6) + version(2) + len(2) + dict + padding + '\n' is a multiple of 64.

@@ -13,13 +13,16 @@
 namespace lamina {
 namespace fs = std::filesystem;
 
-OutputDir::OutputDir(std::string final_path, bool force) : final_(std::move(final_path)), force_(force) {
+OutputDir::OutputDir(std::string final_path, bool force)
+    : final_(std::move(final_path)), force_(force) {
   while (final_.size() > 1 && final_.back() == '/') final_.pop_back();
   if (final_.empty()) fail("--out: empty path");
   std::error_code ec;
-  if (fs::exists(final_, ec) && !force_) fail(final_, ": already exists (use --force to replace it)");
+  if (fs::exists(final_, ec) && !force_)
+    fail(final_, ": already exists (use --force to replace it)");
   fs::path parent = fs::path(final_).parent_path();
-  if (!parent.empty() && !fs::is_directory(parent, ec)) fail(final_, ": parent directory ", parent.string(), " does not exist");
+  if (!parent.empty() && !fs::is_directory(parent, ec))
+    fail(final_, ": parent directory ", parent.string(), " does not exist");
   tmp_ = final_ + ".tmp-" + std::to_string(::getpid());
   fs::remove_all(tmp_, ec);
   if (!fs::create_directory(tmp_, ec)) fail(tmp_, ": cannot create directory: ", ec.message());
@@ -48,7 +51,8 @@ void write_file_atomic(const std::string& path, const std::string& text) {
     f << text;
     if (!f) fail(path, ": write failed");
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(path, ": rename failed: ", std::strerror(errno));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    fail(path, ": rename failed: ", std::strerror(errno));
 }
 
 void copy_file(const std::string& from, const std::string& to) {

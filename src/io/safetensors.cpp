@@ -31,7 +31,9 @@ TensorInfo parse_entry(const std::string& where, const std::string& name, const 
   auto dt = e.find("dtype");
   if (dt == e.end() || !dt->is_string()) bad("missing string field 'dtype'");
   auto d = dtype_from_safetensors(dt->get<std::string>());
-  if (!d) fail(where, ": tensor '", name, "': unsupported dtype ", dt->get<std::string>(), " (F32, F16 and BF16 are supported)");
+  if (!d)
+    fail(where, ": tensor '", name, "': unsupported dtype ", dt->get<std::string>(),
+         " (F32, F16 and BF16 are supported)");
   t.dtype = *d;
   auto sh = e.find("shape");
   if (sh == e.end() || !sh->is_array()) bad("missing array field 'shape'");
@@ -51,8 +53,9 @@ TensorInfo parse_entry(const std::string& where, const std::string& name, const 
   t.end = (*off)[1].get<uint64_t>();
   if (t.end < t.begin) bad("data_offsets end before they begin");
   if ((unsigned __int128)(t.end - t.begin) != numel * dtype_size(t.dtype))
-    fail(where, ": tensor '", name, "': ", dtype_name(t.dtype), " x ", shape_str(t.shape), " needs ",
-         uint64_t(numel * dtype_size(t.dtype)), " bytes but data_offsets span ", t.end - t.begin);
+    fail(where, ": tensor '", name, "': ", dtype_name(t.dtype), " x ", shape_str(t.shape),
+         " needs ", uint64_t(numel * dtype_size(t.dtype)), " bytes but data_offsets span ",
+         t.end - t.begin);
   return t;
 }
 
@@ -61,8 +64,10 @@ TensorInfo parse_entry(const std::string& where, const std::string& name, const 
 SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std::string& where) {
   if (size < 8) fail(where, ": truncated safetensors file (", size, " bytes, no header length)");
   uint64_t n = read_u64_le(data);
-  if (n > kMaxSafetensorsHeader) fail(where, ": safetensors header length ", n, " exceeds the 100 MB limit");
-  if (n > size - 8) fail(where, ": truncated safetensors file (header of ", n, " bytes, file of ", size, ")");
+  if (n > kMaxSafetensorsHeader)
+    fail(where, ": safetensors header length ", n, " exceeds the 100 MB limit");
+  if (n > size - 8)
+    fail(where, ": truncated safetensors file (header of ", n, " bytes, file of ", size, ")");
   const char* text = reinterpret_cast<const char*>(data + 8);
   // Duplicate top-level names would silently overwrite each other in a JSON object: catch them.
   std::set<std::string> keys;
@@ -101,7 +106,8 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std:
   uint64_t pos = 0;
   for (auto& t : out.tensors) {
     if (t.begin != pos)
-      fail(where, ": tensor '", t.name, "' data_offsets [", t.begin, ", ", t.end, ") are not contiguous (expected start ", pos, ")");
+      fail(where, ": tensor '", t.name, "' data_offsets [", t.begin, ", ", t.end,
+           ") are not contiguous (expected start ", pos, ")");
     pos = t.end;
   }
   uint64_t data_len = size - out.data_start;
@@ -144,7 +150,8 @@ Checkpoint::Checkpoint(const std::string& model_dir) : dir_(model_dir) {
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
       if (!it->is_string()) fail(index, ": weight_map['", it.key(), "'] is not a string");
       auto f = it->get<std::string>();
-      if (f.find('/') != std::string::npos) fail(index, ": weight_map['", it.key(), "'] names a path outside the model directory");
+      if (f.find('/') != std::string::npos)
+        fail(index, ": weight_map['", it.key(), "'] names a path outside the model directory");
       expected[it.key()] = f;
       if (uniq.insert(f).second) files.push_back(f);
     }
@@ -157,7 +164,8 @@ Checkpoint::Checkpoint(const std::string& model_dir) : dir_(model_dir) {
     files_.push_back(std::make_unique<SafetensorsFile>(model_dir + "/" + f));
     size_t fi = files_.size() - 1;
     for (auto& t : files_.back()->header().tensors) {
-      if (where_.count(t.name)) fail(model_dir + "/" + f, ": tensor '", t.name, "' also appears in another shard");
+      if (where_.count(t.name))
+        fail(model_dir + "/" + f, ": tensor '", t.name, "' also appears in another shard");
       where_[t.name] = {fi, &t};
     }
   }
@@ -194,11 +202,13 @@ std::vector<std::string> Checkpoint::names() const {
 // ---- writer ----
 
 SafetensorsWriter::SafetensorsWriter(std::string dir, std::vector<Planned> plan,
-                                     uint64_t max_shard_bytes, std::map<std::string, std::string> metadata)
+                                     uint64_t max_shard_bytes,
+                                     std::map<std::string, std::string> metadata)
     : dir_(std::move(dir)), plan_(std::move(plan)), metadata_(std::move(metadata)) {
   std::set<std::string> seen;
   for (auto& p : plan_)
-    if (!seen.insert(p.name).second) fail("safetensors writer: duplicate tensor name '", p.name, "'");
+    if (!seen.insert(p.name).second)
+      fail("safetensors writer: duplicate tensor name '", p.name, "'");
   // Greedy sharding in plan order, as transformers' save_pretrained: a tensor larger than the
   // limit gets a shard of its own.
   size_t first = 0;
@@ -241,7 +251,8 @@ void SafetensorsWriter::open_shard(size_t s) {
   for (size_t i = sh.first; i < sh.first + sh.count; ++i) {
     auto& p = plan_[i];
     uint64_t b = uint64_t(shape_numel(p.shape)) * dtype_size(p.dtype);
-    h[p.name] = {{"dtype", dtype_name(p.dtype)}, {"shape", p.shape}, {"data_offsets", {off, off + b}}};
+    h[p.name] = {
+        {"dtype", dtype_name(p.dtype)}, {"shape", p.shape}, {"data_offsets", {off, off + b}}};
     off += b;
   }
   std::string text = h.dump();
@@ -259,9 +270,11 @@ void SafetensorsWriter::open_shard(size_t s) {
 void SafetensorsWriter::write(const std::string& name, const void* bytes, size_t nbytes) {
   if (next_ >= plan_.size()) fail("safetensors writer: tensor '", name, "' is not in the plan");
   auto& p = plan_[next_];
-  if (p.name != name) fail("safetensors writer: expected tensor '", p.name, "' next, got '", name, "'");
+  if (p.name != name)
+    fail("safetensors writer: expected tensor '", p.name, "' next, got '", name, "'");
   size_t want = size_t(shape_numel(p.shape)) * dtype_size(p.dtype);
-  if (want != nbytes) fail("safetensors writer: tensor '", name, "' has ", nbytes, " bytes, plan says ", want);
+  if (want != nbytes)
+    fail("safetensors writer: tensor '", name, "' has ", nbytes, " bytes, plan says ", want);
   auto& sh = shards_[cur_shard_];
   if (next_ >= sh.first + sh.count) {
     std::fclose(out_);
@@ -274,13 +287,16 @@ void SafetensorsWriter::write(const std::string& name, const void* bytes, size_t
 }
 
 void SafetensorsWriter::finish() {
-  if (next_ != plan_.size()) fail("safetensors writer: ", plan_.size() - next_, " planned tensors were never written (next: '", plan_[next_].name, "')");
+  if (next_ != plan_.size())
+    fail("safetensors writer: ", plan_.size() - next_,
+         " planned tensors were never written (next: '", plan_[next_].name, "')");
   if (plan_.empty()) open_shard(0);  // an empty checkpoint is still a valid file
   if (out_ && std::fclose(out_) != 0) fail(dir_, ": closing shard failed: ", std::strerror(errno));
   out_ = nullptr;
   for (auto& s : shards_) {
     std::string from = dir_ + "/" + s.file + ".tmp", to = dir_ + "/" + s.file;
-    if (std::rename(from.c_str(), to.c_str()) != 0) fail(to, ": rename failed: ", std::strerror(errno));
+    if (std::rename(from.c_str(), to.c_str()) != 0)
+      fail(to, ": rename failed: ", std::strerror(errno));
   }
   if (shards_.size() > 1) {
     json idx;
@@ -308,14 +324,22 @@ uint64_t parse_byte_size(const std::string& s, const std::string& what) {
   std::string u = s.substr(i);
   for (auto& c : u) c = char(std::toupper((unsigned char)c));
   double m = 1;
-  if (u == "" || u == "B") m = 1;
-  else if (u == "KB") m = 1e3;
-  else if (u == "MB") m = 1e6;
-  else if (u == "GB") m = 1e9;
-  else if (u == "KIB") m = 1024.0;
-  else if (u == "MIB") m = 1024.0 * 1024;
-  else if (u == "GIB") m = 1024.0 * 1024 * 1024;
-  else fail(what, ": unknown size unit '", u, "' in '", s, "'");
+  if (u == "" || u == "B")
+    m = 1;
+  else if (u == "KB")
+    m = 1e3;
+  else if (u == "MB")
+    m = 1e6;
+  else if (u == "GB")
+    m = 1e9;
+  else if (u == "KIB")
+    m = 1024.0;
+  else if (u == "MIB")
+    m = 1024.0 * 1024;
+  else if (u == "GIB")
+    m = 1024.0 * 1024 * 1024;
+  else
+    fail(what, ": unknown size unit '", u, "' in '", s, "'");
   return uint64_t(v * m);
 }
 

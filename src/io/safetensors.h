@@ -1,6 +1,7 @@
 // safetensors: memory-mapped, validated reading; streaming, sharded writing.
-// Format: u64 LE header length N, N bytes of JSON {name: {dtype, shape, data_offsets}, __metadata__},
-// then the data section; offsets are relative to it, contiguous, row-major little-endian.
+// Format: u64 LE header length N, N bytes of JSON {name: {dtype, shape, data_offsets},
+// __metadata__}, then the data section; offsets are relative to it, contiguous, row-major
+// little-endian.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -36,7 +36,9 @@ dnnl::memory::data_type dt_of(DType t) {
 }
 
 // The weight as the [K, N] matrix W^T: strides (1, K) over the row-major [N, K] storage.
-md plain_weight_md(int64_t K, int64_t N, DType t) { return md({K, N}, dt_of(t), {1, K}); }
+md plain_weight_md(int64_t K, int64_t N, DType t) {
+  return md({K, N}, dt_of(t), {1, K});
+}
 
 // The blocked layout oneDNN prefers for this weight (asked for with M = 128).
 md packed_weight_md(int64_t K, int64_t N, DType t) {
@@ -62,7 +64,8 @@ struct WeightPack::Impl {
   const dnnl::memory& get(const Tensor& w) {
     std::lock_guard<std::mutex> lock(mu);
     auto it = packed.find(w.data);
-    if (it != packed.end() && it->second.shape == w.shape && it->second.dtype == w.dtype) return it->second.mem;
+    if (it != packed.end() && it->second.shape == w.shape && it->second.dtype == w.dtype)
+      return it->second.mem;
     auto& d = dnnl_state();
     const int64_t N = w.shape[0], K = w.shape[1];
     md plain = plain_weight_md(K, N, w.dtype), target = packed_weight_md(K, N, w.dtype);
@@ -76,9 +79,12 @@ struct WeightPack::Impl {
 
 WeightPack::WeightPack() : impl_(std::make_unique<Impl>()) {}
 WeightPack::~WeightPack() = default;
-size_t WeightPack::bytes() const { return impl_->bytes; }
+size_t WeightPack::bytes() const {
+  return impl_->bytes;
+}
 
-void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate, WeightPack* pack) {
+void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate,
+            WeightPack* pack) {
   LAMINA_CHECK(w.shape.size() == 2, "linear: weight must be 2-D, got ", shape_str(w.shape));
   LAMINA_CHECK(w.dtype == DType::F32 || w.dtype == DType::BF16, "linear: weight dtype ",
                dtype_name(w.dtype), " not supported");
@@ -123,6 +129,8 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
 void set_num_threads(int n) {
   if (n > 0) omp_set_num_threads(n);
 }
-int num_threads() { return omp_get_max_threads(); }
+int num_threads() {
+  return omp_get_max_threads();
+}
 
 }  // namespace lamina

@@ -52,7 +52,8 @@ void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, do
   const int64_t half = hd / 2;
   // inv_freq in F32 as transformers computes it, so angles round the same way.
   std::vector<float> inv(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) inv[size_t(i)] = 1.0f / std::pow(float(theta), float(2 * i) / float(hd));
+  for (int64_t i = 0; i < half; ++i)
+    inv[size_t(i)] = 1.0f / std::pow(float(theta), float(2 * i) / float(hd));
 #pragma omp parallel if (T * heads * hd > 32768)
   {
     std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
@@ -141,7 +142,8 @@ void embedding(const Tensor& table, const int32_t* ids, int64_t T, float* rows) 
   const int64_t V = table.shape[0], H = table.shape[1];
   const size_t row_bytes = size_t(H) * dtype_size(table.dtype);
   for (int64_t t = 0; t < T; ++t) {
-    if (ids[t] < 0 || ids[t] >= V) fail("token id ", ids[t], " is outside the vocabulary [0, ", V, ")");
+    if (ids[t] < 0 || ids[t] >= V)
+      fail("token id ", ids[t], " is outside the vocabulary [0, ", V, ")");
     convert_to_f32(static_cast<const char*>(table.data) + size_t(ids[t]) * row_bytes, table.dtype,
                    rows + t * H, size_t(H));
   }

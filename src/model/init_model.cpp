@@ -13,19 +13,22 @@ using json = nlohmann::json;
 namespace {
 
 json tiny_base() {
-  return {{"hidden_size", 64},        {"intermediate_size", 160}, {"num_hidden_layers", 2},
-          {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"max_position_embeddings", 512},
-          {"rms_norm_eps", 1e-5},     {"rope_theta", 10000.0},    {"vocab_size", 512},
-          {"bos_token_id", 1},        {"eos_token_id", 2},        {"tie_word_embeddings", false},
-          {"initializer_range", 0.02}, {"hidden_act", "silu"},    {"torch_dtype", "float32"}};
+  return {{"hidden_size", 64},         {"intermediate_size", 160}, {"num_hidden_layers", 2},
+          {"num_attention_heads", 4},  {"num_key_value_heads", 2}, {"max_position_embeddings", 512},
+          {"rms_norm_eps", 1e-5},      {"rope_theta", 10000.0},    {"vocab_size", 512},
+          {"bos_token_id", 1},         {"eos_token_id", 2},        {"tie_word_embeddings", false},
+          {"initializer_range", 0.02}, {"hidden_act", "silu"},     {"torch_dtype", "float32"}};
 }
 
 json big_base(int64_t layers, int64_t vocab, int64_t max_pos, double theta) {
-  return {{"hidden_size", 4096},       {"intermediate_size", 14336}, {"num_hidden_layers", layers},
-          {"num_attention_heads", 32}, {"num_key_value_heads", 8},   {"max_position_embeddings", max_pos},
-          {"rms_norm_eps", 1e-5},      {"rope_theta", theta},        {"vocab_size", vocab},
-          {"bos_token_id", 1},         {"eos_token_id", 2},          {"tie_word_embeddings", false},
-          {"initializer_range", 0.02}, {"hidden_act", "silu"},       {"torch_dtype", "bfloat16"}};
+  return {{"hidden_size", 4096},         {"intermediate_size", 14336},
+          {"num_hidden_layers", layers}, {"num_attention_heads", 32},
+          {"num_key_value_heads", 8},    {"max_position_embeddings", max_pos},
+          {"rms_norm_eps", 1e-5},        {"rope_theta", theta},
+          {"vocab_size", vocab},         {"bos_token_id", 1},
+          {"eos_token_id", 2},           {"tie_word_embeddings", false},
+          {"initializer_range", 0.02},   {"hidden_act", "silu"},
+          {"torch_dtype", "bfloat16"}};
 }
 
 uint64_t splitmix(uint64_t x) {
@@ -38,14 +41,16 @@ uint64_t splitmix(uint64_t x) {
 // Standard normal from a counter (Box-Muller on two hashed uniforms).
 float normal_at(uint64_t key, uint64_t i) {
   uint64_t a = splitmix(key ^ (2 * i)), b = splitmix(key ^ (2 * i + 1));
-  double u1 = (double(a >> 11) + 1.0) / 9007199254740993.0, u2 = double(b >> 11) / 9007199254740992.0;
+  double u1 = (double(a >> 11) + 1.0) / 9007199254740993.0,
+         u2 = double(b >> 11) / 9007199254740992.0;
   return float(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
 }
 
 }  // namespace
 
 std::vector<std::string> preset_names() {
-  return {"tiny", "tiny-mistral", "tiny-mixtral", "llama2-7b", "mistral-7b", "openchat-3.5", "solar-10.7b", "mixtral-8x7b"};
+  return {"tiny",       "tiny-mistral", "tiny-mixtral", "llama2-7b",
+          "mistral-7b", "openchat-3.5", "solar-10.7b",  "mixtral-8x7b"};
 }
 
 json preset_config(const std::string& shape) {
@@ -113,7 +118,9 @@ void write_random_weights(const ModelConfig& c, const std::string& dir, const In
     const uint64_t key = splitmix(opt.seed ^ splitmix(std::hash<std::string>{}(s.name)));
     if (s.is_norm) {
       for (int64_t i = 0; i < n; ++i)
-        buf[size_t(i)] = opt.random_norms ? 0.5f + float(splitmix(key + uint64_t(i)) >> 11) / 9007199254740992.0f : 1.0f;
+        buf[size_t(i)] = opt.random_norms
+                             ? 0.5f + float(splitmix(key + uint64_t(i)) >> 11) / 9007199254740992.0f
+                             : 1.0f;
     } else {
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = opt.std * normal_at(key, uint64_t(i));

@@ -18,7 +18,9 @@ KVCache::KVCache(int64_t layers, int64_t cap, int64_t kv_dim) : capacity(cap) {
 }
 
 Model::Model(ModelConfig cfg, ModelWeights w, bool pack_weights)
-    : cfg_(std::move(cfg)), w_(std::move(w)), pack_(pack_weights ? std::make_unique<WeightPack>() : nullptr) {}
+    : cfg_(std::move(cfg)),
+      w_(std::move(w)),
+      pack_(pack_weights ? std::make_unique<WeightPack>() : nullptr) {}
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
   ModelConfig cfg = ModelConfig::load(dir);
@@ -43,19 +45,19 @@ void Model::attention_block(const LayerWeights& L, int64_t layer, const float* x
                             KVCache& cache, float* out) const {
   const int64_t nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads, hd = cfg_.head_dim;
   const int64_t kvd = nkv * hd, pos0 = cache.len;
-  float* q = scratch(kQ, T * nh * hd);    // [T, nh*hd]
+  float* q = scratch(kQ, T * nh * hd);  // [T, nh*hd]
   float* att = scratch(kAtt, T * nh * hd);
   float* kc = cache.k[size_t(layer)].f32() + pos0 * kvd;  // new rows go straight into the cache
   float* vc = cache.v[size_t(layer)].f32() + pos0 * kvd;
-  mm(xn, T, L.wq, q);  // q[T, nh*hd]
-  mm(xn, T, L.wk, kc);        // k[T, nkv*hd]
-  mm(xn, T, L.wv, vc);        // v[T, nkv*hd]
+  mm(xn, T, L.wq, q);   // q[T, nh*hd]
+  mm(xn, T, L.wk, kc);  // k[T, nkv*hd]
+  mm(xn, T, L.wv, vc);  // v[T, nkv*hd]
   std::vector<int64_t> pos(static_cast<size_t>(T));
   std::iota(pos.begin(), pos.end(), pos0);
   rope(q, pos.data(), T, nh, hd, cfg_.rope_theta);
   rope(kc, pos.data(), T, nkv, hd, cfg_.rope_theta);
-  attention(q, cache.k[size_t(layer)].f32(), cache.v[size_t(layer)].f32(), att, T,
-            pos0, nh, nkv, hd, kvd, cfg_.sliding_window.value_or(0));
+  attention(q, cache.k[size_t(layer)].f32(), cache.v[size_t(layer)].f32(), att, T, pos0, nh, nkv,
+            hd, kvd, cfg_.sliding_window.value_or(0));
   mm(att, T, L.wo, out);  // out[T, H]
 }
 
@@ -78,7 +80,8 @@ void Model::moe_block(const LayerWeights& L, const float* xn, int64_t T, float* 
   float* probs = scratch(kRouter, T * E);
   mm(xn, T, L.router, probs);  // router logits [T, E]
   softmax_rows(probs, T, E);
-  std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(E));  // expert -> (token, weight)
+  std::vector<std::vector<std::pair<int64_t, float>>> routed(
+      static_cast<size_t>(E));  // expert -> (token, weight)
   std::vector<int64_t> idx(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
     const float* p = probs + t * E;
@@ -88,7 +91,8 @@ void Model::moe_block(const LayerWeights& L, const float* xn, int64_t T, float* 
                       [p](int64_t a, int64_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
     float sum = 0.f;
     for (int64_t j = 0; j < K; ++j) sum += p[idx[size_t(j)]];
-    for (int64_t j = 0; j < K; ++j) routed[size_t(idx[size_t(j)])].push_back({t, p[idx[size_t(j)]] / sum});
+    for (int64_t j = 0; j < K; ++j)
+      routed[size_t(idx[size_t(j)])].push_back({t, p[idx[size_t(j)]] / sum});
   }
   std::fill(out, out + T * H, 0.f);
   for (int64_t e = 0; e < E; ++e) {
@@ -104,11 +108,13 @@ void Model::moe_block(const LayerWeights& L, const float* xn, int64_t T, float* 
     mm(xs, n, L.e_up[size_t(e)], u);
     silu_mul(g, u, g, n * I);
     mm(g, n, L.e_down[size_t(e)], y);
-    for (int64_t i = 0; i < n; ++i) axpy(out + r[size_t(i)].first * H, r[size_t(i)].second, y + i * H, H);
+    for (int64_t i = 0; i < n; ++i)
+      axpy(out + r[size_t(i)].first * H, r[size_t(i)].second, y + i * H, H);
   }
 }
 
-void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* logits, bool all_logits) const {
+void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* logits,
+                    bool all_logits) const {
   if (T <= 0) fail("forward: no tokens");
   if (cache.len + T > cache.capacity)
     fail("sequence of ", cache.len + T, " tokens exceeds the context of ", cache.capacity,
@@ -125,8 +131,10 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
     attention_block(L, l, xn, T, cache, tmp);
     add_inplace(x, tmp, T * H);
     rmsnorm(x, L.mlp_norm.f32(), xn, T, H, eps);
-    if (cfg_.is_moe()) moe_block(L, xn, T, tmp);
-    else mlp_block(L, xn, T, tmp);
+    if (cfg_.is_moe())
+      moe_block(L, xn, T, tmp);
+    else
+      mlp_block(L, xn, T, tmp);
     add_inplace(x, tmp, T * H);
   }
   cache.len += T;

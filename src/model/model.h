@@ -5,8 +5,8 @@
 #include <string>
 
 #include "io/model_config.h"
-#include "kernels/matmul.h"
 #include "io/safetensors.h"
+#include "kernels/matmul.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 
@@ -26,7 +26,8 @@ class Model {
   // Runs tokens[0, T) at positions cache.len .. cache.len+T-1, appending their keys/values.
   // Writes logits[T, V] when all_logits, else logits[1, V] of the last position only.
   // One call over a whole sequence is the batched forward used for scoring; T = 1 calls decode.
-  void forward(const int32_t* tokens, int64_t T, KVCache& cache, float* logits, bool all_logits) const;
+  void forward(const int32_t* tokens, int64_t T, KVCache& cache, float* logits,
+               bool all_logits) const;
 
  private:
   void attention_block(const LayerWeights& L, int64_t layer, const float* xn, int64_t T,
@@ -35,7 +36,9 @@ class Model {
   void moe_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const;
 
   // y[M, N] = x · w^T through the model's packed copy of w.
-  void mm(const float* x, int64_t M, const Tensor& w, float* y) const { linear(x, M, w, y, false, pack_.get()); }
+  void mm(const float* x, int64_t M, const Tensor& w, float* y) const {
+    linear(x, M, w, y, false, pack_.get());
+  }
 
   // Activation buffers reused across calls (fresh large allocations would page-fault every time).
   enum Slot { kX, kXn, kTmp, kQ, kAtt, kGate, kUp, kRouter, kGather, kExpertOut, kSlots };

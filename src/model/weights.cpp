@@ -5,10 +5,14 @@
 namespace lamina {
 
 std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layout) {
-  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, E = c.num_local_experts;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size,
+                E = c.num_local_experts;
   const int64_t Q = c.num_attention_heads * c.head_dim, KV = c.num_key_value_heads * c.head_dim;
   std::vector<TensorSpec> s;
-  s.push_back({"model.embed_tokens.weight", {V, H}, false, [tie = c.tie_word_embeddings](ModelWeights& w, const Tensor& t) {
+  s.push_back({"model.embed_tokens.weight",
+               {V, H},
+               false,
+               [tie = c.tie_word_embeddings](ModelWeights& w, const Tensor& t) {
                  w.embed = t;
                  if (tie) w.lm_head = t;
                }});
@@ -16,7 +20,8 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layou
     std::string p = "model.layers." + std::to_string(l) + ".";
     auto L = [l](ModelWeights& w) -> LayerWeights& { return w.layers[l]; };
     auto add = [&](std::string name, Shape shape, Tensor LayerWeights::*m, bool norm = false) {
-      s.push_back({p + name, shape, norm, [L, m](ModelWeights& w, const Tensor& t) { L(w).*m = t; }});
+      s.push_back(
+          {p + name, shape, norm, [L, m](ModelWeights& w, const Tensor& t) { L(w).*m = t; }});
     };
     add("input_layernorm.weight", {H}, &LayerWeights::attn_norm, true);
     add("self_attn.q_proj.weight", {Q, H}, &LayerWeights::wq);
@@ -46,7 +51,9 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layou
       add("mlp.gate.weight", {E, H}, &LayerWeights::router);
       // gate_up_proj[e] is [2I, H]: rows [0, I) are the gate (w1), rows [I, 2I) the up (w3)
       // projection, so both are contiguous views.
-      s.push_back({p + "mlp.experts.gate_up_proj", {E, 2 * I, H}, false,
+      s.push_back({p + "mlp.experts.gate_up_proj",
+                   {E, 2 * I, H},
+                   false,
                    [L, E, I](ModelWeights& w, const Tensor& t) {
                      auto& lw = L(w);
                      lw.e_gate.clear(), lw.e_up.clear();
@@ -56,17 +63,20 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layou
                        lw.e_up.push_back(x.slice_rows(I, 2 * I));
                      }
                    }});
-      s.push_back({p + "mlp.experts.down_proj", {E, H, I}, false, [L, E](ModelWeights& w, const Tensor& t) {
-                     auto& lw = L(w);
-                     lw.e_down.clear();
-                     for (int64_t e = 0; e < E; ++e) lw.e_down.push_back(t.select0(e));
-                   }});
+      s.push_back(
+          {p + "mlp.experts.down_proj", {E, H, I}, false, [L, E](ModelWeights& w, const Tensor& t) {
+             auto& lw = L(w);
+             lw.e_down.clear();
+             for (int64_t e = 0; e < E; ++e) lw.e_down.push_back(t.select0(e));
+           }});
     }
     add("post_attention_layernorm.weight", {H}, &LayerWeights::mlp_norm, true);
   }
-  s.push_back({"model.norm.weight", {H}, true, [](ModelWeights& w, const Tensor& t) { w.norm = t; }});
+  s.push_back(
+      {"model.norm.weight", {H}, true, [](ModelWeights& w, const Tensor& t) { w.norm = t; }});
   if (!c.tie_word_embeddings)
-    s.push_back({"lm_head.weight", {V, H}, false, [](ModelWeights& w, const Tensor& t) { w.lm_head = t; }});
+    s.push_back(
+        {"lm_head.weight", {V, H}, false, [](ModelWeights& w, const Tensor& t) { w.lm_head = t; }});
   return s;
 }
 
@@ -74,7 +84,9 @@ MoeLayout detect_moe_layout(const ModelConfig& c, const Checkpoint& ckpt) {
   if (!c.is_moe() || c.num_hidden_layers == 0) return MoeLayout::Split;
   if (ckpt.has("model.layers.0.block_sparse_moe.gate.weight")) return MoeLayout::Split;
   if (ckpt.has("model.layers.0.mlp.gate.weight")) return MoeLayout::Fused;
-  fail(ckpt.dir(), ": missing tensor 'model.layers.0.block_sparse_moe.gate.weight' (nor the fused 'model.layers.0.mlp.gate.weight')");
+  fail(ckpt.dir(),
+       ": missing tensor 'model.layers.0.block_sparse_moe.gate.weight' (nor the fused "
+       "'model.layers.0.mlp.gate.weight')");
 }
 
 ModelWeights load_weights(const ModelConfig& c, const Checkpoint& ckpt, const LoadOptions& opt) {
@@ -88,7 +100,8 @@ ModelWeights load_weights(const ModelConfig& c, const Checkpoint& ckpt, const Lo
       fail(ckpt.file_of(spec.name), ": tensor '", spec.name, "' has shape ", shape_str(info.shape),
            ", config.json implies ", shape_str(spec.shape));
     Tensor t = ckpt.get(spec.name);
-    DType want = spec.is_norm ? DType::F32 : opt.dtype.value_or(t.dtype == DType::F16 ? DType::F32 : t.dtype);
+    DType want = spec.is_norm ? DType::F32
+                              : opt.dtype.value_or(t.dtype == DType::F16 ? DType::F32 : t.dtype);
     if (t.dtype != want) t = t.to(want);
     spec.bind(w, t);
   }

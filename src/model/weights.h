@@ -18,15 +18,15 @@ namespace lamina {
 enum class MoeLayout { Split, Fused };
 
 struct LayerWeights {
-  Tensor attn_norm, mlp_norm;  // [H], always F32
-  Tensor wq, wk, wv, wo;       // [nh*hd, H], [nkv*hd, H], [nkv*hd, H], [H, nh*hd]
-  Tensor w_gate, w_up, w_down; // dense MLP: [I, H], [I, H], [H, I]
-  Tensor router;               // MoE: [E, H]
+  Tensor attn_norm, mlp_norm;                // [H], always F32
+  Tensor wq, wk, wv, wo;                     // [nh*hd, H], [nkv*hd, H], [nkv*hd, H], [H, nh*hd]
+  Tensor w_gate, w_up, w_down;               // dense MLP: [I, H], [I, H], [H, I]
+  Tensor router;                             // MoE: [E, H]
   std::vector<Tensor> e_gate, e_up, e_down;  // MoE, per expert: [I, H], [I, H], [H, I]
 };
 
 struct ModelWeights {
-  Tensor embed;    // [V, H]
+  Tensor embed;  // [V, H]
   std::vector<LayerWeights> layers;
   Tensor norm;     // [H], F32
   Tensor lm_head;  // [V, H]; the embedding itself when tie_word_embeddings
@@ -41,7 +41,8 @@ struct TensorSpec {
 };
 
 // Every tensor of the checkpoint in the order transformers writes them.
-std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layout = MoeLayout::Split);
+std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c,
+                                           MoeLayout layout = MoeLayout::Split);
 // Which Mixtral layout a checkpoint uses (Split for dense models); errors name the tensor missing.
 MoeLayout detect_moe_layout(const ModelConfig& c, const Checkpoint& ckpt);
 

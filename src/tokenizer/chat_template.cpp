@@ -9,15 +9,20 @@ ChatTemplate parse_chat_template(const std::string& name) {
   if (name == "mistral-instruct" || name == "mistral") return ChatTemplate::MistralInstruct;
   if (name == "openchat") return ChatTemplate::OpenChat;
   if (name == "chatml") return ChatTemplate::ChatML;
-  fail("--chat-template: unknown template '", name, "' (llama-2, mistral-instruct, openchat, chatml)");
+  fail("--chat-template: unknown template '", name,
+       "' (llama-2, mistral-instruct, openchat, chatml)");
 }
 
 const char* chat_template_name(ChatTemplate t) {
   switch (t) {
-    case ChatTemplate::Llama2: return "llama-2";
-    case ChatTemplate::MistralInstruct: return "mistral-instruct";
-    case ChatTemplate::OpenChat: return "openchat";
-    case ChatTemplate::ChatML: return "chatml";
+    case ChatTemplate::Llama2:
+      return "llama-2";
+    case ChatTemplate::MistralInstruct:
+      return "mistral-instruct";
+    case ChatTemplate::OpenChat:
+      return "openchat";
+    case ChatTemplate::ChatML:
+      return "chatml";
   }
   return "?";
 }
@@ -45,7 +50,8 @@ void check_role(const ChatMessage& m) {
 
 }  // namespace
 
-std::string render_chat(ChatTemplate t, const std::vector<ChatMessage>& msgs, bool gen, const ChatTokens& k) {
+std::string render_chat(ChatTemplate t, const std::vector<ChatMessage>& msgs, bool gen,
+                        const ChatTokens& k) {
   for (auto& m : msgs) check_role(m);
   std::string system;
   size_t first = 0;
@@ -57,27 +63,34 @@ std::string render_chat(ChatTemplate t, const std::vector<ChatMessage>& msgs, bo
       for (size_t i = first; i < msgs.size(); ++i) {
         std::string c = msgs[i].content;
         if (i == first && !system.empty()) c = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + c;
-        if (msgs[i].role == "user") out += k.bos + "[INST] " + strip(c) + " [/INST]";
-        else out += " " + strip(c) + " " + k.eos;
+        if (msgs[i].role == "user")
+          out += k.bos + "[INST] " + strip(c) + " [/INST]";
+        else
+          out += " " + strip(c) + " " + k.eos;
       }
       return out;
     case ChatTemplate::MistralInstruct:
-      // <s>[INST] {user} [/INST]{assistant}</s>[INST] ...; a system prompt joins the first user turn.
+      // <s>[INST] {user} [/INST]{assistant}</s>[INST] ...; a system prompt joins the first user
+      // turn.
       out = k.bos;
       for (size_t i = first; i < msgs.size(); ++i) {
         std::string c = msgs[i].content;
         if (i == first && !system.empty()) c = system + "\n\n" + c;
-        if (msgs[i].role == "user") out += "[INST] " + c + " [/INST]";
-        else out += c + k.eos;
+        if (msgs[i].role == "user")
+          out += "[INST] " + c + " [/INST]";
+        else
+          out += c + k.eos;
       }
       return out;
     case ChatTemplate::OpenChat:
-      // <s>GPT4 Correct User: {user}<|end_of_turn|>GPT4 Correct Assistant: {assistant}<|end_of_turn|>
+      // <s>GPT4 Correct User: {user}<|end_of_turn|>GPT4 Correct Assistant:
+      // {assistant}<|end_of_turn|>
       out = k.bos;
       if (!system.empty()) out += system + k.end_of_turn;
       for (size_t i = first; i < msgs.size(); ++i) {
         std::string role = msgs[i].role == "user" ? "User" : "Assistant";
-        out += (k.condition.empty() ? "" : k.condition + " ") + role + ": " + msgs[i].content + k.end_of_turn;
+        out += (k.condition.empty() ? "" : k.condition + " ") + role + ": " + msgs[i].content +
+               k.end_of_turn;
       }
       if (gen) out += (k.condition.empty() ? "" : k.condition + " ") + "Assistant:";
       return out;

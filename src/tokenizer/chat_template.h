@@ -16,7 +16,7 @@ struct ChatMessage {
 struct ChatTokens {
   std::string bos = "<s>", eos = "</s>";
   std::string end_of_turn = "<|end_of_turn|>";  // OpenChat
-  std::string condition = "GPT4 Correct";        // OpenChat's class condition at inference
+  std::string condition = "GPT4 Correct";       // OpenChat's class condition at inference
 };
 
 // Names: llama-2, mistral-instruct, openchat, chatml.

@@ -63,7 +63,8 @@ class LineIterator : public sentencepiece::SentenceIterator {
 }  // namespace
 
 void train_default_tokenizer(const std::string& path, int vocab_size) {
-  std::string prefix = path.substr(0, path.size() - (path.size() > 6 && path.ends_with(".model") ? 6 : 0));
+  std::string prefix =
+      path.substr(0, path.size() - (path.size() > 6 && path.ends_with(".model") ? 6 : 0));
   LineIterator it(default_corpus());
   std::ostringstream args;
   args << "--model_prefix=" << prefix << " --vocab_size=" << vocab_size

@@ -50,14 +50,16 @@ Tokenizer Tokenizer::from_sentencepiece(const std::string& path) {
 
 Tokenizer Tokenizer::load(const std::string& dir) {
   std::string model = dir + "/tokenizer.model";
-  if (!file_exists(model)) fail(model, ": tokenizer not found (lamina needs a SentencePiece tokenizer.model)");
+  if (!file_exists(model))
+    fail(model, ": tokenizer not found (lamina needs a SentencePiece tokenizer.model)");
   Tokenizer t = from_sentencepiece(model);
   const int32_t base = int32_t(t.sp_->GetPieceSize());
   auto add = [&](const std::string& where, int64_t id, const std::string& content, bool special) {
     if (id < 0 || id > (1 << 30)) fail(where, ": added token '", content, "' has invalid id ", id);
     if (id < base) {
       if (t.sp_->IdToPiece(int(id)) != content)
-        fail(where, ": added token '", content, "' claims id ", id, " which is '", t.sp_->IdToPiece(int(id)), "' in tokenizer.model");
+        fail(where, ": added token '", content, "' claims id ", id, " which is '",
+             t.sp_->IdToPiece(int(id)), "' in tokenizer.model");
     } else {
       t.added_[int32_t(id)] = content;
     }
@@ -69,7 +71,8 @@ Tokenizer Tokenizer::load(const std::string& dir) {
   if (file_exists(cfg_path)) cfg = read_json(cfg_path);
   if (auto a = cfg.find("added_tokens_decoder"); a != cfg.end() && a->is_object()) {
     for (auto it = a->begin(); it != a->end(); ++it) {
-      if (!it->is_object() || !it->contains("content")) fail(cfg_path, ": added_tokens_decoder['", it.key(), "'] has no 'content'");
+      if (!it->is_object() || !it->contains("content"))
+        fail(cfg_path, ": added_tokens_decoder['", it.key(), "'] has no 'content'");
       int64_t id;
       try {
         id = std::stoll(it.key());
@@ -93,12 +96,16 @@ Tokenizer Tokenizer::load(const std::string& dir) {
     json tj = read_json(tj_path);
     if (auto a = tj.find("added_tokens"); a != tj.end() && a->is_array())
       for (auto& e : *a) {
-        if (!e.is_object() || !e.contains("id") || !e.contains("content")) fail(tj_path, ": malformed entry in added_tokens");
-        add(tj_path, e["id"].get<int64_t>(), e["content"].get<std::string>(), e.value("special", true));
+        if (!e.is_object() || !e.contains("id") || !e.contains("content"))
+          fail(tj_path, ": malformed entry in added_tokens");
+        add(tj_path, e["id"].get<int64_t>(), e["content"].get<std::string>(),
+            e.value("special", true));
       }
   }
   for (int64_t id = base; id < base + int64_t(t.added_.size()); ++id)
-    if (!t.added_.count(int32_t(id))) fail(dir, ": added token ids are not contiguous after the SentencePiece vocabulary (", base, " pieces; id ", id, " missing)");
+    if (!t.added_.count(int32_t(id)))
+      fail(dir, ": added token ids are not contiguous after the SentencePiece vocabulary (", base,
+           " pieces; id ", id, " missing)");
   if (auto b = token_content(cfg, "bos_token")) {
     auto id = t.token_id(*b);
     if (!id) fail(cfg_path, ": bos_token '", *b, "' is not in the vocabulary");
@@ -109,12 +116,16 @@ Tokenizer Tokenizer::load(const std::string& dir) {
     if (!id) fail(cfg_path, ": eos_token '", *e, "' is not in the vocabulary");
     t.eos_ = *id;
   }
-  if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean()) t.add_bos_ = cfg["add_bos_token"].get<bool>();
-  if (cfg.contains("chat_template") && cfg["chat_template"].is_string()) t.chat_template_ = cfg["chat_template"].get<std::string>();
+  if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean())
+    t.add_bos_ = cfg["add_bos_token"].get<bool>();
+  if (cfg.contains("chat_template") && cfg["chat_template"].is_string())
+    t.chat_template_ = cfg["chat_template"].get<std::string>();
   return t;
 }
 
-int64_t Tokenizer::size() const { return sp_->GetPieceSize() + int64_t(added_.size()); }
+int64_t Tokenizer::size() const {
+  return sp_->GetPieceSize() + int64_t(added_.size());
+}
 
 std::optional<int32_t> Tokenizer::token_id(const std::string& content) const {
   if (auto it = specials_.find(content); it != specials_.end()) return it->second;
@@ -125,7 +136,8 @@ std::optional<int32_t> Tokenizer::token_id(const std::string& content) const {
 
 std::string Tokenizer::piece(int32_t id) const {
   if (auto it = added_.find(id); it != added_.end()) return it->second;
-  if (id < 0 || id >= sp_->GetPieceSize()) fail("token id ", id, " is outside the vocabulary of ", size());
+  if (id < 0 || id >= sp_->GetPieceSize())
+    fail("token id ", id, " is outside the vocabulary of ", size());
   return sp_->IdToPiece(id);
 }
 
@@ -150,7 +162,8 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) co
     size_t best = 0;
     int32_t best_id = -1;
     for (auto& [content, id] : specials_)
-      if (content.size() > best && text.compare(i, content.size(), content) == 0) best = content.size(), best_id = id;
+      if (content.size() > best && text.compare(i, content.size(), content) == 0)
+        best = content.size(), best_id = id;
     if (best) {
       flush(i);
       out.push_back(best_id);
@@ -182,7 +195,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
       if (!(skip_special && is_special)) out += piece(id);
       continue;
     }
-    if (id < 0 || id >= sp_->GetPieceSize()) fail("token id ", id, " is outside the vocabulary of ", size());
+    if (id < 0 || id >= sp_->GetPieceSize())
+      fail("token id ", id, " is outside the vocabulary of ", size());
     run.push_back(id);
   }
   flush();

@@ -44,9 +44,9 @@ class Tokenizer {
 
  private:
   std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
-  std::map<std::string, int32_t> specials_;        // content -> id, matched literally in text
-  std::map<int32_t, std::string> added_;           // ids beyond the SentencePiece vocabulary
-  std::map<int32_t, bool> special_flag_;           // added/special id -> skipped when decoding
+  std::map<std::string, int32_t> specials_;  // content -> id, matched literally in text
+  std::map<int32_t, std::string> added_;     // ids beyond the SentencePiece vocabulary
+  std::map<int32_t, bool> special_flag_;     // added/special id -> skipped when decoding
   int32_t bos_ = 1, eos_ = 2;
   bool add_bos_ = true;
   std::string chat_template_;

@@ -6,16 +6,18 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
+from harness import Report, runner
+
 LAMINA = os.path.abspath(sys.argv[1])
-results = []
+report = Report()
+lamina = runner(LAMINA, echo_failures=False)
 
 
-def run(*args, stdin=None):
-    p = subprocess.run([LAMINA, *args], capture_output=True, text=True, input=stdin, timeout=120)
+def run(*args):
+    p = lamina(*args)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -23,8 +25,7 @@ def check(name, args, want_in_stderr, code=1):
     rc, out, err = run(*args)
     lines = [l for l in err.strip().splitlines() if l]
     ok = rc == code and len(lines) == 1 and all(w in lines[0] for w in want_in_stderr) and "error" in lines[0]
-    results.append(ok)
-    print(f"{'PASS' if ok else 'FAIL'} {name}: exit {rc}; {err.strip()[:300]!r}")
+    report.check(name, ok, f": exit {rc}; {err.strip()[:300]!r}")
 
 
 def write_safetensors(path, tensors, raw_header=None, data=None):
@@ -73,7 +74,6 @@ def main():
         check("header length over the cap", ["generate", "--model", d, "--prompt", "x"], [st(d), "100 MB limit"])
 
         # Rewrite the checkpoint without one tensor / with a wrong shape / with an int8 tensor.
-        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
 
         def read_raw(path):
             with open(path, "rb") as f:
@@ -139,14 +139,10 @@ def main():
         bad_out = os.path.join(tmp, "failed-init")
         check("failed init", ["init", "--out", bad_out, "--tokenizer", os.path.join(tmp, "nope.model")], ["nope.model"])
         leftovers = [n for n in os.listdir(tmp) if n.startswith("failed-init")]
-        ok = not leftovers
-        results.append(ok)
-        print(f"{'PASS' if ok else 'FAIL'} failed init leaves nothing behind: {leftovers}")
+        report.check("failed init leaves nothing behind", not leftovers, str(leftovers))
     finally:
         shutil.rmtree(tmp)
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    sys.exit(0 if all(results) else 1)
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -6,25 +6,15 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
-LAMINA = os.path.abspath(sys.argv[1])
+from harness import Report, runner
+
 SHARED = sys.argv[2]
-results = []
-
-
-def run(*args, stdin=None):
-    p = subprocess.run([LAMINA, *args], capture_output=True, text=True, input=stdin, timeout=300)
-    if p.returncode != 0:
-        print(f"command failed ({p.returncode}): lamina {' '.join(args)[:200]}\n{p.stderr}")
-    return p
-
-
-def check(name, ok, detail=""):
-    results.append(bool(ok))
-    print(f"{'PASS' if ok else 'FAIL'} {name} {detail}")
+report = Report()
+check = report.check
+run = runner(os.path.abspath(sys.argv[1]))
 
 
 def main():
@@ -104,9 +94,7 @@ def main():
         check("mixtral generate", p.returncode == 0)
     finally:
         shutil.rmtree(tmp)
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    sys.exit(0 if all(results) else 1)
+    report.finish()
 
 
 if __name__ == "__main__":

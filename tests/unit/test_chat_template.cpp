@@ -12,8 +12,9 @@ const std::vector<ChatMessage> kConv = {
 }
 
 TEST(ChatTemplate, Llama2) {
-  EXPECT_EQ(render_chat(ChatTemplate::Llama2, kConv, true),
-            "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] 2+2? [/INST]");
+  EXPECT_EQ(
+      render_chat(ChatTemplate::Llama2, kConv, true),
+      "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] 2+2? [/INST]");
 }
 
 TEST(ChatTemplate, MistralInstruct) {
@@ -28,14 +29,17 @@ TEST(ChatTemplate, OpenChatWithCondition) {
             "GPT4 Correct User: 2+2?<|end_of_turn|>GPT4 Correct Assistant:");
   ChatTokens k;
   k.condition = "GPT4";  // a C-RLFT training condition
-  EXPECT_EQ(render_chat(ChatTemplate::OpenChat, {{"user", "Hi"}}, false, k), "<s>GPT4 User: Hi<|end_of_turn|>");
+  EXPECT_EQ(render_chat(ChatTemplate::OpenChat, {{"user", "Hi"}}, false, k),
+            "<s>GPT4 User: Hi<|end_of_turn|>");
   k.condition = "";  // no condition: bare role prefix
-  EXPECT_EQ(render_chat(ChatTemplate::OpenChat, {{"user", "Hi"}}, true, k), "<s>User: Hi<|end_of_turn|>Assistant:");
+  EXPECT_EQ(render_chat(ChatTemplate::OpenChat, {{"user", "Hi"}}, true, k),
+            "<s>User: Hi<|end_of_turn|>Assistant:");
 }
 
 TEST(ChatTemplate, ChatML) {
-  EXPECT_EQ(render_chat(ChatTemplate::ChatML, {{"system", "S"}, {"user", "U"}}, true),
-            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(
+      render_chat(ChatTemplate::ChatML, {{"system", "S"}, {"user", "U"}}, true),
+      "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
 }
 
 TEST(ChatTemplate, DetectsTheShippedJinjaTemplates) {

@@ -49,7 +49,9 @@ TEST(Kernels, LinearBf16RoundsInputsAndAccumulatesInF32) {
   for (int m = 0; m < M; ++m)
     for (int n = 0; n < N; ++n) {
       double s = 0;
-      for (int k = 0; k < K; ++k) s += double(bf16_to_f32(f32_to_bf16(x[size_t(m * K + k)]))) * bf16_to_f32(w[size_t(n * K + k)]);
+      for (int k = 0; k < K; ++k)
+        s += double(bf16_to_f32(f32_to_bf16(x[size_t(m * K + k)]))) *
+             bf16_to_f32(w[size_t(n * K + k)]);
       ASSERT_NEAR(y[size_t(m * N + n)], s, 1e-4);
     }
 }
@@ -63,7 +65,8 @@ TEST(Kernels, RmsNorm) {
     double ss = 0;
     for (int i = 0; i < d; ++i) ss += double(x[size_t(r * d + i)]) * x[size_t(r * d + i)];
     double inv = 1.0 / std::sqrt(ss / d + 1e-5);
-    for (int i = 0; i < d; ++i) ASSERT_NEAR(y[size_t(r * d + i)], w[size_t(i)] * x[size_t(r * d + i)] * inv, 1e-5);
+    for (int i = 0; i < d; ++i)
+      ASSERT_NEAR(y[size_t(r * d + i)], w[size_t(i)] * x[size_t(r * d + i)] * inv, 1e-5);
   }
 }
 
@@ -86,7 +89,8 @@ TEST(Kernels, RopeRotatesHalves) {
 
 TEST(Kernels, AttentionCausalGqaWindow) {
   const int T = 6, pos0 = 3, nh = 4, nkv = 2, hd = 8, S = pos0 + T;
-  auto q = randn(size_t(T * nh * hd), 8), k = randn(size_t(S * nkv * hd), 9), v = randn(size_t(S * nkv * hd), 10);
+  auto q = randn(size_t(T * nh * hd), 8), k = randn(size_t(S * nkv * hd), 9),
+       v = randn(size_t(S * nkv * hd), 10);
   for (int window : {0, 3}) {
     std::vector<float> out(q.size());
     attention(q.data(), k.data(), v.data(), out.data(), T, pos0, nh, nkv, hd, nkv * hd, window);
@@ -98,7 +102,8 @@ TEST(Kernels, AttentionCausalGqaWindow) {
         for (int j = 0; j <= p; ++j) {
           if (window && j <= p - window) continue;
           double d = 0;
-          for (int i = 0; i < hd; ++i) d += double(q[size_t((t * nh + h) * hd + i)]) * k[size_t((j * nkv + kh) * hd + i)];
+          for (int i = 0; i < hd; ++i)
+            d += double(q[size_t((t * nh + h) * hd + i)]) * k[size_t((j * nkv + kh) * hd + i)];
           s.push_back(d / std::sqrt(double(hd)));
           js.push_back(j);
         }
@@ -106,7 +111,8 @@ TEST(Kernels, AttentionCausalGqaWindow) {
         for (auto& e : s) sum += (e = std::exp(e - mx));
         for (int i = 0; i < hd; ++i) {
           double o = 0;
-          for (size_t a = 0; a < js.size(); ++a) o += s[a] / sum * v[size_t((js[a] * nkv + kh) * hd + i)];
+          for (size_t a = 0; a < js.size(); ++a)
+            o += s[a] / sum * v[size_t((js[a] * nkv + kh) * hd + i)];
           ASSERT_NEAR(out[size_t((t * nh + h) * hd + i)], o, 1e-5) << "window " << window;
         }
       }
@@ -116,9 +122,11 @@ TEST(Kernels, AttentionCausalGqaWindow) {
 TEST(Kernels, SiluMulSoftmaxLogSoftmax) {
   std::vector<float> g = {-3, -0.5f, 0, 2}, u = {1, 2, 3, 4}, o(4);
   silu_mul(g.data(), u.data(), o.data(), 4);
-  for (int i = 0; i < 4; ++i) EXPECT_NEAR(o[size_t(i)], g[size_t(i)] / (1 + std::exp(-g[size_t(i)])) * u[size_t(i)], 1e-6);
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NEAR(o[size_t(i)], g[size_t(i)] / (1 + std::exp(-g[size_t(i)])) * u[size_t(i)], 1e-6);
   std::vector<float> l = {1000, 1001, 999};
-  EXPECT_NEAR(log_softmax_at(l.data(), 3, 1), 1.0 - std::log(std::exp(1.0) + 1 + std::exp(-1.0)), 1e-6);
+  EXPECT_NEAR(log_softmax_at(l.data(), 3, 1), 1.0 - std::log(std::exp(1.0) + 1 + std::exp(-1.0)),
+              1e-6);
   softmax_rows(l.data(), 1, 3);
   EXPECT_NEAR(l[0] + l[1] + l[2], 1.0, 1e-6);
   EXPECT_GT(l[1], l[0]);

@@ -30,7 +30,8 @@ void expect_cache_matches_full(const std::string& dir, int64_t T) {
   for (int64_t i = 0; i < 5 * V; ++i) ASSERT_NEAR(step[size_t(i)], full[size_t(i)], 1e-4);
   for (int64_t t = 5; t < T; ++t) {
     m->forward(&ids[size_t(t)], 1, c2, step.data(), false);
-    for (int64_t v = 0; v < V; ++v) ASSERT_NEAR(step[size_t(v)], full[size_t(t * V + v)], 1e-4) << "step " << t;
+    for (int64_t v = 0; v < V; ++v)
+      ASSERT_NEAR(step[size_t(v)], full[size_t(t * V + v)], 1e-4) << "step " << t;
   }
   EXPECT_EQ(c2.len, T);
   EXPECT_THROW(m->forward(ids.data(), 1, c2, step.data(), false), Error);  // cache full
@@ -89,7 +90,8 @@ TEST(Model, WrongShapeAndMissingTensorAreNamed) {
     Model::load(d.path);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("tensor 'model.layers.0.mlp.gate_proj.weight' has shape [160, 64], config.json implies [128, 64]"),
+    EXPECT_NE(std::string(e.what()).find("tensor 'model.layers.0.mlp.gate_proj.weight' has shape "
+                                         "[160, 64], config.json implies [128, 64]"),
               std::string::npos)
         << e.what();
   }
@@ -100,7 +102,9 @@ TEST(Model, WrongShapeAndMissingTensorAreNamed) {
     Model::load(d.path);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("missing tensor 'model.layers.2.input_layernorm.weight'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("missing tensor 'model.layers.2.input_layernorm.weight'"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -30,7 +30,9 @@ std::string parse_error(const std::string& img) {
   return "";
 }
 
-void write(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
+void write(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
 
 }  // namespace
 
@@ -92,7 +94,8 @@ TEST(Safetensors, WriterRefusesOutOfOrderAndShortWrites) {
 }
 
 TEST(Safetensors, ValidHeaderParses) {
-  std::string img = image(R"({"x":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},"__metadata__":{"k":"v"}})", "abcd");
+  std::string img = image(
+      R"({"x":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},"__metadata__":{"k":"v"}})", "abcd");
   auto h = parse_safetensors(reinterpret_cast<const uint8_t*>(img.data()), img.size(), "f");
   ASSERT_EQ(h.tensors.size(), 1u);
   EXPECT_EQ(h.tensors[0].dtype, DType::F16);
@@ -102,30 +105,52 @@ TEST(Safetensors, ValidHeaderParses) {
 // Every validation rule, each with the message that names what is wrong.
 TEST(Safetensors, RejectsBadHeaders) {
   auto x = [](const std::string& dtype, const std::string& shape, const std::string& off) {
-    return "\"x\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape + ",\"data_offsets\":" + off + "}";
+    return "\"x\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape + ",\"data_offsets\":" + off +
+           "}";
   };
   const std::string data8(8, 'z');
   EXPECT_NE(parse_error("abc").find("truncated"), std::string::npos);
   std::string huge(8, '\0');
   huge[5] = 1;  // 2^40 bytes of header
   EXPECT_NE(parse_error(huge).find("exceeds the 100 MB limit"), std::string::npos);
-  EXPECT_NE(parse_error(image("{" + x("F32", "[2]", "[0,8]") + "}", data8).substr(0, 30)).find("truncated"), std::string::npos);
-  EXPECT_NE(parse_error(image("{\"x\": [", data8)).find("malformed safetensors header JSON"), std::string::npos);
+  EXPECT_NE(parse_error(image("{" + x("F32", "[2]", "[0,8]") + "}", data8).substr(0, 30))
+                .find("truncated"),
+            std::string::npos);
+  EXPECT_NE(parse_error(image("{\"x\": [", data8)).find("malformed safetensors header JSON"),
+            std::string::npos);
   EXPECT_NE(parse_error(image("[1,2]", "")).find("not a JSON object"), std::string::npos);
-  EXPECT_NE(parse_error(image("{" + x("I8", "[8]", "[0,8]") + "}", data8)).find("unsupported dtype I8"), std::string::npos);
-  EXPECT_NE(parse_error(image("{" + x("F32", "[3]", "[0,8]") + "}", data8)).find("needs 12 bytes but data_offsets span 8"),
+  EXPECT_NE(
+      parse_error(image("{" + x("I8", "[8]", "[0,8]") + "}", data8)).find("unsupported dtype I8"),
+      std::string::npos);
+  EXPECT_NE(parse_error(image("{" + x("F32", "[3]", "[0,8]") + "}", data8))
+                .find("needs 12 bytes but data_offsets span 8"),
             std::string::npos);
-  EXPECT_NE(parse_error(image("{" + x("F32", "[-2]", "[0,8]") + "}", data8)).find("not a non-negative integer"), std::string::npos);
-  EXPECT_NE(parse_error(image("{" + x("F32", "[2]", "[0,8]") + "}", data8 + "zz")).find("trailing bytes"), std::string::npos);
-  EXPECT_NE(parse_error(image("{" + x("F32", "[2]", "[0,8]") + "}", "zzzz")).find("file truncated"), std::string::npos);
-  EXPECT_NE(parse_error(image("{" + x("F32", "[2]", "[4,12]") + "}", data8 + "zzzz")).find("not contiguous"), std::string::npos);
-  EXPECT_NE(parse_error(image("{" + x("F32", "[2]", "[8,0]") + "}", data8)).find("end before they begin"), std::string::npos);
-  EXPECT_NE(parse_error(image("{" + x("F32", "[2]", "[0,8]") + "," + x("F32", "[2]", "[8,16]") + "}", data8 + data8))
-                .find("duplicate tensor name 'x'"),
+  EXPECT_NE(parse_error(image("{" + x("F32", "[-2]", "[0,8]") + "}", data8))
+                .find("not a non-negative integer"),
             std::string::npos);
-  EXPECT_NE(parse_error(image("{\"__metadata__\":{\"a\":1}}", "")).find("not a string"), std::string::npos);
-  EXPECT_NE(parse_error(image("{\"x\":{\"shape\":[1],\"data_offsets\":[0,4]}}", "zzzz")).find("'dtype'"), std::string::npos);
-  EXPECT_NE(parse_error(image("{" + x("F32", "[4611686018427387904,4]", "[0,8]") + "}", data8)).find("too large"),
+  EXPECT_NE(
+      parse_error(image("{" + x("F32", "[2]", "[0,8]") + "}", data8 + "zz")).find("trailing bytes"),
+      std::string::npos);
+  EXPECT_NE(parse_error(image("{" + x("F32", "[2]", "[0,8]") + "}", "zzzz")).find("file truncated"),
+            std::string::npos);
+  EXPECT_NE(parse_error(image("{" + x("F32", "[2]", "[4,12]") + "}", data8 + "zzzz"))
+                .find("not contiguous"),
+            std::string::npos);
+  EXPECT_NE(
+      parse_error(image("{" + x("F32", "[2]", "[8,0]") + "}", data8)).find("end before they begin"),
+      std::string::npos);
+  EXPECT_NE(
+      parse_error(image("{" + x("F32", "[2]", "[0,8]") + "," + x("F32", "[2]", "[8,16]") + "}",
+                        data8 + data8))
+          .find("duplicate tensor name 'x'"),
+      std::string::npos);
+  EXPECT_NE(parse_error(image("{\"__metadata__\":{\"a\":1}}", "")).find("not a string"),
+            std::string::npos);
+  EXPECT_NE(
+      parse_error(image("{\"x\":{\"shape\":[1],\"data_offsets\":[0,4]}}", "zzzz")).find("'dtype'"),
+      std::string::npos);
+  EXPECT_NE(parse_error(image("{" + x("F32", "[4611686018427387904,4]", "[0,8]") + "}", data8))
+                .find("too large"),
             std::string::npos);
 }
 
@@ -148,12 +173,15 @@ TEST(Safetensors, IndexMustMatchShards) {
   SafetensorsWriter w(d.path, {{"a", DType::F32, {2}}}, 0);
   w.write("a", x.data(), 8);
   w.finish();
-  write(d / "model.safetensors.index.json", R"({"weight_map":{"a":"model.safetensors","b":"model.safetensors"}})");
+  write(d / "model.safetensors.index.json",
+        R"({"weight_map":{"a":"model.safetensors","b":"model.safetensors"}})");
   try {
     Checkpoint ck(d.path);
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("tensor 'b' is listed in model.safetensors but not found"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tensor 'b' is listed in model.safetensors but not found"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -40,8 +40,8 @@ TEST(Tokenizer, MatchesLibSentencePieceOnPlainText) {
   sentencepiece::SentencePieceProcessor sp;
   ASSERT_TRUE(sp.Load(llama2_model()).ok());
   Tokenizer t = Tokenizer::from_sentencepiece(llama2_model());
-  for (std::string text : {"Hello world", "  leading spaces and\ttabs\n", "naïve café — 東京 😀", "1234567 + 89 = ?",
-                           "The quick brown fox jumps over the lazy dog."}) {
+  for (std::string text : {"Hello world", "  leading spaces and\ttabs\n", "naïve café — 東京 😀",
+                           "1234567 + 89 = ?", "The quick brown fox jumps over the lazy dog."}) {
     std::vector<int> want;
     sp.Encode(text, &want);
     auto got = t.encode(text, false);
@@ -80,8 +80,8 @@ TEST(Tokenizer, AddedTokensFromTokenizerConfig) {
   EXPECT_EQ(*tmpl, ChatTemplate::OpenChat);
   auto ids = t.encode(render_chat(*tmpl, {{"user", "Hi"}}, true), false);
   // <s> ▁G PT 4 ▁Correct ▁User : ▁Hi <|end_of_turn|> ▁G PT 4 ▁Correct ▁Ass istant :
-  EXPECT_EQ(ids, (std::vector<int32_t>{1, 402, 7982, 29946, 28518, 4911, 29901, 6324, 32000, 402, 7982, 29946, 28518, 4007,
-                                       22137, 29901}));
+  EXPECT_EQ(ids, (std::vector<int32_t>{1, 402, 7982, 29946, 28518, 4911, 29901, 6324, 32000, 402,
+                                       7982, 29946, 28518, 4007, 22137, 29901}));
   EXPECT_EQ(t.decode(ids, false), "<s>GPT4 Correct User: Hi<|end_of_turn|>GPT4 Correct Assistant:");
   EXPECT_EQ(t.decode(ids, true), "GPT4 Correct User: HiGPT4 Correct Assistant:");
 }
@@ -90,10 +90,12 @@ TEST(Tokenizer, AddedTokensJsonAndTokenizerJson) {
   TempDir d;
   copy_file(llama2_model(), d / "tokenizer.model");
   std::ofstream(d / "added_tokens.json") << R"({"<|im_start|>": 32000})";
-  std::ofstream(d / "tokenizer.json") << R"({"added_tokens": [{"id": 32001, "content": "<|im_end|>", "special": true}]})";
+  std::ofstream(d / "tokenizer.json")
+      << R"({"added_tokens": [{"id": 32001, "content": "<|im_end|>", "special": true}]})";
   Tokenizer t = Tokenizer::load(d.path);
   EXPECT_EQ(t.size(), 32002);
-  EXPECT_EQ(t.encode("<|im_start|>user<|im_end|>", false), (std::vector<int32_t>{32000, 1404, 32001}));
+  EXPECT_EQ(t.encode("<|im_start|>user<|im_end|>", false),
+            (std::vector<int32_t>{32000, 1404, 32001}));
 }
 
 TEST(Tokenizer, BadTokenizerFilesAreNamed) {
@@ -102,7 +104,8 @@ TEST(Tokenizer, BadTokenizerFilesAreNamed) {
     Tokenizer::load(d.path);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("tokenizer.model: tokenizer not found"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tokenizer.model: tokenizer not found"), std::string::npos)
+        << e.what();
   }
   copy_file(llama2_model(), d / "tokenizer.model");
   std::ofstream(d / "added_tokens.json") << R"({"<|x|>": 32005})";
@@ -118,7 +121,8 @@ TEST(Tokenizer, DefaultTokenizerTrainsDeterministically) {
   train_default_tokenizer(d / "a.model", 400);
   train_default_tokenizer(d / "b.model", 400);
   // The files embed their own path, so compare the vocabularies.
-  Tokenizer t = Tokenizer::from_sentencepiece(d / "a.model"), u = Tokenizer::from_sentencepiece(d / "b.model");
+  Tokenizer t = Tokenizer::from_sentencepiece(d / "a.model"),
+            u = Tokenizer::from_sentencepiece(d / "b.model");
   ASSERT_EQ(t.size(), u.size());
   for (int32_t i = 0; i < int32_t(t.size()); ++i) ASSERT_EQ(t.piece(i), u.piece(i));
   EXPECT_LE(t.size(), 400);

@@ -42,6 +42,8 @@ inline ModelConfig write_tiny_model(const std::string& dir, const std::string& s
   return c;
 }
 
-inline std::string shared_dir() { return LAMINA_SHARED_DIR; }
+inline std::string shared_dir() {
+  return LAMINA_SHARED_DIR;
+}
 
 }  // namespace lamina::test
