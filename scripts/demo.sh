@@ -20,7 +20,18 @@ printf 'The scientist wrote her results in a notebook and checked every number t
 step "5. per-token log-likelihood and perplexity" "$lamina" score --model "$model" --text "$out/sample.txt"
 "$lamina" score --model "$model" --text "$out/sample.txt" --json > "$out/score.json"
 
+step "6. SOLAR depth up-scaling: layers [0, n-m) then [m, n) of two copies; first a base with n = 4" \
+  "$lamina" init --out "$out/base-4l" --shape tiny-mistral --layers 4 --force
+step "   ... stacked with m = 1 into 2(n - m) = 6 layers, streamed tensor by tensor" \
+  "$lamina" upscale --model "$out/base-4l" --drop 1 --out "$out/dus-6l" --force
+step "7. LLaMA-Pro block expansion: identity blocks after every 2nd layer (same logits as the base)" \
+  "$lamina" upscale --model "$out/base-4l" --expand-every 2 --out "$out/pro-6l" --force
+"$lamina" score --model "$out/base-4l" --text "$out/sample.txt" | grep perplexity | sed 's/^/   base:     /'
+"$lamina" score --model "$out/pro-6l" --text "$out/sample.txt" | grep perplexity | sed 's/^/   expanded: /'
+
 printf '\n== done. Produced:\n'
 printf '  %s/  a Hugging Face model directory:\n' "$model"
 ls -1 "$model" | sed 's/^/      /'
 printf '  %s  its score of %s\n' "$out/score.json" "$out/sample.txt"
+printf '  %s/  the depth-up-scaled model (README.md = model card with the mergekit recipe)\n' "$out/dus-6l"
+printf '  %s/  the LLaMA-Pro expansion (expanded_layers.json lists the new layers)\n' "$out/pro-6l"

@@ -72,13 +72,8 @@ int cmd_info(int argc, char** argv) {
                 (long long)c.num_experts_per_tok);
   std::printf("vocabulary:   %lld, context %lld\n", (long long)c.vocab_size,
               (long long)c.max_position_embeddings);
-  auto count = [](double n) {
-    char b[32];
-    std::snprintf(b, sizeof b, n >= 1e9 ? "%.2fB" : "%.2fM", n >= 1e9 ? n / 1e9 : n / 1e6);
-    return std::string(b);
-  };
-  std::printf("parameters:   %s (%lld)\n", count(total).c_str(), (long long)c.param_count());
-  if (c.is_moe()) std::printf("active:       %s per token\n", count(active).c_str());
+  std::printf("parameters:   %s (%lld)\n", format_count(total).c_str(), (long long)c.param_count());
+  if (c.is_moe()) std::printf("active:       %s per token\n", format_count(active).c_str());
   std::printf("memory:      ");
   for (auto& m : mems)
     std::printf(" %s %s", m.name, format_bytes(total * m.bytes_per_param).c_str());

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "io/output_dir.h"
 #include "model/init_model.h"
 #include "tokenizer/default_tokenizer.h"
@@ -120,10 +121,10 @@ int cmd_init(int argc, char** argv) {
   write_file_atomic(out.path() + "/generation_config.json", gen.dump(2) + "\n");
   write_random_weights(cfg, out.path(), opt);
   out.commit();
-  std::printf("wrote %s: %s, %lld layers, hidden %lld, vocab %lld, %.2fM parameters (%s)\n",
+  std::printf("wrote %s: %s, %lld layers, hidden %lld, vocab %lld, %s parameters (%s)\n",
               out.final_path().c_str(), arch_name(cfg.arch), (long long)cfg.num_hidden_layers,
               (long long)cfg.hidden_size, (long long)cfg.vocab_size,
-              double(cfg.param_count()) / 1e6, torch_dtype_name(opt.dtype));
+              format_count(double(cfg.param_count())).c_str(), torch_dtype_name(opt.dtype));
   return 0;
 }
 

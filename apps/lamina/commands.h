@@ -16,6 +16,8 @@ int cmd_info(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_chat(int argc, char** argv);
 int cmd_score(int argc, char** argv);
+int cmd_upscale(int argc, char** argv);
+int cmd_upscale(int argc, char** argv);
 
 // --model, --dtype, --threads
 std::vector<ArgSpec> model_arg_specs();

@@ -21,6 +21,8 @@ const Command kCommands[] = {
     {"chat", lamina::cmd_chat, "interactive multi-turn chat"},
     {"score", lamina::cmd_score,
      "per-token log-probabilities, log-likelihood and perplexity of a text"},
+    {"upscale", lamina::cmd_upscale,
+     "depth up-scaling (SOLAR), mergekit passthrough recipes, LLaMA-Pro expansion"},
 };
 
 void usage() {

@@ -25,6 +25,10 @@ class Progress {
 };
 
 std::string format_bytes(double bytes);
+// Parameter counts: 410.69K, 151.87M, 10.73B.
+std::string format_count(double n);
 std::string format_duration(double seconds);
+// Peak resident memory of this process (VmHWM), 0 where unavailable.
+uint64_t peak_rss_bytes();
 
 }  // namespace lamina

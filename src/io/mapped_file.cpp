@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -35,6 +36,13 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   }
   ::close(fd);
   return m;
+}
+
+void MappedFile::release(size_t offset, size_t len) const {
+  if (!data_ || len == 0) return;
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  size_t begin = offset / page * page, end = std::min(size_, offset + len);
+  if (end > begin) madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_DONTNEED);
 }
 
 MappedFile::~MappedFile() {

@@ -16,6 +16,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Drops the pages of [offset, offset+len) from this process's resident set (they stay in the
+  // page cache): streaming copies touch each byte once, so RSS stays at one tensor, not the file.
+  void release(size_t offset, size_t len) const;
 
  private:
   MappedFile() = default;

@@ -192,6 +192,11 @@ std::string Checkpoint::file_of(const std::string& name) const {
   return files_[where_.at(name).first]->path();
 }
 
+void Checkpoint::release(const std::string& name) const {
+  auto& w = where_.at(name);
+  files_[w.first]->release(*w.second);
+}
+
 std::vector<std::string> Checkpoint::names() const {
   std::vector<std::string> n;
   for (auto& f : files_)

@@ -44,6 +44,7 @@ class SafetensorsFile {
   // Zero-copy view of the tensor's bytes; keeps the map alive.
   Tensor tensor(const TensorInfo& info) const;
   const std::string& path() const { return map_->path(); }
+  void release(const TensorInfo& info) const { map_->release(header_.data_start + info.begin, info.end - info.begin); }
 
  private:
   std::shared_ptr<MappedFile> map_;
@@ -61,6 +62,8 @@ class Checkpoint {
   std::vector<std::string> names() const;
   const std::string& dir() const { return dir_; }
   std::string file_of(const std::string& name) const;
+  // Drops the tensor's pages from the resident set once it has been copied (see MappedFile).
+  void release(const std::string& name) const;
 
  private:
   std::string dir_;
