@@ -34,7 +34,7 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
     }
     m->data_ = static_cast<const uint8_t*>(p);
   }
-  ::close(fd);
+  m->fd_ = fd;
   return m;
 }
 
@@ -47,6 +47,7 @@ void MappedFile::release(size_t offset, size_t len) const {
 
 MappedFile::~MappedFile() {
   if (data_) munmap(const_cast<uint8_t*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 std::string read_text_file(const std::string& path) {

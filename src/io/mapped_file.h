@@ -16,6 +16,7 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  int fd() const { return fd_; }  // kept open for copy_file_range
   // Drops the pages of [offset, offset+len) from this process's resident set (they stay in the
   // page cache): streaming copies touch each byte once, so RSS stays at one tensor, not the file.
   void release(size_t offset, size_t len) const;
@@ -24,6 +25,7 @@ class MappedFile {
   MappedFile() = default;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  int fd_ = -1;
   std::string path_;
 };
 

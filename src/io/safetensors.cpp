@@ -1,5 +1,6 @@
 #include "io/safetensors.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -192,6 +193,11 @@ std::string Checkpoint::file_of(const std::string& name) const {
   return files_[where_.at(name).first]->path();
 }
 
+const SafetensorsFile& Checkpoint::file(const std::string& name) const {
+  info(name);
+  return *files_[where_.at(name).first];
+}
+
 void Checkpoint::release(const std::string& name) const {
   auto& w = where_.at(name);
   files_[w.first]->release(*w.second);
@@ -272,7 +278,7 @@ void SafetensorsWriter::open_shard(size_t s) {
     fail(path, ": write failed: ", std::strerror(errno));
 }
 
-void SafetensorsWriter::write(const std::string& name, const void* bytes, size_t nbytes) {
+void SafetensorsWriter::begin_tensor(const std::string& name, size_t nbytes) {
   if (next_ >= plan_.size()) fail("safetensors writer: tensor '", name, "' is not in the plan");
   auto& p = plan_[next_];
   if (p.name != name)
@@ -286,8 +292,33 @@ void SafetensorsWriter::write(const std::string& name, const void* bytes, size_t
     out_ = nullptr;
     open_shard(cur_shard_ + 1);
   }
+}
+
+void SafetensorsWriter::write(const std::string& name, const void* bytes, size_t nbytes) {
+  begin_tensor(name, nbytes);
   if (nbytes && std::fwrite(bytes, 1, nbytes, out_) != nbytes)
     fail(dir_, "/", shards_[cur_shard_].file, ": write failed: ", std::strerror(errno));
+  ++next_;
+}
+
+void SafetensorsWriter::copy_from(const std::string& name, const SafetensorsFile& src, const TensorInfo& info) {
+  const size_t nbytes = info.end - info.begin;
+  begin_tensor(name, nbytes);
+  if (std::fflush(out_) != 0) fail(dir_, "/", shards_[cur_shard_].file, ": write failed: ", std::strerror(errno));
+  // In-kernel copy (no pass through user memory; a reflink where the filesystem can).
+  loff_t in = loff_t(src.header().data_start + info.begin);
+  size_t left = nbytes;
+  while (left > 0) {
+    ssize_t n = copy_file_range(src.fd(), &in, fileno(out_), nullptr, left, 0);
+    if (n <= 0) break;  // unsupported here (or EOF): finish with plain writes below
+    left -= size_t(n);
+  }
+  std::fseek(out_, 0, SEEK_END);  // resynchronise stdio with the descriptor's offset
+  if (left > 0) {
+    const uint8_t* p = src.map_data() + (size_t(in));
+    if (std::fwrite(p, 1, left, out_) != left)
+      fail(dir_, "/", shards_[cur_shard_].file, ": write failed: ", std::strerror(errno));
+  }
   ++next_;
 }
 

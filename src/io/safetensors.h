@@ -45,6 +45,8 @@ class SafetensorsFile {
   Tensor tensor(const TensorInfo& info) const;
   const std::string& path() const { return map_->path(); }
   void release(const TensorInfo& info) const { map_->release(header_.data_start + info.begin, info.end - info.begin); }
+  int fd() const { return map_->fd(); }
+  const uint8_t* map_data() const { return map_->data(); }
 
  private:
   std::shared_ptr<MappedFile> map_;
@@ -64,6 +66,8 @@ class Checkpoint {
   std::string file_of(const std::string& name) const;
   // Drops the tensor's pages from the resident set once it has been copied (see MappedFile).
   void release(const std::string& name) const;
+  // The file holding a tensor (for copies that bypass user memory).
+  const SafetensorsFile& file(const std::string& name) const;
 
  private:
   std::string dir_;
@@ -88,6 +92,9 @@ class SafetensorsWriter {
   ~SafetensorsWriter();
   // Writes the next tensor of the plan; `bytes` must hold exactly its nbytes.
   void write(const std::string& name, const void* bytes, size_t nbytes);
+  // Writes the next tensor as an unchanged byte copy of `info` in `src`, in the kernel
+  // (copy_file_range) where possible: as fast as cp, and it never enters this process's memory.
+  void copy_from(const std::string& name, const SafetensorsFile& src, const TensorInfo& info);
   void finish();
   size_t num_shards() const { return shards_.size(); }
   uint64_t total_bytes() const { return total_; }
@@ -98,6 +105,7 @@ class SafetensorsWriter {
     size_t first, count;  // plan indices
   };
   void open_shard(size_t s);
+  void begin_tensor(const std::string& name, size_t nbytes);
   std::string dir_;
   std::vector<Planned> plan_;
   std::map<std::string, std::string> metadata_;

@@ -182,7 +182,7 @@ UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
       Tensor t = ck.get(it.src_name);
       const size_t n = size_t(t.numel()), out_bytes = n * dtype_size(it.out_dtype);
       if (it.scale == 1.0 && it.out_dtype == it.src_dtype) {
-        w.write(it.out_name, t.data, t.nbytes());  // straight from the map: no copy in memory
+        w.copy_from(it.out_name, ck.file(it.src_name), ck.info(it.src_name));  // in-kernel copy
       } else {
         buf.resize(out_bytes);
         if (it.scale == 0.0) {
