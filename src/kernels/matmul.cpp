@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <dnnl.hpp>
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -123,6 +124,43 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
   if (!pack) wmem = dnnl::memory(wei_md, d.eng, w.data);
   dnnl::memory s(src_md, d.eng, src), dm(dst_md, d.eng, y);
   prim.execute(d.strm, {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, dm}});
+  d.strm.wait();
+}
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);
+    return;
+  }
+  auto& d = dnnl_state();
+  const auto f32 = dnnl::memory::data_type::f32;
+  md a_md({M, K}, f32, ta ? dnnl::memory::dims{1, lda} : dnnl::memory::dims{lda, 1});
+  md b_md({K, N}, f32, tb ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
+  md c_md({M, N}, f32, {ldc, 1});
+  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+  static std::map<Key, dnnl::matmul> cache;
+  dnnl::matmul prim;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    Key key{ta, tb, M, N, K, lda, ldb, ldc, accumulate};
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+      dnnl::primitive_attr attr;
+      if (accumulate) {
+        dnnl::post_ops po;
+        po.append_sum(1.0f);
+        attr.set_post_ops(po);
+      }
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, d.eng);
+      it = cache.emplace(key, dnnl::matmul(pd)).first;
+    }
+    prim = it->second;
+  }
+  dnnl::memory am(a_md, d.eng, const_cast<float*>(A)), bm(b_md, d.eng, const_cast<float*>(B)), cm(c_md, d.eng, C);
+  prim.execute(d.strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   d.strm.wait();
 }
 

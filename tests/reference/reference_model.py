@@ -115,11 +115,13 @@ def swiglu(x, gate, up, down):
     return mm(F.silu(mm(x, gate)) * mm(x, up), down)
 
 
-def moe(cfg, w, p, x):
+def moe(cfg, w, p, x, router_log=None):
     E, K = cfg["num_local_experts"], cfg["num_experts_per_tok"]
     fused = (p + "mlp.gate.weight") in w
     router = w[p + ("mlp.gate.weight" if fused else "block_sparse_moe.gate.weight")]
     logits = mm(x, router)
+    if router_log is not None:
+        router_log.append(logits)
     probs = F.softmax(logits, dim=1, dtype=torch.float)
     topw, topi = torch.topk(probs, K, dim=-1)
     topw = topw / topw.sum(dim=-1, keepdim=True)
@@ -140,8 +142,9 @@ def moe(cfg, w, p, x):
     return out
 
 
-def forward(cfg, w, ids):
-    """logits [T, V] for one sequence of token ids."""
+def forward(cfg, w, ids, router_log=None):
+    """logits [T, V] for one sequence of token ids. router_log, if a list, receives each Mixtral
+    layer's router logits [T, E] (for the load-balancing loss)."""
     ids = torch.tensor(ids, dtype=torch.long)
     positions = torch.arange(len(ids))
     eps = cfg.get("rms_norm_eps", 1e-6)
@@ -151,9 +154,21 @@ def forward(cfg, w, ids):
         x = x + attention(cfg, w, p, rms_norm(x, w[p + "input_layernorm.weight"], eps), positions)
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
         if cfg["model_type"] == "mixtral":
-            x = x + moe(cfg, w, p, h)
+            x = x + moe(cfg, w, p, h, router_log)
         else:
             x = x + swiglu(h, w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"], w[p + "mlp.down_proj.weight"])
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else w["lm_head.weight"]
     return mm(x, head)
+
+
+def load_balancing_loss(router_logits, num_experts, top_k):
+    """transformers' load_balancing_loss_func without an attention mask: router logits of all
+    layers concatenated; E * sum(mean(one_hot(top-k)) * mean(softmax))."""
+    logits = torch.cat(router_logits, dim=0)
+    probs = F.softmax(logits, dim=-1)
+    _, sel = torch.topk(probs, top_k, dim=-1)
+    mask = F.one_hot(sel, num_experts).float()
+    tokens_per_expert = mask.mean(dim=0)
+    router_prob_per_expert = probs.mean(dim=0)
+    return (tokens_per_expert * router_prob_per_expert.unsqueeze(0)).sum() * num_experts

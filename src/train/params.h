@@ -1,0 +1,38 @@
+// Trainable parameters, their gradients and AdamW moments, each in one contiguous F32 buffer laid
+// out in model_tensor_specs order (llm.c's layout): one index serves loading, saving, the
+// optimizer and the gradient check.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/model_config.h"
+#include "model/weights.h"
+
+namespace lamina {
+
+struct ParamStore {
+  ModelConfig cfg;
+  MoeLayout layout = MoeLayout::Split;
+  std::vector<TensorSpec> specs;
+  std::vector<size_t> offset;  // element offset of spec i in every buffer
+  size_t total = 0;            // elements
+  Tensor params, grads;        // F32 [total]
+  ModelWeights weights;        // views into params, bound as the forward pass expects
+  ModelWeights grad_views;     // the same views into grads
+
+  // F32 master copy of a checkpoint (any stored dtype).
+  static ParamStore load(const std::string& model_dir);
+  static ParamStore from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt);
+
+  float* param(size_t i) { return params.f32() + offset[i]; }
+  float* grad(size_t i) { return grads.f32() + offset[i]; }
+  int64_t numel(size_t i) const { return shape_numel(specs[i].shape); }
+  void zero_grads();
+  // Weight decay applies to matrices only (norm gains and biases excluded), as TRL/HF do.
+  bool decays(size_t i) const { return specs[i].shape.size() >= 2; }
+  // Writes model.safetensors (sharded as needed) in `dtype` into dir.
+  void save_weights(const std::string& dir, DType dtype, uint64_t shard_bytes) const;
+};
+
+}  // namespace lamina

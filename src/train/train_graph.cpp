@@ -1,0 +1,324 @@
+#include "train/train_graph.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "core/error.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "kernels/ops_backward.h"
+
+namespace lamina {
+
+Batch Batch::language_model(const std::vector<std::vector<int32_t>>& rows) {
+  Batch b;
+  b.B = int64_t(rows.size());
+  b.T = rows.empty() ? 0 : int64_t(rows[0].size()) - 1;
+  for (auto& r : rows) {
+    if (int64_t(r.size()) != b.T + 1) fail("language-model batch: rows of different lengths");
+    b.tokens.insert(b.tokens.end(), r.begin(), r.end() - 1);
+    b.targets.insert(b.targets.end(), r.begin() + 1, r.end());
+  }
+  b.weights.assign(b.tokens.size(), 1.0f);
+  return b;
+}
+
+int64_t Batch::num_targets() const {
+  return std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t >= 0; });
+}
+
+namespace {
+
+using Buf = std::vector<float>;
+float* sized(Buf& b, int64_t n) {
+  b.resize(size_t(n));
+  return b.data();
+}
+
+// y[M, N] = x[M, K] W^T with W [N, K]; backward: dx (+)= dy W, dW += dy^T x.
+void linear_fwd(const float* x, int64_t M, const Tensor& W, float* y) { linear(x, M, W, y); }
+void linear_bwd(const float* x, int64_t M, const Tensor& W, const Tensor& dW, const float* dy, float* dx,
+                bool accumulate_dx) {
+  const int64_t N = W.shape[0], K = W.shape[1];
+  if (dx) gemm(false, false, M, K, N, dy, N, W.f32(), K, dx, K, accumulate_dx);
+  gemm(true, false, N, K, M, dy, N, x, K, const_cast<float*>(dW.f32()), K, true);
+}
+
+struct ExpertActs {
+  std::vector<int64_t> rows;  // tokens routed here
+  std::vector<int64_t> slot;  // which of the token's top-k slots
+  Buf xs, g, u, h, y;         // [n, H], [n, I] x3, [n, H]
+};
+
+struct LayerActs {
+  Buf x, xn1, q, k, v, att, xmid, xn2, g, u, h;
+  Buf probs;                  // MoE router softmax [N, E]
+  std::vector<int64_t> topi;  // [N, K]
+  Buf topw;                   // renormalised weights [N, K]
+  std::vector<ExpertActs> experts;
+};
+
+}  // namespace
+
+struct TrainGraph::Acts {
+  std::vector<LayerActs> layers;
+  Buf xf, xnf, dx, dtmp, dxn, dq, dk, dv, datt, dh, dg, du, chunk, dchunk;
+  std::vector<int64_t> pos;
+  std::vector<int64_t> expert_count;  // MoE: (token, slot) pairs per expert over all layers
+};
+
+TrainGraph::TrainGraph(ParamStore& p) : p_(p), a_(new Acts) {}
+TrainGraph::~TrainGraph() { delete a_; }
+
+StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, bool backward) {
+  const ModelConfig& c = p_.cfg;
+  const ModelWeights& W = p_.weights;
+  const ModelWeights& G = p_.grad_views;
+  const int64_t B = b.B, T = b.T, N = B * T, H = c.hidden_size, I = c.intermediate_size;
+  const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
+  const int64_t Q = nh * hd, KV = nkv * hd, V = c.vocab_size, L = c.num_hidden_layers;
+  const int64_t E = c.num_local_experts, K = c.num_experts_per_tok;
+  const int64_t window = c.sliding_window.value_or(0);
+  const float eps = float(c.rms_norm_eps);
+  if (int64_t(b.tokens.size()) != N || int64_t(b.targets.size()) != N || int64_t(b.weights.size()) != N)
+    fail("batch: tokens, targets and weights must hold B*T entries");
+  if (T > c.max_position_embeddings) fail("sequence length ", T, " exceeds max_position_embeddings ", c.max_position_embeddings);
+  if (normalizer <= 0) normalizer = 1;
+  Acts& a = *a_;
+  a.layers.resize(size_t(L));
+  a.pos.resize(size_t(N));
+  for (int64_t i = 0; i < N; ++i) a.pos[size_t(i)] = i % T;
+
+  // ---- forward ----
+  Buf x0;
+  float* x = sized(x0, N * H);
+  embedding(W.embed, b.tokens.data(), N, x);  // [N, H]
+  a.expert_count.assign(size_t(E), 0);
+  for (int64_t l = 0; l < L; ++l) {
+    const LayerWeights& lw = W.layers[size_t(l)];
+    LayerActs& s = a.layers[size_t(l)];
+    s.x.assign(x, x + N * H);
+    float* xn1 = sized(s.xn1, N * H);
+    rmsnorm(s.x.data(), lw.attn_norm.f32(), xn1, N, H, eps);
+    float* q = sized(s.q, N * Q);
+    float* k = sized(s.k, N * KV);
+    float* v = sized(s.v, N * KV);
+    linear_fwd(xn1, N, lw.wq, q);
+    linear_fwd(xn1, N, lw.wk, k);
+    linear_fwd(xn1, N, lw.wv, v);
+    rope(q, a.pos.data(), N, nh, hd, c.rope_theta);
+    rope(k, a.pos.data(), N, nkv, hd, c.rope_theta);
+    float* att = sized(s.att, N * Q);
+    for (int64_t bi = 0; bi < B; ++bi)
+      attention(q + bi * T * Q, k + bi * T * KV, v + bi * T * KV, att + bi * T * Q, T, 0, nh, nkv, hd, KV, window);
+    float* xmid = sized(s.xmid, N * H);
+    linear_fwd(att, N, lw.wo, xmid);
+    add_inplace(xmid, s.x.data(), N * H);
+    float* xn2 = sized(s.xn2, N * H);
+    rmsnorm(xmid, lw.mlp_norm.f32(), xn2, N, H, eps);
+    std::memcpy(x, xmid, size_t(N * H) * sizeof(float));
+    if (!c.is_moe()) {
+      float* g = sized(s.g, N * I);
+      float* u = sized(s.u, N * I);
+      float* h = sized(s.h, N * I);
+      linear_fwd(xn2, N, lw.w_gate, g);
+      linear_fwd(xn2, N, lw.w_up, u);
+      silu_mul(g, u, h, N * I);
+      Buf out(static_cast<size_t>(N * H));
+      linear_fwd(h, N, lw.w_down, out.data());
+      add_inplace(x, out.data(), N * H);
+    } else {
+      float* pr = sized(s.probs, N * E);
+      linear_fwd(xn2, N, lw.router, pr);
+      softmax_rows(pr, N, E);
+      s.topi.assign(size_t(N * K), 0);
+      s.topw.assign(size_t(N * K), 0.f);
+      s.experts.assign(size_t(E), {});
+      std::vector<int64_t> idx(static_cast<size_t>(E));
+      for (int64_t t = 0; t < N; ++t) {
+        const float* p = pr + t * E;
+        std::iota(idx.begin(), idx.end(), 0);
+        std::partial_sort(idx.begin(), idx.begin() + K, idx.end(),
+                          [p](int64_t u_, int64_t v_) { return p[u_] > p[v_] || (p[u_] == p[v_] && u_ < v_); });
+        float sum = 0.f;
+        for (int64_t j = 0; j < K; ++j) sum += p[idx[size_t(j)]];
+        for (int64_t j = 0; j < K; ++j) {
+          const int64_t e = idx[size_t(j)];
+          s.topi[size_t(t * K + j)] = e;
+          s.topw[size_t(t * K + j)] = p[e] / sum;
+          s.experts[size_t(e)].rows.push_back(t);
+          s.experts[size_t(e)].slot.push_back(j);
+          a.expert_count[size_t(e)]++;
+        }
+      }
+      for (int64_t e = 0; e < E; ++e) {
+        ExpertActs& ex = s.experts[size_t(e)];
+        const int64_t n = int64_t(ex.rows.size());
+        if (!n) continue;
+        float* xs = sized(ex.xs, n * H);
+        for (int64_t i = 0; i < n; ++i) std::copy_n(xn2 + ex.rows[size_t(i)] * H, H, xs + i * H);
+        float* g = sized(ex.g, n * I);
+        float* u = sized(ex.u, n * I);
+        float* h = sized(ex.h, n * I);
+        float* y = sized(ex.y, n * H);
+        linear_fwd(xs, n, lw.e_gate[size_t(e)], g);
+        linear_fwd(xs, n, lw.e_up[size_t(e)], u);
+        silu_mul(g, u, h, n * I);
+        linear_fwd(h, n, lw.e_down[size_t(e)], y);
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t t = ex.rows[size_t(i)];
+          axpy(x + t * H, s.topw[size_t(t * K + ex.slot[size_t(i)])], y + i * H, H);
+        }
+      }
+    }
+  }
+  a.xf.assign(x, x + N * H);
+  float* xnf = sized(a.xnf, N * H);
+  rmsnorm(a.xf.data(), W.norm.f32(), xnf, N, H, eps);
+
+  // ---- loss: LM head + cross-entropy in row chunks; [N, V] logits never exist at once ----
+  StepStats st;
+  logprobs_.assign(size_t(N), 0.f);
+  float* dxnf = sized(a.dxn, N * H);
+  std::fill(dxnf, dxnf + N * H, 0.f);
+  const Tensor& head = W.lm_head;
+  const Tensor& dhead = c.tie_word_embeddings ? G.embed : G.lm_head;
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(1) << 22) / V));
+  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+    const int64_t cn = std::min(chunk, N - r0);
+    float* lg = sized(a.chunk, cn * V);
+    linear_fwd(xnf + r0 * H, cn, head, lg);
+    for (int64_t i = 0; i < cn; ++i) {
+      const int64_t r = r0 + i;
+      float* row = lg + i * V;
+      const int32_t tgt = b.targets[size_t(r)];
+      if (tgt < 0) {
+        std::fill(row, row + V, 0.f);
+        continue;
+      }
+      if (tgt >= V) fail("target id ", tgt, " is outside the vocabulary [0, ", V, ")");
+      const float mx = *std::max_element(row, row + V);
+      double sum = 0;
+      for (int64_t j = 0; j < V; ++j) sum += std::exp(double(row[j] - mx));
+      const double lse = double(mx) + std::log(sum);
+      const double lp = double(row[tgt]) - lse;
+      logprobs_[size_t(r)] = float(lp);
+      const double w = b.weights[size_t(r)];
+      st.loss_sum += -w * lp;
+      st.weight_sum += w;
+      st.tokens++;
+      // d(w * CE / normalizer)/dlogits = (softmax - onehot) * w / normalizer
+      const double scale = w / normalizer;
+      for (int64_t j = 0; j < V; ++j) row[j] = float(std::exp(double(row[j]) - lse) * scale);
+      row[tgt] -= float(scale);
+    }
+    if (backward) linear_bwd(xnf + r0 * H, cn, head, dhead, lg, dxnf + r0 * H, false);
+  }
+  if (c.is_moe()) {
+    // transformers' load_balancing_loss_func over all layers' router rows (R = L * N):
+    // aux = E * sum_e (count_e / R) * (sum_rows p_e / R).
+    const double R = double(L * N);
+    for (int64_t e = 0; e < E; ++e) {
+      double psum = 0;
+      for (int64_t l = 0; l < L; ++l)
+        for (int64_t t = 0; t < N; ++t) psum += a.layers[size_t(l)].probs[size_t(t * E + e)];
+      st.aux_loss += double(E) * (double(a.expert_count[size_t(e)]) / R) * (psum / R);
+    }
+  }
+  if (!backward) return st;
+
+  // ---- backward ----
+  float* dx = sized(a.dx, N * H);
+  rmsnorm_backward(a.xf.data(), W.norm.f32(), dxnf, dx, const_cast<float*>(G.norm.f32()), N, H, eps);
+  float* dtmp = sized(a.dtmp, N * H);
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const LayerWeights& lw = W.layers[size_t(l)];
+    const LayerWeights& lg = G.layers[size_t(l)];
+    LayerActs& s = a.layers[size_t(l)];
+    // MLP: x_out = xmid + mlp(xn2); dx is d x_out.
+    float* dxn2 = sized(a.dxn, N * H);
+    if (!c.is_moe()) {
+      float* dh = sized(a.dh, N * I);
+      linear_bwd(s.h.data(), N, lw.w_down, lg.w_down, dx, dh, false);
+      float* dg = sized(a.dg, N * I);
+      float* du = sized(a.du, N * I);
+      silu_mul_backward(s.g.data(), s.u.data(), dh, dg, du, N * I);
+      linear_bwd(s.xn2.data(), N, lw.w_gate, lg.w_gate, dg, dxn2, false);
+      linear_bwd(s.xn2.data(), N, lw.w_up, lg.w_up, du, dxn2, true);
+    } else {
+      std::fill(dxn2, dxn2 + N * H, 0.f);
+      Buf dtopw(static_cast<size_t>(N * K), 0.f);
+      for (int64_t e = 0; e < E; ++e) {
+        ExpertActs& ex = s.experts[size_t(e)];
+        const int64_t n = int64_t(ex.rows.size());
+        if (!n) continue;
+        Buf dy(static_cast<size_t>(n * H)), dxs(static_cast<size_t>(n * H));
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t t = ex.rows[size_t(i)], sl = ex.slot[size_t(i)];
+          const float w = s.topw[size_t(t * K + sl)];
+          double dot = 0;
+          for (int64_t j = 0; j < H; ++j) {
+            dy[size_t(i * H + j)] = w * dx[t * H + j];
+            dot += double(dx[t * H + j]) * ex.y[size_t(i * H + j)];
+          }
+          dtopw[size_t(t * K + sl)] = float(dot);
+        }
+        float* dh = sized(a.dh, n * I);
+        linear_bwd(ex.h.data(), n, lw.e_down[size_t(e)], lg.e_down[size_t(e)], dy.data(), dh, false);
+        float* dg = sized(a.dg, n * I);
+        float* du = sized(a.du, n * I);
+        silu_mul_backward(ex.g.data(), ex.u.data(), dh, dg, du, n * I);
+        linear_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], lg.e_gate[size_t(e)], dg, dxs.data(), false);
+        linear_bwd(ex.xs.data(), n, lw.e_up[size_t(e)], lg.e_up[size_t(e)], du, dxs.data(), true);
+        for (int64_t i = 0; i < n; ++i) add_inplace(dxn2 + ex.rows[size_t(i)] * H, dxs.data() + i * H, H);
+      }
+      // Router: w_k = p_k / S over the top-k; dp_k = (dw_k - sum_j w_j dw_j) / S. The aux loss adds
+      // coef * E * count_e / R^2 to every row's dp_e. Then softmax backward to the logits.
+      const double R = double(L * N);
+      Buf dlogit(static_cast<size_t>(N * E));
+      for (int64_t t = 0; t < N; ++t) {
+        const float* p = s.probs.data() + t * E;
+        std::vector<double> dp(static_cast<size_t>(E), 0.0);
+        double S = 0, wdw = 0;
+        for (int64_t j = 0; j < K; ++j) {
+          S += p[s.topi[size_t(t * K + j)]];
+          wdw += double(s.topw[size_t(t * K + j)]) * dtopw[size_t(t * K + j)];
+        }
+        for (int64_t j = 0; j < K; ++j) dp[size_t(s.topi[size_t(t * K + j)])] = (dtopw[size_t(t * K + j)] - wdw) / S;
+        for (int64_t e = 0; e < E; ++e) dp[size_t(e)] += aux_coef * double(E) * double(a.expert_count[size_t(e)]) / (R * R);
+        double pdp = 0;
+        for (int64_t e = 0; e < E; ++e) pdp += p[e] * dp[size_t(e)];
+        for (int64_t e = 0; e < E; ++e) dlogit[size_t(t * E + e)] = float(p[e] * (dp[size_t(e)] - pdp));
+      }
+      linear_bwd(s.xn2.data(), N, lw.router, lg.router, dlogit.data(), dxn2, true);
+    }
+    // d xmid = dx (residual) + norm backward of dxn2
+    rmsnorm_backward(s.xmid.data(), lw.mlp_norm.f32(), dxn2, dtmp, const_cast<float*>(lg.mlp_norm.f32()), N, H, eps);
+    add_inplace(dx, dtmp, N * H);
+    // Attention: xmid = x + att Wo^T
+    float* datt = sized(a.datt, N * Q);
+    linear_bwd(s.att.data(), N, lw.wo, lg.wo, dx, datt, false);
+    float* dq = sized(a.dq, N * Q);
+    float* dk = sized(a.dk, N * KV);
+    float* dv = sized(a.dv, N * KV);
+    for (int64_t bi = 0; bi < B; ++bi)
+      attention_backward(s.q.data() + bi * T * Q, s.k.data() + bi * T * KV, s.v.data() + bi * T * KV, datt + bi * T * Q,
+                         dq + bi * T * Q, dk + bi * T * KV, dv + bi * T * KV, T, nh, nkv, hd, window);
+    rope_backward(dq, a.pos.data(), N, nh, hd, c.rope_theta);
+    rope_backward(dk, a.pos.data(), N, nkv, hd, c.rope_theta);
+    float* dxn1 = sized(a.dxn, N * H);
+    linear_bwd(s.xn1.data(), N, lw.wq, lg.wq, dq, dxn1, false);
+    linear_bwd(s.xn1.data(), N, lw.wk, lg.wk, dk, dxn1, true);
+    linear_bwd(s.xn1.data(), N, lw.wv, lg.wv, dv, dxn1, true);
+    rmsnorm_backward(s.x.data(), lw.attn_norm.f32(), dxn1, dtmp, const_cast<float*>(lg.attn_norm.f32()), N, H, eps);
+    add_inplace(dx, dtmp, N * H);
+  }
+  // Embedding: scatter-add the rows.
+  float* dE = const_cast<float*>(G.embed.f32());
+  for (int64_t i = 0; i < N; ++i) add_inplace(dE + int64_t(b.tokens[size_t(i)]) * H, dx + i * H, H);
+  return st;
+}
+
+}  // namespace lamina

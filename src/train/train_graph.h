@@ -1,0 +1,49 @@
+// Forward and backward of a causal LM (llama, mistral, mixtral) over a batch, in F32, for
+// training. Function pairs over saved activations (llm.c's shape): forward keeps what backward
+// needs, backward walks the layers in reverse and accumulates into ParamStore::grads.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "train/params.h"
+
+namespace lamina {
+
+// B sequences of T tokens. targets[i] is the id to predict at row i (-1: no loss there);
+// weights[i] scales that row's loss term (1 for plain language modelling; C-RLFT's class weights
+// and SFT's prompt masking use it later).
+struct Batch {
+  int64_t B = 0, T = 0;
+  std::vector<int32_t> tokens, targets;
+  std::vector<float> weights;
+  // Next-token LM batch from rows of T+1 ids: tokens = ids[:-1], targets = ids[1:], weight 1.
+  static Batch language_model(const std::vector<std::vector<int32_t>>& rows);
+  int64_t num_targets() const;
+};
+
+struct StepStats {
+  double loss_sum = 0;    // sum of w * cross-entropy over scored rows
+  double weight_sum = 0;  // sum of w over scored rows
+  int64_t tokens = 0;     // scored rows
+  double aux_loss = 0;    // Mixtral load-balancing loss (unweighted), 0 for dense models
+};
+
+class TrainGraph {
+ public:
+  explicit TrainGraph(ParamStore& p);
+  ~TrainGraph();
+  // Loss = sum(w * CE) / normalizer + aux_coef * aux (Mixtral). Gradients of that loss are
+  // added to p.grads when backward. normalizer is the step's total target weight, so micro-batches
+  // of one optimizer step add up to the mean over the whole step (not a mean of means).
+  StepStats step(const Batch& b, double normalizer, double aux_coef, bool backward = true);
+  // log p(target) for every row (0 where target < 0), from the last step() call.
+  const std::vector<float>& token_logprobs() const { return logprobs_; }
+
+ private:
+  struct Acts;
+  ParamStore& p_;
+  Acts* a_;
+  std::vector<float> logprobs_;
+};
+
+}  // namespace lamina

@@ -1,0 +1,48 @@
+// Test driver for the gradient check: one forward/backward step of TrainGraph on a batch given as
+// JSON, writing the loss and every gradient (ParamStore order) for tests/reference/test_grads.py.
+// usage: lamina_train_probe MODEL_DIR BATCH.json OUT_PREFIX
+//   BATCH.json: {"B":..,"T":..,"tokens":[..],"targets":[..],"weights":[..],"aux_coef":..}
+//   writes OUT_PREFIX.grads.npy (flat F32), OUT_PREFIX.json (loss parts, tensor names/offsets)
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/mapped_file.h"
+#include "io/npy.h"
+#include "io/output_dir.h"
+#include "train/train_graph.h"
+
+using namespace lamina;
+
+int main(int argc, char** argv) {
+  if (argc != 4) {
+    std::fprintf(stderr, "usage: %s MODEL_DIR BATCH.json OUT_PREFIX\n", argv[0]);
+    return 2;
+  }
+  try {
+    ParamStore p = ParamStore::load(argv[1]);
+    auto j = nlohmann::json::parse(read_text_file(argv[2]));
+    Batch b;
+    b.B = j["B"];
+    b.T = j["T"];
+    b.tokens = j["tokens"].get<std::vector<int32_t>>();
+    b.targets = j["targets"].get<std::vector<int32_t>>();
+    b.weights = j["weights"].get<std::vector<float>>();
+    double wsum = 0;
+    for (size_t i = 0; i < b.targets.size(); ++i)
+      if (b.targets[i] >= 0) wsum += b.weights[i];
+    TrainGraph g(p);
+    p.zero_grads();
+    StepStats st = g.step(b, wsum, j.value("aux_coef", 0.0));
+    write_npy(std::string(argv[3]) + ".grads.npy", p.grads);
+    nlohmann::json out = {{"loss", st.loss_sum / wsum}, {"aux_loss", st.aux_loss}, {"tokens", st.tokens}};
+    for (size_t i = 0; i < p.specs.size(); ++i)
+      out["tensors"].push_back({{"name", p.specs[i].name}, {"offset", p.offset[i]}, {"numel", p.numel(i)}});
+    out["logprobs"] = g.token_logprobs();
+    write_file_atomic(std::string(argv[3]) + ".json", out.dump());
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
