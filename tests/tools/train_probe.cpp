@@ -3,6 +3,9 @@
 // usage: lamina_train_probe MODEL_DIR BATCH.json OUT_PREFIX
 //   BATCH.json: {"B":..,"T":..,"tokens":[..],"targets":[..],"weights":[..],"aux_coef":..}
 //   writes OUT_PREFIX.grads.npy (flat F32), OUT_PREFIX.json (loss parts, tensor names/offsets)
+//   With "adamw": {"lr", "beta1", "beta2", "eps", "weight_decay", "clip", "steps"} it then runs that
+//   many full steps (zero grads, forward/backward, clip, AdamW) on the same batch and writes
+//   OUT_PREFIX.params.npy.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -10,6 +13,7 @@
 #include "io/mapped_file.h"
 #include "io/npy.h"
 #include "io/output_dir.h"
+#include "train/optimizer.h"
 #include "train/train_graph.h"
 
 using namespace lamina;
@@ -39,6 +43,22 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < p.specs.size(); ++i)
       out["tensors"].push_back({{"name", p.specs[i].name}, {"offset", p.offset[i]}, {"numel", p.numel(i)}});
     out["logprobs"] = g.token_logprobs();
+    if (j.contains("adamw")) {
+      auto& o = j["adamw"];
+      AdamWConfig ac{o["lr"], o["beta1"], o["beta2"], o["eps"], o["weight_decay"]};
+      AdamW opt(p, ac);
+      std::vector<double> norms;
+      for (int s = 0; s < o["steps"].get<int>(); ++s) {
+        if (s > 0) {
+          p.zero_grads();
+          g.step(b, wsum, j.value("aux_coef", 0.0));
+        }
+        norms.push_back(clip_grad_norm(p, o["clip"]));
+        opt.update(ac.lr);
+      }
+      out["grad_norms"] = norms;
+      write_npy(std::string(argv[3]) + ".params.npy", p.params);
+    }
     write_file_atomic(std::string(argv[3]) + ".json", out.dump());
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
