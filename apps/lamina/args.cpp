@@ -1,5 +1,8 @@
 #include "args.h"
 
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
 #include <cstdio>
 
 #include "core/error.h"
@@ -49,6 +52,37 @@ bool Args::parse(int argc, char** argv) {
     if (s.dflt == kRequired && !values_.count(s.name))
       fail("missing required option --", s.name, " (see lamina ", command_, " --help)");
   return true;
+}
+
+void Args::merge_yaml(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    fail(path, ": cannot open");
+  } catch (const YAML::Exception& e) {
+    fail(path, ":", e.mark.line + 1, ": malformed YAML: ", e.msg);
+  }
+  if (!root.IsMap()) fail(path, ": expected a mapping of option: value");
+  for (auto it : root) {
+    std::string key = it.first.as<std::string>();
+    std::replace(key.begin(), key.end(), '_', '-');
+    const ArgSpec* s = nullptr;
+    for (auto& x : specs_)
+      if (x.name == key && key != "help" && key != "config") s = &x;
+    if (!s) fail(path, ": unknown option '", it.first.as<std::string>(), "' for lamina ", command_);
+    if (values_.count(key)) continue;  // given on the command line
+    auto& v = values_[key];
+    if (it.second.IsSequence()) {
+      if (!s->repeat) fail(path, ": option '", key, "' takes one value");
+      for (const auto& e : it.second) v.push_back(e.as<std::string>());
+    } else if (s->metavar.empty()) {
+      if (it.second.as<bool>()) v.push_back("1");
+      else values_.erase(key);
+    } else {
+      v.push_back(it.second.as<std::string>());
+    }
+  }
 }
 
 void Args::print_help() const {

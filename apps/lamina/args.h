@@ -21,6 +21,8 @@ class Args {
   // Parses argv[0..argc) (the words after the command). Returns false when --help was printed.
   bool parse(int argc, char** argv);
   void print_help() const;
+  // Options from a YAML mapping (keys as the long options, '_' or '-'); the command line wins.
+  void merge_yaml(const std::string& path);
 
   bool given(const std::string& name) const;  // on the command line (not just defaulted)
   bool flag(const std::string& name) const;

@@ -23,6 +23,7 @@ const Command kCommands[] = {
      "per-token log-probabilities, log-likelihood and perplexity of a text"},
     {"upscale", lamina::cmd_upscale,
      "depth up-scaling (SOLAR), mergekit passthrough recipes, LLaMA-Pro expansion"},
+    {"pretrain", lamina::cmd_pretrain, "continued pretraining on raw text (checkpoints, resume, metrics)"},
 };
 
 void usage() {

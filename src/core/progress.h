@@ -15,10 +15,12 @@ class Progress {
   void advance(int64_t n = 1) { update(done_ + n); }
   void update(int64_t done);
   void finish();
+  // Text shown after the bar (e.g. "loss 2.31 lr 1e-4").
+  void set_note(std::string note) { note_ = std::move(note); }
 
  private:
   void draw(bool final);
-  std::string label_, unit_;
+  std::string label_, unit_, note_;
   int64_t total_, done_ = 0;
   bool enabled_, finished_ = false;
   std::chrono::steady_clock::time_point start_, last_draw_;

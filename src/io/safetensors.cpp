@@ -214,8 +214,11 @@ std::vector<std::string> Checkpoint::names() const {
 
 SafetensorsWriter::SafetensorsWriter(std::string dir, std::vector<Planned> plan,
                                      uint64_t max_shard_bytes,
-                                     std::map<std::string, std::string> metadata)
-    : dir_(std::move(dir)), plan_(std::move(plan)), metadata_(std::move(metadata)) {
+                                     std::map<std::string, std::string> metadata, std::string basename)
+    : dir_(std::move(dir)),
+      basename_(std::move(basename)),
+      plan_(std::move(plan)),
+      metadata_(std::move(metadata)) {
   std::set<std::string> seen;
   for (auto& p : plan_)
     if (!seen.insert(p.name).second)
@@ -238,10 +241,10 @@ SafetensorsWriter::SafetensorsWriter(std::string dir, std::vector<Planned> plan,
   char buf[64];
   for (size_t s = 0; s < shards_.size(); ++s) {
     if (shards_.size() == 1) {
-      shards_[s].file = "model.safetensors";
+      shards_[s].file = basename_ + ".safetensors";
     } else {
-      std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", s + 1, shards_.size());
-      shards_[s].file = buf;
+      std::snprintf(buf, sizeof buf, "-%05zu-of-%05zu.safetensors", s + 1, shards_.size());
+      shards_[s].file = basename_ + buf;
     }
   }
   if (!plan_.empty()) open_shard(0);
@@ -341,7 +344,7 @@ void SafetensorsWriter::finish() {
     for (auto& s : shards_)
       for (size_t i = s.first; i < s.first + s.count; ++i) wm[plan_[i].name] = s.file;
     idx["weight_map"] = wm;
-    std::string path = dir_ + "/model.safetensors.index.json";
+    std::string path = dir_ + "/" + basename_ + ".safetensors.index.json";
     std::FILE* f = std::fopen((path + ".tmp").c_str(), "wb");
     if (!f) fail(path, ": cannot create: ", std::strerror(errno));
     std::string text = idx.dump(2) + "\n";

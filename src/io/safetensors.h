@@ -87,8 +87,11 @@ class SafetensorsWriter {
     DType dtype;
     Shape shape;
   };
+  // basename names the files: BASENAME.safetensors, or BASENAME-0000i-of-0000N.safetensors and
+  // BASENAME.safetensors.index.json.
   SafetensorsWriter(std::string dir, std::vector<Planned> plan, uint64_t max_shard_bytes,
-                    std::map<std::string, std::string> metadata = {{"format", "pt"}});
+                    std::map<std::string, std::string> metadata = {{"format", "pt"}},
+                    std::string basename = "model");
   ~SafetensorsWriter();
   // Writes the next tensor of the plan; `bytes` must hold exactly its nbytes.
   void write(const std::string& name, const void* bytes, size_t nbytes);
@@ -106,7 +109,7 @@ class SafetensorsWriter {
   };
   void open_shard(size_t s);
   void begin_tensor(const std::string& name, size_t nbytes);
-  std::string dir_;
+  std::string dir_, basename_;
   std::vector<Planned> plan_;
   std::map<std::string, std::string> metadata_;
   std::vector<Shard> shards_;

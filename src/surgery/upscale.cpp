@@ -14,6 +14,7 @@
 #include "io/output_dir.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
+#include "tokenizer/tokenizer_files.h"
 
 namespace lamina {
 namespace {
@@ -154,9 +155,7 @@ UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
   // 3. Write into a temporary directory, renamed into place at the end.
   install_interrupt_handler();
   OutputDir out(opt.out, opt.force);
-  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "added_tokens.json", "generation_config.json"})
-    if (file_exists(first.dir + "/" + f)) copy_file(first.dir + "/" + f, out.path() + "/" + f);
+  copy_tokenizer_files(first.dir, out.path());
   out_cfg.save(out.path() + "/config.json");
   write_file_atomic(out.path() + "/README.md", model_card(recipe, out_cfg, opt.new_layers));
   write_file_atomic(out.path() + "/recipe.yaml", recipe.to_yaml());

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 #include "io/output_dir.h"
 #include "tokenizer/chat_template.h"
 
@@ -43,6 +44,12 @@ std::string jinja_chat_template(const std::string& name) {
              "endif %}";
   }
   return "";
+}
+
+void copy_tokenizer_files(const std::string& from, const std::string& to) {
+  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                        "added_tokens.json", "generation_config.json"})
+    if (file_exists(from + "/" + f)) copy_file(from + "/" + f, to + "/" + f);
 }
 
 int64_t write_tokenizer_files(const std::string& dir, const TokenizerFiles& t) {

@@ -14,6 +14,11 @@ struct TokenizerFiles {
   int max_length = 4096;
 };
 
+// Copies the tokenizer and generation files a model directory may have (tokenizer.model,
+// tokenizer.json, tokenizer_config.json, special_tokens_map.json, added_tokens.json,
+// generation_config.json) from one directory to another.
+void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir);
+
 // Returns the resulting vocabulary size (pieces + added tokens).
 int64_t write_tokenizer_files(const std::string& dir, const TokenizerFiles& t);
 // The Jinja chat_template transformers ships for each named template (so other tools render

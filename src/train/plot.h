@@ -1,0 +1,17 @@
+// Loss curves as a small self-contained SVG (no plotting dependency): train loss per step and
+// eval loss at its steps, with axes and labels.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lamina {
+
+struct Series {
+  std::string name, color;
+  std::vector<std::pair<double, double>> points;  // (step, value)
+};
+
+void write_svg_plot(const std::string& path, const std::string& title, const std::vector<Series>& series);
+
+}  // namespace lamina

@@ -1,0 +1,237 @@
+#include "train/pretrain.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/interrupt.h"
+#include "core/progress.h"
+#include "io/output_dir.h"
+#include "io/safetensors.h"
+#include "tokenizer/tokenizer_files.h"
+#include "train/corpus.h"
+#include "train/plot.h"
+#include "train/train_graph.h"
+
+namespace lamina {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// Latest checkpoint-N directory under out, or "".
+std::string latest_checkpoint(const std::string& out, int64_t* step) {
+  std::string best;
+  int64_t best_step = -1;
+  std::error_code ec;
+  if (!fs::is_directory(out, ec)) return "";
+  for (auto& e : fs::directory_iterator(out, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("checkpoint-", 0) != 0 || n.find(".tmp") != std::string::npos) continue;
+    int64_t s = std::atoll(n.c_str() + 11);
+    if (s > best_step) best_step = s, best = e.path().string();
+  }
+  if (step) *step = best_step;
+  return best;
+}
+
+// The training run's fixed choices: a checkpoint resumes only a run with the same ones.
+json run_signature(const PretrainOptions& o, const std::string& corpus_file) {
+  return {{"seq_len", o.seq_len}, {"batch_size", o.batch_size}, {"grad_accum", o.grad_accum}, {"seed", o.seed},
+          {"corpus", fs::path(corpus_file).filename().string()}, {"val_fraction", o.val_fraction}};
+}
+
+void save_model_dir(const ParamStore& p, const std::string& src_model, const std::string& dir, DType dtype, uint64_t shard) {
+  copy_tokenizer_files(src_model, dir);
+  ModelConfig c = p.cfg;
+  c.torch_dtype = dtype;
+  c.save(dir + "/config.json");
+  p.save_weights(dir, dtype, shard);
+}
+
+void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, int64_t step, const json& sig, DType dtype) {
+  OutputDir d(o.out + "/checkpoint-" + std::to_string(step), true);
+  save_model_dir(p, o.model, d.path(), dtype, o.shard_bytes);
+  // F32 master weights and both moments: resuming continues exactly where this step ended.
+  const int64_t n = int64_t(p.total);
+  SafetensorsWriter w(d.path(), {{"params", DType::F32, {n}}, {"exp_avg", DType::F32, {n}}, {"exp_avg_sq", DType::F32, {n}}},
+                      0, {{"format", "lamina-optimizer"}}, "optimizer");
+  w.write("params", p.params.data, p.params.nbytes());
+  w.write("exp_avg", opt.exp_avg().data, opt.exp_avg().nbytes());
+  w.write("exp_avg_sq", opt.exp_avg_sq().data, opt.exp_avg_sq().nbytes());
+  w.finish();
+  json st = {{"step", step}, {"optimizer_step", opt.step()}, {"run", sig}};
+  write_file_atomic(d.path() + "/trainer_state.json", st.dump(2) + "\n");
+  d.commit();
+  // Keep the newest `keep` checkpoints.
+  std::vector<std::pair<int64_t, std::string>> all;
+  for (auto& e : fs::directory_iterator(o.out)) {
+    std::string nm = e.path().filename().string();
+    if (nm.rfind("checkpoint-", 0) == 0 && nm.find(".tmp") == std::string::npos)
+      all.push_back({std::atoll(nm.c_str() + 11), e.path().string()});
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; o.keep > 0 && i + size_t(o.keep) < all.size(); ++i) fs::remove_all(all[i].second);
+}
+
+}  // namespace
+
+PretrainResult run_pretrain(const PretrainOptions& o) {
+  if (o.seq_len < 2) fail("--seq-len must be at least 2");
+  if (o.batch_size < 1 || o.grad_accum < 1) fail("--batch-size and --grad-accum must be positive");
+  if (o.val_fraction < 0 || o.val_fraction >= 1) fail("--val-fraction must be in [0, 1)");
+  install_interrupt_handler();
+  ParamStore p = ParamStore::load(o.model);
+  const ModelConfig& cfg = p.cfg;
+  if (o.seq_len > cfg.max_position_embeddings)
+    fail("--seq-len ", o.seq_len, " exceeds max_position_embeddings ", cfg.max_position_embeddings);
+  Tokenizer tok = Tokenizer::load(o.model);
+  std::string cache = o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir;
+  fs::create_directories(o.out);
+  TokenCorpus corpus = TokenCorpus::build(o.data, tok, o.model + "/tokenizer.model", cache, o.progress);
+  const int64_t T = o.seq_len, windows = corpus.num_windows(T);
+  const int64_t n_val = o.val_fraction > 0 ? std::max<int64_t>(1, int64_t(std::ceil(double(windows) * o.val_fraction))) : 0;
+  const int64_t n_train = std::max<int64_t>(0, windows - n_val), per_step = o.batch_size * o.grad_accum;
+  if (n_train < per_step)
+    fail("--data: ", corpus.num_tokens(), " tokens make ", n_train, " training sequences of ", T,
+         " tokens, fewer than one step needs (", per_step, " = batch size x grad accum)");
+  const int64_t steps_per_epoch = n_train / per_step;
+  const int64_t total = o.max_steps > 0 ? o.max_steps : o.epochs * steps_per_epoch;
+  ScheduleConfig sched{parse_schedule(o.schedule), total, warmup_steps_for(o.warmup_ratio, total), o.min_lr_ratio};
+  const double aux_coef = cfg.is_moe() ? o.aux_coef.value_or(cfg.router_aux_loss_coef) : 0.0;
+  const DType save_dtype = o.save_dtype.value_or(cfg.torch_dtype);
+  const json sig = run_signature(o, corpus.cache_file());
+  AdamW opt(p, o.adam);
+  TrainGraph graph(p);
+  const std::string metrics_path = o.out + "/metrics.jsonl";
+  int64_t start = 0;
+  if (o.resume) {
+    std::string ck = latest_checkpoint(o.out, &start);
+    if (ck.empty()) fail(o.out, ": --resume found no checkpoint-* directory");
+    json st = json::parse(read_text_file(ck + "/trainer_state.json"));
+    if (st["run"] != sig)
+      fail(ck, ": was written by a run with other settings (", st["run"].dump(), "); resume with the same ones");
+    SafetensorsFile f(ck + "/optimizer.safetensors");
+    auto load = [&](const char* name, Tensor& dst) {
+      const TensorInfo* i = f.find(name);
+      if (!i || i->shape != Shape{int64_t(p.total)}) fail(ck, "/optimizer.safetensors: missing or mis-shaped '", name, "'");
+      std::memcpy(dst.data, f.tensor(*i).data, dst.nbytes());
+    };
+    load("params", p.params);
+    load("exp_avg", opt.exp_avg());
+    load("exp_avg_sq", opt.exp_avg_sq());
+    opt.set_step(st["optimizer_step"].get<int64_t>());
+    // Drop metrics an interrupted run logged after its last checkpoint.
+    std::vector<std::string> keep;
+    if (file_exists(metrics_path)) {
+      std::ifstream in(metrics_path);
+      for (std::string line; std::getline(in, line);)
+        if (!line.empty() && json::parse(line).value("step", int64_t(0)) <= start) keep.push_back(line);
+    }
+    std::string text;
+    for (auto& l : keep) text += l + "\n";
+    write_file_atomic(metrics_path, text);
+  } else {
+    int64_t s;
+    if (!latest_checkpoint(o.out, &s).empty()) fail(o.out, ": already holds checkpoints (use --resume, or another --out)");
+    write_file_atomic(metrics_path, "");
+  }
+  std::ofstream metrics(metrics_path, std::ios::app);
+  auto order = [&](int64_t epoch) {
+    std::vector<int64_t> idx(static_cast<size_t>(n_train));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::mt19937_64 rng(o.seed + uint64_t(epoch));
+    std::shuffle(idx.begin(), idx.end(), rng);
+    return idx;
+  };
+  std::vector<int64_t> perm;
+  int64_t perm_epoch = -1;
+  std::vector<std::vector<int32_t>> rows(static_cast<size_t>(o.batch_size));
+  auto evaluate = [&]() {
+    double ls = 0, ws = 0;
+    int64_t nb = 0;
+    for (int64_t v0 = 0; v0 < n_val; v0 += o.batch_size) {
+      if (o.eval_batches > 0 && nb >= o.eval_batches) break;
+      std::vector<std::vector<int32_t>> r;
+      for (int64_t v = v0; v < std::min(n_val, v0 + o.batch_size); ++v) {
+        r.emplace_back();
+        corpus.window(n_train + v, T, r.back());
+      }
+      auto st = graph.step(Batch::language_model(r), 1.0, 0.0, false);
+      ls += st.loss_sum, ws += st.weight_sum, ++nb;
+    }
+    return ws > 0 ? ls / ws : NAN;
+  };
+  PretrainResult res;
+  Progress bar("pretrain", total, "steps");
+  bar.update(start);
+  auto t_start = std::chrono::steady_clock::now();
+  for (int64_t step = start; step < total; ++step) {
+    throw_if_interrupted();
+    auto t0 = std::chrono::steady_clock::now();
+    p.zero_grads();
+    const double normalizer = double(per_step) * double(T);  // every position of a window is a target
+    double loss_sum = 0, weight_sum = 0, aux = 0;
+    for (int64_t m = 0; m < o.grad_accum; ++m) {
+      for (int64_t r = 0; r < o.batch_size; ++r) {
+        const int64_t g = (step * o.grad_accum + m) * o.batch_size + r;  // global sequence index
+        const int64_t epoch = g / (steps_per_epoch * per_step);
+        if (epoch != perm_epoch) perm = order(epoch), perm_epoch = epoch;
+        corpus.window(perm[size_t(g % (steps_per_epoch * per_step))], T, rows[size_t(r)]);
+      }
+      auto st = graph.step(Batch::language_model(rows), normalizer, aux_coef / double(o.grad_accum));
+      loss_sum += st.loss_sum, weight_sum += st.weight_sum, aux += st.aux_loss / double(o.grad_accum);
+    }
+    const double gnorm = clip_grad_norm(p, o.clip);
+    const double lr = o.adam.lr * lr_factor(sched, step);
+    opt.update(lr);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double loss = loss_sum / weight_sum;
+    json m = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", double(per_step * T) / dt},
+              {"epoch", double((step + 1) * per_step) / double(n_train)},
+              {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()}};
+    if (cfg.is_moe()) m["aux_loss"] = aux;
+    metrics << m.dump() << "\n" << std::flush;
+    res.last_loss = loss;
+    char note[160];
+    std::snprintf(note, sizeof note, "loss %.4f lr %.2e gnorm %.3f %.0f tok/s", loss, lr, gnorm, double(per_step * T) / dt);
+    bar.set_note(note);
+    if (o.progress) bar.update(step + 1);
+    const bool last = step + 1 == total;
+    if (n_val > 0 && ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || last)) {
+      res.eval_loss = evaluate();
+      metrics << json{{"step", step + 1}, {"eval_loss", res.eval_loss}, {"eval_ppl", std::exp(res.eval_loss)}}.dump() << "\n"
+              << std::flush;
+    }
+    if ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last) save_checkpoint(o, p, opt, step + 1, sig, save_dtype);
+    res.steps = step + 1;
+    if (o.halt_after > 0 && step + 1 >= o.halt_after) break;
+  }
+  bar.finish();
+  metrics.close();
+  // Plot what metrics.jsonl holds (including earlier runs' lines when resumed).
+  Series train{"train loss", "#1f77b4", {}}, eval{"eval loss", "#d62728", {}};
+  std::ifstream in(metrics_path);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    json j = json::parse(line);
+    if (j.contains("loss")) train.points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
+    if (j.contains("eval_loss") && j["eval_loss"].is_number()) eval.points.push_back({j["step"].get<double>(), j["eval_loss"].get<double>()});
+  }
+  res.plot_file = o.out + "/loss.svg";
+  write_svg_plot(res.plot_file, "lamina pretrain: " + fs::path(o.model).filename().string(), {train, eval});
+  res.metrics_file = metrics_path;
+  int64_t s;
+  res.final_dir = latest_checkpoint(o.out, &s);
+  return res;
+}
+
+}  // namespace lamina

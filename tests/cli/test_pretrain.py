@@ -1,0 +1,139 @@
+"""lamina pretrain end to end: loss goes down, resume is exact, accumulation normalises over the
+whole step, checkpoints are complete HF models, the token cache is reused, bad data is named.
+
+usage: test_pretrain.py LAMINA        prints 'N passed, M failed'
+"""
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+
+import numpy as np
+
+from harness import Report, runner
+
+report = Report()
+check = report.check
+run = runner(os.path.abspath(sys.argv[1]))
+run_quiet = runner(os.path.abspath(sys.argv[1]), echo_failures=False)
+
+TEXT = """The river runs past the old mill and under the stone bridge.
+In the morning the baker opens the shop and the smell of bread fills the street.
+
+Children walk to school with their books, and the teacher waits at the door.
+A language model reads a sequence of tokens and predicts the next one.
+
+The cat sat on the warm window sill and watched the birds in the tree.
+"""
+
+
+def metrics(d):
+    return [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if l.strip()]
+
+
+def tensors(path):
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    h = json.loads(blob[8 : 8 + n])
+    h.pop("__metadata__", None)
+    return {k: np.frombuffer(blob[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]], "<f4") for k, v in h.items()}
+
+
+def main():
+    tmp = tempfile.mkdtemp()
+    try:
+        corpus = os.path.join(tmp, "corpus.txt")
+        open(corpus, "w").write((TEXT + "\n") * 30)
+        base = os.path.join(tmp, "base")
+        run("init", "--out", base, "--seed", "1")
+        common = ["--model", base, "--data", corpus, "--seq-len", "32", "--lr", "3e-3", "--warmup-ratio", "0.1"]
+
+        # Loss goes down on a repetitive corpus; eval loss is logged; the plot is written.
+        out = os.path.join(tmp, "run")
+        p = run("pretrain", *common, "--out", out, "--batch-size", "4", "--max-steps", "30", "--eval-every", "10")
+        m = metrics(out)
+        train = [x["loss"] for x in m if "loss" in x]
+        evals = [x["eval_loss"] for x in m if "eval_loss" in x]
+        check("training loss falls", p.returncode == 0 and train[-1] < 0.6 * train[0], f"{train[0]:.3f} -> {train[-1]:.3f}")
+        check("eval loss logged at steps 10, 20, 30 and falls", len(evals) == 3 and evals[-1] < evals[0], str(evals))
+        check("loss curve plotted", open(os.path.join(out, "loss.svg")).read().startswith("<svg"))
+        ck = os.path.join(out, "checkpoint-30")
+        files = set(os.listdir(ck))
+        check("checkpoint is a complete HF model dir plus optimizer state",
+              {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json", "optimizer.safetensors",
+               "trainer_state.json"} <= files, str(sorted(files)))
+        sample = os.path.join(tmp, "sample.txt")
+        open(sample, "w").write(TEXT)
+        s_base = json.loads(run("score", "--model", base, "--text", sample, "--json").stdout)["perplexity"]
+        s_new = json.loads(run("score", "--model", ck, "--text", sample, "--json").stdout)["perplexity"]
+        check("the trained checkpoint loads and scores the corpus better", s_new < s_base / 5, f"ppl {s_base:.1f} -> {s_new:.1f}")
+        check("token cache written once and reused", len(os.listdir(os.path.join(out, ".cache"))) == 1)
+
+        # Resume: an interrupted run continued with --resume logs exactly the same losses.
+        args = common + ["--batch-size", "2", "--grad-accum", "2", "--max-steps", "12", "--save-every", "4", "--eval-every", "4"]
+        a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
+        run("pretrain", *args, "--out", a)
+        run("pretrain", *args, "--out", b, "--halt-after", "6")
+        interrupted = metrics(b)
+        run("pretrain", *args, "--out", b, "--resume")
+        key = lambda ms: [(x["step"], x.get("loss"), x.get("eval_loss")) for x in ms]
+        check("resume gives the losses of an uninterrupted run", key(metrics(a)) == key(metrics(b))
+              and max(x["step"] for x in interrupted) == 6, f"{len(metrics(a))} metric lines")
+        wa = tensors(os.path.join(a, "checkpoint-12", "model.safetensors"))
+        wb = tensors(os.path.join(b, "checkpoint-12", "model.safetensors"))
+        check("resume gives the same final weights", all(np.array_equal(wa[k], wb[k]) for k in wa))
+        check("--keep 2 keeps the newest checkpoints", sorted(d for d in os.listdir(a) if d.startswith("checkpoint-"))
+              == ["checkpoint-12", "checkpoint-8"])
+        p = run_quiet("pretrain", *args, "--out", a)
+        check("a second run into the same --out is refused", p.returncode == 1 and "--resume" in p.stderr)
+
+        # Accumulation: 4 sequences as 1x4 or 2x2 micro-batches give the same step (loss is
+        # normalised over the step's tokens, not per micro-batch).
+        one, two = os.path.join(tmp, "one"), os.path.join(tmp, "two")
+        run("pretrain", *common, "--out", one, "--batch-size", "4", "--grad-accum", "1", "--max-steps", "2", "--val-fraction", "0")
+        run("pretrain", *common, "--out", two, "--batch-size", "2", "--grad-accum", "2", "--max-steps", "2", "--val-fraction", "0")
+        m1 = [x["loss"] for x in metrics(one)]
+        m2 = [x["loss"] for x in metrics(two)]
+        w1 = tensors(os.path.join(one, "checkpoint-2", "model.safetensors"))
+        w2 = tensors(os.path.join(two, "checkpoint-2", "model.safetensors"))
+        diff = max(np.abs(w1[k] - w2[k]).max() for k in w1)
+        check("batch 4 == 2 micro-batches of 2", np.allclose(m1, m2, rtol=1e-5) and diff < 1e-5, f"losses {m1} vs {m2}, max weight diff {diff:.1e}")
+
+        # YAML config gives the same run as flags.
+        cfg = os.path.join(tmp, "pretrain.yaml")
+        open(cfg, "w").write(f"model: {base}\ndata: [{corpus}]\nseq_len: 32\nlr: 3.0e-3\nwarmup_ratio: 0.1\nbatch_size: 4\n"
+                             f"grad_accum: 1\nmax_steps: 2\nval_fraction: 0\n")
+        y = os.path.join(tmp, "yaml")
+        run("pretrain", "--config", cfg, "--model", base, "--data", corpus, "--out", y)
+        check("--config YAML == flags", [x["loss"] for x in metrics(y)] == m1)
+
+        # JSONL input, Mixtral with the load-balancing loss.
+        jl = os.path.join(tmp, "c.jsonl")
+        with open(jl, "w") as f:
+            for para in (TEXT * 20).split("\n\n"):
+                f.write(json.dumps({"text": para}) + "\n")
+        mx = os.path.join(tmp, "mx")
+        run("init", "--out", mx, "--shape", "tiny-mixtral", "--seed", "2")
+        mo = os.path.join(tmp, "mx-run")
+        p = run("pretrain", "--model", mx, "--data", jl, "--out", mo, "--seq-len", "32", "--batch-size", "2", "--max-steps", "5")
+        m = metrics(mo)
+        check("mixtral trains from JSONL and logs aux_loss", p.returncode == 0 and all("aux_loss" in x for x in m if "loss" in x))
+
+        # Bad data is named with file and line.
+        bad = os.path.join(tmp, "bad.jsonl")
+        open(bad, "w").write('{"text": "fine"}\n{"txt": "oops"}\n')
+        p = run_quiet("pretrain", "--model", base, "--data", bad, "--out", os.path.join(tmp, "bad"))
+        check("malformed JSONL names file:line", p.returncode == 1 and f"{bad}:2" in p.stderr, p.stderr.strip()[-160:])
+        tiny = os.path.join(tmp, "tiny.txt")
+        open(tiny, "w").write("too short\n")
+        p = run_quiet("pretrain", "--model", base, "--data", tiny, "--out", os.path.join(tmp, "tiny"))
+        check("too little data is an error", p.returncode == 1 and "fewer than one step needs" in p.stderr, p.stderr.strip()[-160:])
+    finally:
+        shutil.rmtree(tmp)
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()
