@@ -1,5 +1,6 @@
 // lamina pretrain: continued pretraining of a HF model directory on raw text.
 #include <cstdio>
+#include <sstream>
 
 #include "commands.h"
 #include "core/error.h"
@@ -7,6 +8,27 @@
 #include "train/pretrain.h"
 
 namespace lamina {
+namespace {
+
+// "0-7,12" -> {0, ..., 7, 12}
+std::vector<int64_t> parse_layer_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  for (std::string part; std::getline(ss, part, ',');) {
+    if (part.empty()) continue;
+    try {
+      size_t dash = part.find('-');
+      int64_t a = std::stoll(part.substr(0, dash)), b = dash == std::string::npos ? a : std::stoll(part.substr(dash + 1));
+      if (b < a) throw 0;
+      for (int64_t l = a; l <= b; ++l) out.push_back(l);
+    } catch (...) {
+      fail("--freeze-layers: cannot read '", part, "' (e.g. 0-7,12)");
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 int cmd_pretrain(int argc, char** argv) {
   Args a("pretrain",
@@ -44,6 +66,9 @@ int cmd_pretrain(int argc, char** argv) {
           {"save-dtype", "f32|bf16|f16", "dtype of saved weights (default: the model's torch_dtype)", ""},
           {"cache-dir", "DIR", "token cache (default: OUT/.cache)", ""},
           {"threads", "N", "threads for the kernels", ""},
+          {"freeze-layers", "LIST", "layers not trained, e.g. 0-7,12", ""},
+          {"freeze-embeddings", "", "do not train the embedding, LM head and final norm", ""},
+          {"only-new-layers", "", "LLaMA-Pro: train only the layers in MODEL/expanded_layers.json", ""},
           {"halt-after", "N", "stop after step N as if interrupted (to test --resume)", "0"}});
   if (!a.parse(argc, argv)) return 0;
   if (a.given("config")) a.merge_yaml(a.str("config"));
@@ -72,6 +97,9 @@ int cmd_pretrain(int argc, char** argv) {
   o.seed = uint64_t(a.integer("seed"));
   o.resume = a.flag("resume");
   o.halt_after = a.integer("halt-after");
+  o.freeze_layers = parse_layer_list(a.str("freeze-layers"));
+  o.freeze_embeddings = a.flag("freeze-embeddings");
+  o.only_new_layers = a.flag("only-new-layers");
   if (a.given("save-dtype")) o.save_dtype = parse_dtype(a.str("save-dtype"), "--save-dtype");
   auto r = run_pretrain(o);
   std::printf("trained %lld steps: last loss %.4f", (long long)r.steps, r.last_loss);

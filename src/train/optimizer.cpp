@@ -1,5 +1,6 @@
 #include "train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -15,6 +16,7 @@ void AdamW::update(double lr) {
   const float b1 = float(cfg_.beta1), b2 = float(cfg_.beta2);
   const float step_size = float(lr / bc1), bc2_sqrt = float(std::sqrt(bc2)), eps = float(cfg_.eps);
   for (size_t t = 0; t < p_.specs.size(); ++t) {
+    if (!p_.trainable[t]) continue;
     float* w = p_.param(t);
     const float* g = p_.grad(t);
     float* m = m_.f32() + p_.offset[t];
@@ -54,6 +56,9 @@ double lr_factor(const ScheduleConfig& s, int64_t step) {
 }
 
 double clip_grad_norm(ParamStore& p, double max_norm) {
+  // Frozen tensors' gradients are dropped first: they neither count in the norm nor update.
+  for (size_t t = 0; t < p.specs.size(); ++t)
+    if (!p.trainable[t]) std::fill(p.grad(t), p.grad(t) + p.numel(t), 0.f);
   const float* g = p.grads.f32();
   double ss = 0;
 #pragma omp parallel for reduction(+ : ss)

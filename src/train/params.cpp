@@ -1,5 +1,6 @@
 #include "train/params.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
@@ -16,6 +17,7 @@ ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint&
     s.offset.push_back(s.total);
     s.total += size_t(shape_numel(sp.shape));
   }
+  s.trainable.assign(s.specs.size(), true);
   s.params = Tensor::zeros(DType::F32, {int64_t(s.total)});
   s.grads = Tensor::zeros(DType::F32, {int64_t(s.total)});
   s.weights.layers.resize(size_t(cfg.num_hidden_layers));
@@ -38,6 +40,25 @@ ParamStore ParamStore::load(const std::string& dir) {
   ModelConfig cfg = ModelConfig::load(dir);
   Checkpoint ckpt(dir);
   return from_checkpoint(cfg, ckpt);
+}
+
+void ParamStore::freeze(const std::vector<int64_t>& layers, bool freeze_embeddings) {
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const std::string& n = specs[i].name;
+    if (n.rfind("model.layers.", 0) == 0) {
+      int64_t l = std::stoll(n.substr(13));
+      if (std::find(layers.begin(), layers.end(), l) != layers.end()) trainable[i] = false;
+    } else if (freeze_embeddings) {
+      trainable[i] = false;
+    }
+  }
+}
+
+int64_t ParamStore::num_trainable() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < specs.size(); ++i)
+    if (trainable[i]) n += shape_numel(specs[i].shape);
+  return n;
 }
 
 void ParamStore::zero_grads() { std::memset(grads.data, 0, total * sizeof(float)); }

@@ -20,6 +20,7 @@ struct ParamStore {
   Tensor params, grads;        // F32 [total]
   ModelWeights weights;        // views into params, bound as the forward pass expects
   ModelWeights grad_views;     // the same views into grads
+  std::vector<bool> trainable; // per spec; frozen tensors keep their values (no update, no decay)
 
   // F32 master copy of a checkpoint (any stored dtype).
   static ParamStore load(const std::string& model_dir);
@@ -29,6 +30,10 @@ struct ParamStore {
   float* grad(size_t i) { return grads.f32() + offset[i]; }
   int64_t numel(size_t i) const { return shape_numel(specs[i].shape); }
   void zero_grads();
+  // Freezes the layers in `layers` and, when freeze_embeddings, the embedding and LM head
+  // (tied or not). The final norm follows freeze_embeddings too (LLaMA-Pro trains only new blocks).
+  void freeze(const std::vector<int64_t>& layers, bool freeze_embeddings);
+  int64_t num_trainable() const;
   // Weight decay applies to matrices only (norm gains and biases excluded), as TRL/HF do.
   bool decays(size_t i) const { return specs[i].shape.size() >= 2; }
   // Writes model.safetensors (sharded as needed) in `dtype` into dir.

@@ -94,8 +94,23 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   if (o.seq_len > cfg.max_position_embeddings)
     fail("--seq-len ", o.seq_len, " exceeds max_position_embeddings ", cfg.max_position_embeddings);
   Tokenizer tok = Tokenizer::load(o.model);
+  std::vector<int64_t> frozen = o.freeze_layers;
+  bool freeze_embeddings = o.freeze_embeddings;
+  if (o.only_new_layers) {
+    const std::string f = o.model + "/expanded_layers.json";
+    if (!file_exists(f)) fail(f, ": not found (--only-new-layers needs a model made by lamina upscale --expand-every)");
+    json j = json::parse(read_text_file(f));
+    for (auto& l : j.at("original_layers")) frozen.push_back(l.get<int64_t>());
+    freeze_embeddings = true;
+  }
+  for (int64_t l : frozen)
+    if (l < 0 || l >= cfg.num_hidden_layers) fail("--freeze-layers: layer ", l, " is outside [0, ", cfg.num_hidden_layers, ")");
+  p.freeze(frozen, freeze_embeddings);
+  if (p.num_trainable() == 0) fail("every parameter is frozen: nothing to train");
   std::string cache = o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir;
-  fs::create_directories(o.out);
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  if (ec || !fs::is_directory(o.out)) fail(o.out, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
   TokenCorpus corpus = TokenCorpus::build(o.data, tok, o.model + "/tokenizer.model", cache, o.progress);
   const int64_t T = o.seq_len, windows = corpus.num_windows(T);
   const int64_t n_val = o.val_fraction > 0 ? std::max<int64_t>(1, int64_t(std::ceil(double(windows) * o.val_fraction))) : 0;
@@ -191,6 +206,13 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       loss_sum += st.loss_sum, weight_sum += st.weight_sum, aux += st.aux_loss / double(o.grad_accum);
     }
     const double gnorm = clip_grad_norm(p, o.clip);
+    if (!std::isfinite(loss_sum) || !std::isfinite(gnorm)) {
+      int64_t last_good;
+      std::string ck = latest_checkpoint(o.out, &last_good);
+      fail("step ", step + 1, ": the loss or the gradient is not finite (loss ", loss_sum / weight_sum, ", gradient norm ", gnorm,
+           "); stopped without updating. Last good checkpoint: ", ck.empty() ? "none" : ck,
+           ". Try a lower --lr or a stronger --clip.");
+    }
     const double lr = o.adam.lr * lr_factor(sched, step);
     opt.update(lr);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

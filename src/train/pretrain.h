@@ -22,6 +22,9 @@ struct PretrainOptions {
   uint64_t seed = 42;
   bool resume = false, progress = true;
   std::optional<DType> save_dtype;  // default: the model's torch_dtype
+  std::vector<int64_t> freeze_layers;
+  bool freeze_embeddings = false;
+  bool only_new_layers = false;  // LLaMA-Pro: train the layers listed in MODEL/expanded_layers.json
   uint64_t shard_bytes = 5000000000ull;
 };
 

@@ -52,14 +52,16 @@ def main():
 
         # Loss goes down on a repetitive corpus; eval loss is logged; the plot is written.
         out = os.path.join(tmp, "run")
-        p = run("pretrain", *common, "--out", out, "--batch-size", "4", "--max-steps", "30", "--eval-every", "10")
+        p = run("pretrain", *common, "--out", out, "--batch-size", "4", "--max-steps", "60", "--eval-every", "20")
         m = metrics(out)
         train = [x["loss"] for x in m if "loss" in x]
         evals = [x["eval_loss"] for x in m if "eval_loss" in x]
-        check("training loss falls", p.returncode == 0 and train[-1] < 0.6 * train[0], f"{train[0]:.3f} -> {train[-1]:.3f}")
-        check("eval loss logged at steps 10, 20, 30 and falls", len(evals) == 3 and evals[-1] < evals[0], str(evals))
+        half_ln_v = 0.5 * np.log(json.load(open(os.path.join(base, "config.json")))["vocab_size"])
+        check("train and eval loss fall below half of ln(vocab)", p.returncode == 0 and train[-1] < half_ln_v and evals[-1] < half_ln_v,
+              f"train {train[0]:.3f} -> {train[-1]:.3f}, eval {evals[-1]:.3f}, ln(V)/2 = {half_ln_v:.3f}")
+        check("eval loss logged at steps 20, 40, 60 and falls", len(evals) == 3 and evals[-1] < evals[0], str(evals))
         check("loss curve plotted", open(os.path.join(out, "loss.svg")).read().startswith("<svg"))
-        ck = os.path.join(out, "checkpoint-30")
+        ck = os.path.join(out, "checkpoint-60")
         files = set(os.listdir(ck))
         check("checkpoint is a complete HF model dir plus optimizer state",
               {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json", "optimizer.safetensors",
@@ -120,6 +122,34 @@ def main():
         p = run("pretrain", "--model", mx, "--data", jl, "--out", mo, "--seq-len", "32", "--batch-size", "2", "--max-steps", "5")
         m = metrics(mo)
         check("mixtral trains from JSONL and logs aux_loss", p.returncode == 0 and all("aux_loss" in x for x in m if "loss" in x))
+
+        # LLaMA-Pro: only the inserted blocks train.
+        pro = os.path.join(tmp, "pro")
+        run("upscale", "--model", base, "--expand-every", "1", "--out", pro)
+        pro_run = os.path.join(tmp, "pro-run")
+        run("pretrain", "--model", pro, "--data", corpus, "--out", pro_run, "--seq-len", "32", "--max-steps", "3",
+            "--only-new-layers", "--lr", "1e-2")
+        before = tensors(os.path.join(pro, "model.safetensors"))
+        after = tensors(os.path.join(pro_run, "checkpoint-3", "model.safetensors"))
+        changed = {k.split(".")[2] if k.startswith("model.layers.") else k for k in before if not np.array_equal(before[k], after[k])}
+        check("--only-new-layers trains just the expanded blocks", changed == {"1", "3"}, str(sorted(changed)))
+
+        # A non-finite loss stops the run with a message, before any update.
+        nan_model = os.path.join(tmp, "nan-model")
+        shutil.copytree(base, nan_model)
+        path = os.path.join(nan_model, "model.safetensors")
+        blob = bytearray(open(path, "rb").read())
+        (n,) = struct.unpack("<Q", blob[:8])
+        h = json.loads(blob[8 : 8 + n])
+        off = 8 + n + h["model.norm.weight"]["data_offsets"][0]
+        blob[off : off + 4] = struct.pack("<f", float("nan"))
+        open(path, "wb").write(blob)
+        p = run_quiet("pretrain", "--model", nan_model, "--data", corpus, "--out", os.path.join(tmp, "nan-run"), "--seq-len", "32")
+        check("NaN loss stops with a clear message", p.returncode == 1 and "not finite" in p.stderr, p.stderr.strip()[-160:])
+        p = run_quiet("pretrain", *common, "--out", os.path.join(corpus, "sub"))
+        check("unwritable output directory", p.returncode == 1 and "cannot create the output directory" in p.stderr)
+        p = run_quiet("pretrain", "--model", base, "--data", corpus, "--out", os.path.join(tmp, "long"), "--seq-len", "4096")
+        check("sequence longer than max_position_embeddings", p.returncode == 1 and "exceeds max_position_embeddings" in p.stderr)
 
         # Bad data is named with file and line.
         bad = os.path.join(tmp, "bad.jsonl")
