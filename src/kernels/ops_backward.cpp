@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/fast_math.h"
 #include "kernels/ops.h"
 
 namespace lamina {
@@ -65,10 +66,13 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
             mx = std::max(mx, p[size_t(j)]);
           }
           float sum = 0.f;
-          for (int64_t j = lo; j <= t; ++j) sum += (p[size_t(j)] = std::exp(p[size_t(j)] - mx));
+          float* pp = p.data();
+#pragma omp simd reduction(+ : sum)
+          for (int64_t j = lo; j <= t; ++j) sum += (pp[j] = fast_exp(pp[j] - mx));
+          const float inv = 1.0f / sum;
           float dsum = 0.f;
           for (int64_t j = lo; j <= t; ++j) {
-            p[size_t(j)] /= sum;
+            p[size_t(j)] *= inv;
             const float* vv = v + (j * nkv + kh) * hd;
             float s = 0.f;
 #pragma omp simd reduction(+ : s)
@@ -98,7 +102,7 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
 void silu_mul_backward(const float* g, const float* u, const float* dout, float* dg, float* du, int64_t n) {
 #pragma omp parallel for simd if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
-    const float s = 1.0f / (1.0f + std::exp(-g[i]));
+    const float s = 1.0f / (1.0f + fast_exp(-g[i]));
     du[i] = dout[i] * g[i] * s;
     dg[i] = dout[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
   }

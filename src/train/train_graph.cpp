@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "kernels/fast_math.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/ops_backward.h"
@@ -200,9 +201,10 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       }
       if (tgt >= V) fail("target id ", tgt, " is outside the vocabulary [0, ", V, ")");
       const float mx = *std::max_element(row, row + V);
-      double sum = 0;
-      for (int64_t j = 0; j < V; ++j) sum += std::exp(double(row[j] - mx));
-      const double lse = double(mx) + std::log(sum);
+      float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < V; ++j) sum += fast_exp(row[j] - mx);
+      const double lse = double(mx) + std::log(double(sum));
       const double lp = double(row[tgt]) - lse;
       logprobs_[size_t(r)] = float(lp);
       const double w = b.weights[size_t(r)];
@@ -210,9 +212,10 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       st.weight_sum += w;
       st.tokens++;
       // d(w * CE / normalizer)/dlogits = (softmax - onehot) * w / normalizer
-      const double scale = w / normalizer;
-      for (int64_t j = 0; j < V; ++j) row[j] = float(std::exp(double(row[j]) - lse) * scale);
-      row[tgt] -= float(scale);
+      const float scale = float(w / normalizer), flse = float(lse);
+#pragma omp simd
+      for (int64_t j = 0; j < V; ++j) row[j] = fast_exp(row[j] - flse) * scale;
+      row[tgt] -= scale;
     }
     if (backward) linear_bwd(xnf + r0 * H, cn, head, dhead, lg, dxnf + r0 * H, false);
   }
