@@ -29,9 +29,29 @@ step "7. LLaMA-Pro block expansion: identity blocks after every 2nd layer (same 
 "$lamina" score --model "$out/base-4l" --text "$out/sample.txt" | grep perplexity | sed 's/^/   base:     /'
 "$lamina" score --model "$out/pro-6l" --text "$out/sample.txt" | grep perplexity | sed 's/^/   expanded: /'
 
+corpus=()
+for f in /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/Apache-2.0 /usr/share/common-licenses/MPL-2.0; do
+  [ -f "$f" ] && corpus+=(--data "$f")
+done
+[ ${#corpus[@]} -gt 0 ] || { printf '%s\n' "$(cat "$out/sample.txt")" > "$out/corpus.txt"; corpus=(--data "$out/corpus.txt"); }
+rm -rf "$out/pretrain" "$out/continued"
+step "8. pretraining the 4-layer base on licence texts (loss, lr, tokens/s in the progress bar; metrics JSONL; SVG plot)" \
+  "$lamina" pretrain --model "$out/base-4l" "${corpus[@]}" --out "$out/pretrain" --seq-len 64 --batch-size 8 \
+  --max-steps 80 --lr 3e-3 --warmup-ratio 0.05 --eval-every 20
+step "9. SOLAR: depth-up-scale the trained base, then continue pretraining the 6-layer model" \
+  "$lamina" upscale --model "$out/pretrain/checkpoint-80" --drop 1 --out "$out/pretrained-dus-6l" --force
+step "   ... continued pretraining (resumable: --resume continues from the newest checkpoint)" \
+  "$lamina" pretrain --model "$out/pretrained-dus-6l" "${corpus[@]}" --out "$out/continued" --seq-len 64 --batch-size 8 \
+  --max-steps 40 --lr 1e-3 --eval-every 20
+"$lamina" plot --run "$out/pretrain/metrics.jsonl:base pretraining" --run "$out/continued/metrics.jsonl:DUS, continued" \
+  --metric eval_loss --out "$out/eval-loss.svg" > /dev/null
+
 printf '\n== done. Produced:\n'
 printf '  %s/  a Hugging Face model directory:\n' "$model"
 ls -1 "$model" | sed 's/^/      /'
 printf '  %s  its score of %s\n' "$out/score.json" "$out/sample.txt"
 printf '  %s/  the depth-up-scaled model (README.md = model card with the mergekit recipe)\n' "$out/dus-6l"
 printf '  %s/  the LLaMA-Pro expansion (expanded_layers.json lists the new layers)\n' "$out/pro-6l"
+printf '  %s/  pretraining run: checkpoint-80/ (HF model), metrics.jsonl, loss.svg\n' "$out/pretrain"
+printf '  %s/  continued pretraining of the up-scaled model\n' "$out/continued"
+printf '  %s  validation loss of both runs\n' "$out/eval-loss.svg"

@@ -24,6 +24,7 @@ const Command kCommands[] = {
     {"upscale", lamina::cmd_upscale,
      "depth up-scaling (SOLAR), mergekit passthrough recipes, LLaMA-Pro expansion"},
     {"pretrain", lamina::cmd_pretrain, "continued pretraining on raw text (checkpoints, resume, metrics)"},
+    {"plot", lamina::cmd_plot, "plot a metric of several training runs on one SVG"},
 };
 
 void usage() {

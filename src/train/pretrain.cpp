@@ -186,6 +186,12 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     return ws > 0 ? ls / ws : NAN;
   };
   PretrainResult res;
+  if (n_val > 0 && o.eval_every > 0 && start == 0) {
+    // The starting point, so curves show where continued training begins (an up-scaled model
+    // starts worse than its base).
+    const double l0 = evaluate();
+    metrics << json{{"step", 0}, {"eval_loss", l0}, {"eval_ppl", std::exp(l0)}}.dump() << "\n" << std::flush;
+  }
   Progress bar("pretrain", total, "steps");
   bar.update(start);
   auto t_start = std::chrono::steady_clock::now();
