@@ -1,5 +1,5 @@
 // Training throughput (forward + backward + AdamW) of a model directory; prints one JSON line.
-// usage: lamina_bench_train MODEL_DIR BATCH SEQ_LEN STEPS
+// usage: lamina_bench_train MODEL_DIR BATCH SEQ_LEN STEPS [f32|bf16]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,12 +14,13 @@
 using namespace lamina;
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR BATCH SEQ_LEN STEPS\n", argv[0]);
+  if (argc != 5 && argc != 6) {
+    std::fprintf(stderr, "usage: %s MODEL_DIR BATCH SEQ_LEN STEPS [f32|bf16]\n", argv[0]);
     return 2;
   }
   try {
     ParamStore p = ParamStore::load(argv[1]);
+    if (argc == 6) p.set_compute_dtype(parse_dtype(argv[5], "precision"));
     const int64_t B = std::atoll(argv[2]), T = std::atoll(argv[3]), steps = std::atoll(argv[4]);
     const int64_t V = p.cfg.vocab_size;
     std::vector<std::vector<int32_t>> rows(static_cast<size_t>(B));
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
       g.step(batch, double(B * T), 0.0);
       clip_grad_norm(p, 1.0);
       opt.update(1e-4);
+      p.refresh_compute();
       double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (s > 0) best = std::min(best, dt), total += dt;
     }

@@ -28,7 +28,8 @@ def main():
                         "--heads", "8", "--kv-heads", "8", "--layers", "8", "--vocab-size", "32000", "--max-pos", "1024"], check=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     args = [model, str(a.batch), str(a.seq), str(a.steps)]
-    lam = run_json([os.path.join(a.build, "bench", "lamina_bench_train"), *args], env)
+    lam = run_json([os.path.join(a.build, "bench", "lamina_bench_train"), *args, "f32"], env)
+    lam16 = run_json([os.path.join(a.build, "bench", "lamina_bench_train"), *args, "bf16"], env)
     rows = []
     for mode, core in [("f32", ""), ("f32", "SkylakeX"), ("bf16", "")]:
         e = dict(env)
@@ -41,11 +42,14 @@ def main():
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; threads {a.threads}; batch {a.batch} x {a.seq} tokens; "
           f"mean of {a.steps} steps after a warm-up step")
     print()
-    print("| PyTorch mode | PyTorch OpenBLAS core | PyTorch tok/s | PyTorch peak RSS | lamina f32 tok/s | lamina peak RSS | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"lamina: f32 {lam['tokens_per_s']:.1f} tok/s (peak RSS {lam['peak_rss_mb']:.0f} MB), "
+          f"bf16 mixed precision {lam16['tokens_per_s']:.1f} tok/s (peak RSS {lam16['peak_rss_mb']:.0f} MB)")
+    print()
+    print("| PyTorch mode | OpenBLAS core | PyTorch tok/s | PyTorch peak RSS | lamina f32 / PyTorch | lamina bf16 / PyTorch |")
+    print("|---|---|---|---|---|---|")
     for mode, core, ref in rows:
-        print(f"| {mode} | {core} | {ref['tokens_per_s']:.1f} | {ref['peak_rss_mb']:.0f} MB | {lam['tokens_per_s']:.1f} | "
-              f"{lam['peak_rss_mb']:.0f} MB | {lam['tokens_per_s'] / ref['tokens_per_s']:.2f}x |")
+        print(f"| {mode} | {core} | {ref['tokens_per_s']:.1f} | {ref['peak_rss_mb']:.0f} MB | "
+              f"{lam['tokens_per_s'] / ref['tokens_per_s']:.2f}x | {lam16['tokens_per_s'] / ref['tokens_per_s']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ int cmd_pretrain(int argc, char** argv) {
           {"save-dtype", "f32|bf16|f16", "dtype of saved weights (default: the model's torch_dtype)", ""},
           {"cache-dir", "DIR", "token cache (default: OUT/.cache)", ""},
           {"threads", "N", "threads for the kernels", ""},
+          {"precision", "f32|bf16", "bf16: mixed precision (bf16 products, F32 masters and optimizer)", "f32"},
           {"freeze-layers", "LIST", "layers not trained, e.g. 0-7,12", ""},
           {"freeze-embeddings", "", "do not train the embedding, LM head and final norm", ""},
           {"only-new-layers", "", "LLaMA-Pro: train only the layers in MODEL/expanded_layers.json", ""},
@@ -100,6 +101,7 @@ int cmd_pretrain(int argc, char** argv) {
   o.freeze_layers = parse_layer_list(a.str("freeze-layers"));
   o.freeze_embeddings = a.flag("freeze-embeddings");
   o.only_new_layers = a.flag("only-new-layers");
+  o.precision = parse_dtype(a.str("precision"), "--precision");
   if (a.given("save-dtype")) o.save_dtype = parse_dtype(a.str("save-dtype"), "--save-dtype");
   auto r = run_pretrain(o);
   std::printf("trained %lld steps: last loss %.4f", (long long)r.steps, r.last_loss);

@@ -127,8 +127,11 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
   d.strm.wait();
 }
 
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+namespace {
+
+// C[M, N] (+)= op(A) · op(B) with A and B of type `in` (F32 or BF16), C in F32.
+void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B,
+              int64_t ldb, float* C, int64_t ldc, bool accumulate, DType in) {
   if (M == 0 || N == 0) return;
   if (K == 0) {
     if (!accumulate)
@@ -136,16 +139,16 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int
     return;
   }
   auto& d = dnnl_state();
-  const auto f32 = dnnl::memory::data_type::f32;
-  md a_md({M, K}, f32, ta ? dnnl::memory::dims{1, lda} : dnnl::memory::dims{lda, 1});
-  md b_md({K, N}, f32, tb ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
-  md c_md({M, N}, f32, {ldc, 1});
-  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+  const auto it_dt = dt_of(in);
+  md a_md({M, K}, it_dt, ta ? dnnl::memory::dims{1, lda} : dnnl::memory::dims{lda, 1});
+  md b_md({K, N}, it_dt, tb ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
+  md c_md({M, N}, dnnl::memory::data_type::f32, {ldc, 1});
+  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
   static std::map<Key, dnnl::matmul> cache;
   dnnl::matmul prim;
   {
     std::lock_guard<std::mutex> lock(d.mu);
-    Key key{ta, tb, M, N, K, lda, ldb, ldc, accumulate};
+    Key key{ta, tb, M, N, K, lda, ldb, ldc, accumulate, int(in)};
     auto it = cache.find(key);
     if (it == cache.end()) {
       dnnl::primitive_attr attr;
@@ -159,9 +162,21 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int
     }
     prim = it->second;
   }
-  dnnl::memory am(a_md, d.eng, const_cast<float*>(A)), bm(b_md, d.eng, const_cast<float*>(B)), cm(c_md, d.eng, C);
+  dnnl::memory am(a_md, d.eng, const_cast<void*>(A)), bm(b_md, d.eng, const_cast<void*>(B)), cm(c_md, d.eng, C);
   prim.execute(d.strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   d.strm.wait();
+}
+
+}  // namespace
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  gemm_any(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, DType::F32);
+}
+
+void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  gemm_any(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, DType::BF16);
 }
 
 void set_num_threads(int n) {

@@ -35,6 +35,11 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
 
+// The same with BF16 inputs (F32 accumulation and output): the backward products of bf16
+// mixed-precision training.
+void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
+
 // Number of threads the kernels use (OpenMP); 0 leaves the default.
 void set_num_threads(int n);
 int num_threads();

@@ -33,6 +33,7 @@ ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint&
     sp.bind(s.weights, Tensor::view_of(s.param(i), DType::F32, sp.shape, s.params.owner));
     sp.bind(s.grad_views, Tensor::view_of(s.grad(i), DType::F32, sp.shape, s.grads.owner));
   }
+  s.set_compute_dtype(DType::F32);
   return s;
 }
 
@@ -59,6 +60,38 @@ int64_t ParamStore::num_trainable() const {
   for (size_t i = 0; i < specs.size(); ++i)
     if (trainable[i]) n += shape_numel(specs[i].shape);
   return n;
+}
+
+void ParamStore::set_compute_dtype(DType t) {
+  if (t != DType::F32 && t != DType::BF16) fail("--precision: training computes in f32 or bf16");
+  compute_dtype = t;
+  compute = ModelWeights{};
+  compute.layers.resize(size_t(cfg.num_hidden_layers));
+  compute_copies.assign(specs.size(), Tensor{});
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto& sp = specs[i];
+    // The MoE router stays F32: a bf16 rounding of its logits can flip a top-k choice.
+    const bool router = sp.name.find("block_sparse_moe.gate.weight") != std::string::npos ||
+                        sp.name.find("mlp.gate.weight") != std::string::npos;
+    if (t == DType::BF16 && !sp.is_norm && !router) {
+      compute_copies[i] = Tensor::empty(DType::BF16, sp.shape);
+      sp.bind(compute, compute_copies[i]);
+    } else {
+      sp.bind(compute, Tensor::view_of(param(i), DType::F32, sp.shape, params.owner));
+    }
+  }
+  refresh_compute();
+}
+
+void ParamStore::refresh_compute() {
+  for (size_t i = 0; i < specs.size(); ++i)
+    if (compute_copies.size() > i && compute_copies[i].defined()) {
+      const int64_t n = numel(i);
+      uint16_t* dst = compute_copies[i].as<uint16_t>();
+      const float* src = param(i);
+#pragma omp parallel for simd if (n > 65536)
+      for (int64_t k = 0; k < n; ++k) dst[k] = f32_to_bf16(src[k]);
+    }
 }
 
 void ParamStore::zero_grads() { std::memset(grads.data, 0, total * sizeof(float)); }

@@ -21,6 +21,11 @@ struct ParamStore {
   ModelWeights weights;        // views into params, bound as the forward pass expects
   ModelWeights grad_views;     // the same views into grads
   std::vector<bool> trainable; // per spec; frozen tensors keep their values (no update, no decay)
+  // What the forward and backward products read: `weights` itself in F32 training; in bf16
+  // mixed precision, bf16 copies of the matrices (norms and MoE routers stay F32 views).
+  DType compute_dtype = DType::F32;
+  ModelWeights compute;
+  std::vector<Tensor> compute_copies;  // per spec (bf16 matrices), empty in F32
 
   // F32 master copy of a checkpoint (any stored dtype).
   static ParamStore load(const std::string& model_dir);
@@ -30,6 +35,9 @@ struct ParamStore {
   float* grad(size_t i) { return grads.f32() + offset[i]; }
   int64_t numel(size_t i) const { return shape_numel(specs[i].shape); }
   void zero_grads();
+  // F32 or BF16; BF16 allocates the copies. refresh_compute() after every update of the masters.
+  void set_compute_dtype(DType t);
+  void refresh_compute();
   // Freezes the layers in `layers` and, when freeze_embeddings, the embedding and LM head
   // (tied or not). The final norm follows freeze_embeddings too (LLaMA-Pro trains only new blocks).
   void freeze(const std::vector<int64_t>& layers, bool freeze_embeddings);

@@ -125,6 +125,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   const DType save_dtype = o.save_dtype.value_or(cfg.torch_dtype);
   const json sig = run_signature(o, corpus.cache_file());
   AdamW opt(p, o.adam);
+  p.set_compute_dtype(o.precision);
   TrainGraph graph(p);
   const std::string metrics_path = o.out + "/metrics.jsonl";
   int64_t start = 0;
@@ -144,6 +145,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     load("exp_avg", opt.exp_avg());
     load("exp_avg_sq", opt.exp_avg_sq());
     opt.set_step(st["optimizer_step"].get<int64_t>());
+    p.refresh_compute();
     // Drop metrics an interrupted run logged after its last checkpoint.
     std::vector<std::string> keep;
     if (file_exists(metrics_path)) {
@@ -221,6 +223,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     }
     const double lr = o.adam.lr * lr_factor(sched, step);
     opt.update(lr);
+    p.refresh_compute();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double loss = loss_sum / weight_sum;
     json m = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", double(per_step * T) / dt},

@@ -24,7 +24,8 @@ struct PretrainOptions {
   std::optional<DType> save_dtype;  // default: the model's torch_dtype
   std::vector<int64_t> freeze_layers;
   bool freeze_embeddings = false;
-  bool only_new_layers = false;  // LLaMA-Pro: train the layers listed in MODEL/expanded_layers.json
+  bool only_new_layers = false;
+  DType precision = DType::F32;  // bf16: bf16 products, F32 master weights, optimizer, norms, loss  // LLaMA-Pro: train the layers listed in MODEL/expanded_layers.json
   uint64_t shard_bytes = 5000000000ull;
 };
 

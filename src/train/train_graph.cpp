@@ -39,12 +39,25 @@ float* sized(Buf& b, int64_t n) {
 }
 
 // y[M, N] = x[M, K] W^T with W [N, K]; backward: dx (+)= dy W, dW += dy^T x.
+// With a BF16 W (mixed precision) x and dy are rounded to bf16 for the products; every product
+// accumulates and writes F32.
 void linear_fwd(const float* x, int64_t M, const Tensor& W, float* y) { linear(x, M, W, y); }
 void linear_bwd(const float* x, int64_t M, const Tensor& W, const Tensor& dW, const float* dy, float* dx,
                 bool accumulate_dx) {
   const int64_t N = W.shape[0], K = W.shape[1];
+  float* gw = const_cast<float*>(dW.f32());
+  if (W.dtype == DType::BF16) {
+    thread_local std::vector<uint16_t> xb, dyb;
+    xb.resize(size_t(M * K));
+    dyb.resize(size_t(M * N));
+    to_bf16_parallel(x, xb.data(), M * K);
+    to_bf16_parallel(dy, dyb.data(), M * N);
+    if (dx) gemm_bf16(false, false, M, K, N, dyb.data(), N, W.as<uint16_t>(), K, dx, K, accumulate_dx);
+    gemm_bf16(true, false, N, K, M, dyb.data(), N, xb.data(), K, gw, K, true);
+    return;
+  }
   if (dx) gemm(false, false, M, K, N, dy, N, W.f32(), K, dx, K, accumulate_dx);
-  gemm(true, false, N, K, M, dy, N, x, K, const_cast<float*>(dW.f32()), K, true);
+  gemm(true, false, N, K, M, dy, N, x, K, gw, K, true);
 }
 
 struct ExpertActs {
@@ -75,7 +88,7 @@ TrainGraph::~TrainGraph() { delete a_; }
 
 StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, bool backward) {
   const ModelConfig& c = p_.cfg;
-  const ModelWeights& W = p_.weights;
+  const ModelWeights& W = p_.compute;  // F32 masters, or their bf16 copies
   const ModelWeights& G = p_.grad_views;
   const int64_t B = b.B, T = b.T, N = B * T, H = c.hidden_size, I = c.intermediate_size;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
@@ -95,7 +108,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   // ---- forward ----
   Buf x0;
   float* x = sized(x0, N * H);
-  embedding(W.embed, b.tokens.data(), N, x);  // [N, H]
+  embedding(p_.weights.embed, b.tokens.data(), N, x);  // [N, H], from the F32 masters
   a.expert_count.assign(size_t(E), 0);
   for (int64_t l = 0; l < L; ++l) {
     const LayerWeights& lw = W.layers[size_t(l)];

@@ -53,15 +53,19 @@ def load_model_dir(d):
     return cfg, weights
 
 
-# When set, the input of every matrix product is rounded to bf16 first (weights are already
-# bf16), with products accumulated in f32: the semantics of a bf16 AMX matmul.
+# When set, both operands of every matrix product are rounded to bf16 first, with products
+# accumulated in f32: the semantics of a bf16 oneDNN matmul (lamina's bf16 inference and its
+# mixed-precision training). ROUTER_F32 exempts Mixtral's router (lamina's training keeps it F32).
+# The rounding passes gradients straight through, as a cast does in autograd.
 ROUND_ACTIVATIONS_BF16 = False
+ROUTER_F32 = False
 
 
-def mm(x, w):
+def mm(x, w, router=False):
     """x @ w.T, the Linear of transformers."""
-    if ROUND_ACTIVATIONS_BF16:
+    if ROUND_ACTIVATIONS_BF16 and not (router and ROUTER_F32):
         x = x.to(torch.bfloat16).float()
+        w = w.to(torch.bfloat16).float()
     return x @ w.T
 
 
@@ -119,7 +123,7 @@ def moe(cfg, w, p, x, router_log=None):
     E, K = cfg["num_local_experts"], cfg["num_experts_per_tok"]
     fused = (p + "mlp.gate.weight") in w
     router = w[p + ("mlp.gate.weight" if fused else "block_sparse_moe.gate.weight")]
-    logits = mm(x, router)
+    logits = mm(x, router, router=True)
     if router_log is not None:
         router_log.append(logits)
     probs = F.softmax(logits, dim=1, dtype=torch.float)

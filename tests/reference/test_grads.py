@@ -19,12 +19,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cli"))
 import reference_model  # noqa: E402
 from harness import Report  # noqa: E402
 
+# name: (init args, aux coefficient[, precision, tolerance]). bf16 cases compare lamina's
+# mixed-precision gradients (bf16 products, F32 accumulation) with F32 autograd, so the bound is
+# bf16's: ~2^-8 relative per rounded operand.
 CASES = {
     "llama": (["--shape", "tiny"], 0.0),
     "llama-tied-gqa4": (["--shape", "tiny", "--heads", "8", "--kv-heads", "2", "--tie-embeddings"], 0.0),
     "mistral-window": (["--shape", "tiny-mistral", "--sliding-window", "5"], 0.0),
     "mixtral-aux": (["--shape", "tiny-mixtral"], 0.02),
     "mixtral-fused-aux": (["--shape", "tiny-mixtral", "--moe-layout", "fused"], 0.5),
+    "llama-bf16": (["--shape", "tiny"], 0.0, "bf16", 2e-2),
+    "mixtral-bf16": (["--shape", "tiny-mixtral"], 0.02, "bf16", 2e-2),
 }
 
 
@@ -48,7 +53,8 @@ def reference_loss(cfg, w, batch, aux_coef):
 
 
 def run_case(report, lamina, probe, name, tmp):
-    init_args, aux_coef = CASES[name]
+    init_args, aux_coef, *rest = CASES[name]
+    precision, tol = rest if rest else ("f32", 1e-3)
     d = os.path.join(tmp, name)
     subprocess.run([lamina, "init", "--out", d, "--std", "0.15", "--random-norms", "--seed", "11"] + init_args,
                    check=True, stdout=subprocess.DEVNULL)
@@ -59,7 +65,8 @@ def run_case(report, lamina, probe, name, tmp):
     targets = rng.integers(0, cfg["vocab_size"], size=B * T)
     targets[[0, 5, 17]] = -1  # unscored rows
     weights = rng.uniform(0.1, 1.0, size=B * T).round(3)
-    batch = {"B": B, "T": T, "tokens": tokens, "targets": targets.tolist(), "weights": weights.tolist(), "aux_coef": aux_coef}
+    batch = {"B": B, "T": T, "tokens": tokens, "targets": targets.tolist(), "weights": weights.tolist(), "aux_coef": aux_coef,
+             "precision": precision}
     bf = os.path.join(tmp, name + ".batch.json")
     json.dump(batch, open(bf, "w"))
     prefix = os.path.join(tmp, name)
@@ -67,9 +74,14 @@ def run_case(report, lamina, probe, name, tmp):
     got = np.load(prefix + ".grads.npy")
     meta = json.load(open(prefix + ".json"))
     params = {k: v.clone().requires_grad_(True) for k, v in w.items()}
+    # bf16: the reference rounds the same operands lamina rounds (forward products; router F32), so
+    # routing decisions agree; the remaining difference is the backward products' bf16 rounding.
+    reference_model.ROUND_ACTIVATIONS_BF16 = reference_model.ROUTER_F32 = precision == "bf16"
     loss, aux = reference_loss(cfg, params, batch, aux_coef)
+    reference_model.ROUND_ACTIVATIONS_BF16 = reference_model.ROUTER_F32 = False
     (loss + aux_coef * aux).backward()
-    ok_loss = abs(meta["loss"] - loss.item()) < 1e-5 and abs(meta["aux_loss"] - aux.item()) < 1e-5
+    ltol = 1e-5 if precision == "f32" else 1e-3
+    ok_loss = abs(meta["loss"] - loss.item()) < ltol and abs(meta["aux_loss"] - aux.item()) < ltol
     report.check(f"{name}: loss {meta['loss']:.6f} vs {loss.item():.6f}, aux {meta['aux_loss']:.6f} vs {aux.item():.6f}", ok_loss)
     worst, worst_name = 0.0, ""
     for t in meta["tensors"]:
@@ -80,7 +92,7 @@ def run_case(report, lamina, probe, name, tmp):
         rel = np.linalg.norm(g - ref) / denom
         if rel > worst:
             worst, worst_name = rel, t["name"]
-    report.check(f"{name}: every gradient (worst relative error {worst:.2e} in {worst_name})", worst <= 1e-3)
+    report.check(f"{name}: every gradient (worst relative error {worst:.2e} in {worst_name}, tol {tol:g})", worst <= tol)
 
 
 def check_adamw(report, lamina, probe, tmp):
@@ -89,6 +101,7 @@ def check_adamw(report, lamina, probe, tmp):
     d = os.path.join(tmp, "llama")
     cfg, w = reference_model.load_model_dir(d)
     batch = json.load(open(os.path.join(tmp, "llama.batch.json")))
+    batch["precision"] = "f32"
     hp = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.95, "eps": 1e-5, "weight_decay": 0.1, "clip": 0.5, "steps": 3}
     batch["adamw"] = hp
     bf = os.path.join(tmp, "adamw.batch.json")

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
     double wsum = 0;
     for (size_t i = 0; i < b.targets.size(); ++i)
       if (b.targets[i] >= 0) wsum += b.weights[i];
+    if (j.contains("precision")) p.set_compute_dtype(parse_dtype(j["precision"], "precision"));
     TrainGraph g(p);
     p.zero_grads();
     StepStats st = g.step(b, wsum, j.value("aux_coef", 0.0));
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
         }
         norms.push_back(clip_grad_norm(p, o["clip"]));
         opt.update(ac.lr);
+        p.refresh_compute();
       }
       out["grad_norms"] = norms;
       write_npy(std::string(argv[3]) + ".params.npy", p.params);
