@@ -66,6 +66,9 @@ int cmd_pretrain(int argc, char** argv) {
           {"save-dtype", "f32|bf16|f16", "dtype of saved weights (default: the model's torch_dtype)", ""},
           {"cache-dir", "DIR", "token cache (default: OUT/.cache)", ""},
           {"threads", "N", "threads for the kernels", ""},
+          {"lora-r", "R", "train LoRA adapters of rank R on a frozen base (checkpoints: PEFT adapters)", ""},
+          {"lora-alpha", "A", "LoRA alpha (scale alpha/r)", "16"},
+          {"lora-targets", "LIST", "LoRA modules: q,k,v,o,gate,up,down or all", "q,v"},
           {"precision", "f32|bf16", "bf16: mixed precision (bf16 products, F32 masters and optimizer)", "f32"},
           {"freeze-layers", "LIST", "layers not trained, e.g. 0-7,12", ""},
           {"freeze-embeddings", "", "do not train the embedding, LM head and final norm", ""},
@@ -102,6 +105,14 @@ int cmd_pretrain(int argc, char** argv) {
   o.freeze_embeddings = a.flag("freeze-embeddings");
   o.only_new_layers = a.flag("only-new-layers");
   o.precision = parse_dtype(a.str("precision"), "--precision");
+  if (a.given("lora-r")) {
+    LoraConfig lc;
+    lc.r = a.integer("lora-r");
+    lc.alpha = a.number("lora-alpha");
+    lc.targets = parse_lora_targets(a.str("lora-targets"));
+    lc.seed = o.seed;
+    o.lora = lc;
+  }
   if (a.given("save-dtype")) o.save_dtype = parse_dtype(a.str("save-dtype"), "--save-dtype");
   auto r = run_pretrain(o);
   std::printf("trained %lld steps: last loss %.4f", (long long)r.steps, r.last_loss);

@@ -25,6 +25,7 @@ const Command kCommands[] = {
      "depth up-scaling (SOLAR), mergekit passthrough recipes, LLaMA-Pro expansion"},
     {"pretrain", lamina::cmd_pretrain, "continued pretraining on raw text (checkpoints, resume, metrics)"},
     {"plot", lamina::cmd_plot, "plot a metric of several training runs on one SVG"},
+    {"merge-lora", lamina::cmd_merge_lora, "fold a PEFT LoRA adapter into the base weights"},
 };
 
 void usage() {

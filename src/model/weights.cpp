@@ -4,6 +4,11 @@
 
 namespace lamina {
 
+const char* lora_module_name(int t) {
+  static const char* names[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return t >= 0 && t < kLoraTargets ? names[t] : "?";
+}
+
 std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layout) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size,
                 E = c.num_local_experts;

@@ -17,12 +17,20 @@ namespace lamina {
 // 3-D tensors (mlp.experts.gate_up_proj [E, 2I, H], mlp.experts.down_proj [E, H, I] + mlp.gate).
 enum class MoeLayout { Split, Fused };
 
+// Projections LoRA can adapt, in PEFT's target-module names (q_proj, ..., down_proj).
+enum LoraTarget { kLoraQ, kLoraK, kLoraV, kLoraO, kLoraGate, kLoraUp, kLoraDown, kLoraTargets };
+const char* lora_module_name(int target);
+struct LoraPair {
+  Tensor a, b;  // A [r, in], B [out, r]; undefined when the projection is not adapted
+};
+
 struct LayerWeights {
   Tensor attn_norm, mlp_norm;                // [H], always F32
   Tensor wq, wk, wv, wo;                     // [nh*hd, H], [nkv*hd, H], [nkv*hd, H], [H, nh*hd]
   Tensor w_gate, w_up, w_down;               // dense MLP: [I, H], [I, H], [H, I]
   Tensor router;                             // MoE: [E, H]
   std::vector<Tensor> e_gate, e_up, e_down;  // MoE, per expert: [I, H], [I, H], [H, I]
+  LoraPair lora[kLoraTargets];               // training with LoRA adapters only
 };
 
 struct ModelWeights {

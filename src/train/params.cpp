@@ -62,6 +62,31 @@ int64_t ParamStore::num_trainable() const {
   return n;
 }
 
+void ParamStore::append(const std::vector<TensorSpec>& extra, const std::function<void(size_t, float*)>& init) {
+  const size_t old_total = total, first = specs.size();
+  for (auto& sp : extra) {
+    specs.push_back(sp);
+    offset.push_back(total);
+    total += size_t(shape_numel(sp.shape));
+    trainable.push_back(true);
+  }
+  Tensor np = Tensor::zeros(DType::F32, {int64_t(total)}), ng = Tensor::zeros(DType::F32, {int64_t(total)});
+  std::memcpy(np.data, params.data, old_total * sizeof(float));
+  std::memcpy(ng.data, grads.data, old_total * sizeof(float));
+  params = np;
+  grads = ng;
+  weights = ModelWeights{};
+  grad_views = ModelWeights{};
+  weights.layers.resize(size_t(cfg.num_hidden_layers));
+  grad_views.layers.resize(size_t(cfg.num_hidden_layers));
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (i >= first) init(i - first, param(i));
+    specs[i].bind(weights, Tensor::view_of(param(i), DType::F32, specs[i].shape, params.owner));
+    specs[i].bind(grad_views, Tensor::view_of(grad(i), DType::F32, specs[i].shape, grads.owner));
+  }
+  set_compute_dtype(compute_dtype);
+}
+
 void ParamStore::set_compute_dtype(DType t) {
   if (t != DType::F32 && t != DType::BF16) fail("--precision: training computes in f32 or bf16");
   compute_dtype = t;

@@ -2,6 +2,7 @@
 // out in model_tensor_specs order (llm.c's layout): one index serves loading, saving, the
 // optimizer and the gradient check.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,10 @@ struct ParamStore {
   float* grad(size_t i) { return grads.f32() + offset[i]; }
   int64_t numel(size_t i) const { return shape_numel(specs[i].shape); }
   void zero_grads();
+  // Appends tensors (e.g. LoRA adapters) to every buffer, rebinding all views; init fills each
+  // new tensor's F32 values. New tensors are trainable.
+  void append(const std::vector<TensorSpec>& extra, const std::function<void(size_t, float*)>& init);
+  double lora_scale = 0;  // alpha / r when LoRA adapters are bound
   // F32 or BF16; BF16 allocates the copies. refresh_compute() after every update of the masters.
   void set_compute_dtype(DType t);
   void refresh_compute();

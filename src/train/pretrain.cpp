@@ -18,6 +18,7 @@
 #include "io/safetensors.h"
 #include "tokenizer/tokenizer_files.h"
 #include "train/corpus.h"
+#include "train/lora.h"
 #include "train/plot.h"
 #include "train/train_graph.h"
 
@@ -45,8 +46,10 @@ std::string latest_checkpoint(const std::string& out, int64_t* step) {
 
 // The training run's fixed choices: a checkpoint resumes only a run with the same ones.
 json run_signature(const PretrainOptions& o, const std::string& corpus_file) {
-  return {{"seq_len", o.seq_len}, {"batch_size", o.batch_size}, {"grad_accum", o.grad_accum}, {"seed", o.seed},
-          {"corpus", fs::path(corpus_file).filename().string()}, {"val_fraction", o.val_fraction}};
+  json j = {{"seq_len", o.seq_len}, {"batch_size", o.batch_size}, {"grad_accum", o.grad_accum}, {"seed", o.seed},
+            {"corpus", fs::path(corpus_file).filename().string()}, {"val_fraction", o.val_fraction}};
+  if (o.lora) j["lora"] = {{"r", o.lora->r}, {"alpha", o.lora->alpha}, {"targets", o.lora->targets}};
+  return j;
 }
 
 void save_model_dir(const ParamStore& p, const std::string& src_model, const std::string& dir, DType dtype, uint64_t shard) {
@@ -57,16 +60,29 @@ void save_model_dir(const ParamStore& p, const std::string& src_model, const std
   p.save_weights(dir, dtype, shard);
 }
 
-void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, int64_t step, const json& sig, DType dtype) {
+// The optimizer state of every trainable tensor: F32 master value and both moments, named
+// "param/NAME", "exp_avg/NAME", "exp_avg_sq/NAME" (frozen tensors come from --model again).
+const char* kOptParts[] = {"param/", "exp_avg/", "exp_avg_sq/"};
+
+void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, int64_t step, const json& sig, DType dtype,
+                     const std::optional<LoraConfig>& lora) {
   OutputDir d(o.out + "/checkpoint-" + std::to_string(step), true);
-  save_model_dir(p, o.model, d.path(), dtype, o.shard_bytes);
-  // F32 master weights and both moments: resuming continues exactly where this step ended.
-  const int64_t n = int64_t(p.total);
-  SafetensorsWriter w(d.path(), {{"params", DType::F32, {n}}, {"exp_avg", DType::F32, {n}}, {"exp_avg_sq", DType::F32, {n}}},
-                      0, {{"format", "lamina-optimizer"}}, "optimizer");
-  w.write("params", p.params.data, p.params.nbytes());
-  w.write("exp_avg", opt.exp_avg().data, opt.exp_avg().nbytes());
-  w.write("exp_avg_sq", opt.exp_avg_sq().data, opt.exp_avg_sq().nbytes());
+  if (lora) {
+    // A PEFT adapter (plus the tokenizer, so the directory is self-describing).
+    save_lora_adapter(p, *lora, d.path(), fs::absolute(o.model).string());
+    copy_tokenizer_files(o.model, d.path());
+  } else {
+    save_model_dir(p, o.model, d.path(), dtype, o.shard_bytes);
+  }
+  std::vector<SafetensorsWriter::Planned> plan;
+  for (const char* part : kOptParts)
+    for (size_t i = 0; i < p.specs.size(); ++i)
+      if (p.trainable[i]) plan.push_back({part + p.specs[i].name, DType::F32, p.specs[i].shape});
+  SafetensorsWriter w(d.path(), plan, 0, {{"format", "lamina-optimizer"}}, "optimizer");
+  const float* src[] = {p.params.f32(), opt.exp_avg().f32(), opt.exp_avg_sq().f32()};
+  for (int k = 0; k < 3; ++k)
+    for (size_t i = 0; i < p.specs.size(); ++i)
+      if (p.trainable[i]) w.write(kOptParts[k] + p.specs[i].name, src[k] + p.offset[i], size_t(p.numel(i)) * 4);
   w.finish();
   json st = {{"step", step}, {"optimizer_step", opt.step()}, {"run", sig}};
   write_file_atomic(d.path() + "/trainer_state.json", st.dump(2) + "\n");
@@ -106,6 +122,10 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   for (int64_t l : frozen)
     if (l < 0 || l >= cfg.num_hidden_layers) fail("--freeze-layers: layer ", l, " is outside [0, ", cfg.num_hidden_layers, ")");
   p.freeze(frozen, freeze_embeddings);
+  if (o.lora) {
+    if (!frozen.empty() || freeze_embeddings) fail("--lora trains only the adapters: drop --freeze-* / --only-new-layers");
+    add_lora(p, *o.lora);
+  }
   if (p.num_trainable() == 0) fail("every parameter is frozen: nothing to train");
   std::string cache = o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir;
   std::error_code ec;
@@ -124,8 +144,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   const double aux_coef = cfg.is_moe() ? o.aux_coef.value_or(cfg.router_aux_loss_coef) : 0.0;
   const DType save_dtype = o.save_dtype.value_or(cfg.torch_dtype);
   const json sig = run_signature(o, corpus.cache_file());
-  AdamW opt(p, o.adam);
   p.set_compute_dtype(o.precision);
+  AdamW opt(p, o.adam);
   TrainGraph graph(p);
   const std::string metrics_path = o.out + "/metrics.jsonl";
   int64_t start = 0;
@@ -136,14 +156,15 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     if (st["run"] != sig)
       fail(ck, ": was written by a run with other settings (", st["run"].dump(), "); resume with the same ones");
     SafetensorsFile f(ck + "/optimizer.safetensors");
-    auto load = [&](const char* name, Tensor& dst) {
-      const TensorInfo* i = f.find(name);
-      if (!i || i->shape != Shape{int64_t(p.total)}) fail(ck, "/optimizer.safetensors: missing or mis-shaped '", name, "'");
-      std::memcpy(dst.data, f.tensor(*i).data, dst.nbytes());
-    };
-    load("params", p.params);
-    load("exp_avg", opt.exp_avg());
-    load("exp_avg_sq", opt.exp_avg_sq());
+    float* dst[] = {p.params.f32(), opt.exp_avg().f32(), opt.exp_avg_sq().f32()};
+    for (int k = 0; k < 3; ++k)
+      for (size_t i = 0; i < p.specs.size(); ++i) {
+        if (!p.trainable[i]) continue;
+        const std::string name = kOptParts[k] + p.specs[i].name;
+        const TensorInfo* ti = f.find(name);
+        if (!ti || ti->shape != p.specs[i].shape) fail(ck, "/optimizer.safetensors: missing or mis-shaped '", name, "'");
+        std::memcpy(dst[k] + p.offset[i], f.tensor(*ti).data, size_t(p.numel(i)) * 4);
+      }
     opt.set_step(st["optimizer_step"].get<int64_t>());
     p.refresh_compute();
     // Drop metrics an interrupted run logged after its last checkpoint.
@@ -242,7 +263,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       metrics << json{{"step", step + 1}, {"eval_loss", res.eval_loss}, {"eval_ppl", std::exp(res.eval_loss)}}.dump() << "\n"
               << std::flush;
     }
-    if ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last) save_checkpoint(o, p, opt, step + 1, sig, save_dtype);
+    if ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last) save_checkpoint(o, p, opt, step + 1, sig, save_dtype, o.lora);
     res.steps = step + 1;
     if (o.halt_after > 0 && step + 1 >= o.halt_after) break;
   }

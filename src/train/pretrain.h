@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "train/lora.h"
 #include "train/optimizer.h"
 
 namespace lamina {
@@ -25,7 +26,8 @@ struct PretrainOptions {
   std::vector<int64_t> freeze_layers;
   bool freeze_embeddings = false;
   bool only_new_layers = false;
-  DType precision = DType::F32;  // bf16: bf16 products, F32 master weights, optimizer, norms, loss  // LLaMA-Pro: train the layers listed in MODEL/expanded_layers.json
+  DType precision = DType::F32;
+  std::optional<LoraConfig> lora;  // train LoRA adapters on a frozen base; checkpoints are PEFT adapters  // bf16: bf16 products, F32 master weights, optimizer, norms, loss  // LLaMA-Pro: train the layers listed in MODEL/expanded_layers.json
   uint64_t shard_bytes = 5000000000ull;
 };
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <unordered_set>
 
 #include "core/error.h"
 #include "kernels/fast_math.h"
@@ -42,10 +43,10 @@ float* sized(Buf& b, int64_t n) {
 // With a BF16 W (mixed precision) x and dy are rounded to bf16 for the products; every product
 // accumulates and writes F32.
 void linear_fwd(const float* x, int64_t M, const Tensor& W, float* y) { linear(x, M, W, y); }
-void linear_bwd(const float* x, int64_t M, const Tensor& W, const Tensor& dW, const float* dy, float* dx,
+void linear_bwd(const float* x, int64_t M, const Tensor& W, const Tensor* dW, const float* dy, float* dx,
                 bool accumulate_dx) {
   const int64_t N = W.shape[0], K = W.shape[1];
-  float* gw = const_cast<float*>(dW.f32());
+  float* gw = dW ? const_cast<float*>(dW->f32()) : nullptr;  // null: frozen, no weight gradient
   if (W.dtype == DType::BF16) {
     thread_local std::vector<uint16_t> xb, dyb;
     xb.resize(size_t(M * K));
@@ -53,11 +54,11 @@ void linear_bwd(const float* x, int64_t M, const Tensor& W, const Tensor& dW, co
     to_bf16_parallel(x, xb.data(), M * K);
     to_bf16_parallel(dy, dyb.data(), M * N);
     if (dx) gemm_bf16(false, false, M, K, N, dyb.data(), N, W.as<uint16_t>(), K, dx, K, accumulate_dx);
-    gemm_bf16(true, false, N, K, M, dyb.data(), N, xb.data(), K, gw, K, true);
+    if (gw) gemm_bf16(true, false, N, K, M, dyb.data(), N, xb.data(), K, gw, K, true);
     return;
   }
   if (dx) gemm(false, false, M, K, N, dy, N, W.f32(), K, dx, K, accumulate_dx);
-  gemm(true, false, N, K, M, dy, N, x, K, gw, K, true);
+  if (gw) gemm(true, false, N, K, M, dy, N, x, K, gw, K, true);
 }
 
 struct ExpertActs {
@@ -68,6 +69,7 @@ struct ExpertActs {
 
 struct LayerActs {
   Buf x, xn1, q, k, v, att, xmid, xn2, g, u, h;
+  Buf lora_t[kLoraTargets];   // x · A^T of each adapted projection [N, r]
   Buf probs;                  // MoE router softmax [N, E]
   std::vector<int64_t> topi;  // [N, K]
   Buf topw;                   // renormalised weights [N, K]
@@ -102,6 +104,35 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   if (normalizer <= 0) normalizer = 1;
   Acts& a = *a_;
   a.layers.resize(size_t(L));
+  // Frozen tensors get no weight gradient (the product is skipped).
+  std::unordered_set<const void*> frozen;
+  for (size_t i = 0; i < p_.specs.size(); ++i)
+    if (!p_.trainable[i]) frozen.insert(p_.grad(i));
+  auto grad_of = [&](const Tensor& g) -> const Tensor* { return frozen.count(g.data) ? nullptr : &g; };
+  const float lora_scale = float(p_.lora_scale);
+  // A projection y = x W^T, plus LoRA's scale · (x A^T) B^T when the layer has an adapter there.
+  auto proj_fwd = [&](const float* x, int64_t M, const LayerWeights& lw, const Tensor& Wt, int tgt, Buf& tsave, float* y) {
+    linear_fwd(x, M, Wt, y);
+    const LoraPair& lp = lw.lora[tgt];
+    if (!lp.a.defined()) return;
+    const int64_t r = lp.a.shape[0], out = Wt.shape[0];
+    float* t = sized(tsave, M * r);
+    linear_fwd(x, M, lp.a, t);
+    Buf tmp(static_cast<size_t>(M * out));
+    linear_fwd(t, M, lp.b, tmp.data());
+    axpy(y, lora_scale, tmp.data(), M * out);
+  };
+  auto proj_bwd = [&](const float* x, int64_t M, const LayerWeights& lw, const LayerWeights& lg, const Tensor& Wt,
+                      const Tensor& dWt, int tgt, const Buf& tsave, const float* dy, float* dx, bool acc) {
+    linear_bwd(x, M, Wt, grad_of(dWt), dy, dx, acc);
+    const LoraPair& lp = lw.lora[tgt];
+    if (!lp.a.defined()) return;
+    const int64_t r = lp.a.shape[0], out = Wt.shape[0];
+    Buf dys(dy, dy + M * out), dt(static_cast<size_t>(M * r));
+    for (auto& v : dys) v *= lora_scale;
+    linear_bwd(tsave.data(), M, lp.b, grad_of(lg.lora[tgt].b), dys.data(), dt.data(), false);
+    linear_bwd(x, M, lp.a, grad_of(lg.lora[tgt].a), dt.data(), dx, true);
+  };
   a.pos.resize(size_t(N));
   for (int64_t i = 0; i < N; ++i) a.pos[size_t(i)] = i % T;
 
@@ -119,16 +150,16 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     float* q = sized(s.q, N * Q);
     float* k = sized(s.k, N * KV);
     float* v = sized(s.v, N * KV);
-    linear_fwd(xn1, N, lw.wq, q);
-    linear_fwd(xn1, N, lw.wk, k);
-    linear_fwd(xn1, N, lw.wv, v);
+    proj_fwd(xn1, N, lw, lw.wq, kLoraQ, s.lora_t[kLoraQ], q);
+    proj_fwd(xn1, N, lw, lw.wk, kLoraK, s.lora_t[kLoraK], k);
+    proj_fwd(xn1, N, lw, lw.wv, kLoraV, s.lora_t[kLoraV], v);
     rope(q, a.pos.data(), N, nh, hd, c.rope_theta);
     rope(k, a.pos.data(), N, nkv, hd, c.rope_theta);
     float* att = sized(s.att, N * Q);
     for (int64_t bi = 0; bi < B; ++bi)
       attention(q + bi * T * Q, k + bi * T * KV, v + bi * T * KV, att + bi * T * Q, T, 0, nh, nkv, hd, KV, window);
     float* xmid = sized(s.xmid, N * H);
-    linear_fwd(att, N, lw.wo, xmid);
+    proj_fwd(att, N, lw, lw.wo, kLoraO, s.lora_t[kLoraO], xmid);
     add_inplace(xmid, s.x.data(), N * H);
     float* xn2 = sized(s.xn2, N * H);
     rmsnorm(xmid, lw.mlp_norm.f32(), xn2, N, H, eps);
@@ -137,11 +168,11 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       float* g = sized(s.g, N * I);
       float* u = sized(s.u, N * I);
       float* h = sized(s.h, N * I);
-      linear_fwd(xn2, N, lw.w_gate, g);
-      linear_fwd(xn2, N, lw.w_up, u);
+      proj_fwd(xn2, N, lw, lw.w_gate, kLoraGate, s.lora_t[kLoraGate], g);
+      proj_fwd(xn2, N, lw, lw.w_up, kLoraUp, s.lora_t[kLoraUp], u);
       silu_mul(g, u, h, N * I);
       Buf out(static_cast<size_t>(N * H));
-      linear_fwd(h, N, lw.w_down, out.data());
+      proj_fwd(h, N, lw, lw.w_down, kLoraDown, s.lora_t[kLoraDown], out.data());
       add_inplace(x, out.data(), N * H);
     } else {
       float* pr = sized(s.probs, N * E);
@@ -230,7 +261,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       for (int64_t j = 0; j < V; ++j) row[j] = fast_exp(row[j] - flse) * scale;
       row[tgt] -= scale;
     }
-    if (backward) linear_bwd(xnf + r0 * H, cn, head, dhead, lg, dxnf + r0 * H, false);
+    if (backward) linear_bwd(xnf + r0 * H, cn, head, grad_of(dhead), lg, dxnf + r0 * H, false);
   }
   if (c.is_moe()) {
     // transformers' load_balancing_loss_func over all layers' router rows (R = L * N):
@@ -257,12 +288,12 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     float* dxn2 = sized(a.dxn, N * H);
     if (!c.is_moe()) {
       float* dh = sized(a.dh, N * I);
-      linear_bwd(s.h.data(), N, lw.w_down, lg.w_down, dx, dh, false);
+      proj_bwd(s.h.data(), N, lw, lg, lw.w_down, lg.w_down, kLoraDown, s.lora_t[kLoraDown], dx, dh, false);
       float* dg = sized(a.dg, N * I);
       float* du = sized(a.du, N * I);
       silu_mul_backward(s.g.data(), s.u.data(), dh, dg, du, N * I);
-      linear_bwd(s.xn2.data(), N, lw.w_gate, lg.w_gate, dg, dxn2, false);
-      linear_bwd(s.xn2.data(), N, lw.w_up, lg.w_up, du, dxn2, true);
+      proj_bwd(s.xn2.data(), N, lw, lg, lw.w_gate, lg.w_gate, kLoraGate, s.lora_t[kLoraGate], dg, dxn2, false);
+      proj_bwd(s.xn2.data(), N, lw, lg, lw.w_up, lg.w_up, kLoraUp, s.lora_t[kLoraUp], du, dxn2, true);
     } else {
       std::fill(dxn2, dxn2 + N * H, 0.f);
       Buf dtopw(static_cast<size_t>(N * K), 0.f);
@@ -282,12 +313,12 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
           dtopw[size_t(t * K + sl)] = float(dot);
         }
         float* dh = sized(a.dh, n * I);
-        linear_bwd(ex.h.data(), n, lw.e_down[size_t(e)], lg.e_down[size_t(e)], dy.data(), dh, false);
+        linear_bwd(ex.h.data(), n, lw.e_down[size_t(e)], grad_of(lg.e_down[size_t(e)]), dy.data(), dh, false);
         float* dg = sized(a.dg, n * I);
         float* du = sized(a.du, n * I);
         silu_mul_backward(ex.g.data(), ex.u.data(), dh, dg, du, n * I);
-        linear_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], lg.e_gate[size_t(e)], dg, dxs.data(), false);
-        linear_bwd(ex.xs.data(), n, lw.e_up[size_t(e)], lg.e_up[size_t(e)], du, dxs.data(), true);
+        linear_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], grad_of(lg.e_gate[size_t(e)]), dg, dxs.data(), false);
+        linear_bwd(ex.xs.data(), n, lw.e_up[size_t(e)], grad_of(lg.e_up[size_t(e)]), du, dxs.data(), true);
         for (int64_t i = 0; i < n; ++i) add_inplace(dxn2 + ex.rows[size_t(i)] * H, dxs.data() + i * H, H);
       }
       // Router: w_k = p_k / S over the top-k; dp_k = (dw_k - sum_j w_j dw_j) / S. The aux loss adds
@@ -308,14 +339,14 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
         for (int64_t e = 0; e < E; ++e) pdp += p[e] * dp[size_t(e)];
         for (int64_t e = 0; e < E; ++e) dlogit[size_t(t * E + e)] = float(p[e] * (dp[size_t(e)] - pdp));
       }
-      linear_bwd(s.xn2.data(), N, lw.router, lg.router, dlogit.data(), dxn2, true);
+      linear_bwd(s.xn2.data(), N, lw.router, grad_of(lg.router), dlogit.data(), dxn2, true);
     }
     // d xmid = dx (residual) + norm backward of dxn2
     rmsnorm_backward(s.xmid.data(), lw.mlp_norm.f32(), dxn2, dtmp, const_cast<float*>(lg.mlp_norm.f32()), N, H, eps);
     add_inplace(dx, dtmp, N * H);
     // Attention: xmid = x + att Wo^T
     float* datt = sized(a.datt, N * Q);
-    linear_bwd(s.att.data(), N, lw.wo, lg.wo, dx, datt, false);
+    proj_bwd(s.att.data(), N, lw, lg, lw.wo, lg.wo, kLoraO, s.lora_t[kLoraO], dx, datt, false);
     float* dq = sized(a.dq, N * Q);
     float* dk = sized(a.dk, N * KV);
     float* dv = sized(a.dv, N * KV);
@@ -325,9 +356,9 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     rope_backward(dq, a.pos.data(), N, nh, hd, c.rope_theta);
     rope_backward(dk, a.pos.data(), N, nkv, hd, c.rope_theta);
     float* dxn1 = sized(a.dxn, N * H);
-    linear_bwd(s.xn1.data(), N, lw.wq, lg.wq, dq, dxn1, false);
-    linear_bwd(s.xn1.data(), N, lw.wk, lg.wk, dk, dxn1, true);
-    linear_bwd(s.xn1.data(), N, lw.wv, lg.wv, dv, dxn1, true);
+    proj_bwd(s.xn1.data(), N, lw, lg, lw.wq, lg.wq, kLoraQ, s.lora_t[kLoraQ], dq, dxn1, false);
+    proj_bwd(s.xn1.data(), N, lw, lg, lw.wk, lg.wk, kLoraK, s.lora_t[kLoraK], dk, dxn1, true);
+    proj_bwd(s.xn1.data(), N, lw, lg, lw.wv, lg.wv, kLoraV, s.lora_t[kLoraV], dv, dxn1, true);
     rmsnorm_backward(s.x.data(), lw.attn_norm.f32(), dxn1, dtmp, const_cast<float*>(lg.attn_norm.f32()), N, H, eps);
     add_inplace(dx, dtmp, N * H);
   }

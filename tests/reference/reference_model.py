@@ -69,6 +69,19 @@ def mm(x, w, router=False):
     return x @ w.T
 
 
+# LoRA adapters: base weight name prefix (e.g. "model.layers.0.self_attn.q_proj") -> (A [r, in],
+# B [out, r], scale); proj() adds scale * (x A^T) B^T, as PEFT's LoRA Linear does.
+LORA = {}
+
+
+def proj(x, w, name):
+    y = mm(x, w[name + ".weight"])
+    if name in LORA:
+        A, B, scale = LORA[name]
+        y = y + scale * mm(mm(x, A), B)
+    return y
+
+
 def rms_norm(x, w, eps):
     # LlamaRMSNorm: variance in fp32, weight * normalized (cast back)
     xf = x.float()
@@ -93,9 +106,9 @@ def attention(cfg, w, p, x, positions):
     T = x.shape[0]
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     hd = cfg.get("head_dim") or cfg["hidden_size"] // nh
-    q = mm(x, w[p + "self_attn.q_proj.weight"]).view(T, nh, hd).transpose(0, 1)
-    k = mm(x, w[p + "self_attn.k_proj.weight"]).view(T, nkv, hd).transpose(0, 1)
-    v = mm(x, w[p + "self_attn.v_proj.weight"]).view(T, nkv, hd).transpose(0, 1)
+    q = proj(x, w, p + "self_attn.q_proj").view(T, nh, hd).transpose(0, 1)
+    k = proj(x, w, p + "self_attn.k_proj").view(T, nkv, hd).transpose(0, 1)
+    v = proj(x, w, p + "self_attn.v_proj").view(T, nkv, hd).transpose(0, 1)
     cos, sin = rope_cos_sin(positions, hd, cfg.get("rope_theta", 10000.0))
     q = q * cos + rotate_half(q) * sin
     k = k * cos + rotate_half(k) * sin
@@ -112,7 +125,7 @@ def attention(cfg, w, p, x, positions):
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     out = (probs @ v).transpose(0, 1).reshape(T, nh * hd)
-    return mm(out, w[p + "self_attn.o_proj.weight"])
+    return proj(out, w, p + "self_attn.o_proj")
 
 
 def swiglu(x, gate, up, down):
@@ -160,7 +173,8 @@ def forward(cfg, w, ids, router_log=None):
         if cfg["model_type"] == "mixtral":
             x = x + moe(cfg, w, p, h, router_log)
         else:
-            x = x + swiglu(h, w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"], w[p + "mlp.down_proj.weight"])
+            g = F.silu(proj(h, w, p + "mlp.gate_proj")) * proj(h, w, p + "mlp.up_proj")
+            x = x + proj(g, w, p + "mlp.down_proj")
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else w["lm_head.weight"]
     return mm(x, head)

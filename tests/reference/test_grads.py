@@ -133,6 +133,72 @@ def check_adamw(report, lamina, probe, tmp):
                  worst < 5e-5 and norm_err < 1e-4)  # updates total ~3e-2 per parameter
 
 
+def check_lora(report, lamina, probe, tmp):
+    """LoRA on all seven projections of a llama: adapter gradients against autograd over the
+    reference with PEFT's LoRA Linear; then the saved adapter's names/config are PEFT's, and
+    lamina merge-lora gives the logits of base + adapter."""
+    d = os.path.join(tmp, "llama")
+    cfg, w = reference_model.load_model_dir(d)
+    batch = json.load(open(os.path.join(tmp, "llama.batch.json")))
+    batch["precision"] = "f32"
+    adapter = os.path.join(tmp, "adapter")
+    os.makedirs(adapter, exist_ok=True)
+    r, alpha = 4, 8.0
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    batch["lora"] = {"r": r, "alpha": alpha, "targets": targets, "b_std": 0.2, "save": adapter}
+    bf = os.path.join(tmp, "lora.batch.json")
+    json.dump(batch, open(bf, "w"))
+    prefix = os.path.join(tmp, "lora")
+    subprocess.run([probe, d, bf, prefix], check=True)
+    grads, params_flat = np.load(prefix + ".grads.npy"), np.load(prefix + ".params.npy")
+    meta = json.load(open(prefix + ".json"))
+    lora = {}
+    for t in meta["tensors"]:
+        if t["name"].startswith("base_model.model."):
+            lora[t["name"]] = (torch.from_numpy(params_flat[t["offset"] : t["offset"] + t["numel"]].copy()).requires_grad_(True), t)
+    reference_model.LORA = {}
+    for name, (val, t) in lora.items():
+        if name.endswith("lora_A.weight"):
+            base = name[len("base_model.model."):-len(".lora_A.weight")]
+            A = val.view(r, -1)
+            Bv, _ = lora[name.replace("lora_A", "lora_B")]
+            reference_model.LORA[base] = (A, Bv.view(-1, r), alpha / r)
+    loss, _ = reference_loss(cfg, w, batch, 0.0)
+    loss.backward()
+    reference_model.LORA = {}
+    worst = 0.0
+    for name, (val, t) in lora.items():
+        g = grads[t["offset"] : t["offset"] + t["numel"]]
+        ref = val.grad.numpy()
+        worst = max(worst, np.linalg.norm(g - ref) / max(np.linalg.norm(ref), 1e-6))
+    report.check(f"LoRA (r {r}, 7 projections): adapter gradients match autograd (worst relative error {worst:.2e})",
+                 len(lora) == 2 * 7 * cfg["num_hidden_layers"] and worst <= 1e-3)
+    # PEFT's format.
+    acfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
+    names = set(reference_model.read_safetensors(os.path.join(adapter, "adapter_model.safetensors")))
+    want_keys = {"peft_type", "task_type", "r", "lora_alpha", "lora_dropout", "target_modules", "bias",
+                 "base_model_name_or_path", "fan_in_fan_out", "inference_mode"}
+    report.check("adapter_config.json and tensor names are PEFT's",
+                 want_keys <= set(acfg) and acfg["peft_type"] == "LORA" and acfg["r"] == r
+                 and "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in names
+                 and "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight" in names and len(names) == len(lora))
+    # merge-lora == base + adapter.
+    merged = os.path.join(tmp, "merged")
+    subprocess.run([lamina, "merge-lora", "--model", d, "--adapter", adapter, "--out", merged], check=True, stdout=subprocess.DEVNULL)
+    ids = batch["tokens"][:12]
+    out = os.path.join(tmp, "merged.npy")
+    subprocess.run([lamina, "score", "--model", merged, "--ids", ",".join(map(str, ids)), "--dump-logits", out], check=True,
+                   stdout=subprocess.DEVNULL)
+    ad = reference_model.read_safetensors(os.path.join(adapter, "adapter_model.safetensors"))
+    reference_model.LORA = {n[len("base_model.model."):-len(".lora_A.weight")]:
+                            (ad[n], ad[n.replace("lora_A", "lora_B")], alpha / r) for n in ad if n.endswith("lora_A.weight")}
+    with torch.no_grad():
+        want = reference_model.forward(cfg, w, ids).numpy()
+    reference_model.LORA = {}
+    err = np.abs(np.load(out) - want).max()
+    report.check(f"merge-lora gives the logits of base + adapter (max err {err:.1e})", err < 1e-4)
+
+
 def main():
     lamina, probe = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     torch.manual_seed(0)
@@ -141,6 +207,7 @@ def main():
         for name in CASES:
             run_case(report, lamina, probe, name, tmp)
         check_adamw(report, lamina, probe, tmp)
+        check_lora(report, lamina, probe, tmp)
     report.finish()
 
 

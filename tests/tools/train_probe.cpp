@@ -13,6 +13,9 @@
 #include "io/mapped_file.h"
 #include "io/npy.h"
 #include "io/output_dir.h"
+#include <random>
+
+#include "train/lora.h"
 #include "train/optimizer.h"
 #include "train/train_graph.h"
 
@@ -36,10 +39,27 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < b.targets.size(); ++i)
       if (b.targets[i] >= 0) wsum += b.weights[i];
     if (j.contains("precision")) p.set_compute_dtype(parse_dtype(j["precision"], "precision"));
+    if (j.contains("lora")) {
+      // Adapters with a random (not zero) B so that A's gradient is not trivially zero.
+      auto& lj = j["lora"];
+      LoraConfig lc;
+      lc.r = lj["r"];
+      lc.alpha = lj["alpha"];
+      lc.targets = lj["targets"].get<std::vector<std::string>>();
+      add_lora(p, lc);
+      std::mt19937 rng(5);
+      std::normal_distribution<float> nd(0.f, lj.value("b_std", 0.1f));
+      for (size_t i = 0; i < p.specs.size(); ++i)
+        if (p.specs[i].name.find("lora_B") != std::string::npos)
+          for (int64_t k = 0; k < p.numel(i); ++k) p.param(i)[k] = nd(rng);
+      p.refresh_compute();
+      if (lj.contains("save")) save_lora_adapter(p, lc, lj["save"], argv[1]);
+    }
     TrainGraph g(p);
     p.zero_grads();
     StepStats st = g.step(b, wsum, j.value("aux_coef", 0.0));
     write_npy(std::string(argv[3]) + ".grads.npy", p.grads);
+    write_npy(std::string(argv[3]) + ".params.npy", p.params);
     nlohmann::json out = {{"loss", st.loss_sum / wsum}, {"aux_loss", st.aux_loss}, {"tokens", st.tokens}};
     for (size_t i = 0; i < p.specs.size(); ++i)
       out["tensors"].push_back({{"name", p.specs[i].name}, {"offset", p.offset[i]}, {"numel", p.numel(i)}});
