@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "kernels/matmul.h"
 #include "train/pretrain.h"
 
@@ -69,6 +70,7 @@ int cmd_pretrain(int argc, char** argv) {
           {"lora-r", "R", "train LoRA adapters of rank R on a frozen base (checkpoints: PEFT adapters)", ""},
           {"lora-alpha", "A", "LoRA alpha (scale alpha/r)", "16"},
           {"lora-targets", "LIST", "LoRA modules: q,k,v,o,gate,up,down or all", "q,v"},
+          {"recompute", "", "recompute each layer's activations in backward (less memory, ~1/3 more compute)", ""},
           {"precision", "f32|bf16", "bf16: mixed precision (bf16 products, F32 masters and optimizer)", "f32"},
           {"freeze-layers", "LIST", "layers not trained, e.g. 0-7,12", ""},
           {"freeze-embeddings", "", "do not train the embedding, LM head and final norm", ""},
@@ -105,6 +107,7 @@ int cmd_pretrain(int argc, char** argv) {
   o.freeze_embeddings = a.flag("freeze-embeddings");
   o.only_new_layers = a.flag("only-new-layers");
   o.precision = parse_dtype(a.str("precision"), "--precision");
+  o.recompute = a.flag("recompute");
   if (a.given("lora-r")) {
     LoraConfig lc;
     lc.r = a.integer("lora-r");
@@ -117,6 +120,7 @@ int cmd_pretrain(int argc, char** argv) {
   auto r = run_pretrain(o);
   std::printf("trained %lld steps: last loss %.4f", (long long)r.steps, r.last_loss);
   if (r.eval_loss >= 0) std::printf(", eval loss %.4f", r.eval_loss);
+  std::printf(", peak memory %s", format_bytes(double(r.peak_rss)).c_str());
   std::printf("\n  model:   %s\n  metrics: %s\n  plot:    %s\n", r.final_dir.c_str(), r.metrics_file.c_str(), r.plot_file.c_str());
   return 0;
 }

@@ -147,6 +147,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   p.set_compute_dtype(o.precision);
   AdamW opt(p, o.adam);
   TrainGraph graph(p);
+  graph.set_recompute(o.recompute);
   const std::string metrics_path = o.out + "/metrics.jsonl";
   int64_t start = 0;
   if (o.resume) {
@@ -251,6 +252,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
               {"epoch", double((step + 1) * per_step) / double(n_train)},
               {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()}};
     if (cfg.is_moe()) m["aux_loss"] = aux;
+    m["peak_rss_mb"] = double(peak_rss_bytes()) / 1e6;
     metrics << m.dump() << "\n" << std::flush;
     res.last_loss = loss;
     char note[160];
@@ -281,6 +283,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   res.plot_file = o.out + "/loss.svg";
   write_svg_plot(res.plot_file, "lamina pretrain: " + fs::path(o.model).filename().string(), {train, eval});
   res.metrics_file = metrics_path;
+  res.peak_rss = peak_rss_bytes();
   int64_t s;
   res.final_dir = latest_checkpoint(o.out, &s);
   return res;

@@ -27,6 +27,7 @@ struct PretrainOptions {
   bool freeze_embeddings = false;
   bool only_new_layers = false;
   DType precision = DType::F32;
+  bool recompute = false;  // activation recomputation (gradient checkpointing) per layer
   std::optional<LoraConfig> lora;  // train LoRA adapters on a frozen base; checkpoints are PEFT adapters  // bf16: bf16 products, F32 master weights, optimizer, norms, loss  // LLaMA-Pro: train the layers listed in MODEL/expanded_layers.json
   uint64_t shard_bytes = 5000000000ull;
 };
@@ -34,6 +35,7 @@ struct PretrainOptions {
 struct PretrainResult {
   int64_t steps = 0;
   double last_loss = 0, eval_loss = -1;
+  uint64_t peak_rss = 0;
   std::string final_dir, metrics_file, plot_file;
 };
 

@@ -80,6 +80,9 @@ struct LayerActs {
 
 struct TrainGraph::Acts {
   std::vector<LayerActs> layers;
+  LayerActs scratch;               // recomputation: the one layer being worked on
+  std::vector<Buf> xin;            // recomputation: each layer's input [N, H]
+  std::vector<double> expert_psum; // MoE: router probabilities summed per expert over all layers
   Buf xf, xnf, dx, dtmp, dxn, dq, dk, dv, datt, dh, dg, du, chunk, dchunk;
   std::vector<int64_t> pos;
   std::vector<int64_t> expert_count;  // MoE: (token, slot) pairs per expert over all layers
@@ -103,7 +106,6 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   if (T > c.max_position_embeddings) fail("sequence length ", T, " exceeds max_position_embeddings ", c.max_position_embeddings);
   if (normalizer <= 0) normalizer = 1;
   Acts& a = *a_;
-  a.layers.resize(size_t(L));
   // Frozen tensors get no weight gradient (the product is skipped).
   std::unordered_set<const void*> frozen;
   for (size_t i = 0; i < p_.specs.size(); ++i)
@@ -141,83 +143,96 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   float* x = sized(x0, N * H);
   embedding(p_.weights.embed, b.tokens.data(), N, x);  // [N, H], from the F32 masters
   a.expert_count.assign(size_t(E), 0);
-  for (int64_t l = 0; l < L; ++l) {
+  // One decoder layer forward: x [N, H] in place from the layer's input to its output, saving in s
+  // what backward needs. count: add to the MoE routing counts (not when recomputing).
+  auto layer_fwd = [&](int64_t l, float* x, LayerActs& s, bool count) {
     const LayerWeights& lw = W.layers[size_t(l)];
-    LayerActs& s = a.layers[size_t(l)];
     s.x.assign(x, x + N * H);
-    float* xn1 = sized(s.xn1, N * H);
-    rmsnorm(s.x.data(), lw.attn_norm.f32(), xn1, N, H, eps);
-    float* q = sized(s.q, N * Q);
-    float* k = sized(s.k, N * KV);
-    float* v = sized(s.v, N * KV);
-    proj_fwd(xn1, N, lw, lw.wq, kLoraQ, s.lora_t[kLoraQ], q);
-    proj_fwd(xn1, N, lw, lw.wk, kLoraK, s.lora_t[kLoraK], k);
-    proj_fwd(xn1, N, lw, lw.wv, kLoraV, s.lora_t[kLoraV], v);
-    rope(q, a.pos.data(), N, nh, hd, c.rope_theta);
-    rope(k, a.pos.data(), N, nkv, hd, c.rope_theta);
-    float* att = sized(s.att, N * Q);
-    for (int64_t bi = 0; bi < B; ++bi)
-      attention(q + bi * T * Q, k + bi * T * KV, v + bi * T * KV, att + bi * T * Q, T, 0, nh, nkv, hd, KV, window);
-    float* xmid = sized(s.xmid, N * H);
-    proj_fwd(att, N, lw, lw.wo, kLoraO, s.lora_t[kLoraO], xmid);
-    add_inplace(xmid, s.x.data(), N * H);
-    float* xn2 = sized(s.xn2, N * H);
-    rmsnorm(xmid, lw.mlp_norm.f32(), xn2, N, H, eps);
-    std::memcpy(x, xmid, size_t(N * H) * sizeof(float));
-    if (!c.is_moe()) {
-      float* g = sized(s.g, N * I);
-      float* u = sized(s.u, N * I);
-      float* h = sized(s.h, N * I);
-      proj_fwd(xn2, N, lw, lw.w_gate, kLoraGate, s.lora_t[kLoraGate], g);
-      proj_fwd(xn2, N, lw, lw.w_up, kLoraUp, s.lora_t[kLoraUp], u);
-      silu_mul(g, u, h, N * I);
-      Buf out(static_cast<size_t>(N * H));
-      proj_fwd(h, N, lw, lw.w_down, kLoraDown, s.lora_t[kLoraDown], out.data());
-      add_inplace(x, out.data(), N * H);
-    } else {
-      float* pr = sized(s.probs, N * E);
-      linear_fwd(xn2, N, lw.router, pr);
-      softmax_rows(pr, N, E);
-      s.topi.assign(size_t(N * K), 0);
-      s.topw.assign(size_t(N * K), 0.f);
-      s.experts.assign(size_t(E), {});
-      std::vector<int64_t> idx(static_cast<size_t>(E));
-      for (int64_t t = 0; t < N; ++t) {
-        const float* p = pr + t * E;
-        std::iota(idx.begin(), idx.end(), 0);
-        std::partial_sort(idx.begin(), idx.begin() + K, idx.end(),
-                          [p](int64_t u_, int64_t v_) { return p[u_] > p[v_] || (p[u_] == p[v_] && u_ < v_); });
-        float sum = 0.f;
-        for (int64_t j = 0; j < K; ++j) sum += p[idx[size_t(j)]];
-        for (int64_t j = 0; j < K; ++j) {
-          const int64_t e = idx[size_t(j)];
-          s.topi[size_t(t * K + j)] = e;
-          s.topw[size_t(t * K + j)] = p[e] / sum;
-          s.experts[size_t(e)].rows.push_back(t);
-          s.experts[size_t(e)].slot.push_back(j);
-          a.expert_count[size_t(e)]++;
+      s.x.assign(x, x + N * H);
+      float* xn1 = sized(s.xn1, N * H);
+      rmsnorm(s.x.data(), lw.attn_norm.f32(), xn1, N, H, eps);
+      float* q = sized(s.q, N * Q);
+      float* k = sized(s.k, N * KV);
+      float* v = sized(s.v, N * KV);
+      proj_fwd(xn1, N, lw, lw.wq, kLoraQ, s.lora_t[kLoraQ], q);
+      proj_fwd(xn1, N, lw, lw.wk, kLoraK, s.lora_t[kLoraK], k);
+      proj_fwd(xn1, N, lw, lw.wv, kLoraV, s.lora_t[kLoraV], v);
+      rope(q, a.pos.data(), N, nh, hd, c.rope_theta);
+      rope(k, a.pos.data(), N, nkv, hd, c.rope_theta);
+      float* att = sized(s.att, N * Q);
+      for (int64_t bi = 0; bi < B; ++bi)
+        attention(q + bi * T * Q, k + bi * T * KV, v + bi * T * KV, att + bi * T * Q, T, 0, nh, nkv, hd, KV, window);
+      float* xmid = sized(s.xmid, N * H);
+      proj_fwd(att, N, lw, lw.wo, kLoraO, s.lora_t[kLoraO], xmid);
+      add_inplace(xmid, s.x.data(), N * H);
+      float* xn2 = sized(s.xn2, N * H);
+      rmsnorm(xmid, lw.mlp_norm.f32(), xn2, N, H, eps);
+      std::memcpy(x, xmid, size_t(N * H) * sizeof(float));
+      if (!c.is_moe()) {
+        float* g = sized(s.g, N * I);
+        float* u = sized(s.u, N * I);
+        float* h = sized(s.h, N * I);
+        proj_fwd(xn2, N, lw, lw.w_gate, kLoraGate, s.lora_t[kLoraGate], g);
+        proj_fwd(xn2, N, lw, lw.w_up, kLoraUp, s.lora_t[kLoraUp], u);
+        silu_mul(g, u, h, N * I);
+        Buf out(static_cast<size_t>(N * H));
+        proj_fwd(h, N, lw, lw.w_down, kLoraDown, s.lora_t[kLoraDown], out.data());
+        add_inplace(x, out.data(), N * H);
+      } else {
+        float* pr = sized(s.probs, N * E);
+        linear_fwd(xn2, N, lw.router, pr);
+        softmax_rows(pr, N, E);
+        s.topi.assign(size_t(N * K), 0);
+        s.topw.assign(size_t(N * K), 0.f);
+        s.experts.assign(size_t(E), {});
+        std::vector<int64_t> idx(static_cast<size_t>(E));
+        for (int64_t t = 0; t < N; ++t) {
+          const float* p = pr + t * E;
+          std::iota(idx.begin(), idx.end(), 0);
+          std::partial_sort(idx.begin(), idx.begin() + K, idx.end(),
+                            [p](int64_t u_, int64_t v_) { return p[u_] > p[v_] || (p[u_] == p[v_] && u_ < v_); });
+          float sum = 0.f;
+          for (int64_t j = 0; j < K; ++j) sum += p[idx[size_t(j)]];
+          for (int64_t j = 0; j < K; ++j) {
+            const int64_t e = idx[size_t(j)];
+            s.topi[size_t(t * K + j)] = e;
+            s.topw[size_t(t * K + j)] = p[e] / sum;
+            s.experts[size_t(e)].rows.push_back(t);
+            s.experts[size_t(e)].slot.push_back(j);
+            if (count) a.expert_count[size_t(e)]++;
+          }
+        }
+        for (int64_t e = 0; e < E; ++e) {
+          ExpertActs& ex = s.experts[size_t(e)];
+          const int64_t n = int64_t(ex.rows.size());
+          if (!n) continue;
+          float* xs = sized(ex.xs, n * H);
+          for (int64_t i = 0; i < n; ++i) std::copy_n(xn2 + ex.rows[size_t(i)] * H, H, xs + i * H);
+          float* g = sized(ex.g, n * I);
+          float* u = sized(ex.u, n * I);
+          float* h = sized(ex.h, n * I);
+          float* y = sized(ex.y, n * H);
+          linear_fwd(xs, n, lw.e_gate[size_t(e)], g);
+          linear_fwd(xs, n, lw.e_up[size_t(e)], u);
+          silu_mul(g, u, h, n * I);
+          linear_fwd(h, n, lw.e_down[size_t(e)], y);
+          for (int64_t i = 0; i < n; ++i) {
+            const int64_t t = ex.rows[size_t(i)];
+            axpy(x + t * H, s.topw[size_t(t * K + ex.slot[size_t(i)])], y + i * H, H);
+          }
         }
       }
-      for (int64_t e = 0; e < E; ++e) {
-        ExpertActs& ex = s.experts[size_t(e)];
-        const int64_t n = int64_t(ex.rows.size());
-        if (!n) continue;
-        float* xs = sized(ex.xs, n * H);
-        for (int64_t i = 0; i < n; ++i) std::copy_n(xn2 + ex.rows[size_t(i)] * H, H, xs + i * H);
-        float* g = sized(ex.g, n * I);
-        float* u = sized(ex.u, n * I);
-        float* h = sized(ex.h, n * I);
-        float* y = sized(ex.y, n * H);
-        linear_fwd(xs, n, lw.e_gate[size_t(e)], g);
-        linear_fwd(xs, n, lw.e_up[size_t(e)], u);
-        silu_mul(g, u, h, n * I);
-        linear_fwd(h, n, lw.e_down[size_t(e)], y);
-        for (int64_t i = 0; i < n; ++i) {
-          const int64_t t = ex.rows[size_t(i)];
-          axpy(x + t * H, s.topw[size_t(t * K + ex.slot[size_t(i)])], y + i * H, H);
-        }
-      }
-    }
+  };
+  a.expert_psum.assign(size_t(E), 0.0);
+  if (recompute_) a.layers.clear(), a.xin.resize(size_t(L));
+  else a.layers.resize(size_t(L));
+  for (int64_t l = 0; l < L; ++l) {
+    // With recomputation only each layer's input is kept; backward runs the layer again.
+    LayerActs& s = recompute_ ? a.scratch : a.layers[size_t(l)];
+    if (recompute_) a.xin[size_t(l)].assign(x, x + N * H);
+    layer_fwd(l, x, s, true);
+    for (int64_t t = 0; t < N && c.is_moe(); ++t)
+      for (int64_t e = 0; e < E; ++e) a.expert_psum[size_t(e)] += s.probs[size_t(t * E + e)];
   }
   a.xf.assign(x, x + N * H);
   float* xnf = sized(a.xnf, N * H);
@@ -268,9 +283,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     // aux = E * sum_e (count_e / R) * (sum_rows p_e / R).
     const double R = double(L * N);
     for (int64_t e = 0; e < E; ++e) {
-      double psum = 0;
-      for (int64_t l = 0; l < L; ++l)
-        for (int64_t t = 0; t < N; ++t) psum += a.layers[size_t(l)].probs[size_t(t * E + e)];
+      const double psum = a.expert_psum[size_t(e)];
       st.aux_loss += double(E) * (double(a.expert_count[size_t(e)]) / R) * (psum / R);
     }
   }
@@ -283,7 +296,11 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   for (int64_t l = L - 1; l >= 0; --l) {
     const LayerWeights& lw = W.layers[size_t(l)];
     const LayerWeights& lg = G.layers[size_t(l)];
-    LayerActs& s = a.layers[size_t(l)];
+    if (recompute_) {
+      Buf xr = a.xin[size_t(l)];
+      layer_fwd(l, xr.data(), a.scratch, false);
+    }
+    LayerActs& s = recompute_ ? a.scratch : a.layers[size_t(l)];
     // MLP: x_out = xmid + mlp(xn2); dx is d x_out.
     float* dxn2 = sized(a.dxn, N * H);
     if (!c.is_moe()) {

@@ -38,12 +38,17 @@ class TrainGraph {
   StepStats step(const Batch& b, double normalizer, double aux_coef, bool backward = true);
   // log p(target) for every row (0 where target < 0), from the last step() call.
   const std::vector<float>& token_logprobs() const { return logprobs_; }
+  // Activation recomputation (gradient checkpointing): keep only each layer's input during the
+  // forward and run the layer again in backward. Same gradients, ~1/3 more compute, activation
+  // memory of one layer instead of all.
+  void set_recompute(bool on) { recompute_ = on; }
 
  private:
   struct Acts;
   ParamStore& p_;
   Acts* a_;
   std::vector<float> logprobs_;
+  bool recompute_ = false;
 };
 
 }  // namespace lamina

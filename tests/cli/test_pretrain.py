@@ -131,6 +131,13 @@ def main():
         s_merged = json.loads(run("score", "--model", merged, "--text", sample, "--json").stdout)["perplexity"]
         check("merged LoRA model scores the corpus better than the base", s_merged < 0.75 * s_base, f"ppl {s_base:.1f} -> {s_merged:.1f}")
 
+        # Activation recomputation gives the same run.
+        rc = os.path.join(tmp, "recompute")
+        run("pretrain", *common, "--out", rc, "--batch-size", "4", "--grad-accum", "1", "--max-steps", "2", "--val-fraction", "0",
+            "--recompute")
+        mr = [x["loss"] for x in metrics(rc)]
+        check("--recompute gives the same losses", np.allclose(mr, m1, rtol=1e-6), f"{mr} vs {m1}")
+
         # YAML config gives the same run as flags.
         cfg = os.path.join(tmp, "pretrain.yaml")
         open(cfg, "w").write(f"model: {base}\ndata: [{corpus}]\nseq_len: 32\nlr: 3.0e-3\nwarmup_ratio: 0.1\nbatch_size: 4\n"

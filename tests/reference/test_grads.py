@@ -28,6 +28,8 @@ CASES = {
     "mistral-window": (["--shape", "tiny-mistral", "--sliding-window", "5"], 0.0),
     "mixtral-aux": (["--shape", "tiny-mixtral"], 0.02),
     "mixtral-fused-aux": (["--shape", "tiny-mixtral", "--moe-layout", "fused"], 0.5),
+    "llama-recompute": (["--shape", "tiny"], 0.0, "f32", 1e-3, True),
+    "mixtral-recompute": (["--shape", "tiny-mixtral", "--moe-layout", "fused"], 0.1, "f32", 1e-3, True),
     "llama-bf16": (["--shape", "tiny"], 0.0, "bf16", 2e-2),
     "mixtral-bf16": (["--shape", "tiny-mixtral"], 0.02, "bf16", 2e-2),
 }
@@ -54,7 +56,7 @@ def reference_loss(cfg, w, batch, aux_coef):
 
 def run_case(report, lamina, probe, name, tmp):
     init_args, aux_coef, *rest = CASES[name]
-    precision, tol = rest if rest else ("f32", 1e-3)
+    precision, tol, recompute = (list(rest) + [False])[:3] if rest else ("f32", 1e-3, False)
     d = os.path.join(tmp, name)
     subprocess.run([lamina, "init", "--out", d, "--std", "0.15", "--random-norms", "--seed", "11"] + init_args,
                    check=True, stdout=subprocess.DEVNULL)
@@ -66,7 +68,7 @@ def run_case(report, lamina, probe, name, tmp):
     targets[[0, 5, 17]] = -1  # unscored rows
     weights = rng.uniform(0.1, 1.0, size=B * T).round(3)
     batch = {"B": B, "T": T, "tokens": tokens, "targets": targets.tolist(), "weights": weights.tolist(), "aux_coef": aux_coef,
-             "precision": precision}
+             "precision": precision, "recompute": recompute}
     bf = os.path.join(tmp, name + ".batch.json")
     json.dump(batch, open(bf, "w"))
     prefix = os.path.join(tmp, name)

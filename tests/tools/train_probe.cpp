@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
       if (lj.contains("save")) save_lora_adapter(p, lc, lj["save"], argv[1]);
     }
     TrainGraph g(p);
+    g.set_recompute(j.value("recompute", false));
     p.zero_grads();
     StepStats st = g.step(b, wsum, j.value("aux_coef", 0.0));
     write_npy(std::string(argv[3]) + ".grads.npy", p.grads);
