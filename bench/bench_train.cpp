@@ -16,7 +16,8 @@ using namespace lamina;
 
 int main(int argc, char** argv) {
   if (argc < 5 || argc > 7) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR BATCH SEQ_LEN STEPS [f32|bf16] [recompute]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL_DIR BATCH SEQ_LEN STEPS [f32|bf16] [recompute]\n",
+                 argv[0]);
     return 2;
   }
   try {
@@ -26,7 +27,8 @@ int main(int argc, char** argv) {
     const int64_t V = p.cfg.vocab_size;
     std::vector<std::vector<int32_t>> rows(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t <= T; ++t) rows[size_t(b)].push_back(int32_t((b * 7919 + t * 104729 + 13) % V));
+      for (int64_t t = 0; t <= T; ++t)
+        rows[size_t(b)].push_back(int32_t((b * 7919 + t * 104729 + 13) % V));
     Batch batch = Batch::language_model(rows);
     TrainGraph g(p);
     g.set_recompute(argc == 7 && std::string(argv[6]) == "recompute");
@@ -42,8 +44,11 @@ int main(int argc, char** argv) {
       double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (s > 0) best = std::min(best, dt), total += dt;
     }
-    std::printf("{\"tokens_per_s\": %.2f, \"best_tokens_per_s\": %.2f, \"peak_rss_mb\": %.1f, \"threads\": %d}\n",
-                double(B * T * steps) / total, double(B * T) / best, double(peak_rss_bytes()) / 1e6, num_threads());
+    std::printf(
+        "{\"tokens_per_s\": %.2f, \"best_tokens_per_s\": %.2f, \"peak_rss_mb\": %.1f, \"threads\": "
+        "%d}\n",
+        double(B * T * steps) / total, double(B * T) / best, double(peak_rss_bytes()) / 1e6,
+        num_threads());
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

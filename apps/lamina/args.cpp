@@ -77,8 +77,10 @@ void Args::merge_yaml(const std::string& path) {
       if (!s->repeat) fail(path, ": option '", key, "' takes one value");
       for (const auto& e : it.second) v.push_back(e.as<std::string>());
     } else if (s->metavar.empty()) {
-      if (it.second.as<bool>()) v.push_back("1");
-      else values_.erase(key);
+      if (it.second.as<bool>())
+        v.push_back("1");
+      else
+        values_.erase(key);
     } else {
       v.push_back(it.second.as<std::string>());
     }

@@ -8,8 +8,9 @@
 namespace lamina {
 
 int cmd_merge_lora(int argc, char** argv) {
-  Args a("merge-lora", "Write base + adapter as a full HF model directory (PEFT adapter: adapter_config.json +\n"
-                       "adapter_model.safetensors).",
+  Args a("merge-lora",
+         "Write base + adapter as a full HF model directory (PEFT adapter: adapter_config.json +\n"
+         "adapter_model.safetensors).",
          {{"model", "DIR", "base model", kRequired},
           {"adapter", "DIR", "PEFT LoRA adapter directory", kRequired},
           {"out", "DIR", "output model directory", kRequired},

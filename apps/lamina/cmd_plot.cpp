@@ -11,7 +11,8 @@ namespace lamina {
 
 int cmd_plot(int argc, char** argv) {
   Args a("plot",
-         "Plot one metric of several training runs on one SVG. Each --run is METRICS.jsonl[:LABEL]; the\n"
+         "Plot one metric of several training runs on one SVG. Each --run is "
+         "METRICS.jsonl[:LABEL]; the\n"
          "x axis is the step (or --x, e.g. tokens) and the y axis --metric.",
          {{"run", "FILE[:LABEL]", "a metrics.jsonl written by lamina pretrain", kRequired, true},
           {"metric", "KEY", "the field to plot", "eval_loss"},
@@ -26,7 +27,8 @@ int cmd_plot(int argc, char** argv) {
   const double xs = a.number("x-scale");
   for (auto& spec : a.all("run")) {
     std::string file = spec, label = spec;
-    if (auto c = spec.rfind(':'); c != std::string::npos) file = spec.substr(0, c), label = spec.substr(c + 1);
+    if (auto c = spec.rfind(':'); c != std::string::npos)
+      file = spec.substr(0, c), label = spec.substr(c + 1);
     std::ifstream in(file);
     if (!in) fail(file, ": cannot open");
     Series s{label, colors[series.size() % 6], {}};

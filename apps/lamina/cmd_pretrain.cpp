@@ -19,7 +19,8 @@ std::vector<int64_t> parse_layer_list(const std::string& s) {
     if (part.empty()) continue;
     try {
       size_t dash = part.find('-');
-      int64_t a = std::stoll(part.substr(0, dash)), b = dash == std::string::npos ? a : std::stoll(part.substr(dash + 1));
+      int64_t a = std::stoll(part.substr(0, dash)),
+              b = dash == std::string::npos ? a : std::stoll(part.substr(dash + 1));
       if (b < a) throw 0;
       for (int64_t l = a; l <= b; ++l) out.push_back(l);
     } catch (...) {
@@ -33,10 +34,14 @@ std::vector<int64_t> parse_layer_list(const std::string& s) {
 
 int cmd_pretrain(int argc, char** argv) {
   Args a("pretrain",
-         "Continue pretraining a model on plain text (.txt, documents separated by blank lines) or JSONL with a\n"
-         "\"text\" field: documents joined with EOS, packed into --seq-len windows, tokenised once and cached.\n"
-         "Writes OUT/metrics.jsonl, OUT/loss.svg and OUT/checkpoint-STEP/ (a complete HF model directory plus\n"
-         "optimizer.safetensors and trainer_state.json; the last one is the final model). --config takes the\n"
+         "Continue pretraining a model on plain text (.txt, documents separated by blank lines) or "
+         "JSONL with a\n"
+         "\"text\" field: documents joined with EOS, packed into --seq-len windows, tokenised once "
+         "and cached.\n"
+         "Writes OUT/metrics.jsonl, OUT/loss.svg and OUT/checkpoint-STEP/ (a complete HF model "
+         "directory plus\n"
+         "optimizer.safetensors and trainer_state.json; the last one is the final model). --config "
+         "takes the\n"
          "same options from a YAML file (keys as below, '_' or '-'); the command line wins.",
          {{"model", "DIR", "model to train (HF directory)", kRequired},
           {"data", "FILE", "training text (.txt or .jsonl)", kRequired, true},
@@ -56,7 +61,8 @@ int cmd_pretrain(int argc, char** argv) {
           {"beta2", "B2", "AdamW beta2", "0.999"},
           {"eps", "E", "AdamW epsilon", "1e-8"},
           {"clip", "C", "clip gradients to this global norm (0: off)", "1"},
-          {"aux-loss-coef", "C", "Mixtral load-balancing loss weight (default: config's router_aux_loss_coef)", ""},
+          {"aux-loss-coef", "C",
+           "Mixtral load-balancing loss weight (default: config's router_aux_loss_coef)", ""},
           {"val-fraction", "F", "held-out fraction of the sequences for eval loss", "0.05"},
           {"eval-every", "N", "evaluate every N steps (and at the end)", "0"},
           {"eval-batches", "N", "at most N batches per evaluation (0: all)", "0"},
@@ -64,17 +70,22 @@ int cmd_pretrain(int argc, char** argv) {
           {"keep", "K", "keep the newest K checkpoints", "2"},
           {"seed", "S", "data order seed", "42"},
           {"resume", "", "continue from the newest checkpoint in --out", ""},
-          {"save-dtype", "f32|bf16|f16", "dtype of saved weights (default: the model's torch_dtype)", ""},
+          {"save-dtype", "f32|bf16|f16",
+           "dtype of saved weights (default: the model's torch_dtype)", ""},
           {"cache-dir", "DIR", "token cache (default: OUT/.cache)", ""},
           {"threads", "N", "threads for the kernels", ""},
-          {"lora-r", "R", "train LoRA adapters of rank R on a frozen base (checkpoints: PEFT adapters)", ""},
+          {"lora-r", "R",
+           "train LoRA adapters of rank R on a frozen base (checkpoints: PEFT adapters)", ""},
           {"lora-alpha", "A", "LoRA alpha (scale alpha/r)", "16"},
           {"lora-targets", "LIST", "LoRA modules: q,k,v,o,gate,up,down or all", "q,v"},
-          {"recompute", "", "recompute each layer's activations in backward (less memory, ~1/3 more compute)", ""},
-          {"precision", "f32|bf16", "bf16: mixed precision (bf16 products, F32 masters and optimizer)", "f32"},
+          {"recompute", "",
+           "recompute each layer's activations in backward (less memory, ~1/3 more compute)", ""},
+          {"precision", "f32|bf16",
+           "bf16: mixed precision (bf16 products, F32 masters and optimizer)", "f32"},
           {"freeze-layers", "LIST", "layers not trained, e.g. 0-7,12", ""},
           {"freeze-embeddings", "", "do not train the embedding, LM head and final norm", ""},
-          {"only-new-layers", "", "LLaMA-Pro: train only the layers in MODEL/expanded_layers.json", ""},
+          {"only-new-layers", "", "LLaMA-Pro: train only the layers in MODEL/expanded_layers.json",
+           ""},
           {"halt-after", "N", "stop after step N as if interrupted (to test --resume)", "0"}});
   if (!a.parse(argc, argv)) return 0;
   if (a.given("config")) a.merge_yaml(a.str("config"));
@@ -89,7 +100,8 @@ int cmd_pretrain(int argc, char** argv) {
   o.grad_accum = a.integer("grad-accum");
   o.max_steps = a.integer("max-steps");
   o.epochs = a.integer("epochs");
-  o.adam = {a.number("lr"), a.number("beta1"), a.number("beta2"), a.number("eps"), a.number("weight-decay")};
+  o.adam = {a.number("lr"), a.number("beta1"), a.number("beta2"), a.number("eps"),
+            a.number("weight-decay")};
   o.schedule = a.str("schedule");
   o.warmup_ratio = a.number("warmup-ratio");
   o.min_lr_ratio = a.number("min-lr-ratio");
@@ -121,7 +133,8 @@ int cmd_pretrain(int argc, char** argv) {
   std::printf("trained %lld steps: last loss %.4f", (long long)r.steps, r.last_loss);
   if (r.eval_loss >= 0) std::printf(", eval loss %.4f", r.eval_loss);
   std::printf(", peak memory %s", format_bytes(double(r.peak_rss)).c_str());
-  std::printf("\n  model:   %s\n  metrics: %s\n  plot:    %s\n", r.final_dir.c_str(), r.metrics_file.c_str(), r.plot_file.c_str());
+  std::printf("\n  model:   %s\n  metrics: %s\n  plot:    %s\n", r.final_dir.c_str(),
+              r.metrics_file.c_str(), r.plot_file.c_str());
   return 0;
 }
 

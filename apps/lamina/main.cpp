@@ -23,9 +23,11 @@ const Command kCommands[] = {
      "per-token log-probabilities, log-likelihood and perplexity of a text"},
     {"upscale", lamina::cmd_upscale,
      "depth up-scaling (SOLAR), mergekit passthrough recipes, LLaMA-Pro expansion"},
-    {"pretrain", lamina::cmd_pretrain, "continued pretraining on raw text (checkpoints, resume, metrics)"},
+    {"pretrain", lamina::cmd_pretrain,
+     "continued pretraining on raw text (checkpoints, resume, metrics)"},
     {"plot", lamina::cmd_plot, "plot a metric of several training runs on one SVG"},
     {"merge-lora", lamina::cmd_merge_lora, "fold a PEFT LoRA adapter into the base weights"},
+    {"tokenizer", lamina::cmd_tokenizer, "tokenizer train: a SentencePiece tokenizer for a corpus"},
 };
 
 void usage() {

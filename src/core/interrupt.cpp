@@ -7,7 +7,9 @@
 namespace lamina {
 namespace {
 volatile std::sig_atomic_t g_signal = 0;
-extern "C" void on_signal(int s) { g_signal = s; }
+extern "C" void on_signal(int s) {
+  g_signal = s;
+}
 }  // namespace
 
 void install_interrupt_handler() {

@@ -214,7 +214,8 @@ std::vector<std::string> Checkpoint::names() const {
 
 SafetensorsWriter::SafetensorsWriter(std::string dir, std::vector<Planned> plan,
                                      uint64_t max_shard_bytes,
-                                     std::map<std::string, std::string> metadata, std::string basename)
+                                     std::map<std::string, std::string> metadata,
+                                     std::string basename)
     : dir_(std::move(dir)),
       basename_(std::move(basename)),
       plan_(std::move(plan)),
@@ -304,10 +305,12 @@ void SafetensorsWriter::write(const std::string& name, const void* bytes, size_t
   ++next_;
 }
 
-void SafetensorsWriter::copy_from(const std::string& name, const SafetensorsFile& src, const TensorInfo& info) {
+void SafetensorsWriter::copy_from(const std::string& name, const SafetensorsFile& src,
+                                  const TensorInfo& info) {
   const size_t nbytes = info.end - info.begin;
   begin_tensor(name, nbytes);
-  if (std::fflush(out_) != 0) fail(dir_, "/", shards_[cur_shard_].file, ": write failed: ", std::strerror(errno));
+  if (std::fflush(out_) != 0)
+    fail(dir_, "/", shards_[cur_shard_].file, ": write failed: ", std::strerror(errno));
   // In-kernel copy (no pass through user memory; a reflink where the filesystem can).
   loff_t in = loff_t(src.header().data_start + info.begin);
   size_t left = nbytes;

@@ -44,7 +44,9 @@ class SafetensorsFile {
   // Zero-copy view of the tensor's bytes; keeps the map alive.
   Tensor tensor(const TensorInfo& info) const;
   const std::string& path() const { return map_->path(); }
-  void release(const TensorInfo& info) const { map_->release(header_.data_start + info.begin, info.end - info.begin); }
+  void release(const TensorInfo& info) const {
+    map_->release(header_.data_start + info.begin, info.end - info.begin);
+  }
   int fd() const { return map_->fd(); }
   const uint8_t* map_data() const { return map_->data(); }
 

@@ -2,8 +2,8 @@
 
 #include <omp.h>
 
-#include <dnnl.hpp>
 #include <algorithm>
+#include <dnnl.hpp>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -130,8 +130,8 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
 namespace {
 
 // C[M, N] (+)= op(A) · op(B) with A and B of type `in` (F32 or BF16), C in F32.
-void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B,
-              int64_t ldb, float* C, int64_t ldc, bool accumulate, DType in) {
+void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+              const void* B, int64_t ldb, float* C, int64_t ldc, bool accumulate, DType in) {
   if (M == 0 || N == 0) return;
   if (K == 0) {
     if (!accumulate)
@@ -143,7 +143,8 @@ void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, 
   md a_md({M, K}, it_dt, ta ? dnnl::memory::dims{1, lda} : dnnl::memory::dims{lda, 1});
   md b_md({K, N}, it_dt, tb ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
   md c_md({M, N}, dnnl::memory::data_type::f32, {ldc, 1});
-  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
+  using Key =
+      std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
   static std::map<Key, dnnl::matmul> cache;
   dnnl::matmul prim;
   {
@@ -162,15 +163,16 @@ void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, 
     }
     prim = it->second;
   }
-  dnnl::memory am(a_md, d.eng, const_cast<void*>(A)), bm(b_md, d.eng, const_cast<void*>(B)), cm(c_md, d.eng, C);
+  dnnl::memory am(a_md, d.eng, const_cast<void*>(A)), bm(b_md, d.eng, const_cast<void*>(B)),
+      cm(c_md, d.eng, C);
   prim.execute(d.strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   d.strm.wait();
 }
 
 }  // namespace
 
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-          int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
   gemm_any(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, DType::F32);
 }
 

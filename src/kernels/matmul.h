@@ -31,7 +31,8 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
             WeightPack* pack = nullptr);
 
 // General F32 product for training: C[M, N] (+)= op(A)[M, K] · op(B)[K, N], row-major with
-// leading dimensions; op transposes when ta / tb. (A stored [K, M] when ta, B stored [N, K] when tb.)
+// leading dimensions; op transposes when ta / tb. (A stored [K, M] when ta, B stored [N, K] when
+// tb.)
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
 

@@ -9,8 +9,8 @@
 
 namespace lamina {
 
-void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, int64_t n,
-                      int64_t d, float eps) {
+void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                      int64_t n, int64_t d, float eps) {
   std::vector<double> dw_acc(size_t(d), 0.0);
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = x + r * d;
@@ -30,16 +30,17 @@ void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx
   for (int64_t i = 0; i < d; ++i) dw[i] += float(dw_acc[size_t(i)]);
 }
 
-void rope_backward(float* dx, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, double theta) {
+void rope_backward(float* dx, const int64_t* pos, int64_t T, int64_t heads, int64_t hd,
+                   double theta) {
   // R(a)^T = R(-a): rotate the gradient by the negated positions' angles.
   std::vector<int64_t> neg(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) neg[size_t(t)] = -pos[t];
   rope(dx, neg.data(), T, heads, hd, theta);
 }
 
-void attention_backward(const float* q, const float* k, const float* v, const float* dout, float* dq,
-                        float* dk, float* dv, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
-                        int64_t window) {
+void attention_backward(const float* q, const float* k, const float* v, const float* dout,
+                        float* dq, float* dk, float* dv, int64_t T, int64_t nh, int64_t nkv,
+                        int64_t hd, int64_t window) {
   const int64_t group = nh / nkv;
   const float scale = 1.0f / std::sqrt(float(hd));
   std::fill(dq, dq + T * nh * hd, 0.f);
@@ -99,7 +100,8 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
   }
 }
 
-void silu_mul_backward(const float* g, const float* u, const float* dout, float* dg, float* du, int64_t n) {
+void silu_mul_backward(const float* g, const float* u, const float* dout, float* dg, float* du,
+                       int64_t n) {
 #pragma omp parallel for simd if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
     const float s = 1.0f / (1.0f + fast_exp(-g[i]));

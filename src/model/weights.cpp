@@ -5,7 +5,8 @@
 namespace lamina {
 
 const char* lora_module_name(int t) {
-  static const char* names[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  static const char* names[] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                "gate_proj", "up_proj", "down_proj"};
   return t >= 0 && t < kLoraTargets ? names[t] : "?";
 }
 

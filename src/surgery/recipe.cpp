@@ -26,11 +26,14 @@ std::string Recipe::to_yaml() const {
   YAML::Emitter e;
   e << YAML::BeginMap << YAML::Key << "slices" << YAML::Value << YAML::BeginSeq;
   for (auto& s : slices) {
-    e << YAML::BeginMap << YAML::Key << "sources" << YAML::Value << YAML::BeginSeq << YAML::BeginMap;
+    e << YAML::BeginMap << YAML::Key << "sources" << YAML::Value << YAML::BeginSeq
+      << YAML::BeginMap;
     e << YAML::Key << "model" << YAML::Value << s.model;
-    e << YAML::Key << "layer_range" << YAML::Value << YAML::Flow << YAML::BeginSeq << s.begin << s.end << YAML::EndSeq;
+    e << YAML::Key << "layer_range" << YAML::Value << YAML::Flow << YAML::BeginSeq << s.begin
+      << s.end << YAML::EndSeq;
     if (!s.scale.empty()) {
-      e << YAML::Key << "parameters" << YAML::Value << YAML::BeginMap << YAML::Key << "scale" << YAML::Value << YAML::BeginSeq;
+      e << YAML::Key << "parameters" << YAML::Value << YAML::BeginMap << YAML::Key << "scale"
+        << YAML::Value << YAML::BeginSeq;
       for (auto& r : s.scale) {
         e << YAML::Flow << YAML::BeginMap;
         if (!r.filter.empty()) e << YAML::Key << "filter" << YAML::Value << r.filter;
@@ -54,14 +57,16 @@ std::vector<ScaleRule> parse_scale(const YAML::Node& params, const std::string& 
   if (!params.IsMap()) fail(where, ": 'parameters' must be a mapping");
   for (auto it : params) {
     auto key = it.first.as<std::string>();
-    if (key != "scale") fail(where, ": parameter '", key, "' is not supported by passthrough (only 'scale')");
+    if (key != "scale")
+      fail(where, ": parameter '", key, "' is not supported by passthrough (only 'scale')");
     const YAML::Node& v = it.second;
     if (v.IsScalar()) {
       rules.push_back({"", v.as<double>()});
     } else if (v.IsSequence()) {
       for (const auto& r : v) {
         if (!r.IsMap() || !r["value"]) fail(where, ": each 'scale' entry needs a 'value'");
-        rules.push_back({r["filter"] ? r["filter"].as<std::string>() : "", r["value"].as<double>()});
+        rules.push_back(
+            {r["filter"] ? r["filter"].as<std::string>() : "", r["value"].as<double>()});
       }
     } else {
       fail(where, ": 'scale' must be a number or a list of {filter, value}");
@@ -79,31 +84,36 @@ std::string resolve_model(const std::string& model, const std::string& base_dir)
 
 }  // namespace
 
-Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& where, const std::string& base_dir) {
+Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& where,
+                                const std::string& base_dir) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     fail(where, ":", e.mark.line + 1, ": malformed YAML: ", e.msg);
   }
-  if (!root.IsMap()) fail(where, ": expected a mergekit recipe (a mapping with 'slices' and 'merge_method')");
+  if (!root.IsMap())
+    fail(where, ": expected a mergekit recipe (a mapping with 'slices' and 'merge_method')");
   Recipe r;
   try {
     std::string method = root["merge_method"] ? root["merge_method"].as<std::string>() : "";
     if (method != "passthrough")
-      fail(where, ": merge_method '", method, "' is not supported (lamina implements passthrough: layer stacking)");
+      fail(where, ": merge_method '", method,
+           "' is not supported (lamina implements passthrough: layer stacking)");
     if (root["dtype"]) r.dtype = parse_dtype(root["dtype"].as<std::string>(), where + ": dtype");
     std::vector<ScaleRule> global = parse_scale(root["parameters"], where);
     for (auto it : root) {
       auto k = it.first.as<std::string>();
-      if (k != "slices" && k != "merge_method" && k != "dtype" && k != "parameters" && k != "base_model" && k != "name" &&
-          k != "tokenizer_source")
+      if (k != "slices" && k != "merge_method" && k != "dtype" && k != "parameters" &&
+          k != "base_model" && k != "name" && k != "tokenizer_source")
         std::fprintf(stderr, "lamina: warning: %s: ignoring key '%s'\n", where.c_str(), k.c_str());
     }
     if (root["tokenizer_source"] && root["tokenizer_source"].as<std::string>() != "base")
-      fail(where, ": tokenizer_source '", root["tokenizer_source"].as<std::string>(), "' is not supported (the first slice's tokenizer is used)");
+      fail(where, ": tokenizer_source '", root["tokenizer_source"].as<std::string>(),
+           "' is not supported (the first slice's tokenizer is used)");
     const YAML::Node& slices = root["slices"];
-    if (!slices || !slices.IsSequence() || slices.size() == 0) fail(where, ": 'slices' must be a non-empty list");
+    if (!slices || !slices.IsSequence() || slices.size() == 0)
+      fail(where, ": 'slices' must be a non-empty list");
     for (size_t i = 0; i < slices.size(); ++i) {
       const std::string at = where + ": slices[" + std::to_string(i) + "]";
       const YAML::Node& srcs = slices[i]["sources"];
@@ -112,7 +122,8 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
       const YAML::Node& s = srcs[0];
       if (!s["model"]) fail(at, ": source has no 'model'");
       const YAML::Node& lr = s["layer_range"];
-      if (!lr || !lr.IsSequence() || lr.size() != 2) fail(at, ": 'layer_range' must be [begin, end]");
+      if (!lr || !lr.IsSequence() || lr.size() != 2)
+        fail(at, ": 'layer_range' must be [begin, end]");
       SliceSource src;
       src.model = resolve_model(s["model"].as<std::string>(), base_dir);
       if (src.model.find('+') != std::string::npos && !std::filesystem::exists(src.model))
@@ -120,7 +131,8 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
       src.begin = lr[0].as<int64_t>();
       src.end = lr[1].as<int64_t>();
       if (src.begin < 0 || src.end <= src.begin)
-        fail(at, ": layer_range [", src.begin, ", ", src.end, "] is empty or negative (the end is exclusive)");
+        fail(at, ": layer_range [", src.begin, ", ", src.end,
+             "] is empty or negative (the end is exclusive)");
       src.scale = parse_scale(s["parameters"], at);
       auto slice_params = parse_scale(slices[i]["parameters"], at);
       src.scale.insert(src.scale.end(), slice_params.begin(), slice_params.end());
@@ -136,16 +148,19 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
 
 Recipe parse_mergekit_yaml(const std::string& path) {
   if (!file_exists(path)) fail(path, ": recipe not found");
-  return parse_mergekit_yaml_text(read_text_file(path), path, std::filesystem::path(path).parent_path().string());
+  return parse_mergekit_yaml_text(read_text_file(path), path,
+                                  std::filesystem::path(path).parent_path().string());
 }
 
 Recipe solar_recipe(const std::string& model, int64_t n, int64_t m) {
-  if (m <= 0 || m >= n) fail("--drop ", m, ": must be in [1, ", n - 1, "] for a ", n, "-layer model");
+  if (m <= 0 || m >= n)
+    fail("--drop ", m, ": must be in [1, ", n - 1, "] for a ", n, "-layer model");
   Recipe r;
   r.slices = {{model, 0, n - m, {}}, {model, m, n, {}}};
-  r.description = "SOLAR depth up-scaling: n = " + std::to_string(n) + ", m = " + std::to_string(m) + ", layers [0, " +
-                  std::to_string(n - m) + ") then [" + std::to_string(m) + ", " + std::to_string(n) + "), s = " +
-                  std::to_string(2 * (n - m));
+  r.description = "SOLAR depth up-scaling: n = " + std::to_string(n) +
+                  ", m = " + std::to_string(m) + ", layers [0, " + std::to_string(n - m) +
+                  ") then [" + std::to_string(m) + ", " + std::to_string(n) +
+                  "), s = " + std::to_string(2 * (n - m));
   return r;
 }
 
@@ -173,15 +188,17 @@ Recipe expansion_recipe(const std::string& model, int64_t n, int64_t k) {
     }
   }
   if (start < n) r.slices.push_back({model, start, n, {}});
-  r.description = "LLaMA-Pro block expansion: an identity copy after every " + std::to_string(k) + " of " +
-                  std::to_string(n) + " layers";
+  r.description = "LLaMA-Pro block expansion: an identity copy after every " + std::to_string(k) +
+                  " of " + std::to_string(n) + " layers";
   return r;
 }
 
 int64_t expansion_interval(int64_t n, int64_t target) {
   if (target <= n) fail("--target-layers ", target, ": must exceed the model's ", n, " layers");
   int64_t added = target - n;
-  if (n % added) fail("--target-layers ", target, ": ", n, " layers cannot be split evenly into ", added, " groups");
+  if (n % added)
+    fail("--target-layers ", target, ": ", n, " layers cannot be split evenly into ", added,
+         " groups");
   return n / added;
 }
 

@@ -20,8 +20,8 @@ struct ScaleRule {
 double scale_for(const std::vector<ScaleRule>& rules, const std::string& tensor_name);
 
 struct SliceSource {
-  std::string model;            // model directory
-  int64_t begin = 0, end = 0;   // layer_range [begin, end), end exclusive
+  std::string model;           // model directory
+  int64_t begin = 0, end = 0;  // layer_range [begin, end), end exclusive
   std::vector<ScaleRule> scale;
 };
 
@@ -38,7 +38,8 @@ struct Recipe {
 // Reads a mergekit YAML recipe. Only merge_method passthrough is supported; each slice takes one
 // source. Relative model paths are resolved against the working directory, then the YAML's.
 Recipe parse_mergekit_yaml(const std::string& path);
-Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& where, const std::string& base_dir = "");
+Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& where,
+                                const std::string& base_dir = "");
 
 // SOLAR's depth up-scaling: layers [0, n-m) then [m, n) of the same model (s = 2(n-m)).
 Recipe solar_recipe(const std::string& model, int64_t n, int64_t m);

@@ -48,10 +48,13 @@ void check_same_shape(const Source& a, const Source& b) {
   auto& x = a.cfg;
   auto& y = b.cfg;
   auto differ = [&](const char* what, int64_t u, int64_t v) {
-    if (u != v) fail("slices mix models of different shape: ", a.dir, " has ", what, " ", u, ", ", b.dir, " has ", v);
+    if (u != v)
+      fail("slices mix models of different shape: ", a.dir, " has ", what, " ", u, ", ", b.dir,
+           " has ", v);
   };
   if (x.arch != y.arch)
-    fail("slices mix architectures: ", a.dir, " is ", arch_name(x.arch), ", ", b.dir, " is ", arch_name(y.arch));
+    fail("slices mix architectures: ", a.dir, " is ", arch_name(x.arch), ", ", b.dir, " is ",
+         arch_name(y.arch));
   differ("hidden_size", x.hidden_size, y.hidden_size);
   differ("intermediate_size", x.intermediate_size, y.intermediate_size);
   differ("num_attention_heads", x.num_attention_heads, y.num_attention_heads);
@@ -59,24 +62,30 @@ void check_same_shape(const Source& a, const Source& b) {
   differ("head_dim", x.head_dim, y.head_dim);
   differ("vocab_size", x.vocab_size, y.vocab_size);
   differ("num_local_experts", x.num_local_experts, y.num_local_experts);
-  if (x.tie_word_embeddings != y.tie_word_embeddings) fail("slices mix tied and untied embeddings: ", a.dir, " vs ", b.dir);
-  if (a.ckpt && b.ckpt && a.layout != b.layout) fail("slices mix Mixtral tensor layouts (split vs fused): ", a.dir, " vs ", b.dir);
+  if (x.tie_word_embeddings != y.tie_word_embeddings)
+    fail("slices mix tied and untied embeddings: ", a.dir, " vs ", b.dir);
+  if (a.ckpt && b.ckpt && a.layout != b.layout)
+    fail("slices mix Mixtral tensor layouts (split vs fused): ", a.dir, " vs ", b.dir);
 }
 
-std::string model_card(const Recipe& r, const ModelConfig& c, const std::vector<int64_t>& new_layers) {
-  std::string s = "---\nlibrary_name: transformers\ntags:\n- lamina\n- merge\n- depth-up-scaling\n---\n\n";
+std::string model_card(const Recipe& r, const ModelConfig& c,
+                       const std::vector<int64_t>& new_layers) {
+  std::string s =
+      "---\nlibrary_name: transformers\ntags:\n- lamina\n- merge\n- depth-up-scaling\n---\n\n";
   s += "# Layer surgery with lamina\n\n" + r.description + "\n\n";
-  s += "Result: " + std::string(arch_name(c.arch)) + ", " + std::to_string(c.num_hidden_layers) + " layers, " +
-       std::to_string(c.param_count()) + " parameters.\n\n";
+  s += "Result: " + std::string(arch_name(c.arch)) + ", " + std::to_string(c.num_hidden_layers) +
+       " layers, " + std::to_string(c.param_count()) + " parameters.\n\n";
   s += "Output layer mapping (output layers: source model, source layers):\n\n";
   int64_t out = 0;
   for (auto& sl : r.slices) {
-    s += "- " + std::to_string(out) + ".." + std::to_string(out + sl.end - sl.begin - 1) + ": " + sl.model + " layers " +
-         std::to_string(sl.begin) + ".." + std::to_string(sl.end - 1) + (sl.scale.empty() ? "" : " (scaled)") + "\n";
+    s += "- " + std::to_string(out) + ".." + std::to_string(out + sl.end - sl.begin - 1) + ": " +
+         sl.model + " layers " + std::to_string(sl.begin) + ".." + std::to_string(sl.end - 1) +
+         (sl.scale.empty() ? "" : " (scaled)") + "\n";
     out += sl.end - sl.begin;
   }
   if (!new_layers.empty()) s += "\nNew (identity) layers are listed in expanded_layers.json.\n";
-  s += "\nA depth-up-scaled model needs continued pretraining before it is better than its base.\n\n";
+  s += "\nA depth-up-scaled model needs continued pretraining before it is better than its "
+       "base.\n\n";
   s += "## Recipe (mergekit YAML)\n\n```yaml\n" + r.to_yaml() + "```\n";
   return s;
 }
@@ -110,8 +119,8 @@ UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
     auto& sl = recipe.slices[i];
     const auto& src = sources[slice_source[i]];
     if (sl.begin < 0 || sl.end > src.cfg.num_hidden_layers || sl.begin >= sl.end)
-      fail("slices[", i, "]: layer_range [", sl.begin, ", ", sl.end, "] is out of bounds for ", src.dir, " (",
-           src.cfg.num_hidden_layers, " layers; the end is exclusive)");
+      fail("slices[", i, "]: layer_range [", sl.begin, ", ", sl.end, "] is out of bounds for ",
+           src.dir, " (", src.cfg.num_hidden_layers, " layers; the end is exclusive)");
     check_same_shape(sources[slice_source[0]], src);
   }
   const Source& first = sources[slice_source.front()];
@@ -123,7 +132,8 @@ UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
   // Output layer -> (slice, source layer).
   std::vector<std::pair<size_t, int64_t>> layer_from;
   for (size_t i = 0; i < recipe.slices.size(); ++i)
-    for (int64_t l = recipe.slices[i].begin; l < recipe.slices[i].end; ++l) layer_from.push_back({i, l});
+    for (int64_t l = recipe.slices[i].begin; l < recipe.slices[i].end; ++l)
+      layer_from.push_back({i, l});
   std::vector<Item> items;
   if (!opt.config_only) {
     for (auto& spec : model_tensor_specs(out_cfg, first.layout)) {
@@ -137,15 +147,16 @@ UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
         it.src_name = kLayerPrefix + std::to_string(src_layer) + "." + rest;
         it.scale = scale_for(recipe.slices[slice].scale, it.src_name);
       } else {
-        // mergekit: embeddings from the first slice's model, final norm and lm_head from the last's.
+        // mergekit: embeddings from the first slice's model, final norm and lm_head from the
+        // last's.
         it.source = spec.name == "model.embed_tokens.weight" ? slice_source.front() : last;
         it.src_name = spec.name;
       }
       const Source& s = sources[it.source];
       const TensorInfo& info = s.ckpt->info(it.src_name);
       if (info.shape != spec.shape)
-        fail(s.ckpt->file_of(it.src_name), ": tensor '", it.src_name, "' has shape ", shape_str(info.shape), ", expected ",
-             shape_str(spec.shape));
+        fail(s.ckpt->file_of(it.src_name), ": tensor '", it.src_name, "' has shape ",
+             shape_str(info.shape), ", expected ", shape_str(spec.shape));
       it.shape = spec.shape;
       it.src_dtype = info.dtype;
       it.out_dtype = dtype.value_or(info.dtype);
@@ -162,15 +173,18 @@ UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
   if (!opt.new_layers.empty()) {
     std::vector<int64_t> orig;
     for (int64_t i = 0; i < out_cfg.num_hidden_layers; ++i)
-      if (std::find(opt.new_layers.begin(), opt.new_layers.end(), i) == opt.new_layers.end()) orig.push_back(i);
-    nlohmann::json j = {{"new_layers", opt.new_layers}, {"original_layers", orig}, {"method", "llama-pro"}};
+      if (std::find(opt.new_layers.begin(), opt.new_layers.end(), i) == opt.new_layers.end())
+        orig.push_back(i);
+    nlohmann::json j = {
+        {"new_layers", opt.new_layers}, {"original_layers", orig}, {"method", "llama-pro"}};
     write_file_atomic(out.path() + "/expanded_layers.json", j.dump(2) + "\n");
   }
   UpscaleResult res;
   if (!opt.config_only) {
     std::vector<SafetensorsWriter::Planned> plan;
     for (auto& it : items) plan.push_back({it.out_name, it.out_dtype, it.shape});
-    SafetensorsWriter w(out.path(), plan, opt.shard_bytes, {{"format", "pt"}, {"lamina_recipe", recipe.to_yaml()}});
+    SafetensorsWriter w(out.path(), plan, opt.shard_bytes,
+                        {{"format", "pt"}, {"lamina_recipe", recipe.to_yaml()}});
     Progress bar("upscale", int64_t(w.total_bytes()), "B");
     std::vector<float> f32;
     std::vector<uint8_t> buf;

@@ -15,8 +15,8 @@ struct UpscaleOptions {
   std::string out;
   bool force = false;
   uint64_t shard_bytes = 5000000000ull;
-  std::optional<DType> dtype;       // overrides the recipe's dtype
-  bool config_only = false;         // write config, tokenizer and card, no weights (shape arithmetic)
+  std::optional<DType> dtype;  // overrides the recipe's dtype
+  bool config_only = false;    // write config, tokenizer and card, no weights (shape arithmetic)
   bool progress = true;
   std::vector<int64_t> new_layers;  // LLaMA-Pro: recorded in expanded_layers.json
 };

@@ -45,9 +45,8 @@ namespace {
 
 class LineIterator : public sentencepiece::SentenceIterator {
  public:
-  explicit LineIterator(const std::string& text) {
-    std::istringstream s(text);
-    for (std::string l; std::getline(s, l);)
+  explicit LineIterator(const std::vector<std::string>& lines) {
+    for (auto& l : lines)
       if (!l.empty()) lines_.push_back(l);
   }
   bool done() const override { return i_ >= lines_.size(); }
@@ -63,12 +62,27 @@ class LineIterator : public sentencepiece::SentenceIterator {
 }  // namespace
 
 void train_default_tokenizer(const std::string& path, int vocab_size) {
+  std::vector<std::string> lines;
+  std::istringstream s(default_corpus());
+  for (std::string l; std::getline(s, l);) lines.push_back(l);
+  train_tokenizer(lines, path, vocab_size);
+}
+
+void train_tokenizer(const std::vector<std::string>& lines, const std::string& path, int vocab_size,
+                     const std::string& model_type, int64_t max_sentences) {
+  if (model_type != "bpe" && model_type != "unigram")
+    fail("--model-type: expected bpe or unigram, got '", model_type, "'");
+  if (vocab_size < 260)
+    fail("--vocab-size ", vocab_size, ": must leave room for 3 specials and 256 byte pieces");
   std::string prefix =
       path.substr(0, path.size() - (path.size() > 6 && path.ends_with(".model") ? 6 : 0));
-  LineIterator it(default_corpus());
+  LineIterator it(lines);
+  if (it.done()) fail("tokenizer training: no text");
   std::ostringstream args;
   args << "--model_prefix=" << prefix << " --vocab_size=" << vocab_size
-       << " --model_type=bpe --byte_fallback=true --character_coverage=1.0 --hard_vocab_limit=false"
+       << " --model_type=" << model_type << " --input_sentence_size=" << max_sentences
+       << " --shuffle_input_sentence=true"
+       << " --byte_fallback=true --character_coverage=1.0 --hard_vocab_limit=false"
        << " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --split_digits=true --minloglevel=2"
        << " --num_threads=1 --add_dummy_prefix=true";
   // The trainer logs its command line to stderr before --minloglevel applies: silence it.
@@ -78,7 +92,7 @@ void train_default_tokenizer(const std::string& path, int vocab_size) {
   auto st = sentencepiece::SentencePieceTrainer::Train(args.str(), &it);
   if (saved >= 0) dup2(saved, 2), close(saved);
   if (devnull >= 0) close(devnull);
-  if (!st.ok()) fail(path, ": training the default tokenizer failed: ", st.ToString());
+  if (!st.ok()) fail(path, ": training the tokenizer failed: ", st.ToString());
   std::remove((prefix + ".vocab").c_str());
 }
 

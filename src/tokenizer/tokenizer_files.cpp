@@ -47,8 +47,8 @@ std::string jinja_chat_template(const std::string& name) {
 }
 
 void copy_tokenizer_files(const std::string& from, const std::string& to) {
-  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "added_tokens.json", "generation_config.json"})
+  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                        "special_tokens_map.json", "added_tokens.json", "generation_config.json"})
     if (file_exists(from + "/" + f)) copy_file(from + "/" + f, to + "/" + f);
 }
 

@@ -52,8 +52,9 @@ void for_each_document(const std::string& path, F emit) {
 
 }  // namespace
 
-TokenCorpus TokenCorpus::build(const std::vector<std::string>& files, const Tokenizer& tok, const std::string& tokenizer_file,
-                               const std::string& cache_dir, bool progress) {
+TokenCorpus TokenCorpus::build(const std::vector<std::string>& files, const Tokenizer& tok,
+                               const std::string& tokenizer_file, const std::string& cache_dir,
+                               bool progress) {
   if (files.empty()) fail("--data: no training files given");
   uint64_t h = fnv1a("lamina-corpus-v1", 16);
   uint64_t total_bytes = 0;
@@ -105,7 +106,8 @@ TokenCorpus TokenCorpus::build(const std::vector<std::string>& files, const Toke
   }
   uint32_t trailer[2] = {0x4c4d4e41u /* "ANML" */, uint32_t(docs)};
   std::fwrite(trailer, 4, 2, out);
-  if (std::fclose(out) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) fail(path, ": cannot write the token cache");
+  if (std::fclose(out) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0)
+    fail(path, ": cannot write the token cache");
   bar.finish();
   return open(path);
 }

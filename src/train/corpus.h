@@ -18,8 +18,9 @@ class TokenCorpus {
   // Inputs: .txt (documents separated by blank lines) and .jsonl (one object per line with a
   // string field "text"). The cache file name is a hash of the inputs (paths, sizes, mtimes) and
   // of the tokenizer, so changed data or a changed tokenizer re-tokenises.
-  static TokenCorpus build(const std::vector<std::string>& files, const Tokenizer& tok, const std::string& tokenizer_file,
-                           const std::string& cache_dir, bool progress = true);
+  static TokenCorpus build(const std::vector<std::string>& files, const Tokenizer& tok,
+                           const std::string& tokenizer_file, const std::string& cache_dir,
+                           bool progress = true);
   static TokenCorpus open(const std::string& cache_file);
 
   int64_t num_tokens() const { return n_; }

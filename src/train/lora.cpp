@@ -22,24 +22,33 @@ int target_index(const std::string& name) {
   return -1;
 }
 
-bool is_attention(int t) { return t <= kLoraO; }
+bool is_attention(int t) {
+  return t <= kLoraO;
+}
 
 // [out, in] of a projection.
 std::pair<int64_t, int64_t> proj_shape(const ModelConfig& c, int t) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, Q = c.num_attention_heads * c.head_dim,
                 KV = c.num_key_value_heads * c.head_dim;
   switch (t) {
-    case kLoraQ: return {Q, H};
-    case kLoraK: case kLoraV: return {KV, H};
-    case kLoraO: return {H, Q};
-    case kLoraGate: case kLoraUp: return {I, H};
-    default: return {H, I};
+    case kLoraQ:
+      return {Q, H};
+    case kLoraK:
+    case kLoraV:
+      return {KV, H};
+    case kLoraO:
+      return {H, Q};
+    case kLoraGate:
+    case kLoraUp:
+      return {I, H};
+    default:
+      return {H, I};
   }
 }
 
 std::string base_name(int64_t layer, int t) {
-  return "model.layers." + std::to_string(layer) + (is_attention(t) ? ".self_attn." : ".mlp.") + lora_module_name(t) +
-         ".weight";
+  return "model.layers." + std::to_string(layer) + (is_attention(t) ? ".self_attn." : ".mlp.") +
+         lora_module_name(t) + ".weight";
 }
 
 }  // namespace
@@ -54,7 +63,8 @@ std::vector<std::string> parse_lora_targets(const std::string& list) {
   for (std::string n; std::getline(ss, n, ',');) {
     if (n.empty()) continue;
     if (n.find("_proj") == std::string::npos) n += "_proj";
-    if (target_index(n) < 0) fail("--lora-targets: unknown module '", n, "' (q, k, v, o, gate, up, down, or all)");
+    if (target_index(n) < 0)
+      fail("--lora-targets: unknown module '", n, "' (q, k, v, o, gate, up, down, or all)");
     out.push_back(n);
   }
   if (out.empty()) fail("--lora-targets: no modules");
@@ -63,7 +73,8 @@ std::vector<std::string> parse_lora_targets(const std::string& list) {
 
 std::string peft_lora_name(int64_t layer, int t, bool is_b) {
   std::string b = base_name(layer, t);
-  return "base_model.model." + b.substr(0, b.size() - 7) + (is_b ? ".lora_B.weight" : ".lora_A.weight");
+  return "base_model.model." + b.substr(0, b.size() - 7) +
+         (is_b ? ".lora_B.weight" : ".lora_A.weight");
 }
 
 void add_lora(ParamStore& p, const LoraConfig& c) {
@@ -74,16 +85,22 @@ void add_lora(ParamStore& p, const LoraConfig& c) {
     int t = target_index(name);
     if (t < 0) fail("LoRA: unknown target module '", name, "'");
     if (p.cfg.is_moe() && !is_attention(t))
-      fail("LoRA on Mixtral's expert projections is not supported yet (target attention: q, k, v, o)");
+      fail(
+          "LoRA on Mixtral's expert projections is not supported yet (target attention: q, k, v, "
+          "o)");
     which.push_back(t);
   }
   for (int64_t l = 0; l < p.cfg.num_hidden_layers; ++l)
     for (int t : which) {
       auto [out, in] = proj_shape(p.cfg, t);
-      extra.push_back({peft_lora_name(l, t, false), {c.r, in}, false,
-                       [l, t](ModelWeights& w, const Tensor& x) { w.layers[size_t(l)].lora[t].a = x; }});
-      extra.push_back({peft_lora_name(l, t, true), {out, c.r}, false,
-                       [l, t](ModelWeights& w, const Tensor& x) { w.layers[size_t(l)].lora[t].b = x; }});
+      extra.push_back(
+          {peft_lora_name(l, t, false), {c.r, in}, false, [l, t](ModelWeights& w, const Tensor& x) {
+             w.layers[size_t(l)].lora[t].a = x;
+           }});
+      extra.push_back(
+          {peft_lora_name(l, t, true), {out, c.r}, false, [l, t](ModelWeights& w, const Tensor& x) {
+             w.layers[size_t(l)].lora[t].b = x;
+           }});
     }
   for (size_t i = 0; i < p.trainable.size(); ++i) p.trainable[i] = false;  // the base is frozen
   std::mt19937_64 rng(c.seed);
@@ -102,7 +119,8 @@ void add_lora(ParamStore& p, const LoraConfig& c) {
   p.lora_scale = c.alpha / double(c.r);
 }
 
-void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::string& dir, const std::string& base_model) {
+void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::string& dir,
+                       const std::string& base_model) {
   std::vector<SafetensorsWriter::Planned> plan;
   std::vector<size_t> idx;
   for (size_t i = 0; i < p.specs.size(); ++i)
@@ -111,13 +129,24 @@ void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::stri
       idx.push_back(i);
     }
   SafetensorsWriter w(dir, plan, 0, {{"format", "pt"}}, "adapter_model");
-  for (size_t i : idx) w.write(p.specs[i].name, p.params.f32() + p.offset[i], size_t(p.numel(i)) * 4);
+  for (size_t i : idx)
+    w.write(p.specs[i].name, p.params.f32() + p.offset[i], size_t(p.numel(i)) * 4);
   w.finish();
-  json cfg = {{"peft_type", "LORA"},         {"task_type", "CAUSAL_LM"},  {"base_model_name_or_path", base_model},
-              {"r", c.r},                    {"lora_alpha", c.alpha},     {"lora_dropout", c.dropout},
-              {"target_modules", c.targets}, {"bias", "none"},            {"fan_in_fan_out", false},
-              {"inference_mode", true},      {"init_lora_weights", true}, {"modules_to_save", nullptr},
-              {"layers_to_transform", nullptr}, {"use_rslora", false},    {"revision", nullptr}};
+  json cfg = {{"peft_type", "LORA"},
+              {"task_type", "CAUSAL_LM"},
+              {"base_model_name_or_path", base_model},
+              {"r", c.r},
+              {"lora_alpha", c.alpha},
+              {"lora_dropout", c.dropout},
+              {"target_modules", c.targets},
+              {"bias", "none"},
+              {"fan_in_fan_out", false},
+              {"inference_mode", true},
+              {"init_lora_weights", true},
+              {"modules_to_save", nullptr},
+              {"layers_to_transform", nullptr},
+              {"use_rslora", false},
+              {"revision", nullptr}};
   write_file_atomic(dir + "/adapter_config.json", cfg.dump(2) + "\n");
 }
 
@@ -137,12 +166,13 @@ LoraConfig read_lora_config(const std::string& dir) {
   c.alpha = j.at("lora_alpha").get<double>();
   c.dropout = j.value("lora_dropout", 0.0);
   auto tm = j.at("target_modules");
-  c.targets = tm.is_string() ? parse_lora_targets(tm.get<std::string>()) : tm.get<std::vector<std::string>>();
+  c.targets = tm.is_string() ? parse_lora_targets(tm.get<std::string>())
+                             : tm.get<std::vector<std::string>>();
   return c;
 }
 
-void merge_lora(const std::string& base_dir, const std::string& adapter_dir, const std::string& out_path, bool force,
-                std::optional<DType> dtype) {
+void merge_lora(const std::string& base_dir, const std::string& adapter_dir,
+                const std::string& out_path, bool force, std::optional<DType> dtype) {
   ModelConfig cfg = ModelConfig::load(base_dir);
   Checkpoint base(base_dir);
   LoraConfig lc = read_lora_config(adapter_dir);
@@ -153,7 +183,8 @@ void merge_lora(const std::string& base_dir, const std::string& adapter_dir, con
   size_t used = 0;
   OutputDir out(out_path, force);
   std::vector<SafetensorsWriter::Planned> plan;
-  for (auto& sp : specs) plan.push_back({sp.name, dtype.value_or(base.info(sp.name).dtype), sp.shape});
+  for (auto& sp : specs)
+    plan.push_back({sp.name, dtype.value_or(base.info(sp.name).dtype), sp.shape});
   SafetensorsWriter w(out.path(), plan, 5000000000ull);
   std::vector<float> f, buf32;
   std::vector<uint8_t> bytes;
@@ -169,11 +200,13 @@ void merge_lora(const std::string& base_dir, const std::string& adapter_dir, con
         const TensorInfo* ia = ad.find(peft_lora_name(l, tg, false));
         const TensorInfo* ib = ad.find(peft_lora_name(l, tg, true));
         if (!ia && !ib) continue;
-        if (!ia || !ib) fail(adapter_dir, "/adapter_model.safetensors: only one of lora_A/lora_B for ", sp.name);
+        if (!ia || !ib)
+          fail(adapter_dir, "/adapter_model.safetensors: only one of lora_A/lora_B for ", sp.name);
         const int64_t out_d = sp.shape[0], in_d = sp.shape[1];
         if (ia->shape != Shape{lc.r, in_d} || ib->shape != Shape{out_d, lc.r})
-          fail(adapter_dir, "/adapter_model.safetensors: adapter for ", sp.name, " has shapes ", shape_str(ia->shape), " and ",
-               shape_str(ib->shape), ", expected [", lc.r, ", ", in_d, "] and [", out_d, ", ", lc.r, "]");
+          fail(adapter_dir, "/adapter_model.safetensors: adapter for ", sp.name, " has shapes ",
+               shape_str(ia->shape), " and ", shape_str(ib->shape), ", expected [", lc.r, ", ",
+               in_d, "] and [", out_d, ", ", lc.r, "]");
         Tensor A = ad.tensor(*ia).to(DType::F32), B = ad.tensor(*ib).to(DType::F32);
         // W += scale * B[out, r] · A[r, in]
         for (int64_t o = 0; o < out_d; ++o)

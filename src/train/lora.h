@@ -21,16 +21,18 @@ struct LoraConfig {
 
 // "q,v" or "q_proj,v_proj" or "all" -> PEFT module names; unknown names are an error.
 std::vector<std::string> parse_lora_targets(const std::string& list);
-// PEFT's name for a layer's adapter tensor: base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight
+// PEFT's name for a layer's adapter tensor:
+// base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight
 std::string peft_lora_name(int64_t layer, int target, bool is_b);
 
 // Adds the adapters to a store, freezes every base tensor, sets lora_scale.
 void add_lora(ParamStore& p, const LoraConfig& c);
 // Writes adapter_config.json + adapter_model.safetensors (F32) for the adapters in p.
-void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::string& dir, const std::string& base_model);
+void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::string& dir,
+                       const std::string& base_model);
 LoraConfig read_lora_config(const std::string& adapter_dir);
 // base + adapter -> a full HF model directory (weights in `dtype`, default the base's).
-void merge_lora(const std::string& base_dir, const std::string& adapter_dir, const std::string& out, bool force,
-                std::optional<DType> dtype);
+void merge_lora(const std::string& base_dir, const std::string& adapter_dir, const std::string& out,
+                bool force, std::optional<DType> dtype);
 
 }  // namespace lamina

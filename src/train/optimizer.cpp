@@ -8,11 +8,15 @@
 namespace lamina {
 
 AdamW::AdamW(ParamStore& p, const AdamWConfig& cfg)
-    : p_(p), cfg_(cfg), m_(Tensor::zeros(DType::F32, {int64_t(p.total)})), v_(Tensor::zeros(DType::F32, {int64_t(p.total)})) {}
+    : p_(p),
+      cfg_(cfg),
+      m_(Tensor::zeros(DType::F32, {int64_t(p.total)})),
+      v_(Tensor::zeros(DType::F32, {int64_t(p.total)})) {}
 
 void AdamW::update(double lr) {
   ++step_;
-  const double bc1 = 1.0 - std::pow(cfg_.beta1, double(step_)), bc2 = 1.0 - std::pow(cfg_.beta2, double(step_));
+  const double bc1 = 1.0 - std::pow(cfg_.beta1, double(step_)),
+               bc2 = 1.0 - std::pow(cfg_.beta2, double(step_));
   const float b1 = float(cfg_.beta1), b2 = float(cfg_.beta2);
   const float step_size = float(lr / bc1), bc2_sqrt = float(std::sqrt(bc2)), eps = float(cfg_.eps);
   for (size_t t = 0; t < p_.specs.size(); ++t) {
@@ -48,10 +52,13 @@ int64_t warmup_steps_for(double ratio, int64_t total) {
 double lr_factor(const ScheduleConfig& s, int64_t step) {
   if (step < s.warmup_steps) return double(step) / double(std::max<int64_t>(1, s.warmup_steps));
   if (s.kind == Schedule::Constant) return 1.0;
-  const double progress = double(step - s.warmup_steps) / double(std::max<int64_t>(1, s.total_steps - s.warmup_steps));
+  const double progress =
+      double(step - s.warmup_steps) / double(std::max<int64_t>(1, s.total_steps - s.warmup_steps));
   double decay;
-  if (s.kind == Schedule::Linear) decay = std::max(0.0, 1.0 - progress);
-  else decay = std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
+  if (s.kind == Schedule::Linear)
+    decay = std::max(0.0, 1.0 - progress);
+  else
+    decay = std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
   return s.min_lr_ratio + (1.0 - s.min_lr_ratio) * decay;
 }
 

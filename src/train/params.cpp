@@ -26,8 +26,8 @@ ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint&
     auto& sp = s.specs[i];
     const TensorInfo& info = ckpt.info(sp.name);
     if (info.shape != sp.shape)
-      fail(ckpt.file_of(sp.name), ": tensor '", sp.name, "' has shape ", shape_str(info.shape), ", config.json implies ",
-           shape_str(sp.shape));
+      fail(ckpt.file_of(sp.name), ": tensor '", sp.name, "' has shape ", shape_str(info.shape),
+           ", config.json implies ", shape_str(sp.shape));
     Tensor src = ckpt.get(sp.name);
     convert_to_f32(src.data, src.dtype, s.param(i), size_t(src.numel()));
     sp.bind(s.weights, Tensor::view_of(s.param(i), DType::F32, sp.shape, s.params.owner));
@@ -62,7 +62,8 @@ int64_t ParamStore::num_trainable() const {
   return n;
 }
 
-void ParamStore::append(const std::vector<TensorSpec>& extra, const std::function<void(size_t, float*)>& init) {
+void ParamStore::append(const std::vector<TensorSpec>& extra,
+                        const std::function<void(size_t, float*)>& init) {
   const size_t old_total = total, first = specs.size();
   for (auto& sp : extra) {
     specs.push_back(sp);
@@ -70,7 +71,8 @@ void ParamStore::append(const std::vector<TensorSpec>& extra, const std::functio
     total += size_t(shape_numel(sp.shape));
     trainable.push_back(true);
   }
-  Tensor np = Tensor::zeros(DType::F32, {int64_t(total)}), ng = Tensor::zeros(DType::F32, {int64_t(total)});
+  Tensor np = Tensor::zeros(DType::F32, {int64_t(total)}),
+         ng = Tensor::zeros(DType::F32, {int64_t(total)});
   std::memcpy(np.data, params.data, old_total * sizeof(float));
   std::memcpy(ng.data, grads.data, old_total * sizeof(float));
   params = np;
@@ -119,7 +121,9 @@ void ParamStore::refresh_compute() {
     }
 }
 
-void ParamStore::zero_grads() { std::memset(grads.data, 0, total * sizeof(float)); }
+void ParamStore::zero_grads() {
+  std::memset(grads.data, 0, total * sizeof(float));
+}
 
 void ParamStore::save_weights(const std::string& dir, DType dtype, uint64_t shard_bytes) const {
   std::vector<SafetensorsWriter::Planned> plan;

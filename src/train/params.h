@@ -16,12 +16,12 @@ struct ParamStore {
   ModelConfig cfg;
   MoeLayout layout = MoeLayout::Split;
   std::vector<TensorSpec> specs;
-  std::vector<size_t> offset;  // element offset of spec i in every buffer
-  size_t total = 0;            // elements
-  Tensor params, grads;        // F32 [total]
-  ModelWeights weights;        // views into params, bound as the forward pass expects
-  ModelWeights grad_views;     // the same views into grads
-  std::vector<bool> trainable; // per spec; frozen tensors keep their values (no update, no decay)
+  std::vector<size_t> offset;   // element offset of spec i in every buffer
+  size_t total = 0;             // elements
+  Tensor params, grads;         // F32 [total]
+  ModelWeights weights;         // views into params, bound as the forward pass expects
+  ModelWeights grad_views;      // the same views into grads
+  std::vector<bool> trainable;  // per spec; frozen tensors keep their values (no update, no decay)
   // What the forward and backward products read: `weights` itself in F32 training; in bf16
   // mixed precision, bf16 copies of the matrices (norms and MoE routers stay F32 views).
   DType compute_dtype = DType::F32;
@@ -38,7 +38,8 @@ struct ParamStore {
   void zero_grads();
   // Appends tensors (e.g. LoRA adapters) to every buffer, rebinding all views; init fills each
   // new tensor's F32 values. New tensors are trainable.
-  void append(const std::vector<TensorSpec>& extra, const std::function<void(size_t, float*)>& init);
+  void append(const std::vector<TensorSpec>& extra,
+              const std::function<void(size_t, float*)>& init);
   double lora_scale = 0;  // alpha / r when LoRA adapters are bound
   // F32 or BF16; BF16 allocates the copies. refresh_compute() after every update of the masters.
   void set_compute_dtype(DType t);

@@ -9,7 +9,8 @@
 
 namespace lamina {
 
-void write_svg_plot(const std::string& path, const std::string& title, const std::vector<Series>& series) {
+void write_svg_plot(const std::string& path, const std::string& title,
+                    const std::vector<Series>& series) {
   const double W = 720, Hh = 420, L = 60, R = 20, T = 40, B = 50;
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
   for (auto& s : series)
@@ -25,19 +26,26 @@ void write_svg_plot(const std::string& path, const std::string& title, const std
   auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
   auto py = [&](double y) { return T + (1 - (y - y0) / (y1 - y0)) * (Hh - T - B); };
   std::ostringstream o;
-  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << Hh << "' font-family='sans-serif' font-size='12'>\n";
+  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << Hh
+    << "' font-family='sans-serif' font-size='12'>\n";
   o << "<rect width='100%' height='100%' fill='white'/>\n";
-  o << "<text x='" << W / 2 << "' y='22' text-anchor='middle' font-size='15'>" << title << "</text>\n";
-  o << "<line x1='" << L << "' y1='" << Hh - B << "' x2='" << W - R << "' y2='" << Hh - B << "' stroke='black'/>\n";
-  o << "<line x1='" << L << "' y1='" << T << "' x2='" << L << "' y2='" << Hh - B << "' stroke='black'/>\n";
+  o << "<text x='" << W / 2 << "' y='22' text-anchor='middle' font-size='15'>" << title
+    << "</text>\n";
+  o << "<line x1='" << L << "' y1='" << Hh - B << "' x2='" << W - R << "' y2='" << Hh - B
+    << "' stroke='black'/>\n";
+  o << "<line x1='" << L << "' y1='" << T << "' x2='" << L << "' y2='" << Hh - B
+    << "' stroke='black'/>\n";
   char buf[64];
   for (int i = 0; i <= 5; ++i) {
     double y = y0 + (y1 - y0) * i / 5, x = x0 + (x1 - x0) * i / 5;
     std::snprintf(buf, sizeof buf, "%.3g", y);
-    o << "<text x='" << L - 6 << "' y='" << py(y) + 4 << "' text-anchor='end'>" << buf << "</text>\n";
-    o << "<line x1='" << L << "' y1='" << py(y) << "' x2='" << W - R << "' y2='" << py(y) << "' stroke='#eee'/>\n";
+    o << "<text x='" << L - 6 << "' y='" << py(y) + 4 << "' text-anchor='end'>" << buf
+      << "</text>\n";
+    o << "<line x1='" << L << "' y1='" << py(y) << "' x2='" << W - R << "' y2='" << py(y)
+      << "' stroke='#eee'/>\n";
     std::snprintf(buf, sizeof buf, "%.0f", x);
-    o << "<text x='" << px(x) << "' y='" << Hh - B + 16 << "' text-anchor='middle'>" << buf << "</text>\n";
+    o << "<text x='" << px(x) << "' y='" << Hh - B + 16 << "' text-anchor='middle'>" << buf
+      << "</text>\n";
   }
   o << "<text x='" << W / 2 << "' y='" << Hh - 12 << "' text-anchor='middle'>step</text>\n";
   int li = 0;
@@ -49,9 +57,11 @@ void write_svg_plot(const std::string& path, const std::string& title, const std
     o << "'/>\n";
     if (s.points.size() < 40)
       for (auto& [x, y] : s.points)
-        if (std::isfinite(y)) o << "<circle cx='" << px(x) << "' cy='" << py(y) << "' r='2.5' fill='" << s.color << "'/>\n";
-    o << "<text x='" << W - R - 6 << "' y='" << T + 16 + 16 * li << "' text-anchor='end' fill='" << s.color << "'>" << s.name
-      << "</text>\n";
+        if (std::isfinite(y))
+          o << "<circle cx='" << px(x) << "' cy='" << py(y) << "' r='2.5' fill='" << s.color
+            << "'/>\n";
+    o << "<text x='" << W - R - 6 << "' y='" << T + 16 + 16 * li << "' text-anchor='end' fill='"
+      << s.color << "'>" << s.name << "</text>\n";
     ++li;
   }
   o << "</svg>\n";

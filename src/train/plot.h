@@ -12,6 +12,7 @@ struct Series {
   std::vector<std::pair<double, double>> points;  // (step, value)
 };
 
-void write_svg_plot(const std::string& path, const std::string& title, const std::vector<Series>& series);
+void write_svg_plot(const std::string& path, const std::string& title,
+                    const std::vector<Series>& series);
 
 }  // namespace lamina

@@ -4,12 +4,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
-#include <cstring>
 
 #include "core/error.h"
 #include "core/interrupt.h"
@@ -46,13 +46,19 @@ std::string latest_checkpoint(const std::string& out, int64_t* step) {
 
 // The training run's fixed choices: a checkpoint resumes only a run with the same ones.
 json run_signature(const PretrainOptions& o, const std::string& corpus_file) {
-  json j = {{"seq_len", o.seq_len}, {"batch_size", o.batch_size}, {"grad_accum", o.grad_accum}, {"seed", o.seed},
-            {"corpus", fs::path(corpus_file).filename().string()}, {"val_fraction", o.val_fraction}};
-  if (o.lora) j["lora"] = {{"r", o.lora->r}, {"alpha", o.lora->alpha}, {"targets", o.lora->targets}};
+  json j = {{"seq_len", o.seq_len},
+            {"batch_size", o.batch_size},
+            {"grad_accum", o.grad_accum},
+            {"seed", o.seed},
+            {"corpus", fs::path(corpus_file).filename().string()},
+            {"val_fraction", o.val_fraction}};
+  if (o.lora)
+    j["lora"] = {{"r", o.lora->r}, {"alpha", o.lora->alpha}, {"targets", o.lora->targets}};
   return j;
 }
 
-void save_model_dir(const ParamStore& p, const std::string& src_model, const std::string& dir, DType dtype, uint64_t shard) {
+void save_model_dir(const ParamStore& p, const std::string& src_model, const std::string& dir,
+                    DType dtype, uint64_t shard) {
   copy_tokenizer_files(src_model, dir);
   ModelConfig c = p.cfg;
   c.torch_dtype = dtype;
@@ -64,8 +70,8 @@ void save_model_dir(const ParamStore& p, const std::string& src_model, const std
 // "param/NAME", "exp_avg/NAME", "exp_avg_sq/NAME" (frozen tensors come from --model again).
 const char* kOptParts[] = {"param/", "exp_avg/", "exp_avg_sq/"};
 
-void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, int64_t step, const json& sig, DType dtype,
-                     const std::optional<LoraConfig>& lora) {
+void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, int64_t step,
+                     const json& sig, DType dtype, const std::optional<LoraConfig>& lora) {
   OutputDir d(o.out + "/checkpoint-" + std::to_string(step), true);
   if (lora) {
     // A PEFT adapter (plus the tokenizer, so the directory is self-describing).
@@ -82,7 +88,8 @@ void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, 
   const float* src[] = {p.params.f32(), opt.exp_avg().f32(), opt.exp_avg_sq().f32()};
   for (int k = 0; k < 3; ++k)
     for (size_t i = 0; i < p.specs.size(); ++i)
-      if (p.trainable[i]) w.write(kOptParts[k] + p.specs[i].name, src[k] + p.offset[i], size_t(p.numel(i)) * 4);
+      if (p.trainable[i])
+        w.write(kOptParts[k] + p.specs[i].name, src[k] + p.offset[i], size_t(p.numel(i)) * 4);
   w.finish();
   json st = {{"step", step}, {"optimizer_step", opt.step()}, {"run", sig}};
   write_file_atomic(d.path() + "/trainer_state.json", st.dump(2) + "\n");
@@ -95,7 +102,8 @@ void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, 
       all.push_back({std::atoll(nm.c_str() + 11), e.path().string()});
   }
   std::sort(all.begin(), all.end());
-  for (size_t i = 0; o.keep > 0 && i + size_t(o.keep) < all.size(); ++i) fs::remove_all(all[i].second);
+  for (size_t i = 0; o.keep > 0 && i + size_t(o.keep) < all.size(); ++i)
+    fs::remove_all(all[i].second);
 }
 
 }  // namespace
@@ -114,33 +122,44 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   bool freeze_embeddings = o.freeze_embeddings;
   if (o.only_new_layers) {
     const std::string f = o.model + "/expanded_layers.json";
-    if (!file_exists(f)) fail(f, ": not found (--only-new-layers needs a model made by lamina upscale --expand-every)");
+    if (!file_exists(f))
+      fail(f,
+           ": not found (--only-new-layers needs a model made by lamina upscale --expand-every)");
     json j = json::parse(read_text_file(f));
     for (auto& l : j.at("original_layers")) frozen.push_back(l.get<int64_t>());
     freeze_embeddings = true;
   }
   for (int64_t l : frozen)
-    if (l < 0 || l >= cfg.num_hidden_layers) fail("--freeze-layers: layer ", l, " is outside [0, ", cfg.num_hidden_layers, ")");
+    if (l < 0 || l >= cfg.num_hidden_layers)
+      fail("--freeze-layers: layer ", l, " is outside [0, ", cfg.num_hidden_layers, ")");
   p.freeze(frozen, freeze_embeddings);
   if (o.lora) {
-    if (!frozen.empty() || freeze_embeddings) fail("--lora trains only the adapters: drop --freeze-* / --only-new-layers");
+    if (!frozen.empty() || freeze_embeddings)
+      fail("--lora trains only the adapters: drop --freeze-* / --only-new-layers");
     add_lora(p, *o.lora);
   }
   if (p.num_trainable() == 0) fail("every parameter is frozen: nothing to train");
   std::string cache = o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir;
   std::error_code ec;
   fs::create_directories(o.out, ec);
-  if (ec || !fs::is_directory(o.out)) fail(o.out, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
-  TokenCorpus corpus = TokenCorpus::build(o.data, tok, o.model + "/tokenizer.model", cache, o.progress);
+  if (ec || !fs::is_directory(o.out))
+    fail(o.out, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
+  TokenCorpus corpus =
+      TokenCorpus::build(o.data, tok, o.model + "/tokenizer.model", cache, o.progress);
   const int64_t T = o.seq_len, windows = corpus.num_windows(T);
-  const int64_t n_val = o.val_fraction > 0 ? std::max<int64_t>(1, int64_t(std::ceil(double(windows) * o.val_fraction))) : 0;
-  const int64_t n_train = std::max<int64_t>(0, windows - n_val), per_step = o.batch_size * o.grad_accum;
+  const int64_t n_val =
+      o.val_fraction > 0
+          ? std::max<int64_t>(1, int64_t(std::ceil(double(windows) * o.val_fraction)))
+          : 0;
+  const int64_t n_train = std::max<int64_t>(0, windows - n_val),
+                per_step = o.batch_size * o.grad_accum;
   if (n_train < per_step)
     fail("--data: ", corpus.num_tokens(), " tokens make ", n_train, " training sequences of ", T,
          " tokens, fewer than one step needs (", per_step, " = batch size x grad accum)");
   const int64_t steps_per_epoch = n_train / per_step;
   const int64_t total = o.max_steps > 0 ? o.max_steps : o.epochs * steps_per_epoch;
-  ScheduleConfig sched{parse_schedule(o.schedule), total, warmup_steps_for(o.warmup_ratio, total), o.min_lr_ratio};
+  ScheduleConfig sched{parse_schedule(o.schedule), total, warmup_steps_for(o.warmup_ratio, total),
+                       o.min_lr_ratio};
   const double aux_coef = cfg.is_moe() ? o.aux_coef.value_or(cfg.router_aux_loss_coef) : 0.0;
   const DType save_dtype = o.save_dtype.value_or(cfg.torch_dtype);
   const json sig = run_signature(o, corpus.cache_file());
@@ -155,7 +174,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     if (ck.empty()) fail(o.out, ": --resume found no checkpoint-* directory");
     json st = json::parse(read_text_file(ck + "/trainer_state.json"));
     if (st["run"] != sig)
-      fail(ck, ": was written by a run with other settings (", st["run"].dump(), "); resume with the same ones");
+      fail(ck, ": was written by a run with other settings (", st["run"].dump(),
+           "); resume with the same ones");
     SafetensorsFile f(ck + "/optimizer.safetensors");
     float* dst[] = {p.params.f32(), opt.exp_avg().f32(), opt.exp_avg_sq().f32()};
     for (int k = 0; k < 3; ++k)
@@ -163,7 +183,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         if (!p.trainable[i]) continue;
         const std::string name = kOptParts[k] + p.specs[i].name;
         const TensorInfo* ti = f.find(name);
-        if (!ti || ti->shape != p.specs[i].shape) fail(ck, "/optimizer.safetensors: missing or mis-shaped '", name, "'");
+        if (!ti || ti->shape != p.specs[i].shape)
+          fail(ck, "/optimizer.safetensors: missing or mis-shaped '", name, "'");
         std::memcpy(dst[k] + p.offset[i], f.tensor(*ti).data, size_t(p.numel(i)) * 4);
       }
     opt.set_step(st["optimizer_step"].get<int64_t>());
@@ -173,14 +194,16 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     if (file_exists(metrics_path)) {
       std::ifstream in(metrics_path);
       for (std::string line; std::getline(in, line);)
-        if (!line.empty() && json::parse(line).value("step", int64_t(0)) <= start) keep.push_back(line);
+        if (!line.empty() && json::parse(line).value("step", int64_t(0)) <= start)
+          keep.push_back(line);
     }
     std::string text;
     for (auto& l : keep) text += l + "\n";
     write_file_atomic(metrics_path, text);
   } else {
     int64_t s;
-    if (!latest_checkpoint(o.out, &s).empty()) fail(o.out, ": already holds checkpoints (use --resume, or another --out)");
+    if (!latest_checkpoint(o.out, &s).empty())
+      fail(o.out, ": already holds checkpoints (use --resume, or another --out)");
     write_file_atomic(metrics_path, "");
   }
   std::ofstream metrics(metrics_path, std::ios::app);
@@ -214,7 +237,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     // The starting point, so curves show where continued training begins (an up-scaled model
     // starts worse than its base).
     const double l0 = evaluate();
-    metrics << json{{"step", 0}, {"eval_loss", l0}, {"eval_ppl", std::exp(l0)}}.dump() << "\n" << std::flush;
+    metrics << json{{"step", 0}, {"eval_loss", l0}, {"eval_ppl", std::exp(l0)}}.dump() << "\n"
+            << std::flush;
   }
   Progress bar("pretrain", total, "steps");
   bar.update(start);
@@ -223,7 +247,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     throw_if_interrupted();
     auto t0 = std::chrono::steady_clock::now();
     p.zero_grads();
-    const double normalizer = double(per_step) * double(T);  // every position of a window is a target
+    const double normalizer =
+        double(per_step) * double(T);  // every position of a window is a target
     double loss_sum = 0, weight_sum = 0, aux = 0;
     for (int64_t m = 0; m < o.grad_accum; ++m) {
       for (int64_t r = 0; r < o.batch_size; ++r) {
@@ -232,14 +257,17 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         if (epoch != perm_epoch) perm = order(epoch), perm_epoch = epoch;
         corpus.window(perm[size_t(g % (steps_per_epoch * per_step))], T, rows[size_t(r)]);
       }
-      auto st = graph.step(Batch::language_model(rows), normalizer, aux_coef / double(o.grad_accum));
-      loss_sum += st.loss_sum, weight_sum += st.weight_sum, aux += st.aux_loss / double(o.grad_accum);
+      auto st =
+          graph.step(Batch::language_model(rows), normalizer, aux_coef / double(o.grad_accum));
+      loss_sum += st.loss_sum, weight_sum += st.weight_sum,
+          aux += st.aux_loss / double(o.grad_accum);
     }
     const double gnorm = clip_grad_norm(p, o.clip);
     if (!std::isfinite(loss_sum) || !std::isfinite(gnorm)) {
       int64_t last_good;
       std::string ck = latest_checkpoint(o.out, &last_good);
-      fail("step ", step + 1, ": the loss or the gradient is not finite (loss ", loss_sum / weight_sum, ", gradient norm ", gnorm,
+      fail("step ", step + 1, ": the loss or the gradient is not finite (loss ",
+           loss_sum / weight_sum, ", gradient norm ", gnorm,
            "); stopped without updating. Last good checkpoint: ", ck.empty() ? "none" : ck,
            ". Try a lower --lr or a stronger --clip.");
     }
@@ -248,24 +276,35 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     p.refresh_compute();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double loss = loss_sum / weight_sum;
-    json m = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", double(per_step * T) / dt},
+    json m = {{"step", step + 1},
+              {"loss", loss},
+              {"lr", lr},
+              {"grad_norm", gnorm},
+              {"tokens_per_s", double(per_step * T) / dt},
               {"epoch", double((step + 1) * per_step) / double(n_train)},
-              {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()}};
+              {"elapsed_s",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()}};
     if (cfg.is_moe()) m["aux_loss"] = aux;
     m["peak_rss_mb"] = double(peak_rss_bytes()) / 1e6;
     metrics << m.dump() << "\n" << std::flush;
     res.last_loss = loss;
     char note[160];
-    std::snprintf(note, sizeof note, "loss %.4f lr %.2e gnorm %.3f %.0f tok/s", loss, lr, gnorm, double(per_step * T) / dt);
+    std::snprintf(note, sizeof note, "loss %.4f lr %.2e gnorm %.3f %.0f tok/s", loss, lr, gnorm,
+                  double(per_step * T) / dt);
     bar.set_note(note);
     if (o.progress) bar.update(step + 1);
     const bool last = step + 1 == total;
     if (n_val > 0 && ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || last)) {
       res.eval_loss = evaluate();
-      metrics << json{{"step", step + 1}, {"eval_loss", res.eval_loss}, {"eval_ppl", std::exp(res.eval_loss)}}.dump() << "\n"
+      metrics << json{{"step", step + 1},
+                      {"eval_loss", res.eval_loss},
+                      {"eval_ppl", std::exp(res.eval_loss)}}
+                     .dump()
+              << "\n"
               << std::flush;
     }
-    if ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last) save_checkpoint(o, p, opt, step + 1, sig, save_dtype, o.lora);
+    if ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last)
+      save_checkpoint(o, p, opt, step + 1, sig, save_dtype, o.lora);
     res.steps = step + 1;
     if (o.halt_after > 0 && step + 1 >= o.halt_after) break;
   }
@@ -277,11 +316,14 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
     json j = json::parse(line);
-    if (j.contains("loss")) train.points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
-    if (j.contains("eval_loss") && j["eval_loss"].is_number()) eval.points.push_back({j["step"].get<double>(), j["eval_loss"].get<double>()});
+    if (j.contains("loss"))
+      train.points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
+    if (j.contains("eval_loss") && j["eval_loss"].is_number())
+      eval.points.push_back({j["step"].get<double>(), j["eval_loss"].get<double>()});
   }
   res.plot_file = o.out + "/loss.svg";
-  write_svg_plot(res.plot_file, "lamina pretrain: " + fs::path(o.model).filename().string(), {train, eval});
+  write_svg_plot(res.plot_file, "lamina pretrain: " + fs::path(o.model).filename().string(),
+                 {train, eval});
   res.metrics_file = metrics_path;
   res.peak_rss = peak_rss_bytes();
   int64_t s;

@@ -28,7 +28,10 @@ struct PretrainOptions {
   bool only_new_layers = false;
   DType precision = DType::F32;
   bool recompute = false;  // activation recomputation (gradient checkpointing) per layer
-  std::optional<LoraConfig> lora;  // train LoRA adapters on a frozen base; checkpoints are PEFT adapters  // bf16: bf16 products, F32 master weights, optimizer, norms, loss  // LLaMA-Pro: train the layers listed in MODEL/expanded_layers.json
+  std::optional<LoraConfig>
+      lora;  // train LoRA adapters on a frozen base; checkpoints are PEFT adapters  // bf16: bf16
+             // products, F32 master weights, optimizer, norms, loss  // LLaMA-Pro: train the layers
+             // listed in MODEL/expanded_layers.json
   uint64_t shard_bytes = 5000000000ull;
 };
 

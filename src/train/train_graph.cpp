@@ -42,9 +42,11 @@ float* sized(Buf& b, int64_t n) {
 // y[M, N] = x[M, K] W^T with W [N, K]; backward: dx (+)= dy W, dW += dy^T x.
 // With a BF16 W (mixed precision) x and dy are rounded to bf16 for the products; every product
 // accumulates and writes F32.
-void linear_fwd(const float* x, int64_t M, const Tensor& W, float* y) { linear(x, M, W, y); }
-void linear_bwd(const float* x, int64_t M, const Tensor& W, const Tensor* dW, const float* dy, float* dx,
-                bool accumulate_dx) {
+void linear_fwd(const float* x, int64_t M, const Tensor& W, float* y) {
+  linear(x, M, W, y);
+}
+void linear_bwd(const float* x, int64_t M, const Tensor& W, const Tensor* dW, const float* dy,
+                float* dx, bool accumulate_dx) {
   const int64_t N = W.shape[0], K = W.shape[1];
   float* gw = dW ? const_cast<float*>(dW->f32()) : nullptr;  // null: frozen, no weight gradient
   if (W.dtype == DType::BF16) {
@@ -53,7 +55,8 @@ void linear_bwd(const float* x, int64_t M, const Tensor& W, const Tensor* dW, co
     dyb.resize(size_t(M * N));
     to_bf16_parallel(x, xb.data(), M * K);
     to_bf16_parallel(dy, dyb.data(), M * N);
-    if (dx) gemm_bf16(false, false, M, K, N, dyb.data(), N, W.as<uint16_t>(), K, dx, K, accumulate_dx);
+    if (dx)
+      gemm_bf16(false, false, M, K, N, dyb.data(), N, W.as<uint16_t>(), K, dx, K, accumulate_dx);
     if (gw) gemm_bf16(true, false, N, K, M, dyb.data(), N, xb.data(), K, gw, K, true);
     return;
   }
@@ -80,16 +83,18 @@ struct LayerActs {
 
 struct TrainGraph::Acts {
   std::vector<LayerActs> layers;
-  LayerActs scratch;               // recomputation: the one layer being worked on
-  std::vector<Buf> xin;            // recomputation: each layer's input [N, H]
-  std::vector<double> expert_psum; // MoE: router probabilities summed per expert over all layers
+  LayerActs scratch;                // recomputation: the one layer being worked on
+  std::vector<Buf> xin;             // recomputation: each layer's input [N, H]
+  std::vector<double> expert_psum;  // MoE: router probabilities summed per expert over all layers
   Buf xf, xnf, dx, dtmp, dxn, dq, dk, dv, datt, dh, dg, du, chunk, dchunk;
   std::vector<int64_t> pos;
   std::vector<int64_t> expert_count;  // MoE: (token, slot) pairs per expert over all layers
 };
 
 TrainGraph::TrainGraph(ParamStore& p) : p_(p), a_(new Acts) {}
-TrainGraph::~TrainGraph() { delete a_; }
+TrainGraph::~TrainGraph() {
+  delete a_;
+}
 
 StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, bool backward) {
   const ModelConfig& c = p_.cfg;
@@ -101,19 +106,24 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   const int64_t E = c.num_local_experts, K = c.num_experts_per_tok;
   const int64_t window = c.sliding_window.value_or(0);
   const float eps = float(c.rms_norm_eps);
-  if (int64_t(b.tokens.size()) != N || int64_t(b.targets.size()) != N || int64_t(b.weights.size()) != N)
+  if (int64_t(b.tokens.size()) != N || int64_t(b.targets.size()) != N ||
+      int64_t(b.weights.size()) != N)
     fail("batch: tokens, targets and weights must hold B*T entries");
-  if (T > c.max_position_embeddings) fail("sequence length ", T, " exceeds max_position_embeddings ", c.max_position_embeddings);
+  if (T > c.max_position_embeddings)
+    fail("sequence length ", T, " exceeds max_position_embeddings ", c.max_position_embeddings);
   if (normalizer <= 0) normalizer = 1;
   Acts& a = *a_;
   // Frozen tensors get no weight gradient (the product is skipped).
   std::unordered_set<const void*> frozen;
   for (size_t i = 0; i < p_.specs.size(); ++i)
     if (!p_.trainable[i]) frozen.insert(p_.grad(i));
-  auto grad_of = [&](const Tensor& g) -> const Tensor* { return frozen.count(g.data) ? nullptr : &g; };
+  auto grad_of = [&](const Tensor& g) -> const Tensor* {
+    return frozen.count(g.data) ? nullptr : &g;
+  };
   const float lora_scale = float(p_.lora_scale);
   // A projection y = x W^T, plus LoRA's scale · (x A^T) B^T when the layer has an adapter there.
-  auto proj_fwd = [&](const float* x, int64_t M, const LayerWeights& lw, const Tensor& Wt, int tgt, Buf& tsave, float* y) {
+  auto proj_fwd = [&](const float* x, int64_t M, const LayerWeights& lw, const Tensor& Wt, int tgt,
+                      Buf& tsave, float* y) {
     linear_fwd(x, M, Wt, y);
     const LoraPair& lp = lw.lora[tgt];
     if (!lp.a.defined()) return;
@@ -124,8 +134,9 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     linear_fwd(t, M, lp.b, tmp.data());
     axpy(y, lora_scale, tmp.data(), M * out);
   };
-  auto proj_bwd = [&](const float* x, int64_t M, const LayerWeights& lw, const LayerWeights& lg, const Tensor& Wt,
-                      const Tensor& dWt, int tgt, const Buf& tsave, const float* dy, float* dx, bool acc) {
+  auto proj_bwd = [&](const float* x, int64_t M, const LayerWeights& lw, const LayerWeights& lg,
+                      const Tensor& Wt, const Tensor& dWt, int tgt, const Buf& tsave,
+                      const float* dy, float* dx, bool acc) {
     linear_bwd(x, M, Wt, grad_of(dWt), dy, dx, acc);
     const LoraPair& lp = lw.lora[tgt];
     if (!lp.a.defined()) return;
@@ -148,84 +159,88 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   auto layer_fwd = [&](int64_t l, float* x, LayerActs& s, bool count) {
     const LayerWeights& lw = W.layers[size_t(l)];
     s.x.assign(x, x + N * H);
-      s.x.assign(x, x + N * H);
-      float* xn1 = sized(s.xn1, N * H);
-      rmsnorm(s.x.data(), lw.attn_norm.f32(), xn1, N, H, eps);
-      float* q = sized(s.q, N * Q);
-      float* k = sized(s.k, N * KV);
-      float* v = sized(s.v, N * KV);
-      proj_fwd(xn1, N, lw, lw.wq, kLoraQ, s.lora_t[kLoraQ], q);
-      proj_fwd(xn1, N, lw, lw.wk, kLoraK, s.lora_t[kLoraK], k);
-      proj_fwd(xn1, N, lw, lw.wv, kLoraV, s.lora_t[kLoraV], v);
-      rope(q, a.pos.data(), N, nh, hd, c.rope_theta);
-      rope(k, a.pos.data(), N, nkv, hd, c.rope_theta);
-      float* att = sized(s.att, N * Q);
-      for (int64_t bi = 0; bi < B; ++bi)
-        attention(q + bi * T * Q, k + bi * T * KV, v + bi * T * KV, att + bi * T * Q, T, 0, nh, nkv, hd, KV, window);
-      float* xmid = sized(s.xmid, N * H);
-      proj_fwd(att, N, lw, lw.wo, kLoraO, s.lora_t[kLoraO], xmid);
-      add_inplace(xmid, s.x.data(), N * H);
-      float* xn2 = sized(s.xn2, N * H);
-      rmsnorm(xmid, lw.mlp_norm.f32(), xn2, N, H, eps);
-      std::memcpy(x, xmid, size_t(N * H) * sizeof(float));
-      if (!c.is_moe()) {
-        float* g = sized(s.g, N * I);
-        float* u = sized(s.u, N * I);
-        float* h = sized(s.h, N * I);
-        proj_fwd(xn2, N, lw, lw.w_gate, kLoraGate, s.lora_t[kLoraGate], g);
-        proj_fwd(xn2, N, lw, lw.w_up, kLoraUp, s.lora_t[kLoraUp], u);
-        silu_mul(g, u, h, N * I);
-        Buf out(static_cast<size_t>(N * H));
-        proj_fwd(h, N, lw, lw.w_down, kLoraDown, s.lora_t[kLoraDown], out.data());
-        add_inplace(x, out.data(), N * H);
-      } else {
-        float* pr = sized(s.probs, N * E);
-        linear_fwd(xn2, N, lw.router, pr);
-        softmax_rows(pr, N, E);
-        s.topi.assign(size_t(N * K), 0);
-        s.topw.assign(size_t(N * K), 0.f);
-        s.experts.assign(size_t(E), {});
-        std::vector<int64_t> idx(static_cast<size_t>(E));
-        for (int64_t t = 0; t < N; ++t) {
-          const float* p = pr + t * E;
-          std::iota(idx.begin(), idx.end(), 0);
-          std::partial_sort(idx.begin(), idx.begin() + K, idx.end(),
-                            [p](int64_t u_, int64_t v_) { return p[u_] > p[v_] || (p[u_] == p[v_] && u_ < v_); });
-          float sum = 0.f;
-          for (int64_t j = 0; j < K; ++j) sum += p[idx[size_t(j)]];
-          for (int64_t j = 0; j < K; ++j) {
-            const int64_t e = idx[size_t(j)];
-            s.topi[size_t(t * K + j)] = e;
-            s.topw[size_t(t * K + j)] = p[e] / sum;
-            s.experts[size_t(e)].rows.push_back(t);
-            s.experts[size_t(e)].slot.push_back(j);
-            if (count) a.expert_count[size_t(e)]++;
-          }
-        }
-        for (int64_t e = 0; e < E; ++e) {
-          ExpertActs& ex = s.experts[size_t(e)];
-          const int64_t n = int64_t(ex.rows.size());
-          if (!n) continue;
-          float* xs = sized(ex.xs, n * H);
-          for (int64_t i = 0; i < n; ++i) std::copy_n(xn2 + ex.rows[size_t(i)] * H, H, xs + i * H);
-          float* g = sized(ex.g, n * I);
-          float* u = sized(ex.u, n * I);
-          float* h = sized(ex.h, n * I);
-          float* y = sized(ex.y, n * H);
-          linear_fwd(xs, n, lw.e_gate[size_t(e)], g);
-          linear_fwd(xs, n, lw.e_up[size_t(e)], u);
-          silu_mul(g, u, h, n * I);
-          linear_fwd(h, n, lw.e_down[size_t(e)], y);
-          for (int64_t i = 0; i < n; ++i) {
-            const int64_t t = ex.rows[size_t(i)];
-            axpy(x + t * H, s.topw[size_t(t * K + ex.slot[size_t(i)])], y + i * H, H);
-          }
+    s.x.assign(x, x + N * H);
+    float* xn1 = sized(s.xn1, N * H);
+    rmsnorm(s.x.data(), lw.attn_norm.f32(), xn1, N, H, eps);
+    float* q = sized(s.q, N * Q);
+    float* k = sized(s.k, N * KV);
+    float* v = sized(s.v, N * KV);
+    proj_fwd(xn1, N, lw, lw.wq, kLoraQ, s.lora_t[kLoraQ], q);
+    proj_fwd(xn1, N, lw, lw.wk, kLoraK, s.lora_t[kLoraK], k);
+    proj_fwd(xn1, N, lw, lw.wv, kLoraV, s.lora_t[kLoraV], v);
+    rope(q, a.pos.data(), N, nh, hd, c.rope_theta);
+    rope(k, a.pos.data(), N, nkv, hd, c.rope_theta);
+    float* att = sized(s.att, N * Q);
+    for (int64_t bi = 0; bi < B; ++bi)
+      attention(q + bi * T * Q, k + bi * T * KV, v + bi * T * KV, att + bi * T * Q, T, 0, nh, nkv,
+                hd, KV, window);
+    float* xmid = sized(s.xmid, N * H);
+    proj_fwd(att, N, lw, lw.wo, kLoraO, s.lora_t[kLoraO], xmid);
+    add_inplace(xmid, s.x.data(), N * H);
+    float* xn2 = sized(s.xn2, N * H);
+    rmsnorm(xmid, lw.mlp_norm.f32(), xn2, N, H, eps);
+    std::memcpy(x, xmid, size_t(N * H) * sizeof(float));
+    if (!c.is_moe()) {
+      float* g = sized(s.g, N * I);
+      float* u = sized(s.u, N * I);
+      float* h = sized(s.h, N * I);
+      proj_fwd(xn2, N, lw, lw.w_gate, kLoraGate, s.lora_t[kLoraGate], g);
+      proj_fwd(xn2, N, lw, lw.w_up, kLoraUp, s.lora_t[kLoraUp], u);
+      silu_mul(g, u, h, N * I);
+      Buf out(static_cast<size_t>(N * H));
+      proj_fwd(h, N, lw, lw.w_down, kLoraDown, s.lora_t[kLoraDown], out.data());
+      add_inplace(x, out.data(), N * H);
+    } else {
+      float* pr = sized(s.probs, N * E);
+      linear_fwd(xn2, N, lw.router, pr);
+      softmax_rows(pr, N, E);
+      s.topi.assign(size_t(N * K), 0);
+      s.topw.assign(size_t(N * K), 0.f);
+      s.experts.assign(size_t(E), {});
+      std::vector<int64_t> idx(static_cast<size_t>(E));
+      for (int64_t t = 0; t < N; ++t) {
+        const float* p = pr + t * E;
+        std::iota(idx.begin(), idx.end(), 0);
+        std::partial_sort(idx.begin(), idx.begin() + K, idx.end(), [p](int64_t u_, int64_t v_) {
+          return p[u_] > p[v_] || (p[u_] == p[v_] && u_ < v_);
+        });
+        float sum = 0.f;
+        for (int64_t j = 0; j < K; ++j) sum += p[idx[size_t(j)]];
+        for (int64_t j = 0; j < K; ++j) {
+          const int64_t e = idx[size_t(j)];
+          s.topi[size_t(t * K + j)] = e;
+          s.topw[size_t(t * K + j)] = p[e] / sum;
+          s.experts[size_t(e)].rows.push_back(t);
+          s.experts[size_t(e)].slot.push_back(j);
+          if (count) a.expert_count[size_t(e)]++;
         }
       }
+      for (int64_t e = 0; e < E; ++e) {
+        ExpertActs& ex = s.experts[size_t(e)];
+        const int64_t n = int64_t(ex.rows.size());
+        if (!n) continue;
+        float* xs = sized(ex.xs, n * H);
+        for (int64_t i = 0; i < n; ++i) std::copy_n(xn2 + ex.rows[size_t(i)] * H, H, xs + i * H);
+        float* g = sized(ex.g, n * I);
+        float* u = sized(ex.u, n * I);
+        float* h = sized(ex.h, n * I);
+        float* y = sized(ex.y, n * H);
+        linear_fwd(xs, n, lw.e_gate[size_t(e)], g);
+        linear_fwd(xs, n, lw.e_up[size_t(e)], u);
+        silu_mul(g, u, h, n * I);
+        linear_fwd(h, n, lw.e_down[size_t(e)], y);
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t t = ex.rows[size_t(i)];
+          axpy(x + t * H, s.topw[size_t(t * K + ex.slot[size_t(i)])], y + i * H, H);
+        }
+      }
+    }
   };
   a.expert_psum.assign(size_t(E), 0.0);
-  if (recompute_) a.layers.clear(), a.xin.resize(size_t(L));
-  else a.layers.resize(size_t(L));
+  if (recompute_)
+    a.layers.clear(), a.xin.resize(size_t(L));
+  else
+    a.layers.resize(size_t(L));
   for (int64_t l = 0; l < L; ++l) {
     // With recomputation only each layer's input is kept; backward runs the layer again.
     LayerActs& s = recompute_ ? a.scratch : a.layers[size_t(l)];
@@ -291,7 +306,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
 
   // ---- backward ----
   float* dx = sized(a.dx, N * H);
-  rmsnorm_backward(a.xf.data(), W.norm.f32(), dxnf, dx, const_cast<float*>(G.norm.f32()), N, H, eps);
+  rmsnorm_backward(a.xf.data(), W.norm.f32(), dxnf, dx, const_cast<float*>(G.norm.f32()), N, H,
+                   eps);
   float* dtmp = sized(a.dtmp, N * H);
   for (int64_t l = L - 1; l >= 0; --l) {
     const LayerWeights& lw = W.layers[size_t(l)];
@@ -305,12 +321,15 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     float* dxn2 = sized(a.dxn, N * H);
     if (!c.is_moe()) {
       float* dh = sized(a.dh, N * I);
-      proj_bwd(s.h.data(), N, lw, lg, lw.w_down, lg.w_down, kLoraDown, s.lora_t[kLoraDown], dx, dh, false);
+      proj_bwd(s.h.data(), N, lw, lg, lw.w_down, lg.w_down, kLoraDown, s.lora_t[kLoraDown], dx, dh,
+               false);
       float* dg = sized(a.dg, N * I);
       float* du = sized(a.du, N * I);
       silu_mul_backward(s.g.data(), s.u.data(), dh, dg, du, N * I);
-      proj_bwd(s.xn2.data(), N, lw, lg, lw.w_gate, lg.w_gate, kLoraGate, s.lora_t[kLoraGate], dg, dxn2, false);
-      proj_bwd(s.xn2.data(), N, lw, lg, lw.w_up, lg.w_up, kLoraUp, s.lora_t[kLoraUp], du, dxn2, true);
+      proj_bwd(s.xn2.data(), N, lw, lg, lw.w_gate, lg.w_gate, kLoraGate, s.lora_t[kLoraGate], dg,
+               dxn2, false);
+      proj_bwd(s.xn2.data(), N, lw, lg, lw.w_up, lg.w_up, kLoraUp, s.lora_t[kLoraUp], du, dxn2,
+               true);
     } else {
       std::fill(dxn2, dxn2 + N * H, 0.f);
       Buf dtopw(static_cast<size_t>(N * K), 0.f);
@@ -330,13 +349,17 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
           dtopw[size_t(t * K + sl)] = float(dot);
         }
         float* dh = sized(a.dh, n * I);
-        linear_bwd(ex.h.data(), n, lw.e_down[size_t(e)], grad_of(lg.e_down[size_t(e)]), dy.data(), dh, false);
+        linear_bwd(ex.h.data(), n, lw.e_down[size_t(e)], grad_of(lg.e_down[size_t(e)]), dy.data(),
+                   dh, false);
         float* dg = sized(a.dg, n * I);
         float* du = sized(a.du, n * I);
         silu_mul_backward(ex.g.data(), ex.u.data(), dh, dg, du, n * I);
-        linear_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], grad_of(lg.e_gate[size_t(e)]), dg, dxs.data(), false);
-        linear_bwd(ex.xs.data(), n, lw.e_up[size_t(e)], grad_of(lg.e_up[size_t(e)]), du, dxs.data(), true);
-        for (int64_t i = 0; i < n; ++i) add_inplace(dxn2 + ex.rows[size_t(i)] * H, dxs.data() + i * H, H);
+        linear_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], grad_of(lg.e_gate[size_t(e)]), dg,
+                   dxs.data(), false);
+        linear_bwd(ex.xs.data(), n, lw.e_up[size_t(e)], grad_of(lg.e_up[size_t(e)]), du, dxs.data(),
+                   true);
+        for (int64_t i = 0; i < n; ++i)
+          add_inplace(dxn2 + ex.rows[size_t(i)] * H, dxs.data() + i * H, H);
       }
       // Router: w_k = p_k / S over the top-k; dp_k = (dw_k - sum_j w_j dw_j) / S. The aux loss adds
       // coef * E * count_e / R^2 to every row's dp_e. Then softmax backward to the logits.
@@ -350,16 +373,20 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
           S += p[s.topi[size_t(t * K + j)]];
           wdw += double(s.topw[size_t(t * K + j)]) * dtopw[size_t(t * K + j)];
         }
-        for (int64_t j = 0; j < K; ++j) dp[size_t(s.topi[size_t(t * K + j)])] = (dtopw[size_t(t * K + j)] - wdw) / S;
-        for (int64_t e = 0; e < E; ++e) dp[size_t(e)] += aux_coef * double(E) * double(a.expert_count[size_t(e)]) / (R * R);
+        for (int64_t j = 0; j < K; ++j)
+          dp[size_t(s.topi[size_t(t * K + j)])] = (dtopw[size_t(t * K + j)] - wdw) / S;
+        for (int64_t e = 0; e < E; ++e)
+          dp[size_t(e)] += aux_coef * double(E) * double(a.expert_count[size_t(e)]) / (R * R);
         double pdp = 0;
         for (int64_t e = 0; e < E; ++e) pdp += p[e] * dp[size_t(e)];
-        for (int64_t e = 0; e < E; ++e) dlogit[size_t(t * E + e)] = float(p[e] * (dp[size_t(e)] - pdp));
+        for (int64_t e = 0; e < E; ++e)
+          dlogit[size_t(t * E + e)] = float(p[e] * (dp[size_t(e)] - pdp));
       }
       linear_bwd(s.xn2.data(), N, lw.router, grad_of(lg.router), dlogit.data(), dxn2, true);
     }
     // d xmid = dx (residual) + norm backward of dxn2
-    rmsnorm_backward(s.xmid.data(), lw.mlp_norm.f32(), dxn2, dtmp, const_cast<float*>(lg.mlp_norm.f32()), N, H, eps);
+    rmsnorm_backward(s.xmid.data(), lw.mlp_norm.f32(), dxn2, dtmp,
+                     const_cast<float*>(lg.mlp_norm.f32()), N, H, eps);
     add_inplace(dx, dtmp, N * H);
     // Attention: xmid = x + att Wo^T
     float* datt = sized(a.datt, N * Q);
@@ -368,15 +395,17 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     float* dk = sized(a.dk, N * KV);
     float* dv = sized(a.dv, N * KV);
     for (int64_t bi = 0; bi < B; ++bi)
-      attention_backward(s.q.data() + bi * T * Q, s.k.data() + bi * T * KV, s.v.data() + bi * T * KV, datt + bi * T * Q,
-                         dq + bi * T * Q, dk + bi * T * KV, dv + bi * T * KV, T, nh, nkv, hd, window);
+      attention_backward(s.q.data() + bi * T * Q, s.k.data() + bi * T * KV,
+                         s.v.data() + bi * T * KV, datt + bi * T * Q, dq + bi * T * Q,
+                         dk + bi * T * KV, dv + bi * T * KV, T, nh, nkv, hd, window);
     rope_backward(dq, a.pos.data(), N, nh, hd, c.rope_theta);
     rope_backward(dk, a.pos.data(), N, nkv, hd, c.rope_theta);
     float* dxn1 = sized(a.dxn, N * H);
     proj_bwd(s.xn1.data(), N, lw, lg, lw.wq, lg.wq, kLoraQ, s.lora_t[kLoraQ], dq, dxn1, false);
     proj_bwd(s.xn1.data(), N, lw, lg, lw.wk, lg.wk, kLoraK, s.lora_t[kLoraK], dk, dxn1, true);
     proj_bwd(s.xn1.data(), N, lw, lg, lw.wv, lg.wv, kLoraV, s.lora_t[kLoraV], dv, dxn1, true);
-    rmsnorm_backward(s.x.data(), lw.attn_norm.f32(), dxn1, dtmp, const_cast<float*>(lg.attn_norm.f32()), N, H, eps);
+    rmsnorm_backward(s.x.data(), lw.attn_norm.f32(), dxn1, dtmp,
+                     const_cast<float*>(lg.attn_norm.f32()), N, H, eps);
     add_inplace(dx, dtmp, N * H);
   }
   // Embedding: scatter-add the rows.

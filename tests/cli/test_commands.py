@@ -20,7 +20,7 @@ run = runner(os.path.abspath(sys.argv[1]))
 def main():
     tmp = tempfile.mkdtemp()
     try:
-        for cmd in ["init", "info", "generate", "chat", "score"]:
+        for cmd in ["init", "info", "generate", "chat", "score", "upscale", "pretrain", "plot", "merge-lora"]:
             p = run(cmd, "--help")
             check(f"{cmd} --help", p.returncode == 0 and "usage: lamina " + cmd in p.stdout and "--" in p.stdout)
         p = run("--help")
@@ -83,6 +83,21 @@ def main():
         check("generate --chat (openchat template)", p.returncode == 0)
         p = run("chat", "--model", oc, "--max-new-tokens", "3", "--context", "256", stdin="Hello\nHow are you?\n/reset\nAgain\n")
         check("chat answers every turn", p.returncode == 0 and p.stdout.count("\n") >= 3, repr(p.stdout[:80]))
+
+        # A tokenizer trained on a corpus, used by a new model.
+        corpus = os.path.join(tmp, "corpus.txt")
+        open(corpus, "w").write(("The river runs past the old mill and under the stone bridge.\n"
+                                 "A language model reads a sequence of tokens and predicts the next one.\n") * 50)
+        tk = os.path.join(tmp, "tk")
+        p = run("tokenizer", "train", "--data", corpus, "--vocab-size", "500", "--out", tk, "--add-tokens", "<|end_of_turn|>")
+        tcfg = json.load(open(os.path.join(tk, "tokenizer_config.json")))
+        m2 = os.path.join(tmp, "m2")
+        run("init", "--out", m2, "--tokenizer", os.path.join(tk, "tokenizer.model"))
+        sample = os.path.join(tmp, "sample.txt")
+        open(sample, "w").write("The river runs past the old mill.")
+        sc = json.loads(run("score", "--model", m2, "--text", sample, "--json").stdout)
+        check("tokenizer train -> init -> score", p.returncode == 0 and "<|end_of_turn|>" in json.dumps(tcfg)
+              and len(sc["pieces"]) < 0.5 * 33, f"{len(sc['pieces'])} tokens for 33 characters")
 
         # Mixtral fused layout and bf16 load and run.
         mx = os.path.join(tmp, "mx")

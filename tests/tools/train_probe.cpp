@@ -3,18 +3,17 @@
 // usage: lamina_train_probe MODEL_DIR BATCH.json OUT_PREFIX
 //   BATCH.json: {"B":..,"T":..,"tokens":[..],"targets":[..],"weights":[..],"aux_coef":..}
 //   writes OUT_PREFIX.grads.npy (flat F32), OUT_PREFIX.json (loss parts, tensor names/offsets)
-//   With "adamw": {"lr", "beta1", "beta2", "eps", "weight_decay", "clip", "steps"} it then runs that
-//   many full steps (zero grads, forward/backward, clip, AdamW) on the same batch and writes
+//   With "adamw": {"lr", "beta1", "beta2", "eps", "weight_decay", "clip", "steps"} it then runs
+//   that many full steps (zero grads, forward/backward, clip, AdamW) on the same batch and writes
 //   OUT_PREFIX.params.npy.
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "core/error.h"
 #include "io/mapped_file.h"
 #include "io/npy.h"
 #include "io/output_dir.h"
-#include <random>
-
 #include "train/lora.h"
 #include "train/optimizer.h"
 #include "train/train_graph.h"
@@ -61,9 +60,11 @@ int main(int argc, char** argv) {
     StepStats st = g.step(b, wsum, j.value("aux_coef", 0.0));
     write_npy(std::string(argv[3]) + ".grads.npy", p.grads);
     write_npy(std::string(argv[3]) + ".params.npy", p.params);
-    nlohmann::json out = {{"loss", st.loss_sum / wsum}, {"aux_loss", st.aux_loss}, {"tokens", st.tokens}};
+    nlohmann::json out = {
+        {"loss", st.loss_sum / wsum}, {"aux_loss", st.aux_loss}, {"tokens", st.tokens}};
     for (size_t i = 0; i < p.specs.size(); ++i)
-      out["tensors"].push_back({{"name", p.specs[i].name}, {"offset", p.offset[i]}, {"numel", p.numel(i)}});
+      out["tensors"].push_back(
+          {{"name", p.specs[i].name}, {"offset", p.offset[i]}, {"numel", p.numel(i)}});
     out["logprobs"] = g.token_logprobs();
     if (j.contains("adamw")) {
       auto& o = j["adamw"];

@@ -30,8 +30,8 @@ double dot(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // Checks analytic[i] against (L(x + h e_i) - L(x - h e_i)) / 2h for a sample of i.
-void expect_fd(std::vector<float>& x, const std::vector<float>& analytic, const std::function<double()>& loss,
-               const char* what, double tol = 2e-3) {
+void expect_fd(std::vector<float>& x, const std::vector<float>& analytic,
+               const std::function<double()>& loss, const char* what, double tol = 2e-3) {
   const float h = 1e-2f;
   for (size_t i = 0; i < x.size(); i += std::max<size_t>(1, x.size() / 23)) {
     const float keep = x[i];
@@ -77,13 +77,15 @@ TEST(Backward, RopeFiniteDifferences) {
 TEST(Backward, AttentionFiniteDifferences) {
   const int T = 7, nh = 4, nkv = 2, hd = 8;
   for (int window : {0, 3}) {
-    auto q = randn(T * nh * hd, 6), k = randn(T * nkv * hd, 7), v = randn(T * nkv * hd, 8), dy = randn(T * nh * hd, 9);
+    auto q = randn(T * nh * hd, 6), k = randn(T * nkv * hd, 7), v = randn(T * nkv * hd, 8),
+         dy = randn(T * nh * hd, 9);
     std::vector<float> out(q.size()), dq(q.size()), dk(k.size()), dv(v.size());
     auto loss = [&] {
       attention(q.data(), k.data(), v.data(), out.data(), T, 0, nh, nkv, hd, nkv * hd, window);
       return dot(out, dy);
     };
-    attention_backward(q.data(), k.data(), v.data(), dy.data(), dq.data(), dk.data(), dv.data(), T, nh, nkv, hd, window);
+    attention_backward(q.data(), k.data(), v.data(), dy.data(), dq.data(), dk.data(), dv.data(), T,
+                       nh, nkv, hd, window);
     expect_fd(q, dq, loss, "dq");
     expect_fd(k, dk, loss, "dk");
     expect_fd(v, dv, loss, "dv");

@@ -62,9 +62,11 @@ TEST(Recipe, LlamaProExpansion) {
   ASSERT_EQ(r.slices.size(), 4u);
   EXPECT_EQ(r.slices[1].begin, 2);
   EXPECT_EQ(scale_for(r.slices[1].scale, "model.layers.2.self_attn.o_proj.weight"), 0.0);
-  EXPECT_EQ(scale_for(r.slices[1].scale, "model.layers.2.block_sparse_moe.experts.3.w2.weight"), 0.0);
+  EXPECT_EQ(scale_for(r.slices[1].scale, "model.layers.2.block_sparse_moe.experts.3.w2.weight"),
+            0.0);
   EXPECT_EQ(scale_for(r.slices[1].scale, "model.layers.2.mlp.experts.down_proj"), 0.0);
-  EXPECT_EQ(scale_for(r.slices[1].scale, "model.layers.2.block_sparse_moe.experts.3.w1.weight"), 1.0);
+  EXPECT_EQ(scale_for(r.slices[1].scale, "model.layers.2.block_sparse_moe.experts.3.w1.weight"),
+            1.0);
   EXPECT_EQ(expansion_new_layers(6, 3), (std::vector<int64_t>{3, 7}));
   EXPECT_EQ(expansion_interval(32, 40), 4);  // LLaMA-Pro: 32 -> 40 layers, one per 4
   EXPECT_THROW(expansion_interval(6, 10), Error);
@@ -80,14 +82,20 @@ TEST(Recipe, RejectsWhatPassthroughCannotDo) {
     }
     return std::string();
   };
-  EXPECT_NE(err("models:\n  - model: a\nmerge_method: linear\n").find("merge_method 'linear' is not supported"), std::string::npos);
-  EXPECT_NE(err("slices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n      - model: b\n        layer_range: [0, 2]\n"
+  EXPECT_NE(err("models:\n  - model: a\nmerge_method: linear\n")
+                .find("merge_method 'linear' is not supported"),
+            std::string::npos);
+  EXPECT_NE(err("slices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n      - "
+                "model: b\n        layer_range: [0, 2]\n"
                 "merge_method: passthrough\n")
                 .find("exactly one source"),
             std::string::npos);
-  EXPECT_NE(err("slices:\n  - sources:\n      - model: a\n        layer_range: [5, 2]\nmerge_method: passthrough\n").find("empty"),
+  EXPECT_NE(err("slices:\n  - sources:\n      - model: a\n        layer_range: [5, "
+                "2]\nmerge_method: passthrough\n")
+                .find("empty"),
             std::string::npos);
-  EXPECT_NE(err("slices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n        parameters:\n          weight: 1\n"
+  EXPECT_NE(err("slices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n        "
+                "parameters:\n          weight: 1\n"
                 "merge_method: passthrough\n")
                 .find("'weight' is not supported"),
             std::string::npos);
