@@ -147,7 +147,21 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     linear_bwd(x, M, lp.a, grad_of(lg.lora[tgt].a), dt.data(), dx, true);
   };
   a.pos.resize(size_t(N));
-  for (int64_t i = 0; i < N; ++i) a.pos[size_t(i)] = i % T;
+  // Attention runs per segment: a packed row holds several conversations, each attending only
+  // to itself with positions restarting at 0 (block-diagonal causal mask).
+  std::vector<std::pair<int64_t, int64_t>> segs;  // (first row, length)
+  for (int64_t bi = 0; bi < B; ++bi) {
+    std::vector<int32_t> lens = b.segments.empty() || b.segments[size_t(bi)].empty() ? std::vector<int32_t>{int32_t(T)}
+                                                                                     : b.segments[size_t(bi)];
+    int64_t at = bi * T, total = 0;
+    for (int32_t len : lens) {
+      if (len <= 0) fail("batch: segment lengths must be positive");
+      segs.push_back({at, len});
+      for (int64_t i = 0; i < len; ++i) a.pos[size_t(at + i)] = i;
+      at += len, total += len;
+    }
+    if (total != T) fail("batch: segment lengths of row ", bi, " add up to ", total, ", not ", T);
+  }
 
   // ---- forward ----
   Buf x0;
@@ -171,9 +185,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     rope(q, a.pos.data(), N, nh, hd, c.rope_theta);
     rope(k, a.pos.data(), N, nkv, hd, c.rope_theta);
     float* att = sized(s.att, N * Q);
-    for (int64_t bi = 0; bi < B; ++bi)
-      attention(q + bi * T * Q, k + bi * T * KV, v + bi * T * KV, att + bi * T * Q, T, 0, nh, nkv,
-                hd, KV, window);
+    for (auto [r0, len] : segs)
+      attention(q + r0 * Q, k + r0 * KV, v + r0 * KV, att + r0 * Q, len, 0, nh, nkv, hd, KV, window);
     float* xmid = sized(s.xmid, N * H);
     proj_fwd(att, N, lw, lw.wo, kLoraO, s.lora_t[kLoraO], xmid);
     add_inplace(xmid, s.x.data(), N * H);
@@ -394,10 +407,9 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     float* dq = sized(a.dq, N * Q);
     float* dk = sized(a.dk, N * KV);
     float* dv = sized(a.dv, N * KV);
-    for (int64_t bi = 0; bi < B; ++bi)
-      attention_backward(s.q.data() + bi * T * Q, s.k.data() + bi * T * KV,
-                         s.v.data() + bi * T * KV, datt + bi * T * Q, dq + bi * T * Q,
-                         dk + bi * T * KV, dv + bi * T * KV, T, nh, nkv, hd, window);
+    for (auto [r0, len] : segs)
+      attention_backward(s.q.data() + r0 * Q, s.k.data() + r0 * KV, s.v.data() + r0 * KV, datt + r0 * Q,
+                         dq + r0 * Q, dk + r0 * KV, dv + r0 * KV, len, nh, nkv, hd, window);
     rope_backward(dq, a.pos.data(), N, nh, hd, c.rope_theta);
     rope_backward(dk, a.pos.data(), N, nkv, hd, c.rope_theta);
     float* dxn1 = sized(a.dxn, N * H);

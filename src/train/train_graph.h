@@ -16,6 +16,9 @@ struct Batch {
   int64_t B = 0, T = 0;
   std::vector<int32_t> tokens, targets;
   std::vector<float> weights;
+  // Packing: per row, the lengths of the sequences packed into it (summing to T); attention stays
+  // inside each and positions restart. Empty: every row is one sequence.
+  std::vector<std::vector<int32_t>> segments;
   // Next-token LM batch from rows of T+1 ids: tokens = ids[:-1], targets = ids[1:], weight 1.
   static Batch language_model(const std::vector<std::vector<int32_t>>& rows);
   int64_t num_targets() const;
