@@ -45,12 +45,12 @@ std::string latest_checkpoint(const std::string& out, int64_t* step) {
 }
 
 // The training run's fixed choices: a checkpoint resumes only a run with the same ones.
-json run_signature(const PretrainOptions& o, const std::string& corpus_file) {
+json run_signature(const PretrainOptions& o, const std::string& data_signature) {
   json j = {{"seq_len", o.seq_len},
             {"batch_size", o.batch_size},
             {"grad_accum", o.grad_accum},
             {"seed", o.seed},
-            {"corpus", fs::path(corpus_file).filename().string()},
+            {"data", data_signature},
             {"val_fraction", o.val_fraction}};
   if (o.lora)
     j["lora"] = {{"r", o.lora->r}, {"alpha", o.lora->alpha}, {"targets", o.lora->targets}};
@@ -71,15 +71,17 @@ void save_model_dir(const ParamStore& p, const std::string& src_model, const std
 const char* kOptParts[] = {"param/", "exp_avg/", "exp_avg_sq/"};
 
 void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, int64_t step,
-                     const json& sig, DType dtype, const std::optional<LoraConfig>& lora) {
+                     const json& sig, DType dtype, const CheckpointExtras& extras) {
   OutputDir d(o.out + "/checkpoint-" + std::to_string(step), true);
-  if (lora) {
+  const std::string tok_dir = extras.tokenizer_dir.empty() ? o.model : extras.tokenizer_dir;
+  if (o.lora) {
     // A PEFT adapter (plus the tokenizer, so the directory is self-describing).
-    save_lora_adapter(p, *lora, d.path(), fs::absolute(o.model).string());
-    copy_tokenizer_files(o.model, d.path());
+    save_lora_adapter(p, *o.lora, d.path(), fs::absolute(o.model).string());
+    copy_tokenizer_files(tok_dir, d.path());
   } else {
-    save_model_dir(p, o.model, d.path(), dtype, o.shard_bytes);
+    save_model_dir(p, tok_dir, d.path(), dtype, o.shard_bytes);
   }
+  for (auto& [name, text] : extras.files) write_file_atomic(d.path() + "/" + name, text);
   std::vector<SafetensorsWriter::Planned> plan;
   for (const char* part : kOptParts)
     for (size_t i = 0; i < p.specs.size(); ++i)
@@ -108,53 +110,100 @@ void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, 
 
 }  // namespace
 
-PretrainResult run_pretrain(const PretrainOptions& o) {
+void prepare_training(const PretrainOptions& o, ParamStore& p) {
   if (o.seq_len < 2) fail("--seq-len must be at least 2");
   if (o.batch_size < 1 || o.grad_accum < 1) fail("--batch-size and --grad-accum must be positive");
   if (o.val_fraction < 0 || o.val_fraction >= 1) fail("--val-fraction must be in [0, 1)");
-  install_interrupt_handler();
-  ParamStore p = ParamStore::load(o.model);
   const ModelConfig& cfg = p.cfg;
   if (o.seq_len > cfg.max_position_embeddings)
     fail("--seq-len ", o.seq_len, " exceeds max_position_embeddings ", cfg.max_position_embeddings);
-  Tokenizer tok = Tokenizer::load(o.model);
   std::vector<int64_t> frozen = o.freeze_layers;
   bool freeze_embeddings = o.freeze_embeddings;
   if (o.only_new_layers) {
     const std::string f = o.model + "/expanded_layers.json";
-    if (!file_exists(f))
-      fail(f,
-           ": not found (--only-new-layers needs a model made by lamina upscale --expand-every)");
+    if (!file_exists(f)) fail(f, ": not found (--only-new-layers needs a model made by lamina upscale --expand-every)");
     json j = json::parse(read_text_file(f));
     for (auto& l : j.at("original_layers")) frozen.push_back(l.get<int64_t>());
     freeze_embeddings = true;
   }
   for (int64_t l : frozen)
-    if (l < 0 || l >= cfg.num_hidden_layers)
-      fail("--freeze-layers: layer ", l, " is outside [0, ", cfg.num_hidden_layers, ")");
+    if (l < 0 || l >= cfg.num_hidden_layers) fail("--freeze-layers: layer ", l, " is outside [0, ", cfg.num_hidden_layers, ")");
   p.freeze(frozen, freeze_embeddings);
   if (o.lora) {
-    if (!frozen.empty() || freeze_embeddings)
-      fail("--lora trains only the adapters: drop --freeze-* / --only-new-layers");
+    if (!frozen.empty() || freeze_embeddings) fail("--lora trains only the adapters: drop --freeze-* / --only-new-layers");
     add_lora(p, *o.lora);
   }
   if (p.num_trainable() == 0) fail("every parameter is frozen: nothing to train");
-  std::string cache = o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir;
   std::error_code ec;
   fs::create_directories(o.out, ec);
   if (ec || !fs::is_directory(o.out))
     fail(o.out, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
-  TokenCorpus corpus =
-      TokenCorpus::build(o.data, tok, o.model + "/tokenizer.model", cache, o.progress);
-  const int64_t T = o.seq_len, windows = corpus.num_windows(T);
-  const int64_t n_val =
-      o.val_fraction > 0
-          ? std::max<int64_t>(1, int64_t(std::ceil(double(windows) * o.val_fraction)))
-          : 0;
-  const int64_t n_train = std::max<int64_t>(0, windows - n_val),
-                per_step = o.batch_size * o.grad_accum;
+}
+
+namespace {
+
+// Text corpus windows: row i is window i (training), validation windows follow the training ones.
+class CorpusData : public TrainData {
+ public:
+  CorpusData(TokenCorpus c, int64_t T, double val_fraction) : c_(std::move(c)), T_(T) {
+    const int64_t w = c_.num_windows(T);
+    n_val_ = val_fraction > 0 ? std::max<int64_t>(1, int64_t(std::ceil(double(w) * val_fraction))) : 0;
+    n_train_ = std::max<int64_t>(0, w - n_val_);
+  }
+  int64_t num_train() const override { return n_train_; }
+  int64_t num_val() const override { return n_val_; }
+  void train_row(int64_t i, TrainRow& r) const override { row(i, r); }
+  void val_row(int64_t i, TrainRow& r) const override { row(n_train_ + i, r); }
+  std::string signature() const override { return fs::path(c_.cache_file()).filename().string(); }
+  std::string describe() const override { return std::to_string(c_.num_tokens()) + " tokens"; }
+
+ private:
+  void row(int64_t i, TrainRow& r) const {
+    c_.window(i, T_, ids_);
+    r.tokens.assign(ids_.begin(), ids_.end() - 1);
+    r.targets.assign(ids_.begin() + 1, ids_.end());
+    r.weights.assign(size_t(T_), 1.0f);
+    r.segments.clear();
+  }
+  TokenCorpus c_;
+  int64_t T_, n_train_ = 0, n_val_ = 0;
+  mutable std::vector<int32_t> ids_;
+};
+
+Batch make_batch(const std::vector<TrainRow>& rows, int64_t T) {
+  Batch b;
+  b.B = int64_t(rows.size());
+  b.T = T;
+  for (auto& r : rows) {
+    b.tokens.insert(b.tokens.end(), r.tokens.begin(), r.tokens.end());
+    b.targets.insert(b.targets.end(), r.targets.begin(), r.targets.end());
+    b.weights.insert(b.weights.end(), r.weights.begin(), r.weights.end());
+    b.segments.push_back(r.segments);
+  }
+  return b;
+}
+
+}  // namespace
+
+PretrainResult run_pretrain(const PretrainOptions& o) {
+  install_interrupt_handler();
+  ParamStore p = ParamStore::load(o.model);
+  Tokenizer tok = Tokenizer::load(o.model);
+  prepare_training(o, p);
+  std::string cache = o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir;
+  CorpusData data(TokenCorpus::build(o.data, tok, o.model + "/tokenizer.model", cache, o.progress), o.seq_len,
+                  o.val_fraction);
+  return train_loop(o, p, data, {}, "lamina pretrain: " + fs::path(o.model).filename().string());
+}
+
+PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data, const CheckpointExtras& extras,
+                          const std::string& title) {
+  install_interrupt_handler();
+  const ModelConfig& cfg = p.cfg;
+  const int64_t T = o.seq_len, n_val = data.num_val(), n_train = data.num_train();
+  const int64_t per_step = o.batch_size * o.grad_accum;
   if (n_train < per_step)
-    fail("--data: ", corpus.num_tokens(), " tokens make ", n_train, " training sequences of ", T,
+    fail("--data: ", data.describe(), " make ", n_train, " training sequences of ", T,
          " tokens, fewer than one step needs (", per_step, " = batch size x grad accum)");
   const int64_t steps_per_epoch = n_train / per_step;
   const int64_t total = o.max_steps > 0 ? o.max_steps : o.epochs * steps_per_epoch;
@@ -162,7 +211,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
                        o.min_lr_ratio};
   const double aux_coef = cfg.is_moe() ? o.aux_coef.value_or(cfg.router_aux_loss_coef) : 0.0;
   const DType save_dtype = o.save_dtype.value_or(cfg.torch_dtype);
-  const json sig = run_signature(o, corpus.cache_file());
+  const json sig = run_signature(o, data.signature());
   p.set_compute_dtype(o.precision);
   AdamW opt(p, o.adam);
   TrainGraph graph(p);
@@ -216,18 +265,14 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   };
   std::vector<int64_t> perm;
   int64_t perm_epoch = -1;
-  std::vector<std::vector<int32_t>> rows(static_cast<size_t>(o.batch_size));
   auto evaluate = [&]() {
     double ls = 0, ws = 0;
     int64_t nb = 0;
     for (int64_t v0 = 0; v0 < n_val; v0 += o.batch_size) {
       if (o.eval_batches > 0 && nb >= o.eval_batches) break;
-      std::vector<std::vector<int32_t>> r;
-      for (int64_t v = v0; v < std::min(n_val, v0 + o.batch_size); ++v) {
-        r.emplace_back();
-        corpus.window(n_train + v, T, r.back());
-      }
-      auto st = graph.step(Batch::language_model(r), 1.0, 0.0, false);
+      std::vector<TrainRow> r(static_cast<size_t>(std::min(n_val, v0 + o.batch_size) - v0));
+      for (int64_t v = v0; v < v0 + int64_t(r.size()); ++v) data.val_row(v, r[size_t(v - v0)]);
+      auto st = graph.step(make_batch(r, T), 1.0, 0.0, false);
       ls += st.loss_sum, ws += st.weight_sum, ++nb;
     }
     return ws > 0 ? ls / ws : NAN;
@@ -247,20 +292,24 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     throw_if_interrupted();
     auto t0 = std::chrono::steady_clock::now();
     p.zero_grads();
-    const double normalizer =
-        double(per_step) * double(T);  // every position of a window is a target
-    double loss_sum = 0, weight_sum = 0, aux = 0;
-    for (int64_t m = 0; m < o.grad_accum; ++m) {
+    // All rows of the step first: the loss is normalised by the step's total target weight
+    // (OpenChat's global weighted token mean; B*T*accum for plain text).
+    std::vector<std::vector<TrainRow>> micro(static_cast<size_t>(o.grad_accum), std::vector<TrainRow>(size_t(o.batch_size)));
+    double normalizer = 0;
+    for (int64_t m = 0; m < o.grad_accum; ++m)
       for (int64_t r = 0; r < o.batch_size; ++r) {
         const int64_t g = (step * o.grad_accum + m) * o.batch_size + r;  // global sequence index
         const int64_t epoch = g / (steps_per_epoch * per_step);
         if (epoch != perm_epoch) perm = order(epoch), perm_epoch = epoch;
-        corpus.window(perm[size_t(g % (steps_per_epoch * per_step))], T, rows[size_t(r)]);
+        TrainRow& row = micro[size_t(m)][size_t(r)];
+        data.train_row(perm[size_t(g % (steps_per_epoch * per_step))], row);
+        for (size_t i = 0; i < row.targets.size(); ++i)
+          if (row.targets[i] >= 0) normalizer += row.weights[i];
       }
-      auto st =
-          graph.step(Batch::language_model(rows), normalizer, aux_coef / double(o.grad_accum));
-      loss_sum += st.loss_sum, weight_sum += st.weight_sum,
-          aux += st.aux_loss / double(o.grad_accum);
+    double loss_sum = 0, weight_sum = 0, aux = 0;
+    for (int64_t m = 0; m < o.grad_accum; ++m) {
+      auto st = graph.step(make_batch(micro[size_t(m)], T), normalizer, aux_coef / double(o.grad_accum));
+      loss_sum += st.loss_sum, weight_sum += st.weight_sum, aux += st.aux_loss / double(o.grad_accum);
     }
     const double gnorm = clip_grad_norm(p, o.clip);
     if (!std::isfinite(loss_sum) || !std::isfinite(gnorm)) {
@@ -304,7 +353,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
               << std::flush;
     }
     if ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last)
-      save_checkpoint(o, p, opt, step + 1, sig, save_dtype, o.lora);
+      save_checkpoint(o, p, opt, step + 1, sig, save_dtype, extras);
     res.steps = step + 1;
     if (o.halt_after > 0 && step + 1 >= o.halt_after) break;
   }
@@ -322,8 +371,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       eval.points.push_back({j["step"].get<double>(), j["eval_loss"].get<double>()});
   }
   res.plot_file = o.out + "/loss.svg";
-  write_svg_plot(res.plot_file, "lamina pretrain: " + fs::path(o.model).filename().string(),
-                 {train, eval});
+  write_svg_plot(res.plot_file, title, {train, eval});
   res.metrics_file = metrics_path;
   res.peak_rss = peak_rss_bytes();
   int64_t s;

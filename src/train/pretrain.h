@@ -2,6 +2,7 @@
 // gradient accumulation, schedule, clipping, periodic evaluation, atomic checkpoints and resume.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,6 +36,33 @@ struct PretrainOptions {
   uint64_t shard_bytes = 5000000000ull;
 };
 
+// The tokenizer files saved with every checkpoint come from tokenizer_dir (default: the model);
+// extra_files are written into every checkpoint too (e.g. generation_config.json for SFT).
+struct CheckpointExtras {
+  std::string tokenizer_dir;
+  std::map<std::string, std::string> files;
+};
+
+// One training row: T input ids, the ids they predict (-1: none), loss weights, and the lengths
+// of the sequences packed into it (empty: one sequence).
+struct TrainRow {
+  std::vector<int32_t> tokens, targets;
+  std::vector<float> weights;
+  std::vector<int32_t> segments;
+};
+
+// Where rows come from (a text corpus, packed conversations, ...).
+class TrainData {
+ public:
+  virtual ~TrainData() = default;
+  virtual int64_t num_train() const = 0;
+  virtual int64_t num_val() const = 0;
+  virtual void train_row(int64_t i, TrainRow& r) const = 0;
+  virtual void val_row(int64_t i, TrainRow& r) const = 0;
+  virtual std::string signature() const = 0;  // identifies the data for --resume
+  virtual std::string describe() const = 0;   // "N tokens" etc., for errors
+};
+
 struct PretrainResult {
   int64_t steps = 0;
   double last_loss = 0, eval_loss = -1;
@@ -43,5 +71,14 @@ struct PretrainResult {
 };
 
 PretrainResult run_pretrain(const PretrainOptions& opt);
+
+// Applies the options' freezing / LoRA to p (after any vocabulary change) and checks the output
+// directory; shared by pretrain and sft.
+void prepare_training(const PretrainOptions& o, ParamStore& p);
+// The training loop over any data: rows in seeded order, gradient accumulation with the loss
+// normalised by the step's total target weight, clipping, schedule, AdamW, eval, checkpoints,
+// resume, metrics and the loss plot. `title` names the run in the plot.
+PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data, const CheckpointExtras& extras,
+                          const std::string& title);
 
 }  // namespace lamina
