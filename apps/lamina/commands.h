@@ -44,6 +44,13 @@ GenerateOptions generate_options(const Args& a, const Tokenizer& tok);
 std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::string& system,
                                const std::vector<std::pair<std::string, std::string>>& turns);
 
+// Options of the training commands (pretrain, sft), declared once.
+struct PretrainOptions;
+struct PretrainResult;
+std::vector<ArgSpec> training_arg_specs();
+PretrainOptions training_options(const Args& a);
+void print_training_result(const PretrainResult& r);
+
 template <class... Lists>
 std::vector<ArgSpec> join_specs(std::vector<ArgSpec> first, const Lists&... rest) {
   (first.insert(first.end(), rest.begin(), rest.end()), ...);
