@@ -23,6 +23,7 @@ const Command kCommands[] = {
      "per-token log-probabilities, log-likelihood and perplexity of a text"},
     {"upscale", lamina::cmd_upscale,
      "depth up-scaling (SOLAR), mergekit passthrough recipes, LLaMA-Pro expansion"},
+    {"sft", lamina::cmd_sft, "supervised fine-tuning and OpenChat's C-RLFT on conversations"},
     {"pretrain", lamina::cmd_pretrain,
      "continued pretraining on raw text (checkpoints, resume, metrics)"},
     {"plot", lamina::cmd_plot, "plot a metric of several training runs on one SVG"},

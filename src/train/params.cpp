@@ -89,6 +89,47 @@ void ParamStore::append(const std::vector<TensorSpec>& extra,
   set_compute_dtype(compute_dtype);
 }
 
+void ParamStore::resize_vocab(int64_t V) {
+  if (V == cfg.vocab_size) return;
+  if (V < cfg.vocab_size) fail("resize_vocab: cannot shrink the vocabulary from ", cfg.vocab_size, " to ", V);
+  ParamStore old = std::move(*this);
+  ModelConfig c = old.cfg;
+  const int64_t oldV = c.vocab_size, H = c.hidden_size;
+  c.vocab_size = V;
+  ParamStore& s = *this;
+  s = ParamStore{};
+  s.cfg = c;
+  s.layout = old.layout;
+  s.specs = model_tensor_specs(c, s.layout);
+  for (auto& sp : s.specs) {
+    s.offset.push_back(s.total);
+    s.total += size_t(shape_numel(sp.shape));
+  }
+  s.trainable.assign(s.specs.size(), true);
+  s.params = Tensor::zeros(DType::F32, {int64_t(s.total)});
+  s.grads = Tensor::zeros(DType::F32, {int64_t(s.total)});
+  s.weights.layers.resize(size_t(c.num_hidden_layers));
+  s.grad_views.layers.resize(size_t(c.num_hidden_layers));
+  for (size_t i = 0; i < s.specs.size(); ++i) {
+    const auto& sp = s.specs[i];
+    const float* src = old.params.f32() + old.offset[i];  // same spec order and names
+    float* dst = s.param(i);
+    if (sp.name == "model.embed_tokens.weight" || sp.name == "lm_head.weight") {
+      std::memcpy(dst, src, size_t(oldV * H) * 4);
+      std::vector<double> mean(static_cast<size_t>(H), 0.0);
+      for (int64_t r = 0; r < oldV; ++r)
+        for (int64_t h = 0; h < H; ++h) mean[size_t(h)] += src[r * H + h];
+      for (int64_t r = oldV; r < V; ++r)
+        for (int64_t h = 0; h < H; ++h) dst[r * H + h] = float(mean[size_t(h)] / double(oldV));
+    } else {
+      std::memcpy(dst, src, size_t(s.numel(i)) * 4);
+    }
+    sp.bind(s.weights, Tensor::view_of(dst, DType::F32, sp.shape, s.params.owner));
+    sp.bind(s.grad_views, Tensor::view_of(s.grad(i), DType::F32, sp.shape, s.grads.owner));
+  }
+  s.set_compute_dtype(old.compute_dtype);
+}
+
 void ParamStore::set_compute_dtype(DType t) {
   if (t != DType::F32 && t != DType::BF16) fail("--precision: training computes in f32 or bf16");
   compute_dtype = t;

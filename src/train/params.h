@@ -41,6 +41,9 @@ struct ParamStore {
   void append(const std::vector<TensorSpec>& extra,
               const std::function<void(size_t, float*)>& init);
   double lora_scale = 0;  // alpha / r when LoRA adapters are bound
+  // Grows the vocabulary to V rows (embedding and LM head); new rows are the mean of the existing
+  // ones (as transformers' resize_token_embeddings with mean init). Before freezing / LoRA.
+  void resize_vocab(int64_t V);
   // F32 or BF16; BF16 allocates the copies. refresh_compute() after every update of the masters.
   void set_compute_dtype(DType t);
   void refresh_compute();

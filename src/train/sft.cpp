@@ -1,0 +1,236 @@
+#include "train/sft.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/mapped_file.h"
+#include "io/output_dir.h"
+#include "tokenizer/tokenizer_files.h"
+#include "train/conversation.h"
+#include "train/packing.h"
+#include "train/params.h"
+
+namespace lamina {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+SftSource parse_source(const std::string& spec) {
+  SftSource s;
+  std::string rest = spec;
+  if (auto eq = rest.find('='); eq != std::string::npos && rest.find(':') > eq) {
+    s.name = rest.substr(0, eq);
+    rest = rest.substr(eq + 1);
+  }
+  std::stringstream ss(rest);
+  std::getline(ss, s.path, ':');
+  for (std::string opt; std::getline(ss, opt, ':');) {
+    auto eq = opt.find('=');
+    std::string k = opt.substr(0, eq), v = eq == std::string::npos ? "" : opt.substr(eq + 1);
+    if (k == "weight") {
+      try {
+        s.weight = std::stof(v);
+      } catch (...) {
+        fail("--source ", spec, ": weight '", v, "' is not a number");
+      }
+    } else if (k == "condition") {
+      s.condition = v;
+    } else {
+      fail("--source ", spec, ": unknown option '", k, "' (weight=W, condition=C)");
+    }
+  }
+  if (s.path.empty()) fail("--source ", spec, ": no file");
+  if (s.name.empty()) s.name = fs::path(s.path).stem().string();
+  return s;
+}
+
+namespace {
+
+// A conversation as a packable segment: inputs, targets and weights of equal length.
+struct Segment {
+  std::vector<int32_t> tokens, targets;
+  std::vector<float> weights;
+};
+
+// Packed rows held in memory (conversation datasets are small next to pretraining corpora).
+class PackedData : public TrainData {
+ public:
+  PackedData(std::vector<TrainRow> train, std::vector<TrainRow> val, std::string sig)
+      : train_(std::move(train)), val_(std::move(val)), sig_(std::move(sig)) {}
+  int64_t num_train() const override { return int64_t(train_.size()); }
+  int64_t num_val() const override { return int64_t(val_.size()); }
+  void train_row(int64_t i, TrainRow& r) const override { r = train_[size_t(i)]; }
+  void val_row(int64_t i, TrainRow& r) const override { r = val_[size_t(i)]; }
+  std::string signature() const override { return sig_; }
+  std::string describe() const override { return std::to_string(train_.size()) + " packed rows"; }
+
+ private:
+  std::vector<TrainRow> train_, val_;
+  std::string sig_;
+};
+
+std::vector<TrainRow> pack(const std::vector<Segment>& segs, int64_t T, int32_t pad, double* efficiency) {
+  std::vector<int64_t> lens;
+  for (auto& s : segs) lens.push_back(int64_t(s.tokens.size()));
+  auto bins = pack_first_fit_decreasing(lens, T);
+  std::vector<TrainRow> rows;
+  int64_t used = 0;
+  for (auto& bin : bins) {
+    TrainRow r;
+    for (int64_t i : bin) {
+      const Segment& s = segs[size_t(i)];
+      r.tokens.insert(r.tokens.end(), s.tokens.begin(), s.tokens.end());
+      r.targets.insert(r.targets.end(), s.targets.begin(), s.targets.end());
+      r.weights.insert(r.weights.end(), s.weights.begin(), s.weights.end());
+      r.segments.push_back(int32_t(s.tokens.size()));
+      used += int64_t(s.tokens.size());
+    }
+    const int64_t fill = T - int64_t(r.tokens.size());
+    if (fill > 0) {  // padding: its own segment, nothing to predict
+      r.tokens.insert(r.tokens.end(), size_t(fill), pad);
+      r.targets.insert(r.targets.end(), size_t(fill), -1);
+      r.weights.insert(r.weights.end(), size_t(fill), 0.0f);
+      r.segments.push_back(int32_t(fill));
+    }
+    rows.push_back(std::move(r));
+  }
+  if (efficiency) *efficiency = rows.empty() ? 0 : double(used) / double(rows.size() * size_t(T));
+  return rows;
+}
+
+// Copies the model's tokenizer files to dir, adds the template's tokens the tokenizer lacks and
+// records the chat template. Returns the tokens added.
+std::vector<std::string> stage_tokenizer(const std::string& model, const std::string& dir, ChatTemplate t) {
+  fs::create_directories(dir);
+  copy_tokenizer_files(model, dir);
+  Tokenizer tok = Tokenizer::load(dir);
+  std::vector<std::string> need;
+  if (t == ChatTemplate::OpenChat) need = {"<|end_of_turn|>"};
+  if (t == ChatTemplate::ChatML) need = {"<|im_start|>", "<|im_end|>"};
+  std::vector<std::string> added;
+  for (auto& n : need)
+    if (!tok.token_id(n)) added.push_back(n);
+  const std::string cfg_path = dir + "/tokenizer_config.json";
+  json cfg = file_exists(cfg_path) ? json::parse(read_text_file(cfg_path)) : json::object();
+  int64_t next = tok.size();
+  for (auto& n : added)
+    cfg["added_tokens_decoder"][std::to_string(next++)] = {{"content", n},       {"lstrip", false}, {"normalized", false},
+                                                           {"rstrip", false},    {"single_word", false},
+                                                           {"special", true}};
+  cfg["chat_template"] = jinja_chat_template(chat_template_name(t));
+  write_file_atomic(cfg_path, cfg.dump(2) + "\n");
+  return added;
+}
+
+}  // namespace
+
+PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
+  if (so.sources.empty()) fail("give --data FILE or --source NAME=FILE:weight=W:condition=C");
+  const bool crlft = so.objective == "crlft";
+  if (!crlft && so.objective != "sft") fail("--objective: expected sft or crlft, got '", so.objective, "'");
+  Tokenizer base_tok = Tokenizer::load(o.model);
+  ChatTemplate tmpl = ChatTemplate::OpenChat;
+  if (so.tmpl) tmpl = *so.tmpl;
+  else if (!crlft)
+    if (auto d = detect_chat_template(base_tok.chat_template())) tmpl = *d;
+  if (crlft && tmpl != ChatTemplate::OpenChat) fail("--objective crlft needs the openchat template (class conditions)");
+  // The best source's condition is the one used at inference.
+  const SftSource* best = &so.sources[0];
+  for (auto& s : so.sources)
+    if (s.weight > best->weight) best = &s;
+  const std::string inference_condition =
+      !so.inference_condition.empty() ? so.inference_condition : (crlft ? best->condition : std::string("GPT4 Correct"));
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  if (ec || !fs::is_directory(o.out)) fail(o.out, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
+  const std::string tok_dir = o.out + "/.tokenizer";
+  auto added = stage_tokenizer(o.model, tok_dir, tmpl);
+  Tokenizer tok = Tokenizer::load(tok_dir);
+  ParamStore p = ParamStore::load(o.model);
+  if (tok.size() > p.cfg.vocab_size) p.resize_vocab(tok.size());
+  prepare_training(o, p);
+  // Tokenise every conversation of every source.
+  const int64_t T = o.seq_len;
+  std::vector<Segment> segs;
+  int64_t truncated = 0, dropped = 0, skipped = 0;
+  uint64_t hash = 1469598103934665603ull;
+  for (auto& src : so.sources) {
+    auto file = read_conversations(src.path, so.strict);
+    skipped += file.skipped;
+    TemplateOptions to;
+    to.tmpl = tmpl;
+    to.train_on_prompts = so.train_on_prompts;
+    for (auto& c : file.conversations) {
+      to.weight = crlft ? c.weight.value_or(src.weight) : 1.0f;
+      to.condition = crlft ? src.condition : inference_condition;
+      Conversation cc = c;
+      if (!crlft) {
+        cc.condition.reset();
+        for (auto& t : cc.turns) t.weight.reset();
+      }
+      Example ex = tokenize_conversation(cc, tok, to);
+      if (int64_t(ex.ids.size()) > T + 1) {  // keep the start; what is cut is not learnt
+        ex.ids.resize(size_t(T + 1));
+        ex.weights.resize(size_t(T + 1));
+        ++truncated;
+      }
+      Segment s;
+      s.tokens.assign(ex.ids.begin(), ex.ids.end() - 1);
+      s.targets.assign(ex.ids.begin() + 1, ex.ids.end());
+      s.weights.assign(ex.weights.begin() + 1, ex.weights.end());
+      double wsum = std::accumulate(s.weights.begin(), s.weights.end(), 0.0);
+      if (wsum <= 0 || s.tokens.empty()) {
+        ++dropped;
+        continue;
+      }
+      if (so.per_sequence_loss)
+        for (auto& w : s.weights) w = float(w / wsum);
+      for (auto id : ex.ids) hash = (hash ^ uint64_t(id)) * 1099511628211ull;
+      segs.push_back(std::move(s));
+    }
+  }
+  if (segs.empty()) fail("no conversation has a weighted token to learn from");
+  // Held-out conversations for eval loss (seeded), then packing.
+  std::vector<size_t> idx(segs.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::mt19937_64 rng(o.seed);
+  std::shuffle(idx.begin(), idx.end(), rng);
+  const size_t n_val = o.val_fraction > 0 ? std::max<size_t>(1, size_t(std::ceil(double(segs.size()) * o.val_fraction))) : 0;
+  std::vector<Segment> tr, va;
+  for (size_t i = 0; i < idx.size(); ++i) (i < n_val ? va : tr).push_back(std::move(segs[idx[i]]));
+  double eff_train = 0, eff_val = 0;
+  auto train_rows = pack(tr, T, tok.eos_id(), &eff_train);
+  auto val_rows = pack(va, T, tok.eos_id(), &eff_val);
+  std::fprintf(stderr,
+               "sft: %zu conversations (%zu train, %zu eval) from %zu source(s), template %s%s; %lld truncated, %lld "
+               "without weighted tokens, %lld malformed lines skipped; packed into %zu rows of %lld tokens, "
+               "efficiency %.1f%%\n",
+               tr.size() + va.size(), tr.size(), va.size(), so.sources.size(), chat_template_name(tmpl),
+               added.empty() ? "" : (", added tokens " + std::to_string(added.size())).c_str(), (long long)truncated,
+               (long long)dropped, (long long)skipped, train_rows.size(), (long long)T, 100 * eff_train);
+  char sig[32];
+  std::snprintf(sig, sizeof sig, "%016llx", (unsigned long long)hash);
+  PackedData data(std::move(train_rows), std::move(val_rows), std::string("conversations-") + sig);
+  // Saved with every checkpoint: the tokenizer with the template, and how to chat with the model.
+  CheckpointExtras extras;
+  extras.tokenizer_dir = tok_dir;
+  json gen = file_exists(o.model + "/generation_config.json") ? json::parse(read_text_file(o.model + "/generation_config.json"))
+                                                              : json::object();
+  std::vector<int64_t> eos = p.cfg.eos_token_ids;
+  if (tmpl == ChatTemplate::OpenChat) eos.push_back(*tok.token_id("<|end_of_turn|>"));
+  if (tmpl == ChatTemplate::ChatML) eos.push_back(*tok.token_id("<|im_end|>"));
+  gen["eos_token_id"] = eos;
+  gen["chat_template_name"] = chat_template_name(tmpl);
+  if (tmpl == ChatTemplate::OpenChat) gen["chat_condition"] = inference_condition;
+  gen["lamina_training"] = {{"objective", so.objective}, {"packing_efficiency", eff_train}};
+  extras.files["generation_config.json"] = gen.dump(2) + "\n";
+  return train_loop(o, p, data, extras, "lamina sft (" + so.objective + "): " + fs::path(o.model).filename().string());
+}
+
+}  // namespace lamina
