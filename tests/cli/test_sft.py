@@ -1,0 +1,126 @@
+"""lamina sft: every data format trains, C-RLFT conditions and weights reach the model, template
+tokens are added (vocabulary grows with mean rows), the saved model and tokenizer load back, the
+chat condition is stored, bad data is reported with file:line.
+
+usage: test_sft.py LAMINA        prints 'N passed, M failed'
+"""
+import json
+import os
+import random
+import shutil
+import struct
+import sys
+import tempfile
+
+import numpy as np
+
+from harness import Report, runner
+
+report = Report()
+check = report.check
+run = runner(os.path.abspath(sys.argv[1]))
+run_quiet = runner(os.path.abspath(sys.argv[1]), echo_failures=False)
+
+
+def tensors(path):
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    h = json.loads(blob[8 : 8 + n])
+    h.pop("__metadata__", None)
+    return {k: np.frombuffer(blob[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]], "<f4").reshape(v["shape"])
+            for k, v in h.items()}
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def main():
+    tmp = tempfile.mkdtemp()
+    try:
+        rnd = random.Random(0)
+        base = os.path.join(tmp, "base")
+        run("init", "--out", base, "--seed", "3")
+        pairs = [(rnd.randint(0, 9), rnd.randint(0, 9)) for _ in range(80)]
+        gpt4 = os.path.join(tmp, "gpt4.jsonl")
+        write_jsonl(gpt4, [{"items": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b)}]}
+                           for a, b in pairs])
+        gpt35 = os.path.join(tmp, "gpt35.jsonl")
+        write_jsonl(gpt35, [{"messages": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b + 1)}]}
+                            for a, b in pairs])
+        common = ["--model", base, "--seq-len", "64", "--batch-size", "4", "--val-fraction", "0.1"]
+
+        # C-RLFT: sources with conditions and weights; lr 0 keeps the weights, so the grown rows
+        # can be checked against the mean of the old ones.
+        out = os.path.join(tmp, "crlft0")
+        p = run("sft", *common, "--out", out, "--objective", "crlft", "--max-steps", "1", "--lr", "0",
+                "--source", f"gpt4={gpt4}:weight=1.0:condition=GPT4", "--source", f"gpt35={gpt35}:weight=0.1:condition=GPT3")
+        ck = os.path.join(out, "checkpoint-1")
+        cfg = json.load(open(os.path.join(ck, "config.json")))
+        b = tensors(os.path.join(base, "model.safetensors"))
+        c = tensors(os.path.join(ck, "model.safetensors"))
+        E = b["model.embed_tokens.weight"]
+        grown = c["model.embed_tokens.weight"]
+        check("<|end_of_turn|> added: vocabulary 512 -> 513, the new rows are the mean of the old",
+              cfg["vocab_size"] == 513 and grown.shape == (513, 64) and np.allclose(grown[512], E.mean(axis=0), atol=1e-6)
+              and np.allclose(c["lm_head.weight"][512], b["lm_head.weight"].mean(axis=0), atol=1e-6), str(grown.shape))
+        check("packing efficiency reported", "efficiency" in p.stderr and "260" not in p.stderr, p.stderr.strip().splitlines()[0][:160])
+        gen = json.load(open(os.path.join(ck, "generation_config.json")))
+        tcfg = json.load(open(os.path.join(ck, "tokenizer_config.json")))
+        check("inference condition, template and EOS stored with the model",
+              gen["chat_condition"] == "GPT4" and gen["chat_template_name"] == "openchat" and 512 in gen["eos_token_id"]
+              and "GPT4 Correct" in tcfg["chat_template"])
+        eot = os.path.join(tmp, "eot.txt")
+        open(eot, "w").write("Hi<|end_of_turn|>GPT4 Assistant: 7")
+        sc = json.loads(run("score", "--model", ck, "--text", eot, "--json").stdout)
+        check("the saved tokenizer encodes <|end_of_turn|> as one id", 512 in sc["tokens"] and "<|end_of_turn|>" in sc["pieces"])
+
+        # Training moves the loss on every format; the conditioned model answers through generate --chat.
+        fmts = {
+            "openchat": [{"items": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}],
+                          "condition": "GPT4", "system": "Be kind."}],
+            "openai": [{"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"},
+                                     {"role": "assistant", "content": "Hello there"}]}],
+            "sharegpt": [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello there"}]}],
+            "alpaca": [{"instruction": "Greet", "input": "", "output": "Hello there"}],
+        }
+        for name, rows in fmts.items():
+            f = os.path.join(tmp, name + ".jsonl")
+            write_jsonl(f, rows * 40)
+            o = os.path.join(tmp, "fmt-" + name)
+            p = run("sft", *common[:-2], "--data", f, "--out", o, "--max-steps", "8", "--lr", "5e-3", "--val-fraction", "0")
+            m = [json.loads(l) for l in open(os.path.join(o, "metrics.jsonl")) if l.strip()]
+            check(f"sft on {name} data lowers the loss", p.returncode == 0 and m[-1]["loss"] < m[0]["loss"],
+                  f"{m[0]['loss']:.3f} -> {m[-1]['loss']:.3f}")
+        tr = os.path.join(tmp, "crlft")
+        run("sft", *common, "--out", tr, "--objective", "crlft", "--max-steps", "30", "--lr", "3e-3",
+            "--source", f"gpt4={gpt4}:weight=1.0:condition=GPT4", "--source", f"gpt35={gpt35}:weight=0.1:condition=GPT3")
+        p = run("generate", "--model", os.path.join(tr, "checkpoint-30"), "--chat", "--prompt", "3+4=", "--max-new-tokens", "4")
+        check("generate --chat runs the C-RLFT model", p.returncode == 0)
+        chat = run("chat", "--model", os.path.join(tr, "checkpoint-30"), "--max-new-tokens", "3", stdin="1+1=\n2+2=\n")
+        check("chat runs the C-RLFT model (stored condition, <|end_of_turn|> as EOS)", chat.returncode == 0 and chat.stdout.count("\n") >= 2)
+
+        # Per-conversation normalisation and prompt training run; bad data is reported.
+        o = os.path.join(tmp, "seq")
+        p = run("sft", *common, "--data", gpt4, "--out", o, "--max-steps", "2", "--loss-norm", "sequence", "--train-on-prompts")
+        check("--loss-norm sequence --train-on-prompts", p.returncode == 0)
+        bad = os.path.join(tmp, "bad.jsonl")
+        open(bad, "w").write(open(gpt4).read() + '{"messages": "oops"}\n')
+        p = run_quiet("sft", *common, "--data", bad, "--out", os.path.join(tmp, "bad1"), "--max-steps", "1")
+        check("malformed lines are skipped and counted by default", p.returncode == 0 and "1 malformed lines skipped" in p.stderr,
+              p.stderr.strip()[-200:])
+        p = run_quiet("sft", *common, "--data", bad, "--out", os.path.join(tmp, "bad2"), "--max-steps", "1", "--strict")
+        check("--strict stops at file:line", p.returncode == 1 and f"{bad}:81" in p.stderr, p.stderr.strip()[-200:])
+        p = run_quiet("sft", *common, "--out", os.path.join(tmp, "bad3"), "--source", f"x={gpt4}:wieght=1")
+        check("a bad --source spec is named", p.returncode == 1 and "unknown option 'wieght'" in p.stderr)
+        p = run_quiet("sft", *common, "--out", os.path.join(tmp, "bad4"), "--data", gpt4, "--objective", "crlft", "--template", "chatml")
+        check("crlft needs the openchat template", p.returncode == 1 and "openchat" in p.stderr)
+    finally:
+        shutil.rmtree(tmp)
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()
