@@ -43,6 +43,24 @@ step "9. SOLAR: depth-up-scale the trained base, then continue pretraining the 6
 step "   ... continued pretraining (resumable: --resume continues from the newest checkpoint)" \
   "$lamina" pretrain --model "$out/pretrained-dus-6l" "${corpus[@]}" --out "$out/continued" --seq-len 64 --batch-size 8 \
   --max-steps 40 --lr 1e-3 --eval-every 20
+# C-RLFT: two sources of different quality, no preference labels.
+python3 - "$out" <<'PY'
+import json, random, sys
+out, rnd = sys.argv[1], random.Random(0)
+with open(f"{out}/expert.jsonl", "w") as e, open(f"{out}/weak.jsonl", "w") as w:
+    for i in range(200):
+        a, b = rnd.randint(0, 9), rnd.randint(0, 9)
+        good = {"items": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b)}]}
+        bad = {"messages": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b + rnd.choice([1, 2]))}]}
+        (e if i < 60 else w).write(json.dumps(good if i < 60 else bad) + "\n")
+PY
+rm -rf "$out/crlft"
+step "10. OpenChat's C-RLFT: source = condition in the prompt, coarse reward = token weight (1.0 vs 0.1)" \
+  "$lamina" sft --model "$out/pretrain/checkpoint-80" --objective crlft --out "$out/crlft" --seq-len 64 --batch-size 8 \
+  --max-steps 40 --lr 3e-3 --source "gpt4=$out/expert.jsonl:weight=1.0:condition=GPT4" \
+  --source "gpt35=$out/weak.jsonl:weight=0.1:condition=GPT3"
+step "   ... chat with it (template and condition come from the model: GPT4 User: 3+4=<|end_of_turn|>GPT4 Assistant:)" \
+  "$lamina" generate --model "$out/crlft/checkpoint-40" --chat --prompt "3+4=" --max-new-tokens 4
 "$lamina" plot --run "$out/pretrain/metrics.jsonl:base pretraining" --run "$out/continued/metrics.jsonl:DUS, continued" \
   --metric eval_loss --out "$out/eval-loss.svg" > /dev/null
 
@@ -55,3 +73,4 @@ printf '  %s/  the LLaMA-Pro expansion (expanded_layers.json lists the new layer
 printf '  %s/  pretraining run: checkpoint-80/ (HF model), metrics.jsonl, loss.svg\n' "$out/pretrain"
 printf '  %s/  continued pretraining of the up-scaled model\n' "$out/continued"
 printf '  %s  validation loss of both runs\n' "$out/eval-loss.svg"
+printf '  %s/  C-RLFT run: checkpoint-40/ (HF model with <|end_of_turn|> added, chat condition GPT4)\n' "$out/crlft"
