@@ -29,8 +29,10 @@ std::vector<ArgSpec> sampling_arg_specs() {
           {"stop-token", "ID", "stop at this token id (besides EOS)", "", true},
           {"chat-template", "NAME",
            "llama-2, mistral-instruct, openchat or chatml (default: from the model)", ""},
-          {"condition", "TEXT", "OpenChat class condition (default: the model's generation_config chat_condition, "
-                                "else GPT4 Correct)", ""},
+          {"condition", "TEXT",
+           "OpenChat class condition (default: the model's generation_config chat_condition, "
+           "else GPT4 Correct)",
+           ""},
           {"system", "TEXT", "system prompt (with --chat)", ""}};
 }
 
@@ -108,7 +110,8 @@ std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::s
     k.condition = a.str("condition");
   } else if (file_exists(gc)) {
     auto j = nlohmann::json::parse(read_text_file(gc), nullptr, false);
-    if (j.is_object() && j.contains("chat_condition") && j["chat_condition"].is_string()) k.condition = j["chat_condition"];
+    if (j.is_object() && j.contains("chat_condition") && j["chat_condition"].is_string())
+      k.condition = j["chat_condition"];
   }
   return render_chat(t, msgs, true, k);
 }

@@ -24,8 +24,8 @@ std::string normalise_role(const std::string& r, const std::string& where) {
   fail(where, ": unknown role '", r, "' (user/human, assistant/gpt, system)");
 }
 
-void add_turn(Conversation& c, const std::string& role, const std::string& content, std::optional<float> w,
-              const std::string& where) {
+void add_turn(Conversation& c, const std::string& role, const std::string& content,
+              std::optional<float> w, const std::string& where) {
   if (role == "system") {
     if (!c.turns.empty()) fail(where, ": a system message must come first");
     c.system = content;
@@ -54,9 +54,11 @@ Conversation parse_conversation(const std::string& line, const std::string& wher
         if (!m["weight"].is_number()) fail(where, ": item \"weight\" must be a number");
         w = m["weight"].get<float>();
       }
-      add_turn(c, normalise_role(str_field(m, "role", where), where), str_field(m, "content", where), w, where);
+      add_turn(c, normalise_role(str_field(m, "role", where), where),
+               str_field(m, "content", where), w, where);
     }
-    if (j.contains("condition") && j["condition"].is_string()) c.condition = j["condition"].get<std::string>();
+    if (j.contains("condition") && j["condition"].is_string())
+      c.condition = j["condition"].get<std::string>();
     if (j.contains("system") && j["system"].is_string()) c.system = j["system"].get<std::string>();
   } else if (j.contains("messages")) {  // OpenAI
     if (!j["messages"].is_array()) fail(where, ": \"messages\" must be a list");
@@ -64,13 +66,15 @@ Conversation parse_conversation(const std::string& line, const std::string& wher
       if (!m.is_object()) fail(where, ": each message must be an object");
       std::optional<float> w;
       if (m.contains("weight") && m["weight"].is_number()) w = m["weight"].get<float>();
-      add_turn(c, normalise_role(str_field(m, "role", where), where), str_field(m, "content", where), w, where);
+      add_turn(c, normalise_role(str_field(m, "role", where), where),
+               str_field(m, "content", where), w, where);
     }
   } else if (j.contains("conversations")) {  // ShareGPT
     if (!j["conversations"].is_array()) fail(where, ": \"conversations\" must be a list");
     for (auto& m : j["conversations"]) {
       if (!m.is_object()) fail(where, ": each conversation turn must be an object");
-      add_turn(c, normalise_role(str_field(m, "from", where), where), str_field(m, "value", where), std::nullopt, where);
+      add_turn(c, normalise_role(str_field(m, "from", where), where), str_field(m, "value", where),
+               std::nullopt, where);
     }
   } else if (j.contains("instruction")) {  // Alpaca
     std::string prompt = str_field(j, "instruction", where);
@@ -79,7 +83,9 @@ Conversation parse_conversation(const std::string& line, const std::string& wher
     c.turns.push_back({"user", prompt, std::nullopt});
     c.turns.push_back({"assistant", str_field(j, "output", where), std::nullopt});
   } else {
-    fail(where, ": not a conversation (expected \"items\", \"messages\", \"conversations\" or \"instruction\")");
+    fail(where,
+         ": not a conversation (expected \"items\", \"messages\", \"conversations\" or "
+         "\"instruction\")");
   }
   if (j.contains("weight") && j["weight"].is_number()) c.weight = j["weight"].get<float>();
   if (j.contains("source") && j["source"].is_string()) c.source = j["source"].get<std::string>();
@@ -105,11 +111,13 @@ ConversationFile read_conversations(const std::string& path, bool strict) {
       if (out.skipped++ < 3) std::fprintf(stderr, "lamina: skipping %s\n", e.what());
     }
   }
-  if (out.conversations.empty()) fail(path, ": no usable conversation (", out.skipped, " malformed lines)");
+  if (out.conversations.empty())
+    fail(path, ": no usable conversation (", out.skipped, " malformed lines)");
   return out;
 }
 
-Example tokenize_conversation(const Conversation& c, const Tokenizer& tok, const TemplateOptions& o) {
+Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
+                              const TemplateOptions& o) {
   Example ex;
   auto put = [&](const std::vector<int32_t>& ids, float w) {
     ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
@@ -117,11 +125,15 @@ Example tokenize_conversation(const Conversation& c, const Tokenizer& tok, const
   };
   auto special = [&](const std::string& s) {
     auto id = tok.token_id(s);
-    if (!id) fail("the tokenizer has no token '", s, "' that the ", chat_template_name(o.tmpl), " template needs");
+    if (!id)
+      fail("the tokenizer has no token '", s, "' that the ", chat_template_name(o.tmpl),
+           " template needs");
     return std::vector<int32_t>{*id};
   };
   const float prompt_w = o.train_on_prompts ? o.weight : 0.0f;
-  auto weight_of = [&](const Turn& t) { return t.role == "assistant" ? t.weight.value_or(o.weight) : prompt_w; };
+  auto weight_of = [&](const Turn& t) {
+    return t.role == "assistant" ? t.weight.value_or(o.weight) : prompt_w;
+  };
   switch (o.tmpl) {
     case ChatTemplate::OpenChat: {
       const std::string cond = c.condition.value_or(o.condition);
@@ -160,7 +172,9 @@ Example tokenize_conversation(const Conversation& c, const Tokenizer& tok, const
       for (auto& t : c.turns) {
         if (t.role == "user") {
           std::string content = t.content;
-          if (first && !c.system.empty()) content = l2 ? "<<SYS>>\n" + c.system + "\n<</SYS>>\n\n" + content : c.system + "\n\n" + content;
+          if (first && !c.system.empty())
+            content = l2 ? "<<SYS>>\n" + c.system + "\n<</SYS>>\n\n" + content
+                         : c.system + "\n\n" + content;
           if (l2) put({tok.bos_id()}, 0.0f);
           put(tok.encode("[INST]", false), 0.0f);
           put(tok.encode(content, false), prompt_w);

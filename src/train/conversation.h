@@ -44,13 +44,14 @@ ConversationFile read_conversations(const std::string& path, bool strict);
 // How conversations become tokens.
 struct TemplateOptions {
   ChatTemplate tmpl = ChatTemplate::OpenChat;
-  std::string condition;           // OpenChat: "{condition} {Role}:" prefixes ("" -> "User:")
-  float weight = 1.0f;             // default weight of assistant tokens
-  bool train_on_prompts = false;   // give user/system content weight too (plain SFT option)
+  std::string condition;          // OpenChat: "{condition} {Role}:" prefixes ("" -> "User:")
+  float weight = 1.0f;            // default weight of assistant tokens
+  bool train_on_prompts = false;  // give user/system content weight too (plain SFT option)
 };
 
-// ids[i] and weights[i]: weights[i] is the loss weight of predicting ids[i] (0 for BOS, system text,
-// user turns and role prefixes; the message's weight for assistant tokens and their end token).
+// ids[i] and weights[i]: weights[i] is the loss weight of predicting ids[i] (0 for BOS, system
+// text, user turns and role prefixes; the message's weight for assistant tokens and their end
+// token).
 struct Example {
   std::vector<int32_t> ids;
   std::vector<float> weights;
@@ -60,6 +61,7 @@ struct Example {
 // every token's role is known exactly. OpenChat: BOS, then per message "{condition} {Role}:" +
 // content + <|end_of_turn|>; ChatML: "<|im_start|>role\n" + content + "<|im_end|>" + "\n";
 // llama-2 / mistral-instruct: [INST] blocks with BOS/EOS as their templates.
-Example tokenize_conversation(const Conversation& c, const Tokenizer& tok, const TemplateOptions& opt);
+Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
+                              const TemplateOptions& opt);
 
 }  // namespace lamina

@@ -8,6 +8,7 @@
 namespace lamina {
 
 // Bins of item indices; every length must be in [1, capacity].
-std::vector<std::vector<int64_t>> pack_first_fit_decreasing(const std::vector<int64_t>& lengths, int64_t capacity);
+std::vector<std::vector<int64_t>> pack_first_fit_decreasing(const std::vector<int64_t>& lengths,
+                                                            int64_t capacity);
 
 }  // namespace lamina

@@ -91,7 +91,8 @@ void ParamStore::append(const std::vector<TensorSpec>& extra,
 
 void ParamStore::resize_vocab(int64_t V) {
   if (V == cfg.vocab_size) return;
-  if (V < cfg.vocab_size) fail("resize_vocab: cannot shrink the vocabulary from ", cfg.vocab_size, " to ", V);
+  if (V < cfg.vocab_size)
+    fail("resize_vocab: cannot shrink the vocabulary from ", cfg.vocab_size, " to ", V);
   ParamStore old = std::move(*this);
   ModelConfig c = old.cfg;
   const int64_t oldV = c.vocab_size, H = c.hidden_size;

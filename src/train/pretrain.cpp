@@ -46,12 +46,8 @@ std::string latest_checkpoint(const std::string& out, int64_t* step) {
 
 // The training run's fixed choices: a checkpoint resumes only a run with the same ones.
 json run_signature(const PretrainOptions& o, const std::string& data_signature) {
-  json j = {{"seq_len", o.seq_len},
-            {"batch_size", o.batch_size},
-            {"grad_accum", o.grad_accum},
-            {"seed", o.seed},
-            {"data", data_signature},
-            {"val_fraction", o.val_fraction}};
+  json j = {{"seq_len", o.seq_len}, {"batch_size", o.batch_size}, {"grad_accum", o.grad_accum},
+            {"seed", o.seed},       {"data", data_signature},     {"val_fraction", o.val_fraction}};
   if (o.lora)
     j["lora"] = {{"r", o.lora->r}, {"alpha", o.lora->alpha}, {"targets", o.lora->targets}};
   return j;
@@ -121,16 +117,20 @@ void prepare_training(const PretrainOptions& o, ParamStore& p) {
   bool freeze_embeddings = o.freeze_embeddings;
   if (o.only_new_layers) {
     const std::string f = o.model + "/expanded_layers.json";
-    if (!file_exists(f)) fail(f, ": not found (--only-new-layers needs a model made by lamina upscale --expand-every)");
+    if (!file_exists(f))
+      fail(f,
+           ": not found (--only-new-layers needs a model made by lamina upscale --expand-every)");
     json j = json::parse(read_text_file(f));
     for (auto& l : j.at("original_layers")) frozen.push_back(l.get<int64_t>());
     freeze_embeddings = true;
   }
   for (int64_t l : frozen)
-    if (l < 0 || l >= cfg.num_hidden_layers) fail("--freeze-layers: layer ", l, " is outside [0, ", cfg.num_hidden_layers, ")");
+    if (l < 0 || l >= cfg.num_hidden_layers)
+      fail("--freeze-layers: layer ", l, " is outside [0, ", cfg.num_hidden_layers, ")");
   p.freeze(frozen, freeze_embeddings);
   if (o.lora) {
-    if (!frozen.empty() || freeze_embeddings) fail("--lora trains only the adapters: drop --freeze-* / --only-new-layers");
+    if (!frozen.empty() || freeze_embeddings)
+      fail("--lora trains only the adapters: drop --freeze-* / --only-new-layers");
     add_lora(p, *o.lora);
   }
   if (p.num_trainable() == 0) fail("every parameter is frozen: nothing to train");
@@ -147,7 +147,8 @@ class CorpusData : public TrainData {
  public:
   CorpusData(TokenCorpus c, int64_t T, double val_fraction) : c_(std::move(c)), T_(T) {
     const int64_t w = c_.num_windows(T);
-    n_val_ = val_fraction > 0 ? std::max<int64_t>(1, int64_t(std::ceil(double(w) * val_fraction))) : 0;
+    n_val_ =
+        val_fraction > 0 ? std::max<int64_t>(1, int64_t(std::ceil(double(w) * val_fraction))) : 0;
     n_train_ = std::max<int64_t>(0, w - n_val_);
   }
   int64_t num_train() const override { return n_train_; }
@@ -191,13 +192,13 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   Tokenizer tok = Tokenizer::load(o.model);
   prepare_training(o, p);
   std::string cache = o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir;
-  CorpusData data(TokenCorpus::build(o.data, tok, o.model + "/tokenizer.model", cache, o.progress), o.seq_len,
-                  o.val_fraction);
+  CorpusData data(TokenCorpus::build(o.data, tok, o.model + "/tokenizer.model", cache, o.progress),
+                  o.seq_len, o.val_fraction);
   return train_loop(o, p, data, {}, "lamina pretrain: " + fs::path(o.model).filename().string());
 }
 
-PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data, const CheckpointExtras& extras,
-                          const std::string& title) {
+PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data,
+                          const CheckpointExtras& extras, const std::string& title) {
   install_interrupt_handler();
   const ModelConfig& cfg = p.cfg;
   const int64_t T = o.seq_len, n_val = data.num_val(), n_train = data.num_train();
@@ -294,7 +295,8 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     p.zero_grads();
     // All rows of the step first: the loss is normalised by the step's total target weight
     // (OpenChat's global weighted token mean; B*T*accum for plain text).
-    std::vector<std::vector<TrainRow>> micro(static_cast<size_t>(o.grad_accum), std::vector<TrainRow>(size_t(o.batch_size)));
+    std::vector<std::vector<TrainRow>> micro(static_cast<size_t>(o.grad_accum),
+                                             std::vector<TrainRow>(size_t(o.batch_size)));
     double normalizer = 0;
     for (int64_t m = 0; m < o.grad_accum; ++m)
       for (int64_t r = 0; r < o.batch_size; ++r) {
@@ -308,8 +310,10 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
       }
     double loss_sum = 0, weight_sum = 0, aux = 0;
     for (int64_t m = 0; m < o.grad_accum; ++m) {
-      auto st = graph.step(make_batch(micro[size_t(m)], T), normalizer, aux_coef / double(o.grad_accum));
-      loss_sum += st.loss_sum, weight_sum += st.weight_sum, aux += st.aux_loss / double(o.grad_accum);
+      auto st =
+          graph.step(make_batch(micro[size_t(m)], T), normalizer, aux_coef / double(o.grad_accum));
+      loss_sum += st.loss_sum, weight_sum += st.weight_sum,
+          aux += st.aux_loss / double(o.grad_accum);
     }
     const double gnorm = clip_grad_norm(p, o.clip);
     if (!std::isfinite(loss_sum) || !std::isfinite(gnorm)) {

@@ -78,7 +78,7 @@ void prepare_training(const PretrainOptions& o, ParamStore& p);
 // The training loop over any data: rows in seeded order, gradient accumulation with the loss
 // normalised by the step's total target weight, clipping, schedule, AdamW, eval, checkpoints,
 // resume, metrics and the loss plot. `title` names the run in the plot.
-PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data, const CheckpointExtras& extras,
-                          const std::string& title);
+PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data,
+                          const CheckpointExtras& extras, const std::string& title);
 
 }  // namespace lamina

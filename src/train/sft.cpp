@@ -75,7 +75,8 @@ class PackedData : public TrainData {
   std::string sig_;
 };
 
-std::vector<TrainRow> pack(const std::vector<Segment>& segs, int64_t T, int32_t pad, double* efficiency) {
+std::vector<TrainRow> pack(const std::vector<Segment>& segs, int64_t T, int32_t pad,
+                           double* efficiency) {
   std::vector<int64_t> lens;
   for (auto& s : segs) lens.push_back(int64_t(s.tokens.size()));
   auto bins = pack_first_fit_decreasing(lens, T);
@@ -106,7 +107,8 @@ std::vector<TrainRow> pack(const std::vector<Segment>& segs, int64_t T, int32_t 
 
 // Copies the model's tokenizer files to dir, adds the template's tokens the tokenizer lacks and
 // records the chat template. Returns the tokens added.
-std::vector<std::string> stage_tokenizer(const std::string& model, const std::string& dir, ChatTemplate t) {
+std::vector<std::string> stage_tokenizer(const std::string& model, const std::string& dir,
+                                         ChatTemplate t) {
   fs::create_directories(dir);
   copy_tokenizer_files(model, dir);
   Tokenizer tok = Tokenizer::load(dir);
@@ -120,9 +122,9 @@ std::vector<std::string> stage_tokenizer(const std::string& model, const std::st
   json cfg = file_exists(cfg_path) ? json::parse(read_text_file(cfg_path)) : json::object();
   int64_t next = tok.size();
   for (auto& n : added)
-    cfg["added_tokens_decoder"][std::to_string(next++)] = {{"content", n},       {"lstrip", false}, {"normalized", false},
-                                                           {"rstrip", false},    {"single_word", false},
-                                                           {"special", true}};
+    cfg["added_tokens_decoder"][std::to_string(next++)] = {
+        {"content", n},    {"lstrip", false},      {"normalized", false},
+        {"rstrip", false}, {"single_word", false}, {"special", true}};
   cfg["chat_template"] = jinja_chat_template(chat_template_name(t));
   write_file_atomic(cfg_path, cfg.dump(2) + "\n");
   return added;
@@ -133,22 +135,27 @@ std::vector<std::string> stage_tokenizer(const std::string& model, const std::st
 PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   if (so.sources.empty()) fail("give --data FILE or --source NAME=FILE:weight=W:condition=C");
   const bool crlft = so.objective == "crlft";
-  if (!crlft && so.objective != "sft") fail("--objective: expected sft or crlft, got '", so.objective, "'");
+  if (!crlft && so.objective != "sft")
+    fail("--objective: expected sft or crlft, got '", so.objective, "'");
   Tokenizer base_tok = Tokenizer::load(o.model);
   ChatTemplate tmpl = ChatTemplate::OpenChat;
-  if (so.tmpl) tmpl = *so.tmpl;
+  if (so.tmpl)
+    tmpl = *so.tmpl;
   else if (!crlft)
     if (auto d = detect_chat_template(base_tok.chat_template())) tmpl = *d;
-  if (crlft && tmpl != ChatTemplate::OpenChat) fail("--objective crlft needs the openchat template (class conditions)");
+  if (crlft && tmpl != ChatTemplate::OpenChat)
+    fail("--objective crlft needs the openchat template (class conditions)");
   // The best source's condition is the one used at inference.
   const SftSource* best = &so.sources[0];
   for (auto& s : so.sources)
     if (s.weight > best->weight) best = &s;
   const std::string inference_condition =
-      !so.inference_condition.empty() ? so.inference_condition : (crlft ? best->condition : std::string("GPT4 Correct"));
+      !so.inference_condition.empty() ? so.inference_condition
+                                      : (crlft ? best->condition : std::string("GPT4 Correct"));
   std::error_code ec;
   fs::create_directories(o.out, ec);
-  if (ec || !fs::is_directory(o.out)) fail(o.out, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
+  if (ec || !fs::is_directory(o.out))
+    fail(o.out, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
   const std::string tok_dir = o.out + "/.tokenizer";
   auto added = stage_tokenizer(o.model, tok_dir, tmpl);
   Tokenizer tok = Tokenizer::load(tok_dir);
@@ -201,27 +208,34 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   std::iota(idx.begin(), idx.end(), 0);
   std::mt19937_64 rng(o.seed);
   std::shuffle(idx.begin(), idx.end(), rng);
-  const size_t n_val = o.val_fraction > 0 ? std::max<size_t>(1, size_t(std::ceil(double(segs.size()) * o.val_fraction))) : 0;
+  const size_t n_val =
+      o.val_fraction > 0
+          ? std::max<size_t>(1, size_t(std::ceil(double(segs.size()) * o.val_fraction)))
+          : 0;
   std::vector<Segment> tr, va;
   for (size_t i = 0; i < idx.size(); ++i) (i < n_val ? va : tr).push_back(std::move(segs[idx[i]]));
   double eff_train = 0, eff_val = 0;
   auto train_rows = pack(tr, T, tok.eos_id(), &eff_train);
   auto val_rows = pack(va, T, tok.eos_id(), &eff_val);
-  std::fprintf(stderr,
-               "sft: %zu conversations (%zu train, %zu eval) from %zu source(s), template %s%s; %lld truncated, %lld "
-               "without weighted tokens, %lld malformed lines skipped; packed into %zu rows of %lld tokens, "
-               "efficiency %.1f%%\n",
-               tr.size() + va.size(), tr.size(), va.size(), so.sources.size(), chat_template_name(tmpl),
-               added.empty() ? "" : (", added tokens " + std::to_string(added.size())).c_str(), (long long)truncated,
-               (long long)dropped, (long long)skipped, train_rows.size(), (long long)T, 100 * eff_train);
+  std::fprintf(
+      stderr,
+      "sft: %zu conversations (%zu train, %zu eval) from %zu source(s), template %s%s; %lld "
+      "truncated, %lld "
+      "without weighted tokens, %lld malformed lines skipped; packed into %zu rows of %lld tokens, "
+      "efficiency %.1f%%\n",
+      tr.size() + va.size(), tr.size(), va.size(), so.sources.size(), chat_template_name(tmpl),
+      added.empty() ? "" : (", added tokens " + std::to_string(added.size())).c_str(),
+      (long long)truncated, (long long)dropped, (long long)skipped, train_rows.size(), (long long)T,
+      100 * eff_train);
   char sig[32];
   std::snprintf(sig, sizeof sig, "%016llx", (unsigned long long)hash);
   PackedData data(std::move(train_rows), std::move(val_rows), std::string("conversations-") + sig);
   // Saved with every checkpoint: the tokenizer with the template, and how to chat with the model.
   CheckpointExtras extras;
   extras.tokenizer_dir = tok_dir;
-  json gen = file_exists(o.model + "/generation_config.json") ? json::parse(read_text_file(o.model + "/generation_config.json"))
-                                                              : json::object();
+  json gen = file_exists(o.model + "/generation_config.json")
+                 ? json::parse(read_text_file(o.model + "/generation_config.json"))
+                 : json::object();
   std::vector<int64_t> eos = p.cfg.eos_token_ids;
   if (tmpl == ChatTemplate::OpenChat) eos.push_back(*tok.token_id("<|end_of_turn|>"));
   if (tmpl == ChatTemplate::ChatML) eos.push_back(*tok.token_id("<|im_end|>"));
@@ -230,7 +244,8 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   if (tmpl == ChatTemplate::OpenChat) gen["chat_condition"] = inference_condition;
   gen["lamina_training"] = {{"objective", so.objective}, {"packing_efficiency", eff_train}};
   extras.files["generation_config.json"] = gen.dump(2) + "\n";
-  return train_loop(o, p, data, extras, "lamina sft (" + so.objective + "): " + fs::path(o.model).filename().string());
+  return train_loop(o, p, data, extras,
+                    "lamina sft (" + so.objective + "): " + fs::path(o.model).filename().string());
 }
 
 }  // namespace lamina

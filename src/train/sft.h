@@ -21,12 +21,12 @@ SftSource parse_source(const std::string& spec);
 
 struct SftOptions {
   std::vector<SftSource> sources;
-  std::string objective = "sft";           // sft (every source weight 1, one condition) or crlft
-  std::optional<ChatTemplate> tmpl;        // default: crlft -> openchat, else the model's, else openchat
-  std::string inference_condition;         // stored with the model; default: the best source's condition
+  std::string objective = "sft";     // sft (every source weight 1, one condition) or crlft
+  std::optional<ChatTemplate> tmpl;  // default: crlft -> openchat, else the model's, else openchat
+  std::string inference_condition;   // stored with the model; default: the best source's condition
   bool train_on_prompts = false;
   bool strict = false;
-  bool per_sequence_loss = false;          // normalise per conversation instead of per token
+  bool per_sequence_loss = false;  // normalise per conversation instead of per token
 };
 
 PretrainResult run_sft(const PretrainOptions& train, const SftOptions& sft);

@@ -151,8 +151,9 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   // to itself with positions restarting at 0 (block-diagonal causal mask).
   std::vector<std::pair<int64_t, int64_t>> segs;  // (first row, length)
   for (int64_t bi = 0; bi < B; ++bi) {
-    std::vector<int32_t> lens = b.segments.empty() || b.segments[size_t(bi)].empty() ? std::vector<int32_t>{int32_t(T)}
-                                                                                     : b.segments[size_t(bi)];
+    std::vector<int32_t> lens = b.segments.empty() || b.segments[size_t(bi)].empty()
+                                    ? std::vector<int32_t>{int32_t(T)}
+                                    : b.segments[size_t(bi)];
     int64_t at = bi * T, total = 0;
     for (int32_t len : lens) {
       if (len <= 0) fail("batch: segment lengths must be positive");
@@ -186,7 +187,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     rope(k, a.pos.data(), N, nkv, hd, c.rope_theta);
     float* att = sized(s.att, N * Q);
     for (auto [r0, len] : segs)
-      attention(q + r0 * Q, k + r0 * KV, v + r0 * KV, att + r0 * Q, len, 0, nh, nkv, hd, KV, window);
+      attention(q + r0 * Q, k + r0 * KV, v + r0 * KV, att + r0 * Q, len, 0, nh, nkv, hd, KV,
+                window);
     float* xmid = sized(s.xmid, N * H);
     proj_fwd(att, N, lw, lw.wo, kLoraO, s.lora_t[kLoraO], xmid);
     add_inplace(xmid, s.x.data(), N * H);
@@ -408,8 +410,9 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     float* dk = sized(a.dk, N * KV);
     float* dv = sized(a.dv, N * KV);
     for (auto [r0, len] : segs)
-      attention_backward(s.q.data() + r0 * Q, s.k.data() + r0 * KV, s.v.data() + r0 * KV, datt + r0 * Q,
-                         dq + r0 * Q, dk + r0 * KV, dv + r0 * KV, len, nh, nkv, hd, window);
+      attention_backward(s.q.data() + r0 * Q, s.k.data() + r0 * KV, s.v.data() + r0 * KV,
+                         datt + r0 * Q, dq + r0 * Q, dk + r0 * KV, dv + r0 * KV, len, nh, nkv, hd,
+                         window);
     rope_backward(dq, a.pos.data(), N, nh, hd, c.rope_theta);
     rope_backward(dk, a.pos.data(), N, nkv, hd, c.rope_theta);
     float* dxn1 = sized(a.dxn, N * H);

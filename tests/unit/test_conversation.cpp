@@ -40,10 +40,13 @@ TEST(Conversation, ParsesEveryFormat) {
   EXPECT_EQ(oa.turns.size(), 2u);
   EXPECT_FLOAT_EQ(*oa.weight, 0.1f);
   EXPECT_EQ(oa.source, "gpt35");
-  auto sg = parse_conversation(R"({"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]})", "f:3");
+  auto sg = parse_conversation(
+      R"({"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]})",
+      "f:3");
   EXPECT_EQ(sg.turns[0].role, "user");
   EXPECT_EQ(sg.turns[1].role, "assistant");
-  auto al = parse_conversation(R"({"instruction": "Add", "input": "2 and 2", "output": "4"})", "f:4");
+  auto al =
+      parse_conversation(R"({"instruction": "Add", "input": "2 and 2", "output": "4"})", "f:4");
   EXPECT_EQ(al.turns[0].content, "Add\n\n2 and 2");
   EXPECT_EQ(al.turns[1].content, "4");
 }
@@ -59,11 +62,16 @@ TEST(Conversation, MalformedLinesNameFileAndLine) {
   };
   EXPECT_NE(err("{oops").find("data.jsonl:7: malformed JSON"), std::string::npos);
   EXPECT_NE(err(R"({"text": "x"})").find("not a conversation"), std::string::npos);
-  EXPECT_NE(err(R"({"messages": [{"role": "robot", "content": "x"}]})").find("unknown role 'robot'"), std::string::npos);
-  EXPECT_NE(err(R"({"messages": [{"role": "user", "content": "x"}]})").find("no assistant turn"), std::string::npos);
+  EXPECT_NE(
+      err(R"({"messages": [{"role": "robot", "content": "x"}]})").find("unknown role 'robot'"),
+      std::string::npos);
+  EXPECT_NE(err(R"({"messages": [{"role": "user", "content": "x"}]})").find("no assistant turn"),
+            std::string::npos);
   TempDir d;
-  std::ofstream(d / "c.jsonl") << R"({"instruction": "a", "output": "b"})" << "\n{bad\n"
-                               << R"({"instruction": "c", "output": "d"})" << "\n";
+  std::ofstream(d / "c.jsonl") << R"({"instruction": "a", "output": "b"})"
+                               << "\n{bad\n"
+                               << R"({"instruction": "c", "output": "d"})"
+                               << "\n";
   auto f = read_conversations(d / "c.jsonl", false);
   EXPECT_EQ(f.conversations.size(), 2u);
   EXPECT_EQ(f.skipped, 1);
@@ -80,20 +88,24 @@ TEST(Conversation, OpenChatConditionedWeights) {
   Tokenizer tok = llama2_with(d, {"<|end_of_turn|>"});
   Conversation c;
   c.system = "Be brief.";
-  c.turns = {{"user", "Hi", {}}, {"assistant", "Hello!", {}}, {"user", "What is 2+2?", {}}, {"assistant", "4", 1.0f}};
+  c.turns = {{"user", "Hi", {}},
+             {"assistant", "Hello!", {}},
+             {"user", "What is 2+2?", {}},
+             {"assistant", "4", 1.0f}};
   TemplateOptions o;
   o.tmpl = ChatTemplate::OpenChat;
   o.condition = "GPT4";
   o.weight = 0.1f;  // a GPT-3.5 source; the last message overrides with its own weight
   Example ex = tokenize_conversation(c, tok, o);
   const int E = 32000;
-  std::vector<int32_t> ids = {1,   1522, 11473, 29889, E,                                        // <s> Be brief. eot
-                              402, 7982, 29946, 4911,  29901, 6324, E,                           // GPT4 User: Hi eot
-                              402, 7982, 29946, 4007,  22137, 29901, 15043, 29991, E,            // GPT4 Assistant: Hello! eot
-                              402, 7982, 29946, 4911,  29901, 1724, 338, 29871, 29906, 29974, 29906, 29973, E,
-                              402, 7982, 29946, 4007,  22137, 29901, 29871, 29946, E};           // GPT4 Assistant: 4 eot
-  std::vector<float> w = {0, 0, 0, 0, 0,  0, 0, 0, 0, 0, 0, 0,  0, 0, 0, 0, 0, 0, 0.1f, 0.1f, 0.1f,
-                          0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  0, 0, 0, 0, 0, 0, 1, 1, 1};
+  std::vector<int32_t> ids = {
+      1,   1522, 11473, 29889, E,                              // <s> Be brief. eot
+      402, 7982, 29946, 4911,  29901, 6324,  E,                // GPT4 User: Hi eot
+      402, 7982, 29946, 4007,  22137, 29901, 15043, 29991, E,  // GPT4 Assistant: Hello! eot
+      402, 7982, 29946, 4911,  29901, 1724,  338,   29871, 29906, 29974, 29906, 29973,
+      E,   402,  7982,  29946, 4007,  22137, 29901, 29871, 29946, E};  // GPT4 Assistant: 4 eot
+  std::vector<float> w = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.1f, 0.1f, 0.1f, 0,
+                          0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,    1,    1};
   EXPECT_EQ(ex.ids, ids);
   EXPECT_EQ(ex.weights, w);
   // Inference condition with the same tokens as render_chat + encode for the prompt part.
@@ -101,7 +113,8 @@ TEST(Conversation, OpenChatConditionedWeights) {
   Conversation q;
   q.turns = {{"user", "Hi", {}}, {"assistant", "Hello!", {}}};
   Example e2 = tokenize_conversation(q, tok, o);
-  auto rendered = tok.encode(render_chat(ChatTemplate::OpenChat, {{"user", "Hi"}, {"assistant", "Hello!"}}, false), false);
+  auto rendered = tok.encode(
+      render_chat(ChatTemplate::OpenChat, {{"user", "Hi"}, {"assistant", "Hello!"}}, false), false);
   EXPECT_EQ(e2.ids, rendered);
 }
 
@@ -113,15 +126,16 @@ TEST(Conversation, ChatMLAndPromptTraining) {
   TemplateOptions o;
   o.tmpl = ChatTemplate::ChatML;
   Example ex = tokenize_conversation(c, tok, o);
-  std::vector<int32_t> ids = {32000, 1404, 13, 6324, 32001, 29871, 13, 32000, 20255, 13, 15043, 29991, 32001, 29871, 13};
+  std::vector<int32_t> ids = {32000, 1404, 13,    6324,  32001, 29871, 13, 32000,
+                              20255, 13,   15043, 29991, 32001, 29871, 13};
   std::vector<float> w = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0};
   EXPECT_EQ(ex.ids, ids);
   EXPECT_EQ(ex.weights, w);
   o.train_on_prompts = true;
   Example all = tokenize_conversation(c, tok, o);
-  EXPECT_EQ(all.weights[3], 1.0f);   // "Hi" now trained on
-  EXPECT_EQ(all.weights[1], 0.0f);   // role prefixes never
-  EXPECT_EQ(all.weights[0], 0.0f);   // the first token is never a target
+  EXPECT_EQ(all.weights[3], 1.0f);  // "Hi" now trained on
+  EXPECT_EQ(all.weights[1], 0.0f);  // role prefixes never
+  EXPECT_EQ(all.weights[0], 0.0f);  // the first token is never a target
 }
 
 TEST(Conversation, MissingTemplateTokenIsAnError) {

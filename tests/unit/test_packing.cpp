@@ -12,7 +12,8 @@ using lamina::test::TempDir;
 
 namespace {
 
-Batch one_row(const std::vector<int32_t>& tok, const std::vector<int32_t>& tgt, const std::vector<float>& w) {
+Batch one_row(const std::vector<int32_t>& tok, const std::vector<int32_t>& tgt,
+              const std::vector<float>& w) {
   Batch b;
   b.B = 1;
   b.T = int64_t(tok.size());
@@ -65,6 +66,12 @@ void check_packing(const std::string& shape, const nlohmann::json& overrides) {
 
 }  // namespace
 
-TEST(Packing, PackedEqualsSeparateLlama) { check_packing("tiny", {}); }
-TEST(Packing, PackedEqualsSeparateMistralWindow) { check_packing("tiny-mistral", {{"sliding_window", 4}}); }
-TEST(Packing, PackedEqualsSeparateMixtral) { check_packing("tiny-mixtral", {}); }
+TEST(Packing, PackedEqualsSeparateLlama) {
+  check_packing("tiny", {});
+}
+TEST(Packing, PackedEqualsSeparateMistralWindow) {
+  check_packing("tiny-mistral", {{"sliding_window", 4}});
+}
+TEST(Packing, PackedEqualsSeparateMixtral) {
+  check_packing("tiny-mixtral", {});
+}
