@@ -171,6 +171,8 @@ class CorpusData : public TrainData {
   mutable std::vector<int32_t> ids_;
 };
 
+}  // namespace
+
 Batch make_batch(const std::vector<TrainRow>& rows, int64_t T) {
   Batch b;
   b.B = int64_t(rows.size());
@@ -184,7 +186,22 @@ Batch make_batch(const std::vector<TrainRow>& rows, int64_t T) {
   return b;
 }
 
-}  // namespace
+ObjectiveResult WeightedCrossEntropy::run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro, int64_t T,
+                                          double aux_coef, bool backward) const {
+  double normalizer = 0;  // the step's total target weight: micro-batches add up to one mean
+  for (auto& rows : micro)
+    for (auto& row : rows)
+      for (size_t i = 0; i < row.targets.size(); ++i)
+        if (row.targets[i] >= 0) normalizer += row.weights[i];
+  double loss_sum = 0, weight_sum = 0;
+  ObjectiveResult r;
+  for (auto& rows : micro) {
+    auto st = g.step(make_batch(rows, T), normalizer, aux_coef / double(micro.size()), backward);
+    loss_sum += st.loss_sum, weight_sum += st.weight_sum, r.aux += st.aux_loss / double(micro.size());
+  }
+  r.loss = weight_sum > 0 ? loss_sum / weight_sum : NAN;
+  return r;
+}
 
 PretrainResult run_pretrain(const PretrainOptions& o) {
   install_interrupt_handler();
@@ -198,7 +215,9 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
 }
 
 PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data,
-                          const CheckpointExtras& extras, const std::string& title) {
+                          const CheckpointExtras& extras, const std::string& title, const Objective* objective) {
+  WeightedCrossEntropy default_objective;
+  const Objective& obj = objective ? *objective : default_objective;
   install_interrupt_handler();
   const ModelConfig& cfg = p.cfg;
   const int64_t T = o.seq_len, n_val = data.num_val(), n_train = data.num_train();
@@ -266,25 +285,28 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
   };
   std::vector<int64_t> perm;
   int64_t perm_epoch = -1;
+  json eval_metrics;
   auto evaluate = [&]() {
-    double ls = 0, ws = 0;
-    int64_t nb = 0;
+    std::vector<std::vector<TrainRow>> batches;
     for (int64_t v0 = 0; v0 < n_val; v0 += o.batch_size) {
-      if (o.eval_batches > 0 && nb >= o.eval_batches) break;
+      if (o.eval_batches > 0 && int64_t(batches.size()) >= o.eval_batches) break;
       std::vector<TrainRow> r(static_cast<size_t>(std::min(n_val, v0 + o.batch_size) - v0));
       for (int64_t v = v0; v < v0 + int64_t(r.size()); ++v) data.val_row(v, r[size_t(v - v0)]);
-      auto st = graph.step(make_batch(r, T), 1.0, 0.0, false);
-      ls += st.loss_sum, ws += st.weight_sum, ++nb;
+      batches.push_back(std::move(r));
     }
-    return ws > 0 ? ls / ws : NAN;
+    auto r = obj.run(graph, batches, T, 0.0, false);
+    eval_metrics = json::object();
+    for (auto& [k, v] : r.metrics.items()) eval_metrics["eval_" + k] = v;
+    return r.loss;
   };
   PretrainResult res;
   if (n_val > 0 && o.eval_every > 0 && start == 0) {
     // The starting point, so curves show where continued training begins (an up-scaled model
     // starts worse than its base).
     const double l0 = evaluate();
-    metrics << json{{"step", 0}, {"eval_loss", l0}, {"eval_ppl", std::exp(l0)}}.dump() << "\n"
-            << std::flush;
+    json e = {{"step", 0}, {"eval_loss", l0}, {"eval_ppl", std::exp(l0)}};
+    e.update(eval_metrics);
+    metrics << e.dump() << "\n" << std::flush;
   }
   Progress bar("pretrain", total, "steps");
   bar.update(start);
@@ -297,30 +319,21 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     // (OpenChat's global weighted token mean; B*T*accum for plain text).
     std::vector<std::vector<TrainRow>> micro(static_cast<size_t>(o.grad_accum),
                                              std::vector<TrainRow>(size_t(o.batch_size)));
-    double normalizer = 0;
     for (int64_t m = 0; m < o.grad_accum; ++m)
       for (int64_t r = 0; r < o.batch_size; ++r) {
         const int64_t g = (step * o.grad_accum + m) * o.batch_size + r;  // global sequence index
         const int64_t epoch = g / (steps_per_epoch * per_step);
         if (epoch != perm_epoch) perm = order(epoch), perm_epoch = epoch;
-        TrainRow& row = micro[size_t(m)][size_t(r)];
-        data.train_row(perm[size_t(g % (steps_per_epoch * per_step))], row);
-        for (size_t i = 0; i < row.targets.size(); ++i)
-          if (row.targets[i] >= 0) normalizer += row.weights[i];
+        data.train_row(perm[size_t(g % (steps_per_epoch * per_step))], micro[size_t(m)][size_t(r)]);
       }
-    double loss_sum = 0, weight_sum = 0, aux = 0;
-    for (int64_t m = 0; m < o.grad_accum; ++m) {
-      auto st =
-          graph.step(make_batch(micro[size_t(m)], T), normalizer, aux_coef / double(o.grad_accum));
-      loss_sum += st.loss_sum, weight_sum += st.weight_sum,
-          aux += st.aux_loss / double(o.grad_accum);
-    }
+    const ObjectiveResult step_res = obj.run(graph, micro, T, aux_coef, true);
+    const double loss = step_res.loss, aux = step_res.aux;
     const double gnorm = clip_grad_norm(p, o.clip);
-    if (!std::isfinite(loss_sum) || !std::isfinite(gnorm)) {
+    if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       int64_t last_good;
       std::string ck = latest_checkpoint(o.out, &last_good);
       fail("step ", step + 1, ": the loss or the gradient is not finite (loss ",
-           loss_sum / weight_sum, ", gradient norm ", gnorm,
+           loss, ", gradient norm ", gnorm,
            "); stopped without updating. Last good checkpoint: ", ck.empty() ? "none" : ck,
            ". Try a lower --lr or a stronger --clip.");
     }
@@ -328,7 +341,6 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     opt.update(lr);
     p.refresh_compute();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double loss = loss_sum / weight_sum;
     json m = {{"step", step + 1},
               {"loss", loss},
               {"lr", lr},
@@ -338,6 +350,7 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
               {"elapsed_s",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()}};
     if (cfg.is_moe()) m["aux_loss"] = aux;
+    for (auto& [k, v] : step_res.metrics.items()) m[k] = v;
     m["peak_rss_mb"] = double(peak_rss_bytes()) / 1e6;
     metrics << m.dump() << "\n" << std::flush;
     res.last_loss = loss;
@@ -349,12 +362,9 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     const bool last = step + 1 == total;
     if (n_val > 0 && ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || last)) {
       res.eval_loss = evaluate();
-      metrics << json{{"step", step + 1},
-                      {"eval_loss", res.eval_loss},
-                      {"eval_ppl", std::exp(res.eval_loss)}}
-                     .dump()
-              << "\n"
-              << std::flush;
+      json e = {{"step", step + 1}, {"eval_loss", res.eval_loss}, {"eval_ppl", std::exp(res.eval_loss)}};
+      e.update(eval_metrics);
+      metrics << e.dump() << "\n" << std::flush;
     }
     if ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last)
       save_checkpoint(o, p, opt, step + 1, sig, save_dtype, extras);

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,6 +50,7 @@ struct TrainRow {
   std::vector<int32_t> tokens, targets;
   std::vector<float> weights;
   std::vector<int32_t> segments;
+  std::vector<float> extra;  // objective-specific (DPO: the pair's reference log-probabilities)
 };
 
 // Where rows come from (a text corpus, packed conversations, ...).
@@ -61,6 +63,28 @@ class TrainData {
   virtual void val_row(int64_t i, TrainRow& r) const = 0;
   virtual std::string signature() const = 0;  // identifies the data for --resume
   virtual std::string describe() const = 0;   // "N tokens" etc., for errors
+};
+
+class TrainGraph;
+struct Batch;
+
+// What a training step minimises, over the step's micro-batches (rows of length T).
+struct ObjectiveResult {
+  double loss = 0, aux = 0;
+  nlohmann::json metrics = nlohmann::json::object();  // extra per-step numbers (TRL's names for DPO)
+};
+class Objective {
+ public:
+  virtual ~Objective() = default;
+  // With backward, adds the gradient of the step's loss to the parameters' gradients.
+  virtual ObjectiveResult run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro, int64_t T,
+                              double aux_coef, bool backward) const = 0;
+};
+// sum(w * CE) / sum(w) over the whole step (pretraining, SFT, C-RLFT).
+class WeightedCrossEntropy : public Objective {
+ public:
+  ObjectiveResult run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro, int64_t T, double aux_coef,
+                      bool backward) const override;
 };
 
 struct PretrainResult {
@@ -79,6 +103,9 @@ void prepare_training(const PretrainOptions& o, ParamStore& p);
 // normalised by the step's total target weight, clipping, schedule, AdamW, eval, checkpoints,
 // resume, metrics and the loss plot. `title` names the run in the plot.
 PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data,
-                          const CheckpointExtras& extras, const std::string& title);
+                          const CheckpointExtras& extras, const std::string& title,
+                          const Objective* objective = nullptr);
+// Rows -> a Batch (all rows of length T).
+Batch make_batch(const std::vector<TrainRow>& rows, int64_t T);
 
 }  // namespace lamina
