@@ -186,8 +186,9 @@ Batch make_batch(const std::vector<TrainRow>& rows, int64_t T) {
   return b;
 }
 
-ObjectiveResult WeightedCrossEntropy::run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro, int64_t T,
-                                          double aux_coef, bool backward) const {
+ObjectiveResult WeightedCrossEntropy::run(TrainGraph& g,
+                                          const std::vector<std::vector<TrainRow>>& micro,
+                                          int64_t T, double aux_coef, bool backward) const {
   double normalizer = 0;  // the step's total target weight: micro-batches add up to one mean
   for (auto& rows : micro)
     for (auto& row : rows)
@@ -197,7 +198,8 @@ ObjectiveResult WeightedCrossEntropy::run(TrainGraph& g, const std::vector<std::
   ObjectiveResult r;
   for (auto& rows : micro) {
     auto st = g.step(make_batch(rows, T), normalizer, aux_coef / double(micro.size()), backward);
-    loss_sum += st.loss_sum, weight_sum += st.weight_sum, r.aux += st.aux_loss / double(micro.size());
+    loss_sum += st.loss_sum, weight_sum += st.weight_sum,
+        r.aux += st.aux_loss / double(micro.size());
   }
   r.loss = weight_sum > 0 ? loss_sum / weight_sum : NAN;
   return r;
@@ -215,7 +217,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
 }
 
 PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data,
-                          const CheckpointExtras& extras, const std::string& title, const Objective* objective) {
+                          const CheckpointExtras& extras, const std::string& title,
+                          const Objective* objective) {
   WeightedCrossEntropy default_objective;
   const Objective& obj = objective ? *objective : default_objective;
   install_interrupt_handler();
@@ -304,7 +307,8 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     // The starting point, so curves show where continued training begins (an up-scaled model
     // starts worse than its base).
     const double l0 = evaluate();
-    json e = {{"step", 0}, {"eval_loss", l0}, {"eval_ppl", std::exp(l0)}};
+    json e = {{"step", 0}, {"eval_loss", l0}};
+    if (!objective) e["eval_ppl"] = std::exp(l0);
     e.update(eval_metrics);
     metrics << e.dump() << "\n" << std::flush;
   }
@@ -332,8 +336,8 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       int64_t last_good;
       std::string ck = latest_checkpoint(o.out, &last_good);
-      fail("step ", step + 1, ": the loss or the gradient is not finite (loss ",
-           loss, ", gradient norm ", gnorm,
+      fail("step ", step + 1, ": the loss or the gradient is not finite (loss ", loss,
+           ", gradient norm ", gnorm,
            "); stopped without updating. Last good checkpoint: ", ck.empty() ? "none" : ck,
            ". Try a lower --lr or a stronger --clip.");
     }
@@ -362,7 +366,8 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     const bool last = step + 1 == total;
     if (n_val > 0 && ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || last)) {
       res.eval_loss = evaluate();
-      json e = {{"step", step + 1}, {"eval_loss", res.eval_loss}, {"eval_ppl", std::exp(res.eval_loss)}};
+      json e = {{"step", step + 1}, {"eval_loss", res.eval_loss}};
+      if (!objective) e["eval_ppl"] = std::exp(res.eval_loss);
       e.update(eval_metrics);
       metrics << e.dump() << "\n" << std::flush;
     }

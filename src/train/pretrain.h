@@ -71,20 +71,21 @@ struct Batch;
 // What a training step minimises, over the step's micro-batches (rows of length T).
 struct ObjectiveResult {
   double loss = 0, aux = 0;
-  nlohmann::json metrics = nlohmann::json::object();  // extra per-step numbers (TRL's names for DPO)
+  nlohmann::json metrics =
+      nlohmann::json::object();  // extra per-step numbers (TRL's names for DPO)
 };
 class Objective {
  public:
   virtual ~Objective() = default;
   // With backward, adds the gradient of the step's loss to the parameters' gradients.
-  virtual ObjectiveResult run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro, int64_t T,
-                              double aux_coef, bool backward) const = 0;
+  virtual ObjectiveResult run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro,
+                              int64_t T, double aux_coef, bool backward) const = 0;
 };
 // sum(w * CE) / sum(w) over the whole step (pretraining, SFT, C-RLFT).
 class WeightedCrossEntropy : public Objective {
  public:
-  ObjectiveResult run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro, int64_t T, double aux_coef,
-                      bool backward) const override;
+  ObjectiveResult run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro, int64_t T,
+                      double aux_coef, bool backward) const override;
 };
 
 struct PretrainResult {

@@ -14,6 +14,7 @@
 #include "io/mapped_file.h"
 #include "io/npy.h"
 #include "io/output_dir.h"
+#include "train/dpo.h"
 #include "train/lora.h"
 #include "train/optimizer.h"
 #include "train/train_graph.h"
@@ -57,6 +58,50 @@ int main(int argc, char** argv) {
     TrainGraph g(p);
     g.set_recompute(j.value("recompute", false));
     p.zero_grads();
+    if (j.contains("dpo")) {
+      // One DPO step over the given pairs: each a row [chosen | rejected | padding].
+      auto& dj = j["dpo"];
+      DpoConfig dc;
+      dc.loss = parse_dpo_loss(dj["loss"]);
+      dc.beta = dj["beta"];
+      dc.label_smoothing = dj.value("label_smoothing", 0.0);
+      const int64_t T = dj["T"];
+      std::vector<TrainRow> rows;
+      for (auto& pr : dj["pairs"]) {
+        TrainRow r;
+        for (const char* side : {"chosen", "rejected"}) {
+          auto ids = pr[side].get<std::vector<int32_t>>();
+          auto mask = pr[std::string(side) + "_mask"].get<std::vector<float>>();
+          r.tokens.insert(r.tokens.end(), ids.begin(), ids.end() - 1);
+          const std::string tk =
+              std::string(side) + "_targets";  // optional: labels other than ids[1:]
+          if (pr.contains(tk)) {
+            auto t = pr[tk].get<std::vector<int32_t>>();
+            r.targets.insert(r.targets.end(), t.begin(), t.end());
+          } else {
+            r.targets.insert(r.targets.end(), ids.begin() + 1, ids.end());
+          }
+          r.weights.insert(r.weights.end(), mask.begin() + 1, mask.end());
+          r.segments.push_back(int32_t(ids.size() - 1));
+        }
+        const int64_t fill = T - int64_t(r.tokens.size());
+        r.tokens.insert(r.tokens.end(), size_t(fill), 0);
+        r.targets.insert(r.targets.end(), size_t(fill), -1);
+        r.weights.insert(r.weights.end(), size_t(fill), 0.0f);
+        if (fill > 0) r.segments.push_back(int32_t(fill));
+        r.extra = pr["ref"].get<std::vector<float>>();
+        rows.push_back(r);
+      }
+      DpoObjective obj(dc);
+      auto res = obj.run(g, {rows}, T, 0.0, true);
+      write_npy(std::string(argv[3]) + ".grads.npy", p.grads);
+      nlohmann::json out = {{"loss", res.loss}, {"metrics", res.metrics}};
+      for (size_t i = 0; i < p.specs.size(); ++i)
+        out["tensors"].push_back(
+            {{"name", p.specs[i].name}, {"offset", p.offset[i]}, {"numel", p.numel(i)}});
+      write_file_atomic(std::string(argv[3]) + ".json", out.dump());
+      return 0;
+    }
     StepStats st = g.step(b, wsum, j.value("aux_coef", 0.0));
     write_npy(std::string(argv[3]) + ".grads.npy", p.grads);
     write_npy(std::string(argv[3]) + ".params.npy", p.params);

@@ -1,0 +1,507 @@
+#include "train/dpo.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+#include <set>
+
+#include "core/error.h"
+#include "io/mapped_file.h"
+#include "io/output_dir.h"
+#include "train/conversation.h"
+#include "train/train_graph.h"
+
+namespace lamina {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+DpoLossType parse_dpo_loss(const std::string& n) {
+  if (n == "sigmoid") return DpoLossType::Sigmoid;
+  if (n == "robust") return DpoLossType::Robust;
+  if (n == "hinge") return DpoLossType::Hinge;
+  if (n == "ipo") return DpoLossType::Ipo;
+  fail("--loss: unknown loss '", n, "' (sigmoid, robust, hinge, ipo)");
+}
+
+namespace {
+
+double log_sigmoid(double x) {
+  return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x));
+}
+double sigmoid(double x) {
+  return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x));
+}
+
+}  // namespace
+
+DpoTerms dpo_loss(const DpoConfig& c, double pc, double pr, double rc, double rr) {
+  const double z = (pc - pr) - (rc - rr), b = c.beta, e = c.label_smoothing;
+  double L = 0, dz = 0;
+  switch (c.loss) {
+    case DpoLossType::Sigmoid:
+      L = -log_sigmoid(b * z) * (1 - e) - log_sigmoid(-b * z) * e;
+      dz = -b * (1 - e) * sigmoid(-b * z) + b * e * sigmoid(b * z);
+      break;
+    case DpoLossType::Robust:
+      if (e >= 0.5) fail("--label-smoothing must be below 0.5 for the robust loss");
+      L = (-log_sigmoid(b * z) * (1 - e) + log_sigmoid(-b * z) * e) / (1 - 2 * e);
+      dz = (-b * (1 - e) * sigmoid(-b * z) - b * e * sigmoid(b * z)) / (1 - 2 * e);
+      break;
+    case DpoLossType::Hinge:
+      L = std::max(0.0, 1 - b * z);
+      dz = 1 - b * z > 0 ? -b : 0.0;
+      break;
+    case DpoLossType::Ipo:
+      L = (z - 1 / (2 * b)) * (z - 1 / (2 * b));
+      dz = 2 * (z - 1 / (2 * b));
+      break;
+  }
+  return {L, dz, -dz};
+}
+
+ObjectiveResult DpoObjective::run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro,
+                                  int64_t T, double aux_coef, bool backward) const {
+  int64_t pairs = 0;
+  for (auto& rows : micro) pairs += int64_t(rows.size());
+  ObjectiveResult res;
+  double loss = 0, rch = 0, rrej = 0, acc = 0, lpc = 0, lpr = 0;
+  for (auto& rows : micro) {
+    Batch b = make_batch(rows, T);
+    g.step(b, 1.0, 0.0, false);  // forward: token log-probabilities
+    const auto& lp = g.token_logprobs();
+    Batch grad = b;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const TrainRow& row = rows[r];
+      const int64_t lc = row.segments.at(0), lr = row.segments.at(1);
+      double pc = 0, pr = 0, nc = 0, nr = 0;
+      for (int64_t i = 0; i < lc + lr; ++i) {
+        const size_t k = r * size_t(T) + size_t(i);
+        if (b.targets[k] < 0 || b.weights[k] == 0) continue;
+        (i < lc ? pc : pr) += lp[k];
+        (i < lc ? nc : nr) += 1;
+      }
+      if (c_.loss == DpoLossType::Ipo)
+        pc /= std::max(nc, 1.0), pr /= std::max(nr, 1.0);  // TRL: IPO averages
+      const double rc = c_.reference_free ? 0 : row.extra.at(0),
+                   rr = c_.reference_free ? 0 : row.extra.at(1);
+      DpoTerms t = dpo_loss(c_, pc, pr, rc, rr);
+      loss += t.loss;
+      const double rewc = c_.beta * (pc - rc), rewr = c_.beta * (pr - rr);
+      rch += rewc, rrej += rewr, acc += rewc > rewr, lpc += pc, lpr += pr;
+      // Token weights for the backward pass: -dL/dlogp, mean over the step's pairs.
+      for (int64_t i = 0; i < T; ++i) {
+        const size_t k = r * size_t(T) + size_t(i);
+        if (i >= lc + lr || b.targets[k] < 0 || b.weights[k] == 0) {
+          grad.weights[k] = 0;
+          continue;
+        }
+        const bool chosen = i < lc;
+        double d = chosen ? t.d_chosen : t.d_rejected;
+        if (c_.loss == DpoLossType::Ipo) d /= std::max(chosen ? nc : nr, 1.0);
+        grad.weights[k] = float(-d / double(pairs));
+      }
+    }
+    if (backward) {
+      auto st = g.step(grad, 1.0, aux_coef / double(micro.size()), true);
+      res.aux += st.aux_loss / double(micro.size());
+    }
+  }
+  const double n = double(std::max<int64_t>(pairs, 1));
+  res.loss = loss / n;
+  res.metrics = {{"rewards/chosen", rch / n},     {"rewards/rejected", rrej / n},
+                 {"rewards/accuracies", acc / n}, {"rewards/margins", (rch - rrej) / n},
+                 {"logps/chosen", lpc / n},       {"logps/rejected", lpr / n}};
+  return res;
+}
+
+namespace {
+
+// TRL preference line -> (prompt messages, chosen reply, rejected reply).
+struct Pref {
+  std::vector<Turn> prompt;
+  std::string system, chosen, rejected;
+};
+
+void split_messages(const json& list, const std::string& where, std::vector<Turn>& prompt,
+                    std::string& system, std::string& reply) {
+  if (!list.is_array() || list.empty()) fail(where, ": a message list must be a non-empty list");
+  for (size_t i = 0; i < list.size(); ++i) {
+    const json& m = list[i];
+    if (!m.is_object() || !m.contains("role") || !m.contains("content") ||
+        !m["content"].is_string())
+      fail(where, ": each message needs \"role\" and string \"content\"");
+    std::string role = m["role"], content = m["content"];
+    if (i + 1 == list.size()) {
+      if (role != "assistant")
+        fail(where, ": the last message of chosen/rejected must be the assistant's");
+      reply = content;
+    } else if (role == "system") {
+      system = content;
+    } else {
+      prompt.push_back({role, content, std::nullopt});
+    }
+  }
+}
+
+Pref parse_pref(const std::string& line, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(line);
+  } catch (const json::exception& e) {
+    fail(where, ": malformed JSON: ", e.what());
+  }
+  if (!j.is_object() || !j.contains("chosen") || !j.contains("rejected"))
+    fail(where, ": expected \"chosen\" and \"rejected\" (and \"prompt\")");
+  Pref p;
+  if (j.contains("prompt")) {
+    if (j["prompt"].is_string()) {
+      p.prompt.push_back({"user", j["prompt"].get<std::string>(), std::nullopt});
+    } else if (j["prompt"].is_array()) {
+      for (auto& m : j["prompt"]) {
+        if (!m.is_object() || !m.contains("role") || !m.contains("content"))
+          fail(where, ": malformed prompt message");
+        if (m["role"] == "system")
+          p.system = m["content"];
+        else
+          p.prompt.push_back(
+              {m["role"].get<std::string>(), m["content"].get<std::string>(), std::nullopt});
+      }
+    } else {
+      fail(where, ": \"prompt\" must be a string or a message list");
+    }
+  }
+  auto reply = [&](const json& v, std::string& out, const char* which) {
+    if (v.is_string()) {
+      out = v.get<std::string>();
+      return;
+    }
+    std::vector<Turn> pr;
+    std::string sys;
+    split_messages(v, where + " (" + which + ")", pr, sys, out);
+    if (!pr.empty() && p.prompt.empty())
+      p.prompt = pr, p.system = sys;  // conversational: prompt inside
+  };
+  reply(j["chosen"], p.chosen, "chosen");
+  reply(j["rejected"], p.rejected, "rejected");
+  if (p.prompt.empty()) fail(where, ": no prompt");
+  return p;
+}
+
+// prompt + reply -> ids and completion mask (weight 1 on the reply and its end token), truncated
+// as TRL: prompt to its last max_prompt tokens (after BOS), then the reply to fit max_len.
+Example tokenize_pref(const Pref& p, const std::string& reply, const Tokenizer& tok,
+                      const TemplateOptions& o, int64_t max_len, int64_t max_prompt) {
+  Conversation c;
+  c.system = p.system;
+  c.turns = p.prompt;
+  c.turns.push_back({"assistant", reply, 1.0f});
+  for (auto& t : c.turns)
+    if (t.role != "assistant") t.weight.reset();
+  Example ex = tokenize_conversation(c, tok, o);
+  // The completion is the last run of weighted tokens; everything before it is the prompt.
+  size_t start = ex.weights.size();
+  while (start > 0 && ex.weights[start - 1] > 0) --start;
+  for (size_t i = 0; i < start; ++i) ex.weights[i] = 0;
+  if (int64_t(start) > max_prompt) {
+    const size_t drop = start - size_t(max_prompt);
+    ex.ids.erase(ex.ids.begin() + 1, ex.ids.begin() + 1 + long(drop));
+    ex.weights.erase(ex.weights.begin() + 1, ex.weights.begin() + 1 + long(drop));
+  }
+  if (int64_t(ex.ids.size()) > max_len)
+    ex.ids.resize(size_t(max_len)), ex.weights.resize(size_t(max_len));
+  return ex;
+}
+
+// Pairs as packed rows: [chosen | rejected | padding]; extra = reference log-probs (filled later).
+class PairData : public TrainData {
+ public:
+  PairData(std::vector<TrainRow> tr, std::vector<TrainRow> va, std::string sig)
+      : tr_(std::move(tr)), va_(std::move(va)), sig_(std::move(sig)) {}
+  int64_t num_train() const override { return int64_t(tr_.size()); }
+  int64_t num_val() const override { return int64_t(va_.size()); }
+  void train_row(int64_t i, TrainRow& r) const override { r = tr_[size_t(i)]; }
+  void val_row(int64_t i, TrainRow& r) const override { r = va_[size_t(i)]; }
+  std::string signature() const override { return sig_; }
+  std::string describe() const override { return std::to_string(tr_.size()) + " preference pairs"; }
+  std::vector<TrainRow>& train() { return tr_; }
+  std::vector<TrainRow>& val() { return va_; }
+
+ private:
+  std::vector<TrainRow> tr_, va_;
+  std::string sig_;
+};
+
+TrainRow pair_row(const Example& c, const Example& r, int64_t T, int32_t pad) {
+  TrainRow row;
+  for (const Example* e : {&c, &r}) {
+    row.tokens.insert(row.tokens.end(), e->ids.begin(), e->ids.end() - 1);
+    row.targets.insert(row.targets.end(), e->ids.begin() + 1, e->ids.end());
+    row.weights.insert(row.weights.end(), e->weights.begin() + 1, e->weights.end());
+    row.segments.push_back(int32_t(e->ids.size() - 1));
+  }
+  const int64_t fill = T - int64_t(row.tokens.size());
+  if (fill > 0) {
+    row.tokens.insert(row.tokens.end(), size_t(fill), pad);
+    row.targets.insert(row.targets.end(), size_t(fill), -1);
+    row.weights.insert(row.weights.end(), size_t(fill), 0.0f);
+    row.segments.push_back(int32_t(fill));
+  }
+  return row;
+}
+
+// Sequence log-probs (summed and counted over completion tokens) of every row under `p`.
+void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int64_t batch,
+                     bool average) {
+  TrainGraph g(p);
+  for (size_t i0 = 0; i0 < rows.size(); i0 += size_t(batch)) {
+    std::vector<TrainRow> part;
+    for (size_t i = i0; i < std::min(rows.size(), i0 + size_t(batch)); ++i)
+      part.push_back(*rows[i]);
+    Batch b = make_batch(part, T);
+    g.step(b, 1.0, 0.0, false);
+    const auto& lp = g.token_logprobs();
+    for (size_t r = 0; r < part.size(); ++r) {
+      const int64_t lc = part[r].segments[0], lr = part[r].segments[1];
+      double s[2] = {0, 0}, n[2] = {0, 0};
+      for (int64_t i = 0; i < lc + lr; ++i) {
+        const size_t k = r * size_t(T) + size_t(i);
+        if (b.targets[k] < 0 || b.weights[k] == 0) continue;
+        s[i >= lc] += lp[k], n[i >= lc] += 1;
+      }
+      if (average) s[0] /= std::max(n[0], 1.0), s[1] /= std::max(n[1], 1.0);
+      rows[i0 + r]->extra = {float(s[0]), float(s[1])};
+    }
+  }
+}
+
+uint64_t fnv(const std::string& s, uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// Identifies a model directory's weights cheaply (names, sizes, mtimes of its files).
+std::string model_identity(const std::string& dir) {
+  std::string id = fs::absolute(dir).string();
+  std::vector<std::string> files;
+  for (auto& e : fs::directory_iterator(dir)) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  for (auto& f : files) {
+    if (f.find("safetensors") == std::string::npos && f.find("config.json") == std::string::npos)
+      continue;
+    std::error_code ec;
+    id += f + std::to_string(fs::file_size(f, ec)) +
+          std::to_string(fs::last_write_time(f, ec).time_since_epoch().count());
+  }
+  return id;
+}
+
+}  // namespace
+
+PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
+  Tokenizer tok = Tokenizer::load(o.model);
+  ChatTemplate tmpl = ChatTemplate::OpenChat;
+  if (d.tmpl)
+    tmpl = *d.tmpl;
+  else if (auto t = detect_chat_template(tok.chat_template()))
+    tmpl = *t;
+  else
+    fail(o.model, ": no chat_template lamina recognises; pass --template");
+  TemplateOptions to;
+  to.tmpl = tmpl;
+  to.condition = "GPT4 Correct";
+  const std::string gc = o.model + "/generation_config.json";
+  if (file_exists(gc)) {
+    auto j = json::parse(read_text_file(gc), nullptr, false);
+    if (j.is_object() && j.contains("chat_condition") && j["chat_condition"].is_string())
+      to.condition = j["chat_condition"];
+  }
+  const int64_t T = o.seq_len;
+  const int64_t max_len = d.max_length > 0 ? d.max_length : T / 2;
+  const int64_t max_prompt = d.max_prompt_length > 0 ? d.max_prompt_length : max_len / 2;
+  if (2 * max_len > T)
+    fail("--max-length ", max_len, ": a pair (chosen + rejected) must fit --seq-len ", T);
+  // Pairs.
+  std::ifstream in(d.data);
+  if (!in) fail(d.data, ": cannot open");
+  std::vector<TrainRow> rows;
+  int64_t n = 0, skipped = 0, truncated = 0;
+  uint64_t h = fnv(std::to_string(int(tmpl)) + to.condition + std::to_string(max_len) +
+                   std::to_string(max_prompt) + std::to_string(T));
+  for (std::string line; std::getline(in, line);) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = d.data + ":" + std::to_string(n);
+    try {
+      Pref pr = parse_pref(line, where);
+      Example c = tokenize_pref(pr, pr.chosen, tok, to, max_len, max_prompt);
+      Example r = tokenize_pref(pr, pr.rejected, tok, to, max_len, max_prompt);
+      auto weighted = [](const Example& e) {
+        return std::accumulate(e.weights.begin() + 1, e.weights.end(), 0.0f);
+      };
+      if (weighted(c) == 0 || weighted(r) == 0)
+        fail(where, ": truncation left no completion token (raise --max-length)");
+      truncated += int64_t(c.ids.size()) == max_len || int64_t(r.ids.size()) == max_len;
+      rows.push_back(pair_row(c, r, T, tok.eos_id()));
+      h = fnv(line, h);
+    } catch (const Error& e) {
+      if (d.strict) throw;
+      if (skipped++ < 3) std::fprintf(stderr, "lamina: skipping %s\n", e.what());
+    }
+  }
+  if (rows.empty()) fail(d.data, ": no usable preference pair (", skipped, " malformed lines)");
+  ParamStore p = ParamStore::load(o.model);
+  // Reference log-probabilities, once, cached by (reference weights, data, loss averaging).
+  std::vector<TrainRow*> all;
+  for (auto& r : rows) all.push_back(&r);
+  const bool average = d.cfg.loss == DpoLossType::Ipo;
+  if (!d.cfg.reference_free) {
+    const std::string ref_dir = d.ref_model.empty() ? o.model : d.ref_model;
+    char name[64];
+    std::snprintf(name, sizeof name, "ref-logps-%016llx.json",
+                  (unsigned long long)fnv(model_identity(ref_dir) + (average ? "avg" : "sum"), h));
+    const std::string cache = (o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir) + "/" + name;
+    if (file_exists(cache)) {
+      auto j = json::parse(read_text_file(cache));
+      if (j.size() != rows.size()) fail(cache, ": does not match the data (delete it)");
+      for (size_t i = 0; i < rows.size(); ++i) rows[i].extra = j[i].get<std::vector<float>>();
+      std::fprintf(stderr, "dpo: reference log-probabilities from %s\n", cache.c_str());
+    } else {
+      if (d.ref_model.empty()) {
+        reference_logps(p, all, T, o.batch_size, average);
+      } else {
+        ParamStore ref = ParamStore::load(d.ref_model);
+        if (ref.cfg.vocab_size != p.cfg.vocab_size)
+          fail(d.ref_model, ": vocabulary differs from the policy's");
+        reference_logps(ref, all, T, o.batch_size, average);
+      }  // the reference weights are freed here: training holds only the policy
+      fs::create_directories(fs::path(cache).parent_path());
+      json j = json::array();
+      for (auto& r : rows) j.push_back(r.extra);
+      write_file_atomic(cache, j.dump() + "\n");
+      std::fprintf(stderr,
+                   "dpo: reference log-probabilities computed for %zu pairs, cached in %s\n",
+                   rows.size(), cache.c_str());
+    }
+  }
+  prepare_training(o,
+                   p);  // LoRA after the reference pass: base without the adapter is the reference
+  // Held-out pairs for eval metrics (seeded).
+  std::vector<size_t> idx(rows.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::mt19937_64 rng(o.seed);
+  std::shuffle(idx.begin(), idx.end(), rng);
+  const size_t n_val =
+      o.val_fraction > 0
+          ? std::max<size_t>(1, size_t(std::ceil(double(rows.size()) * o.val_fraction)))
+          : 0;
+  std::vector<TrainRow> tr, va;
+  for (size_t i = 0; i < idx.size(); ++i) (i < n_val ? va : tr).push_back(std::move(rows[idx[i]]));
+  std::fprintf(stderr,
+               "dpo: %zu pairs (%zu train, %zu eval), %lld truncated, %lld malformed lines "
+               "skipped; loss %s, beta %g\n",
+               tr.size() + va.size(), tr.size(), va.size(), (long long)truncated,
+               (long long)skipped,
+               d.cfg.loss == DpoLossType::Sigmoid  ? "sigmoid"
+               : d.cfg.loss == DpoLossType::Robust ? "robust"
+               : d.cfg.loss == DpoLossType::Hinge  ? "hinge"
+                                                   : "ipo",
+               d.cfg.beta);
+  char sig[32];
+  std::snprintf(sig, sizeof sig, "%016llx", (unsigned long long)h);
+  PairData data(std::move(tr), std::move(va), std::string("pairs-") + sig);
+  DpoObjective obj(d.cfg);
+  CheckpointExtras extras;
+  return train_loop(o, p, data, extras, "lamina dpo: " + fs::path(o.model).filename().string(),
+                    &obj);
+}
+
+int64_t binarize_ultrafeedback(const std::string& in_path, const std::string& out_path,
+                               uint64_t seed, const std::vector<std::string>& exclude) {
+  std::ifstream in(in_path);
+  if (!in) fail(in_path, ": cannot open");
+  std::mt19937_64 rng(seed);
+  std::string out;
+  int64_t n = 0, written = 0, ties = 0, excluded = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = in_path + ":" + std::to_string(n);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception& e) {
+      fail(where, ": malformed JSON: ", e.what());
+    }
+    const std::string source = j.value("source", "");
+    if (std::find(exclude.begin(), exclude.end(), source) != exclude.end()) {
+      ++excluded;
+      continue;
+    }
+    if (!j.contains("instruction") || !j["instruction"].is_string() || !j.contains("completions") ||
+        !j["completions"].is_array())
+      fail(where, ": expected \"instruction\" and a list \"completions\"");
+    struct Cand {
+      std::string model, response;
+      double mean;
+    };
+    std::vector<Cand> cands;
+    for (auto& c : j["completions"]) {
+      if (!c.is_object() || !c.contains("response") || !c.contains("annotations"))
+        fail(where, ": malformed completion");
+      double sum = 0;
+      int cnt = 0;
+      for (auto& [aspect, a] : c["annotations"].items()) {
+        if (!a.is_object() || !a.contains("Rating")) continue;
+        const json& r = a["Rating"];
+        double v;
+        if (r.is_number())
+          v = r.get<double>();
+        else if (r.is_string() && r.get<std::string>() != "N/A")
+          v = std::stod(r.get<std::string>());
+        else
+          continue;
+        sum += v, ++cnt;
+      }
+      if (cnt) cands.push_back({c.value("model", ""), c["response"].get<std::string>(), sum / cnt});
+    }
+    if (cands.size() < 2) continue;
+    size_t best = 0;
+    for (size_t i = 1; i < cands.size(); ++i)
+      if (cands[i].mean > cands[best].mean) best = i;
+    std::vector<size_t> lower;
+    for (size_t i = 0; i < cands.size(); ++i)
+      if (cands[i].mean < cands[best].mean) lower.push_back(i);
+    if (lower.empty()) {
+      ++ties;  // every completion rated the same: no preference
+      continue;
+    }
+    const size_t rej = lower[std::uniform_int_distribution<size_t>(0, lower.size() - 1)(rng)];
+    const std::string prompt = j["instruction"];
+    json o = {
+        {"source", source},
+        {"prompt", prompt},
+        {"chosen", json::array({{{"role", "user"}, {"content", prompt}},
+                                {{"role", "assistant"}, {"content", cands[best].response}}})},
+        {"rejected", json::array({{{"role", "user"}, {"content", prompt}},
+                                  {{"role", "assistant"}, {"content", cands[rej].response}}})},
+        {"chosen-rating", cands[best].mean},
+        {"rejected-rating", cands[rej].mean},
+        {"chosen-model", cands[best].model},
+        {"rejected-model", cands[rej].model}};
+    out += o.dump() + "\n";
+    ++written;
+  }
+  write_file_atomic(out_path, out);
+  std::fprintf(
+      stderr,
+      "binarize-ultrafeedback: %lld pairs written, %lld ties dropped, %lld excluded by source\n",
+      (long long)written, (long long)ties, (long long)excluded);
+  return written;
+}
+
+}  // namespace lamina
