@@ -61,6 +61,19 @@ step "10. OpenChat's C-RLFT: source = condition in the prompt, coarse reward = t
   --source "gpt35=$out/weak.jsonl:weight=0.1:condition=GPT3"
 step "   ... chat with it (template and condition come from the model: GPT4 User: 3+4=<|end_of_turn|>GPT4 Assistant:)" \
   "$lamina" generate --model "$out/crlft/checkpoint-40" --chat --prompt "3+4=" --max-new-tokens 4
+python3 - "$out" <<'PY'
+import json, random, sys
+out, rnd = sys.argv[1], random.Random(1)
+with open(f"{out}/pairs.jsonl", "w") as f:
+    for _ in range(80):
+        a, b = rnd.randint(0, 9), rnd.randint(0, 9)
+        f.write(json.dumps({"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + rnd.choice([1, 2]))}) + "\n")
+PY
+rm -rf "$out/dpo"
+step "11. DPO on top of C-RLFT (Notux's recipe: the starting policy is the reference; TRL's metric names)" \
+  "$lamina" dpo --model "$out/crlft/checkpoint-40" --data "$out/pairs.jsonl" --out "$out/dpo" --seq-len 96 \
+  --batch-size 4 --max-steps 20 --lr 5e-3 --beta 0.1 --eval-every 10
+tail -n 1 "$out/dpo/metrics.jsonl" | python3 -c 'import json,sys; m=json.loads(sys.stdin.read()); print("   eval:", {k: round(v, 3) for k, v in m.items() if k.startswith("eval_")})'
 "$lamina" plot --run "$out/pretrain/metrics.jsonl:base pretraining" --run "$out/continued/metrics.jsonl:DUS, continued" \
   --metric eval_loss --out "$out/eval-loss.svg" > /dev/null
 
@@ -74,3 +87,4 @@ printf '  %s/  pretraining run: checkpoint-80/ (HF model), metrics.jsonl, loss.s
 printf '  %s/  continued pretraining of the up-scaled model\n' "$out/continued"
 printf '  %s  validation loss of both runs\n' "$out/eval-loss.svg"
 printf '  %s/  C-RLFT run: checkpoint-40/ (HF model with <|end_of_turn|> added, chat condition GPT4)\n' "$out/crlft"
+printf '  %s/  DPO run: checkpoint-20/, metrics.jsonl with rewards/chosen, rewards/margins, ...\n' "$out/dpo"
