@@ -28,6 +28,8 @@ int cmd_dpo(int argc, char** argv) {
                         {"max-length", "N", "tokens per sequence (default: --seq-len / 2)", "0"},
                         {"max-prompt-length", "N",
                          "prompt tokens kept (from the end; default: max-length / 2)", "0"},
+                        {"truncation-mode", "keep_end|keep_start",
+                         "which part of an over-long prompt to keep", "keep_end"},
                         {"template", "NAME", "chat template (default: the model's)", ""},
                         {"cache-dir", "DIR", "reference log-prob cache (default: OUT/.cache)", ""},
                         {"strict", "", "stop at the first malformed line", ""}}));
@@ -46,6 +48,10 @@ int cmd_dpo(int argc, char** argv) {
   d.max_prompt_length = a.integer("max-prompt-length");
   if (a.given("template")) d.tmpl = parse_chat_template(a.str("template"));
   d.strict = a.flag("strict");
+  const std::string tm = a.str("truncation-mode");
+  if (tm != "keep_end" && tm != "keep_start")
+    fail("--truncation-mode: expected keep_end or keep_start, got '", tm, "'");
+  d.prompt_keep_start = tm == "keep_start";
   if (d.cfg.beta <= 0) fail("--beta must be positive");
   print_training_result(run_dpo(o, d));
   return 0;

@@ -195,7 +195,8 @@ Pref parse_pref(const std::string& line, const std::string& where) {
 // prompt + reply -> ids and completion mask (weight 1 on the reply and its end token), truncated
 // as TRL: prompt to its last max_prompt tokens (after BOS), then the reply to fit max_len.
 Example tokenize_pref(const Pref& p, const std::string& reply, const Tokenizer& tok,
-                      const TemplateOptions& o, int64_t max_len, int64_t max_prompt) {
+                      const TemplateOptions& o, int64_t max_len, int64_t max_prompt,
+                      bool keep_start) {
   Conversation c;
   c.system = p.system;
   c.turns = p.prompt;
@@ -208,9 +209,10 @@ Example tokenize_pref(const Pref& p, const std::string& reply, const Tokenizer& 
   while (start > 0 && ex.weights[start - 1] > 0) --start;
   for (size_t i = 0; i < start; ++i) ex.weights[i] = 0;
   if (int64_t(start) > max_prompt) {
-    const size_t drop = start - size_t(max_prompt);
-    ex.ids.erase(ex.ids.begin() + 1, ex.ids.begin() + 1 + long(drop));
-    ex.weights.erase(ex.weights.begin() + 1, ex.weights.begin() + 1 + long(drop));
+    // keep_end drops the prompt's oldest tokens (after BOS); keep_start its newest.
+    const size_t drop = start - size_t(max_prompt), at = keep_start ? size_t(max_prompt) : 1;
+    ex.ids.erase(ex.ids.begin() + long(at), ex.ids.begin() + long(at + drop));
+    ex.weights.erase(ex.weights.begin() + long(at), ex.weights.begin() + long(at + drop));
   }
   if (int64_t(ex.ids.size()) > max_len)
     ex.ids.resize(size_t(max_len)), ex.weights.resize(size_t(max_len));
@@ -338,8 +340,8 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
     const std::string where = d.data + ":" + std::to_string(n);
     try {
       Pref pr = parse_pref(line, where);
-      Example c = tokenize_pref(pr, pr.chosen, tok, to, max_len, max_prompt);
-      Example r = tokenize_pref(pr, pr.rejected, tok, to, max_len, max_prompt);
+      Example c = tokenize_pref(pr, pr.chosen, tok, to, max_len, max_prompt, d.prompt_keep_start);
+      Example r = tokenize_pref(pr, pr.rejected, tok, to, max_len, max_prompt, d.prompt_keep_start);
       auto weighted = [](const Example& e) {
         return std::accumulate(e.weights.begin() + 1, e.weights.end(), 0.0f);
       };

@@ -44,6 +44,7 @@ struct DpoOptions {
   std::string ref_model;  // default: the starting policy (DPO on top of DPO)
   DpoConfig cfg;
   int64_t max_length = 0, max_prompt_length = 0;  // per sequence; 0: seq_len / 2, max_length / 2
+  bool prompt_keep_start = false;  // TRL's truncation_mode: keep_end (default) or keep_start
   std::optional<ChatTemplate> tmpl;
   bool strict = false;
 };

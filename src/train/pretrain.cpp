@@ -361,7 +361,14 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     char note[160];
     std::snprintf(note, sizeof note, "loss %.4f lr %.2e gnorm %.3f %.0f tok/s", loss, lr, gnorm,
                   double(per_step * T) / dt);
-    bar.set_note(note);
+    std::string note_s = note;
+    if (step_res.metrics.contains("rewards/margins")) {  // DPO: TRL's headline numbers
+      std::snprintf(note, sizeof note, " margin %.3f acc %.2f",
+                    step_res.metrics["rewards/margins"].get<double>(),
+                    step_res.metrics["rewards/accuracies"].get<double>());
+      note_s += note;
+    }
+    bar.set_note(note_s);
     if (o.progress) bar.update(step + 1);
     const bool last = step + 1 == total;
     if (n_val > 0 && ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || last)) {
@@ -380,10 +387,18 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
   metrics.close();
   // Plot what metrics.jsonl holds (including earlier runs' lines when resumed).
   Series train{"train loss", "#1f77b4", {}}, eval{"eval loss", "#d62728", {}};
+  Series rc{"rewards/chosen", "#2ca02c", {}}, rr{"rewards/rejected", "#d62728", {}},
+      rm{"rewards/margins", "#1f77b4", {}};
   std::ifstream in(metrics_path);
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
     json j = json::parse(line);
+    if (j.contains("rewards/margins")) {
+      const double st = j["step"].get<double>();
+      rc.points.push_back({st, j["rewards/chosen"].get<double>()});
+      rr.points.push_back({st, j["rewards/rejected"].get<double>()});
+      rm.points.push_back({st, j["rewards/margins"].get<double>()});
+    }
     if (j.contains("loss"))
       train.points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
     if (j.contains("eval_loss") && j["eval_loss"].is_number())
@@ -391,6 +406,7 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
   }
   res.plot_file = o.out + "/loss.svg";
   write_svg_plot(res.plot_file, title, {train, eval});
+  if (!rm.points.empty()) write_svg_plot(o.out + "/rewards.svg", title + ": rewards", {rc, rr, rm});
   res.metrics_file = metrics_path;
   res.peak_rss = peak_rss_bytes();
   int64_t s;
