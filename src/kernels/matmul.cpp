@@ -36,6 +36,27 @@ dnnl::memory::data_type dt_of(DType t) {
   return t == DType::BF16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
 }
 
+// The primitive for these descriptors, created once per key (creation is far slower than a small
+// product); accumulate adds a sum post-op (C += A·B).
+template <class Key>
+dnnl::matmul cached_matmul(std::map<Key, dnnl::matmul>& cache, const Key& key, const md& a,
+                           const md& b, const md& c, bool accumulate) {
+  auto& d = dnnl_state();
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    dnnl::primitive_attr attr;
+    if (accumulate) {
+      dnnl::post_ops po;
+      po.append_sum(1.0f);
+      attr.set_post_ops(po);
+    }
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, d.eng);
+    it = cache.emplace(key, dnnl::matmul(pd)).first;
+  }
+  return it->second;
+}
+
 // The weight as the [K, N] matrix W^T: strides (1, K) over the row-major [N, K] storage.
 md plain_weight_md(int64_t K, int64_t N, DType t) {
   return md({K, N}, dt_of(t), {1, K});
@@ -97,23 +118,9 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
   dnnl::memory wmem;
   if (pack) wmem = pack->impl().get(w);
   md wei_md = pack ? wmem.get_desc() : plain_weight_md(K, N, w.dtype);
-  dnnl::matmul prim;
-  {
-    std::lock_guard<std::mutex> lock(d.mu);
-    auto key = std::make_tuple(M, K, N, int(w.dtype), accumulate, pack != nullptr);
-    auto it = d.cache.find(key);
-    if (it == d.cache.end()) {
-      dnnl::primitive_attr attr;
-      if (accumulate) {
-        dnnl::post_ops po;
-        po.append_sum(1.0f);
-        attr.set_post_ops(po);
-      }
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, wei_md, dst_md), attr, d.eng);
-      it = d.cache.emplace(key, dnnl::matmul(pd)).first;
-    }
-    prim = it->second;
-  }
+  dnnl::matmul prim =
+      cached_matmul(d.cache, std::make_tuple(M, K, N, int(w.dtype), accumulate, pack != nullptr),
+                    src_md, wei_md, dst_md, accumulate);
   thread_local std::vector<uint16_t> xb;
   void* src = const_cast<float*>(x);
   if (w.dtype == DType::BF16) {
@@ -146,23 +153,8 @@ void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, 
   using Key =
       std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
   static std::map<Key, dnnl::matmul> cache;
-  dnnl::matmul prim;
-  {
-    std::lock_guard<std::mutex> lock(d.mu);
-    Key key{ta, tb, M, N, K, lda, ldb, ldc, accumulate, int(in)};
-    auto it = cache.find(key);
-    if (it == cache.end()) {
-      dnnl::primitive_attr attr;
-      if (accumulate) {
-        dnnl::post_ops po;
-        po.append_sum(1.0f);
-        attr.set_post_ops(po);
-      }
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, d.eng);
-      it = cache.emplace(key, dnnl::matmul(pd)).first;
-    }
-    prim = it->second;
-  }
+  dnnl::matmul prim = cached_matmul(cache, Key{ta, tb, M, N, K, lda, ldb, ldc, accumulate, int(in)},
+                                    a_md, b_md, c_md, accumulate);
   dnnl::memory am(a_md, d.eng, const_cast<void*>(A)), bm(b_md, d.eng, const_cast<void*>(B)),
       cm(c_md, d.eng, C);
   prim.execute(d.strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});

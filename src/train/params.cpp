@@ -8,11 +8,12 @@
 
 namespace lamina {
 
-ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt) {
+// An empty store for cfg: the tensor list, offsets, zeroed buffers, everything trainable.
+ParamStore ParamStore::allocate(const ModelConfig& cfg, MoeLayout layout) {
   ParamStore s;
   s.cfg = cfg;
-  s.layout = detect_moe_layout(cfg, ckpt);
-  s.specs = model_tensor_specs(cfg, s.layout);
+  s.layout = layout;
+  s.specs = model_tensor_specs(cfg, layout);
   for (auto& sp : s.specs) {
     s.offset.push_back(s.total);
     s.total += size_t(shape_numel(sp.shape));
@@ -20,8 +21,24 @@ ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint&
   s.trainable.assign(s.specs.size(), true);
   s.params = Tensor::zeros(DType::F32, {int64_t(s.total)});
   s.grads = Tensor::zeros(DType::F32, {int64_t(s.total)});
-  s.weights.layers.resize(size_t(cfg.num_hidden_layers));
-  s.grad_views.layers.resize(size_t(cfg.num_hidden_layers));
+  return s;
+}
+
+// Binds weight, gradient and compute views of every tensor into the current buffers.
+void ParamStore::bind_views() {
+  weights = ModelWeights{};
+  grad_views = ModelWeights{};
+  weights.layers.resize(size_t(cfg.num_hidden_layers));
+  grad_views.layers.resize(size_t(cfg.num_hidden_layers));
+  for (size_t i = 0; i < specs.size(); ++i) {
+    specs[i].bind(weights, Tensor::view_of(param(i), DType::F32, specs[i].shape, params.owner));
+    specs[i].bind(grad_views, Tensor::view_of(grad(i), DType::F32, specs[i].shape, grads.owner));
+  }
+  set_compute_dtype(compute_dtype);
+}
+
+ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt) {
+  ParamStore s = allocate(cfg, detect_moe_layout(cfg, ckpt));
   for (size_t i = 0; i < s.specs.size(); ++i) {
     auto& sp = s.specs[i];
     const TensorInfo& info = ckpt.info(sp.name);
@@ -30,10 +47,8 @@ ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint&
            ", config.json implies ", shape_str(sp.shape));
     Tensor src = ckpt.get(sp.name);
     convert_to_f32(src.data, src.dtype, s.param(i), size_t(src.numel()));
-    sp.bind(s.weights, Tensor::view_of(s.param(i), DType::F32, sp.shape, s.params.owner));
-    sp.bind(s.grad_views, Tensor::view_of(s.grad(i), DType::F32, sp.shape, s.grads.owner));
   }
-  s.set_compute_dtype(DType::F32);
+  s.bind_views();
   return s;
 }
 
@@ -77,16 +92,8 @@ void ParamStore::append(const std::vector<TensorSpec>& extra,
   std::memcpy(ng.data, grads.data, old_total * sizeof(float));
   params = np;
   grads = ng;
-  weights = ModelWeights{};
-  grad_views = ModelWeights{};
-  weights.layers.resize(size_t(cfg.num_hidden_layers));
-  grad_views.layers.resize(size_t(cfg.num_hidden_layers));
-  for (size_t i = 0; i < specs.size(); ++i) {
-    if (i >= first) init(i - first, param(i));
-    specs[i].bind(weights, Tensor::view_of(param(i), DType::F32, specs[i].shape, params.owner));
-    specs[i].bind(grad_views, Tensor::view_of(grad(i), DType::F32, specs[i].shape, grads.owner));
-  }
-  set_compute_dtype(compute_dtype);
+  for (size_t i = first; i < specs.size(); ++i) init(i - first, param(i));
+  bind_views();
 }
 
 void ParamStore::resize_vocab(int64_t V) {
@@ -98,19 +105,8 @@ void ParamStore::resize_vocab(int64_t V) {
   const int64_t oldV = c.vocab_size, H = c.hidden_size;
   c.vocab_size = V;
   ParamStore& s = *this;
-  s = ParamStore{};
-  s.cfg = c;
-  s.layout = old.layout;
-  s.specs = model_tensor_specs(c, s.layout);
-  for (auto& sp : s.specs) {
-    s.offset.push_back(s.total);
-    s.total += size_t(shape_numel(sp.shape));
-  }
-  s.trainable.assign(s.specs.size(), true);
-  s.params = Tensor::zeros(DType::F32, {int64_t(s.total)});
-  s.grads = Tensor::zeros(DType::F32, {int64_t(s.total)});
-  s.weights.layers.resize(size_t(c.num_hidden_layers));
-  s.grad_views.layers.resize(size_t(c.num_hidden_layers));
+  s = allocate(c, old.layout);
+  s.compute_dtype = old.compute_dtype;
   for (size_t i = 0; i < s.specs.size(); ++i) {
     const auto& sp = s.specs[i];
     const float* src = old.params.f32() + old.offset[i];  // same spec order and names
@@ -125,10 +121,8 @@ void ParamStore::resize_vocab(int64_t V) {
     } else {
       std::memcpy(dst, src, size_t(s.numel(i)) * 4);
     }
-    sp.bind(s.weights, Tensor::view_of(dst, DType::F32, sp.shape, s.params.owner));
-    sp.bind(s.grad_views, Tensor::view_of(s.grad(i), DType::F32, sp.shape, s.grads.owner));
   }
-  s.set_compute_dtype(old.compute_dtype);
+  s.bind_views();
 }
 
 void ParamStore::set_compute_dtype(DType t) {

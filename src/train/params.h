@@ -28,6 +28,10 @@ struct ParamStore {
   ModelWeights compute;
   std::vector<Tensor> compute_copies;  // per spec (bf16 matrices), empty in F32
 
+  // An empty (zeroed, all trainable) store laid out for cfg.
+  static ParamStore allocate(const ModelConfig& cfg, MoeLayout layout);
+  // (Re)binds weight, gradient and compute views into the current buffers.
+  void bind_views();
   // F32 master copy of a checkpoint (any stored dtype).
   static ParamStore load(const std::string& model_dir);
   static ParamStore from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt);

@@ -10,18 +10,12 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/ops_backward.h"
+#include "test_util.h"
 
 using namespace lamina;
+using lamina::test::randn;
 
 namespace {
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
 
 double dot(const std::vector<float>& a, const std::vector<float>& b) {
   double s = 0;

@@ -7,18 +7,10 @@
 
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "test_util.h"
 
 using namespace lamina;
-
-namespace {
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-}  // namespace
+using lamina::test::randn;
 
 TEST(Kernels, LinearF32MatchesNaive) {
   for (auto [M, K, N] : {std::tuple{1, 64, 48}, {7, 33, 5}, {32, 128, 96}}) {

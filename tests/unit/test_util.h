@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "io/model_config.h"
 #include "model/init_model.h"
@@ -44,6 +46,15 @@ inline ModelConfig write_tiny_model(const std::string& dir, const std::string& s
 
 inline std::string shared_dir() {
   return LAMINA_SHARED_DIR;
+}
+
+// n samples of N(0, scale^2), seeded.
+inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
 }
 
 }  // namespace lamina::test
