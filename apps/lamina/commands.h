@@ -24,6 +24,7 @@ int cmd_tokenizer(int argc, char** argv);
 int cmd_sft(int argc, char** argv);
 int cmd_dpo(int argc, char** argv);
 int cmd_data(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
 int cmd_upscale(int argc, char** argv);
 int cmd_pretrain(int argc, char** argv);
 int cmd_plot(int argc, char** argv);
@@ -32,6 +33,7 @@ int cmd_tokenizer(int argc, char** argv);
 int cmd_sft(int argc, char** argv);
 int cmd_dpo(int argc, char** argv);
 int cmd_data(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
 
 // --model, --dtype, --threads
 std::vector<ArgSpec> model_arg_specs();

@@ -27,6 +27,8 @@ const Command kCommands[] = {
     {"dpo", lamina::cmd_dpo, "preference optimisation: DPO, conservative DPO, robust, hinge, IPO"},
     {"data", lamina::cmd_data,
      "data binarize-ultrafeedback: preference pairs from rated completions"},
+    {"eval", lamina::cmd_eval,
+     "evaluate on tasks (lm-eval scoring), perplexity, sweeps; eval compare"},
     {"pretrain", lamina::cmd_pretrain,
      "continued pretraining on raw text (checkpoints, resume, metrics)"},
     {"plot", lamina::cmd_plot, "plot a metric of several training runs on one SVG"},

@@ -10,15 +10,10 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "io/fingerprint.h"
 
 namespace lamina {
 namespace {
-
-uint64_t fnv1a(const void* p, size_t n, uint64_t h = 1469598103934665603ull) {
-  auto* b = static_cast<const uint8_t*>(p);
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
 
 // Reads the inputs document by document and hands each to `emit`.
 template <class F>

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/fingerprint.h"
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
 #include "train/conversation.h"
@@ -281,27 +282,6 @@ void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int
   }
 }
 
-uint64_t fnv(const std::string& s, uint64_t h = 1469598103934665603ull) {
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
-// Identifies a model directory's weights cheaply (names, sizes, mtimes of its files).
-std::string model_identity(const std::string& dir) {
-  std::string id = fs::absolute(dir).string();
-  std::vector<std::string> files;
-  for (auto& e : fs::directory_iterator(dir)) files.push_back(e.path().string());
-  std::sort(files.begin(), files.end());
-  for (auto& f : files) {
-    if (f.find("safetensors") == std::string::npos && f.find("config.json") == std::string::npos)
-      continue;
-    std::error_code ec;
-    id += f + std::to_string(fs::file_size(f, ec)) +
-          std::to_string(fs::last_write_time(f, ec).time_since_epoch().count());
-  }
-  return id;
-}
-
 }  // namespace
 
 PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
@@ -332,8 +312,8 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   if (!in) fail(d.data, ": cannot open");
   std::vector<TrainRow> rows;
   int64_t n = 0, skipped = 0, truncated = 0;
-  uint64_t h = fnv(std::to_string(int(tmpl)) + to.condition + std::to_string(max_len) +
-                   std::to_string(max_prompt) + std::to_string(T));
+  uint64_t h = fnv1a(std::to_string(int(tmpl)) + to.condition + std::to_string(max_len) +
+                     std::to_string(max_prompt) + std::to_string(T));
   for (std::string line; std::getline(in, line);) {
     ++n;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -349,7 +329,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
         fail(where, ": truncation left no completion token (raise --max-length)");
       truncated += int64_t(c.ids.size()) == max_len || int64_t(r.ids.size()) == max_len;
       rows.push_back(pair_row(c, r, T, tok.eos_id()));
-      h = fnv(line, h);
+      h = fnv1a(line, h);
     } catch (const Error& e) {
       if (d.strict) throw;
       if (skipped++ < 3) std::fprintf(stderr, "lamina: skipping %s\n", e.what());
@@ -364,8 +344,9 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   if (!d.cfg.reference_free) {
     const std::string ref_dir = d.ref_model.empty() ? o.model : d.ref_model;
     char name[64];
-    std::snprintf(name, sizeof name, "ref-logps-%016llx.json",
-                  (unsigned long long)fnv(model_identity(ref_dir) + (average ? "avg" : "sum"), h));
+    std::snprintf(
+        name, sizeof name, "ref-logps-%016llx.json",
+        (unsigned long long)fnv1a(model_fingerprint(ref_dir) + (average ? "avg" : "sum"), h));
     const std::string cache = (o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir) + "/" + name;
     if (file_exists(cache)) {
       auto j = json::parse(read_text_file(cache));

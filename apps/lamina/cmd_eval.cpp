@@ -1,0 +1,196 @@
+// lamina eval: tasks with lm-evaluation-harness's scoring rules, perplexity, decoding sweeps;
+// lamina eval compare: two results files side by side.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "commands.h"
+#include "core/error.h"
+#include "eval/evaluator.h"
+#include "io/fingerprint.h"
+#include "io/mapped_file.h"
+#include "io/output_dir.h"
+
+namespace lamina {
+using json = nlohmann::json;
+
+namespace {
+
+int eval_compare(int argc, char** argv) {
+  Args a("eval compare",
+         "Print two results files (lamina eval --output) side by side with differences.",
+         {{"a", "FILE", "first results JSON", kRequired},
+          {"b", "FILE", "second results JSON", kRequired}});
+  if (!a.parse(argc, argv)) return 0;
+  auto load = [](const std::string& p) {
+    try {
+      return json::parse(read_text_file(p));
+    } catch (const json::exception& e) {
+      fail(p, ": malformed JSON: ", e.what());
+    }
+  };
+  json A = load(a.str("a")), B = load(a.str("b"));
+  std::printf("| task | setting | metric | %s | %s | difference |\n|---|---|---|---|---|---|\n",
+              a.str("a").c_str(), a.str("b").c_str());
+  for (auto& [task, settings] : A["results"].items())
+    for (auto& [setting, r] : settings.items())
+      for (auto& [metric, v] : r["metrics"].items()) {
+        const json* bv = nullptr;
+        if (B["results"].contains(task) && B["results"][task].contains(setting) &&
+            B["results"][task][setting]["metrics"].contains(metric))
+          bv = &B["results"][task][setting]["metrics"][metric];
+        if (bv)
+          std::printf("| %s | %s | %s | %.4f | %.4f | %+.4f |\n", task.c_str(), setting.c_str(),
+                      metric.c_str(), v.get<double>(), bv->get<double>(),
+                      bv->get<double>() - v.get<double>());
+        else
+          std::printf("| %s | %s | %s | %.4f | - | - |\n", task.c_str(), setting.c_str(),
+                      metric.c_str(), v.get<double>());
+      }
+  return 0;
+}
+
+// "--sweep temperature=0,0.7" x "--sweep top_p=0.9,1" -> every combination.
+std::vector<std::pair<std::string, SamplingParams>> sweep_settings(
+    const std::vector<std::string>& specs, const SamplingParams& base) {
+  std::vector<std::pair<std::string, SamplingParams>> out = {{"default", base}};
+  for (auto& spec : specs) {
+    auto eq = spec.find('=');
+    if (eq == std::string::npos) fail("--sweep ", spec, ": expected KEY=V1,V2");
+    const std::string key = spec.substr(0, eq);
+    std::vector<std::string> vals;
+    std::stringstream ss(spec.substr(eq + 1));
+    for (std::string v; std::getline(ss, v, ',');) vals.push_back(v);
+    std::vector<std::pair<std::string, SamplingParams>> next;
+    for (auto& [label, sp] : out)
+      for (auto& v : vals) {
+        SamplingParams p = sp;
+        double x;
+        try {
+          x = std::stod(v);
+        } catch (...) {
+          fail("--sweep ", spec, ": '", v, "' is not a number");
+        }
+        if (key == "temperature")
+          p.temperature = float(x);
+        else if (key == "top_p")
+          p.top_p = float(x);
+        else if (key == "top_k")
+          p.top_k = int64_t(x);
+        else if (key == "repetition_penalty")
+          p.repetition_penalty = float(x);
+        else
+          fail("--sweep: unknown key '", key, "' (temperature, top_p, top_k, repetition_penalty)");
+        next.push_back({(label == "default" ? "" : label + " ") + key + "=" + v, p});
+      }
+    out = next;
+  }
+  return out;
+}
+
+}  // namespace
+
+int cmd_eval(int argc, char** argv) {
+  if (argc >= 1 && !std::strcmp(argv[0], "compare")) {
+    // Positional form: lamina eval compare A.json B.json
+    if (argc == 3 && argv[1][0] != '-' && argv[2][0] != '-') {
+      std::string fa = "--a", fb = "--b";
+      char* args[] = {fa.data(), argv[1], fb.data(), argv[2]};
+      return eval_compare(4, args);
+    }
+    return eval_compare(argc - 1, argv + 1);
+  }
+  Args a(
+      "eval",
+      "Evaluate a model on task definitions (YAML; tasks/ ships the Open LLM Leaderboard v1 "
+      "formats) with\n"
+      "lm-evaluation-harness's scoring, or the perplexity of a text file. Writes a results JSON "
+      "and prints a\n"
+      "Markdown table; `lamina eval compare A.json B.json` compares two runs.",
+      join_specs(
+          model_arg_specs(),
+          std::vector<ArgSpec>{
+              {"task", "YAML", "task definition", "", true},
+              {"data", "FILE", "override the task's data file (one --task)", ""},
+              {"limit", "N", "first N items of each task", "0"},
+              {"num-fewshot", "K", "override the few-shot count", ""},
+              {"perplexity", "FILE", "perplexity and bits per byte of a text file", ""},
+              {"window", "N", "perplexity: tokens of context per window", "2048"},
+              {"stride", "N", "perplexity: window step (default: the window)", "0"},
+              {"sweep", "KEY=V1,V2",
+               "generation settings to compare (temperature, top_p, top_k, repetition_penalty)", "",
+               true},
+              {"temperature", "T", "generation temperature (0: greedy)", "0"},
+              {"seed", "S", "sampling seed", "0"},
+              {"output", "FILE", "results JSON", ""},
+              {"log-samples", "FILE", "every item's prompt, scores and prediction (JSONL)", ""}}));
+  if (!a.parse(argc, argv)) return 0;
+  LoadedModel lm = load_model(a);
+  json results = {{"lamina_version", LAMINA_VERSION},
+                  {"model", a.str("model")},
+                  {"model_hash", model_fingerprint(a.str("model"))},
+                  {"results", json::object()}};
+  if (a.given("perplexity")) {
+    const std::string text = read_text_file(a.str("perplexity"));
+    auto r = perplexity(*lm.model, lm.tokenizer, text, a.integer("window"), a.integer("stride"));
+    std::printf("perplexity: %.4f\nbits per byte: %.4f\ntokens: %lld, bytes: %lld\n", r.perplexity,
+                r.bits_per_byte, (long long)r.tokens, (long long)r.bytes);
+    results["results"]["perplexity"]["default"] = {
+        {"metrics", {{"perplexity", r.perplexity}, {"bits_per_byte", r.bits_per_byte}}},
+        {"n", r.tokens},
+        {"file", a.str("perplexity")}};
+  }
+  if (a.all("task").empty() && !a.given("perplexity"))
+    fail("give --task YAML (repeatable) or --perplexity FILE");
+  SamplingParams base;
+  base.temperature = float(a.number("temperature"));
+  base.seed = uint64_t(a.integer("seed"));
+  auto settings = sweep_settings(a.all("sweep"), base);
+  std::ofstream samples_out;
+  if (a.given("log-samples")) samples_out.open(a.str("log-samples"));
+  std::string table =
+      "| task | setting | metric | value | stderr | n |\n|---|---|---|---|---|---|\n";
+  for (auto& path : a.all("task")) {
+    EvalTask t = load_task(path);
+    if (a.given("data")) t.data = a.str("data");
+    if (a.given("num-fewshot")) t.num_fewshot = a.integer("num-fewshot");
+    // Decoding settings only matter to generation tasks.
+    auto runs = t.type == "generate" ? settings : decltype(settings){{"default", base}};
+    for (auto& [label, sp] : runs) {
+      EvalSettings s{sp, a.integer("limit"), label};
+      TaskResult r = evaluate_task(*lm.model, lm.tokenizer, t, s);
+      json m = json::object(), se = json::object();
+      for (auto& [k, v] : r.value) {
+        m[k] = v;
+        se[k] = r.stderr_[k];
+        char row[256];
+        std::snprintf(row, sizeof row, "| %s | %s | %s | %.4f | %.4f | %lld |\n", t.name.c_str(),
+                      label.c_str(), k.c_str(), v, r.stderr_[k], (long long)r.n);
+        table += row;
+      }
+      results["results"][t.name][label] = {{"metrics", m},
+                                           {"stderr", se},
+                                           {"n", r.n},
+                                           {"settings",
+                                            {{"temperature", sp.temperature},
+                                             {"top_p", sp.top_p},
+                                             {"top_k", sp.top_k},
+                                             {"num_fewshot", t.num_fewshot}}}};
+      if (samples_out)
+        for (auto& smp : r.samples) {
+          json x = smp;
+          x["task"] = t.name;
+          x["setting"] = label;
+          samples_out << x.dump() << "\n";
+        }
+    }
+  }
+  if (!a.all("task").empty()) std::printf("%s", table.c_str());
+  if (a.given("output")) write_file_atomic(a.str("output"), results.dump(2) + "\n");
+  return 0;
+}
+
+}  // namespace lamina

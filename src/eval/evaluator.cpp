@@ -1,0 +1,212 @@
+#include "eval/evaluator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <regex>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "generate/generate.h"
+#include "kernels/ops.h"
+#include "tokenizer/chat_template.h"
+
+namespace lamina {
+using json = nlohmann::json;
+
+LoglikelihoodScorer::LoglikelihoodScorer(const Model& m, const Tokenizer& t)
+    : m_(m), t_(t), cache_(m.new_cache(m.config().max_position_embeddings)), logits_() {}
+
+double LoglikelihoodScorer::score(const std::string& context, const std::string& continuation,
+                                  int64_t* n_tokens) {
+  // lm-eval moves the context's trailing spaces into the continuation before encoding.
+  std::string ctx = context, cont = continuation;
+  while (!ctx.empty() && ctx.back() == ' ') cont.insert(cont.begin(), ' '), ctx.pop_back();
+  std::vector<int32_t> whole = t_.encode(ctx + cont, true);
+  const size_t n_ctx = std::max<size_t>(1, t_.encode(ctx, true).size());
+  if (whole.size() <= n_ctx) fail("empty continuation after tokenisation: '", continuation, "'");
+  if (int64_t(whole.size()) > cache_.capacity)
+    fail("request of ", whole.size(), " tokens is longer than the context of ", cache_.capacity,
+         " tokens");
+  // Run only what the cache does not hold; logits are needed from position n_ctx - 1 on.
+  reuse_cache_prefix(cache_, cached_, whole);
+  const int64_t V = m_.config().vocab_size;
+  int64_t from = std::min<int64_t>(cache_.len, int64_t(n_ctx) - 1);
+  cache_.len = from;
+  const int64_t T = int64_t(whole.size()) - from;
+  logits_.resize(size_t(T * V));
+  m_.forward(whole.data() + from, T, cache_, logits_.data(), true);
+  cached_ = whole;
+  double ll = 0;
+  for (size_t i = n_ctx; i < whole.size(); ++i)
+    ll += log_softmax_at(logits_.data() + (int64_t(i) - 1 - from) * V, V, whole[i]);
+  if (n_tokens) *n_tokens = int64_t(whole.size() - n_ctx);
+  return ll;
+}
+
+std::string extract_answer(const std::string& text, const std::string& regex) {
+  std::string s = text;
+  if (!regex.empty()) {
+    std::smatch m;
+    std::regex re(regex);
+    if (!std::regex_search(text, m, re)) return "[invalid]";
+    s = m.size() > 1 ? m[1].str() : m[0].str();
+  }
+  std::string out;
+  for (char c : s)
+    if (c != ',' && c != '$') out += c;
+  out.erase(0, out.find_first_not_of(" \t\n"));
+  out.erase(out.find_last_not_of(" \t\n") + 1);
+  if (!out.empty() && out.back() == '.') out.pop_back();
+  return out;
+}
+
+namespace {
+
+void add_stats(TaskResult& r, const std::string& metric, const std::vector<double>& v) {
+  const double n = double(v.size());
+  double mean = 0;
+  for (double x : v) mean += x;
+  mean /= std::max(n, 1.0);
+  double var = 0;
+  for (double x : v) var += (x - mean) * (x - mean);
+  var /= std::max(n - 1, 1.0);
+  r.value[metric] = mean;
+  r.stderr_[metric] = std::sqrt(var / std::max(n, 1.0));  // sample standard error, as lm-eval
+}
+
+}  // namespace
+
+TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t,
+                         const EvalSettings& s) {
+  auto docs = read_jsonl(t.data);
+  const bool same_pool = t.fewshot_data.empty();
+  auto pool = same_pool ? docs : read_jsonl(t.fewshot_data);
+  if (s.limit > 0 && int64_t(docs.size()) > s.limit) docs.resize(size_t(s.limit));
+  if (docs.empty()) fail(t.data, ": no items");
+  TaskResult r;
+  r.task = t.name;
+  r.setting = s.label;
+  r.n = int64_t(docs.size());
+  std::map<std::string, std::vector<double>> per;
+  LoglikelihoodScorer scorer(m, tok);
+  Progress bar("eval " + t.name, r.n, "items");
+  for (int64_t i = 0; i < r.n; ++i) {
+    const json& doc = docs[size_t(i)];
+    auto shots = fewshot_examples(t, pool, i, same_pool);
+    json sample = {{"index", i}};
+    if (t.type == "multiple_choice") {
+      auto choices = doc_choices(t, doc);
+      std::vector<double> ll;
+      for (size_t c = 0; c < choices.size(); ++c) {
+        if (t.choice_in_context) {
+          json d = doc;
+          d["choice"] = choices[c];
+          const std::string ctx =
+              build_context(t, shots, doc, render_template(t.doc_to_text, d, t.name));
+          ll.push_back(scorer.score(
+              ctx, t.target_delimiter + render_template("{{continuation}}", doc, t.name)));
+          if (c == 0) sample["prompt"] = ctx;
+        } else {
+          const std::string ctx =
+              build_context(t, shots, doc, render_template(t.doc_to_text, doc, t.name));
+          ll.push_back(scorer.score(ctx, t.target_delimiter + choices[c]));
+          if (c == 0) sample["prompt"] = ctx;
+        }
+      }
+      const int64_t pred = int64_t(std::max_element(ll.begin(), ll.end()) - ll.begin());
+      sample["choices"] = choices;
+      sample["loglikelihoods"] = ll;
+      sample["prediction"] = pred;
+      for (auto& metric : t.metrics) {
+        if (metric == "acc" || metric == "acc_norm") {
+          const int64_t gold = doc_gold(t, doc);
+          sample["gold"] = gold;
+          int64_t p = pred;
+          if (metric == "acc_norm") {  // log-likelihood per character of the choice (lm-eval)
+            double best = -INFINITY;
+            for (size_t c = 0; c < ll.size(); ++c) {
+              const double v = ll[c] / std::max<double>(1.0, double(choices[c].size()));
+              if (v > best) best = v, p = int64_t(c);
+            }
+            sample["prediction_norm"] = p;
+          }
+          per[metric].push_back(p == gold ? 1.0 : 0.0);
+        } else if (metric == "mc2") {
+          auto labels = doc.at(t.labels_field.empty() ? "labels" : t.labels_field);
+          double num = 0, den = 0;
+          for (size_t c = 0; c < ll.size(); ++c) {
+            const double pr = std::exp(ll[c]);
+            den += pr;
+            if (labels.at(c).get<int>() == 1) num += pr;
+          }
+          per[metric].push_back(den > 0 ? num / den : 0.0);
+          sample["mc2"] = per[metric].back();
+        }
+      }
+    } else {
+      std::string ctx = build_context(t, shots, doc, render_template(t.doc_to_text, doc, t.name));
+      std::vector<int32_t> ids;
+      if (t.chat) {
+        auto tmpl = detect_chat_template(tok.chat_template());
+        if (!tmpl)
+          fail(t.name, ": chat: true but the model has no chat_template lamina recognises");
+        ChatTokens k;
+        k.bos = tok.bos_text(), k.eos = tok.eos_text();
+        ids = tok.encode(render_chat(*tmpl, {{"user", ctx}}, true, k), false);
+      } else {
+        ids = tok.encode(ctx, tok.add_bos_default());
+      }
+      GenerateOptions go;
+      go.sampling = s.sampling;
+      go.max_new_tokens = t.max_new_tokens;
+      go.stop_strings = t.until;
+      KVCache cache = m.new_cache(int64_t(ids.size()) + t.max_new_tokens);
+      auto g = generate(m, tok, ids, go, cache);
+      const std::string pred = extract_answer(g.text, t.answer_regex);
+      const std::string target_text = render_template(t.doc_to_target, doc, t.name);
+      std::string gold = extract_answer(target_text, t.answer_regex);
+      if (gold == "[invalid]") gold = extract_answer(target_text, "");
+      per["exact_match"].push_back(pred == gold ? 1.0 : 0.0);
+      sample["prompt"] = ctx;
+      sample["generation"] = g.text;
+      sample["prediction"] = pred;
+      sample["gold"] = gold;
+    }
+    r.samples.push_back(sample);
+    bar.update(i + 1);
+  }
+  bar.finish();
+  for (auto& [k, v] : per) add_stats(r, k, v);
+  return r;
+}
+
+PerplexityResult perplexity(const Model& m, const Tokenizer& tok, const std::string& text,
+                            int64_t window, int64_t stride) {
+  auto ids = tok.encode(text, true);
+  if (ids.size() < 2) fail("perplexity: the text has fewer than 2 tokens");
+  window = std::min(window, m.config().max_position_embeddings);
+  if (stride <= 0 || stride > window) stride = window;
+  const int64_t V = m.config().vocab_size, N = int64_t(ids.size());
+  PerplexityResult r;
+  std::vector<float> logits;
+  int64_t scored_to = 1;  // next position whose token still needs a score
+  Progress bar("perplexity", N, "tokens");
+  for (int64_t begin = 0; scored_to < N; begin += stride) {
+    const int64_t end = std::min(N, begin + window), T = end - begin;
+    KVCache cache = m.new_cache(T);
+    logits.resize(size_t(T * V));
+    m.forward(ids.data() + begin, T, cache, logits.data(), true);
+    for (int64_t pos = std::max(scored_to, begin + 1); pos < end; ++pos)
+      r.nll -= log_softmax_at(logits.data() + (pos - 1 - begin) * V, V, ids[size_t(pos)]);
+    scored_to = end;
+    bar.update(end);
+  }
+  bar.finish();
+  r.tokens = N - 1;
+  r.bytes = int64_t(text.size());
+  r.perplexity = std::exp(r.nll / double(r.tokens));
+  r.bits_per_byte = r.nll / (std::log(2.0) * double(r.bytes));
+  return r;
+}
+
+}  // namespace lamina

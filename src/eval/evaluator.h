@@ -1,0 +1,63 @@
+// Scoring a model on evaluation tasks with lm-evaluation-harness's rules: log-likelihood multiple
+// choice (acc, acc_norm, mc2, Winogrande's partial scoring), generation with stop strings, regex
+// answer extraction and exact match, and sliding-window perplexity / bits per byte.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "eval/task.h"
+#include "generate/sampler.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lamina {
+
+// log p(continuation | context): context and continuation encoded together (BOS first), split at
+// the context's own token length; the KV cache keeps the longest shared prefix between calls, so a
+// few-shot context is computed once per item.
+class LoglikelihoodScorer {
+ public:
+  LoglikelihoodScorer(const Model& m, const Tokenizer& t);
+  double score(const std::string& context, const std::string& continuation,
+               int64_t* n_tokens = nullptr);
+
+ private:
+  const Model& m_;
+  const Tokenizer& t_;
+  KVCache cache_;
+  std::vector<int32_t> cached_;  // tokens whose keys/values the cache holds
+  std::vector<float> logits_;
+};
+
+struct EvalSettings {
+  SamplingParams sampling;  // generation tasks
+  int64_t limit = 0;        // first N items (0: all)
+  std::string label;        // the sweep setting's name ("default", "temperature=0.7", ...)
+};
+
+struct TaskResult {
+  std::string task, setting;
+  int64_t n = 0;
+  std::map<std::string, double> value, stderr_;
+  std::vector<nlohmann::json> samples;  // per item: prompt, scores, prediction, gold
+};
+
+TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t,
+                         const EvalSettings& s);
+
+// Extracts the first regex capture (or the whole match) and normalises a numeric answer as
+// lm-eval's GSM8K exact match does: commas and '$' removed, a trailing '.' dropped, trimmed.
+std::string extract_answer(const std::string& text, const std::string& regex);
+
+struct PerplexityResult {
+  double nll = 0, perplexity = 0, bits_per_byte = 0;
+  int64_t tokens = 0, bytes = 0;
+};
+// Every token scored once with up to `window` tokens of context; windows advance by `stride`.
+PerplexityResult perplexity(const Model& m, const Tokenizer& tok, const std::string& text,
+                            int64_t window, int64_t stride);
+
+}  // namespace lamina

@@ -1,0 +1,209 @@
+#include "eval/task.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/mapped_file.h"
+
+namespace lamina {
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail(path, ": cannot open");
+  std::vector<json> out;
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      out.push_back(json::parse(line));
+    } catch (const json::exception& e) {
+      fail(path, ":", n, ": malformed JSON: ", e.what());
+    }
+    if (!out.back().is_object()) fail(path, ":", n, ": expected a JSON object");
+  }
+  return out;
+}
+
+EvalTask load_task(const std::string& path) {
+  if (!file_exists(path)) fail(path, ": task not found");
+  YAML::Node y;
+  try {
+    y = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    fail(path, ":", e.mark.line + 1, ": malformed YAML: ", e.msg);
+  }
+  EvalTask t;
+  const std::string dir = fs::path(path).parent_path().string();
+  auto resolve = [&](const std::string& p) {
+    if (p.empty() || fs::path(p).is_absolute() || fs::exists(p)) return p;
+    return (fs::path(dir) / p).string();
+  };
+  try {
+    for (auto it : y) {
+      const std::string k = it.first.as<std::string>();
+      const YAML::Node& v = it.second;
+      if (k == "task")
+        t.name = v.as<std::string>();
+      else if (k == "type")
+        t.type = v.as<std::string>();
+      else if (k == "data")
+        t.data = resolve(v.as<std::string>());
+      else if (k == "fewshot_data")
+        t.fewshot_data = resolve(v.as<std::string>());
+      else if (k == "description")
+        t.description = v.as<std::string>();
+      else if (k == "doc_to_text")
+        t.doc_to_text = v.as<std::string>();
+      else if (k == "doc_to_target")
+        t.doc_to_target = v.as<std::string>();
+      else if (k == "choices_field")
+        t.choices_field = v.as<std::string>();
+      else if (k == "choices")
+        t.choices = v.as<std::vector<std::string>>();
+      else if (k == "choice_in_context")
+        t.choice_in_context = v.as<bool>();
+      else if (k == "labels_field")
+        t.labels_field = v.as<std::string>();
+      else if (k == "num_fewshot")
+        t.num_fewshot = v.as<int64_t>();
+      else if (k == "fewshot_sampler")
+        t.fewshot_sampler = v.as<std::string>();
+      else if (k == "fewshot_seed")
+        t.fewshot_seed = v.as<uint64_t>();
+      else if (k == "target_delimiter")
+        t.target_delimiter = v.as<std::string>();
+      else if (k == "fewshot_delimiter")
+        t.fewshot_delimiter = v.as<std::string>();
+      else if (k == "metrics")
+        t.metrics = v.as<std::vector<std::string>>();
+      else if (k == "until")
+        t.until = v.as<std::vector<std::string>>();
+      else if (k == "max_new_tokens")
+        t.max_new_tokens = v.as<int64_t>();
+      else if (k == "answer_regex")
+        t.answer_regex = v.as<std::string>();
+      else if (k == "chat")
+        t.chat = v.as<bool>();
+      else
+        fail(path, ": unknown key '", k, "'");
+    }
+  } catch (const YAML::Exception& e) {
+    fail(path, ":", e.mark.line + 1, ": ", e.msg);
+  }
+  if (t.name.empty()) t.name = fs::path(path).stem().string();
+  if (t.type != "multiple_choice" && t.type != "generate")
+    fail(path, ": type '", t.type, "' (multiple_choice or generate)");
+  if (t.doc_to_text.empty()) fail(path, ": missing doc_to_text");
+  if (t.fewshot_sampler != "first" && t.fewshot_sampler != "random")
+    fail(path, ": fewshot_sampler is first or random");
+  if (t.metrics.empty())
+    t.metrics = t.type == "generate" ? std::vector<std::string>{"exact_match"}
+                                     : std::vector<std::string>{"acc"};
+  for (auto& m : t.metrics)
+    if (m != "acc" && m != "acc_norm" && m != "mc2" && m != "exact_match")
+      fail(path, ": unknown metric '", m, "'");
+  return t;
+}
+
+std::string render_template(const std::string& tmpl, const json& doc, const std::string& where) {
+  std::string out;
+  size_t i = 0;
+  while (i < tmpl.size()) {
+    size_t a = tmpl.find("{{", i);
+    if (a == std::string::npos) {
+      out += tmpl.substr(i);
+      break;
+    }
+    size_t b = tmpl.find("}}", a + 2);
+    if (b == std::string::npos) fail(where, ": unclosed {{ in template");
+    out += tmpl.substr(i, a - i);
+    std::string key = tmpl.substr(a + 2, b - a - 2);
+    key.erase(0, key.find_first_not_of(' '));
+    key.erase(key.find_last_not_of(' ') + 1);
+    auto it = doc.find(key);
+    if (it == doc.end()) fail(where, ": the document has no field '", key, "'");
+    if (it->is_string()) {
+      out += it->get<std::string>();
+    } else if (it->is_array()) {
+      for (size_t k = 0; k < it->size(); ++k)
+        out += (k ? ", " : "") +
+               ((*it)[k].is_string() ? (*it)[k].get<std::string>() : (*it)[k].dump());
+    } else {
+      out += it->dump();
+    }
+    i = b + 2;
+  }
+  return out;
+}
+
+std::vector<std::string> doc_choices(const EvalTask& t, const json& doc) {
+  if (!t.choices.empty()) return t.choices;
+  auto it = doc.find(t.choices_field);
+  if (it == doc.end() || !it->is_array() || it->empty())
+    fail(t.name, ": item has no list field '", t.choices_field, "'");
+  std::vector<std::string> c;
+  for (auto& x : *it) c.push_back(x.is_string() ? x.get<std::string>() : x.dump());
+  return c;
+}
+
+int64_t doc_gold(const EvalTask& t, const json& doc) {
+  const std::string key = t.doc_to_target.empty() ? "gold" : t.doc_to_target;
+  auto it = doc.find(key);
+  if (it == doc.end()) fail(t.name, ": item has no gold field '", key, "'");
+  if (it->is_number_integer()) return it->get<int64_t>();
+  // A letter (A, B, ...) or the text of a choice.
+  auto choices = doc_choices(t, doc);
+  const std::string s = it->get<std::string>();
+  if (s.size() == 1 && s[0] >= 'A' && s[0] < 'A' + int(choices.size())) return s[0] - 'A';
+  for (size_t i = 0; i < choices.size(); ++i)
+    if (choices[i] == s) return int64_t(i);
+  fail(t.name, ": gold '", s, "' is neither an index, a letter nor a choice");
+}
+
+std::vector<json> fewshot_examples(const EvalTask& t, const std::vector<json>& pool, int64_t index,
+                                   bool same_pool) {
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < int64_t(pool.size()); ++i)
+    if (!same_pool || i != index) idx.push_back(i);
+  if (t.fewshot_sampler == "random") {
+    std::mt19937_64 rng(t.fewshot_seed + uint64_t(index));
+    std::shuffle(idx.begin(), idx.end(), rng);
+  }
+  std::vector<json> out;
+  for (int64_t k = 0; k < std::min<int64_t>(t.num_fewshot, int64_t(idx.size())); ++k)
+    out.push_back(pool[size_t(idx[size_t(k)])]);
+  return out;
+}
+
+std::string fewshot_text(const EvalTask& t, const json& doc) {
+  if (t.type == "generate")
+    return render_template(t.doc_to_text, doc, t.name) + t.target_delimiter +
+           render_template(t.doc_to_target, doc, t.name);
+  auto choices = doc_choices(t, doc);
+  const int64_t g = doc_gold(t, doc);
+  if (t.choice_in_context) {  // the gold option fills the blank; the fixed continuation follows
+    json d = doc;
+    d["choice"] = choices[size_t(g)];
+    return render_template(t.doc_to_text, d, t.name) + t.target_delimiter +
+           render_template("{{continuation}}", doc, t.name);
+  }
+  return render_template(t.doc_to_text, doc, t.name) + t.target_delimiter + choices[size_t(g)];
+}
+
+std::string build_context(const EvalTask& t, const std::vector<json>& shots, const json& doc,
+                          const std::string& question) {
+  std::string ctx = t.description.empty() ? "" : render_template(t.description, doc, t.name);
+  for (auto& s : shots) ctx += fewshot_text(t, s) + t.fewshot_delimiter;
+  return ctx + question;
+}
+
+}  // namespace lamina

@@ -1,0 +1,59 @@
+// Evaluation tasks as YAML (in the spirit of lm-evaluation-harness): data, prompt template with
+// {{field}} placeholders, few-shot selection and delimiters, scoring type and metrics.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace lamina {
+
+struct EvalTask {
+  std::string name;
+  std::string type = "multiple_choice";  // multiple_choice | generate
+  std::string data, fewshot_data;  // JSONL paths (fewshot: defaults to data, excluding the item)
+  std::string description;         // prefix before the few-shot examples (template)
+  std::string doc_to_text;         // the question part (template)
+  std::string doc_to_target;       // mc: gold index field or template; generate: the answer
+  std::string choices_field = "choices";  // mc: a list field
+  std::vector<std::string> choices;       // mc: the same choices for every item (MMLU's A-D)
+  bool choice_in_context = false;         // Winogrande's partial scoring: choices fill the context
+  std::string labels_field;               // mc2: list of 0/1 per choice
+  int64_t num_fewshot = 0;
+  std::string fewshot_sampler = "first";  // first | random (seeded)
+  uint64_t fewshot_seed = 1234;
+  std::string target_delimiter = " ", fewshot_delimiter = "\n\n";
+  std::vector<std::string> metrics;  // acc, acc_norm, mc2, exact_match
+  // generate
+  std::vector<std::string> until;
+  int64_t max_new_tokens = 256;
+  std::string answer_regex;  // extraction from the generation and the target
+  bool chat = false;         // wrap the prompt in the model's chat template
+};
+
+// Loads a task; relative data paths resolve against the YAML's directory; `where` in errors.
+EvalTask load_task(const std::string& yaml_path);
+std::vector<nlohmann::json> read_jsonl(const std::string& path);
+
+// "{{question}}" -> the document's field (strings as they are, numbers printed, lists joined by
+// ", "); an unknown field is an error naming the template.
+std::string render_template(const std::string& tmpl, const nlohmann::json& doc,
+                            const std::string& where);
+
+// The few-shot examples for item `index` (never the item itself when drawn from the same data).
+std::vector<nlohmann::json> fewshot_examples(const EvalTask& t,
+                                             const std::vector<nlohmann::json>& pool, int64_t index,
+                                             bool same_pool);
+
+// The choices of a multiple-choice item and the gold index.
+std::vector<std::string> doc_choices(const EvalTask& t, const nlohmann::json& doc);
+int64_t doc_gold(const EvalTask& t, const nlohmann::json& doc);
+
+// The text of one example as a few-shot demonstration: question + delimiter + answer.
+std::string fewshot_text(const EvalTask& t, const nlohmann::json& doc);
+// The context for item doc (description + few-shot examples + its question); for
+// choice_in_context tasks, per choice.
+std::string build_context(const EvalTask& t, const std::vector<nlohmann::json>& shots,
+                          const nlohmann::json& doc, const std::string& question_text);
+
+}  // namespace lamina

@@ -1,0 +1,168 @@
+"""lamina eval against an independent Python implementation of lm-evaluation-harness's rules on
+log-likelihoods from the PyTorch reference model: acc, acc_norm (a crafted item where they differ),
+mc2, Winogrande's partial scoring; few-shot prompts byte for byte; perplexity; eval compare.
+
+usage: test_eval.py LAMINA        prints 'N passed, M failed'
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cli"))
+import reference_model  # noqa: E402
+from harness import Report, runner  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def main():
+    lamina = os.path.abspath(sys.argv[1])
+    report = Report()
+    run = runner(lamina)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = os.path.join(tmp, "m")
+        run("init", "--out", d, "--std", "0.15", "--random-norms", "--seed", "9")
+        cfg, w = reference_model.load_model_dir(d)
+
+        def tokens(text):  # lamina's tokenizer (BOS first), via score --json
+            f = os.path.join(tmp, "t.txt")
+            open(f, "w").write(text)
+            return json.loads(run("score", "--model", d, "--text", f, "--json").stdout)["tokens"]
+
+        def ll(ctx, cont):  # lm-eval: encode together, split at the context's token length
+            while ctx.endswith(" "):
+                ctx, cont = ctx[:-1], " " + cont
+            whole, n_ctx = tokens(ctx + cont), len(tokens(ctx))
+            with torch.no_grad():
+                lp = F.log_softmax(reference_model.forward(cfg, w, whole), dim=-1)
+            return sum(lp[i - 1, whole[i]].item() for i in range(n_ctx, len(whole)))
+
+        # ARC-style items; the shipped task definition with 2 shots.
+        arc = [
+            {"question": "Which gas do plants take in?", "choices": ["carbon dioxide", "oxygen", "helium"], "answer": "A"},
+            {"question": "What melts ice?", "choices": ["heat", "cold wind blowing over the frozen lake surface"], "answer": 1},
+            {"question": "How many legs has a spider?", "choices": ["eight", "six", "a great many more than two"], "answer": 0},
+            {"question": "The sun is a", "choices": ["star", "x", "very very long answer about planets"], "answer": 2},
+        ]
+        data = os.path.join(tmp, "arc.jsonl")
+        with open(data, "w") as f:
+            for r in arc:
+                f.write(json.dumps(r) + "\n")
+        out, samples = os.path.join(tmp, "r.json"), os.path.join(tmp, "s.jsonl")
+        run("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "arc_challenge.yaml"), "--data", data,
+            "--num-fewshot", "2", "--output", out, "--log-samples", samples)
+        res = json.load(open(out))["results"]["arc_challenge"]["default"]
+        logged = [json.loads(l) for l in open(samples)]
+        acc, acc_norm, differ = [], [], 0
+        for i, doc in enumerate(arc):
+            shots = [s for j, s in enumerate(arc) if j != i][:2]
+            letter = lambda s: s["answer"] if isinstance(s["answer"], int) else "ABCDE".index(s["answer"])
+            ctx = "".join(f"Question: {s['question']}\nAnswer: {s['choices'][letter(s)]}\n\n" for s in shots)
+            ctx += f"Question: {doc['question']}\nAnswer:"
+            if i == 0:
+                report.check("few-shot prompt is byte-identical to the expected string", logged[0]["prompt"] == ctx,
+                             repr(logged[0]["prompt"][:80]))
+            lls = [ll(ctx, " " + c) for c in doc["choices"]]
+            gold = letter(doc)
+            p = int(np.argmax(lls))
+            pn = int(np.argmax([l / len(c) for l, c in zip(lls, doc["choices"])]))
+            differ += p != pn
+            acc.append(p == gold)
+            acc_norm.append(pn == gold)
+            if not np.allclose(lls, logged[i]["loglikelihoods"], atol=1e-3):
+                report.check(f"item {i} log-likelihoods", False, f"{lls} vs {logged[i]['loglikelihoods']}")
+        report.check("acc and acc_norm equal the Python implementation's", abs(res["metrics"]["acc"] - np.mean(acc)) < 1e-9
+                     and abs(res["metrics"]["acc_norm"] - np.mean(acc_norm)) < 1e-9,
+                     f"acc {res['metrics']['acc']} vs {np.mean(acc)}, acc_norm {res['metrics']['acc_norm']} vs {np.mean(acc_norm)}")
+        report.check("a crafted item makes acc and acc_norm pick differently", differ >= 1, f"{differ} items differ")
+        se = math.sqrt(np.var(acc, ddof=1) / len(acc))
+        report.check("standard error is the sample one", abs(res["stderr"]["acc"] - se) < 1e-9)
+
+        # TruthfulQA mc2 with the shipped definition (its fixed preamble).
+        tq = [{"question": "Can pigs fly?", "choices": ["No.", "Yes.", "Maybe."], "labels": [1, 0, 0]},
+              {"question": "Is water wet?", "choices": ["Yes.", "Often.", "No."], "labels": [1, 1, 0]}]
+        tqf = os.path.join(tmp, "tq.jsonl")
+        with open(tqf, "w") as f:
+            for r in tq:
+                f.write(json.dumps(r) + "\n")
+        out = os.path.join(tmp, "tq.json")
+        run("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "truthfulqa_mc2.yaml"), "--data", tqf, "--output", out)
+        pre = open(os.path.join(ROOT, "tasks", "truthfulqa_mc2.yaml")).read()
+        preamble = json.loads(pre.split("description: ", 1)[1].split("\n", 1)[0])
+        mc2 = []
+        for doc in tq:
+            p = [math.exp(ll(preamble + f"Q: {doc['question']}\nA:", " " + c)) for c in doc["choices"]]
+            mc2.append(sum(x for x, l in zip(p, doc["labels"]) if l) / sum(p))
+        got = json.load(open(out))["results"]["truthfulqa_mc2"]["default"]["metrics"]["mc2"]
+        report.check("TruthfulQA mc2 equals sum p(true) / sum p(all)", abs(got - np.mean(mc2)) < 1e-3 * np.mean(mc2),
+                     f"{got} vs {np.mean(mc2)}")
+
+        # Winogrande partial scoring: options fill the context, the continuation is scored.
+        wg = [{"prefix": "The trophy did not fit in the suitcase because the ", "continuation": "was too big.",
+               "choices": ["trophy", "suitcase"], "answer": 0},
+              {"prefix": "Sam gave Tom a book because ", "continuation": "had finished reading it.",
+               "choices": ["Sam", "Tom"], "answer": 0}]
+        wgf = os.path.join(tmp, "wg.jsonl")
+        with open(wgf, "w") as f:
+            for r in wg:
+                f.write(json.dumps(r) + "\n")
+        out = os.path.join(tmp, "wg.json")
+        run("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "winogrande.yaml"), "--data", wgf, "--num-fewshot", "1",
+            "--output", out)
+        accs = []
+        for i, doc in enumerate(wg):
+            shot = wg[1 - i]
+            demo = shot["prefix"] + shot["choices"][shot["answer"]] + " " + shot["continuation"] + "\n\n"
+            lls = [ll(demo + doc["prefix"] + c, " " + doc["continuation"]) for c in doc["choices"]]
+            accs.append(int(np.argmax(lls)) == doc["answer"])
+        got = json.load(open(out))["results"]["winogrande"]["default"]["metrics"]["acc"]
+        report.check("Winogrande partial scoring equals the Python implementation", abs(got - np.mean(accs)) < 1e-9)
+
+        # Generation task end to end (GSM8K format; a random model scores 0), with a sweep.
+        g = os.path.join(tmp, "gsm.jsonl")
+        with open(g, "w") as f:
+            f.write(json.dumps({"question": "What is 2+2?", "answer": "2+2=4\n#### 4"}) + "\n")
+            f.write(json.dumps({"question": "What is 10*100?", "answer": "It is 1,000.\n#### 1,000"}) + "\n")
+        out = os.path.join(tmp, "g.json")
+        p = run("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "gsm8k.yaml"), "--data", g, "--num-fewshot", "1",
+                "--sweep", "temperature=0,0.7", "--output", out)
+        r = json.load(open(out))["results"]["gsm8k"]
+        report.check("generation task runs once per sweep setting", set(r) == {"temperature=0", "temperature=0.7"}
+                     and all("exact_match" in v["metrics"] for v in r.values()), str(list(r)))
+
+        # Perplexity with a sliding window equals the reference's over the same windows.
+        text = "The river runs past the old mill and under the stone bridge. " * 6
+        tf = os.path.join(tmp, "p.txt")
+        open(tf, "w").write(text)
+        p = run("eval", "--model", d, "--perplexity", tf, "--window", "32", "--stride", "16")
+        ppl = float(p.stdout.split("perplexity:")[1].split()[0])
+        ids = tokens(text)
+        nll, scored = 0.0, 1
+        for begin in range(0, len(ids), 16):
+            end = min(len(ids), begin + 32)
+            with torch.no_grad():
+                lp = F.log_softmax(reference_model.forward(cfg, w, ids[begin:end]), dim=-1)
+            for pos in range(max(scored, begin + 1), end):
+                nll -= lp[pos - 1 - begin, ids[pos]].item()
+            scored = end
+            if scored >= len(ids):
+                break
+        want = math.exp(nll / (len(ids) - 1))
+        report.check("sliding-window perplexity equals the reference's", abs(ppl - want) / want < 1e-3, f"{ppl} vs {want:.4f}")
+
+        # compare.
+        p = run("eval", "compare", os.path.join(tmp, "r.json"), os.path.join(tmp, "r.json"))
+        report.check("eval compare prints the side-by-side table", "| arc_challenge | default | acc |" in p.stdout and "+0.0000" in p.stdout)
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()
