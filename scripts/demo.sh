@@ -74,6 +74,22 @@ step "11. DPO on top of C-RLFT (Notux's recipe: the starting policy is the refer
   "$lamina" dpo --model "$out/crlft/checkpoint-40" --data "$out/pairs.jsonl" --out "$out/dpo" --seq-len 96 \
   --batch-size 4 --max-steps 20 --lr 5e-3 --beta 0.1 --eval-every 10
 tail -n 1 "$out/dpo/metrics.jsonl" | python3 -c 'import json,sys; m=json.loads(sys.stdin.read()); print("   eval:", {k: round(v, 3) for k, v in m.items() if k.startswith("eval_")})'
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+with open(f"{out}/addition.jsonl", "w") as f:
+    for a in range(10):
+        for b in range(0, 10, 3):
+            f.write(json.dumps({"question": f"{a}+{b}=", "answer": str(a + b)}) + "\n")
+with open(f"{out}/addition.yaml", "w") as f:
+    f.write('task: addition\ntype: generate\ndata: addition.jsonl\nnum_fewshot: 0\nchat: true\n'
+            'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\nmax_new_tokens: 4\n'
+            'answer_regex: "(-?[0-9]+)"\nmetrics: [exact_match]\n')
+PY
+step "12. evaluate the C-RLFT and the DPO model on held-in addition questions (exact match, greedy)" \
+  "$lamina" eval --model "$out/crlft/checkpoint-40" --task "$out/addition.yaml" --output "$out/eval-crlft.json"
+"$lamina" eval --model "$out/dpo/checkpoint-20" --task "$out/addition.yaml" --output "$out/eval-dpo.json" > /dev/null
+step "   ... side by side" "$lamina" eval compare "$out/eval-crlft.json" "$out/eval-dpo.json"
 "$lamina" plot --run "$out/pretrain/metrics.jsonl:base pretraining" --run "$out/continued/metrics.jsonl:DUS, continued" \
   --metric eval_loss --out "$out/eval-loss.svg" > /dev/null
 
@@ -88,3 +104,4 @@ printf '  %s/  continued pretraining of the up-scaled model\n' "$out/continued"
 printf '  %s  validation loss of both runs\n' "$out/eval-loss.svg"
 printf '  %s/  C-RLFT run: checkpoint-40/ (HF model with <|end_of_turn|> added, chat condition GPT4)\n' "$out/crlft"
 printf '  %s/  DPO run: checkpoint-20/, metrics.jsonl with rewards/chosen, rewards/margins, ...\n' "$out/dpo"
+printf '  %s, %s  evaluation results (lamina eval)\n' "$out/eval-crlft.json" "$out/eval-dpo.json"
