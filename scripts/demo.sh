@@ -75,21 +75,48 @@ step "11. DPO on top of C-RLFT (Notux's recipe: the starting policy is the refer
   --batch-size 4 --max-steps 20 --lr 5e-3 --beta 0.1 --eval-every 10
 tail -n 1 "$out/dpo/metrics.jsonl" | python3 -c 'import json,sys; m=json.loads(sys.stdin.read()); print("   eval:", {k: round(v, 3) for k, v in m.items() if k.startswith("eval_")})'
 python3 - "$out" <<'PY'
-import json, sys
-out = sys.argv[1]
+import json, random, sys
+out, rnd = sys.argv[1], random.Random(3)
 with open(f"{out}/addition.jsonl", "w") as f:
     for a in range(10):
         for b in range(0, 10, 3):
             f.write(json.dumps({"question": f"{a}+{b}=", "answer": str(a + b)}) + "\n")
 with open(f"{out}/addition.yaml", "w") as f:
-    f.write('task: addition\ntype: generate\ndata: addition.jsonl\nnum_fewshot: 0\nchat: true\n'
-            'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\nmax_new_tokens: 4\n'
-            'answer_regex: "(-?[0-9]+)"\nmetrics: [exact_match]\n')
+    f.write('task: addition\ntype: generate\ndata: addition.jsonl\nnum_fewshot: 3\n'
+            'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\ntarget_delimiter: ""\nfewshot_delimiter: "\\n"\n'
+            'until: ["\\n"]\nmax_new_tokens: 4\nanswer_regex: "(-?[0-9]+)"\nmetrics: [exact_match]\n')
+# Multiple choice on the licence text: which ending continues the sentence?
+lines = [l.strip() for l in open("/usr/share/common-licenses/GPL-3") if len(l.split()) >= 10][:300]
+with open(f"{out}/licence_mc.jsonl", "w") as f:
+    for i in range(0, 120, 3):
+        words = lines[i].split()
+        others = [" ".join(lines[(i + k * 37) % len(lines)].split()[6:]) for k in (1, 2)]
+        f.write(json.dumps({"question": " ".join(words[:6]), "choices": [" ".join(words[6:])] + others, "answer": 0}) + "\n")
+with open(f"{out}/licence_mc.yaml", "w") as f:
+    f.write('task: licence_mc\ntype: multiple_choice\ndata: licence_mc.jsonl\nnum_fewshot: 0\n'
+            'doc_to_text: "{{question}}"\ndoc_to_target: answer\nmetrics: [acc, acc_norm]\n')
 PY
-step "12. evaluate the C-RLFT and the DPO model on held-in addition questions (exact match, greedy)" \
-  "$lamina" eval --model "$out/crlft/checkpoint-40" --task "$out/addition.yaml" --output "$out/eval-crlft.json"
-"$lamina" eval --model "$out/dpo/checkpoint-20" --task "$out/addition.yaml" --output "$out/eval-dpo.json" > /dev/null
-step "   ... side by side" "$lamina" eval compare "$out/eval-crlft.json" "$out/eval-dpo.json"
+models=("base:$out/pretrain/checkpoint-80" "up-scaled (DUS, continued):$out/continued/checkpoint-40"
+        "fine-tuned (C-RLFT):$out/crlft/checkpoint-40" "aligned (DPO):$out/dpo/checkpoint-20")
+printf '\n== 12. evaluation of the demo models (lamina eval: generated task files, lm-eval scoring)\n'
+for m in "${models[@]}"; do
+  name=${m%%:*}; dir=${m#*:}
+  "$lamina" eval --model "$dir" --task "$out/addition.yaml" --task "$out/licence_mc.yaml" \
+    --output "$out/eval-$(echo "$name" | cut -d' ' -f1).json" > /dev/null
+done
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+rows = [("base", "eval-base.json"), ("up-scaled (DUS, continued)", "eval-up-scaled.json"),
+        ("fine-tuned (C-RLFT)", "eval-fine-tuned.json"), ("aligned (DPO)", "eval-aligned.json")]
+print("| model | addition exact match | licence_mc acc | licence_mc acc_norm |\n|---|---|---|---|")
+for name, f in rows:
+    r = json.load(open(f"{out}/{f}"))["results"]
+    a, m = r["addition"]["default"], r["licence_mc"]["default"]
+    print(f"| {name} | {a['metrics']['exact_match']:.3f} ± {a['stderr']['exact_match']:.3f} | "
+          f"{m['metrics']['acc']:.3f} ± {m['stderr']['acc']:.3f} | {m['metrics']['acc_norm']:.3f} ± {m['stderr']['acc_norm']:.3f} |")
+PY
+step "   ... any two side by side" "$lamina" eval compare "$out/eval-fine-tuned.json" "$out/eval-aligned.json"
 "$lamina" plot --run "$out/pretrain/metrics.jsonl:base pretraining" --run "$out/continued/metrics.jsonl:DUS, continued" \
   --metric eval_loss --out "$out/eval-loss.svg" > /dev/null
 
@@ -104,4 +131,4 @@ printf '  %s/  continued pretraining of the up-scaled model\n' "$out/continued"
 printf '  %s  validation loss of both runs\n' "$out/eval-loss.svg"
 printf '  %s/  C-RLFT run: checkpoint-40/ (HF model with <|end_of_turn|> added, chat condition GPT4)\n' "$out/crlft"
 printf '  %s/  DPO run: checkpoint-20/, metrics.jsonl with rewards/chosen, rewards/margins, ...\n' "$out/dpo"
-printf '  %s, %s  evaluation results (lamina eval)\n' "$out/eval-crlft.json" "$out/eval-dpo.json"
+printf '  %s/eval-*.json  evaluation results of the four demo models (lamina eval)\n' "$out"

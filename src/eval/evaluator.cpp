@@ -78,9 +78,37 @@ void add_stats(TaskResult& r, const std::string& metric, const std::vector<doubl
 
 TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t,
                          const EvalSettings& s) {
-  auto docs = read_jsonl(t.data);
+  std::vector<int64_t> lines, pool_lines;
+  auto docs = read_jsonl(t.data, &lines);
   const bool same_pool = t.fewshot_data.empty();
-  auto pool = same_pool ? docs : read_jsonl(t.fewshot_data);
+  auto pool = same_pool ? docs : read_jsonl(t.fewshot_data, &pool_lines);
+  // Every item (and demonstration) is checked first, so a bad line is named before any scoring.
+  auto validate = [&](const std::vector<json>& v, const std::vector<int64_t>& ln, const std::string& file) {
+    for (size_t i = 0; i < v.size(); ++i) try {
+        if (t.type == "multiple_choice") {
+          auto c = doc_choices(t, v[i]);
+          json d = v[i];
+          d["choice"] = c[0];
+          render_template(t.doc_to_text, d, t.name);
+          if (t.choice_in_context) render_template("{{continuation}}", v[i], t.name);
+          for (auto& m : t.metrics) {
+            if (m == "acc" || m == "acc_norm") {
+              const int64_t g = doc_gold(t, v[i]);
+              if (g < 0 || g >= int64_t(c.size())) fail("gold index ", g, " is outside the ", c.size(), " choices");
+            }
+            if (m == "mc2" && (!v[i].contains(t.labels_field.empty() ? "labels" : t.labels_field)))
+              fail("no labels field '", t.labels_field, "'");
+          }
+        } else {
+          render_template(t.doc_to_text, v[i], t.name);
+          render_template(t.doc_to_target, v[i], t.name);
+        }
+      } catch (const Error& e) {
+        fail(file, ":", ln[i], ": ", e.what());
+      }
+  };
+  validate(docs, lines, t.data);
+  if (!same_pool) validate(pool, pool_lines, t.fewshot_data);
   if (s.limit > 0 && int64_t(docs.size()) > s.limit) docs.resize(size_t(s.limit));
   if (docs.empty()) fail(t.data, ": no items");
   TaskResult r;
@@ -90,7 +118,7 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
   std::map<std::string, std::vector<double>> per;
   LoglikelihoodScorer scorer(m, tok);
   Progress bar("eval " + t.name, r.n, "items");
-  for (int64_t i = 0; i < r.n; ++i) {
+  for (int64_t i = 0; i < r.n; ++i) try {
     const json& doc = docs[size_t(i)];
     auto shots = fewshot_examples(t, pool, i, same_pool);
     json sample = {{"index", i}};
@@ -174,6 +202,9 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
     }
     r.samples.push_back(sample);
     bar.update(i + 1);
+  } catch (const Error& e) {
+    // Name the item: file and line of the data.
+    fail(t.data, ":", lines[size_t(i)], ": ", e.what());
   }
   bar.finish();
   for (auto& [k, v] : per) add_stats(r, k, v);

@@ -15,7 +15,7 @@ namespace lamina {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-std::vector<json> read_jsonl(const std::string& path) {
+std::vector<json> read_jsonl(const std::string& path, std::vector<int64_t>* lines) {
   std::ifstream in(path);
   if (!in) fail(path, ": cannot open");
   std::vector<json> out;
@@ -29,6 +29,7 @@ std::vector<json> read_jsonl(const std::string& path) {
       fail(path, ":", n, ": malformed JSON: ", e.what());
     }
     if (!out.back().is_object()) fail(path, ":", n, ": expected a JSON object");
+    if (lines) lines->push_back(n);
   }
   return out;
 }

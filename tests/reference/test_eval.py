@@ -158,6 +158,51 @@ def main():
         want = math.exp(nll / (len(ids) - 1))
         report.check("sliding-window perplexity equals the reference's", abs(ppl - want) / want < 1e-3, f"{ppl} vs {want:.4f}")
 
+        # The other shipped definitions' prompts, byte for byte.
+        def prompt_of(task, rows, shots):
+            f = os.path.join(tmp, task + ".jsonl")
+            with open(f, "w") as fh:
+                for r in rows:
+                    fh.write(json.dumps(r) + "\n")
+            smp = os.path.join(tmp, task + ".samples")
+            run("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", task + ".yaml"), "--data", f, "--num-fewshot",
+                str(shots), "--log-samples", smp, "--limit", "1")
+            return json.loads(open(smp).readline())["prompt"]
+        hs = [{"query": "Cooking: He cracks an egg", "choices": ["and fries it.", "x", "y", "z"], "answer": 0},
+              {"query": "Sports: She runs", "choices": ["fast.", "x", "y", "z"], "answer": 0}]
+        report.check("hellaswag prompt", prompt_of("hellaswag", hs, 1) == "Sports: She runs fast.\n\nCooking: He cracks an egg")
+        mm = [{"subject": "astronomy", "question": "Sun?", "A": "star", "B": "planet", "C": "moon", "D": "comet", "answer": "A"}]
+        with open(os.path.join(tmp, "mmlu_dev.jsonl"), "w") as fh:
+            fh.write(json.dumps({"subject": "astronomy", "question": "Moon?", "A": "star", "B": "planet", "C": "moon",
+                                 "D": "comet", "answer": 2}) + "\n")
+        import shutil
+        shutil.copy(os.path.join(ROOT, "tasks", "mmlu.yaml"), os.path.join(tmp, "mmlu.yaml"))
+        f = os.path.join(tmp, "mmlu.jsonl")
+        with open(f, "w") as fh:
+            fh.write(json.dumps(mm[0]) + "\n")
+        smp = os.path.join(tmp, "mmlu.samples")
+        run("eval", "--model", d, "--task", os.path.join(tmp, "mmlu.yaml"), "--num-fewshot", "1", "--log-samples", smp)
+        want = ("The following are multiple choice questions (with answers) about astronomy.\n\n"
+                "Moon?\nA. star\nB. planet\nC. moon\nD. comet\nAnswer: C\n\nSun?\nA. star\nB. planet\nC. moon\nD. comet\nAnswer:")
+        report.check("mmlu prompt (header, dev-split shot, letters)", json.loads(open(smp).readline())["prompt"] == want)
+        gs = [{"question": "What is 2+2?", "answer": "2+2=4\n#### 4"}, {"question": "What is 3+3?", "answer": "#### 6"}]
+        report.check("gsm8k prompt", prompt_of("gsm8k", gs, 1) == "Question: What is 3+3?\nAnswer: #### 6\n\nQuestion: What is 2+2?\nAnswer:")
+
+        # Bad input names the file and line.
+        bad = os.path.join(tmp, "bad.jsonl")
+        open(bad, "w").write(json.dumps(arc[0]) + "\n" + json.dumps({"question": "no choices"}) + "\n")
+        run_q = runner(lamina, echo_failures=False)
+        p = run_q("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "arc_challenge.yaml"), "--data", bad)
+        report.check("an item without its fields is named by file:line", p.returncode == 1 and f"{bad}:2" in p.stderr, p.stderr[-150:])
+        y = os.path.join(tmp, "bad.yaml")
+        open(y, "w").write("task: x\ndoc_to_txt: oops\n")
+        p = run_q("eval", "--model", d, "--task", y)
+        report.check("an unknown task key is an error", p.returncode == 1 and "unknown key 'doc_to_txt'" in p.stderr)
+        empty = os.path.join(tmp, "empty.jsonl")
+        open(empty, "w").close()
+        p = run_q("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "arc_challenge.yaml"), "--data", empty)
+        report.check("an empty data file is an error", p.returncode == 1 and "no items" in p.stderr)
+
         # compare.
         p = run("eval", "compare", os.path.join(tmp, "r.json"), os.path.join(tmp, "r.json"))
         report.check("eval compare prints the side-by-side table", "| arc_challenge | default | acc |" in p.stdout and "+0.0000" in p.stdout)
