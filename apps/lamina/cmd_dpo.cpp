@@ -20,6 +20,7 @@ int cmd_dpo(int argc, char** argv) {
          join_specs(training_arg_specs(),
                     std::vector<ArgSpec>{
                         {"data", "FILE", "preference pairs (JSONL)", kRequired},
+                        {"eval-data", "FILE", "held-out pairs for the eval metrics (default: --val-fraction of --data)", ""},
                         {"loss", "NAME", "sigmoid (DPO), robust, hinge or ipo", "sigmoid"},
                         {"beta", "B", "DPO beta", "0.1"},
                         {"label-smoothing", "E", "conservative DPO / robust epsilon", "0"},
@@ -39,6 +40,7 @@ int cmd_dpo(int argc, char** argv) {
   o.cache_dir = a.str("cache-dir");
   DpoOptions d;
   d.data = a.str("data");
+  d.eval_data = a.str("eval-data");
   d.cfg.loss = parse_dpo_loss(a.str("loss"));
   d.cfg.beta = a.number("beta");
   d.cfg.label_smoothing = a.number("label-smoothing");

@@ -307,35 +307,43 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   const int64_t max_prompt = d.max_prompt_length > 0 ? d.max_prompt_length : max_len / 2;
   if (2 * max_len > T)
     fail("--max-length ", max_len, ": a pair (chosen + rejected) must fit --seq-len ", T);
-  // Pairs.
-  std::ifstream in(d.data);
-  if (!in) fail(d.data, ": cannot open");
-  std::vector<TrainRow> rows;
-  int64_t n = 0, skipped = 0, truncated = 0;
+  // Pairs (the training file, then --eval-data's if given), each a packed row.
+  int64_t skipped = 0, truncated = 0;
   uint64_t h = fnv1a(std::to_string(int(tmpl)) + to.condition + std::to_string(max_len) +
                      std::to_string(max_prompt) + std::to_string(T));
-  for (std::string line; std::getline(in, line);) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = d.data + ":" + std::to_string(n);
-    try {
-      Pref pr = parse_pref(line, where);
-      Example c = tokenize_pref(pr, pr.chosen, tok, to, max_len, max_prompt, d.prompt_keep_start);
-      Example r = tokenize_pref(pr, pr.rejected, tok, to, max_len, max_prompt, d.prompt_keep_start);
-      auto weighted = [](const Example& e) {
-        return std::accumulate(e.weights.begin() + 1, e.weights.end(), 0.0f);
-      };
-      if (weighted(c) == 0 || weighted(r) == 0)
-        fail(where, ": truncation left no completion token (raise --max-length)");
-      truncated += int64_t(c.ids.size()) == max_len || int64_t(r.ids.size()) == max_len;
-      rows.push_back(pair_row(c, r, T, tok.eos_id()));
-      h = fnv1a(line, h);
-    } catch (const Error& e) {
-      if (d.strict) throw;
-      if (skipped++ < 3) std::fprintf(stderr, "lamina: skipping %s\n", e.what());
+  auto load_pairs = [&](const std::string& path) {
+    std::ifstream in(path);
+    if (!in) fail(path, ": cannot open");
+    std::vector<TrainRow> out;
+    int64_t n = 0;
+    for (std::string line; std::getline(in, line);) {
+      ++n;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const std::string where = path + ":" + std::to_string(n);
+      try {
+        Pref pr = parse_pref(line, where);
+        Example c = tokenize_pref(pr, pr.chosen, tok, to, max_len, max_prompt, d.prompt_keep_start);
+        Example r = tokenize_pref(pr, pr.rejected, tok, to, max_len, max_prompt, d.prompt_keep_start);
+        auto weighted = [](const Example& e) { return std::accumulate(e.weights.begin() + 1, e.weights.end(), 0.0f); };
+        if (weighted(c) == 0 || weighted(r) == 0) fail(where, ": truncation left no completion token (raise --max-length)");
+        truncated += int64_t(c.ids.size()) == max_len || int64_t(r.ids.size()) == max_len;
+        out.push_back(pair_row(c, r, T, tok.eos_id()));
+        h = fnv1a(line, h);
+      } catch (const Error& e) {
+        if (d.strict) throw;
+        if (skipped++ < 3) std::fprintf(stderr, "lamina: skipping %s\n", e.what());
+      }
     }
+    if (out.empty()) fail(path, ": no usable preference pair (", skipped, " malformed lines)");
+    return out;
+  };
+  std::vector<TrainRow> rows = load_pairs(d.data);
+  const size_t n_train_file = rows.size();
+  if (!d.eval_data.empty()) {
+    auto ev = load_pairs(d.eval_data);
+    rows.insert(rows.end(), std::make_move_iterator(ev.begin()), std::make_move_iterator(ev.end()));
   }
-  if (rows.empty()) fail(d.data, ": no usable preference pair (", skipped, " malformed lines)");
+
   ParamStore p = ParamStore::load(o.model);
   // Reference log-probabilities, once, cached by (reference weights, data, loss averaging).
   std::vector<TrainRow*> all;
@@ -373,17 +381,19 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   }
   prepare_training(o,
                    p);  // LoRA after the reference pass: base without the adapter is the reference
-  // Held-out pairs for eval metrics (seeded).
-  std::vector<size_t> idx(rows.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  std::mt19937_64 rng(o.seed);
-  std::shuffle(idx.begin(), idx.end(), rng);
-  const size_t n_val =
-      o.val_fraction > 0
-          ? std::max<size_t>(1, size_t(std::ceil(double(rows.size()) * o.val_fraction)))
-          : 0;
+  // Held-out pairs for eval metrics: --eval-data, else a seeded split of the training file.
   std::vector<TrainRow> tr, va;
-  for (size_t i = 0; i < idx.size(); ++i) (i < n_val ? va : tr).push_back(std::move(rows[idx[i]]));
+  if (!d.eval_data.empty()) {
+    for (size_t i = 0; i < rows.size(); ++i) (i < n_train_file ? tr : va).push_back(std::move(rows[i]));
+  } else {
+    std::vector<size_t> idx(rows.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::mt19937_64 rng(o.seed);
+    std::shuffle(idx.begin(), idx.end(), rng);
+    const size_t n_val =
+        o.val_fraction > 0 ? std::max<size_t>(1, size_t(std::ceil(double(rows.size()) * o.val_fraction))) : 0;
+    for (size_t i = 0; i < idx.size(); ++i) (i < n_val ? va : tr).push_back(std::move(rows[idx[i]]));
+  }
   std::fprintf(stderr,
                "dpo: %zu pairs (%zu train, %zu eval), %lld truncated, %lld malformed lines "
                "skipped; loss %s, beta %g\n",

@@ -41,6 +41,7 @@ class DpoObjective : public Objective {
 
 struct DpoOptions {
   std::string data;       // TRL preference JSONL
+  std::string eval_data;  // held-out pairs for eval metrics (default: --val-fraction of data)
   std::string ref_model;  // default: the starting policy (DPO on top of DPO)
   DpoConfig cfg;
   int64_t max_length = 0, max_prompt_length = 0;  // per sequence; 0: seq_len / 2, max_length / 2
