@@ -17,23 +17,25 @@ int cmd_dpo(int argc, char** argv) {
          "log-probabilities are\n"
          "computed once and cached in OUT/.cache. Metrics use TRL's names (rewards/chosen, "
          "rewards/margins, ...).",
-         join_specs(training_arg_specs(),
-                    std::vector<ArgSpec>{
-                        {"data", "FILE", "preference pairs (JSONL)", kRequired},
-                        {"eval-data", "FILE", "held-out pairs for the eval metrics (default: --val-fraction of --data)", ""},
-                        {"loss", "NAME", "sigmoid (DPO), robust, hinge or ipo", "sigmoid"},
-                        {"beta", "B", "DPO beta", "0.1"},
-                        {"label-smoothing", "E", "conservative DPO / robust epsilon", "0"},
-                        {"ref-model", "DIR", "reference model (default: the starting policy)", ""},
-                        {"no-reference", "", "reference-free variant (reference log-probs 0)", ""},
-                        {"max-length", "N", "tokens per sequence (default: --seq-len / 2)", "0"},
-                        {"max-prompt-length", "N",
-                         "prompt tokens kept (from the end; default: max-length / 2)", "0"},
-                        {"truncation-mode", "keep_end|keep_start",
-                         "which part of an over-long prompt to keep", "keep_end"},
-                        {"template", "NAME", "chat template (default: the model's)", ""},
-                        {"cache-dir", "DIR", "reference log-prob cache (default: OUT/.cache)", ""},
-                        {"strict", "", "stop at the first malformed line", ""}}));
+         join_specs(
+             training_arg_specs(),
+             std::vector<ArgSpec>{
+                 {"data", "FILE", "preference pairs (JSONL)", kRequired},
+                 {"eval-data", "FILE",
+                  "held-out pairs for the eval metrics (default: --val-fraction of --data)", ""},
+                 {"loss", "NAME", "sigmoid (DPO), robust, hinge or ipo", "sigmoid"},
+                 {"beta", "B", "DPO beta", "0.1"},
+                 {"label-smoothing", "E", "conservative DPO / robust epsilon", "0"},
+                 {"ref-model", "DIR", "reference model (default: the starting policy)", ""},
+                 {"no-reference", "", "reference-free variant (reference log-probs 0)", ""},
+                 {"max-length", "N", "tokens per sequence (default: --seq-len / 2)", "0"},
+                 {"max-prompt-length", "N",
+                  "prompt tokens kept (from the end; default: max-length / 2)", "0"},
+                 {"truncation-mode", "keep_end|keep_start",
+                  "which part of an over-long prompt to keep", "keep_end"},
+                 {"template", "NAME", "chat template (default: the model's)", ""},
+                 {"cache-dir", "DIR", "reference log-prob cache (default: OUT/.cache)", ""},
+                 {"strict", "", "stop at the first malformed line", ""}}));
   if (!a.parse(argc, argv)) return 0;
   if (a.given("config")) a.merge_yaml(a.str("config"));
   PretrainOptions o = training_options(a);

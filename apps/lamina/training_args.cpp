@@ -66,6 +66,7 @@ std::vector<ArgSpec> training_arg_specs() {
       {"lora-r", "R", "train LoRA adapters of rank R on a frozen base (checkpoints: PEFT adapters)",
        ""},
       {"lora-alpha", "A", "LoRA alpha (scale alpha/r)", "16"},
+      {"lora-dropout", "P", "dropout on the adapters' input during training", "0"},
       {"lora-targets", "LIST", "LoRA modules: q,k,v,o,gate,up,down or all", "q,v"},
       {"recompute", "",
        "recompute each layer's activations in backward (less memory, ~1/3 more compute)", ""},
@@ -111,6 +112,7 @@ PretrainOptions training_options(const Args& a) {
     LoraConfig lc;
     lc.r = a.integer("lora-r");
     lc.alpha = a.number("lora-alpha");
+    lc.dropout = a.number("lora-dropout");
     lc.targets = parse_lora_targets(a.str("lora-targets"));
     lc.seed = o.seed;
     o.lora = lc;

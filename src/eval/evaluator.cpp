@@ -83,7 +83,8 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
   const bool same_pool = t.fewshot_data.empty();
   auto pool = same_pool ? docs : read_jsonl(t.fewshot_data, &pool_lines);
   // Every item (and demonstration) is checked first, so a bad line is named before any scoring.
-  auto validate = [&](const std::vector<json>& v, const std::vector<int64_t>& ln, const std::string& file) {
+  auto validate = [&](const std::vector<json>& v, const std::vector<int64_t>& ln,
+                      const std::string& file) {
     for (size_t i = 0; i < v.size(); ++i) try {
         if (t.type == "multiple_choice") {
           auto c = doc_choices(t, v[i]);
@@ -94,7 +95,8 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
           for (auto& m : t.metrics) {
             if (m == "acc" || m == "acc_norm") {
               const int64_t g = doc_gold(t, v[i]);
-              if (g < 0 || g >= int64_t(c.size())) fail("gold index ", g, " is outside the ", c.size(), " choices");
+              if (g < 0 || g >= int64_t(c.size()))
+                fail("gold index ", g, " is outside the ", c.size(), " choices");
             }
             if (m == "mc2" && (!v[i].contains(t.labels_field.empty() ? "labels" : t.labels_field)))
               fail("no labels field '", t.labels_field, "'");
@@ -119,93 +121,93 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
   LoglikelihoodScorer scorer(m, tok);
   Progress bar("eval " + t.name, r.n, "items");
   for (int64_t i = 0; i < r.n; ++i) try {
-    const json& doc = docs[size_t(i)];
-    auto shots = fewshot_examples(t, pool, i, same_pool);
-    json sample = {{"index", i}};
-    if (t.type == "multiple_choice") {
-      auto choices = doc_choices(t, doc);
-      std::vector<double> ll;
-      for (size_t c = 0; c < choices.size(); ++c) {
-        if (t.choice_in_context) {
-          json d = doc;
-          d["choice"] = choices[c];
-          const std::string ctx =
-              build_context(t, shots, doc, render_template(t.doc_to_text, d, t.name));
-          ll.push_back(scorer.score(
-              ctx, t.target_delimiter + render_template("{{continuation}}", doc, t.name)));
-          if (c == 0) sample["prompt"] = ctx;
-        } else {
-          const std::string ctx =
-              build_context(t, shots, doc, render_template(t.doc_to_text, doc, t.name));
-          ll.push_back(scorer.score(ctx, t.target_delimiter + choices[c]));
-          if (c == 0) sample["prompt"] = ctx;
+      const json& doc = docs[size_t(i)];
+      auto shots = fewshot_examples(t, pool, i, same_pool);
+      json sample = {{"index", i}};
+      if (t.type == "multiple_choice") {
+        auto choices = doc_choices(t, doc);
+        std::vector<double> ll;
+        for (size_t c = 0; c < choices.size(); ++c) {
+          if (t.choice_in_context) {
+            json d = doc;
+            d["choice"] = choices[c];
+            const std::string ctx =
+                build_context(t, shots, doc, render_template(t.doc_to_text, d, t.name));
+            ll.push_back(scorer.score(
+                ctx, t.target_delimiter + render_template("{{continuation}}", doc, t.name)));
+            if (c == 0) sample["prompt"] = ctx;
+          } else {
+            const std::string ctx =
+                build_context(t, shots, doc, render_template(t.doc_to_text, doc, t.name));
+            ll.push_back(scorer.score(ctx, t.target_delimiter + choices[c]));
+            if (c == 0) sample["prompt"] = ctx;
+          }
         }
-      }
-      const int64_t pred = int64_t(std::max_element(ll.begin(), ll.end()) - ll.begin());
-      sample["choices"] = choices;
-      sample["loglikelihoods"] = ll;
-      sample["prediction"] = pred;
-      for (auto& metric : t.metrics) {
-        if (metric == "acc" || metric == "acc_norm") {
-          const int64_t gold = doc_gold(t, doc);
-          sample["gold"] = gold;
-          int64_t p = pred;
-          if (metric == "acc_norm") {  // log-likelihood per character of the choice (lm-eval)
-            double best = -INFINITY;
-            for (size_t c = 0; c < ll.size(); ++c) {
-              const double v = ll[c] / std::max<double>(1.0, double(choices[c].size()));
-              if (v > best) best = v, p = int64_t(c);
+        const int64_t pred = int64_t(std::max_element(ll.begin(), ll.end()) - ll.begin());
+        sample["choices"] = choices;
+        sample["loglikelihoods"] = ll;
+        sample["prediction"] = pred;
+        for (auto& metric : t.metrics) {
+          if (metric == "acc" || metric == "acc_norm") {
+            const int64_t gold = doc_gold(t, doc);
+            sample["gold"] = gold;
+            int64_t p = pred;
+            if (metric == "acc_norm") {  // log-likelihood per character of the choice (lm-eval)
+              double best = -INFINITY;
+              for (size_t c = 0; c < ll.size(); ++c) {
+                const double v = ll[c] / std::max<double>(1.0, double(choices[c].size()));
+                if (v > best) best = v, p = int64_t(c);
+              }
+              sample["prediction_norm"] = p;
             }
-            sample["prediction_norm"] = p;
+            per[metric].push_back(p == gold ? 1.0 : 0.0);
+          } else if (metric == "mc2") {
+            auto labels = doc.at(t.labels_field.empty() ? "labels" : t.labels_field);
+            double num = 0, den = 0;
+            for (size_t c = 0; c < ll.size(); ++c) {
+              const double pr = std::exp(ll[c]);
+              den += pr;
+              if (labels.at(c).get<int>() == 1) num += pr;
+            }
+            per[metric].push_back(den > 0 ? num / den : 0.0);
+            sample["mc2"] = per[metric].back();
           }
-          per[metric].push_back(p == gold ? 1.0 : 0.0);
-        } else if (metric == "mc2") {
-          auto labels = doc.at(t.labels_field.empty() ? "labels" : t.labels_field);
-          double num = 0, den = 0;
-          for (size_t c = 0; c < ll.size(); ++c) {
-            const double pr = std::exp(ll[c]);
-            den += pr;
-            if (labels.at(c).get<int>() == 1) num += pr;
-          }
-          per[metric].push_back(den > 0 ? num / den : 0.0);
-          sample["mc2"] = per[metric].back();
         }
-      }
-    } else {
-      std::string ctx = build_context(t, shots, doc, render_template(t.doc_to_text, doc, t.name));
-      std::vector<int32_t> ids;
-      if (t.chat) {
-        auto tmpl = detect_chat_template(tok.chat_template());
-        if (!tmpl)
-          fail(t.name, ": chat: true but the model has no chat_template lamina recognises");
-        ChatTokens k;
-        k.bos = tok.bos_text(), k.eos = tok.eos_text();
-        ids = tok.encode(render_chat(*tmpl, {{"user", ctx}}, true, k), false);
       } else {
-        ids = tok.encode(ctx, tok.add_bos_default());
+        std::string ctx = build_context(t, shots, doc, render_template(t.doc_to_text, doc, t.name));
+        std::vector<int32_t> ids;
+        if (t.chat) {
+          auto tmpl = detect_chat_template(tok.chat_template());
+          if (!tmpl)
+            fail(t.name, ": chat: true but the model has no chat_template lamina recognises");
+          ChatTokens k;
+          k.bos = tok.bos_text(), k.eos = tok.eos_text();
+          ids = tok.encode(render_chat(*tmpl, {{"user", ctx}}, true, k), false);
+        } else {
+          ids = tok.encode(ctx, tok.add_bos_default());
+        }
+        GenerateOptions go;
+        go.sampling = s.sampling;
+        go.max_new_tokens = t.max_new_tokens;
+        go.stop_strings = t.until;
+        KVCache cache = m.new_cache(int64_t(ids.size()) + t.max_new_tokens);
+        auto g = generate(m, tok, ids, go, cache);
+        const std::string pred = extract_answer(g.text, t.answer_regex);
+        const std::string target_text = render_template(t.doc_to_target, doc, t.name);
+        std::string gold = extract_answer(target_text, t.answer_regex);
+        if (gold == "[invalid]") gold = extract_answer(target_text, "");
+        per["exact_match"].push_back(pred == gold ? 1.0 : 0.0);
+        sample["prompt"] = ctx;
+        sample["generation"] = g.text;
+        sample["prediction"] = pred;
+        sample["gold"] = gold;
       }
-      GenerateOptions go;
-      go.sampling = s.sampling;
-      go.max_new_tokens = t.max_new_tokens;
-      go.stop_strings = t.until;
-      KVCache cache = m.new_cache(int64_t(ids.size()) + t.max_new_tokens);
-      auto g = generate(m, tok, ids, go, cache);
-      const std::string pred = extract_answer(g.text, t.answer_regex);
-      const std::string target_text = render_template(t.doc_to_target, doc, t.name);
-      std::string gold = extract_answer(target_text, t.answer_regex);
-      if (gold == "[invalid]") gold = extract_answer(target_text, "");
-      per["exact_match"].push_back(pred == gold ? 1.0 : 0.0);
-      sample["prompt"] = ctx;
-      sample["generation"] = g.text;
-      sample["prediction"] = pred;
-      sample["gold"] = gold;
+      r.samples.push_back(sample);
+      bar.update(i + 1);
+    } catch (const Error& e) {
+      // Name the item: file and line of the data.
+      fail(t.data, ":", lines[size_t(i)], ": ", e.what());
     }
-    r.samples.push_back(sample);
-    bar.update(i + 1);
-  } catch (const Error& e) {
-    // Name the item: file and line of the data.
-    fail(t.data, ":", lines[size_t(i)], ": ", e.what());
-  }
   bar.finish();
   for (auto& [k, v] : per) add_stats(r, k, v);
   return r;

@@ -34,7 +34,8 @@ struct EvalTask {
 // Loads a task; relative data paths resolve against the YAML's directory; `where` in errors.
 EvalTask load_task(const std::string& yaml_path);
 // Objects of a JSONL file; lines (if given) receives each object's line number.
-std::vector<nlohmann::json> read_jsonl(const std::string& path, std::vector<int64_t>* lines = nullptr);
+std::vector<nlohmann::json> read_jsonl(const std::string& path,
+                                       std::vector<int64_t>* lines = nullptr);
 
 // "{{question}}" -> the document's field (strings as they are, numbers printed, lists joined by
 // ", "); an unknown field is an error naming the template.

@@ -323,9 +323,13 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
       try {
         Pref pr = parse_pref(line, where);
         Example c = tokenize_pref(pr, pr.chosen, tok, to, max_len, max_prompt, d.prompt_keep_start);
-        Example r = tokenize_pref(pr, pr.rejected, tok, to, max_len, max_prompt, d.prompt_keep_start);
-        auto weighted = [](const Example& e) { return std::accumulate(e.weights.begin() + 1, e.weights.end(), 0.0f); };
-        if (weighted(c) == 0 || weighted(r) == 0) fail(where, ": truncation left no completion token (raise --max-length)");
+        Example r =
+            tokenize_pref(pr, pr.rejected, tok, to, max_len, max_prompt, d.prompt_keep_start);
+        auto weighted = [](const Example& e) {
+          return std::accumulate(e.weights.begin() + 1, e.weights.end(), 0.0f);
+        };
+        if (weighted(c) == 0 || weighted(r) == 0)
+          fail(where, ": truncation left no completion token (raise --max-length)");
         truncated += int64_t(c.ids.size()) == max_len || int64_t(r.ids.size()) == max_len;
         out.push_back(pair_row(c, r, T, tok.eos_id()));
         h = fnv1a(line, h);
@@ -384,15 +388,19 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   // Held-out pairs for eval metrics: --eval-data, else a seeded split of the training file.
   std::vector<TrainRow> tr, va;
   if (!d.eval_data.empty()) {
-    for (size_t i = 0; i < rows.size(); ++i) (i < n_train_file ? tr : va).push_back(std::move(rows[i]));
+    for (size_t i = 0; i < rows.size(); ++i)
+      (i < n_train_file ? tr : va).push_back(std::move(rows[i]));
   } else {
     std::vector<size_t> idx(rows.size());
     std::iota(idx.begin(), idx.end(), 0);
     std::mt19937_64 rng(o.seed);
     std::shuffle(idx.begin(), idx.end(), rng);
     const size_t n_val =
-        o.val_fraction > 0 ? std::max<size_t>(1, size_t(std::ceil(double(rows.size()) * o.val_fraction))) : 0;
-    for (size_t i = 0; i < idx.size(); ++i) (i < n_val ? va : tr).push_back(std::move(rows[idx[i]]));
+        o.val_fraction > 0
+            ? std::max<size_t>(1, size_t(std::ceil(double(rows.size()) * o.val_fraction)))
+            : 0;
+    for (size_t i = 0; i < idx.size(); ++i)
+      (i < n_val ? va : tr).push_back(std::move(rows[idx[i]]));
   }
   std::fprintf(stderr,
                "dpo: %zu pairs (%zu train, %zu eval), %lld truncated, %lld malformed lines "

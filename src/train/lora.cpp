@@ -117,6 +117,8 @@ void add_lora(ParamStore& p, const LoraConfig& c) {
     }
   });
   p.lora_scale = c.alpha / double(c.r);
+  if (c.dropout < 0 || c.dropout >= 1) fail("--lora-dropout must be in [0, 1)");
+  p.lora_dropout = c.dropout;
 }
 
 void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::string& dir,

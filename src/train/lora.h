@@ -14,7 +14,7 @@ namespace lamina {
 struct LoraConfig {
   int64_t r = 8;
   double alpha = 16;
-  double dropout = 0;  // recorded in adapter_config.json; training applies none yet
+  double dropout = 0;  // on the adapter's input during training (PEFT's lora_dropout)
   std::vector<std::string> targets{"q_proj", "v_proj"};  // PEFT module names
   uint64_t seed = 0;
 };

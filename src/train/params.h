@@ -44,7 +44,8 @@ struct ParamStore {
   // new tensor's F32 values. New tensors are trainable.
   void append(const std::vector<TensorSpec>& extra,
               const std::function<void(size_t, float*)>& init);
-  double lora_scale = 0;  // alpha / r when LoRA adapters are bound
+  double lora_scale = 0;    // alpha / r when LoRA adapters are bound
+  double lora_dropout = 0;  // on the adapters' input, during training
   // Grows the vocabulary to V rows (embedding and LM head); new rows are the mean of the existing
   // ones (as transformers' resize_token_embeddings with mean init). Before freezing / LoRA.
   void resize_vocab(int64_t V);

@@ -49,7 +49,10 @@ json run_signature(const PretrainOptions& o, const std::string& data_signature) 
   json j = {{"seq_len", o.seq_len}, {"batch_size", o.batch_size}, {"grad_accum", o.grad_accum},
             {"seed", o.seed},       {"data", data_signature},     {"val_fraction", o.val_fraction}};
   if (o.lora)
-    j["lora"] = {{"r", o.lora->r}, {"alpha", o.lora->alpha}, {"targets", o.lora->targets}};
+    j["lora"] = {{"r", o.lora->r},
+                 {"alpha", o.lora->alpha},
+                 {"targets", o.lora->targets},
+                 {"dropout", o.lora->dropout}};
   return j;
 }
 
@@ -330,6 +333,7 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
         if (epoch != perm_epoch) perm = order(epoch), perm_epoch = epoch;
         data.train_row(perm[size_t(g % (steps_per_epoch * per_step))], micro[size_t(m)][size_t(r)]);
       }
+    graph.set_dropout_key(o.seed * 0x100000001B3ull + uint64_t(step));
     const ObjectiveResult step_res = obj.run(graph, micro, T, aux_coef, true);
     const double loss = step_res.loss, aux = step_res.aux;
     const double gnorm = clip_grad_norm(p, o.clip);

@@ -122,6 +122,26 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   };
   const float lora_scale = float(p_.lora_scale);
   // A projection y = x W^T, plus LoRA's scale · (x A^T) B^T when the layer has an adapter there.
+  // LoRA dropout (training only) on the adapter's input; the mask is a hash of (step key, layer,
+  // projection, element), so recomputation and resumed runs draw the same one.
+  const float drop = backward ? float(p_.lora_dropout) : 0.0f;
+  const uint64_t key = dropout_key_;
+  auto keep = [&](int64_t layer, int tgt, int64_t i) {
+    uint64_t z = key ^ (uint64_t(layer) * 0x9E3779B97F4A7C15ull) ^ (uint64_t(tgt) << 56) ^
+                 uint64_t(i) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 31)) * 0x94D049BB133111EBull;
+    z ^= z >> 29;
+    return double(z >> 11) / 9007199254740992.0 >= drop;
+  };
+  auto lora_input = [&](const float* x, int64_t n, int64_t layer, int tgt,
+                        Buf& xd) -> const float* {
+    if (drop <= 0) return x;
+    float* o = sized(xd, n);
+    const float sc = 1.0f / (1.0f - drop);
+    for (int64_t i = 0; i < n; ++i) o[i] = keep(layer, tgt, i) ? x[i] * sc : 0.0f;
+    return o;
+  };
+  int64_t cur_layer = 0;
   auto proj_fwd = [&](const float* x, int64_t M, const LayerWeights& lw, const Tensor& Wt, int tgt,
                       Buf& tsave, float* y) {
     linear_fwd(x, M, Wt, y);
@@ -129,7 +149,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     if (!lp.a.defined()) return;
     const int64_t r = lp.a.shape[0], out = Wt.shape[0];
     float* t = sized(tsave, M * r);
-    linear_fwd(x, M, lp.a, t);
+    Buf xd;
+    linear_fwd(lora_input(x, M * Wt.shape[1], cur_layer, tgt, xd), M, lp.a, t);
     Buf tmp(static_cast<size_t>(M * out));
     linear_fwd(t, M, lp.b, tmp.data());
     axpy(y, lora_scale, tmp.data(), M * out);
@@ -144,7 +165,18 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     Buf dys(dy, dy + M * out), dt(static_cast<size_t>(M * r));
     for (auto& v : dys) v *= lora_scale;
     linear_bwd(tsave.data(), M, lp.b, grad_of(lg.lora[tgt].b), dys.data(), dt.data(), false);
-    linear_bwd(x, M, lp.a, grad_of(lg.lora[tgt].a), dt.data(), dx, true);
+    if (drop <= 0) {
+      linear_bwd(x, M, lp.a, grad_of(lg.lora[tgt].a), dt.data(), dx, true);
+      return;
+    }
+    // Through the dropout: dA from the dropped input, dx masked and rescaled.
+    const int64_t K = Wt.shape[1];
+    Buf xd, dxl(static_cast<size_t>(M * K));
+    linear_bwd(lora_input(x, M * K, cur_layer, tgt, xd), M, lp.a, grad_of(lg.lora[tgt].a),
+               dt.data(), dxl.data(), false);
+    const float sc = 1.0f / (1.0f - drop);
+    for (int64_t i = 0; i < M * K; ++i)
+      if (keep(cur_layer, tgt, i)) dx[i] += dxl[size_t(i)] * sc;
   };
   a.pos.resize(size_t(N));
   // Attention runs per segment: a packed row holds several conversations, each attending only
@@ -173,6 +205,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   // what backward needs. count: add to the MoE routing counts (not when recomputing).
   auto layer_fwd = [&](int64_t l, float* x, LayerActs& s, bool count) {
     const LayerWeights& lw = W.layers[size_t(l)];
+    cur_layer = l;
     s.x.assign(x, x + N * H);
     s.x.assign(x, x + N * H);
     float* xn1 = sized(s.xn1, N * H);
@@ -331,6 +364,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       Buf xr = a.xin[size_t(l)];
       layer_fwd(l, xr.data(), a.scratch, false);
     }
+    cur_layer = l;
     LayerActs& s = recompute_ ? a.scratch : a.layers[size_t(l)];
     // MLP: x_out = xmid + mlp(xn2); dx is d x_out.
     float* dxn2 = sized(a.dxn, N * H);

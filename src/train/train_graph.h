@@ -45,6 +45,8 @@ class TrainGraph {
   // forward and run the layer again in backward. Same gradients, ~1/3 more compute, activation
   // memory of one layer instead of all.
   void set_recompute(bool on) { recompute_ = on; }
+  // Keys the dropout masks of the next step() calls (the training loop sets it per step).
+  void set_dropout_key(uint64_t k) { dropout_key_ = k; }
 
  private:
   struct Acts;
@@ -52,6 +54,7 @@ class TrainGraph {
   Acts* a_;
   std::vector<float> logprobs_;
   bool recompute_ = false;
+  uint64_t dropout_key_ = 0;
 };
 
 }  // namespace lamina

@@ -126,6 +126,16 @@ def main():
               and {"adapter_config.json", "adapter_model.safetensors"} <= set(os.listdir(ck))
               and "model.safetensors" not in os.listdir(ck), f"{losses[0]:.3f} -> {losses[-1]:.3f}")
         check("LoRA resume is exact", key(ml) == key(metrics(lb)))
+        # LoRA dropout: deterministic masks (resume stays exact) that change the run.
+        da, db = os.path.join(tmp, "drop-a"), os.path.join(tmp, "drop-b")
+        dargs = [x for x in largs if x not in ("--max-steps", "40")][:] + ["--max-steps", "10", "--lora-dropout", "0.3"]
+        dargs = [("5" if prev == "--save-every" else x) for prev, x in zip([""] + dargs, dargs)]
+        run("pretrain", *dargs, "--out", da)
+        run("pretrain", *dargs, "--out", db, "--halt-after", "5")
+        run("pretrain", *dargs, "--out", db, "--resume")
+        check("LoRA dropout: resume is exact and the losses differ from no dropout",
+              key(metrics(da)) == key(metrics(db)) and [x["loss"] for x in metrics(da) if "loss" in x][5:]
+              != [x["loss"] for x in ml if "loss" in x][5:10])
         merged = os.path.join(tmp, "lora-merged")
         run("merge-lora", "--model", base, "--adapter", ck, "--out", merged)
         s_merged = json.loads(run("score", "--model", merged, "--text", sample, "--json").stdout)["perplexity"]
