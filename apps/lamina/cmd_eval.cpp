@@ -116,6 +116,8 @@ int cmd_eval(int argc, char** argv) {
               {"task", "YAML", "task definition", "", true},
               {"data", "FILE", "override the task's data file (one --task)", ""},
               {"limit", "N", "first N items of each task", "0"},
+              {"batch-tokens", "N",
+               "multiple choice: pack requests into rows of N tokens (0: one at a time)", "1024"},
               {"num-fewshot", "K", "override the few-shot count", ""},
               {"perplexity", "FILE", "perplexity and bits per byte of a text file", ""},
               {"window", "N", "perplexity: tokens of context per window", "2048"},
@@ -160,7 +162,7 @@ int cmd_eval(int argc, char** argv) {
     // Decoding settings only matter to generation tasks.
     auto runs = t.type == "generate" ? settings : decltype(settings){{"default", base}};
     for (auto& [label, sp] : runs) {
-      EvalSettings s{sp, a.integer("limit"), label};
+      EvalSettings s{sp, a.integer("limit"), label, a.integer("batch-tokens")};
       TaskResult r = evaluate_task(*lm.model, lm.tokenizer, t, s);
       json m = json::object(), se = json::object();
       for (auto& [k, v] : r.value) {

@@ -9,9 +9,24 @@
 #include "generate/generate.h"
 #include "kernels/ops.h"
 #include "tokenizer/chat_template.h"
+#include "train/packing.h"
 
 namespace lamina {
 using json = nlohmann::json;
+
+namespace {
+
+// lm-eval's encoding of a request: context + continuation together, split at the context's length.
+std::pair<std::vector<int32_t>, size_t> encode_request(const Tokenizer& t, std::string ctx,
+                                                       std::string cont) {
+  while (!ctx.empty() && ctx.back() == ' ') cont.insert(cont.begin(), ' '), ctx.pop_back();
+  std::vector<int32_t> whole = t.encode(ctx + cont, true);
+  const size_t n_ctx = std::max<size_t>(1, t.encode(ctx, true).size());
+  if (whole.size() <= n_ctx) fail("empty continuation after tokenisation: '", cont, "'");
+  return {whole, n_ctx};
+}
+
+}  // namespace
 
 LoglikelihoodScorer::LoglikelihoodScorer(const Model& m, const Tokenizer& t)
     : m_(m), t_(t), cache_(m.new_cache(m.config().max_position_embeddings)), logits_() {}
@@ -19,11 +34,7 @@ LoglikelihoodScorer::LoglikelihoodScorer(const Model& m, const Tokenizer& t)
 double LoglikelihoodScorer::score(const std::string& context, const std::string& continuation,
                                   int64_t* n_tokens) {
   // lm-eval moves the context's trailing spaces into the continuation before encoding.
-  std::string ctx = context, cont = continuation;
-  while (!ctx.empty() && ctx.back() == ' ') cont.insert(cont.begin(), ' '), ctx.pop_back();
-  std::vector<int32_t> whole = t_.encode(ctx + cont, true);
-  const size_t n_ctx = std::max<size_t>(1, t_.encode(ctx, true).size());
-  if (whole.size() <= n_ctx) fail("empty continuation after tokenisation: '", continuation, "'");
+  auto [whole, n_ctx] = encode_request(t_, context, continuation);
   if (int64_t(whole.size()) > cache_.capacity)
     fail("request of ", whole.size(), " tokens is longer than the context of ", cache_.capacity,
          " tokens");
@@ -41,6 +52,63 @@ double LoglikelihoodScorer::score(const std::string& context, const std::string&
     ll += log_softmax_at(logits_.data() + (int64_t(i) - 1 - from) * V, V, whole[i]);
   if (n_tokens) *n_tokens = int64_t(whole.size() - n_ctx);
   return ll;
+}
+
+std::vector<double> score_requests(const Model& m, const Tokenizer& tok,
+                                   const std::vector<std::pair<std::string, std::string>>& req,
+                                   int64_t batch_tokens) {
+  std::vector<double> out(req.size());
+  if (batch_tokens <= 0) {
+    LoglikelihoodScorer s(m, tok);
+    for (size_t i = 0; i < req.size(); ++i) out[i] = s.score(req[i].first, req[i].second);
+    return out;
+  }
+  std::vector<std::vector<int32_t>> ids(req.size());
+  std::vector<size_t> n_ctx(req.size());
+  std::vector<int64_t> lens(req.size());
+  const int64_t cap = std::min(batch_tokens, m.config().max_position_embeddings);
+  for (size_t i = 0; i < req.size(); ++i) {
+    auto [w, n] = encode_request(tok, req[i].first, req[i].second);
+    if (int64_t(w.size()) > m.config().max_position_embeddings)
+      fail("request of ", w.size(), " tokens is longer than the context of ",
+           m.config().max_position_embeddings, " tokens");
+    ids[i] = std::move(w), n_ctx[i] = n, lens[i] = int64_t(ids[i].size());
+  }
+  // Longest first into rows of `cap` tokens (a request longer than cap gets a row of its own).
+  std::vector<std::vector<int64_t>> rows;
+  std::vector<int64_t> fit_lens;
+  std::vector<size_t> fit_idx, big;
+  for (size_t i = 0; i < req.size(); ++i) (lens[i] <= cap ? fit_idx : big).push_back(i);
+  for (size_t i : fit_idx) fit_lens.push_back(lens[i]);
+  for (auto& bin : pack_first_fit_decreasing(fit_lens, cap)) {
+    rows.emplace_back();
+    for (int64_t k : bin) rows.back().push_back(int64_t(fit_idx[size_t(k)]));
+  }
+  for (size_t i : big) rows.push_back({int64_t(i)});
+  const int64_t V = m.config().vocab_size;
+  std::vector<float> logits;
+  for (auto& row : rows) {
+    std::vector<int32_t> toks;
+    std::vector<int32_t> segs;
+    for (int64_t i : row) {
+      toks.insert(toks.end(), ids[size_t(i)].begin(), ids[size_t(i)].end());
+      segs.push_back(int32_t(lens[size_t(i)]));
+    }
+    const int64_t T = int64_t(toks.size());
+    KVCache cache = m.new_cache(T);
+    logits.resize(size_t(T * V));
+    m.forward(toks.data(), T, cache, logits.data(), true, &segs);
+    int64_t at = 0;
+    for (int64_t i : row) {
+      const auto& w = ids[size_t(i)];
+      double ll = 0;
+      for (size_t k = n_ctx[size_t(i)]; k < w.size(); ++k)
+        ll += log_softmax_at(logits.data() + (at + int64_t(k) - 1) * V, V, w[k]);
+      out[size_t(i)] = ll;
+      at += lens[size_t(i)];
+    }
+  }
+  return out;
 }
 
 std::string extract_answer(const std::string& text, const std::string& regex) {
@@ -118,7 +186,35 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
   r.setting = s.label;
   r.n = int64_t(docs.size());
   std::map<std::string, std::vector<double>> per;
-  LoglikelihoodScorer scorer(m, tok);
+  // Multiple choice: every (context, continuation) request first, scored in packed batches.
+  std::vector<std::vector<double>> item_ll(size_t(r.n));
+  std::vector<std::string> item_prompt(size_t(r.n));
+  if (t.type == "multiple_choice") {
+    std::vector<std::pair<std::string, std::string>> req;
+    std::vector<int64_t> owner;
+    for (int64_t i = 0; i < r.n; ++i) {
+      const json& doc = docs[size_t(i)];
+      auto shots = fewshot_examples(t, pool, i, same_pool);
+      auto choices = doc_choices(t, doc);
+      for (size_t c = 0; c < choices.size(); ++c) {
+        std::string ctx, cont;
+        if (t.choice_in_context) {
+          json d = doc;
+          d["choice"] = choices[c];
+          ctx = build_context(t, shots, doc, render_template(t.doc_to_text, d, t.name));
+          cont = t.target_delimiter + render_template("{{continuation}}", doc, t.name);
+        } else {
+          ctx = build_context(t, shots, doc, render_template(t.doc_to_text, doc, t.name));
+          cont = t.target_delimiter + choices[c];
+        }
+        if (c == 0) item_prompt[size_t(i)] = ctx;
+        req.push_back({ctx, cont});
+        owner.push_back(i);
+      }
+    }
+    auto lls = score_requests(m, tok, req, s.batch_tokens);
+    for (size_t k = 0; k < lls.size(); ++k) item_ll[size_t(owner[k])].push_back(lls[k]);
+  }
   Progress bar("eval " + t.name, r.n, "items");
   for (int64_t i = 0; i < r.n; ++i) try {
       const json& doc = docs[size_t(i)];
@@ -126,23 +222,8 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
       json sample = {{"index", i}};
       if (t.type == "multiple_choice") {
         auto choices = doc_choices(t, doc);
-        std::vector<double> ll;
-        for (size_t c = 0; c < choices.size(); ++c) {
-          if (t.choice_in_context) {
-            json d = doc;
-            d["choice"] = choices[c];
-            const std::string ctx =
-                build_context(t, shots, doc, render_template(t.doc_to_text, d, t.name));
-            ll.push_back(scorer.score(
-                ctx, t.target_delimiter + render_template("{{continuation}}", doc, t.name)));
-            if (c == 0) sample["prompt"] = ctx;
-          } else {
-            const std::string ctx =
-                build_context(t, shots, doc, render_template(t.doc_to_text, doc, t.name));
-            ll.push_back(scorer.score(ctx, t.target_delimiter + choices[c]));
-            if (c == 0) sample["prompt"] = ctx;
-          }
-        }
+        const std::vector<double>& ll = item_ll[size_t(i)];
+        sample["prompt"] = item_prompt[size_t(i)];
         const int64_t pred = int64_t(std::max_element(ll.begin(), ll.end()) - ll.begin());
         sample["choices"] = choices;
         sample["loglikelihoods"] = ll;

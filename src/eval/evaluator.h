@@ -36,6 +36,10 @@ struct EvalSettings {
   SamplingParams sampling;  // generation tasks
   int64_t limit = 0;        // first N items (0: all)
   std::string label;        // the sweep setting's name ("default", "temperature=0.7", ...)
+  // Multiple choice: requests are sorted by length and packed into rows of up to this many tokens,
+  // one forward per row (attention kept per request). 0: one request at a time, sharing the
+  // KV-cache prefix between consecutive requests.
+  int64_t batch_tokens = 1024;
 };
 
 struct TaskResult {
@@ -51,6 +55,12 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
 // Extracts the first regex capture (or the whole match) and normalises a numeric answer as
 // lm-eval's GSM8K exact match does: commas and '$' removed, a trailing '.' dropped, trimmed.
 std::string extract_answer(const std::string& text, const std::string& regex);
+
+// Log-likelihoods of (context, continuation) requests: packed rows (batch_tokens > 0) or one by
+// one.
+std::vector<double> score_requests(const Model& m, const Tokenizer& tok,
+                                   const std::vector<std::pair<std::string, std::string>>& requests,
+                                   int64_t batch_tokens);
 
 struct PerplexityResult {
   double nll = 0, perplexity = 0, bits_per_byte = 0;

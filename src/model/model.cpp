@@ -42,7 +42,8 @@ KVCache Model::new_cache(int64_t capacity) const {
 }
 
 void Model::attention_block(const LayerWeights& L, int64_t layer, const float* xn, int64_t T,
-                            KVCache& cache, float* out) const {
+                            KVCache& cache, float* out,
+                            const std::vector<int32_t>* segments) const {
   const int64_t nh = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads, hd = cfg_.head_dim;
   const int64_t kvd = nkv * hd, pos0 = cache.len;
   float* q = scratch(kQ, T * nh * hd);  // [T, nh*hd]
@@ -54,10 +55,26 @@ void Model::attention_block(const LayerWeights& L, int64_t layer, const float* x
   mm(xn, T, L.wv, vc);  // v[T, nkv*hd]
   std::vector<int64_t> pos(static_cast<size_t>(T));
   std::iota(pos.begin(), pos.end(), pos0);
+  if (segments) {  // packed sequences: positions restart in each
+    int64_t at = 0;
+    for (int32_t len : *segments)
+      for (int64_t i = 0; i < len; ++i) pos[size_t(at++)] = i;
+  }
   rope(q, pos.data(), T, nh, hd, cfg_.rope_theta);
   rope(kc, pos.data(), T, nkv, hd, cfg_.rope_theta);
-  attention(q, cache.k[size_t(layer)].f32(), cache.v[size_t(layer)].f32(), att, T, pos0, nh, nkv,
-            hd, kvd, cfg_.sliding_window.value_or(0));
+  const float* K = cache.k[size_t(layer)].f32();
+  const float* Vv = cache.v[size_t(layer)].f32();
+  const int64_t window = cfg_.sliding_window.value_or(0);
+  if (!segments) {
+    attention(q, K, Vv, att, T, pos0, nh, nkv, hd, kvd, window);
+  } else {  // block-diagonal: each segment attends to itself only
+    int64_t at = 0;
+    for (int32_t len : *segments) {
+      attention(q + at * nh * hd, K + (pos0 + at) * kvd, Vv + (pos0 + at) * kvd, att + at * nh * hd,
+                len, 0, nh, nkv, hd, kvd, window);
+      at += len;
+    }
+  }
   mm(att, T, L.wo, out);  // out[T, H]
 }
 
@@ -114,7 +131,12 @@ void Model::moe_block(const LayerWeights& L, const float* xn, int64_t T, float* 
 }
 
 void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* logits,
-                    bool all_logits) const {
+                    bool all_logits, const std::vector<int32_t>* segments) const {
+  if (segments) {
+    int64_t sum = 0;
+    for (int32_t len : *segments) sum += len;
+    if (sum != T) fail("forward: segment lengths add up to ", sum, ", not ", T);
+  }
   if (T <= 0) fail("forward: no tokens");
   if (cache.len + T > cache.capacity)
     fail("sequence of ", cache.len + T, " tokens exceeds the context of ", cache.capacity,
@@ -128,7 +150,7 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
     rmsnorm(x, L.attn_norm.f32(), xn, T, H, eps);
-    attention_block(L, l, xn, T, cache, tmp);
+    attention_block(L, l, xn, T, cache, tmp, segments);
     add_inplace(x, tmp, T * H);
     rmsnorm(x, L.mlp_norm.f32(), xn, T, H, eps);
     if (cfg_.is_moe())

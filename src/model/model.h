@@ -3,6 +3,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "io/model_config.h"
 #include "io/safetensors.h"
@@ -26,12 +27,14 @@ class Model {
   // Runs tokens[0, T) at positions cache.len .. cache.len+T-1, appending their keys/values.
   // Writes logits[T, V] when all_logits, else logits[1, V] of the last position only.
   // One call over a whole sequence is the batched forward used for scoring; T = 1 calls decode.
-  void forward(const int32_t* tokens, int64_t T, KVCache& cache, float* logits,
-               bool all_logits) const;
+  // With segments (lengths summing to T), the tokens are several packed sequences: positions
+  // restart and attention stays inside each (batched scoring of many short requests).
+  void forward(const int32_t* tokens, int64_t T, KVCache& cache, float* logits, bool all_logits,
+               const std::vector<int32_t>* segments = nullptr) const;
 
  private:
   void attention_block(const LayerWeights& L, int64_t layer, const float* xn, int64_t T,
-                       KVCache& cache, float* out) const;
+                       KVCache& cache, float* out, const std::vector<int32_t>* segments) const;
   void mlp_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const;
   void moe_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const;
 

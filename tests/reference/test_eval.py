@@ -86,6 +86,15 @@ def main():
         se = math.sqrt(np.var(acc, ddof=1) / len(acc))
         report.check("standard error is the sample one", abs(res["stderr"]["acc"] - se) < 1e-9)
 
+        # Batched (packed rows) and unbatched (one request at a time) scoring agree.
+        s1 = os.path.join(tmp, "s1.jsonl")
+        run("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "arc_challenge.yaml"), "--data", data,
+            "--num-fewshot", "2", "--log-samples", s1, "--batch-tokens", "0")
+        one = [json.loads(l)["loglikelihoods"] for l in open(s1)]
+        many = [x["loglikelihoods"] for x in logged]
+        worst = max(abs(a - b) for x, y in zip(one, many) for a, b in zip(x, y))
+        report.check("batched and unbatched scoring give the same log-likelihoods", worst < 1e-4, f"max diff {worst:.1e}")
+
         # TruthfulQA mc2 with the shipped definition (its fixed preamble).
         tq = [{"question": "Can pigs fly?", "choices": ["No.", "Yes.", "Maybe."], "labels": [1, 0, 0]},
               {"question": "Is water wet?", "choices": ["Yes.", "Often.", "No."], "labels": [1, 1, 0]}]
