@@ -26,6 +26,7 @@ int cmd_dpo(int argc, char** argv) {
                  {"loss", "NAME", "sigmoid (DPO), robust, hinge or ipo", "sigmoid"},
                  {"beta", "B", "DPO beta", "0.1"},
                  {"label-smoothing", "E", "conservative DPO / robust epsilon", "0"},
+                 {"rpo-alpha", "A", "RPO: add A x the NLL of the chosen completions", "0"},
                  {"ref-model", "DIR", "reference model (default: the starting policy)", ""},
                  {"no-reference", "", "reference-free variant (reference log-probs 0)", ""},
                  {"max-length", "N", "tokens per sequence (default: --seq-len / 2)", "0"},
@@ -46,6 +47,7 @@ int cmd_dpo(int argc, char** argv) {
   d.cfg.loss = parse_dpo_loss(a.str("loss"));
   d.cfg.beta = a.number("beta");
   d.cfg.label_smoothing = a.number("label-smoothing");
+  d.cfg.rpo_alpha = a.number("rpo-alpha");
   d.cfg.reference_free = a.flag("no-reference");
   d.ref_model = a.str("ref-model");
   d.max_length = a.integer("max-length");

@@ -68,7 +68,14 @@ DpoTerms dpo_loss(const DpoConfig& c, double pc, double pr, double rc, double rr
 ObjectiveResult DpoObjective::run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro,
                                   int64_t T, double aux_coef, bool backward) const {
   int64_t pairs = 0;
-  for (auto& rows : micro) pairs += int64_t(rows.size());
+  double chosen_tokens = 0;  // RPO's NLL is a mean over the step's chosen completion tokens
+  for (auto& rows : micro) {
+    pairs += int64_t(rows.size());
+    for (auto& row : rows)
+      for (int64_t i = 0; i < row.segments.at(0); ++i)
+        if (row.targets[size_t(i)] >= 0 && row.weights[size_t(i)] != 0) chosen_tokens += 1;
+  }
+  double nll = 0;
   ObjectiveResult res;
   double loss = 0, rch = 0, rrej = 0, acc = 0, lpc = 0, lpr = 0;
   for (auto& rows : micro) {
@@ -84,6 +91,7 @@ ObjectiveResult DpoObjective::run(TrainGraph& g, const std::vector<std::vector<T
         const size_t k = r * size_t(T) + size_t(i);
         if (b.targets[k] < 0 || b.weights[k] == 0) continue;
         (i < lc ? pc : pr) += lp[k];
+        if (i < lc) nll -= lp[k];
         (i < lc ? nc : nr) += 1;
       }
       if (c_.loss == DpoLossType::Ipo)
@@ -104,7 +112,9 @@ ObjectiveResult DpoObjective::run(TrainGraph& g, const std::vector<std::vector<T
         const bool chosen = i < lc;
         double d = chosen ? t.d_chosen : t.d_rejected;
         if (c_.loss == DpoLossType::Ipo) d /= std::max(chosen ? nc : nr, 1.0);
-        grad.weights[k] = float(-d / double(pairs));
+        double wk = -d / double(pairs);
+        if (chosen && c_.rpo_alpha > 0) wk += c_.rpo_alpha / std::max(chosen_tokens, 1.0);
+        grad.weights[k] = float(wk);
       }
     }
     if (backward) {
@@ -113,10 +123,12 @@ ObjectiveResult DpoObjective::run(TrainGraph& g, const std::vector<std::vector<T
     }
   }
   const double n = double(std::max<int64_t>(pairs, 1));
-  res.loss = loss / n;
+  res.loss =
+      loss / n + (c_.rpo_alpha > 0 ? c_.rpo_alpha * nll / std::max(chosen_tokens, 1.0) : 0.0);
   res.metrics = {{"rewards/chosen", rch / n},     {"rewards/rejected", rrej / n},
                  {"rewards/accuracies", acc / n}, {"rewards/margins", (rch - rrej) / n},
                  {"logps/chosen", lpc / n},       {"logps/rejected", lpr / n}};
+  if (c_.rpo_alpha > 0) res.metrics["nll_loss"] = nll / std::max(chosen_tokens, 1.0);
   return res;
 }
 

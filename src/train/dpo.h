@@ -20,6 +20,7 @@ struct DpoConfig {
   double beta = 0.1;
   double label_smoothing = 0.0;  // conservative DPO (sigmoid) / robust DPO's epsilon
   bool reference_free = false;
+  double rpo_alpha = 0.0;  // RPO (TRL's rpo_alpha): + alpha * NLL of the chosen completions
 };
 
 struct DpoTerms {

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cli"))
 import reference_model  # noqa: E402
 from harness import Report, runner  # noqa: E402
 
-LOSSES = [("sigmoid", 0.0), ("sigmoid", 0.2), ("robust", 0.1), ("hinge", 0.0), ("ipo", 0.0)]
+LOSSES = [("sigmoid", 0.0), ("sigmoid", 0.2), ("robust", 0.1), ("hinge", 0.0), ("ipo", 0.0), ("rpo", 0.0)]
 
 
 def seq_logp(cfg, w, ids, mask, average):
@@ -60,14 +60,16 @@ def main():
             pairs.append({"chosen": c, "chosen_mask": [0] * 5 + [1] * 4, "rejected": r, "rejected_mask": [0] * 5 + [1] * 6,
                           "ref": [float(rng.normal(-40, 3)), float(rng.normal(-45, 3))]})
         for kind, eps in LOSSES:
+            rpo = 0.5 if kind == "rpo" else 0.0  # RPO: sigmoid DPO + alpha * NLL of the chosen tokens
+            kind = "sigmoid" if kind == "rpo" else kind
             beta = 0.1 if kind != "hinge" else 0.05
             avg = kind == "ipo"
             ref_pairs = [dict(p, ref=[p["ref"][0] / (4 if avg else 1), p["ref"][1] / (6 if avg else 1)]) for p in pairs]
             spec = {"B": 1, "T": 1, "tokens": [1], "targets": [-1], "weights": [0],
-                    "dpo": {"loss": kind, "beta": beta, "label_smoothing": eps, "T": 24, "pairs": ref_pairs}}
-            bf = os.path.join(tmp, f"{kind}{eps}.json")
+                    "dpo": {"loss": kind, "beta": beta, "label_smoothing": eps, "rpo_alpha": rpo, "T": 24, "pairs": ref_pairs}}
+            bf = os.path.join(tmp, f"{kind}{eps}{rpo}.json")
             json.dump(spec, open(bf, "w"))
-            prefix = os.path.join(tmp, f"{kind}{eps}")
+            prefix = os.path.join(tmp, f"{kind}{eps}{rpo}")
             subprocess.run([probe, d, bf, prefix], check=True)
             got = np.load(prefix + ".grads.npy")
             meta = json.load(open(prefix + ".json"))
@@ -79,13 +81,19 @@ def main():
                 z = (pc - pr) - (p["ref"][0] - p["ref"][1])
                 total = total + trl_loss(kind, beta, eps, z)
             loss = total / len(ref_pairs)
+            if rpo:
+                nll, count = 0, 0
+                for p in ref_pairs:
+                    nll = nll - seq_logp(cfg, params, p["chosen"], p["chosen_mask"], False)
+                    count += sum(p["chosen_mask"][1:])
+                loss = loss + rpo * nll / count
             loss.backward()
             worst = 0.0
             for t in meta["tensors"]:
                 g = got[t["offset"] : t["offset"] + t["numel"]]
                 ref = params[t["name"]].grad.reshape(-1).numpy()
                 worst = max(worst, np.linalg.norm(g - ref) / max(np.linalg.norm(ref), 1e-8))
-            report.check(f"{kind} (eps {eps}): loss {meta['loss']:.6f} vs {loss.item():.6f}, worst gradient error {worst:.1e}",
+            report.check(f"{kind} (eps {eps}, rpo {rpo}): loss {meta['loss']:.6f} vs {loss.item():.6f}, worst gradient error {worst:.1e}",
                          abs(meta["loss"] - loss.item()) < 1e-4 * max(1, abs(loss.item())) and worst < 1e-3)
 
         # Masking: prompt positions do not count (their targets can change without effect).

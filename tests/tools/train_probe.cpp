@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
       dc.loss = parse_dpo_loss(dj["loss"]);
       dc.beta = dj["beta"];
       dc.label_smoothing = dj.value("label_smoothing", 0.0);
+      dc.rpo_alpha = dj.value("rpo_alpha", 0.0);
       const int64_t T = dj["T"];
       std::vector<TrainRow> rows;
       for (auto& pr : dj["pairs"]) {
