@@ -232,25 +232,6 @@ Example tokenize_pref(const Pref& p, const std::string& reply, const Tokenizer& 
   return ex;
 }
 
-// Pairs as packed rows: [chosen | rejected | padding]; extra = reference log-probs (filled later).
-class PairData : public TrainData {
- public:
-  PairData(std::vector<TrainRow> tr, std::vector<TrainRow> va, std::string sig)
-      : tr_(std::move(tr)), va_(std::move(va)), sig_(std::move(sig)) {}
-  int64_t num_train() const override { return int64_t(tr_.size()); }
-  int64_t num_val() const override { return int64_t(va_.size()); }
-  void train_row(int64_t i, TrainRow& r) const override { r = tr_[size_t(i)]; }
-  void val_row(int64_t i, TrainRow& r) const override { r = va_[size_t(i)]; }
-  std::string signature() const override { return sig_; }
-  std::string describe() const override { return std::to_string(tr_.size()) + " preference pairs"; }
-  std::vector<TrainRow>& train() { return tr_; }
-  std::vector<TrainRow>& val() { return va_; }
-
- private:
-  std::vector<TrainRow> tr_, va_;
-  std::string sig_;
-};
-
 TrainRow pair_row(const Example& c, const Example& r, int64_t T, int32_t pad) {
   TrainRow row;
   for (const Example* e : {&c, &r}) {
@@ -426,7 +407,8 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
                d.cfg.beta);
   char sig[32];
   std::snprintf(sig, sizeof sig, "%016llx", (unsigned long long)h);
-  PairData data(std::move(tr), std::move(va), std::string("pairs-") + sig);
+  // Each pair one row [chosen | rejected | padding]; extra holds its reference log-probs.
+  InMemoryData data(std::move(tr), std::move(va), std::string("pairs-") + sig, "preference pairs");
   DpoObjective obj(d.cfg);
   CheckpointExtras extras;
   return train_loop(o, p, data, extras, "lamina dpo: " + fs::path(o.model).filename().string(),

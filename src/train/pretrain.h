@@ -65,6 +65,27 @@ class TrainData {
   virtual std::string describe() const = 0;   // "N tokens" etc., for errors
 };
 
+// Rows held in memory (conversations, preference pairs: small next to pretraining corpora).
+class InMemoryData : public TrainData {
+ public:
+  InMemoryData(std::vector<TrainRow> train, std::vector<TrainRow> val, std::string signature,
+               std::string what)
+      : train_(std::move(train)),
+        val_(std::move(val)),
+        sig_(std::move(signature)),
+        what_(std::move(what)) {}
+  int64_t num_train() const override { return int64_t(train_.size()); }
+  int64_t num_val() const override { return int64_t(val_.size()); }
+  void train_row(int64_t i, TrainRow& r) const override { r = train_[size_t(i)]; }
+  void val_row(int64_t i, TrainRow& r) const override { r = val_[size_t(i)]; }
+  std::string signature() const override { return sig_; }
+  std::string describe() const override { return std::to_string(train_.size()) + " " + what_; }
+
+ private:
+  std::vector<TrainRow> train_, val_;
+  std::string sig_, what_;
+};
+
 class TrainGraph;
 struct Batch;
 

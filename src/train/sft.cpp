@@ -58,23 +58,6 @@ struct Segment {
   std::vector<float> weights;
 };
 
-// Packed rows held in memory (conversation datasets are small next to pretraining corpora).
-class PackedData : public TrainData {
- public:
-  PackedData(std::vector<TrainRow> train, std::vector<TrainRow> val, std::string sig)
-      : train_(std::move(train)), val_(std::move(val)), sig_(std::move(sig)) {}
-  int64_t num_train() const override { return int64_t(train_.size()); }
-  int64_t num_val() const override { return int64_t(val_.size()); }
-  void train_row(int64_t i, TrainRow& r) const override { r = train_[size_t(i)]; }
-  void val_row(int64_t i, TrainRow& r) const override { r = val_[size_t(i)]; }
-  std::string signature() const override { return sig_; }
-  std::string describe() const override { return std::to_string(train_.size()) + " packed rows"; }
-
- private:
-  std::vector<TrainRow> train_, val_;
-  std::string sig_;
-};
-
 std::vector<TrainRow> pack(const std::vector<Segment>& segs, int64_t T, int32_t pad,
                            double* efficiency) {
   std::vector<int64_t> lens;
@@ -229,7 +212,8 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
       100 * eff_train);
   char sig[32];
   std::snprintf(sig, sizeof sig, "%016llx", (unsigned long long)hash);
-  PackedData data(std::move(train_rows), std::move(val_rows), std::string("conversations-") + sig);
+  InMemoryData data(std::move(train_rows), std::move(val_rows), std::string("conversations-") + sig,
+                    "packed rows");
   // Saved with every checkpoint: the tokenizer with the template, and how to chat with the model.
   CheckpointExtras extras;
   extras.tokenizer_dir = tok_dir;
