@@ -150,6 +150,21 @@ def main():
         report.check("another reference model invalidates it too", "computed for" in p.stderr)
         p = run(*args, "--out", os.path.join(tmp, "dpo5"), "--max-steps", "3", "--loss", "ipo", "--no-reference")
         report.check("ipo, reference-free, runs", p.returncode == 0)
+        # LoRA: the reference is the base without the adapter (B = 0 at the start): loss ln 2 again.
+        lo = os.path.join(tmp, "dpo-lora")
+        p = run(*args, "--out", lo, "--max-steps", "3", "--lora-r", "4", "--lora-targets", "all")
+        ml = [json.loads(l) for l in open(os.path.join(lo, "metrics.jsonl")) if '"loss"' in l and "eval_loss" not in l]
+        report.check("LoRA DPO starts at ln 2 and saves a PEFT adapter", abs(ml[0]["loss"] - math.log(2)) < 1e-6
+                     and os.path.exists(os.path.join(lo, "checkpoint-3", "adapter_model.safetensors")))
+        # Mixtral: DPO with the router's load-balancing loss.
+        mx = os.path.join(tmp, "mx")
+        subprocess.run([lamina, "init", "--out", mx, "--shape", "tiny-mixtral", "--add-tokens", "<|end_of_turn|>",
+                        "--chat-template", "openchat", "--seed", "3"], check=True, stdout=subprocess.DEVNULL)
+        mo = os.path.join(tmp, "dpo-mx")
+        p = run("dpo", "--model", mx, "--data", data, "--seq-len", "96", "--batch-size", "4", "--max-steps", "3",
+                "--aux-loss-coef", "0.02", "--out", mo)
+        mm = [json.loads(l) for l in open(os.path.join(mo, "metrics.jsonl")) if '"aux_loss"' in l]
+        report.check("Mixtral DPO logs the router aux loss", p.returncode == 0 and len(mm) == 3 and mm[0]["aux_loss"] > 0)
 
         # UltraFeedback binarization.
         uf = os.path.join(tmp, "uf.jsonl")
