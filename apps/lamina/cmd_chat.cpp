@@ -17,7 +17,7 @@ int cmd_chat(int argc, char** argv) {
                     std::vector<ArgSpec>{{"context", "N", "context length to allocate", "4096"}}));
   if (!a.parse(argc, argv)) return 0;
   LoadedModel m = load_model(a);
-  auto opt = generate_options(a, m.tokenizer);
+  auto opt = generate_options(a);
   KVCache cache = m.model->new_cache(a.integer("context"));
   std::vector<std::pair<std::string, std::string>> turns;
   std::vector<int32_t> cached;  // tokens whose keys/values the cache holds

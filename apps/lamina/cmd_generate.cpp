@@ -29,7 +29,7 @@ int cmd_generate(int argc, char** argv) {
                              false);
   else
     ids = m.tokenizer.encode(prompt, m.tokenizer.add_bos_default());
-  auto opt = generate_options(a, m.tokenizer);
+  auto opt = generate_options(a);
   const auto& cfg = m.model->config();
   if (int64_t(ids.size()) > cfg.max_position_embeddings)
     fail("prompt of ", ids.size(), " tokens is longer than the context of ",

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "io/jsonl.h"
 #include "train/plot.h"
 
 namespace lamina {
@@ -29,22 +30,12 @@ int cmd_plot(int argc, char** argv) {
     std::string file = spec, label = spec;
     if (auto c = spec.rfind(':'); c != std::string::npos)
       file = spec.substr(0, c), label = spec.substr(c + 1);
-    std::ifstream in(file);
-    if (!in) fail(file, ": cannot open");
     Series s{label, colors[series.size() % 6], {}};
-    int64_t lineno = 0;
-    for (std::string line; std::getline(in, line);) {
-      ++lineno;
-      if (line.empty()) continue;
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception& e) {
-        fail(file, ":", lineno, ": malformed JSON: ", e.what());
-      }
+    for_each_jsonl_line(file, [&](const std::string& line, int64_t n) {
+      nlohmann::json j = parse_json_line(line, file + ":" + std::to_string(n));
       if (j.contains(key) && j[key].is_number() && j.contains(xkey) && j[xkey].is_number())
         s.points.push_back({j[xkey].get<double>() * xs, j[key].get<double>()});
-    }
+    });
     if (s.points.empty()) fail(file, ": no line has both '", xkey, "' and '", key, "'");
     series.push_back(std::move(s));
   }

@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "io/jsonl.h"
 #include "io/output_dir.h"
 #include "tokenizer/default_tokenizer.h"
 #include "tokenizer/tokenizer.h"
@@ -38,28 +39,16 @@ int cmd_tokenizer(int argc, char** argv) {
   if (!a.parse(argc - 1, argv + 1)) return 0;
   std::vector<std::string> lines;
   for (auto& f : a.all("data")) {
-    std::ifstream in(f);
-    if (!in) fail(f, ": cannot open");
-    const bool jsonl = f.size() > 6 && f.ends_with(".jsonl");
-    int64_t n = 0;
-    for (std::string line; std::getline(in, line);) {
-      ++n;
-      if (!jsonl) {
-        lines.push_back(line);
-        continue;
-      }
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception& e) {
-        fail(f, ":", n, ": malformed JSON: ", e.what());
-      }
-      if (!j.contains("text") || !j["text"].is_string())
-        fail(f, ":", n, ": expected a string field \"text\"");
-      std::stringstream ss(j["text"].get<std::string>());
-      for (std::string l; std::getline(ss, l);) lines.push_back(l);
+    if (!(f.size() > 6 && f.ends_with(".jsonl"))) {  // plain text: every line
+      std::ifstream in(f);
+      if (!in) fail(f, ": cannot open");
+      for (std::string line; std::getline(in, line);) lines.push_back(line);
+      continue;
     }
+    for_each_jsonl_line(f, [&](const std::string& line, int64_t n) {
+      std::stringstream ss(jsonl_text(line, f + ":" + std::to_string(n)));
+      for (std::string l; std::getline(ss, l);) lines.push_back(l);
+    });
   }
   OutputDir out(a.str("out"), a.flag("force"));
   const std::string sp = out.path() + "/.trained.model";

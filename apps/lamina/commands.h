@@ -25,15 +25,6 @@ int cmd_sft(int argc, char** argv);
 int cmd_dpo(int argc, char** argv);
 int cmd_data(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
-int cmd_upscale(int argc, char** argv);
-int cmd_pretrain(int argc, char** argv);
-int cmd_plot(int argc, char** argv);
-int cmd_merge_lora(int argc, char** argv);
-int cmd_tokenizer(int argc, char** argv);
-int cmd_sft(int argc, char** argv);
-int cmd_dpo(int argc, char** argv);
-int cmd_data(int argc, char** argv);
-int cmd_eval(int argc, char** argv);
 
 // --model, --dtype, --threads
 std::vector<ArgSpec> model_arg_specs();
@@ -47,7 +38,7 @@ struct LoadedModel {
 // Applies --threads and loads --model (weights + tokenizer), checking the two agree.
 LoadedModel load_model(const Args& a);
 
-GenerateOptions generate_options(const Args& a, const Tokenizer& tok);
+GenerateOptions generate_options(const Args& a);
 // The template for --chat: --chat-template, else recognised from tokenizer_config.json.
 std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::string& system,
                                const std::vector<std::pair<std::string, std::string>>& turns);

@@ -49,7 +49,7 @@ LoadedModel load_model(const Args& a) {
   return m;
 }
 
-GenerateOptions generate_options(const Args& a, const Tokenizer& tok) {
+GenerateOptions generate_options(const Args& a) {
   GenerateOptions g;
   g.max_new_tokens = a.integer("max-new-tokens");
   if (g.max_new_tokens < 0) fail("--max-new-tokens must be >= 0");

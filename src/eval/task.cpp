@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/jsonl.h"
 #include "io/mapped_file.h"
 
 namespace lamina {
@@ -16,21 +17,13 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 std::vector<json> read_jsonl(const std::string& path, std::vector<int64_t>* lines) {
-  std::ifstream in(path);
-  if (!in) fail(path, ": cannot open");
   std::vector<json> out;
-  int64_t n = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      out.push_back(json::parse(line));
-    } catch (const json::exception& e) {
-      fail(path, ":", n, ": malformed JSON: ", e.what());
-    }
-    if (!out.back().is_object()) fail(path, ":", n, ": expected a JSON object");
+  for_each_jsonl_line(path, [&](const std::string& line, int64_t n) {
+    const std::string where = path + ":" + std::to_string(n);
+    out.push_back(parse_json_line(line, where));
+    if (!out.back().is_object()) fail(where, ": expected a JSON object");
     if (lines) lines->push_back(n);
-  }
+  });
   return out;
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/jsonl.h"
 
 namespace lamina {
 using json = nlohmann::json;
@@ -37,12 +38,7 @@ void add_turn(Conversation& c, const std::string& role, const std::string& conte
 }  // namespace
 
 Conversation parse_conversation(const std::string& line, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(line);
-  } catch (const json::exception& e) {
-    fail(where, ": malformed JSON: ", e.what());
-  }
+  json j = parse_json_line(line, where);
   if (!j.is_object()) fail(where, ": expected a JSON object");
   Conversation c;
   if (j.contains("items")) {  // OpenChat
@@ -97,20 +93,15 @@ Conversation parse_conversation(const std::string& line, const std::string& wher
 }
 
 ConversationFile read_conversations(const std::string& path, bool strict) {
-  std::ifstream in(path);
-  if (!in) fail(path, ": cannot open");
   ConversationFile out;
-  int64_t n = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+  for_each_jsonl_line(path, [&](const std::string& line, int64_t n) {
     try {
       out.conversations.push_back(parse_conversation(line, path + ":" + std::to_string(n)));
     } catch (const Error& e) {
       if (strict) throw;
       if (out.skipped++ < 3) std::fprintf(stderr, "lamina: skipping %s\n", e.what());
     }
-  }
+  });
   if (out.conversations.empty())
     fail(path, ": no usable conversation (", out.skipped, " malformed lines)");
   return out;

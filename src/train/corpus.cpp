@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/fingerprint.h"
+#include "io/jsonl.h"
 
 namespace lamina {
 namespace {
@@ -18,25 +19,17 @@ namespace {
 // Reads the inputs document by document and hands each to `emit`.
 template <class F>
 void for_each_document(const std::string& path, F emit) {
+  if (path.size() > 6 && path.ends_with(".jsonl")) {
+    for_each_jsonl_line(path, [&](const std::string& line, int64_t n) {
+      emit(jsonl_text(line, path + ":" + std::to_string(n)));
+    });
+    return;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, ": cannot open");
-  const bool jsonl = path.size() > 6 && path.ends_with(".jsonl");
   std::string line, doc;
-  int64_t lineno = 0;
   while (std::getline(in, line)) {
-    ++lineno;
-    if (jsonl) {
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception& e) {
-        fail(path, ":", lineno, ": malformed JSON: ", e.what());
-      }
-      if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
-        fail(path, ":", lineno, ": expected an object with a string field \"text\"");
-      emit(j["text"].get<std::string>());
-    } else if (line.find_first_not_of(" \t\r") == std::string::npos) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
       if (!doc.empty()) emit(doc), doc.clear();
     } else {
       doc += doc.empty() ? line : "\n" + line;

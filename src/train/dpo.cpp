@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/fingerprint.h"
+#include "io/jsonl.h"
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
 #include "train/conversation.h"
@@ -162,12 +163,7 @@ void split_messages(const json& list, const std::string& where, std::vector<Turn
 }
 
 Pref parse_pref(const std::string& line, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(line);
-  } catch (const json::exception& e) {
-    fail(where, ": malformed JSON: ", e.what());
-  }
+  json j = parse_json_line(line, where);
   if (!j.is_object() || !j.contains("chosen") || !j.contains("rejected"))
     fail(where, ": expected \"chosen\" and \"rejected\" (and \"prompt\")");
   Pref p;
@@ -240,13 +236,7 @@ TrainRow pair_row(const Example& c, const Example& r, int64_t T, int32_t pad) {
     row.weights.insert(row.weights.end(), e->weights.begin() + 1, e->weights.end());
     row.segments.push_back(int32_t(e->ids.size() - 1));
   }
-  const int64_t fill = T - int64_t(row.tokens.size());
-  if (fill > 0) {
-    row.tokens.insert(row.tokens.end(), size_t(fill), pad);
-    row.targets.insert(row.targets.end(), size_t(fill), -1);
-    row.weights.insert(row.weights.end(), size_t(fill), 0.0f);
-    row.segments.push_back(int32_t(fill));
-  }
+  pad_row(row, T, pad);
   return row;
 }
 
@@ -305,13 +295,8 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   uint64_t h = fnv1a(std::to_string(int(tmpl)) + to.condition + std::to_string(max_len) +
                      std::to_string(max_prompt) + std::to_string(T));
   auto load_pairs = [&](const std::string& path) {
-    std::ifstream in(path);
-    if (!in) fail(path, ": cannot open");
     std::vector<TrainRow> out;
-    int64_t n = 0;
-    for (std::string line; std::getline(in, line);) {
-      ++n;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    for_each_jsonl_line(path, [&](const std::string& line, int64_t n) {
       const std::string where = path + ":" + std::to_string(n);
       try {
         Pref pr = parse_pref(line, where);
@@ -330,7 +315,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
         if (d.strict) throw;
         if (skipped++ < 3) std::fprintf(stderr, "lamina: skipping %s\n", e.what());
       }
-    }
+    });
     if (out.empty()) fail(path, ": no usable preference pair (", skipped, " malformed lines)");
     return out;
   };
@@ -417,25 +402,16 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
 
 int64_t binarize_ultrafeedback(const std::string& in_path, const std::string& out_path,
                                uint64_t seed, const std::vector<std::string>& exclude) {
-  std::ifstream in(in_path);
-  if (!in) fail(in_path, ": cannot open");
   std::mt19937_64 rng(seed);
   std::string out;
-  int64_t n = 0, written = 0, ties = 0, excluded = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+  int64_t written = 0, ties = 0, excluded = 0;
+  for_each_jsonl_line(in_path, [&](const std::string& line, int64_t n) {
     const std::string where = in_path + ":" + std::to_string(n);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      fail(where, ": malformed JSON: ", e.what());
-    }
+    json j = parse_json_line(line, where);
     const std::string source = j.value("source", "");
     if (std::find(exclude.begin(), exclude.end(), source) != exclude.end()) {
       ++excluded;
-      continue;
+      return;
     }
     if (!j.contains("instruction") || !j["instruction"].is_string() || !j.contains("completions") ||
         !j["completions"].is_array())
@@ -464,7 +440,7 @@ int64_t binarize_ultrafeedback(const std::string& in_path, const std::string& ou
       }
       if (cnt) cands.push_back({c.value("model", ""), c["response"].get<std::string>(), sum / cnt});
     }
-    if (cands.size() < 2) continue;
+    if (cands.size() < 2) return;
     size_t best = 0;
     for (size_t i = 1; i < cands.size(); ++i)
       if (cands[i].mean > cands[best].mean) best = i;
@@ -473,7 +449,7 @@ int64_t binarize_ultrafeedback(const std::string& in_path, const std::string& ou
       if (cands[i].mean < cands[best].mean) lower.push_back(i);
     if (lower.empty()) {
       ++ties;  // every completion rated the same: no preference
-      continue;
+      return;
     }
     const size_t rej = lower[std::uniform_int_distribution<size_t>(0, lower.size() - 1)(rng)];
     const std::string prompt = j["instruction"];
@@ -490,7 +466,7 @@ int64_t binarize_ultrafeedback(const std::string& in_path, const std::string& ou
         {"rejected-model", cands[rej].model}};
     out += o.dump() + "\n";
     ++written;
-  }
+  });
   write_file_atomic(out_path, out);
   std::fprintf(
       stderr,

@@ -75,13 +75,7 @@ std::vector<TrainRow> pack(const std::vector<Segment>& segs, int64_t T, int32_t 
       r.segments.push_back(int32_t(s.tokens.size()));
       used += int64_t(s.tokens.size());
     }
-    const int64_t fill = T - int64_t(r.tokens.size());
-    if (fill > 0) {  // padding: its own segment, nothing to predict
-      r.tokens.insert(r.tokens.end(), size_t(fill), pad);
-      r.targets.insert(r.targets.end(), size_t(fill), -1);
-      r.weights.insert(r.weights.end(), size_t(fill), 0.0f);
-      r.segments.push_back(int32_t(fill));
-    }
+    pad_row(r, T, pad);
     rows.push_back(std::move(r));
   }
   if (efficiency) *efficiency = rows.empty() ? 0 : double(used) / double(rows.size() * size_t(T));
