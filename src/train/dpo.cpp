@@ -39,6 +39,24 @@ double sigmoid(double x) {
   return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x));
 }
 
+// Summed log-probs and token counts of row r's chosen ([0]) and rejected ([1]) completions.
+// Row layout: chosen tokens [0, segments[0]), rejected [segments[0], segments[0] + segments[1]);
+// a token counts when it has a target and a non-zero weight (the prompt has weight 0).
+struct PairLogps {
+  double sum[2] = {0, 0}, count[2] = {0, 0};
+};
+PairLogps pair_logps(const TrainRow& row, const Batch& b, const std::vector<float>& lp, size_t r,
+                     int64_t T) {
+  PairLogps out;
+  const int64_t lc = row.segments.at(0), lr = row.segments.at(1);
+  for (int64_t i = 0; i < lc + lr; ++i) {
+    const size_t k = r * size_t(T) + size_t(i);
+    if (b.targets[k] < 0 || b.weights[k] == 0) continue;
+    out.sum[i >= lc] += lp[k], out.count[i >= lc] += 1;
+  }
+  return out;
+}
+
 }  // namespace
 
 DpoTerms dpo_loss(const DpoConfig& c, double pc, double pr, double rc, double rr) {
@@ -87,14 +105,10 @@ ObjectiveResult DpoObjective::run(TrainGraph& g, const std::vector<std::vector<T
     for (size_t r = 0; r < rows.size(); ++r) {
       const TrainRow& row = rows[r];
       const int64_t lc = row.segments.at(0), lr = row.segments.at(1);
-      double pc = 0, pr = 0, nc = 0, nr = 0;
-      for (int64_t i = 0; i < lc + lr; ++i) {
-        const size_t k = r * size_t(T) + size_t(i);
-        if (b.targets[k] < 0 || b.weights[k] == 0) continue;
-        (i < lc ? pc : pr) += lp[k];
-        if (i < lc) nll -= lp[k];
-        (i < lc ? nc : nr) += 1;
-      }
+      const PairLogps s = pair_logps(row, b, lp, r, T);
+      double pc = s.sum[0], pr = s.sum[1];
+      const double nc = s.count[0], nr = s.count[1];
+      nll -= pc;
       if (c_.loss == DpoLossType::Ipo)
         pc /= std::max(nc, 1.0), pr /= std::max(nr, 1.0);  // TRL: IPO averages
       const double rc = c_.reference_free ? 0 : row.extra.at(0),
@@ -252,15 +266,10 @@ void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int
     g.step(b, 1.0, 0.0, false);
     const auto& lp = g.token_logprobs();
     for (size_t r = 0; r < part.size(); ++r) {
-      const int64_t lc = part[r].segments[0], lr = part[r].segments[1];
-      double s[2] = {0, 0}, n[2] = {0, 0};
-      for (int64_t i = 0; i < lc + lr; ++i) {
-        const size_t k = r * size_t(T) + size_t(i);
-        if (b.targets[k] < 0 || b.weights[k] == 0) continue;
-        s[i >= lc] += lp[k], n[i >= lc] += 1;
-      }
-      if (average) s[0] /= std::max(n[0], 1.0), s[1] /= std::max(n[1], 1.0);
-      rows[i0 + r]->extra = {float(s[0]), float(s[1])};
+      PairLogps s = pair_logps(part[r], b, lp, r, T);
+      if (average)
+        for (int c = 0; c < 2; ++c) s.sum[c] /= std::max(s.count[c], 1.0);
+      rows[i0 + r]->extra = {float(s.sum[0]), float(s.sum[1])};
     }
   }
 }
