@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "eval/evaluator.h"
 #include "io/fingerprint.h"
+#include "io/generation_config.h"
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
 
@@ -127,6 +128,10 @@ int cmd_eval(int argc, char** argv) {
                true},
               {"temperature", "T", "generation temperature (0: greedy)", "0"},
               {"seed", "S", "sampling seed", "0"},
+              {"condition", "TEXT",
+               "chat tasks, OpenChat: class condition (default: generation_config's "
+               "chat_condition, else GPT4 Correct)",
+               ""},
               {"output", "FILE", "results JSON", ""},
               {"log-samples", "FILE", "every item's prompt, scores and prediction (JSONL)", ""}}));
   if (!a.parse(argc, argv)) return 0;
@@ -155,6 +160,8 @@ int cmd_eval(int argc, char** argv) {
   if (a.given("log-samples")) samples_out.open(a.str("log-samples"));
   std::string table =
       "| task | setting | metric | value | stderr | n |\n|---|---|---|---|---|---|\n";
+  // Replies end where `generate` ends them (generation_config's EOS ids, e.g. <|end_of_turn|>).
+  const GenerationConfig gen = read_generation_config(a.str("model"));
   for (auto& path : a.all("task")) {
     EvalTask t = load_task(path);
     if (a.given("data")) t.data = a.str("data");
@@ -162,7 +169,12 @@ int cmd_eval(int argc, char** argv) {
     // Decoding settings only matter to generation tasks.
     auto runs = t.type == "generate" ? settings : decltype(settings){{"default", base}};
     for (auto& [label, sp] : runs) {
-      EvalSettings s{sp, a.integer("limit"), label, a.integer("batch-tokens")};
+      EvalSettings s;
+      s.sampling = sp, s.limit = a.integer("limit"), s.label = label;
+      s.batch_tokens = a.integer("batch-tokens");
+      s.stop_ids = gen.eos_token_ids;
+      s.chat_condition =
+          a.given("condition") ? a.str("condition") : gen.chat_condition.value_or(s.chat_condition);
       TaskResult r = evaluate_task(*lm.model, lm.tokenizer, t, s);
       json m = json::object(), se = json::object();
       for (auto& [k, v] : r.value) {

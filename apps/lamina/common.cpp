@@ -3,6 +3,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "generate/generate.h"
+#include "io/generation_config.h"
 #include "io/mapped_file.h"
 #include "kernels/matmul.h"
 #include "tokenizer/chat_template.h"
@@ -66,20 +67,8 @@ GenerateOptions generate_options(const Args& a) {
       fail("--stop-token: '", s, "' is not a token id");
     }
   }
-  // generation_config.json may list further EOS ids (e.g. Llama 3 style lists).
-  std::string gc = a.str("model") + "/generation_config.json";
-  if (file_exists(gc)) {
-    try {
-      auto j = nlohmann::json::parse(read_text_file(gc));
-      auto e = j.find("eos_token_id");
-      if (e != j.end() && e->is_number_integer()) g.stop_ids.push_back(e->get<int32_t>());
-      if (e != j.end() && e->is_array())
-        for (auto& x : *e)
-          if (x.is_number_integer()) g.stop_ids.push_back(x.get<int32_t>());
-    } catch (const nlohmann::json::exception& ex) {
-      fail(gc, ": malformed JSON: ", ex.what());
-    }
-  }
+  // generation_config.json may list further EOS ids (OpenChat's <|end_of_turn|>, Llama 3 lists).
+  for (int32_t id : read_generation_config(a.str("model")).eos_token_ids) g.stop_ids.push_back(id);
   return g;
 }
 
@@ -104,15 +93,10 @@ std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::s
   ChatTokens k;
   k.bos = tok.bos_text();
   k.eos = tok.eos_text();
-  k.condition = "GPT4 Correct";
-  const std::string gc = a.str("model") + "/generation_config.json";
-  if (a.given("condition")) {
-    k.condition = a.str("condition");
-  } else if (file_exists(gc)) {
-    auto j = nlohmann::json::parse(read_text_file(gc), nullptr, false);
-    if (j.is_object() && j.contains("chat_condition") && j["chat_condition"].is_string())
-      k.condition = j["chat_condition"];
-  }
+  k.condition =
+      a.given("condition")
+          ? a.str("condition")
+          : read_generation_config(a.str("model")).chat_condition.value_or("GPT4 Correct");
   return render_chat(t, msgs, true, k);
 }
 

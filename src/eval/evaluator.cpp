@@ -262,8 +262,10 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
           if (!tmpl)
             fail(t.name, ": chat: true but the model has no chat_template lamina recognises");
           ChatTokens k;
-          k.bos = tok.bos_text(), k.eos = tok.eos_text();
-          ids = tok.encode(render_chat(*tmpl, {{"user", ctx}}, true, k), false);
+          k.bos = tok.bos_text(), k.eos = tok.eos_text(), k.condition = s.chat_condition;
+          const std::string chat = render_chat(*tmpl, {{"user", ctx}}, true, k);
+          ids = tok.encode(chat, false);
+          sample["chat_prompt"] = chat;
         } else {
           ids = tok.encode(ctx, tok.add_bos_default());
         }
@@ -271,6 +273,7 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
         go.sampling = s.sampling;
         go.max_new_tokens = t.max_new_tokens;
         go.stop_strings = t.until;
+        go.stop_ids = s.stop_ids;
         KVCache cache = m.new_cache(int64_t(ids.size()) + t.max_new_tokens);
         auto g = generate(m, tok, ids, go, cache);
         const std::string pred = extract_answer(g.text, t.answer_regex);

@@ -40,6 +40,10 @@ struct EvalSettings {
   // one forward per row (attention kept per request). 0: one request at a time, sharing the
   // KV-cache prefix between consecutive requests.
   int64_t batch_tokens = 1024;
+  // Generation: further token ids that end a reply, and the OpenChat condition of chat prompts;
+  // both from the model's generation_config.json (read_generation_config), as `generate` uses.
+  std::vector<int32_t> stop_ids;
+  std::string chat_condition = "GPT4 Correct";
 };
 
 struct TaskResult {

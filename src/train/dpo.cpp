@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/fingerprint.h"
+#include "io/generation_config.h"
 #include "io/jsonl.h"
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
@@ -287,13 +288,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
     fail(o.model, ": no chat_template lamina recognises; pass --template");
   TemplateOptions to;
   to.tmpl = tmpl;
-  to.condition = "GPT4 Correct";
-  const std::string gc = o.model + "/generation_config.json";
-  if (file_exists(gc)) {
-    auto j = json::parse(read_text_file(gc), nullptr, false);
-    if (j.is_object() && j.contains("chat_condition") && j["chat_condition"].is_string())
-      to.condition = j["chat_condition"];
-  }
+  to.condition = read_generation_config(o.model).chat_condition.value_or("GPT4 Correct");
   const int64_t T = o.seq_len;
   const int64_t max_len = d.max_length > 0 ? d.max_length : T / 2;
   const int64_t max_prompt = d.max_prompt_length > 0 ? d.max_prompt_length : max_len / 2;

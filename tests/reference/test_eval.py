@@ -147,6 +147,38 @@ def main():
         report.check("generation task runs once per sweep setting", set(r) == {"temperature=0", "temperature=0.7"}
                      and all("exact_match" in v["metrics"] for v in r.values()), str(list(r)))
 
+        # Chat generation ends where generation_config.json says a reply ends (OpenChat SFT adds
+        # <|end_of_turn|> there, not to config.json) and uses its chat_condition. The reference model's
+        # greedy first token is made an EOS id: the reply must then be empty, and not without it.
+        chat = os.path.join(tmp, "chat")
+        run("init", "--out", chat, "--add-tokens", "<|end_of_turn|>", "--chat-template", "openchat",
+            "--std", "0.15", "--random-norms", "--seed", "5")
+        ccfg, cw = reference_model.load_model_dir(chat)
+        cf = os.path.join(tmp, "c.txt")
+        open(cf, "w").write("GPT4 User: 2+2=<|end_of_turn|>GPT4 Assistant:")
+        cids = json.loads(run("score", "--model", chat, "--text", cf, "--json").stdout)["tokens"]
+        with torch.no_grad():
+            first = int(reference_model.forward(ccfg, cw, cids)[-1].argmax())
+        open(os.path.join(tmp, "q.jsonl"), "w").write(json.dumps({"q": "2+2=", "a": "4"}) + "\n")
+        open(os.path.join(tmp, "chat.yaml"), "w").write(
+            'task: chatgen\ntype: generate\ndata: q.jsonl\nchat: true\ndoc_to_text: "{{q}}"\n'
+            'doc_to_target: "{{a}}"\nmax_new_tokens: 3\nmetrics: [exact_match]\n')
+        gcf = os.path.join(chat, "generation_config.json")
+        gc = json.load(open(gcf))
+        gc["chat_condition"] = "GPT4"
+
+        def chat_sample(eos):
+            json.dump(dict(gc, eos_token_id=eos), open(gcf, "w"))
+            smp = os.path.join(tmp, "cs.jsonl")
+            run("eval", "--model", chat, "--task", os.path.join(tmp, "chat.yaml"), "--log-samples", smp)
+            return json.loads(open(smp).readline())
+
+        free, stopped = chat_sample([2]), chat_sample([2, first])
+        report.check("chat generation uses generation_config's chat_condition",
+                     stopped["chat_prompt"] == "<s>GPT4 User: 2+2=<|end_of_turn|>GPT4 Assistant:", stopped["chat_prompt"])
+        report.check("chat generation stops at generation_config's EOS ids (reference greedy token)",
+                     free["generation"] != "" and stopped["generation"] == "", f"{free['generation']!r} / {stopped['generation']!r}")
+
         # Perplexity with a sliding window equals the reference's over the same windows.
         text = "The river runs past the old mill and under the stone bridge. " * 6
         tf = os.path.join(tmp, "p.txt")

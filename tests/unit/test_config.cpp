@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/generation_config.h"
 #include "io/mapped_file.h"
 #include "io/model_config.h"
 #include "test_util.h"
@@ -95,4 +96,30 @@ TEST(ModelConfig, LlamaIgnoresSlidingWindowAndHeadDimDefaults) {
   EXPECT_EQ(c.head_dim, 16);
   j["head_dim"] = 32;
   EXPECT_EQ(ModelConfig::from_json(j, "x").head_dim, 32);
+}
+
+// generation_config.json: eos_token_id as an int or a list, lamina's chat_condition, errors that
+// name the file, and an absent file meaning "nothing extra".
+TEST(GenerationConfig, ReadsEosListsAndConditionAndNamesErrors) {
+  test::TempDir d;
+  EXPECT_TRUE(read_generation_config(d.path).eos_token_ids.empty());
+  auto put = [&](const std::string& s) { std::ofstream(d / "generation_config.json") << s; };
+  put(R"({"eos_token_id": [2, 32000], "chat_condition": "GPT4"})");
+  auto g = read_generation_config(d.path);
+  EXPECT_EQ(g.eos_token_ids, (std::vector<int32_t>{2, 32000}));
+  EXPECT_EQ(g.chat_condition.value_or(""), "GPT4");
+  put(R"({"eos_token_id": 7})");
+  g = read_generation_config(d.path);
+  EXPECT_EQ(g.eos_token_ids, (std::vector<int32_t>{7}));
+  EXPECT_FALSE(g.chat_condition);
+  put(R"({"eos_token_id": ["x"]})");
+  try {
+    read_generation_config(d.path);
+    ADD_FAILURE() << "a non-integer eos_token_id was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("generation_config.json: eos_token_id"), std::string::npos)
+        << e.what();
+  }
+  put("{");
+  EXPECT_THROW(read_generation_config(d.path), Error);
 }
