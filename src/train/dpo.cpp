@@ -100,43 +100,45 @@ ObjectiveResult DpoObjective::run(TrainGraph& g, const std::vector<std::vector<T
   double loss = 0, rch = 0, rrej = 0, acc = 0, lpc = 0, lpr = 0;
   for (auto& rows : micro) {
     Batch b = make_batch(rows, T);
-    g.step(b, 1.0, 0.0, false);  // forward: token log-probabilities
-    const auto& lp = g.token_logprobs();
-    Batch grad = b;
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const TrainRow& row = rows[r];
-      const int64_t lc = row.segments.at(0), lr = row.segments.at(1);
-      const PairLogps s = pair_logps(row, b, lp, r, T);
-      double pc = s.sum[0], pr = s.sum[1];
-      const double nc = s.count[0], nr = s.count[1];
-      nll -= pc;
-      if (c_.loss == DpoLossType::Ipo)
-        pc /= std::max(nc, 1.0), pr /= std::max(nr, 1.0);  // TRL: IPO averages
-      const double rc = c_.reference_free ? 0 : row.extra.at(0),
-                   rr = c_.reference_free ? 0 : row.extra.at(1);
-      DpoTerms t = dpo_loss(c_, pc, pr, rc, rr);
-      loss += t.loss;
-      const double rewc = c_.beta * (pc - rc), rewr = c_.beta * (pr - rr);
-      rch += rewc, rrej += rewr, acc += rewc > rewr, lpc += pc, lpr += pr;
-      // Token weights for the backward pass: -dL/dlogp, mean over the step's pairs.
-      for (int64_t i = 0; i < T; ++i) {
-        const size_t k = r * size_t(T) + size_t(i);
-        if (i >= lc + lr || b.targets[k] < 0 || b.weights[k] == 0) {
-          grad.weights[k] = 0;
-          continue;
+    // One forward gives every token's log-probability; from them the pairs' losses and the
+    // backward pass's token weights (-dL/dlogp), then one backward.
+    auto reweight = [&](const std::vector<float>& lp, std::vector<float>& w) {
+      for (size_t r = 0; r < rows.size(); ++r) {
+        const TrainRow& row = rows[r];
+        const int64_t lc = row.segments.at(0), lr = row.segments.at(1);
+        const PairLogps s = pair_logps(row, b, lp, r, T);
+        double pc = s.sum[0], pr = s.sum[1];
+        const double nc = s.count[0], nr = s.count[1];
+        nll -= pc;
+        if (c_.loss == DpoLossType::Ipo)
+          pc /= std::max(nc, 1.0), pr /= std::max(nr, 1.0);  // TRL: IPO averages
+        // The cached reference log-probs are F32 (TrainRow::extra); rounding the policy's the same
+        // way makes policy = reference give rewards of exactly 0, as TRL's F32 tensors do.
+        pc = double(float(pc)), pr = double(float(pr));
+        const double rc = c_.reference_free ? 0 : row.extra.at(0),
+                     rr = c_.reference_free ? 0 : row.extra.at(1);
+        DpoTerms t = dpo_loss(c_, pc, pr, rc, rr);
+        loss += t.loss;
+        const double rewc = c_.beta * (pc - rc), rewr = c_.beta * (pr - rr);
+        rch += rewc, rrej += rewr, acc += rewc > rewr, lpc += pc, lpr += pr;
+        // Token weights for the backward pass: -dL/dlogp, mean over the step's pairs.
+        for (int64_t i = 0; i < T; ++i) {
+          const size_t k = r * size_t(T) + size_t(i);
+          if (i >= lc + lr || b.targets[k] < 0 || b.weights[k] == 0) {
+            w[k] = 0;
+            continue;
+          }
+          const bool chosen = i < lc;
+          double d = chosen ? t.d_chosen : t.d_rejected;
+          if (c_.loss == DpoLossType::Ipo) d /= std::max(chosen ? nc : nr, 1.0);
+          double wk = -d / double(pairs);
+          if (chosen && c_.rpo_alpha > 0) wk += c_.rpo_alpha / std::max(chosen_tokens, 1.0);
+          w[k] = float(wk);
         }
-        const bool chosen = i < lc;
-        double d = chosen ? t.d_chosen : t.d_rejected;
-        if (c_.loss == DpoLossType::Ipo) d /= std::max(chosen ? nc : nr, 1.0);
-        double wk = -d / double(pairs);
-        if (chosen && c_.rpo_alpha > 0) wk += c_.rpo_alpha / std::max(chosen_tokens, 1.0);
-        grad.weights[k] = float(wk);
       }
-    }
-    if (backward) {
-      auto st = g.step(grad, 1.0, aux_coef / double(micro.size()), true);
-      res.aux += st.aux_loss / double(micro.size());
-    }
+    };
+    auto st = g.step(b, 1.0, aux_coef / double(micro.size()), backward, reweight);
+    if (backward) res.aux += st.aux_loss / double(micro.size());
   }
   const double n = double(std::max<int64_t>(pairs, 1));
   res.loss =

@@ -96,7 +96,8 @@ TrainGraph::~TrainGraph() {
   delete a_;
 }
 
-StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, bool backward) {
+StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, bool backward,
+                           const Reweight& reweight) {
   const ModelConfig& c = p_.cfg;
   const ModelWeights& W = p_.compute;  // F32 masters, or their bf16 copies
   const ModelWeights& G = p_.grad_views;
@@ -309,37 +310,52 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   const Tensor& head = W.lm_head;
   const Tensor& dhead = c.tie_word_embeddings ? G.embed : G.lm_head;
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(1) << 22) / V));
-  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
-    const int64_t cn = std::min(chunk, N - r0);
-    float* lg = sized(a.chunk, cn * V);
-    linear_fwd(xnf + r0 * H, cn, head, lg);
-    for (int64_t i = 0; i < cn; ++i) {
-      const int64_t r = r0 + i;
-      float* row = lg + i * V;
-      const int32_t tgt = b.targets[size_t(r)];
-      if (tgt < 0) {
-        std::fill(row, row + V, 0.f);
-        continue;
-      }
-      if (tgt >= V) fail("target id ", tgt, " is outside the vocabulary [0, ", V, ")");
-      const float mx = *std::max_element(row, row + V);
-      float sum = 0.f;
+  // Per chunk of rows: logits [cn, V], log-softmax at the targets, and (when the weights are
+  // known) the gradient of the weighted CE into the logits and through the head.
+  std::vector<float> weights;
+  auto head_pass = [&](bool grads, const std::vector<float>& w_rows) {
+    for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+      const int64_t cn = std::min(chunk, N - r0);
+      float* lg = sized(a.chunk, cn * V);
+      linear_fwd(xnf + r0 * H, cn, head, lg);
+      for (int64_t i = 0; i < cn; ++i) {
+        const int64_t r = r0 + i;
+        float* row = lg + i * V;
+        const int32_t tgt = b.targets[size_t(r)];
+        if (tgt < 0) {
+          std::fill(row, row + V, 0.f);
+          continue;
+        }
+        if (tgt >= V) fail("target id ", tgt, " is outside the vocabulary [0, ", V, ")");
+        const float mx = *std::max_element(row, row + V);
+        float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < V; ++j) sum += fast_exp(row[j] - mx);
-      const double lse = double(mx) + std::log(double(sum));
-      const double lp = double(row[tgt]) - lse;
-      logprobs_[size_t(r)] = float(lp);
-      const double w = b.weights[size_t(r)];
-      st.loss_sum += -w * lp;
-      st.weight_sum += w;
-      st.tokens++;
-      // d(w * CE / normalizer)/dlogits = (softmax - onehot) * w / normalizer
-      const float scale = float(w / normalizer), flse = float(lse);
+        for (int64_t j = 0; j < V; ++j) sum += fast_exp(row[j] - mx);
+        const double lse = double(mx) + std::log(double(sum));
+        const double lp = double(row[tgt]) - lse;
+        logprobs_[size_t(r)] = float(lp);
+        if (!grads) continue;
+        const double w = w_rows[size_t(r)];
+        st.loss_sum += -w * lp;
+        st.weight_sum += w;
+        st.tokens++;
+        // d(w * CE / normalizer)/dlogits = (softmax - onehot) * w / normalizer
+        const float scale = float(w / normalizer), flse = float(lse);
 #pragma omp simd
-      for (int64_t j = 0; j < V; ++j) row[j] = fast_exp(row[j] - flse) * scale;
-      row[tgt] -= scale;
+        for (int64_t j = 0; j < V; ++j) row[j] = fast_exp(row[j] - flse) * scale;
+        row[tgt] -= scale;
+      }
+      if (grads && backward)
+        linear_bwd(xnf + r0 * H, cn, head, grad_of(dhead), lg, dxnf + r0 * H, false);
     }
-    if (backward) linear_bwd(xnf + r0 * H, cn, head, grad_of(dhead), lg, dxnf + r0 * H, false);
+  };
+  if (reweight) {
+    head_pass(false, weights);  // log-probs only
+    weights = b.weights;
+    reweight(logprobs_, weights);
+    if (backward) head_pass(true, weights);
+  } else {
+    head_pass(true, b.weights);
   }
   if (c.is_moe()) {
     // transformers' load_balancing_loss_func over all layers' router rows (R = L * N):

@@ -3,6 +3,7 @@
 // needs, backward walks the layers in reverse and accumulates into ParamStore::grads.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "train/params.h"
@@ -38,7 +39,14 @@ class TrainGraph {
   // Loss = sum(w * CE) / normalizer + aux_coef * aux (Mixtral). Gradients of that loss are
   // added to p.grads when backward. normalizer is the step's total target weight, so micro-batches
   // of one optimizer step add up to the mean over the whole step (not a mean of means).
-  StepStats step(const Batch& b, double normalizer, double aux_coef, bool backward = true);
+  //
+  // reweight (DPO): called once the forward has every row's log p(target) (token_logprobs()),
+  // to set the per-row weights of the backward pass from them: objectives whose token weights
+  // depend on the whole sequence's log-probability get their gradient from this single forward.
+  // The LM head is then run a second time, chunk by chunk, for its gradient.
+  using Reweight = std::function<void(const std::vector<float>& logprobs, std::vector<float>& w)>;
+  StepStats step(const Batch& b, double normalizer, double aux_coef, bool backward = true,
+                 const Reweight& reweight = nullptr);
   // log p(target) for every row (0 where target < 0), from the last step() call.
   const std::vector<float>& token_logprobs() const { return logprobs_; }
   // Activation recomputation (gradient checkpointing): keep only each layer's input during the

@@ -133,8 +133,9 @@ def main():
         first = [x for x in m if "loss" in x][0]
         last = [x for x in m if "loss" in x][-1]
         report.check("policy = reference: first loss is ln 2 and the rewards are 0",
-                     abs(first["loss"] - math.log(2)) < 1e-6 and abs(first["rewards/chosen"]) < 1e-5
-                     and abs(first["rewards/margins"]) < 1e-5, f"{first['loss']:.8f}")
+                     abs(first["loss"] - math.log(2)) < 1e-12 and first["rewards/chosen"] == 0
+                     and first["rewards/margins"] == 0 and first["rewards/accuracies"] == 0
+                     and m[0]["eval_rewards/margins"] == 0, f"{first['loss']:.16f} {first['rewards/margins']}")
         report.check("training raises the reward margin (TRL's metric names, train and eval)",
                      last["rewards/margins"] > 0.1 and last["rewards/accuracies"] >= 0.5 and "eval_rewards/accuracies" in m[-1],
                      f"margin {last['rewards/margins']:.3f}, eval accuracy {m[-1]['eval_rewards/accuracies']:.2f}")
