@@ -48,31 +48,31 @@ python3 - "$out" <<'PY'
 import json, random, sys
 out, rnd = sys.argv[1], random.Random(0)
 with open(f"{out}/expert.jsonl", "w") as e, open(f"{out}/weak.jsonl", "w") as w:
-    for i in range(200):
+    for i in range(2000):  # expert: always right; weak: off by one 70% of the time
         a, b = rnd.randint(0, 9), rnd.randint(0, 9)
-        good = {"items": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b)}]}
-        bad = {"messages": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b + rnd.choice([1, 2]))}]}
-        (e if i < 60 else w).write(json.dumps(good if i < 60 else bad) + "\n")
+        ans = a + b if i < 600 or rnd.random() >= 0.7 else a + b + 1
+        (e if i < 600 else w).write(json.dumps({"items": [{"role": "user", "content": f"{a}+{b}="},
+                                                         {"role": "assistant", "content": str(ans)}]}) + "\n")
 PY
 rm -rf "$out/crlft"
 step "10. OpenChat's C-RLFT: source = condition in the prompt, coarse reward = token weight (1.0 vs 0.1)" \
   "$lamina" sft --model "$out/pretrain/checkpoint-80" --objective crlft --out "$out/crlft" --seq-len 64 --batch-size 8 \
-  --max-steps 40 --lr 3e-3 --source "gpt4=$out/expert.jsonl:weight=1.0:condition=GPT4" \
+  --max-steps 600 --lr 3e-3 --warmup-ratio 0.05 --source "gpt4=$out/expert.jsonl:weight=1.0:condition=GPT4" \
   --source "gpt35=$out/weak.jsonl:weight=0.1:condition=GPT3"
 step "   ... chat with it (template and condition come from the model: GPT4 User: 3+4=<|end_of_turn|>GPT4 Assistant:)" \
-  "$lamina" generate --model "$out/crlft/checkpoint-40" --chat --prompt "3+4=" --max-new-tokens 4
+  "$lamina" generate --model "$out/crlft/checkpoint-600" --chat --prompt "3+4=" --max-new-tokens 4
 python3 - "$out" <<'PY'
 import json, random, sys
 out, rnd = sys.argv[1], random.Random(1)
 with open(f"{out}/pairs.jsonl", "w") as f:
-    for _ in range(80):
+    for _ in range(400):
         a, b = rnd.randint(0, 9), rnd.randint(0, 9)
-        f.write(json.dumps({"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + rnd.choice([1, 2]))}) + "\n")
+        f.write(json.dumps({"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1)}) + "\n")
 PY
 rm -rf "$out/dpo"
 step "11. DPO on top of C-RLFT (Notux's recipe: the starting policy is the reference; TRL's metric names)" \
-  "$lamina" dpo --model "$out/crlft/checkpoint-40" --data "$out/pairs.jsonl" --out "$out/dpo" --seq-len 96 \
-  --batch-size 4 --max-steps 20 --lr 5e-3 --beta 0.1 --eval-every 10
+  "$lamina" dpo --model "$out/crlft/checkpoint-600" --data "$out/pairs.jsonl" --out "$out/dpo" --seq-len 96 \
+  --batch-size 8 --max-steps 100 --lr 1e-5 --beta 0.1 --warmup-ratio 0.1 --schedule linear --eval-every 50
 tail -n 1 "$out/dpo/metrics.jsonl" | python3 -c 'import json,sys; m=json.loads(sys.stdin.read()); print("   eval:", {k: round(v, 3) for k, v in m.items() if k.startswith("eval_")})'
 python3 - "$out" <<'PY'
 import json, random, sys
@@ -81,6 +81,14 @@ with open(f"{out}/addition.jsonl", "w") as f:
     for a in range(10):
         for b in range(0, 10, 3):
             f.write(json.dumps({"question": f"{a}+{b}=", "answer": str(a + b)}) + "\n")
+with open(f"{out}/addition_chat.jsonl", "w") as f:
+    for a in range(10):
+        for b in range(10):
+            f.write(json.dumps({"question": f"{a}+{b}=", "answer": str(a + b)}) + "\n")
+with open(f"{out}/addition_chat.yaml", "w") as f:  # the chat models: their template, zero-shot
+    f.write('task: addition_chat\ntype: generate\ndata: addition_chat.jsonl\nchat: true\n'
+            'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\nmax_new_tokens: 4\n'
+            'answer_regex: "(-?[0-9]+)"\nmetrics: [exact_match]\n')
 with open(f"{out}/addition.yaml", "w") as f:
     f.write('task: addition\ntype: generate\ndata: addition.jsonl\nnum_fewshot: 3\n'
             'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\ntarget_delimiter: ""\nfewshot_delimiter: "\\n"\n'
@@ -97,11 +105,12 @@ with open(f"{out}/licence_mc.yaml", "w") as f:
             'doc_to_text: "{{question}}"\ndoc_to_target: answer\nmetrics: [acc, acc_norm]\n')
 PY
 models=("base:$out/pretrain/checkpoint-80" "up-scaled (DUS, continued):$out/continued/checkpoint-40"
-        "fine-tuned (C-RLFT):$out/crlft/checkpoint-40" "aligned (DPO):$out/dpo/checkpoint-20")
+        "fine-tuned (C-RLFT):$out/crlft/checkpoint-600" "aligned (DPO):$out/dpo/checkpoint-100")
 printf '\n== 12. evaluation of the demo models (lamina eval: generated task files, lm-eval scoring)\n'
 for m in "${models[@]}"; do
   name=${m%%:*}; dir=${m#*:}
-  "$lamina" eval --model "$dir" --task "$out/addition.yaml" --task "$out/licence_mc.yaml" \
+  chat=(); [[ $name == fine-tuned* || $name == aligned* ]] && chat=(--task "$out/addition_chat.yaml")
+  "$lamina" eval --model "$dir" --task "$out/addition.yaml" --task "$out/licence_mc.yaml" "${chat[@]}" \
     --output "$out/eval-$(echo "$name" | cut -d' ' -f1).json" > /dev/null
 done
 python3 - "$out" <<'PY'
@@ -109,12 +118,13 @@ import json, sys
 out = sys.argv[1]
 rows = [("base", "eval-base.json"), ("up-scaled (DUS, continued)", "eval-up-scaled.json"),
         ("fine-tuned (C-RLFT)", "eval-fine-tuned.json"), ("aligned (DPO)", "eval-aligned.json")]
-print("| model | addition exact match | licence_mc acc | licence_mc acc_norm |\n|---|---|---|---|")
+print("| model | addition, 3-shot text | addition, chat | licence_mc acc | licence_mc acc_norm |\n|---|---|---|---|---|")
+cell = lambda r, k: f"{r['metrics'][k]:.3f} ± {r['stderr'][k]:.3f}"
 for name, f in rows:
     r = json.load(open(f"{out}/{f}"))["results"]
     a, m = r["addition"]["default"], r["licence_mc"]["default"]
-    print(f"| {name} | {a['metrics']['exact_match']:.3f} ± {a['stderr']['exact_match']:.3f} | "
-          f"{m['metrics']['acc']:.3f} ± {m['stderr']['acc']:.3f} | {m['metrics']['acc_norm']:.3f} ± {m['stderr']['acc_norm']:.3f} |")
+    c = cell(r["addition_chat"]["default"], "exact_match") if "addition_chat" in r else "— (no chat template)"
+    print(f"| {name} | {cell(a, 'exact_match')} | {c} | {cell(m, 'acc')} | {cell(m, 'acc_norm')} |")
 PY
 step "   ... any two side by side" "$lamina" eval compare "$out/eval-fine-tuned.json" "$out/eval-aligned.json"
 "$lamina" plot --run "$out/pretrain/metrics.jsonl:base pretraining" --run "$out/continued/metrics.jsonl:DUS, continued" \
@@ -129,6 +139,6 @@ printf '  %s/  the LLaMA-Pro expansion (expanded_layers.json lists the new layer
 printf '  %s/  pretraining run: checkpoint-80/ (HF model), metrics.jsonl, loss.svg\n' "$out/pretrain"
 printf '  %s/  continued pretraining of the up-scaled model\n' "$out/continued"
 printf '  %s  validation loss of both runs\n' "$out/eval-loss.svg"
-printf '  %s/  C-RLFT run: checkpoint-40/ (HF model with <|end_of_turn|> added, chat condition GPT4)\n' "$out/crlft"
-printf '  %s/  DPO run: checkpoint-20/, metrics.jsonl with rewards/chosen, rewards/margins, ...\n' "$out/dpo"
+printf '  %s/  C-RLFT run: checkpoint-600/ (HF model with <|end_of_turn|> added, chat condition GPT4)\n' "$out/crlft"
+printf '  %s/  DPO run: checkpoint-100/, metrics.jsonl with rewards/chosen, rewards/margins, ...\n' "$out/dpo"
 printf '  %s/eval-*.json  evaluation results of the four demo models (lamina eval)\n' "$out"
