@@ -92,6 +92,27 @@ std::vector<std::pair<std::string, SamplingParams>> sweep_settings(
   return out;
 }
 
+// "--template qa=Q: {{question}}\nA:" -> (qa, "Q: {{question}}\nA:" with a real newline).
+std::vector<std::pair<std::string, std::string>> template_variants(
+    const std::vector<std::string>& specs) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& spec : specs) {
+    auto eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0) fail("--template ", spec, ": expected NAME=TEXT");
+    std::string text;
+    for (size_t i = eq + 1; i < spec.size(); ++i) {
+      if (spec[i] == '\\' && i + 1 < spec.size() && spec[i + 1] == 'n')
+        text += '\n', ++i;
+      else
+        text += spec[i];
+    }
+    for (auto& [name, _] : out)
+      if (name == spec.substr(0, eq)) fail("--template ", name, ": given twice");
+    out.push_back({spec.substr(0, eq), text});
+  }
+  return out;
+}
+
 }  // namespace
 
 int cmd_eval(int argc, char** argv) {
@@ -126,6 +147,10 @@ int cmd_eval(int argc, char** argv) {
               {"sweep", "KEY=V1,V2",
                "generation settings to compare (temperature, top_p, top_k, repetition_penalty)", "",
                true},
+              {"template", "NAME=TEXT",
+               "prompt variant: TEXT replaces the task's doc_to_text ({{field}}, \\n = newline), "
+               "run beside the task's own as setting template=NAME",
+               "", true},
               {"temperature", "T", "generation temperature (0: greedy)", "0"},
               {"seed", "S", "sampling seed", "0"},
               {"condition", "TEXT",
@@ -156,52 +181,59 @@ int cmd_eval(int argc, char** argv) {
   base.temperature = float(a.number("temperature"));
   base.seed = uint64_t(a.integer("seed"));
   auto settings = sweep_settings(a.all("sweep"), base);
+  // The task's own prompt ("") first, then each --template variant.
+  auto variants = template_variants(a.all("template"));
+  variants.insert(variants.begin(), {"", ""});
   std::ofstream samples_out;
   if (a.given("log-samples")) samples_out.open(a.str("log-samples"));
   std::string table =
       "| task | setting | metric | value | stderr | n |\n|---|---|---|---|---|---|\n";
   // Replies end where `generate` ends them (generation_config's EOS ids, e.g. <|end_of_turn|>).
   const GenerationConfig gen = read_generation_config(a.str("model"));
-  for (auto& path : a.all("task")) {
-    EvalTask t = load_task(path);
-    if (a.given("data")) t.data = a.str("data");
-    if (a.given("num-fewshot")) t.num_fewshot = a.integer("num-fewshot");
-    // Decoding settings only matter to generation tasks.
-    auto runs = t.type == "generate" ? settings : decltype(settings){{"default", base}};
-    for (auto& [label, sp] : runs) {
-      EvalSettings s;
-      s.sampling = sp, s.limit = a.integer("limit"), s.label = label;
-      s.batch_tokens = a.integer("batch-tokens");
-      s.stop_ids = gen.eos_token_ids;
-      s.chat_condition =
-          a.given("condition") ? a.str("condition") : gen.chat_condition.value_or(s.chat_condition);
-      TaskResult r = evaluate_task(*lm.model, lm.tokenizer, t, s);
-      json m = json::object(), se = json::object();
-      for (auto& [k, v] : r.value) {
-        m[k] = v;
-        se[k] = r.stderr_[k];
-        char row[256];
-        std::snprintf(row, sizeof row, "| %s | %s | %s | %.4f | %.4f | %lld |\n", t.name.c_str(),
-                      label.c_str(), k.c_str(), v, r.stderr_[k], (long long)r.n);
-        table += row;
-      }
-      results["results"][t.name][label] = {{"metrics", m},
-                                           {"stderr", se},
-                                           {"n", r.n},
-                                           {"settings",
-                                            {{"temperature", sp.temperature},
-                                             {"top_p", sp.top_p},
-                                             {"top_k", sp.top_k},
-                                             {"num_fewshot", t.num_fewshot}}}};
-      if (samples_out)
-        for (auto& smp : r.samples) {
-          json x = smp;
-          x["task"] = t.name;
-          x["setting"] = label;
-          samples_out << x.dump() << "\n";
+  for (auto& path : a.all("task"))
+    for (auto& [vname, vtext] : variants) {
+      EvalTask t = load_task(path);
+      if (a.given("data")) t.data = a.str("data");
+      if (a.given("num-fewshot")) t.num_fewshot = a.integer("num-fewshot");
+      if (!vname.empty()) t.doc_to_text = vtext;
+      // Decoding settings only matter to generation tasks.
+      auto runs = t.type == "generate" ? settings : decltype(settings){{"default", base}};
+      for (auto [label, sp] : runs) {
+        if (!vname.empty()) label = "template=" + vname + (label == "default" ? "" : " " + label);
+        EvalSettings s;
+        s.sampling = sp, s.limit = a.integer("limit"), s.label = label;
+        s.batch_tokens = a.integer("batch-tokens");
+        s.stop_ids = gen.eos_token_ids;
+        s.chat_condition = a.given("condition") ? a.str("condition")
+                                                : gen.chat_condition.value_or(s.chat_condition);
+        TaskResult r = evaluate_task(*lm.model, lm.tokenizer, t, s);
+        json m = json::object(), se = json::object();
+        for (auto& [k, v] : r.value) {
+          m[k] = v;
+          se[k] = r.stderr_[k];
+          char row[256];
+          std::snprintf(row, sizeof row, "| %s | %s | %s | %.4f | %.4f | %lld |\n", t.name.c_str(),
+                        label.c_str(), k.c_str(), v, r.stderr_[k], (long long)r.n);
+          table += row;
         }
+        results["results"][t.name][label] = {{"metrics", m},
+                                             {"stderr", se},
+                                             {"n", r.n},
+                                             {"settings",
+                                              {{"temperature", sp.temperature},
+                                               {"top_p", sp.top_p},
+                                               {"top_k", sp.top_k},
+                                               {"num_fewshot", t.num_fewshot},
+                                               {"doc_to_text", t.doc_to_text}}}};
+        if (samples_out)
+          for (auto& smp : r.samples) {
+            json x = smp;
+            x["task"] = t.name;
+            x["setting"] = label;
+            samples_out << x.dump() << "\n";
+          }
+      }
     }
-  }
   if (!a.all("task").empty()) std::printf("%s", table.c_str());
   if (a.given("output")) write_file_atomic(a.str("output"), results.dump(2) + "\n");
   return 0;

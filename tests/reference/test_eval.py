@@ -86,6 +86,26 @@ def main():
         se = math.sqrt(np.var(acc, ddof=1) / len(acc))
         report.check("standard error is the sample one", abs(res["stderr"]["acc"] - se) < 1e-9)
 
+        # A prompt variant (--template) runs beside the task's own prompt, in shots and question.
+        out_t, samples_t = os.path.join(tmp, "rt.json"), os.path.join(tmp, "st.jsonl")
+        run("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "arc_challenge.yaml"), "--data", data,
+            "--num-fewshot", "2", "--template", "qa=Q: {{question}}\\nA:", "--output", out_t, "--log-samples", samples_t)
+        rt = json.load(open(out_t))["results"]["arc_challenge"]
+        logged_t = [json.loads(l) for l in open(samples_t) if '"template=qa"' in l]
+        acc_t = []
+        for i, doc in enumerate(arc):
+            shots = [s for j, s in enumerate(arc) if j != i][:2]
+            letter = lambda s: s["answer"] if isinstance(s["answer"], int) else "ABCDE".index(s["answer"])
+            ctx = "".join(f"Q: {s['question']}\nA: {s['choices'][letter(s)]}\n\n" for s in shots) + f"Q: {doc['question']}\nA:"
+            if i == 0:
+                report.check("--template: the variant's few-shot prompt is byte-identical", logged_t[0]["prompt"] == ctx,
+                             repr(logged_t[0]["prompt"][:60]))
+            acc_t.append(int(np.argmax([ll(ctx, " " + c) for c in doc["choices"]])) == letter(doc))
+        report.check("--template: the task's own prompt and the variant are both reported, the variant's acc "
+                     "equals the Python implementation's",
+                     set(rt) == {"default", "template=qa"} and rt["default"]["metrics"] == res["metrics"]
+                     and abs(rt["template=qa"]["metrics"]["acc"] - np.mean(acc_t)) < 1e-9, f"{list(rt)}")
+
         # Batched (packed rows) and unbatched (one request at a time) scoring agree.
         s1 = os.path.join(tmp, "s1.jsonl")
         run("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "arc_challenge.yaml"), "--data", data,
