@@ -20,6 +20,7 @@ int cmd_upscale(int argc, char** argv);
 int cmd_pretrain(int argc, char** argv);
 int cmd_plot(int argc, char** argv);
 int cmd_merge_lora(int argc, char** argv);
+int cmd_export_gguf(int argc, char** argv);
 int cmd_tokenizer(int argc, char** argv);
 int cmd_sft(int argc, char** argv);
 int cmd_dpo(int argc, char** argv);

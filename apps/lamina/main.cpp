@@ -33,6 +33,7 @@ const Command kCommands[] = {
      "continued pretraining on raw text (checkpoints, resume, metrics)"},
     {"plot", lamina::cmd_plot, "plot a metric of several training runs on one SVG"},
     {"merge-lora", lamina::cmd_merge_lora, "fold a PEFT LoRA adapter into the base weights"},
+    {"export-gguf", lamina::cmd_export_gguf, "one GGUF file for llama.cpp (f16, bf16, q8_0, q4_0)"},
     {"tokenizer", lamina::cmd_tokenizer, "tokenizer train: a SentencePiece tokenizer for a corpus"},
 };
 

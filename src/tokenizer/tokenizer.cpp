@@ -141,6 +141,28 @@ std::string Tokenizer::piece(int32_t id) const {
   return sp_->IdToPiece(id);
 }
 
+std::vector<Tokenizer::Piece> Tokenizer::vocabulary() const {
+  std::vector<Piece> v(static_cast<size_t>(size()));
+  const int n = sp_->GetPieceSize();
+  for (int i = 0; i < n; ++i) {
+    Piece& p = v[size_t(i)];
+    p.text = sp_->IdToPiece(i);
+    p.score = sp_->GetScore(i);
+    p.kind = sp_->IsUnknown(i)   ? PieceKind::Unknown
+             : sp_->IsControl(i) ? PieceKind::Control
+             : sp_->IsUnused(i)  ? PieceKind::Unused
+             : sp_->IsByte(i)    ? PieceKind::Byte
+                                 : PieceKind::Normal;
+  }
+  for (auto& [id, content] : added_) {
+    Piece& p = v.at(size_t(id));
+    p.text = content;
+    auto f = special_flag_.find(id);
+    p.kind = f != special_flag_.end() && f->second ? PieceKind::Control : PieceKind::UserDefined;
+  }
+  return v;
+}
+
 std::vector<int32_t> Tokenizer::encode_plain(const std::string& text) const {
   std::vector<int> ids;
   sp_->Encode(text, &ids);

@@ -39,6 +39,23 @@ class Tokenizer {
   std::optional<int32_t> token_id(const std::string& content) const;
   std::string piece(int32_t id) const;
   const std::string& chat_template() const { return chat_template_; }
+  // Every id's piece, score and kind (llama.cpp's token types), for export (GGUF's
+  // tokenizer.ggml.tokens/scores/token_type). Added tokens: score 0, Control when special else
+  // UserDefined.
+  enum class PieceKind : int32_t {
+    Normal = 1,
+    Unknown = 2,
+    Control = 3,
+    UserDefined = 4,
+    Unused = 5,
+    Byte = 6
+  };
+  struct Piece {
+    std::string text;
+    float score = 0;
+    PieceKind kind = PieceKind::Normal;
+  };
+  std::vector<Piece> vocabulary() const;
   std::string bos_text() const { return piece(bos_); }
   std::string eos_text() const { return piece(eos_); }
 

@@ -1,0 +1,29 @@
+// A Hugging Face model directory (Llama, Mistral, Mixtral) -> one GGUF file that llama.cpp loads,
+// following llama.cpp's convert_hf_to_gguf.py: architecture "llama", its tensor names
+// (token_embd, blk.N.attn_q, ..., blk.N.ffn_gate_exps for Mixtral's stacked experts, output),
+// Q and K rows permuted for ggml's RoPE (pairs of adjacent dimensions rotate together, where HF
+// rotates dimension i with i + head_dim/2), the SentencePiece vocabulary with scores and token
+// types, and the chat template. Norms and the MoE router stay F32; matrices take the requested
+// type (F16 where a row is not a multiple of the block size). Streamed one matrix (one expert) at
+// a time; the output appears only when complete.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "quant/ggml_blocks.h"
+
+namespace lamina {
+
+struct GgufExportResult {
+  int64_t tensors = 0;
+  uint64_t bytes = 0;
+  int64_t fallback_f16 = 0;  // matrices whose rows could not take the requested block type
+};
+
+GgufExportResult export_gguf(const std::string& model_dir, const std::string& out_path,
+                             GgmlType type);
+
+// llama.cpp's file_type number for a GGUF whose matrices are `t` (general.file_type).
+uint32_t gguf_file_type(GgmlType t);
+
+}  // namespace lamina

@@ -1,0 +1,153 @@
+#include "quant/ggml_blocks.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstring>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace lamina {
+
+namespace {
+constexpr int64_t kQK = 32;  // QK8_0 == QK4_0
+
+void put_f16(uint8_t* p, float v) {
+  const uint16_t h = f32_to_f16(v);
+  std::memcpy(p, &h, 2);
+}
+float get_f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+}  // namespace
+
+GgmlType parse_ggml_type(const std::string& name) {
+  std::string n = name;
+  for (auto& ch : n) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  if (n == "f32") return GgmlType::F32;
+  if (n == "f16") return GgmlType::F16;
+  if (n == "bf16") return GgmlType::BF16;
+  if (n == "q8_0") return GgmlType::Q8_0;
+  if (n == "q4_0") return GgmlType::Q4_0;
+  fail("unknown tensor type '", name, "' (f32, f16, bf16, q8_0, q4_0)");
+}
+
+const char* ggml_type_name(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32:
+      return "f32";
+    case GgmlType::F16:
+      return "f16";
+    case GgmlType::BF16:
+      return "bf16";
+    case GgmlType::Q8_0:
+      return "q8_0";
+    case GgmlType::Q4_0:
+      return "q4_0";
+  }
+  return "?";
+}
+
+int64_t ggml_block_elems(GgmlType t) {
+  return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 ? kQK : 1;
+}
+
+size_t ggml_block_bytes(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32:
+      return 4;
+    case GgmlType::F16:
+    case GgmlType::BF16:
+      return 2;
+    case GgmlType::Q8_0:
+      return 2 + kQK;
+    case GgmlType::Q4_0:
+      return 2 + kQK / 2;
+  }
+  return 0;
+}
+
+size_t ggml_row_bytes(GgmlType t, int64_t n) {
+  const int64_t b = ggml_block_elems(t);
+  if (n % b != 0)
+    fail(ggml_type_name(t), ": a row of ", n, " elements is not a multiple of the block size ", b);
+  return size_t(n / b) * ggml_block_bytes(t);
+}
+
+void quantize_row(GgmlType t, const float* x, int64_t n, uint8_t* out) {
+  const size_t bb = ggml_block_bytes(t);
+  switch (t) {
+    case GgmlType::F32:
+      std::memcpy(out, x, size_t(n) * 4);
+      return;
+    case GgmlType::F16:
+      convert_from_f32(x, out, DType::F16, size_t(n));
+      return;
+    case GgmlType::BF16:
+      convert_from_f32(x, out, DType::BF16, size_t(n));
+      return;
+    case GgmlType::Q8_0:
+      ggml_row_bytes(t, n);
+      for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += bb) {
+        float amax = 0.f;
+        for (int64_t j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+        const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+        put_f16(out, d);
+        for (int64_t j = 0; j < kQK; ++j) out[2 + j] = uint8_t(int8_t(std::roundf(x[j] * id)));
+      }
+      return;
+    case GgmlType::Q4_0:
+      ggml_row_bytes(t, n);
+      for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += bb) {
+        // The signed value of largest magnitude (the first one on ties) maps to -8.
+        float amax = 0.f, mx = 0.f;
+        for (int64_t j = 0; j < kQK; ++j)
+          if (amax < std::fabs(x[j])) amax = std::fabs(x[j]), mx = x[j];
+        const float d = mx / -8.f, id = d != 0.f ? 1.f / d : 0.f;
+        put_f16(out, d);
+        for (int64_t j = 0; j < kQK / 2; ++j) {
+          const uint8_t q0 = uint8_t(std::min<int>(15, int8_t(x[j] * id + 8.5f)));
+          const uint8_t q1 = uint8_t(std::min<int>(15, int8_t(x[j + kQK / 2] * id + 8.5f)));
+          out[2 + j] = uint8_t(q0 | (q1 << 4));
+        }
+      }
+      return;
+  }
+}
+
+void dequantize_row(GgmlType t, const uint8_t* in, int64_t n, float* y) {
+  const size_t bb = ggml_block_bytes(t);
+  switch (t) {
+    case GgmlType::F32:
+      std::memcpy(y, in, size_t(n) * 4);
+      return;
+    case GgmlType::F16:
+      convert_to_f32(in, DType::F16, y, size_t(n));
+      return;
+    case GgmlType::BF16:
+      convert_to_f32(in, DType::BF16, y, size_t(n));
+      return;
+    case GgmlType::Q8_0:
+      ggml_row_bytes(t, n);
+      for (int64_t b = 0; b < n / kQK; ++b, in += bb, y += kQK) {
+        const float d = get_f16(in);
+        for (int64_t j = 0; j < kQK; ++j) y[j] = d * float(int8_t(in[2 + j]));
+      }
+      return;
+    case GgmlType::Q4_0:
+      ggml_row_bytes(t, n);
+      for (int64_t b = 0; b < n / kQK; ++b, in += bb, y += kQK) {
+        const float d = get_f16(in);
+        for (int64_t j = 0; j < kQK / 2; ++j) {
+          y[j] = d * float((in[2 + j] & 0x0f) - 8);
+          y[j + kQK / 2] = d * float((in[2 + j] >> 4) - 8);
+        }
+      }
+      return;
+  }
+}
+
+}  // namespace lamina

@@ -1,0 +1,284 @@
+"""lamina export-gguf against an independent reading of the GGUF format and ggml's conventions:
+a GGUF v3 parser written here from the spec; llama.cpp's metadata keys and tensor names; Q/K
+permuted as convert_hf_to_gguf.py does, checked by running the model in ggml's convention
+(adjacent-pair RoPE over the GGUF tensors) against the transformers-semantics reference model;
+Q8_0 / Q4_0 blocks byte-identical to numpy ports of ggml's reference quantizers; Mixtral's stacked
+experts from both checkpoint layouts; vocabulary metadata; bad input.
+
+usage: test_gguf.py LAMINA        prints 'N passed, M failed'
+"""
+import json
+import os
+import struct
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cli"))
+import reference_model  # noqa: E402
+from harness import Report, runner  # noqa: E402
+
+GGML = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 8: ("Q8_0", 32, 34), 30: ("BF16", 1, 2)}
+
+
+def read_gguf(path):
+    """-> (metadata dict, {name: (ne list, type name, raw bytes)})"""
+    b = open(path, "rb").read()
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from("<" + fmt, b, pos)
+        pos += struct.calcsize("<" + fmt)
+        return v[0]
+
+    def string():
+        nonlocal pos
+        n = take("Q")
+        s = b[pos:pos + n].decode("utf-8")
+        pos += n
+        return s
+
+    scalar = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+    def value(t):
+        if t == 8:
+            return string()
+        if t == 9:
+            et, n = take("I"), take("Q")
+            return [value(et) for _ in range(n)]
+        return take(scalar[t])
+
+    assert b[:4] == b"GGUF", "magic"
+    pos = 4
+    version, n_t, n_kv = take("I"), take("Q"), take("Q")
+    meta = {"__version": version}
+    for _ in range(n_kv):
+        k = string()
+        meta[k] = value(take("I"))
+    infos = []
+    for _ in range(n_t):
+        name = string()
+        nd = take("I")
+        ne = [take("Q") for _ in range(nd)]
+        infos.append((name, ne, take("I"), take("Q")))
+    align = meta.get("general.alignment", 32)
+    data = (pos + align - 1) // align * align
+    tensors = {}
+    for name, ne, t, off in infos:
+        tname, blk, bb = GGML[t]
+        n = int(np.prod(ne))
+        assert off % align == 0, f"{name} offset not aligned"
+        tensors[name] = (ne, tname, b[data + off:data + off + n // blk * bb])
+    return meta, tensors
+
+
+def dequant(ne, tname, raw):
+    n = int(np.prod(ne))
+    if tname == "F32":
+        x = np.frombuffer(raw, dtype="<f4")
+    elif tname == "F16":
+        x = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+    elif tname == "Q8_0":
+        blk = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 34)
+        d = blk[:, :2].copy().view("<f2").astype(np.float32)
+        x = (d * blk[:, 2:].view(np.int8).astype(np.float32)).reshape(-1)
+    elif tname == "Q4_0":
+        blk = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 18)
+        d = blk[:, :2].copy().view("<f2").astype(np.float32)
+        qs = blk[:, 2:]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32) - 8
+        x = (d * q).reshape(-1)
+    assert x.size == n
+    return x.reshape(list(reversed(ne)))  # numpy order: outermost first
+
+
+def quant_ref(x, tname):
+    """numpy ports of ggml's quantize_row_q8_0_ref / quantize_row_q4_0_ref, rows of x [.., K]."""
+    blocks = x.astype(np.float32).reshape(-1, 32)
+    out = []
+    if tname == "Q8_0":
+        amax = np.abs(blocks).max(axis=1)
+        d = (amax / np.float32(127)).astype(np.float32)
+        idv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), 0).astype(np.float32)
+        v = (blocks * idv[:, None]).astype(np.float32).astype(np.float64)
+        q = (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int8)  # roundf: half away from zero
+        for i in range(len(blocks)):
+            out.append(np.float16(d[i]).tobytes() + q[i].tobytes())
+    else:
+        for blk in blocks:
+            amax, mx = np.float32(0), np.float32(0)
+            for v in blk:  # first value of the largest magnitude
+                if amax < abs(v):
+                    amax, mx = abs(v), v
+            d = np.float32(mx / np.float32(-8))
+            idv = np.float32(1) / d if d != 0 else np.float32(0)
+            q = np.minimum(15, np.trunc((blk * idv).astype(np.float32) + np.float32(8.5)).astype(np.int8)).astype(np.uint8)
+            out.append(np.float16(d).tobytes() + (q[:16] | (q[16:] << 4)).astype(np.uint8).tobytes())
+    return b"".join(out)
+
+
+def permute(w, heads):  # convert_hf_to_gguf.py's LlamaModel.permute
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def ggml_forward(meta, t, ids):
+    """The model run the way llama.cpp runs GGUF tensors: adjacent dimension pairs rotate."""
+    W = {k: torch.tensor(dequant(*v)) for k, v in t.items()}
+    nh, nkv = meta["llama.attention.head_count"], meta["llama.attention.head_count_kv"]
+    hd, eps, base = meta["llama.rope.dimension_count"], meta["llama.attention.layer_norm_rms_epsilon"], meta["llama.rope.freq_base"]
+    T = len(ids)
+    x = W["token_embd.weight"][torch.tensor(ids)]
+    pos = torch.arange(T, dtype=torch.float64)
+    theta = pos[:, None] * base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    cos, sin = theta.cos().float(), theta.sin().float()
+
+    def rope(v):  # [T, heads, hd], pairs (2i, 2i+1)
+        a, b = v[..., 0::2], v[..., 1::2]
+        out = torch.empty_like(v)
+        out[..., 0::2] = a * cos[:, None] - b * sin[:, None]
+        out[..., 1::2] = a * sin[:, None] + b * cos[:, None]
+        return out
+
+    def norm(v, w):
+        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + eps) * w
+
+    for l in range(meta["llama.block_count"]):
+        p = f"blk.{l}."
+        h = norm(x, W[p + "attn_norm.weight"])
+        q = rope((h @ W[p + "attn_q.weight"].T).view(T, nh, hd)).transpose(0, 1)
+        k = rope((h @ W[p + "attn_k.weight"].T).view(T, nkv, hd)).transpose(0, 1).repeat_interleave(nh // nkv, 0)
+        v = (h @ W[p + "attn_v.weight"].T).view(T, nkv, hd).transpose(0, 1).repeat_interleave(nh // nkv, 0)
+        s = (q @ k.transpose(1, 2)) / hd ** 0.5
+        s = s.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
+        x = x + (F.softmax(s, -1) @ v).transpose(0, 1).reshape(T, nh * hd) @ W[p + "attn_output.weight"].T
+        h = norm(x, W[p + "ffn_norm.weight"])
+        x = x + (F.silu(h @ W[p + "ffn_gate.weight"].T) * (h @ W[p + "ffn_up.weight"].T)) @ W[p + "ffn_down.weight"].T
+    x = norm(x, W["output_norm.weight"])
+    return x @ W.get("output.weight", W["token_embd.weight"]).T
+
+
+def main():
+    lamina = os.path.abspath(sys.argv[1])
+    report = Report()
+    run = runner(lamina)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = os.path.join(tmp, "m")  # GQA (4 heads, 2 kv), openchat template, an added token
+        run("init", "--out", d, "--shape", "tiny", "--heads", "4", "--kv-heads", "2", "--std", "0.15",
+            "--random-norms", "--seed", "3", "--add-tokens", "<|end_of_turn|>", "--chat-template", "openchat")
+        cfg, w = reference_model.load_model_dir(d)
+        f32 = os.path.join(tmp, "m-f32.gguf")
+        p = run("export-gguf", "--model", d, "--out", f32, "--outtype", "f32")
+        meta, t = read_gguf(f32)
+        L, H = cfg["num_hidden_layers"], cfg["hidden_size"]
+        want = {"general.architecture": "llama", "general.file_type": 0, "llama.block_count": L,
+                "llama.embedding_length": H, "llama.feed_forward_length": cfg["intermediate_size"],
+                "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2,
+                "llama.context_length": cfg["max_position_embeddings"], "tokenizer.ggml.model": "llama",
+                "tokenizer.ggml.bos_token_id": 1, "__version": 3}
+        bad = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
+        report.check("GGUF v3 header and llama.cpp's metadata keys", p.returncode == 0 and not bad, str(bad))
+        names = {"token_embd.weight", "output_norm.weight", "output.weight"} | {
+            f"blk.{l}.{n}.weight" for l in range(L) for n in
+            ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]}
+        report.check("llama.cpp's tensor names, ne0 = the row length", set(t) == names
+                     and t["token_embd.weight"][0] == [H, cfg["vocab_size"]] and t["blk.0.attn_norm.weight"][1] == "F32",
+                     str(sorted(set(t) ^ names))[:200])
+        tokens = meta["tokenizer.ggml.tokens"]
+        eot = tokens.index("<|end_of_turn|>") if "<|end_of_turn|>" in tokens else -1
+        tc = json.load(open(os.path.join(d, "tokenizer_config.json")))
+        eos = tc["eos_token"] if isinstance(tc["eos_token"], str) else tc["eos_token"]["content"]
+        report.check("vocabulary: one token per embedding row, the added token at its id, scores and types, chat template",
+                     len(tokens) == cfg["vocab_size"] == len(meta["tokenizer.ggml.scores"]) == len(meta["tokenizer.ggml.token_type"])
+                     and eot == cfg["vocab_size"] - 1 and meta["tokenizer.ggml.token_type"][1] == 3
+                     and meta["tokenizer.ggml.token_type"][eot] in (3, 4)
+                     and meta["tokenizer.chat_template"] == tc["chat_template"]
+                     and meta["tokenizer.ggml.eos_token_id"] == tokens.index(eos), f"eot at {eot}, eos {eos}")
+        worst = 0.0
+        for l in range(L):
+            q = dequant(*t[f"blk.{l}.attn_q.weight"])
+            k = dequant(*t[f"blk.{l}.attn_k.weight"])
+            worst = max(worst, np.abs(q - permute(w[f"model.layers.{l}.self_attn.q_proj.weight"].numpy(), 4)).max(),
+                        np.abs(k - permute(w[f"model.layers.{l}.self_attn.k_proj.weight"].numpy(), 2)).max())
+        report.check("f32: Q and K are convert_hf_to_gguf's permutation of q_proj / k_proj", worst == 0, f"{worst}")
+        ids = [1, 50, 300, 7, 99, 410, 23, 5, 260, 11]
+        with torch.no_grad():
+            ref = reference_model.forward(cfg, w, ids)
+            got = ggml_forward(meta, t, ids)
+        err = (got - ref).abs().max().item()
+        report.check("the GGUF run in ggml's convention (adjacent-pair RoPE) gives the transformers logits",
+                     err < 1e-4, f"max |diff| {err:.2e}")
+
+        for outtype in ["q8_0", "q4_0", "f16"]:
+            path = os.path.join(tmp, f"m-{outtype}.gguf")
+            run("export-gguf", "--model", d, "--out", path, "--outtype", outtype)
+            mq, tq = read_gguf(path)
+            mismatched, maxerr = [], 0.0
+            for name, (ne, tname, raw) in tq.items():
+                ne32, tn32, raw32 = t[name]
+                x = dequant(ne32, tn32, raw32)  # the exact (permuted) F32 weights
+                if len(ne) == 1:
+                    ok = tname == "F32" and raw == raw32
+                elif outtype == "f16":
+                    ok = tname == "F16" and raw == x.astype(np.float16).tobytes()
+                else:
+                    ok = tname == outtype.upper() and raw == quant_ref(x, tname)
+                    maxerr = max(maxerr, float(np.abs(dequant(ne, tname, raw) - x).max() / np.abs(x).max()))
+                if not ok:
+                    mismatched.append(name)
+            ft = {"q8_0": 7, "q4_0": 2, "f16": 1}[outtype]
+            report.check(f"{outtype}: every matrix byte-identical to ggml's reference quantizer, norms F32, file_type {ft}",
+                         not mismatched and mq["general.file_type"] == ft, f"{mismatched[:4]}, relative error {maxerr:.3f}")
+
+        # Mixtral: stacked experts [E, I, H] from both checkpoint layouts, router kept F32.
+        for layout in ["split", "fused"]:
+            mx = os.path.join(tmp, "mx-" + layout)
+            run("init", "--out", mx, "--shape", "tiny-mixtral", "--moe-layout", layout, "--seed", "5")
+            mcfg, mw = reference_model.load_model_dir(mx)
+            path = mx + ".gguf"
+            run("export-gguf", "--model", mx, "--out", path, "--outtype", "f32")
+            mm, mt = read_gguf(path)
+            E, I = mcfg["num_local_experts"], mcfg["intermediate_size"]
+            ok = mm["llama.expert_count"] == E and mm["llama.expert_used_count"] == mcfg["num_experts_per_tok"]
+            for l in range(mcfg["num_hidden_layers"]):
+                p = f"model.layers.{l}."
+                for e in range(E):
+                    if layout == "split":
+                        q = p + f"block_sparse_moe.experts.{e}."
+                        g, u, dn = mw[q + "w1.weight"], mw[q + "w3.weight"], mw[q + "w2.weight"]
+                        router = mw[p + "block_sparse_moe.gate.weight"]
+                    else:
+                        gu = mw[p + "mlp.experts.gate_up_proj"][e]
+                        g, u, dn = gu[:I], gu[I:], mw[p + "mlp.experts.down_proj"][e]
+                        router = mw[p + "mlp.gate.weight"]
+                    b = f"blk.{l}."
+                    ok &= np.array_equal(dequant(*mt[b + "ffn_gate_exps.weight"])[e], g.numpy())
+                    ok &= np.array_equal(dequant(*mt[b + "ffn_up_exps.weight"])[e], u.numpy())
+                    ok &= np.array_equal(dequant(*mt[b + "ffn_down_exps.weight"])[e], dn.numpy())
+                ok &= mt[b + "ffn_gate_inp.weight"][1] == "F32" and np.array_equal(dequant(*mt[b + "ffn_gate_inp.weight"]), router.numpy())
+            report.check(f"mixtral ({layout} layout): experts stacked as ffn_*_exps, router F32, expert counts", bool(ok))
+
+        # Bad input: a missing tensor is named; an existing output is kept unless --force.
+        broken = os.path.join(tmp, "broken")
+        run("init", "--out", broken, "--seed", "1")
+        st = os.path.join(broken, "model.safetensors")
+        raw = open(st, "rb").read()
+        n = struct.unpack("<Q", raw[:8])[0]
+        hdr = json.loads(raw[8:8 + n])
+        hdr = {("model.final_norm.weight" if k == "model.norm.weight" else k): v for k, v in hdr.items()}
+        h2 = json.dumps(hdr).encode()
+        open(st, "wb").write(struct.pack("<Q", len(h2)) + h2 + raw[8 + n:])
+        p = run("export-gguf", "--model", broken, "--out", os.path.join(tmp, "b.gguf"))
+        report.check("a missing tensor is named and nothing is written", p.returncode != 0 and "model.norm.weight" in p.stderr
+                     and not os.path.exists(os.path.join(tmp, "b.gguf")), p.stderr.strip()[:160])
+        p = run("export-gguf", "--model", d, "--out", f32)
+        report.check("an existing output needs --force", p.returncode != 0 and "--force" in p.stderr)
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()
