@@ -130,6 +130,9 @@ step "   ... any two side by side" "$lamina" eval compare "$out/eval-fine-tuned.
 "$lamina" plot --run "$out/pretrain/metrics.jsonl:base pretraining" --run "$out/continued/metrics.jsonl:DUS, continued" \
   --metric eval_loss --out "$out/eval-loss.svg" > /dev/null
 
+step "13. the aligned model as one 4-bit GGUF file for llama.cpp (ggml's Q4_0 blocks, its tensor names and RoPE layout)" \
+  "$lamina" export-gguf --model "$out/dpo/checkpoint-100" --out "$out/aligned-q4_0.gguf" --outtype q4_0 --force
+
 printf '\n== done. Produced:\n'
 printf '  %s/  a Hugging Face model directory:\n' "$model"
 ls -1 "$model" | sed 's/^/      /'
@@ -142,3 +145,4 @@ printf '  %s  validation loss of both runs\n' "$out/eval-loss.svg"
 printf '  %s/  C-RLFT run: checkpoint-600/ (HF model with <|end_of_turn|> added, chat condition GPT4)\n' "$out/crlft"
 printf '  %s/  DPO run: checkpoint-100/, metrics.jsonl with rewards/chosen, rewards/margins, ...\n' "$out/dpo"
 printf '  %s/eval-*.json  evaluation results of the four demo models (lamina eval)\n' "$out"
+printf '  %s  the aligned model for llama.cpp (Q4_0)\n' "$out/aligned-q4_0.gguf"

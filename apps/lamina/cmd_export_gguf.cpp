@@ -31,6 +31,11 @@ int cmd_export_gguf(int argc, char** argv) {
   if (r.fallback_f16)
     std::printf("  %lld matrices kept in f16: their rows are not a multiple of the block size\n",
                 (long long)r.fallback_f16);
+  if (r.sliding_window)
+    std::printf(
+        "  note: the sliding window (%lld tokens) is not stored: llama.cpp's llama architecture "
+        "attends to the whole context, so outputs match up to %lld tokens\n",
+        (long long)r.sliding_window, (long long)r.sliding_window);
   return 0;
 }
 

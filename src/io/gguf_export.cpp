@@ -222,6 +222,8 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
   bar.finish();
   w.finish();
   res.tensors = int64_t(plan.size());
+  if (c.sliding_window && *c.sliding_window < c.max_position_embeddings)
+    res.sliding_window = *c.sliding_window;
   res.bytes = std::filesystem::file_size(out_path);
   return res;
 }

@@ -18,6 +18,9 @@ struct GgufExportResult {
   int64_t tensors = 0;
   uint64_t bytes = 0;
   int64_t fallback_f16 = 0;  // matrices whose rows could not take the requested block type
+  // Mistral's sliding window, which llama.cpp's "llama" architecture does not represent (as with
+  // its own converter): identical output only for contexts up to this many tokens.
+  int64_t sliding_window = 0;
 };
 
 GgufExportResult export_gguf(const std::string& model_dir, const std::string& out_path,
