@@ -1,5 +1,5 @@
 // Prompt-forward and decode throughput of a model directory; prints one JSON line.
-// usage: lamina_bench_forward MODEL_DIR PROMPT_TOKENS DECODE_TOKENS REPEATS [f32|bf16]
+// usage: lamina_bench_forward MODEL_DIR PROMPT_TOKENS DECODE_TOKENS REPEATS [f32|bf16|q8_0|q4_0]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,13 +16,13 @@ using clk = std::chrono::steady_clock;
 
 int main(int argc, char** argv) {
   if (argc < 5) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR PROMPT_TOKENS DECODE_TOKENS REPEATS [f32|bf16]\n",
+    std::fprintf(stderr, "usage: %s MODEL_DIR PROMPT_TOKENS DECODE_TOKENS REPEATS [f32|bf16|q8_0|q4_0]\n",
                  argv[0]);
     return 2;
   }
   try {
     LoadOptions opt;
-    if (argc > 5) opt.dtype = parse_dtype(argv[5], "dtype");
+    if (argc > 5) opt.dtype = parse_dtype(argv[5], "dtype", true);
     auto m = Model::load(argv[1], opt);
     const int64_t T = std::atoll(argv[2]), D = std::atoll(argv[3]), R = std::atoll(argv[4]);
     const int64_t V = m->config().vocab_size;

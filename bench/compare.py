@@ -1,7 +1,10 @@
 """Runs lamina and the PyTorch baseline on the same model, same threads, in one run, and prints
 the ratios as a Markdown table (pasted into docs/PERFORMANCE.md).
 
-usage: compare.py BUILD_DIR [--threads 2] [--prompt 128] [--decode 32] [--repeats 3]
+usage: compare.py BUILD_DIR [--threads 2] [--prompt 128] [--decode 32] [--repeats 3] [--quantized]
+
+--quantized adds lamina's Q8_0 / Q4_0 weights (quantized at load), compared with PyTorch bf16 (its
+fastest mode here; PyTorch has no ggml block types) measured in the same run.
 """
 import argparse
 import json
@@ -37,6 +40,7 @@ def main():
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quantized", action="store_true", help="also lamina q8_0 and q4_0 vs PyTorch bf16")
     ap.add_argument("--model", default=None, help="model dir (default: a ~0.5B llama made with lamina init)")
     a = ap.parse_args()
     lamina = os.path.join(a.build, "lamina")
@@ -60,6 +64,11 @@ def main():
                 e["OPENBLAS_CORETYPE"] = core
             ref = run_json(["/usr/bin/python3", os.path.join(here, "torch_baseline.py"), model, *args, dt, str(a.threads)], e)
             rows.append((dt, core or "default", lam, ref))
+    if a.quantized:
+        torch_bf16 = rows[0][3]
+        for dt in ["q8_0", "q4_0"]:
+            lam = run_json([os.path.join(a.build, "bench", "lamina_bench_forward"), model, *args, dt], env)
+            rows.append((f"{dt} (PyTorch: bf16)", "default", lam, torch_bf16))
     cfg = json.load(open(os.path.join(model, "config.json")))
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; threads {a.threads}; prompt {a.prompt} tokens, decode {a.decode} "
           f"tokens, best of {a.repeats}")

@@ -14,7 +14,10 @@ std::vector<ArgSpec> model_arg_specs() {
   return {
       {"model", "DIR", "Hugging Face model directory (config.json, safetensors, tokenizer.model)",
        kRequired},
-      {"dtype", "f32|bf16", "compute weights in this type (default: as stored; f16 -> f32)", ""},
+      {"dtype", "f32|bf16|q8_0|q4_0",
+       "compute weights in this type; q8_0/q4_0: quantized at load to ggml's blocks (default: as "
+       "stored; f16 -> f32)",
+       ""},
       {"threads", "N", "threads for the kernels (default: all cores)", ""}};
 }
 
@@ -40,7 +43,7 @@ std::vector<ArgSpec> sampling_arg_specs() {
 LoadedModel load_model(const Args& a) {
   if (a.given("threads")) set_num_threads(int(a.integer("threads")));
   LoadOptions opt;
-  if (a.given("dtype")) opt.dtype = parse_dtype(a.str("dtype"), "--dtype");
+  if (a.given("dtype")) opt.dtype = parse_dtype(a.str("dtype"), "--dtype", true);
   std::string dir = a.str("model");
   LoadedModel m{nullptr, Tokenizer::load(dir)};
   m.model = Model::load(dir, opt);

@@ -4,11 +4,31 @@
 #include <cctype>
 
 #include "core/error.h"
+#include "quant/ggml_blocks.h"
 
 namespace lamina {
 
+namespace {
+GgmlType block_type(DType t) {
+  return t == DType::Q8_0 ? GgmlType::Q8_0 : GgmlType::Q4_0;
+}
+}  // namespace
+
+bool dtype_is_quantized(DType t) {
+  return t == DType::Q8_0 || t == DType::Q4_0;
+}
+
 size_t dtype_size(DType t) {
+  LAMINA_CHECK(!dtype_is_quantized(t), "dtype_size: ", dtype_name(t), " is a block type");
   return t == DType::F32 ? 4 : 2;
+}
+
+int64_t dtype_block(DType t) {
+  return dtype_is_quantized(t) ? 32 : 1;
+}
+
+size_t dtype_bytes(DType t, int64_t n) {
+  return dtype_is_quantized(t) ? ggml_row_bytes(block_type(t), n) : size_t(n) * dtype_size(t);
 }
 
 const char* dtype_name(DType t) {
@@ -19,6 +39,10 @@ const char* dtype_name(DType t) {
       return "F16";
     case DType::BF16:
       return "BF16";
+    case DType::Q8_0:
+      return "Q8_0";
+    case DType::Q4_0:
+      return "Q4_0";
   }
   return "?";
 }
@@ -31,6 +55,8 @@ const char* torch_dtype_name(DType t) {
       return "float16";
     case DType::BF16:
       return "bfloat16";
+    default:
+      return "?";
   }
   return "?";
 }
@@ -42,13 +68,16 @@ std::optional<DType> dtype_from_safetensors(const std::string& name) {
   return std::nullopt;
 }
 
-DType parse_dtype(const std::string& name, const std::string& what) {
+DType parse_dtype(const std::string& name, const std::string& what, bool quantized) {
   std::string s = name;
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   if (s == "f32" || s == "float32" || s == "float") return DType::F32;
   if (s == "f16" || s == "float16" || s == "half") return DType::F16;
   if (s == "bf16" || s == "bfloat16") return DType::BF16;
-  fail(what, ": unsupported dtype '", name, "' (expected f32, f16 or bf16)");
+  if (quantized && s == "q8_0") return DType::Q8_0;
+  if (quantized && s == "q4_0") return DType::Q4_0;
+  fail(what, ": unsupported dtype '", name,
+       quantized ? "' (expected f32, f16, bf16, q8_0 or q4_0)" : "' (expected f32, f16 or bf16)");
 }
 
 float f16_to_f32(uint16_t h) {
@@ -97,6 +126,10 @@ uint16_t f32_to_f16(float f) {
 
 void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
   switch (t) {
+    case DType::Q8_0:
+    case DType::Q4_0:
+      dequantize_row(block_type(t), static_cast<const uint8_t*>(src), int64_t(n), dst);
+      return;
     case DType::F32:
       std::memcpy(dst, src, n * 4);
       return;
@@ -116,6 +149,10 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
 
 void convert_from_f32(const float* src, void* dst, DType t, size_t n) {
   switch (t) {
+    case DType::Q8_0:
+    case DType::Q4_0:
+      quantize_row(block_type(t), src, int64_t(n), static_cast<uint8_t*>(dst));
+      return;
     case DType::F32:
       std::memcpy(dst, src, n * 4);
       return;

@@ -8,14 +8,22 @@
 
 namespace lamina {
 
-enum class DType : uint8_t { F32, F16, BF16 };
+// F32/F16/BF16: stored tensors. Q8_0/Q4_0: ggml's 32-element blocks (src/quant/ggml_blocks.h),
+// weights quantized at load for inference; rows must hold whole blocks.
+enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0 };
 
+// Bytes per element of F32/F16/BF16 (fails for the block types: use dtype_bytes).
 size_t dtype_size(DType t);
+// Bytes of n consecutive elements (n a multiple of the block size for block types).
+size_t dtype_bytes(DType t, int64_t n);
+int64_t dtype_block(DType t);  // elements per block: 32 for Q8_0/Q4_0, else 1
+bool dtype_is_quantized(DType t);
 // Names as safetensors writes them: "F32", "F16", "BF16".
 const char* dtype_name(DType t);
 std::optional<DType> dtype_from_safetensors(const std::string& name);
 // User spellings: f32/float32, f16/float16, bf16/bfloat16 (case-insensitive); throws on others.
-DType parse_dtype(const std::string& name, const std::string& what);
+// With quantized, also q8_0 and q4_0 (inference weights).
+DType parse_dtype(const std::string& name, const std::string& what, bool quantized = false);
 // The torch_dtype string transformers writes in config.json.
 const char* torch_dtype_name(DType t);
 
@@ -36,7 +44,7 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
-// Bulk conversions, vectorised by the compiler; n elements.
+// Bulk conversions, vectorised by the compiler; n elements (whole blocks for Q8_0/Q4_0).
 void convert_to_f32(const void* src, DType src_type, float* dst, size_t n);
 void convert_from_f32(const float* src, void* dst, DType dst_type, size_t n);
 

@@ -67,7 +67,7 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
   s[0] = end - begin;
   Shape one = shape;
   one[0] = 1;
-  size_t row_bytes = size_t(shape_numel(one)) * dtype_size(dtype);
+  size_t row_bytes = dtype_bytes(dtype, shape_numel(one));
   return view_of(static_cast<char*>(data) + begin * row_bytes, dtype, s, owner);
 }
 

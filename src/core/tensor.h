@@ -29,7 +29,7 @@ struct Tensor {
 
   bool defined() const { return data != nullptr; }
   int64_t numel() const { return shape_numel(shape); }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+  size_t nbytes() const { return dtype_bytes(dtype, numel()); }
   int64_t dim(int i) const { return shape.at(i < 0 ? shape.size() + i : i); }
   float* f32();  // throws unless dtype is F32
   const float* f32() const;

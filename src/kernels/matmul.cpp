@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "kernels/quant_matmul.h"
 
 namespace lamina {
 namespace {
@@ -108,6 +109,7 @@ size_t WeightPack::bytes() const {
 void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate,
             WeightPack* pack) {
   LAMINA_CHECK(w.shape.size() == 2, "linear: weight must be 2-D, got ", shape_str(w.shape));
+  if (dtype_is_quantized(w.dtype)) return linear_quantized(x, M, w, y, accumulate);
   LAMINA_CHECK(w.dtype == DType::F32 || w.dtype == DType::BF16, "linear: weight dtype ",
                dtype_name(w.dtype), " not supported");
   const int64_t N = w.shape[0], K = w.shape[1];

@@ -25,7 +25,8 @@ class WeightPack {
 };
 
 // y[M, N] = x[M, K] · w[N, K]^T, w stored as a Hugging Face Linear weight (row-major [out, in]),
-// F32 or BF16. With a BF16 weight, x is rounded to BF16 and the product accumulates in F32.
+// F32 or BF16 (or Q8_0/Q4_0 blocks: kernels/quant_matmul.h). With a BF16 weight, x is rounded to
+// BF16 and the product accumulates in F32.
 // With accumulate, y += instead of y =. With pack, w is used (and on first use stored) packed.
 void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate = false,
             WeightPack* pack = nullptr);

@@ -118,7 +118,7 @@ void axpy(float* y, float a, const float* x, int64_t n) {
 
 void embedding(const Tensor& table, const int32_t* ids, int64_t T, float* rows) {
   const int64_t V = table.shape[0], H = table.shape[1];
-  const size_t row_bytes = size_t(H) * dtype_size(table.dtype);
+  const size_t row_bytes = dtype_bytes(table.dtype, H);
   for (int64_t t = 0; t < T; ++t) {
     if (ids[t] < 0 || ids[t] >= V)
       fail("token id ", ids[t], " is outside the vocabulary [0, ", V, ")");

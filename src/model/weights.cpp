@@ -108,6 +108,12 @@ ModelWeights load_weights(const ModelConfig& c, const Checkpoint& ckpt, const Lo
     Tensor t = ckpt.get(spec.name);
     DType want = spec.is_norm ? DType::F32
                               : opt.dtype.value_or(t.dtype == DType::F16 ? DType::F32 : t.dtype);
+    // Quantized inference: every matrix becomes ggml blocks along its rows, except Mixtral's
+    // router (as llama.cpp keeps ffn_gate_inp in F32: a rounding there can flip the top-k) and
+    // matrices whose rows are not whole blocks.
+    const bool router = spec.name.size() > 11 && spec.name.ends_with(".gate.weight");
+    if (dtype_is_quantized(want) && (router || spec.shape.back() % dtype_block(want) != 0))
+      want = DType::F32;
     if (t.dtype != want) t = t.to(want);
     spec.bind(w, t);
   }

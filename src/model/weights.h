@@ -55,7 +55,9 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c,
 MoeLayout detect_moe_layout(const ModelConfig& c, const Checkpoint& ckpt);
 
 struct LoadOptions {
-  // Storage type for matrix weights: F32 or BF16. Unset: keep F32/BF16 as stored, F16 -> F32.
+  // Storage type for matrix weights: F32, BF16, or Q8_0/Q4_0 (quantized at load, ggml's blocks;
+  // the MoE router and rows that are not whole blocks stay F32). Unset: keep F32/BF16 as stored,
+  // F16 -> F32.
   std::optional<DType> dtype;
   // Repack matrices into oneDNN's blocked layout on first use (faster, one extra copy in memory).
   bool pack_weights = true;

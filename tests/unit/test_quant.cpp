@@ -2,10 +2,13 @@
 
 #include <cmath>
 #include <filesystem>
+#include <random>
 #include <vector>
 
 #include "core/error.h"
 #include "io/gguf_writer.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
 #include "quant/ggml_blocks.h"
 #include "test_util.h"
 
@@ -46,4 +49,36 @@ TEST(GgufWriter, IncompleteDataFailsAndLeavesNoFile) {
     EXPECT_THROW(w.finish(), Error);
   }
   EXPECT_TRUE(std::filesystem::is_empty(d.path));
+}
+
+// linear() with Q8_0/Q4_0 weights equals linear() with those weights expanded and stored as bf16
+// (bf16 semantics: activations and weights rounded to bf16, F32 accumulation), on the decoding
+// path (a few rows, blocks expanded in registers) and the prompt path (slabs through oneDNN), with
+// and without accumulation; the embedding gathers quantized rows exactly.
+TEST(QuantizedLinear, MatchesTheExpandedWeightsOnBothPaths) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int64_t N = 48, K = 96;
+  Tensor w = Tensor::empty(DType::F32, {N, K});
+  for (int64_t i = 0; i < N * K; ++i) w.f32()[i] = nd(rng) * 0.1f;
+  for (DType q : {DType::Q8_0, DType::Q4_0}) {
+    Tensor wq = w.to(q), wf = wq.to(DType::F32), wb = wf.to(DType::BF16);
+    ASSERT_EQ(wq.nbytes(), dtype_bytes(q, N * K));
+    for (int64_t M : {1, 3, 37}) {
+      std::vector<float> x(size_t(M * K)), y(size_t(M * N), 0.5f), ref(size_t(M * N), 0.5f);
+      for (auto& v : x) v = nd(rng);
+      for (bool acc : {false, true}) {
+        linear(x.data(), M, wq, y.data(), acc);
+        linear(x.data(), M, wb, ref.data(), acc);
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_NEAR(y[i], ref[i], 1e-4f * (1 + std::fabs(ref[i])))
+              << dtype_name(q) << " M=" << M << " acc=" << acc << " i=" << i;
+      }
+    }
+    std::vector<float> row(static_cast<size_t>(K)), rowf(static_cast<size_t>(K));
+    const int32_t id = 5;
+    embedding(wq, &id, 1, row.data());
+    embedding(wf, &id, 1, rowf.data());
+    EXPECT_EQ(row, rowf) << dtype_name(q);
+  }
 }
