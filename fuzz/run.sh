@@ -8,7 +8,7 @@ out=${2:-$root/build/fuzz}
 mkdir -p "$out/corpus"
 bin=$out/safetensors_header_fuzz
 srcs=("$root/fuzz/safetensors_header_fuzz.cpp" "$root/src/io/safetensors.cpp" "$root/src/io/mapped_file.cpp"
-      "$root/src/core/dtype.cpp" "$root/src/core/tensor.cpp")
+      "$root/src/core/dtype.cpp" "$root/src/core/tensor.cpp" "$root/src/quant/ggml_blocks.cpp")
 if [ ! -x "$bin" ] || [ -n "$(find "${srcs[@]}" "$root/src/io/safetensors.h" -newer "$bin")" ]; then
   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -I"$root/src" "${srcs[@]}" -o "$bin"
