@@ -20,6 +20,14 @@ const ArgSpec& Args::spec(const std::string& name) const {
   fail("internal: option --", name, " is not declared for 'lamina ", command_, "'");
 }
 
+namespace {
+bool g_validate_only = false;
+}  // namespace
+
+void Args::set_validate_only(bool on) {
+  g_validate_only = on;
+}
+
 bool Args::parse(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
@@ -51,7 +59,7 @@ bool Args::parse(int argc, char** argv) {
   for (auto& s : specs_)
     if (s.dflt == kRequired && !values_.count(s.name))
       fail("missing required option --", s.name, " (see lamina ", command_, " --help)");
-  return true;
+  return !g_validate_only;
 }
 
 void Args::merge_yaml(const std::string& path) {

@@ -18,8 +18,12 @@ inline const std::string kRequired = "\x01required";
 class Args {
  public:
   Args(std::string command, std::string summary, std::vector<ArgSpec> specs);
-  // Parses argv[0..argc) (the words after the command). Returns false when --help was printed.
+  // Parses argv[0..argc) (the words after the command). Returns false when --help was printed,
+  // or when only validating (set_validate_only): the command then returns without doing anything.
   bool parse(int argc, char** argv);
+  // While set, parse() checks the options (names, values present, required ones) and returns false:
+  // `lamina recipe` checks every step's options before the first step runs.
+  static void set_validate_only(bool on);
   void print_help() const;
   // Options from a YAML mapping (keys as the long options, '_' or '-'); the command line wins.
   void merge_yaml(const std::string& path);

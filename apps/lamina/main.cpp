@@ -33,9 +33,21 @@ const Command kCommands[] = {
      "continued pretraining on raw text (checkpoints, resume, metrics)"},
     {"plot", lamina::cmd_plot, "plot a metric of several training runs on one SVG"},
     {"merge-lora", lamina::cmd_merge_lora, "fold a PEFT LoRA adapter into the base weights"},
+    {"recipe", lamina::cmd_recipe,
+     "run a whole recipe from YAML: upscale, pretrain, sft, dpo, eval, export-gguf"},
     {"export-gguf", lamina::cmd_export_gguf, "one GGUF file for llama.cpp (f16, bf16, q8_0, q4_0)"},
     {"tokenizer", lamina::cmd_tokenizer, "tokenizer train: a SentencePiece tokenizer for a corpus"},
 };
+
+}  // namespace
+
+int lamina::run_command(const std::string& name, int argc, char** argv) {
+  for (auto& c : kCommands)
+    if (name == c.name) return c.run(argc, argv);
+  lamina::fail("unknown command '", name, "'");
+}
+
+namespace {
 
 void usage() {
   std::printf("lamina %s: depth up-scaling, C-RLFT and DPO recipes on Hugging Face checkpoints\n\n",

@@ -28,22 +28,6 @@ using json = nlohmann::json;
 
 namespace {
 
-// Latest checkpoint-N directory under out, or "".
-std::string latest_checkpoint(const std::string& out, int64_t* step) {
-  std::string best;
-  int64_t best_step = -1;
-  std::error_code ec;
-  if (!fs::is_directory(out, ec)) return "";
-  for (auto& e : fs::directory_iterator(out, ec)) {
-    std::string n = e.path().filename().string();
-    if (n.rfind("checkpoint-", 0) != 0 || n.find(".tmp") != std::string::npos) continue;
-    int64_t s = std::atoll(n.c_str() + 11);
-    if (s > best_step) best_step = s, best = e.path().string();
-  }
-  if (step) *step = best_step;
-  return best;
-}
-
 // The training run's fixed choices: a checkpoint resumes only a run with the same ones.
 json run_signature(const PretrainOptions& o, const std::string& data_signature) {
   json j = {{"seq_len", o.seq_len}, {"batch_size", o.batch_size}, {"grad_accum", o.grad_accum},
@@ -108,6 +92,21 @@ void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, 
 }
 
 }  // namespace
+
+std::string latest_checkpoint(const std::string& out, int64_t* step) {
+  std::string best;
+  int64_t best_step = -1;
+  std::error_code ec;
+  if (!fs::is_directory(out, ec)) return "";
+  for (auto& e : fs::directory_iterator(out, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("checkpoint-", 0) != 0 || n.find(".tmp") != std::string::npos) continue;
+    int64_t s = std::atoll(n.c_str() + 11);
+    if (s > best_step) best_step = s, best = e.path().string();
+  }
+  if (step) *step = best_step;
+  return best;
+}
 
 void prepare_training(const PretrainOptions& o, ParamStore& p) {
   if (o.seq_len < 2) fail("--seq-len must be at least 2");

@@ -127,6 +127,8 @@ void prepare_training(const PretrainOptions& o, ParamStore& p);
 PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data,
                           const CheckpointExtras& extras, const std::string& title,
                           const Objective* objective = nullptr);
+// The newest complete checkpoint-N directory under `out` ("" when none); its step in *step.
+std::string latest_checkpoint(const std::string& out, int64_t* step = nullptr);
 // Fills a row up to T with a padding segment (pad ids, no targets, weight 0).
 void pad_row(TrainRow& r, int64_t T, int32_t pad);
 // Rows -> a Batch (all rows of length T).
