@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "io/yaml_file.h"
 
 namespace lamina {
 
@@ -63,14 +64,7 @@ bool Args::parse(int argc, char** argv) {
 }
 
 void Args::merge_yaml(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    fail(path, ": cannot open");
-  } catch (const YAML::Exception& e) {
-    fail(path, ":", e.mark.line + 1, ": malformed YAML: ", e.msg);
-  }
+  YAML::Node root = load_yaml_file(path);
   if (!root.IsMap()) fail(path, ": expected a mapping of option: value");
   for (auto it : root) {
     std::string key = it.first.as<std::string>();

@@ -14,6 +14,7 @@
 #include "core/progress.h"
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
+#include "io/yaml_file.h"
 #include "train/pretrain.h"
 
 namespace fs = std::filesystem;
@@ -168,14 +169,7 @@ int cmd_recipe(int argc, char** argv) {
        {"force", "", "run every step again, even those recorded as finished", ""}});
   if (!a.parse(argc, argv)) return 0;
   const std::string path = a.str("recipe");
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    fail(path, ": cannot open");
-  } catch (const YAML::Exception& e) {
-    fail(path, ":", e.mark.line + 1, ": malformed YAML: ", e.msg);
-  }
+  YAML::Node root = load_yaml_file(path);
   if (!root.IsMap()) fail(path, ": expected a mapping with model, out and steps");
   for (auto it : root) {
     const std::string k = it.first.as<std::string>();

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "io/jsonl.h"
 #include "io/mapped_file.h"
+#include "io/yaml_file.h"
 
 namespace lamina {
 using json = nlohmann::json;
@@ -29,12 +30,7 @@ std::vector<json> read_jsonl(const std::string& path, std::vector<int64_t>* line
 
 EvalTask load_task(const std::string& path) {
   if (!file_exists(path)) fail(path, ": task not found");
-  YAML::Node y;
-  try {
-    y = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    fail(path, ":", e.mark.line + 1, ": malformed YAML: ", e.msg);
-  }
+  YAML::Node y = load_yaml_file(path);
   EvalTask t;
   const std::string dir = fs::path(path).parent_path().string();
   auto resolve = [&](const std::string& p) {

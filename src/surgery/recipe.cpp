@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "io/mapped_file.h"
+#include "io/yaml_file.h"
 
 namespace lamina {
 
@@ -86,12 +87,7 @@ std::string resolve_model(const std::string& model, const std::string& base_dir)
 
 Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& where,
                                 const std::string& base_dir) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    fail(where, ":", e.mark.line + 1, ": malformed YAML: ", e.msg);
-  }
+  YAML::Node root = parse_yaml_text(text, where);
   if (!root.IsMap())
     fail(where, ": expected a mergekit recipe (a mapping with 'slices' and 'merge_method')");
   Recipe r;
