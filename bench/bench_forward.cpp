@@ -16,7 +16,8 @@ using clk = std::chrono::steady_clock;
 
 int main(int argc, char** argv) {
   if (argc < 5) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR PROMPT_TOKENS DECODE_TOKENS REPEATS [f32|bf16|q8_0|q4_0]\n",
+    std::fprintf(stderr,
+                 "usage: %s MODEL_DIR PROMPT_TOKENS DECODE_TOKENS REPEATS [f32|bf16|q8_0|q4_0]\n",
                  argv[0]);
     return 2;
   }

@@ -4,7 +4,7 @@
 set -euo pipefail
 want=(cmake g++ make ccache pkg-config libdnnl-dev libsentencepiece-dev nlohmann-json3-dev
       libgtest-dev libbenchmark-dev libyaml-cpp-dev clang libclang-rt-14-dev
-      python3 python3-torch python3-numpy libopenblas0-pthread)
+      python3 python3-torch python3-numpy libopenblas0-pthread libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "commands.h"
+#include "core/dist.h"
 #include "core/error.h"
 
 namespace {
@@ -71,18 +72,25 @@ int main(int argc, char** argv) {
   }
   for (auto& c : kCommands) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
-    try {
-      return c.run(argc - 2, argv + 2);
-    } catch (const lamina::Error& e) {
+    lamina::dist::init(&argc, &argv);
+    // Under mpirun a failing rank stops them all (the others would wait in a reduction).
+    auto failed = [&](const char* what) {
       std::fflush(stdout);
-      std::fprintf(stderr, "lamina %s: error: %s\n", c.name, e.what());
+      std::fprintf(stderr, "lamina %s: error: %s\n", c.name, what);
+      if (lamina::dist::world() > 1) lamina::dist::abort_all(1);
+      lamina::dist::finalize();
       return 1;
+    };
+    try {
+      const int rc = c.run(argc - 2, argv + 2);
+      lamina::dist::finalize();
+      return rc;
+    } catch (const lamina::Error& e) {
+      return failed(e.what());
     } catch (const std::bad_alloc&) {
-      std::fprintf(stderr, "lamina %s: error: out of memory\n", c.name);
-      return 1;
+      return failed("out of memory");
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "lamina %s: error: %s\n", c.name, e.what());
-      return 1;
+      return failed(e.what());
     }
   }
   std::fprintf(stderr, "lamina: unknown command '%s' (see lamina --help)\n", argv[1]);

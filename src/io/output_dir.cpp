@@ -44,7 +44,8 @@ void OutputDir::commit() {
 }
 
 void write_file_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
+  // A per-process temporary name: ranks of a data-parallel job may write the same file at once.
+  std::string tmp = path + ".tmp-" + std::to_string(getpid());
   {
     std::ofstream f(tmp, std::ios::binary);
     if (!f) fail(path, ": cannot create: ", std::strerror(errno));

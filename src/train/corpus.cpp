@@ -1,6 +1,7 @@
 #include "train/corpus.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -69,7 +70,7 @@ TokenCorpus TokenCorpus::build(const std::vector<std::string>& files, const Toke
     return c;
   }
   // Tokenise to a temporary file, then rename: an interrupted run never leaves a partial cache.
-  std::string tmp = path + ".tmp";
+  std::string tmp = path + ".tmp-" + std::to_string(getpid());  // ranks may tokenise at once
   std::FILE* out = std::fopen(tmp.c_str(), "wb");
   if (!out) fail(tmp, ": cannot create");
   int64_t docs = 0;

@@ -85,16 +85,21 @@ DpoTerms dpo_loss(const DpoConfig& c, double pc, double pr, double rc, double rr
   return {L, dz, -dz};
 }
 
-ObjectiveResult DpoObjective::run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro,
-                                  int64_t T, double aux_coef, bool backward) const {
-  int64_t pairs = 0;
-  double chosen_tokens = 0;  // RPO's NLL is a mean over the step's chosen completion tokens
+StepTotals DpoObjective::totals(const MicroBatches& micro) const {
+  StepTotals t;
+  t.micro = double(micro.size());
   for (auto& rows : micro) {
-    pairs += int64_t(rows.size());
-    for (auto& row : rows)
+    t.pairs += double(rows.size());
+    for (auto& row : rows)  // RPO's NLL is a mean over the step's chosen completion tokens
       for (int64_t i = 0; i < row.segments.at(0); ++i)
-        if (row.targets[size_t(i)] >= 0 && row.weights[size_t(i)] != 0) chosen_tokens += 1;
+        if (row.targets[size_t(i)] >= 0 && row.weights[size_t(i)] != 0) t.chosen_tokens += 1;
   }
+  return t;
+}
+
+ObjectiveResult DpoObjective::run(TrainGraph& g, const MicroBatches& micro, int64_t T,
+                                  double aux_coef, bool backward, const StepTotals& step) const {
+  const double pairs = step.pairs, chosen_tokens = step.chosen_tokens;
   double nll = 0;
   ObjectiveResult res;
   double loss = 0, rch = 0, rrej = 0, acc = 0, lpc = 0, lpr = 0;
@@ -137,10 +142,10 @@ ObjectiveResult DpoObjective::run(TrainGraph& g, const std::vector<std::vector<T
         }
       }
     };
-    auto st = g.step(b, 1.0, aux_coef / double(micro.size()), backward, reweight);
-    if (backward) res.aux += st.aux_loss / double(micro.size());
+    auto st = g.step(b, 1.0, aux_coef / step.micro, backward, reweight);
+    if (backward) res.aux += st.aux_loss / step.micro;
   }
-  const double n = double(std::max<int64_t>(pairs, 1));
+  const double n = std::max(pairs, 1.0);
   res.loss =
       loss / n + (c_.rpo_alpha > 0 ? c_.rpo_alpha * nll / std::max(chosen_tokens, 1.0) : 0.0);
   res.metrics = {{"rewards/chosen", rch / n},     {"rewards/rejected", rrej / n},

@@ -33,8 +33,10 @@ DpoTerms dpo_loss(const DpoConfig& c, double pc, double pr, double rc, double rr
 class DpoObjective : public Objective {
  public:
   explicit DpoObjective(DpoConfig c) : c_(c) {}
-  ObjectiveResult run(TrainGraph& g, const std::vector<std::vector<TrainRow>>& micro, int64_t T,
-                      double aux_coef, bool backward) const override;
+  using Objective::run;
+  StepTotals totals(const MicroBatches& micro) const override;
+  ObjectiveResult run(TrainGraph& g, const MicroBatches& micro, int64_t T, double aux_coef,
+                      bool backward, const StepTotals& step) const override;
 
  private:
   DpoConfig c_;

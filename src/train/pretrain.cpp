@@ -11,6 +11,7 @@
 #include <numeric>
 #include <random>
 
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "core/progress.h"
@@ -197,22 +198,27 @@ Batch make_batch(const std::vector<TrainRow>& rows, int64_t T) {
   return b;
 }
 
-ObjectiveResult WeightedCrossEntropy::run(TrainGraph& g,
-                                          const std::vector<std::vector<TrainRow>>& micro,
-                                          int64_t T, double aux_coef, bool backward) const {
-  double normalizer = 0;  // the step's total target weight: micro-batches add up to one mean
+StepTotals Objective::totals(const MicroBatches& micro) const {
+  StepTotals t;
+  t.micro = double(micro.size());
   for (auto& rows : micro)
     for (auto& row : rows)
       for (size_t i = 0; i < row.targets.size(); ++i)
-        if (row.targets[i] >= 0) normalizer += row.weights[i];
-  double loss_sum = 0, weight_sum = 0;
+        if (row.targets[i] >= 0) t.weight += row.weights[i];
+  return t;
+}
+
+ObjectiveResult WeightedCrossEntropy::run(TrainGraph& g, const MicroBatches& micro, int64_t T,
+                                          double aux_coef, bool backward,
+                                          const StepTotals& step) const {
+  // The step's total target weight normalises: micro-batches (and ranks) add up to one mean.
+  double loss_sum = 0;
   ObjectiveResult r;
   for (auto& rows : micro) {
-    auto st = g.step(make_batch(rows, T), normalizer, aux_coef / double(micro.size()), backward);
-    loss_sum += st.loss_sum, weight_sum += st.weight_sum,
-        r.aux += st.aux_loss / double(micro.size());
+    auto st = g.step(make_batch(rows, T), step.weight, aux_coef / step.micro, backward);
+    loss_sum += st.loss_sum, r.aux += st.aux_loss / step.micro;
   }
-  r.loss = weight_sum > 0 ? loss_sum / weight_sum : NAN;
+  r.loss = step.weight > 0 ? loss_sum / step.weight : NAN;
   return r;
 }
 
@@ -227,6 +233,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   return train_loop(o, p, data, {}, "lamina pretrain: " + fs::path(o.model).filename().string());
 }
 
+static_assert(sizeof(StepTotals) == 4 * sizeof(double), "StepTotals is reduced as 4 doubles");
+
 PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data,
                           const CheckpointExtras& extras, const std::string& title,
                           const Objective* objective) {
@@ -236,6 +244,12 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
   const ModelConfig& cfg = p.cfg;
   const int64_t T = o.seq_len, n_val = data.num_val(), n_train = data.num_train();
   const int64_t per_step = o.batch_size * o.grad_accum;
+  // Data parallelism: rank r runs micro-batches r, r + W, ... of every step (core/dist.h).
+  const int world = dist::world(), rank = dist::rank();
+  const bool root = dist::is_root();
+  if (o.grad_accum % world != 0)
+    fail("--grad-accum ", o.grad_accum, " must be a multiple of the ", world,
+         " processes (each runs grad-accum / processes micro-batches per step)");
   if (n_train < per_step)
     fail("--data: ", data.describe(), " make ", n_train, " training sequences of ", T,
          " tokens, fewer than one step needs (", per_step, " = batch size x grad accum)");
@@ -282,14 +296,15 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     }
     std::string text;
     for (auto& l : keep) text += l + "\n";
-    write_file_atomic(metrics_path, text);
+    if (root) write_file_atomic(metrics_path, text);
   } else {
     int64_t s;
     if (!latest_checkpoint(o.out, &s).empty())
       fail(o.out, ": already holds checkpoints (use --resume, or another --out)");
-    write_file_atomic(metrics_path, "");
+    if (root) write_file_atomic(metrics_path, "");
   }
-  std::ofstream metrics(metrics_path, std::ios::app);
+  // Rank 0 alone writes metrics, checkpoints and progress.
+  std::ofstream metrics(root ? metrics_path : std::string("/dev/null"), std::ios::app);
   auto order = [&](int64_t epoch) {
     std::vector<int64_t> idx(static_cast<size_t>(n_train));
     std::iota(idx.begin(), idx.end(), 0);
@@ -332,17 +347,31 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     p.zero_grads();
     // All rows of the step first: the loss is normalised by the step's total target weight
     // (OpenChat's global weighted token mean; B*T*accum for plain text).
-    std::vector<std::vector<TrainRow>> micro(static_cast<size_t>(o.grad_accum),
-                                             std::vector<TrainRow>(size_t(o.batch_size)));
-    for (int64_t m = 0; m < o.grad_accum; ++m)
+    // This rank's micro-batches: m = rank, rank + world, ... of the step's grad_accum.
+    MicroBatches micro(static_cast<size_t>(o.grad_accum / world),
+                       std::vector<TrainRow>(size_t(o.batch_size)));
+    for (int64_t m = rank; m < o.grad_accum; m += world)
       for (int64_t r = 0; r < o.batch_size; ++r) {
         const int64_t g = (step * o.grad_accum + m) * o.batch_size + r;  // global sequence index
         const int64_t epoch = g / (steps_per_epoch * per_step);
         if (epoch != perm_epoch) perm = order(epoch), perm_epoch = epoch;
-        data.train_row(perm[size_t(g % (steps_per_epoch * per_step))], micro[size_t(m)][size_t(r)]);
+        data.train_row(perm[size_t(g % (steps_per_epoch * per_step))],
+                       micro[size_t(m / world)][size_t(r)]);
       }
     graph.set_dropout_key(o.seed * 0x100000001B3ull + uint64_t(step));
-    const ObjectiveResult step_res = obj.run(graph, micro, T, aux_coef, true);
+    // The step's totals, then each rank's share of loss and gradients, added over the ranks.
+    StepTotals totals = obj.totals(micro);
+    dist::allreduce_sum(&totals.weight, 4);
+    ObjectiveResult step_res = obj.run(graph, micro, T, aux_coef, true, totals);
+    if (world > 1) {
+      std::vector<double> sums = {step_res.loss, step_res.aux};
+      for (auto& [k, v] : step_res.metrics.items()) sums.push_back(v.get<double>());
+      dist::allreduce_sum(sums.data(), sums.size());
+      dist::allreduce_sum(p.grads.f32(), size_t(p.grads.numel()));
+      step_res.loss = sums[0], step_res.aux = sums[1];
+      size_t i = 2;
+      for (auto& [k, v] : step_res.metrics.items()) v = sums[i++];
+    }
     const double loss = step_res.loss, aux = step_res.aux;
     const double gnorm = clip_grad_norm(p, o.clip);
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
@@ -381,7 +410,7 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
       note_s += note;
     }
     bar.set_note(note_s);
-    if (o.progress) bar.update(step + 1);
+    if (o.progress && root) bar.update(step + 1);
     const bool last = step + 1 == total;
     if (n_val > 0 && ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || last)) {
       res.eval_loss = evaluate();
@@ -390,13 +419,21 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
       e.update(eval_metrics);
       metrics << e.dump() << "\n" << std::flush;
     }
-    if ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last)
+    if (root && ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last))
       save_checkpoint(o, p, opt, step + 1, sig, save_dtype, extras);
     res.steps = step + 1;
     if (o.halt_after > 0 && step + 1 >= o.halt_after) break;
   }
   bar.finish();
   metrics.close();
+  double sync = 0;  // every rank waits for rank 0's last checkpoint
+  dist::allreduce_sum(&sync, 1);
+  res.metrics_file = metrics_path;
+  res.peak_rss = peak_rss_bytes();
+  int64_t s;
+  res.final_dir = latest_checkpoint(o.out, &s);
+  res.plot_file = o.out + "/loss.svg";
+  if (!root) return res;
   // Plot what metrics.jsonl holds (including earlier runs' lines when resumed).
   Series train{"train loss", "#1f77b4", {}}, eval{"eval loss", "#d62728", {}};
   Series rc{"rewards/chosen", "#2ca02c", {}}, rr{"rewards/rejected", "#d62728", {}},
@@ -416,13 +453,8 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     if (j.contains("eval_loss") && j["eval_loss"].is_number())
       eval.points.push_back({j["step"].get<double>(), j["eval_loss"].get<double>()});
   }
-  res.plot_file = o.out + "/loss.svg";
   write_svg_plot(res.plot_file, title, {train, eval});
   if (!rm.points.empty()) write_svg_plot(o.out + "/rewards.svg", title + ": rewards", {rc, rr, rm});
-  res.metrics_file = metrics_path;
-  res.peak_rss = peak_rss_bytes();
-  int64_t s;
-  res.final_dir = latest_checkpoint(o.out, &s);
   return res;
 }
 

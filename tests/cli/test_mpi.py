@@ -1,0 +1,99 @@
+"""Data parallelism over MPI: `mpirun -np 2 lamina pretrain|dpo` equals one process running the
+same global batch (per-step loss, gradient norm and DPO metrics, final weights); only rank 0
+writes; a grad-accum the ranks cannot share is an error that stops every rank.
+
+usage: test_mpi.py LAMINA        prints 'N passed, M failed'
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from harness import Report, runner
+
+report = Report()
+check = report.check
+lamina = os.path.abspath(sys.argv[1])
+run = runner(lamina)
+ENV = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+
+
+def mpirun(*args):
+    return subprocess.run(["mpirun", "--oversubscribe", "-np", "2", lamina, *args], capture_output=True, text=True,
+                          env=ENV, timeout=300)
+
+
+def single(*args):
+    return subprocess.run([lamina, *args], capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def steps(run_dir):
+    return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if '"loss"' in l and "eval_loss" not in l]
+
+
+def weights(path):
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    h = json.loads(blob[8:8 + n])
+    h.pop("__metadata__", None)
+    return {k: np.frombuffer(blob[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], "<f4") for k, v in h.items()}
+
+
+def same_run(a, b, keys, what):
+    sa, sb = steps(a), steps(b)
+    worst = max((abs(x[k] - y[k]) / max(1.0, abs(x[k])) for x, y in zip(sa, sb) for k in keys), default=1.0)
+    wa, wb = weights(os.path.join(a, "checkpoint-4", "model.safetensors")), weights(os.path.join(b, "checkpoint-4", "model.safetensors"))
+    wdiff = max(float(np.abs(wa[k] - wb[k]).max()) for k in wa)
+    check(f"{what}: 2 ranks = 1 process ({', '.join(keys)} per step; final weights)",
+          len(sa) == len(sb) == 4 and worst < 1e-6 and wdiff < 1e-6, f"worst relative {worst:.1e}, weights {wdiff:.1e}")
+
+
+def main():
+    if not shutil.which("mpirun"):
+        check("mpirun is installed (scripts/install-deps.sh installs openmpi-bin)", False)
+        report.finish()
+    tmp = tempfile.mkdtemp()
+    m = os.path.join(tmp, "m")
+    run("init", "--out", m, "--shape", "tiny", "--layers", "2", "--seed", "1")
+    corpus = os.path.join(tmp, "c.txt")
+    open(corpus, "w").write("The river runs past the old mill and under the stone bridge. " * 200)
+    args = ["--model", m, "--data", corpus, "--seq-len", "32", "--batch-size", "2", "--grad-accum", "2", "--max-steps", "4",
+            "--lr", "1e-3", "--eval-every", "2"]
+    p1 = single("pretrain", *args, "--out", os.path.join(tmp, "one"))
+    p2 = mpirun("pretrain", *args, "--out", os.path.join(tmp, "two"))
+    check("mpirun -np 2 lamina pretrain runs", p1.returncode == 0 and p2.returncode == 0, p2.stderr[-400:])
+    if p2.returncode == 0:
+        same_run(os.path.join(tmp, "one"), os.path.join(tmp, "two"), ["loss", "grad_norm"], "pretrain")
+        check("one report: rank 0 alone prints and writes", p2.stdout.count("trained 4 steps") == 1
+              and not [f for f in os.listdir(os.path.join(tmp, "two")) if ".tmp" in f])
+
+    chat = os.path.join(tmp, "chat")
+    run("init", "--out", chat, "--add-tokens", "<|end_of_turn|>", "--chat-template", "openchat", "--seed", "2", "--layers", "2")
+    pairs = os.path.join(tmp, "pairs.jsonl")
+    with open(pairs, "w") as f:
+        for i in range(40):
+            a, b = i % 10, (i * 7) % 10
+            f.write(json.dumps({"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1 + i % 3)}) + "\n")
+    dargs = ["--model", chat, "--data", pairs, "--seq-len", "64", "--batch-size", "2", "--grad-accum", "2", "--max-steps", "4",
+             "--lr", "1e-3", "--rpo-alpha", "0.5"]
+    p1 = single("dpo", *dargs, "--out", os.path.join(tmp, "dpo-one"))
+    p2 = mpirun("dpo", *dargs, "--out", os.path.join(tmp, "dpo-two"))
+    check("mpirun -np 2 lamina dpo runs", p1.returncode == 0 and p2.returncode == 0, p2.stderr[-400:])
+    if p2.returncode == 0:
+        same_run(os.path.join(tmp, "dpo-one"), os.path.join(tmp, "dpo-two"),
+                 ["loss", "grad_norm", "rewards/margins", "rewards/accuracies", "logps/chosen", "nll_loss"], "dpo (with RPO)")
+
+    p = mpirun("pretrain", "--model", m, "--data", corpus, "--seq-len", "32", "--batch-size", "2", "--grad-accum", "1",
+               "--max-steps", "2", "--out", os.path.join(tmp, "bad"))
+    check("a grad-accum the ranks cannot share is an error, and no rank hangs", p.returncode != 0
+          and "multiple of the 2 processes" in p.stderr, p.stderr[-300:])
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()
