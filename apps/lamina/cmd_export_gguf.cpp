@@ -22,7 +22,12 @@ int cmd_export_gguf(int argc, char** argv) {
        {"outtype", "TYPE", "f32, f16, bf16, q8_0 or q4_0", "f16"},
        {"force", "", "replace an existing output file", ""}});
   if (!a.parse(argc, argv)) return 0;
-  const GgmlType t = parse_ggml_type(a.str("outtype"));
+  GgmlType t;
+  try {
+    t = parse_ggml_type(a.str("outtype"));
+  } catch (const Error& e) {
+    fail("--outtype: ", e.what());
+  }
   if (std::filesystem::exists(a.str("out")) && !a.flag("force"))
     fail(a.str("out"), ": exists (pass --force to replace it)");
   GgufExportResult r = export_gguf(a.str("model"), a.str("out"), t);
