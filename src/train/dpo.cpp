@@ -10,6 +10,7 @@
 #include <random>
 #include <set>
 
+#include "core/dist.h"
 #include "core/error.h"
 #include "io/fingerprint.h"
 #include "io/generation_config.h"
@@ -266,7 +267,15 @@ TrainRow pair_row(const Example& c, const Example& r, int64_t T, int32_t pad) {
 void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int64_t batch,
                      bool average) {
   TrainGraph g(p);
+  // Data parallelism: batch k on rank k % world (the same batches as one process, so the same
+  // numbers), then the results are summed over ranks (each row is non-zero on one rank only).
+  const size_t world = size_t(dist::world()), rank = size_t(dist::rank());
   for (size_t i0 = 0; i0 < rows.size(); i0 += size_t(batch)) {
+    if ((i0 / size_t(batch)) % world != rank) {
+      for (size_t i = i0; i < std::min(rows.size(), i0 + size_t(batch)); ++i)
+        rows[i]->extra = {0.f, 0.f};
+      continue;
+    }
     std::vector<TrainRow> part;
     for (size_t i = i0; i < std::min(rows.size(), i0 + size_t(batch)); ++i)
       part.push_back(*rows[i]);
@@ -279,6 +288,13 @@ void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int
         for (int c = 0; c < 2; ++c) s.sum[c] /= std::max(s.count[c], 1.0);
       rows[i0 + r]->extra = {float(s.sum[0]), float(s.sum[1])};
     }
+  }
+  if (world > 1) {
+    std::vector<float> all(rows.size() * 2);
+    for (size_t i = 0; i < rows.size(); ++i)
+      all[2 * i] = rows[i]->extra.at(0), all[2 * i + 1] = rows[i]->extra.at(1);
+    dist::allreduce_sum(all.data(), all.size());
+    for (size_t i = 0; i < rows.size(); ++i) rows[i]->extra = {all[2 * i], all[2 * i + 1]};
   }
 }
 
@@ -349,7 +365,9 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
         name, sizeof name, "ref-logps-%016llx.json",
         (unsigned long long)fnv1a(model_fingerprint(ref_dir) + (average ? "avg" : "sum"), h));
     const std::string cache = (o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir) + "/" + name;
-    if (file_exists(cache)) {
+    double cached = dist::is_root() && file_exists(cache) ? 1 : 0;  // one decision for all ranks
+    dist::allreduce_sum(&cached, 1);
+    if (cached > 0) {
       auto j = json::parse(read_text_file(cache));
       if (j.size() != rows.size()) fail(cache, ": does not match the data (delete it)");
       for (size_t i = 0; i < rows.size(); ++i) rows[i].extra = j[i].get<std::vector<float>>();
@@ -366,7 +384,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
       fs::create_directories(fs::path(cache).parent_path());
       json j = json::array();
       for (auto& r : rows) j.push_back(r.extra);
-      write_file_atomic(cache, j.dump() + "\n");
+      if (dist::is_root()) write_file_atomic(cache, j.dump() + "\n");
       std::fprintf(stderr,
                    "dpo: reference log-probabilities computed for %zu pairs, cached in %s\n",
                    rows.size(), cache.c_str());

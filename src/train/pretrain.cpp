@@ -323,7 +323,21 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
       for (int64_t v = v0; v < v0 + int64_t(r.size()); ++v) data.val_row(v, r[size_t(v - v0)]);
       batches.push_back(std::move(r));
     }
-    auto r = obj.run(graph, batches, T, 0.0, false);
+    // Data parallelism: batch k on rank k % world, normalised by all batches' totals, shares
+    // summed.
+    const StepTotals all = obj.totals(batches);
+    MicroBatches mine;
+    for (size_t k = size_t(rank); k < batches.size(); k += size_t(world))
+      mine.push_back(std::move(batches[k]));
+    auto r = obj.run(graph, mine, T, 0.0, false, all);
+    if (world > 1) {
+      std::vector<double> sums = {r.loss};
+      for (auto& [k, v] : r.metrics.items()) sums.push_back(v.get<double>());
+      dist::allreduce_sum(sums.data(), sums.size());
+      r.loss = sums[0];
+      size_t i = 1;
+      for (auto& [k, v] : r.metrics.items()) v = sums[i++];
+    }
     eval_metrics = json::object();
     for (auto& [k, v] : r.metrics.items()) eval_metrics["eval_" + k] = v;
     return r.loss;

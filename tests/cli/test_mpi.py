@@ -1,6 +1,7 @@
 """Data parallelism over MPI: `mpirun -np 2 lamina pretrain|dpo` equals one process running the
-same global batch (per-step loss, gradient norm and DPO metrics, final weights); only rank 0
-writes; a grad-accum the ranks cannot share is an error that stops every rank.
+same global batch (per-step loss, gradient norm and DPO metrics, eval metrics and DPO's reference
+pass split over the ranks, final weights); only rank 0 writes; a grad-accum the ranks cannot share
+is an error that stops every rank.
 
 usage: test_mpi.py LAMINA        prints 'N passed, M failed'
 """
@@ -49,8 +50,13 @@ def same_run(a, b, keys, what):
     worst = max((abs(x[k] - y[k]) / max(1.0, abs(x[k])) for x, y in zip(sa, sb) for k in keys), default=1.0)
     wa, wb = weights(os.path.join(a, "checkpoint-4", "model.safetensors")), weights(os.path.join(b, "checkpoint-4", "model.safetensors"))
     wdiff = max(float(np.abs(wa[k] - wb[k]).max()) for k in wa)
-    check(f"{what}: 2 ranks = 1 process ({', '.join(keys)} per step; final weights)",
-          len(sa) == len(sb) == 4 and worst < 1e-6 and wdiff < 1e-6, f"worst relative {worst:.1e}, weights {wdiff:.1e}")
+    ea = [json.loads(l) for l in open(os.path.join(a, "metrics.jsonl")) if "eval_loss" in l]
+    eb = [json.loads(l) for l in open(os.path.join(b, "metrics.jsonl")) if "eval_loss" in l]
+    eworst = max((abs(x[k] - y[k]) / max(1.0, abs(x[k])) for x, y in zip(ea, eb) for k in x if k.startswith("eval_")),
+                 default=1.0)
+    check(f"{what}: 2 ranks = 1 process ({', '.join(keys)} per step; eval metrics split over ranks; final weights)",
+          len(sa) == len(sb) == 4 and len(ea) == len(eb) >= 2 and worst < 1e-6 and eworst < 1e-6 and wdiff < 1e-6,
+          f"worst relative {worst:.1e}, eval {eworst:.1e}, weights {wdiff:.1e}")
 
 
 def main():
@@ -80,7 +86,7 @@ def main():
             a, b = i % 10, (i * 7) % 10
             f.write(json.dumps({"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1 + i % 3)}) + "\n")
     dargs = ["--model", chat, "--data", pairs, "--seq-len", "64", "--batch-size", "2", "--grad-accum", "2", "--max-steps", "4",
-             "--lr", "1e-3", "--rpo-alpha", "0.5"]
+             "--lr", "1e-3", "--rpo-alpha", "0.5", "--eval-every", "2", "--val-fraction", "0.25"]
     p1 = single("dpo", *dargs, "--out", os.path.join(tmp, "dpo-one"))
     p2 = mpirun("dpo", *dargs, "--out", os.path.join(tmp, "dpo-two"))
     check("mpirun -np 2 lamina dpo runs", p1.returncode == 0 and p2.returncode == 0, p2.stderr[-400:])
