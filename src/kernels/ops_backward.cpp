@@ -27,7 +27,8 @@ void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx
     float* o = dx + r * d;
     for (int64_t i = 0; i < d; ++i) o[i] = float(inv * w[i] * gr[i] - c * xr[i]);
   }
-  for (int64_t i = 0; i < d; ++i) dw[i] += float(dw_acc[size_t(i)]);
+  if (dw)  // null: a frozen gain (no gradient kept)
+    for (int64_t i = 0; i < d; ++i) dw[i] += float(dw_acc[size_t(i)]);
 }
 
 void rope_backward(float* dx, const int64_t* pos, int64_t T, int64_t heads, int64_t hd,

@@ -7,6 +7,7 @@ namespace lamina {
 
 // y = w * x * r, r = rsqrt(mean(x^2) + eps), rows x[n, d].
 // dx[n, d] = (gradient, overwritten); dw[d] += (accumulated).
+// dw: accumulates the gain's gradient; null when the gain is frozen.
 void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                       int64_t n, int64_t d, float eps);
 

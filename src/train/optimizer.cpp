@@ -10,8 +10,8 @@ namespace lamina {
 AdamW::AdamW(ParamStore& p, const AdamWConfig& cfg)
     : p_(p),
       cfg_(cfg),
-      m_(Tensor::zeros(DType::F32, {int64_t(p.total)})),
-      v_(Tensor::zeros(DType::F32, {int64_t(p.total)})) {}
+      m_(Tensor::zeros(DType::F32, {int64_t(p.gtotal)})),
+      v_(Tensor::zeros(DType::F32, {int64_t(p.gtotal)})) {}
 
 void AdamW::update(double lr) {
   ++step_;
@@ -23,8 +23,8 @@ void AdamW::update(double lr) {
     if (!p_.trainable[t]) continue;
     float* w = p_.param(t);
     const float* g = p_.grad(t);
-    float* m = m_.f32() + p_.offset[t];
-    float* v = v_.f32() + p_.offset[t];
+    float* m = m_.f32() + p_.goffset[t];  // moments share the gradients' layout
+    float* v = v_.f32() + p_.goffset[t];
     const int64_t n = p_.numel(t);
     const float decay = p_.decays(t) ? float(1.0 - lr * cfg_.weight_decay) : 1.0f;
 #pragma omp parallel for simd if (n > 65536)
@@ -65,18 +65,18 @@ double lr_factor(const ScheduleConfig& s, int64_t step) {
 double clip_grad_norm(ParamStore& p, double max_norm) {
   // Frozen tensors' gradients are dropped first: they neither count in the norm nor update.
   for (size_t t = 0; t < p.specs.size(); ++t)
-    if (!p.trainable[t]) std::fill(p.grad(t), p.grad(t) + p.numel(t), 0.f);
+    if (!p.trainable[t] && p.has_grad(t)) std::fill(p.grad(t), p.grad(t) + p.numel(t), 0.f);
   const float* g = p.grads.f32();
   double ss = 0;
 #pragma omp parallel for reduction(+ : ss)
-  for (int64_t i = 0; i < int64_t(p.total); ++i) ss += double(g[i]) * g[i];
+  for (int64_t i = 0; i < int64_t(p.gtotal); ++i) ss += double(g[i]) * g[i];
   const double norm = std::sqrt(ss);
   const double coef = max_norm / (norm + 1e-6);
   if (max_norm > 0 && coef < 1.0) {
     const float c = float(coef);
     float* gm = p.grads.f32();
 #pragma omp parallel for simd
-    for (int64_t i = 0; i < int64_t(p.total); ++i) gm[i] *= c;
+    for (int64_t i = 0; i < int64_t(p.gtotal); ++i) gm[i] *= c;
   }
   return norm;
 }

@@ -19,6 +19,7 @@ ParamStore ParamStore::allocate(const ModelConfig& cfg, MoeLayout layout) {
     s.total += size_t(shape_numel(sp.shape));
   }
   s.trainable.assign(s.specs.size(), true);
+  s.goffset = s.offset, s.gtotal = s.total;
   s.params = Tensor::zeros(DType::F32, {int64_t(s.total)});
   s.grads = Tensor::zeros(DType::F32, {int64_t(s.total)});
   return s;
@@ -32,7 +33,8 @@ void ParamStore::bind_views() {
   grad_views.layers.resize(size_t(cfg.num_hidden_layers));
   for (size_t i = 0; i < specs.size(); ++i) {
     specs[i].bind(weights, Tensor::view_of(param(i), DType::F32, specs[i].shape, params.owner));
-    specs[i].bind(grad_views, Tensor::view_of(grad(i), DType::F32, specs[i].shape, grads.owner));
+    if (has_grad(i))
+      specs[i].bind(grad_views, Tensor::view_of(grad(i), DType::F32, specs[i].shape, grads.owner));
   }
   set_compute_dtype(compute_dtype);
 }
@@ -77,8 +79,18 @@ int64_t ParamStore::num_trainable() const {
   return n;
 }
 
+void ParamStore::compact_grads() {
+  goffset.assign(specs.size(), kNoGrad);
+  gtotal = 0;
+  for (size_t i = 0; i < specs.size(); ++i)
+    if (trainable[i]) goffset[i] = gtotal, gtotal += size_t(numel(i));
+  grads = Tensor::zeros(DType::F32, {int64_t(gtotal)});
+  bind_views();
+}
+
 void ParamStore::append(const std::vector<TensorSpec>& extra,
                         const std::function<void(size_t, float*)>& init) {
+  LAMINA_CHECK(gtotal == total, "ParamStore::append after compact_grads");
   const size_t old_total = total, first = specs.size();
   for (auto& sp : extra) {
     specs.push_back(sp);
@@ -92,6 +104,7 @@ void ParamStore::append(const std::vector<TensorSpec>& extra,
   std::memcpy(ng.data, grads.data, old_total * sizeof(float));
   params = np;
   grads = ng;
+  goffset = offset, gtotal = total;
   for (size_t i = first; i < specs.size(); ++i) init(i - first, param(i));
   bind_views();
 }
@@ -100,6 +113,7 @@ void ParamStore::resize_vocab(int64_t V) {
   if (V == cfg.vocab_size) return;
   if (V < cfg.vocab_size)
     fail("resize_vocab: cannot shrink the vocabulary from ", cfg.vocab_size, " to ", V);
+  LAMINA_CHECK(gtotal == total, "ParamStore::resize_vocab after compact_grads");
   ParamStore old = std::move(*this);
   ModelConfig c = old.cfg;
   const int64_t oldV = c.vocab_size, H = c.hidden_size;
@@ -158,7 +172,7 @@ void ParamStore::refresh_compute() {
 }
 
 void ParamStore::zero_grads() {
-  std::memset(grads.data, 0, total * sizeof(float));
+  std::memset(grads.data, 0, gtotal * sizeof(float));
 }
 
 void ParamStore::save_weights(const std::string& dir, DType dtype, uint64_t shard_bytes) const {

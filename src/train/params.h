@@ -16,9 +16,15 @@ struct ParamStore {
   ModelConfig cfg;
   MoeLayout layout = MoeLayout::Split;
   std::vector<TensorSpec> specs;
-  std::vector<size_t> offset;   // element offset of spec i in every buffer
-  size_t total = 0;             // elements
-  Tensor params, grads;         // F32 [total]
+  std::vector<size_t> offset;  // element offset of spec i in params
+  size_t total = 0;            // elements
+  // Offsets in grads and in AdamW's moments: every tensor until compact_grads(), then trainable
+  // tensors only (kNoGrad for frozen ones).
+  static constexpr size_t kNoGrad = ~size_t(0);
+  std::vector<size_t> goffset;
+  size_t gtotal = 0;
+  Tensor params;                // F32 [total]
+  Tensor grads;                 // F32 [gtotal]
   ModelWeights weights;         // views into params, bound as the forward pass expects
   ModelWeights grad_views;      // the same views into grads
   std::vector<bool> trainable;  // per spec; frozen tensors keep their values (no update, no decay)
@@ -37,7 +43,12 @@ struct ParamStore {
   static ParamStore from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt);
 
   float* param(size_t i) { return params.f32() + offset[i]; }
-  float* grad(size_t i) { return grads.f32() + offset[i]; }
+  bool has_grad(size_t i) const { return goffset[i] != kNoGrad; }
+  float* grad(size_t i) { return grads.f32() + goffset[i]; }  // has_grad(i) only
+  // Gradients (and so AdamW's moments) for trainable tensors only, from here on: call once the
+  // trainable set is final (after freezing / LoRA). LoRA on a 7B model then keeps adapter-sized
+  // gradients and moments instead of 3 x 28 GB of F32. Frozen tensors get no gradient view.
+  void compact_grads();
   int64_t numel(size_t i) const { return shape_numel(specs[i].shape); }
   void zero_grads();
   // Appends tensors (e.g. LoRA adapters) to every buffer, rebinding all views; init fills each

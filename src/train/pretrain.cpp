@@ -75,7 +75,8 @@ void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, 
   for (int k = 0; k < 3; ++k)
     for (size_t i = 0; i < p.specs.size(); ++i)
       if (p.trainable[i])
-        w.write(kOptParts[k] + p.specs[i].name, src[k] + p.offset[i], size_t(p.numel(i)) * 4);
+        w.write(kOptParts[k] + p.specs[i].name, src[k] + (k == 0 ? p.offset[i] : p.goffset[i]),
+                size_t(p.numel(i)) * 4);
   w.finish();
   json st = {{"step", step}, {"optimizer_step", opt.step()}, {"run", sig}};
   write_file_atomic(d.path() + "/trainer_state.json", st.dump(2) + "\n");
@@ -260,6 +261,7 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
   const double aux_coef = cfg.is_moe() ? o.aux_coef.value_or(cfg.router_aux_loss_coef) : 0.0;
   const DType save_dtype = o.save_dtype.value_or(cfg.torch_dtype);
   const json sig = run_signature(o, data.signature());
+  p.compact_grads();  // the trainable set is final: gradients and moments for it alone
   p.set_compute_dtype(o.precision);
   AdamW opt(p, o.adam);
   TrainGraph graph(p);
@@ -282,7 +284,8 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
         const TensorInfo* ti = f.find(name);
         if (!ti || ti->shape != p.specs[i].shape)
           fail(ck, "/optimizer.safetensors: missing or mis-shaped '", name, "'");
-        std::memcpy(dst[k] + p.offset[i], f.tensor(*ti).data, size_t(p.numel(i)) * 4);
+        std::memcpy(dst[k] + (k == 0 ? p.offset[i] : p.goffset[i]), f.tensor(*ti).data,
+                    size_t(p.numel(i)) * 4);
       }
     opt.set_step(st["optimizer_step"].get<int64_t>());
     p.refresh_compute();

@@ -117,9 +117,17 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   // Frozen tensors get no weight gradient (the product is skipped).
   std::unordered_set<const void*> frozen;
   for (size_t i = 0; i < p_.specs.size(); ++i)
-    if (!p_.trainable[i]) frozen.insert(p_.grad(i));
+    if (!p_.trainable[i] && p_.has_grad(i)) frozen.insert(p_.grad(i));
+  // No gradient view (compacted away) or frozen: the weight-gradient product is skipped.
   auto grad_of = [&](const Tensor& g) -> const Tensor* {
-    return frozen.count(g.data) ? nullptr : &g;
+    return !g.defined() || frozen.count(g.data) ? nullptr : &g;
+  };
+  auto grad_ptr = [&](const Tensor& g) {
+    return grad_of(g) ? const_cast<float*>(g.f32()) : nullptr;
+  };
+  // An expert's gradient view (a frozen layer's expert list is empty: nothing was bound).
+  auto expert_grad = [&](const std::vector<Tensor>& v, int64_t e) -> const Tensor* {
+    return size_t(e) < v.size() ? grad_of(v[size_t(e)]) : nullptr;
   };
   const float lora_scale = float(p_.lora_scale);
   // A projection y = x W^T, plus LoRA's scale · (x A^T) B^T when the layer has an adapter there.
@@ -370,8 +378,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
 
   // ---- backward ----
   float* dx = sized(a.dx, N * H);
-  rmsnorm_backward(a.xf.data(), W.norm.f32(), dxnf, dx, const_cast<float*>(G.norm.f32()), N, H,
-                   eps);
+  rmsnorm_backward(a.xf.data(), W.norm.f32(), dxnf, dx, grad_ptr(G.norm), N, H, eps);
   float* dtmp = sized(a.dtmp, N * H);
   for (int64_t l = L - 1; l >= 0; --l) {
     const LayerWeights& lw = W.layers[size_t(l)];
@@ -414,14 +421,14 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
           dtopw[size_t(t * K + sl)] = float(dot);
         }
         float* dh = sized(a.dh, n * I);
-        linear_bwd(ex.h.data(), n, lw.e_down[size_t(e)], grad_of(lg.e_down[size_t(e)]), dy.data(),
-                   dh, false);
+        linear_bwd(ex.h.data(), n, lw.e_down[size_t(e)], expert_grad(lg.e_down, e), dy.data(), dh,
+                   false);
         float* dg = sized(a.dg, n * I);
         float* du = sized(a.du, n * I);
         silu_mul_backward(ex.g.data(), ex.u.data(), dh, dg, du, n * I);
-        linear_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], grad_of(lg.e_gate[size_t(e)]), dg,
-                   dxs.data(), false);
-        linear_bwd(ex.xs.data(), n, lw.e_up[size_t(e)], grad_of(lg.e_up[size_t(e)]), du, dxs.data(),
+        linear_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], expert_grad(lg.e_gate, e), dg, dxs.data(),
+                   false);
+        linear_bwd(ex.xs.data(), n, lw.e_up[size_t(e)], expert_grad(lg.e_up, e), du, dxs.data(),
                    true);
         for (int64_t i = 0; i < n; ++i)
           add_inplace(dxn2 + ex.rows[size_t(i)] * H, dxs.data() + i * H, H);
@@ -450,8 +457,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       linear_bwd(s.xn2.data(), N, lw.router, grad_of(lg.router), dlogit.data(), dxn2, true);
     }
     // d xmid = dx (residual) + norm backward of dxn2
-    rmsnorm_backward(s.xmid.data(), lw.mlp_norm.f32(), dxn2, dtmp,
-                     const_cast<float*>(lg.mlp_norm.f32()), N, H, eps);
+    rmsnorm_backward(s.xmid.data(), lw.mlp_norm.f32(), dxn2, dtmp, grad_ptr(lg.mlp_norm), N, H,
+                     eps);
     add_inplace(dx, dtmp, N * H);
     // Attention: xmid = x + att Wo^T
     float* datt = sized(a.datt, N * Q);
@@ -469,13 +476,13 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     proj_bwd(s.xn1.data(), N, lw, lg, lw.wq, lg.wq, kLoraQ, s.lora_t[kLoraQ], dq, dxn1, false);
     proj_bwd(s.xn1.data(), N, lw, lg, lw.wk, lg.wk, kLoraK, s.lora_t[kLoraK], dk, dxn1, true);
     proj_bwd(s.xn1.data(), N, lw, lg, lw.wv, lg.wv, kLoraV, s.lora_t[kLoraV], dv, dxn1, true);
-    rmsnorm_backward(s.x.data(), lw.attn_norm.f32(), dxn1, dtmp,
-                     const_cast<float*>(lg.attn_norm.f32()), N, H, eps);
+    rmsnorm_backward(s.x.data(), lw.attn_norm.f32(), dxn1, dtmp, grad_ptr(lg.attn_norm), N, H, eps);
     add_inplace(dx, dtmp, N * H);
   }
   // Embedding: scatter-add the rows.
-  float* dE = const_cast<float*>(G.embed.f32());
-  for (int64_t i = 0; i < N; ++i) add_inplace(dE + int64_t(b.tokens[size_t(i)]) * H, dx + i * H, H);
+  if (float* dE = grad_ptr(G.embed))
+    for (int64_t i = 0; i < N; ++i)
+      add_inplace(dE + int64_t(b.tokens[size_t(i)]) * H, dx + i * H, H);
   return st;
 }
 
