@@ -297,6 +297,20 @@ def main():
                              p.returncode == 0 and err < 5e-2 and mean < 0.25 * qmean,
                              f"max |diff| {err:.1e}, mean {mean:.1e} (quantization moves them by {qmean:.1e} on average)")
 
+        # The real Llama 2 tokenizer: token types and scores as llama.cpp's Llama 2 GGUFs carry them
+        # (<unk> unknown, <s> </s> control, the 256 byte tokens, SentencePiece scores).
+        l2tok = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "tokenizers", "llama2", "tokenizer.model")
+        l2 = os.path.join(tmp, "l2")
+        run("init", "--out", l2, "--shape", "tiny", "--layers", "1", "--tokenizer", l2tok, "--vocab-size", "32000")
+        run("export-gguf", "--model", l2, "--out", l2 + ".gguf", "--outtype", "q8_0")
+        ml, _ = read_gguf(l2 + ".gguf")
+        tk, ty, sc = ml["tokenizer.ggml.tokens"], ml["tokenizer.ggml.token_type"], ml["tokenizer.ggml.scores"]
+        report.check("Llama 2 vocabulary: 32000 tokens, unknown / control / 256 byte tokens typed, scores kept",
+                     len(tk) == 32000 and tk[:3] == ["<unk>", "<s>", "</s>"] and ty[:3] == [2, 3, 3]
+                     and tk[3] == "<0x00>" and tk[258] == "<0xFF>" and set(ty[3:259]) == {6} and ty[259] == 1
+                     and tk[259] == "\u2581\u2581" and sc[259] == -1e9 and ml["tokenizer.ggml.unknown_token_id"] == 0,
+                     f"{tk[:4]} {ty[:4]} {tk[259]!r} {sc[259]}")
+
         # Bad input: a missing tensor is named; an existing output is kept unless --force.
         broken = os.path.join(tmp, "broken")
         run("init", "--out", broken, "--seed", "1")
