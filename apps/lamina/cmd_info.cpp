@@ -1,23 +1,85 @@
 // lamina info: what a model directory holds, from config.json (weights optional).
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "core/progress.h"
+#include "io/gguf_reader.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 
 namespace lamina {
+
+namespace {
+
+// A GGUF file (e.g. from export-gguf): its metadata and tensors, as llama.cpp will read them.
+int gguf_info(const std::string& path, bool as_json) {
+  const GgufFile g = read_gguf(path);
+  std::map<std::string, std::pair<int64_t, uint64_t>> by_type;  // type -> (tensors, bytes)
+  uint64_t bytes = 0;
+  double params = 0;
+  for (auto& t : g.tensors) {
+    std::string buf;
+    auto& e = by_type[ggml_type_name_or_id(t.type, buf)];
+    ++e.first, e.second += t.bytes, bytes += t.bytes;
+    double n = 1;
+    for (auto d : t.ne) n *= double(d);
+    params += n;
+  }
+  if (as_json) {
+    nlohmann::json j = {{"gguf_version", g.version},
+                        {"metadata", g.metadata},
+                        {"tensors", nlohmann::json::array()}};
+    for (auto& t : g.tensors) {
+      std::string buf;
+      j["tensors"].push_back({{"name", t.name},
+                              {"ne", t.ne},
+                              {"type", ggml_type_name_or_id(t.type, buf)},
+                              {"bytes", t.bytes}});
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  auto meta = [&](const std::string& k) {
+    auto it = g.metadata.find(k);
+    return it == g.metadata.end() ? std::string("-")
+           : it->is_string()      ? it->get<std::string>()
+                                  : it->dump();
+  };
+  const std::string arch = meta("general.architecture");
+  std::printf("file:         %s (GGUF v%u)\n", path.c_str(), g.version);
+  std::printf(
+      "architecture: %s, %s layers, hidden %s, heads %s (kv %s), context %s\n", arch.c_str(),
+      meta(arch + ".block_count").c_str(), meta(arch + ".embedding_length").c_str(),
+      meta(arch + ".attention.head_count").c_str(), meta(arch + ".attention.head_count_kv").c_str(),
+      meta(arch + ".context_length").c_str());
+  auto tok = g.array_lengths.find("tokenizer.ggml.tokens");
+  std::printf("vocabulary:   %s tokens (%s), chat template: %s\n",
+              tok == g.array_lengths.end() ? "-" : std::to_string(tok->second).c_str(),
+              meta("tokenizer.ggml.model").c_str(),
+              g.metadata.contains("tokenizer.chat_template") ? "yes" : "no");
+  std::printf("parameters:   %s in %zu tensors, %s of data\n", format_count(params).c_str(),
+              g.tensors.size(), format_bytes(double(bytes)).c_str());
+  for (auto& [type, e] : by_type)
+    std::printf("  %-6s %4lld tensors  %s\n", type.c_str(), (long long)e.first,
+                format_bytes(double(e.second)).c_str());
+  return 0;
+}
+
+}  // namespace
 
 int cmd_info(int argc, char** argv) {
   Args a("info",
          "Architecture, parameter counts (total and active for MoE) and memory at "
          "f32/bf16/8-bit/4-bit.\n"
          "Needs only config.json; safetensors weights, when present, are listed too.",
-         {{"model", "DIR", "Hugging Face model directory", kRequired},
+         {{"model", "DIR", "Hugging Face model directory, or a .gguf file", kRequired},
           {"json", "", "print JSON instead of text", ""}});
   if (!a.parse(argc, argv)) return 0;
   std::string dir = a.str("model");
+  if (std::filesystem::is_regular_file(dir)) return gguf_info(dir, a.flag("json"));
   ModelConfig c = ModelConfig::load(dir);
   const double total = double(c.param_count()), active = double(c.active_param_count());
   // Bytes per parameter: Q8_0 stores 32 weights in 34 bytes, Q4_0 in 18 (llama.cpp's blocks).

@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/gguf_reader.h"
 #include "io/gguf_writer.h"
+#include "io/mapped_file.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "quant/ggml_blocks.h"
@@ -81,4 +83,58 @@ TEST(QuantizedLinear, MatchesTheExpandedWeightsOnBothPaths) {
     embedding(wf, &id, 1, rowf.data());
     EXPECT_EQ(row, rowf) << dtype_name(q);
   }
+}
+
+// What GgufWriter writes, parse_gguf reads back: metadata of every kind, tensor infos, offsets
+// aligned to 32 inside the data section; every truncation into the data is an error, not a crash.
+TEST(GgufReader, ReadsWhatTheWriterWroteAndRejectsEveryTruncation) {
+  test::TempDir d;
+  const std::string path = d / "m.gguf";
+  {
+    GgufWriter w(path);
+    w.kv("general.architecture", "llama");
+    w.kv_u32("llama.block_count", 2);
+    w.kv_f32("llama.rope.freq_base", 10000.f);
+    w.kv_bool("tokenizer.ggml.add_bos_token", true);
+    w.kv("tokenizer.ggml.tokens", std::vector<std::string>{"<unk>", "<s>", "a"});
+    w.add_tensor("a.weight", {32, 3}, GgmlType::Q8_0);
+    w.add_tensor("b.weight", {5}, GgmlType::F32);
+    w.begin_data();
+    std::vector<float> row(32, 0.25f), out(5, 1.f);
+    std::vector<uint8_t> q(ggml_row_bytes(GgmlType::Q8_0, 32));
+    for (int r = 0; r < 3; ++r) {
+      quantize_row(GgmlType::Q8_0, row.data(), 32, q.data());
+      w.write(q.data(), q.size());
+    }
+    w.write(out.data(), out.size() * 4);
+    w.finish();
+  }
+  GgufFile g = read_gguf(path);
+  EXPECT_EQ(g.version, 3u);
+  EXPECT_EQ(g.metadata["general.architecture"], "llama");
+  EXPECT_EQ(g.metadata["llama.block_count"], 2);
+  EXPECT_EQ(g.metadata["llama.rope.freq_base"], 10000.0);
+  EXPECT_EQ(g.metadata["tokenizer.ggml.add_bos_token"], true);
+  EXPECT_EQ(g.array_lengths["tokenizer.ggml.tokens"], 3u);
+  ASSERT_EQ(g.tensors.size(), 2u);
+  EXPECT_EQ(g.tensors[0].ne, (std::vector<int64_t>{32, 3}));
+  EXPECT_EQ(g.tensors[0].bytes, 3u * 34u);
+  EXPECT_EQ(g.tensors[1].offset % 32, 0u);
+  EXPECT_EQ(g.data_offset % 32, 0u);
+  auto m = MappedFile::open(path);
+  float back[32];
+  dequantize_row(GgmlType::Q8_0, m->data() + g.data_offset + g.tensors[0].offset, 32, back);
+  EXPECT_NEAR(back[7], 0.25f, 1e-4f);  // d = 0.25 / 127 rounded to f16
+  // Every prefix that cuts into the header or a tensor's data is rejected (the last tensor's
+  // alignment padding is optional).
+  const size_t end = size_t(g.data_offset + g.tensors[1].offset + g.tensors[1].bytes);
+  int errors = 0;
+  for (size_t n = 0; n < end; ++n) {
+    try {
+      parse_gguf(m->data(), n, "cut");
+    } catch (const Error&) {
+      ++errors;
+    }
+  }
+  EXPECT_EQ(errors, int(end));
 }
