@@ -95,6 +95,20 @@ std::vector<Step> read_steps(const YAML::Node& root, const std::string& path) {
   return steps;
 }
 
+// The value a step gives an option (the last one), or "".
+std::string given_value(const Step& s, const std::string& key) {
+  std::string v;
+  for (size_t i = 0; i + 1 < s.options.size(); ++i)
+    if (s.options[i] == "--" + key) v = s.options[i + 1];
+  return v;
+}
+
+// Where a step writes: its own --out when given, else OUT/NN-COMMAND.
+std::string step_dir(const Step& s, const std::string& out) {
+  const std::string v = given_value(s, "out");
+  return v.empty() ? out + "/" + s.name : v;
+}
+
 // The words of one step's command line, with --model / --out filled in from the chain.
 std::vector<std::string> command_line(const Step& s, const std::string& out,
                                       const std::string& model, const std::string& lora_base,
@@ -210,7 +224,7 @@ int cmd_recipe(int argc, char** argv) {
   std::string lora_base = model;
   json summary = json::array();
   for (auto& s : steps) {
-    const std::string done = out + "/" + s.name + ".done", dir = out + "/" + s.name;
+    const std::string done = out + "/" + s.name + ".done", dir = step_dir(s, out);
     if (!a.flag("force") && !a.flag("dry-run") && file_exists(done)) {
       json d = json::parse(read_text_file(done), nullptr, false);
       if (d.is_object() && d.contains("model_after")) {
@@ -260,8 +274,11 @@ int cmd_recipe(int argc, char** argv) {
         {"model_before", model},
         {"model_after", after},
         {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
-    if (kind_of(s.cmd) == Kind::Evaluates && !s.given.count("output")) d["results"] = dir + ".json";
-    if (kind_of(s.cmd) == Kind::Exports && !s.given.count("out")) d["file"] = dir + ".gguf";
+    if (kind_of(s.cmd) == Kind::Evaluates)
+      d["results"] =
+          s.given.count("output") ? given_value(s, "output") : out + "/" + s.name + ".json";
+    if (kind_of(s.cmd) == Kind::Exports)
+      d["file"] = s.given.count("out") ? given_value(s, "out") : out + "/" + s.name + ".gguf";
     write_file_atomic(done, d.dump(2) + "\n");
     summary.push_back(d);
     model = after;

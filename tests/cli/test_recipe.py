@@ -103,16 +103,17 @@ def main():
 out: {tmp}/lora-run
 steps:
   - pretrain: {{data: [{tmp}/corpus.txt], seq-len: 32, batch-size: 2, max-steps: 2, lr: 1e-3, lora-r: 4}}
-  - merge-lora:
+  - merge-lora: {{out: {tmp}/merged}}
   - score: {{text: {tmp}/short.txt}}
 """)
     open(f"{tmp}/short.txt", "w").write("The river runs past the old mill.")
     p = run("recipe", "--recipe", f"{tmp}/lora.yaml")
     merge = json.load(open(f"{tmp}/lora-run/02-merge-lora.done")) if os.path.exists(f"{tmp}/lora-run/02-merge-lora.done") else {}
-    check("merge-lora gets the base the LoRA step started from and its adapter; the next step scores the merged model",
+    check("merge-lora gets the base the LoRA step started from and its adapter; a step's own --out is what the "
+          "next step gets",
           p.returncode == 0 and f"--model {tmp}/base --adapter {tmp}/lora-run/01-pretrain/checkpoint-2" in p.stdout
-          and merge.get("model_after") == f"{tmp}/lora-run/02-merge-lora"
-          and os.path.exists(f"{tmp}/lora-run/02-merge-lora/config.json") and "perplexity" in p.stdout, p.stdout[-400:])
+          and merge.get("model_after") == f"{tmp}/merged" and f"--model {tmp}/merged" in p.stdout
+          and os.path.exists(f"{tmp}/merged/config.json") and "perplexity" in p.stdout, p.stdout[-400:])
     report.finish()
 
 
