@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
 
 #ifdef LAMINA_HAVE_MPI
 #include <mpi.h>
@@ -13,17 +14,21 @@ namespace {
 int g_rank = 0, g_world = 1;
 [[maybe_unused]] bool g_mpi = false;
 
-#ifdef LAMINA_HAVE_MPI
-// MPI_Allreduce counts are int: large buffers go in chunks.
+// In-place sum over ranks; MPI_Allreduce counts are int, so large buffers go in chunks.
 template <class T>
-void reduce(T* x, size_t n, MPI_Datatype t) {
+void reduce_sum(T* x, size_t n) {
+#ifdef LAMINA_HAVE_MPI
+  if (g_world <= 1) return;
+  const MPI_Datatype t = std::is_same_v<T, float> ? MPI_FLOAT : MPI_DOUBLE;
   constexpr size_t kChunk = size_t(1) << 28;
   for (size_t i = 0; i < n; i += kChunk) {
     const int c = int(n - i < kChunk ? n - i : kChunk);
     MPI_Allreduce(MPI_IN_PLACE, x + i, c, t, MPI_SUM, MPI_COMM_WORLD);
   }
-}
+#else
+  (void)x, (void)n;
 #endif
+}
 }  // namespace
 
 bool built_with_mpi() {
@@ -72,19 +77,10 @@ int world() {
 }
 
 void allreduce_sum(float* x, size_t n) {
-#ifdef LAMINA_HAVE_MPI
-  if (g_world > 1) reduce(x, n, MPI_FLOAT);
-#else
-  (void)x, (void)n;
-#endif
+  reduce_sum(x, n);
 }
-
 void allreduce_sum(double* x, size_t n) {
-#ifdef LAMINA_HAVE_MPI
-  if (g_world > 1) reduce(x, n, MPI_DOUBLE);
-#else
-  (void)x, (void)n;
-#endif
+  reduce_sum(x, n);
 }
 
 }  // namespace lamina::dist

@@ -41,6 +41,11 @@ class Cursor {
 
 constexpr uint32_t kArray = 9;
 
+// The ggml types lamina has block sizes for (GgmlType).
+bool known_type(uint32_t t) {
+  return t == 0 || t == 1 || t == 2 || t == 8 || t == 30;
+}
+
 nlohmann::json scalar(Cursor& c, uint32_t t, const std::string& where, const std::string& key) {
   switch (t) {
     case 0:
@@ -75,21 +80,9 @@ nlohmann::json scalar(Cursor& c, uint32_t t, const std::string& where, const std
 }  // namespace
 
 const char* ggml_type_name_or_id(uint32_t type, std::string& buf) {
-  switch (type) {
-    case 0:
-      return "f32";
-    case 1:
-      return "f16";
-    case 2:
-      return "q4_0";
-    case 8:
-      return "q8_0";
-    case 30:
-      return "bf16";
-    default:
-      buf = "ggml type " + std::to_string(type);
-      return buf.c_str();
-  }
+  if (known_type(type)) return ggml_type_name(GgmlType(type));
+  buf = "ggml type " + std::to_string(type);
+  return buf.c_str();
 }
 
 GgufFile parse_gguf(const uint8_t* data, size_t size, const std::string& where) {
@@ -143,7 +136,7 @@ GgufFile parse_gguf(const uint8_t* data, size_t size, const std::string& where) 
     }
     t.type = c.get<uint32_t>("a tensor type");
     t.offset = c.get<uint64_t>("a tensor offset");
-    if (t.type == 0 || t.type == 1 || t.type == 2 || t.type == 8 || t.type == 30) {
+    if (known_type(t.type)) {
       const GgmlType gt = GgmlType(t.type);
       if (t.ne[0] % ggml_block_elems(gt) != 0)
         fail(where, ": tensor '", t.name, "': rows of ", t.ne[0], " are not whole ",

@@ -1,6 +1,10 @@
 """What the CLI and parity scripts share: running lamina, recording checks, the closing line."""
+import json
+import struct
 import subprocess
 import sys
+
+import numpy as np
 
 
 class Report:
@@ -26,3 +30,13 @@ def runner(lamina, echo_failures=True):
         return p
 
     return run
+
+
+def f32_tensors(path):
+    """An F32 .safetensors file -> {name: array of its shape} (the tests' own reader)."""
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    h = json.loads(blob[8 : 8 + n])
+    h.pop("__metadata__", None)
+    return {k: np.frombuffer(blob[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]], "<f4").reshape(v["shape"])
+            for k, v in h.items()}

@@ -8,14 +8,13 @@ usage: test_mpi.py LAMINA        prints 'N passed, M failed'
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-from harness import Report, runner
+from harness import Report, f32_tensors as weights, runner
 
 report = Report()
 check = report.check
@@ -35,14 +34,6 @@ def single(*args):
 
 def steps(run_dir):
     return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if '"loss"' in l and "eval_loss" not in l]
-
-
-def weights(path):
-    blob = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    h = json.loads(blob[8:8 + n])
-    h.pop("__metadata__", None)
-    return {k: np.frombuffer(blob[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], "<f4") for k, v in h.items()}
 
 
 def same_run(a, b, keys, what):

@@ -12,7 +12,7 @@ import tempfile
 
 import numpy as np
 
-from harness import Report, runner
+from harness import Report, f32_tensors as tensors, runner
 
 report = Report()
 check = report.check
@@ -31,14 +31,6 @@ The cat sat on the warm window sill and watched the birds in the tree.
 
 def metrics(d):
     return [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if l.strip()]
-
-
-def tensors(path):
-    blob = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    h = json.loads(blob[8 : 8 + n])
-    h.pop("__metadata__", None)
-    return {k: np.frombuffer(blob[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]], "<f4") for k, v in h.items()}
 
 
 def main():

@@ -8,27 +8,17 @@ import json
 import os
 import random
 import shutil
-import struct
 import sys
 import tempfile
 
 import numpy as np
 
-from harness import Report, runner
+from harness import Report, f32_tensors as tensors, runner
 
 report = Report()
 check = report.check
 run = runner(os.path.abspath(sys.argv[1]))
 run_quiet = runner(os.path.abspath(sys.argv[1]), echo_failures=False)
-
-
-def tensors(path):
-    blob = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    h = json.loads(blob[8 : 8 + n])
-    h.pop("__metadata__", None)
-    return {k: np.frombuffer(blob[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]], "<f4").reshape(v["shape"])
-            for k, v in h.items()}
 
 
 def write_jsonl(path, rows):
