@@ -93,10 +93,11 @@ def main():
     check("after a failure the recipe continues from the unfinished step (training resumes)",
           p.returncode == 0 and p.stdout.count("done earlier, skipped") == 4 and "lamina dpo" in p.stdout
           and "--resume" in p.stdout, p.stdout[-400:])
-    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "recipe-solar.yaml")
-    p = run("recipe", "--recipe", example, "--dry-run", "--out", f"{tmp}/example")
-    check("examples/recipe-solar.yaml is a valid recipe (every option known to its command)", p.returncode == 0
-          and p.stdout.count("== step") == 6, p.stderr[-200:])
+    for name, n in [("recipe-solar.yaml", 6), ("recipe-notux.yaml", 4)]:
+        example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", name)
+        p = run("recipe", "--recipe", example, "--dry-run", "--out", f"{tmp}/example")
+        check(f"examples/{name} is a valid recipe (every option known to its command)", p.returncode == 0
+              and p.stdout.count("== step") == n, p.stderr[-200:])
 
     # LoRA: merge-lora folds the adapter of the step before into the model that step started from.
     open(f"{tmp}/lora.yaml", "w").write(f"""model: {tmp}/base
