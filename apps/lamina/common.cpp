@@ -6,14 +6,17 @@
 #include "io/generation_config.h"
 #include "io/mapped_file.h"
 #include "kernels/matmul.h"
+#include "model/gguf_model.h"
 #include "tokenizer/chat_template.h"
 
 namespace lamina {
 
 std::vector<ArgSpec> model_arg_specs() {
   return {
-      {"model", "DIR", "Hugging Face model directory (config.json, safetensors, tokenizer.model)",
+      {"model", "DIR",
+       "Hugging Face model directory (config.json, safetensors, tokenizer.model), or a .gguf file",
        kRequired},
+      {"tokenizer", "DIR", "with a .gguf --model: the directory holding its tokenizer.model", ""},
       {"dtype", "f32|bf16|q8_0|q4_0",
        "compute weights in this type; q8_0/q4_0: quantized at load to ggml's blocks (default: as "
        "stored; f16 -> f32)",
@@ -45,6 +48,17 @@ LoadedModel load_model(const Args& a) {
   LoadOptions opt;
   if (a.given("dtype")) opt.dtype = parse_dtype(a.str("dtype"), "--dtype", true);
   std::string dir = a.str("model");
+  if (is_gguf_file(dir)) {
+    // The weights from the GGUF; the vocabulary from a SentencePiece tokenizer directory.
+    if (!a.given("tokenizer"))
+      fail(dir, ": a GGUF model needs --tokenizer DIR (a directory with its tokenizer.model)");
+    LoadedModel m{nullptr, Tokenizer::load(a.str("tokenizer"))};
+    m.model = load_gguf_model(dir, opt);
+    if (m.tokenizer.size() > m.model->config().vocab_size)
+      fail(a.str("tokenizer"), ": tokenizer has ", m.tokenizer.size(), " tokens but ", dir, " has ",
+           m.model->config().vocab_size);
+    return m;
+  }
   LoadedModel m{nullptr, Tokenizer::load(dir)};
   m.model = Model::load(dir, opt);
   if (m.tokenizer.size() > m.model->config().vocab_size)

@@ -23,6 +23,13 @@ std::string hex64(uint64_t v) {
 std::string model_fingerprint(const std::string& dir) {
   std::vector<std::string> files;
   std::error_code ec;
+  if (fs::is_regular_file(dir)) {  // a single-file model (GGUF): its size and time
+    uint64_t h = fnv1a(fs::absolute(dir).string());
+    const auto size = fs::file_size(dir, ec);
+    const auto mtime = fs::last_write_time(dir, ec).time_since_epoch().count();
+    h = fnv1a(&size, sizeof size, h);
+    return hex64(fnv1a(&mtime, sizeof mtime, h));
+  }
   for (auto& e : fs::directory_iterator(dir, ec)) files.push_back(e.path().string());
   std::sort(files.begin(), files.end());
   uint64_t h = fnv1a(fs::absolute(dir).string());

@@ -297,6 +297,23 @@ def main():
                              p.returncode == 0 and err < 5e-2 and mean < 0.25 * qmean,
                              f"max |diff| {err:.1e}, mean {mean:.1e} (quantization moves them by {qmean:.1e} on average)")
 
+        # A GGUF back into lamina (--model FILE.gguf --tokenizer DIR): the same logits as the model
+        # directory (f32), and the same as --dtype q8_0/q4_0 on the directory (the same blocks, Q/K
+        # rows un-permuted), for llama (GQA) and Mixtral.
+        for model in [d, os.path.join(tmp, "mx-split")]:
+            ids = "1,50,300,7,99,410,23,5"
+            worst = {}
+            for outtype in ["f32", "q8_0", "q4_0"]:
+                gg = os.path.join(tmp, f"back-{outtype}.gguf")
+                run("export-gguf", "--model", model, "--out", gg, "--outtype", outtype, "--force")
+                a_npy, b_npy = os.path.join(tmp, "a.npy"), os.path.join(tmp, "b.npy")
+                direct = ["--dtype", outtype] if outtype != "f32" else []
+                p1 = run("score", "--model", model, *direct, "--ids", ids, "--no-bos", "--dump-logits", a_npy)
+                p2 = run("score", "--model", gg, "--tokenizer", model, "--ids", ids, "--no-bos", "--dump-logits", b_npy)
+                worst[outtype] = float(np.abs(np.load(a_npy) - np.load(b_npy)).max()) if p1.returncode == 0 == p2.returncode else 1.0
+            report.check(f"GGUF -> lamina ({os.path.basename(model)}): logits equal the directory's (f32) and its "
+                         "--dtype q8_0 / q4_0 runs", max(worst.values()) < 1e-5, str(worst))
+
         # The real Llama 2 tokenizer: token types and scores as llama.cpp's Llama 2 GGUFs carry them
         # (<unk> unknown, <s> </s> control, the 256 byte tokens, SentencePiece scores).
         l2tok = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "tokenizers", "llama2", "tokenizer.model")

@@ -1,0 +1,173 @@
+#include "model/gguf_model.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "core/error.h"
+#include "io/gguf_reader.h"
+#include "io/mapped_file.h"
+#include "io/model_config.h"
+#include "model/weights.h"
+
+namespace lamina {
+
+bool is_gguf_file(const std::string& path) {
+  if (!std::filesystem::is_regular_file(path)) return false;
+  std::ifstream f(path, std::ios::binary);
+  char magic[4] = {};
+  f.read(magic, 4);
+  return f && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+namespace {
+
+DType dtype_of(uint32_t ggml, const std::string& where, const std::string& name) {
+  switch (ggml) {
+    case 0:
+      return DType::F32;
+    case 1:
+      return DType::F16;
+    case 30:
+      return DType::BF16;
+    case 8:
+      return DType::Q8_0;
+    case 2:
+      return DType::Q4_0;
+    default: {
+      std::string buf;
+      fail(where, ": tensor '", name, "' is ", ggml_type_name_or_id(ggml, buf),
+           ", which lamina does not run (f32, f16, bf16, q8_0, q4_0)");
+    }
+  }
+}
+
+// transformers' config.json fields from llama.cpp's metadata keys.
+nlohmann::json config_from_metadata(const GgufFile& g, int64_t vocab, bool tied,
+                                    const std::string& where) {
+  const auto& m = g.metadata;
+  auto get = [&](const std::string& k) -> const nlohmann::json& {
+    auto it = m.find(k);
+    if (it == m.end()) fail(where, ": metadata '", k, "' is missing");
+    return *it;
+  };
+  if (get("general.architecture") != "llama")
+    fail(where, ": architecture '", get("general.architecture").dump(),
+         "' (lamina runs llama.cpp's 'llama': Llama, Mistral, Mixtral)");
+  const int64_t heads = get("llama.attention.head_count").get<int64_t>();
+  nlohmann::json c = {
+      {"hidden_size", get("llama.embedding_length")},
+      {"num_hidden_layers", get("llama.block_count")},
+      {"intermediate_size", get("llama.feed_forward_length")},
+      {"num_attention_heads", heads},
+      {"num_key_value_heads", m.value("llama.attention.head_count_kv", nlohmann::json(heads))},
+      {"max_position_embeddings", get("llama.context_length")},
+      {"rms_norm_eps", get("llama.attention.layer_norm_rms_epsilon")},
+      {"rope_theta", m.value("llama.rope.freq_base", nlohmann::json(10000.0))},
+      {"vocab_size", vocab},
+      {"tie_word_embeddings", tied},
+      {"bos_token_id", m.value("tokenizer.ggml.bos_token_id", nlohmann::json(1))},
+      {"eos_token_id", m.value("tokenizer.ggml.eos_token_id", nlohmann::json(2))},
+      {"torch_dtype", "float32"}};
+  if (m.contains("llama.attention.key_length")) c["head_dim"] = m["llama.attention.key_length"];
+  if (m.contains("llama.expert_count")) {
+    c["model_type"] = "mixtral";
+    c["num_local_experts"] = m["llama.expert_count"];
+    c["num_experts_per_tok"] = get("llama.expert_used_count");
+  } else {
+    c["model_type"] = "llama";
+  }
+  return c;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOptions& opt) {
+  auto map = MappedFile::open(path);
+  const GgufFile g = parse_gguf(map->data(), map->size(), path);
+  std::map<std::string, const GgufTensorInfo*> by_name;
+  for (auto& t : g.tensors) by_name[t.name] = &t;
+  auto find = [&](const std::string& n) -> const GgufTensorInfo& {
+    auto it = by_name.find(n);
+    if (it == by_name.end()) fail(path, ": missing tensor '", n, "'");
+    return *it->second;
+  };
+  const GgufTensorInfo& embd = find("token_embd.weight");
+  if (embd.ne.size() != 2) fail(path, ": token_embd.weight must be 2-D");
+  const ModelConfig cfg = ModelConfig::from_json(
+      config_from_metadata(g, embd.ne[1], !by_name.count("output.weight"), path), path);
+  const int64_t hd = cfg.head_dim;
+
+  // A GGUF tensor as a transformers-shaped view ([.., ne1, ne0]) into the map.
+  auto view = [&](const std::string& n) {
+    const GgufTensorInfo& t = find(n);
+    Shape s(t.ne.rbegin(), t.ne.rend());
+    void* p = const_cast<uint8_t*>(map->data()) + g.data_offset + t.offset;
+    return Tensor::view_of(p, dtype_of(t.type, path, n), s, map);
+  };
+  // ggml's Q/K row order back to transformers': HF row h*hd + s*hd/2 + j is GGUF row h*hd + 2j + s.
+  auto unpermuted = [&](const std::string& n) {
+    const Tensor t = view(n);
+    Tensor out = Tensor::empty(t.dtype, t.shape);
+    const int64_t rows = t.shape[0];
+    const size_t rb = dtype_bytes(t.dtype, t.shape[1]);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t h = r / hd, i = r % hd, s = i / (hd / 2), j = i % (hd / 2);
+      std::memcpy(static_cast<char*>(out.data) + size_t(r) * rb,
+                  static_cast<const char*>(t.data) + size_t(h * hd + 2 * j + s) * rb, rb);
+    }
+    return out;
+  };
+  std::map<std::string, Tensor> hf;
+  hf["model.embed_tokens.weight"] = view("token_embd.weight");
+  hf["model.norm.weight"] = view("output_norm.weight");
+  if (!cfg.tie_word_embeddings) hf["lm_head.weight"] = view("output.weight");
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".",
+                      b = "blk." + std::to_string(l) + ".";
+    hf[p + "input_layernorm.weight"] = view(b + "attn_norm.weight");
+    hf[p + "self_attn.q_proj.weight"] = unpermuted(b + "attn_q.weight");
+    hf[p + "self_attn.k_proj.weight"] = unpermuted(b + "attn_k.weight");
+    hf[p + "self_attn.v_proj.weight"] = view(b + "attn_v.weight");
+    hf[p + "self_attn.o_proj.weight"] = view(b + "attn_output.weight");
+    hf[p + "post_attention_layernorm.weight"] = view(b + "ffn_norm.weight");
+    if (!cfg.is_moe()) {
+      hf[p + "mlp.gate_proj.weight"] = view(b + "ffn_gate.weight");
+      hf[p + "mlp.up_proj.weight"] = view(b + "ffn_up.weight");
+      hf[p + "mlp.down_proj.weight"] = view(b + "ffn_down.weight");
+      continue;
+    }
+    hf[p + "block_sparse_moe.gate.weight"] = view(b + "ffn_gate_inp.weight");
+    const Tensor g3 = view(b + "ffn_gate_exps.weight"), u3 = view(b + "ffn_up_exps.weight"),
+                 d3 = view(b + "ffn_down_exps.weight");
+    for (int64_t e = 0; e < cfg.num_local_experts; ++e) {
+      const std::string q = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
+      hf[q + "w1.weight"] = g3.select0(e);
+      hf[q + "w3.weight"] = u3.select0(e);
+      hf[q + "w2.weight"] = d3.select0(e);
+    }
+  }
+  ModelWeights w;
+  w.layers.resize(size_t(cfg.num_hidden_layers));
+  for (auto& spec : model_tensor_specs(cfg, MoeLayout::Split)) {
+    auto it = hf.find(spec.name);
+    if (it == hf.end()) fail(path, ": no tensor for '", spec.name, "'");
+    Tensor t = it->second;
+    if (t.shape != spec.shape)
+      fail(path, ": tensor for '", spec.name, "' has shape ", shape_str(t.shape),
+           ", the metadata implies ", shape_str(spec.shape));
+    // As load_weights: norms F32; matrices in --dtype, else as stored (F16 -> F32).
+    DType want = spec.is_norm ? DType::F32
+                              : opt.dtype.value_or(t.dtype == DType::F16 ? DType::F32 : t.dtype);
+    const bool router = spec.name.ends_with(".gate.weight");  // stays F32, as in load_weights
+    if (dtype_is_quantized(want) && (router || spec.shape.back() % dtype_block(want) != 0) &&
+        !dtype_is_quantized(t.dtype))
+      want = DType::F32;
+    if (t.dtype != want) t = t.to(want);
+    spec.bind(w, t);
+  }
+  return std::make_unique<Model>(cfg, std::move(w), opt.pack_weights);
+}
+
+}  // namespace lamina

@@ -1,0 +1,18 @@
+// A GGUF file in llama.cpp's conventions (lamina export-gguf, convert_hf_to_gguf.py) as a Model:
+// the config from its metadata, tensors mapped back to transformers' names, Q/K rows un-permuted
+// (ggml's adjacent-pair RoPE -> transformers' rotate-half), Mixtral's stacked experts split per
+// expert. F32/BF16/Q8_0/Q4_0 tensors stay zero-copy views of the file's map; F16 becomes F32.
+// The vocabulary is not rebuilt: callers pair the file with a tokenizer directory.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "model/model.h"
+
+namespace lamina {
+
+std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOptions& opt = {});
+// True when path is a regular file starting with the GGUF magic.
+bool is_gguf_file(const std::string& path);
+
+}  // namespace lamina
