@@ -10,12 +10,21 @@ namespace lamina {
 
 namespace {
 GgmlType block_type(DType t) {
-  return t == DType::Q8_0 ? GgmlType::Q8_0 : GgmlType::Q4_0;
+  switch (t) {
+    case DType::Q8_0:
+      return GgmlType::Q8_0;
+    case DType::Q4_K:
+      return GgmlType::Q4_K;
+    case DType::Q6_K:
+      return GgmlType::Q6_K;
+    default:
+      return GgmlType::Q4_0;
+  }
 }
 }  // namespace
 
 bool dtype_is_quantized(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0;
+  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q6_K;
 }
 
 size_t dtype_size(DType t) {
@@ -24,7 +33,7 @@ size_t dtype_size(DType t) {
 }
 
 int64_t dtype_block(DType t) {
-  return dtype_is_quantized(t) ? 32 : 1;
+  return dtype_is_quantized(t) ? ggml_block_elems(block_type(t)) : 1;
 }
 
 size_t dtype_bytes(DType t, int64_t n) {
@@ -43,6 +52,10 @@ const char* dtype_name(DType t) {
       return "Q8_0";
     case DType::Q4_0:
       return "Q4_0";
+    case DType::Q4_K:
+      return "Q4_K";
+    case DType::Q6_K:
+      return "Q6_K";
   }
   return "?";
 }
@@ -128,6 +141,8 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
   switch (t) {
     case DType::Q8_0:
     case DType::Q4_0:
+    case DType::Q4_K:
+    case DType::Q6_K:
       dequantize_row(block_type(t), static_cast<const uint8_t*>(src), int64_t(n), dst);
       return;
     case DType::F32:
@@ -151,6 +166,8 @@ void convert_from_f32(const float* src, void* dst, DType t, size_t n) {
   switch (t) {
     case DType::Q8_0:
     case DType::Q4_0:
+    case DType::Q4_K:
+    case DType::Q6_K:
       quantize_row(block_type(t), src, int64_t(n), static_cast<uint8_t*>(dst));
       return;
     case DType::F32:

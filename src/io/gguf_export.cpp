@@ -25,6 +25,9 @@ uint32_t gguf_file_type(GgmlType t) {
       return 7;  // MOSTLY_Q8_0
     case GgmlType::BF16:
       return 32;  // MOSTLY_BF16
+    case GgmlType::Q4_K:
+    case GgmlType::Q6_K:
+      break;  // not written by lamina (no k-quant quantizer)
   }
   return 0;
 }

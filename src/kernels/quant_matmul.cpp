@@ -81,10 +81,32 @@ void expand_block_scalar(const uint8_t* w, float* y) {
   for (int64_t j = 0; j < kQK; ++j) y[j] = round_bf16(y[j]);
 }
 
+constexpr bool is_kquant(DType q) {
+  return q == DType::Q4_K || q == DType::Q6_K;
+}
+
+// The k-quants (256-element super-blocks, read from GGUF files): the row expanded with
+// dequantize_row, then rounded to bf16 — the same values the fast types produce in registers.
+inline const float* expand_row_generic(DType q, const uint8_t* w, int64_t K) {
+  thread_local std::vector<float> row;
+  row.resize(size_t(K));
+  convert_to_f32(w, q, row.data(), size_t(K));
+  for (auto& v : row) v = round_bf16(v);
+  return row.data();
+}
+
 // Dot product of one quantized row (nb blocks) with x [nb * 32] (already bf16-rounded; xb: the
 // same as bf16).
 template <DType Q>
 float dot_row(const uint8_t* w, const float* x, const uint16_t* xb, int64_t nb) {
+  if constexpr (is_kquant(Q)) {
+    (void)xb;
+    const float* r = expand_row_generic(Q, w, nb * kQK);
+    float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t k = 0; k < nb * kQK; ++k) acc += r[k] * x[k];
+    return acc;
+  }
 #if defined(__AVX512BF16__)
   // vcvtne2ps2bf16 rounds the block to bf16, vdpbf16ps multiplies pairs and accumulates in F32.
   (void)x;
@@ -120,6 +142,11 @@ float dot_row(const uint8_t* w, const float* x, const uint16_t* xb, int64_t nb) 
 // One quantized row (nb blocks) -> bf16 weights (the same values dot_row multiplies).
 template <DType Q>
 void expand_row_bf16(const uint8_t* w, uint16_t* y, int64_t nb) {
+  if constexpr (is_kquant(Q)) {
+    const float* r = expand_row_generic(Q, w, nb * kQK);
+    for (int64_t k = 0; k < nb * kQK; ++k) y[k] = f32_to_bf16(r[k]);
+    return;
+  }
   for (int64_t b = 0; b < nb; ++b, w += block_bytes(Q), y += kQK) {
 #if defined(__AVX512BF16__)
     __m512 w0, w1;
@@ -185,16 +212,26 @@ void gemm_slabs(const float* x, int64_t M, const Tensor& w, float* y, bool accum
 
 void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
   LAMINA_CHECK(w.shape.size() == 2 && dtype_is_quantized(w.dtype),
-               "linear_quantized: expected a 2-D Q8_0/Q4_0 weight, got ", dtype_name(w.dtype), " ",
+               "linear_quantized: expected a 2-D block-type weight, got ", dtype_name(w.dtype), " ",
                shape_str(w.shape));
   if (M == 0) return;
-  const bool q8 = w.dtype == DType::Q8_0;
-  if (M <= 4)  // decoding: every weight row read once, expanded in registers
-    q8 ? gemv_rows<DType::Q8_0>(x, M, w, y, accumulate)
-       : gemv_rows<DType::Q4_0>(x, M, w, y, accumulate);
-  else  // prompts: slabs expanded to bf16, multiplied by oneDNN
-    q8 ? gemm_slabs<DType::Q8_0>(x, M, w, y, accumulate)
-       : gemm_slabs<DType::Q4_0>(x, M, w, y, accumulate);
+  // Decoding (<= 4 rows): every weight row read once, expanded in registers; prompts: slabs
+  // expanded to bf16 and multiplied by oneDNN.
+  auto run = [&]<DType Q>() {
+    M <= 4 ? gemv_rows<Q>(x, M, w, y, accumulate) : gemm_slabs<Q>(x, M, w, y, accumulate);
+  };
+  switch (w.dtype) {
+    case DType::Q8_0:
+      return run.template operator()<DType::Q8_0>();
+    case DType::Q4_0:
+      return run.template operator()<DType::Q4_0>();
+    case DType::Q4_K:
+      return run.template operator()<DType::Q4_K>();
+    case DType::Q6_K:
+      return run.template operator()<DType::Q6_K>();
+    default:
+      fail("linear_quantized: ", dtype_name(w.dtype), " is not a block type");
+  }
 }
 
 }  // namespace lamina

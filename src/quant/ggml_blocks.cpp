@@ -11,7 +11,8 @@
 namespace lamina {
 
 namespace {
-constexpr int64_t kQK = 32;  // QK8_0 == QK4_0
+constexpr int64_t kQK = 32;    // QK8_0 == QK4_0
+constexpr int64_t kQKK = 256;  // QK_K: the k-quants' super-block
 
 void put_f16(uint8_t* p, float v) {
   const uint16_t h = f32_to_f16(v);
@@ -47,11 +48,16 @@ const char* ggml_type_name(GgmlType t) {
       return "q8_0";
     case GgmlType::Q4_0:
       return "q4_0";
+    case GgmlType::Q4_K:
+      return "q4_k";
+    case GgmlType::Q6_K:
+      return "q6_k";
   }
   return "?";
 }
 
 int64_t ggml_block_elems(GgmlType t) {
+  if (t == GgmlType::Q4_K || t == GgmlType::Q6_K) return kQKK;
   return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 ? kQK : 1;
 }
 
@@ -66,6 +72,10 @@ size_t ggml_block_bytes(GgmlType t) {
       return 2 + kQK;
     case GgmlType::Q4_0:
       return 2 + kQK / 2;
+    case GgmlType::Q4_K:
+      return 2 + 2 + 12 + kQKK / 2;  // 144
+    case GgmlType::Q6_K:
+      return kQKK / 2 + kQKK / 4 + kQKK / 16 + 2;  // 210
   }
   return 0;
 }
@@ -80,6 +90,9 @@ size_t ggml_row_bytes(GgmlType t, int64_t n) {
 void quantize_row(GgmlType t, const float* x, int64_t n, uint8_t* out) {
   const size_t bb = ggml_block_bytes(t);
   switch (t) {
+    case GgmlType::Q4_K:
+    case GgmlType::Q6_K:
+      fail("quantizing to ", ggml_type_name(t), " is not implemented (lamina reads it)");
     case GgmlType::F32:
       std::memcpy(out, x, size_t(n) * 4);
       return;
@@ -121,6 +134,52 @@ void quantize_row(GgmlType t, const float* x, int64_t n, uint8_t* out) {
 void dequantize_row(GgmlType t, const uint8_t* in, int64_t n, float* y) {
   const size_t bb = ggml_block_bytes(t);
   switch (t) {
+    case GgmlType::Q4_K:
+      ggml_row_bytes(t, n);
+      for (int64_t b = 0; b < n / kQKK; ++b, in += bb) {
+        const float d = get_f16(in), dmin = get_f16(in + 2);
+        const uint8_t* sc = in + 4;  // 12 bytes: 6-bit scale and min of each sub-block
+        const uint8_t* q = in + 16;
+        // Sub-block j's 6-bit scale and min (ggml's get_scale_min_k4).
+        auto scale_min = [&](int j, int& s, int& m) {
+          if (j < 4) {
+            s = sc[j] & 63, m = sc[j + 4] & 63;
+          } else {
+            s = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+            m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+          }
+        };
+        for (int j = 0; j < 8; j += 2, q += 32, y += 64) {  // 64 values: low nibbles, high nibbles
+          int s1, m1, s2, m2;
+          scale_min(j, s1, m1), scale_min(j + 1, s2, m2);
+          const float d1 = d * float(s1), o1 = dmin * float(m1);
+          const float d2 = d * float(s2), o2 = dmin * float(m2);
+          for (int l = 0; l < 32; ++l) y[l] = d1 * float(q[l] & 0xF) - o1;
+          for (int l = 0; l < 32; ++l) y[32 + l] = d2 * float(q[l] >> 4) - o2;
+        }
+      }
+      return;
+    case GgmlType::Q6_K:
+      ggml_row_bytes(t, n);
+      for (int64_t b = 0; b < n / kQKK; ++b, in += bb) {
+        const uint8_t* ql = in;
+        const uint8_t* qh = in + 128;
+        const auto* sc = reinterpret_cast<const int8_t*>(in + 192);
+        const float d = get_f16(in + 208);
+        for (int half = 0; half < 2; ++half, ql += 64, qh += 32, sc += 8, y += 128)
+          for (int l = 0; l < 32; ++l) {
+            const int is = l / 16;
+            const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * float(sc[is]) * float(q1);
+            y[l + 32] = d * float(sc[is + 2]) * float(q2);
+            y[l + 64] = d * float(sc[is + 4]) * float(q3);
+            y[l + 96] = d * float(sc[is + 6]) * float(q4);
+          }
+      }
+      return;
     case GgmlType::F32:
       std::memcpy(y, in, size_t(n) * 4);
       return;

@@ -162,6 +162,131 @@ def ggml_forward(meta, t, ids):
     return x @ W.get("output.weight", W["token_embd.weight"]).T
 
 
+def dequant_q4_k(raw, n):
+    """numpy port of ggml's dequantize_row_q4_K: 144-byte super-blocks of 256."""
+    b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 144)
+    d = b[:, 0:2].copy().view("<f2").astype(np.float32)[:, 0]
+    dmin = b[:, 2:4].copy().view("<f2").astype(np.float32)[:, 0]
+    sc, qs = b[:, 4:16].astype(np.int32), b[:, 16:].astype(np.int32)
+    out = np.empty((len(b), 256), np.float32)
+    for j in range(8):  # sub-block j: its 6-bit scale and min
+        if j < 4:
+            s, m = sc[:, j] & 63, sc[:, j + 4] & 63
+        else:
+            s = (sc[:, j + 4] & 0xF) | ((sc[:, j - 4] >> 6) << 4)
+            m = (sc[:, j + 4] >> 4) | ((sc[:, j] >> 6) << 4)
+        q = qs[:, 32 * (j // 2):32 * (j // 2) + 32]
+        q = q & 0xF if j % 2 == 0 else q >> 4
+        out[:, 32 * j:32 * j + 32] = ((d * s.astype(np.float32))[:, None] * q.astype(np.float32)
+                                      - (dmin * m.astype(np.float32))[:, None])
+    return out.reshape(-1)[:n]
+
+
+def dequant_q6_k(raw, n):
+    """numpy port of ggml's dequantize_row_q6_K: 210-byte super-blocks of 256."""
+    b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 210)
+    ql, qh = b[:, :128].astype(np.int32), b[:, 128:192].astype(np.int32)
+    sc = b[:, 192:208].copy().view(np.int8).astype(np.float32)
+    d = b[:, 208:210].copy().view("<f2").astype(np.float32)[:, 0]
+    out = np.empty((len(b), 256), np.float32)
+    for h in range(2):
+        L, H, S = ql[:, 64 * h:64 * h + 64], qh[:, 32 * h:32 * h + 32], sc[:, 8 * h:8 * h + 8]
+        for l in range(32):
+            i = l // 16
+            q = [((L[:, l] & 0xF) | (((H[:, l] >> 0) & 3) << 4)) - 32, ((L[:, l + 32] & 0xF) | (((H[:, l] >> 2) & 3) << 4)) - 32,
+                 ((L[:, l] >> 4) | (((H[:, l] >> 4) & 3) << 4)) - 32, ((L[:, l + 32] >> 4) | (((H[:, l] >> 6) & 3) << 4)) - 32]
+            for k in range(4):
+                out[:, 128 * h + l + 32 * k] = d * S[:, i + 2 * k] * q[k].astype(np.float32)
+    return out.reshape(-1)[:n]
+
+
+def write_gguf(path, meta, tensors):
+    """A minimal GGUF v3 writer (u32 / f32 / string metadata; tensors: name -> (ne, type id, bytes))."""
+    def s(x):
+        b = x.encode()
+        return struct.pack("<Q", len(b)) + b
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta))
+    for k, v in meta.items():
+        if isinstance(v, str):
+            head += s(k) + struct.pack("<I", 8) + s(v)
+        elif isinstance(v, float):
+            head += s(k) + struct.pack("<If", 6, v)
+        else:
+            head += s(k) + struct.pack("<II", 4, v)
+    off, blobs = 0, []
+    for name, (ne, t, raw) in tensors.items():
+        head += s(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", x) for x in ne) + struct.pack("<IQ", t, off)
+        pad = (32 - len(raw) % 32) % 32
+        blobs.append(raw + b"\0" * pad)
+        off += len(raw) + pad
+    head += b"\0" * ((32 - len(head) % 32) % 32)
+    open(path, "wb").write(head + b"".join(blobs))
+
+
+def kquants(tmp, run, report):
+    """llama.cpp's Q4_K_M mix (Q4_K matrices, Q6_K for ffn_down and the output) in lamina: logits
+    equal the reference over numpy-dequantized weights (bf16 products)."""
+    kq = os.path.join(tmp, "kq")
+    run("init", "--out", kq, "--shape", "tiny", "--hidden", "256", "--intermediate", "512", "--heads", "4",
+        "--kv-heads", "2", "--layers", "2", "--seed", "7", "--std", "0.15", "--random-norms")
+    cfg, w = reference_model.load_model_dir(kq)
+    run("export-gguf", "--model", kq, "--out", kq + ".gguf", "--outtype", "f32")
+    meta, t = read_gguf(kq + ".gguf")
+    rng = np.random.default_rng(5)
+    tensors, deq = {}, {}
+    for name, (ne, tname, raw) in t.items():
+        n = int(np.prod(ne))
+        if len(ne) == 1:
+            tensors[name] = (ne, 0, raw)
+            deq[name] = dequant(ne, tname, raw)
+            continue
+        q6 = "ffn_down" in name or name == "output.weight"
+        nb = n // 256
+        blk = rng.integers(0, 256, size=(nb, 210 if q6 else 144), dtype=np.uint8)
+        if q6:
+            blk[:, 192:208] = rng.integers(-24, 24, size=(nb, 16)).astype(np.int8).view(np.uint8)
+            blk[:, 208:210] = np.full((nb, 1), 0.004, np.float16).view(np.uint8)
+        else:
+            blk[:, 0:2] = np.full((nb, 1), 0.003, np.float16).view(np.uint8)
+            blk[:, 2:4] = np.full((nb, 1), 0.0015, np.float16).view(np.uint8)
+        raw_q = blk.tobytes()
+        tensors[name] = (ne, 14 if q6 else 12, raw_q)
+        deq[name] = (dequant_q6_k if q6 else dequant_q4_k)(raw_q, n).reshape(list(reversed(ne)))
+    keep = {k: v for k, v in meta.items() if k.startswith("llama.") or k in ("general.architecture",
+            "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id")}
+    path = os.path.join(tmp, "kq-mix.gguf")
+    write_gguf(path, keep, tensors)
+    # The reference's weights: GGUF names back to transformers', Q/K rows un-permuted.
+    unperm = lambda x, h: x.reshape(h, x.shape[0] // h // 2, 2, -1).swapaxes(1, 2).reshape(x.shape)
+    W = {"model.embed_tokens.weight": deq["token_embd.weight"], "model.norm.weight": deq["output_norm.weight"],
+         "lm_head.weight": deq["output.weight"]}
+    for l in range(cfg["num_hidden_layers"]):
+        p, b = f"model.layers.{l}.", f"blk.{l}."
+        W.update({p + "input_layernorm.weight": deq[b + "attn_norm.weight"],
+                  p + "self_attn.q_proj.weight": unperm(deq[b + "attn_q.weight"], 4),
+                  p + "self_attn.k_proj.weight": unperm(deq[b + "attn_k.weight"], 2),
+                  p + "self_attn.v_proj.weight": deq[b + "attn_v.weight"],
+                  p + "self_attn.o_proj.weight": deq[b + "attn_output.weight"],
+                  p + "post_attention_layernorm.weight": deq[b + "ffn_norm.weight"],
+                  p + "mlp.gate_proj.weight": deq[b + "ffn_gate.weight"], p + "mlp.up_proj.weight": deq[b + "ffn_up.weight"],
+                  p + "mlp.down_proj.weight": deq[b + "ffn_down.weight"]})
+    W = {k: torch.tensor(np.ascontiguousarray(v, dtype=np.float32)) for k, v in W.items()}
+    ids = [1, 50, 300, 7, 99, 410, 23, 5]
+    npy = os.path.join(tmp, "kq.npy")
+    p = run("score", "--model", path, "--tokenizer", kq, "--ids", ",".join(map(str, ids)), "--no-bos", "--dump-logits", npy)
+    reference_model.ROUND_ACTIVATIONS_BF16 = True
+    with torch.no_grad():
+        ref = reference_model.forward(cfg, W, ids)
+    reference_model.ROUND_ACTIVATIONS_BF16 = False
+    with torch.no_grad():
+        other = reference_model.forward(cfg, w, ids)  # the original weights: a different model
+    got = torch.tensor(np.load(npy)) if p.returncode == 0 else ref * 0
+    err, mean, base = (got - ref).abs().max().item(), (got - ref).abs().mean().item(), (other - ref).abs().mean().item()
+    report.check("Q4_K / Q6_K tensors (llama.cpp's Q4_K_M mix) run: logits = reference over numpy-dequantized blocks",
+                 p.returncode == 0 and err < 5e-2 and mean < 0.05 * base,
+                 f"max {err:.1e}, mean {mean:.1e} (another model: {base:.1e})")
+
+
 def main():
     lamina = os.path.abspath(sys.argv[1])
     report = Report()
@@ -313,6 +438,8 @@ def main():
                 worst[outtype] = float(np.abs(np.load(a_npy) - np.load(b_npy)).max()) if p1.returncode == 0 == p2.returncode else 1.0
             report.check(f"GGUF -> lamina ({os.path.basename(model)}): logits equal the directory's (f32) and its "
                          "--dtype q8_0 / q4_0 runs", max(worst.values()) < 1e-5, str(worst))
+
+        kquants(tmp, run, report)
 
         # The real Llama 2 tokenizer: token types and scores as llama.cpp's Llama 2 GGUFs carry them
         # (<unk> unknown, <s> </s> control, the 256 byte tokens, SentencePiece scores).

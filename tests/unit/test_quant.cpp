@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <vector>
@@ -137,4 +138,35 @@ TEST(GgufReader, ReadsWhatTheWriterWroteAndRejectsEveryTruncation) {
     }
   }
   EXPECT_EQ(errors, int(end));
+}
+
+// The k-quants (read from GGUF files, no quantizer): random blocks with sane scales; linear() on
+// them equals linear() on their dequantized values stored as bf16, on both paths.
+TEST(QuantizedLinear, KQuantsMatchTheirDequantizedValues) {
+  std::mt19937 rng(11);
+  const int64_t N = 24, K = 512;
+  for (DType q : {DType::Q4_K, DType::Q6_K}) {
+    Tensor wq = Tensor::empty(q, {N, K});
+    auto* p = static_cast<uint8_t*>(wq.data);
+    for (size_t i = 0; i < wq.nbytes(); ++i) p[i] = uint8_t(rng());
+    const size_t bb = q == DType::Q4_K ? 144 : 210;
+    for (size_t b = 0; b < wq.nbytes() / bb; ++b) {  // scales: d (and dmin) small
+      const uint16_t d = f32_to_f16(0.004f), dmin = f32_to_f16(0.002f);
+      if (q == DType::Q4_K) {
+        std::memcpy(p + b * bb, &d, 2), std::memcpy(p + b * bb + 2, &dmin, 2);
+      } else {
+        std::memcpy(p + b * bb + 208, &d, 2);
+      }
+    }
+    Tensor wb = wq.to(DType::F32).to(DType::BF16);
+    for (int64_t M : {1, 3, 37}) {
+      std::vector<float> x(size_t(M * K)), y(size_t(M * N)), ref(size_t(M * N));
+      std::normal_distribution<float> nd(0.f, 1.f);
+      for (auto& v : x) v = nd(rng);
+      linear(x.data(), M, wq, y.data());
+      linear(x.data(), M, wb, ref.data());
+      for (size_t i = 0; i < y.size(); ++i)
+        ASSERT_NEAR(y[i], ref[i], 1e-4f * (1 + std::fabs(ref[i]))) << dtype_name(q) << " M=" << M;
+    }
+  }
 }
