@@ -15,6 +15,8 @@ GgmlType block_type(DType t) {
       return GgmlType::Q8_0;
     case DType::Q4_K:
       return GgmlType::Q4_K;
+    case DType::Q5_K:
+      return GgmlType::Q5_K;
     case DType::Q6_K:
       return GgmlType::Q6_K;
     default:
@@ -24,7 +26,8 @@ GgmlType block_type(DType t) {
 }  // namespace
 
 bool dtype_is_quantized(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q6_K;
+  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q5_K ||
+         t == DType::Q6_K;
 }
 
 size_t dtype_size(DType t) {
@@ -54,6 +57,8 @@ const char* dtype_name(DType t) {
       return "Q4_0";
     case DType::Q4_K:
       return "Q4_K";
+    case DType::Q5_K:
+      return "Q5_K";
     case DType::Q6_K:
       return "Q6_K";
   }
@@ -142,6 +147,7 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
     case DType::Q8_0:
     case DType::Q4_0:
     case DType::Q4_K:
+    case DType::Q5_K:
     case DType::Q6_K:
       dequantize_row(block_type(t), static_cast<const uint8_t*>(src), int64_t(n), dst);
       return;
@@ -167,6 +173,7 @@ void convert_from_f32(const float* src, void* dst, DType t, size_t n) {
     case DType::Q8_0:
     case DType::Q4_0:
     case DType::Q4_K:
+    case DType::Q5_K:
     case DType::Q6_K:
       quantize_row(block_type(t), src, int64_t(n), static_cast<uint8_t*>(dst));
       return;

@@ -26,6 +26,7 @@ uint32_t gguf_file_type(GgmlType t) {
     case GgmlType::BF16:
       return 32;  // MOSTLY_BF16
     case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
     case GgmlType::Q6_K:
       break;  // not written by lamina (no k-quant quantizer)
   }

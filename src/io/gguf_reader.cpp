@@ -43,7 +43,7 @@ constexpr uint32_t kArray = 9;
 
 // The ggml types lamina has block sizes for (GgmlType).
 bool known_type(uint32_t t) {
-  return t == 0 || t == 1 || t == 2 || t == 8 || t == 12 || t == 14 || t == 30;
+  return t == 0 || t == 1 || t == 2 || t == 8 || t == 12 || t == 13 || t == 14 || t == 30;
 }
 
 nlohmann::json scalar(Cursor& c, uint32_t t, const std::string& where, const std::string& key) {

@@ -82,7 +82,7 @@ void expand_block_scalar(const uint8_t* w, float* y) {
 }
 
 constexpr bool is_kquant(DType q) {
-  return q == DType::Q4_K || q == DType::Q6_K;
+  return q == DType::Q4_K || q == DType::Q5_K || q == DType::Q6_K;
 }
 
 // The k-quants (256-element super-blocks, read from GGUF files): the row expanded with
@@ -227,6 +227,8 @@ void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool
       return run.template operator()<DType::Q4_0>();
     case DType::Q4_K:
       return run.template operator()<DType::Q4_K>();
+    case DType::Q5_K:
+      return run.template operator()<DType::Q5_K>();
     case DType::Q6_K:
       return run.template operator()<DType::Q6_K>();
     default:

@@ -37,12 +37,14 @@ DType dtype_of(uint32_t ggml, const std::string& where, const std::string& name)
       return DType::Q4_0;
     case 12:
       return DType::Q4_K;
+    case 13:
+      return DType::Q5_K;
     case 14:
       return DType::Q6_K;
     default: {
       std::string buf;
       fail(where, ": tensor '", name, "' is ", ggml_type_name_or_id(ggml, buf),
-           ", which lamina does not run (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+           ", which lamina does not run (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k)");
     }
   }
 }

@@ -50,6 +50,8 @@ const char* ggml_type_name(GgmlType t) {
       return "q4_0";
     case GgmlType::Q4_K:
       return "q4_k";
+    case GgmlType::Q5_K:
+      return "q5_k";
     case GgmlType::Q6_K:
       return "q6_k";
   }
@@ -57,7 +59,7 @@ const char* ggml_type_name(GgmlType t) {
 }
 
 int64_t ggml_block_elems(GgmlType t) {
-  if (t == GgmlType::Q4_K || t == GgmlType::Q6_K) return kQKK;
+  if (t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K) return kQKK;
   return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 ? kQK : 1;
 }
 
@@ -74,6 +76,8 @@ size_t ggml_block_bytes(GgmlType t) {
       return 2 + kQK / 2;
     case GgmlType::Q4_K:
       return 2 + 2 + 12 + kQKK / 2;  // 144
+    case GgmlType::Q5_K:
+      return 2 + 2 + 12 + kQKK / 8 + kQKK / 2;  // 176
     case GgmlType::Q6_K:
       return kQKK / 2 + kQKK / 4 + kQKK / 16 + 2;  // 210
   }
@@ -91,6 +95,7 @@ void quantize_row(GgmlType t, const float* x, int64_t n, uint8_t* out) {
   const size_t bb = ggml_block_bytes(t);
   switch (t) {
     case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
     case GgmlType::Q6_K:
       fail("quantizing to ", ggml_type_name(t), " is not implemented (lamina reads it)");
     case GgmlType::F32:
@@ -135,11 +140,15 @@ void dequantize_row(GgmlType t, const uint8_t* in, int64_t n, float* y) {
   const size_t bb = ggml_block_bytes(t);
   switch (t) {
     case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
       ggml_row_bytes(t, n);
       for (int64_t b = 0; b < n / kQKK; ++b, in += bb) {
         const float d = get_f16(in), dmin = get_f16(in + 2);
         const uint8_t* sc = in + 4;  // 12 bytes: 6-bit scale and min of each sub-block
-        const uint8_t* q = in + 16;
+        const bool five = t == GgmlType::Q5_K;
+        const uint8_t* qh =
+            in + 16;  // Q5_K: every value's fifth bit, 2 bits per pair of sub-blocks
+        const uint8_t* q = in + (five ? 48 : 16);
         // Sub-block j's 6-bit scale and min (ggml's get_scale_min_k4).
         auto scale_min = [&](int j, int& s, int& m) {
           if (j < 4) {
@@ -154,8 +163,11 @@ void dequantize_row(GgmlType t, const uint8_t* in, int64_t n, float* y) {
           scale_min(j, s1, m1), scale_min(j + 1, s2, m2);
           const float d1 = d * float(s1), o1 = dmin * float(m1);
           const float d2 = d * float(s2), o2 = dmin * float(m2);
-          for (int l = 0; l < 32; ++l) y[l] = d1 * float(q[l] & 0xF) - o1;
-          for (int l = 0; l < 32; ++l) y[32 + l] = d2 * float(q[l] >> 4) - o2;
+          const int u1 = 1 << j, u2 = 2 << j;
+          for (int l = 0; l < 32; ++l)
+            y[l] = d1 * float((q[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0)) - o1;
+          for (int l = 0; l < 32; ++l)
+            y[32 + l] = d2 * float((q[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - o2;
         }
       }
       return;

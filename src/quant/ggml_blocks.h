@@ -16,6 +16,7 @@ enum class GgmlType : uint32_t {
   Q4_0 = 2,
   Q8_0 = 8,
   Q4_K = 12,
+  Q5_K = 13,
   Q6_K = 14,
   BF16 = 30
 };
@@ -35,9 +36,10 @@ size_t ggml_row_bytes(GgmlType t, int64_t n);
 //         qs[j] = q[j] | q[j + 16] << 4,                 q = min(15, trunc(x / d + 8.5))
 //   Q4_K (256 a block, read only): f16 d, f16 dmin, 12 bytes of 6-bit scales and mins for eight
 //         sub-blocks of 32, 128 bytes of 4-bit q; x = d·sc_j·q - dmin·m_j
+//   Q5_K (256 a block, read only): as Q4_K plus 32 bytes of fifth bits (qh) before the 4-bit q
 //   Q6_K (256 a block, read only): 128 bytes low 4 bits, 64 bytes high 2 bits, 16 int8 scales,
 //         f16 d; x = d·sc_j·(q - 32) for sub-blocks of 16
-// (llama.cpp's Q4_K_M files mix the two.) Quantizing to Q4_K / Q6_K is not implemented.
+// (llama.cpp's Q4_K_M / Q5_K_M files mix these with Q6_K.) Quantizing to them is not implemented.
 // Rows of n F32 values (n a multiple of the block size) -> n / block blocks at out.
 void quantize_row(GgmlType t, const float* x, int64_t n, uint8_t* out);
 void dequantize_row(GgmlType t, const uint8_t* in, int64_t n, float* y);

@@ -162,12 +162,14 @@ def ggml_forward(meta, t, ids):
     return x @ W.get("output.weight", W["token_embd.weight"]).T
 
 
-def dequant_q4_k(raw, n):
-    """numpy port of ggml's dequantize_row_q4_K: 144-byte super-blocks of 256."""
-    b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 144)
+def dequant_q4_k(raw, n, five=False):
+    """numpy port of ggml's dequantize_row_q4_K (144-byte super-blocks of 256) and, with five,
+    dequantize_row_q5_K (176 bytes: 32 bytes of fifth bits before the nibbles)."""
+    b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 176 if five else 144)
     d = b[:, 0:2].copy().view("<f2").astype(np.float32)[:, 0]
     dmin = b[:, 2:4].copy().view("<f2").astype(np.float32)[:, 0]
-    sc, qs = b[:, 4:16].astype(np.int32), b[:, 16:].astype(np.int32)
+    sc = b[:, 4:16].astype(np.int32)
+    qh, qs = b[:, 16:48].astype(np.int32), b[:, (48 if five else 16):].astype(np.int32)
     out = np.empty((len(b), 256), np.float32)
     for j in range(8):  # sub-block j: its 6-bit scale and min
         if j < 4:
@@ -177,6 +179,8 @@ def dequant_q4_k(raw, n):
             m = (sc[:, j + 4] >> 4) | ((sc[:, j] >> 6) << 4)
         q = qs[:, 32 * (j // 2):32 * (j // 2) + 32]
         q = q & 0xF if j % 2 == 0 else q >> 4
+        if five:  # sub-block j's fifth bit is bit j of qh
+            q = q + 16 * ((qh >> j) & 1)
         out[:, 32 * j:32 * j + 32] = ((d * s.astype(np.float32))[:, None] * q.astype(np.float32)
                                       - (dmin * m.astype(np.float32))[:, None])
     return out.reshape(-1)[:n]
@@ -224,8 +228,8 @@ def write_gguf(path, meta, tensors):
 
 
 def kquants(tmp, run, report):
-    """llama.cpp's Q4_K_M mix (Q4_K matrices, Q6_K for ffn_down and the output) in lamina: logits
-    equal the reference over numpy-dequantized weights (bf16 products)."""
+    """llama.cpp's k-quant mixes (Q4_K attention, Q5_K ffn_gate/up, Q6_K ffn_down and the output)
+    in lamina: logits equal the reference over numpy-dequantized weights (bf16 products)."""
     kq = os.path.join(tmp, "kq")
     run("init", "--out", kq, "--shape", "tiny", "--hidden", "256", "--intermediate", "512", "--heads", "4",
         "--kv-heads", "2", "--layers", "2", "--seed", "7", "--std", "0.15", "--random-norms")
@@ -240,18 +244,20 @@ def kquants(tmp, run, report):
             tensors[name] = (ne, 0, raw)
             deq[name] = dequant(ne, tname, raw)
             continue
-        q6 = "ffn_down" in name or name == "output.weight"
+        # The Q4_K_M / Q5_K_M mixes: Q6_K for ffn_down and the output, Q5_K for ffn_gate/up.
+        kind = "q6" if "ffn_down" in name or name == "output.weight" else "q5" if "ffn_" in name else "q4"
         nb = n // 256
-        blk = rng.integers(0, 256, size=(nb, 210 if q6 else 144), dtype=np.uint8)
-        if q6:
+        blk = rng.integers(0, 256, size=(nb, {"q6": 210, "q5": 176, "q4": 144}[kind]), dtype=np.uint8)
+        if kind == "q6":
             blk[:, 192:208] = rng.integers(-24, 24, size=(nb, 16)).astype(np.int8).view(np.uint8)
             blk[:, 208:210] = np.full((nb, 1), 0.004, np.float16).view(np.uint8)
         else:
-            blk[:, 0:2] = np.full((nb, 1), 0.003, np.float16).view(np.uint8)
+            blk[:, 0:2] = np.full((nb, 1), 0.003 if kind == "q4" else 0.0015, np.float16).view(np.uint8)
             blk[:, 2:4] = np.full((nb, 1), 0.0015, np.float16).view(np.uint8)
         raw_q = blk.tobytes()
-        tensors[name] = (ne, 14 if q6 else 12, raw_q)
-        deq[name] = (dequant_q6_k if q6 else dequant_q4_k)(raw_q, n).reshape(list(reversed(ne)))
+        tensors[name] = (ne, {"q6": 14, "q5": 13, "q4": 12}[kind], raw_q)
+        values = dequant_q6_k(raw_q, n) if kind == "q6" else dequant_q4_k(raw_q, n, five=kind == "q5")
+        deq[name] = values.reshape(list(reversed(ne)))
     keep = {k: v for k, v in meta.items() if k.startswith("llama.") or k in ("general.architecture",
             "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id")}
     path = os.path.join(tmp, "kq-mix.gguf")
@@ -282,7 +288,7 @@ def kquants(tmp, run, report):
         other = reference_model.forward(cfg, w, ids)  # the original weights: a different model
     got = torch.tensor(np.load(npy)) if p.returncode == 0 else ref * 0
     err, mean, base = (got - ref).abs().max().item(), (got - ref).abs().mean().item(), (other - ref).abs().mean().item()
-    report.check("Q4_K / Q6_K tensors (llama.cpp's Q4_K_M mix) run: logits = reference over numpy-dequantized blocks",
+    report.check("Q4_K / Q5_K / Q6_K tensors (llama.cpp's K_M mixes) run: logits = reference over numpy-dequantized blocks",
                  p.returncode == 0 and err < 5e-2 and mean < 0.05 * base,
                  f"max {err:.1e}, mean {mean:.1e} (another model: {base:.1e})")
 

@@ -145,14 +145,14 @@ TEST(GgufReader, ReadsWhatTheWriterWroteAndRejectsEveryTruncation) {
 TEST(QuantizedLinear, KQuantsMatchTheirDequantizedValues) {
   std::mt19937 rng(11);
   const int64_t N = 24, K = 512;
-  for (DType q : {DType::Q4_K, DType::Q6_K}) {
+  for (DType q : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     Tensor wq = Tensor::empty(q, {N, K});
     auto* p = static_cast<uint8_t*>(wq.data);
     for (size_t i = 0; i < wq.nbytes(); ++i) p[i] = uint8_t(rng());
-    const size_t bb = q == DType::Q4_K ? 144 : 210;
+    const size_t bb = q == DType::Q4_K ? 144 : q == DType::Q5_K ? 176 : 210;
     for (size_t b = 0; b < wq.nbytes() / bb; ++b) {  // scales: d (and dmin) small
       const uint16_t d = f32_to_f16(0.004f), dmin = f32_to_f16(0.002f);
-      if (q == DType::Q4_K) {
+      if (q != DType::Q6_K) {
         std::memcpy(p + b * bb, &d, 2), std::memcpy(p + b * bb + 2, &dmin, 2);
       } else {
         std::memcpy(p + b * bb + 208, &d, 2);
