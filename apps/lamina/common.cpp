@@ -47,23 +47,17 @@ LoadedModel load_model(const Args& a) {
   if (a.given("threads")) set_num_threads(int(a.integer("threads")));
   LoadOptions opt;
   if (a.given("dtype")) opt.dtype = parse_dtype(a.str("dtype"), "--dtype", true);
-  std::string dir = a.str("model");
-  if (is_gguf_file(dir)) {
-    // The weights from the GGUF; the vocabulary from a SentencePiece tokenizer directory.
-    if (!a.given("tokenizer"))
-      fail(dir, ": a GGUF model needs --tokenizer DIR (a directory with its tokenizer.model)");
-    LoadedModel m{nullptr, Tokenizer::load(a.str("tokenizer"))};
-    m.model = load_gguf_model(dir, opt);
-    if (m.tokenizer.size() > m.model->config().vocab_size)
-      fail(a.str("tokenizer"), ": tokenizer has ", m.tokenizer.size(), " tokens but ", dir, " has ",
-           m.model->config().vocab_size);
-    return m;
-  }
-  LoadedModel m{nullptr, Tokenizer::load(dir)};
-  m.model = Model::load(dir, opt);
+  const std::string dir = a.str("model");
+  // A GGUF holds the weights; its vocabulary comes from a SentencePiece tokenizer directory.
+  const bool gguf = is_gguf_file(dir);
+  if (gguf && !a.given("tokenizer"))
+    fail(dir, ": a GGUF model needs --tokenizer DIR (a directory with its tokenizer.model)");
+  const std::string tok_dir = gguf ? a.str("tokenizer") : dir;
+  LoadedModel m{nullptr, Tokenizer::load(tok_dir)};
+  m.model = gguf ? load_gguf_model(dir, opt) : Model::load(dir, opt);
   if (m.tokenizer.size() > m.model->config().vocab_size)
-    fail(dir, ": tokenizer has ", m.tokenizer.size(), " tokens but config.json vocab_size is ",
-         m.model->config().vocab_size);
+    fail(tok_dir, ": tokenizer has ", m.tokenizer.size(), " tokens but ", dir,
+         " has a vocabulary of ", m.model->config().vocab_size);
   return m;
 }
 

@@ -8,22 +8,34 @@
 
 namespace lamina {
 
-namespace {
-GgmlType block_type(DType t) {
+GgmlType ggml_type_of(DType t) {
   switch (t) {
+    case DType::F32:
+      return GgmlType::F32;
+    case DType::F16:
+      return GgmlType::F16;
+    case DType::BF16:
+      return GgmlType::BF16;
     case DType::Q8_0:
       return GgmlType::Q8_0;
+    case DType::Q4_0:
+      return GgmlType::Q4_0;
     case DType::Q4_K:
       return GgmlType::Q4_K;
     case DType::Q5_K:
       return GgmlType::Q5_K;
     case DType::Q6_K:
       return GgmlType::Q6_K;
-    default:
-      return GgmlType::Q4_0;
   }
+  return GgmlType::F32;
 }
-}  // namespace
+
+DType dtype_from_ggml(GgmlType g) {
+  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K,
+                  DType::Q5_K, DType::Q6_K})
+    if (ggml_type_of(d) == g) return d;
+  fail("ggml type ", uint32_t(g), " has no lamina dtype");
+}
 
 bool dtype_is_quantized(DType t) {
   return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q5_K ||
@@ -36,11 +48,11 @@ size_t dtype_size(DType t) {
 }
 
 int64_t dtype_block(DType t) {
-  return dtype_is_quantized(t) ? ggml_block_elems(block_type(t)) : 1;
+  return dtype_is_quantized(t) ? ggml_block_elems(ggml_type_of(t)) : 1;
 }
 
 size_t dtype_bytes(DType t, int64_t n) {
-  return dtype_is_quantized(t) ? ggml_row_bytes(block_type(t), n) : size_t(n) * dtype_size(t);
+  return dtype_is_quantized(t) ? ggml_row_bytes(ggml_type_of(t), n) : size_t(n) * dtype_size(t);
 }
 
 const char* dtype_name(DType t) {
@@ -149,7 +161,7 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K:
-      dequantize_row(block_type(t), static_cast<const uint8_t*>(src), int64_t(n), dst);
+      dequantize_row(ggml_type_of(t), static_cast<const uint8_t*>(src), int64_t(n), dst);
       return;
     case DType::F32:
       std::memcpy(dst, src, n * 4);
@@ -175,7 +187,7 @@ void convert_from_f32(const float* src, void* dst, DType t, size_t n) {
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K:
-      quantize_row(block_type(t), src, int64_t(n), static_cast<uint8_t*>(dst));
+      quantize_row(ggml_type_of(t), src, int64_t(n), static_cast<uint8_t*>(dst));
       return;
     case DType::F32:
       std::memcpy(dst, src, n * 4);

@@ -8,11 +8,16 @@
 
 namespace lamina {
 
+enum class GgmlType : uint32_t;  // quant/ggml_blocks.h
+
 // F32/F16/BF16: stored tensors. Q8_0/Q4_0: ggml's 32-element blocks (src/quant/ggml_blocks.h),
 // weights quantized at load for inference; Q4_K/Q5_K/Q6_K: 256-element k-quant blocks, read from
 // GGUF files only. Rows must hold whole blocks.
 enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K };
 
+// The same element types as ggml names them (GGUF), both ways.
+GgmlType ggml_type_of(DType t);
+DType dtype_from_ggml(GgmlType t);
 // Bytes per element of F32/F16/BF16 (fails for the block types: use dtype_bytes).
 size_t dtype_size(DType t);
 // Bytes of n consecutive elements (n a multiple of the block size for block types).

@@ -41,11 +41,6 @@ class Cursor {
 
 constexpr uint32_t kArray = 9;
 
-// The ggml types lamina has block sizes for (GgmlType).
-bool known_type(uint32_t t) {
-  return t == 0 || t == 1 || t == 2 || t == 8 || t == 12 || t == 13 || t == 14 || t == 30;
-}
-
 nlohmann::json scalar(Cursor& c, uint32_t t, const std::string& where, const std::string& key) {
   switch (t) {
     case 0:
@@ -80,7 +75,7 @@ nlohmann::json scalar(Cursor& c, uint32_t t, const std::string& where, const std
 }  // namespace
 
 const char* ggml_type_name_or_id(uint32_t type, std::string& buf) {
-  if (known_type(type)) return ggml_type_name(GgmlType(type));
+  if (auto t = ggml_type_from_id(type)) return ggml_type_name(*t);
   buf = "ggml type " + std::to_string(type);
   return buf.c_str();
 }
@@ -136,8 +131,8 @@ GgufFile parse_gguf(const uint8_t* data, size_t size, const std::string& where) 
     }
     t.type = c.get<uint32_t>("a tensor type");
     t.offset = c.get<uint64_t>("a tensor offset");
-    if (known_type(t.type)) {
-      const GgmlType gt = GgmlType(t.type);
+    if (auto known = ggml_type_from_id(t.type)) {
+      const GgmlType gt = *known;
       if (t.ne[0] % ggml_block_elems(gt) != 0)
         fail(where, ": tensor '", t.name, "': rows of ", t.ne[0], " are not whole ",
              ggml_type_name(gt), " blocks");

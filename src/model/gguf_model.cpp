@@ -24,29 +24,10 @@ bool is_gguf_file(const std::string& path) {
 namespace {
 
 DType dtype_of(uint32_t ggml, const std::string& where, const std::string& name) {
-  switch (ggml) {
-    case 0:
-      return DType::F32;
-    case 1:
-      return DType::F16;
-    case 30:
-      return DType::BF16;
-    case 8:
-      return DType::Q8_0;
-    case 2:
-      return DType::Q4_0;
-    case 12:
-      return DType::Q4_K;
-    case 13:
-      return DType::Q5_K;
-    case 14:
-      return DType::Q6_K;
-    default: {
-      std::string buf;
-      fail(where, ": tensor '", name, "' is ", ggml_type_name_or_id(ggml, buf),
-           ", which lamina does not run (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k)");
-    }
-  }
+  if (auto t = ggml_type_from_id(ggml)) return dtype_from_ggml(*t);
+  std::string buf;
+  fail(where, ": tensor '", name, "' is ", ggml_type_name_or_id(ggml, buf),
+       ", which lamina does not run (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k)");
 }
 
 // transformers' config.json fields from llama.cpp's metadata keys.
@@ -163,13 +144,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOption
     if (t.shape != spec.shape)
       fail(path, ": tensor for '", spec.name, "' has shape ", shape_str(t.shape),
            ", the metadata implies ", shape_str(spec.shape));
-    // As load_weights: norms F32; matrices in --dtype, else as stored (F16 -> F32).
-    DType want = spec.is_norm ? DType::F32
-                              : opt.dtype.value_or(t.dtype == DType::F16 ? DType::F32 : t.dtype);
-    const bool router = spec.name.ends_with(".gate.weight");  // stays F32, as in load_weights
-    if (dtype_is_quantized(want) && (router || spec.shape.back() % dtype_block(want) != 0) &&
-        !dtype_is_quantized(t.dtype))
-      want = DType::F32;
+    const DType want = inference_dtype(spec, t.dtype, opt.dtype);
     if (t.dtype != want) t = t.to(want);
     spec.bind(w, t);
   }

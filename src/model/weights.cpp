@@ -28,6 +28,7 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layou
     auto add = [&](std::string name, Shape shape, Tensor LayerWeights::*m, bool norm = false) {
       s.push_back(
           {p + name, shape, norm, [L, m](ModelWeights& w, const Tensor& t) { L(w).*m = t; }});
+      s.back().is_router = m == &LayerWeights::router;
     };
     add("input_layernorm.weight", {H}, &LayerWeights::attn_norm, true);
     add("self_attn.q_proj.weight", {Q, H}, &LayerWeights::wq);
@@ -95,6 +96,15 @@ MoeLayout detect_moe_layout(const ModelConfig& c, const Checkpoint& ckpt) {
        "'model.layers.0.mlp.gate.weight')");
 }
 
+DType inference_dtype(const TensorSpec& spec, DType stored, std::optional<DType> requested) {
+  if (spec.is_norm) return DType::F32;
+  const DType want = requested.value_or(stored == DType::F16 ? DType::F32 : stored);
+  if (dtype_is_quantized(want) && want != stored &&
+      (spec.is_router || spec.shape.back() % dtype_block(want) != 0))
+    return DType::F32;
+  return want;
+}
+
 ModelWeights load_weights(const ModelConfig& c, const Checkpoint& ckpt, const LoadOptions& opt) {
   ModelWeights w;
   w.layers.resize(size_t(c.num_hidden_layers));
@@ -106,14 +116,7 @@ ModelWeights load_weights(const ModelConfig& c, const Checkpoint& ckpt, const Lo
       fail(ckpt.file_of(spec.name), ": tensor '", spec.name, "' has shape ", shape_str(info.shape),
            ", config.json implies ", shape_str(spec.shape));
     Tensor t = ckpt.get(spec.name);
-    DType want = spec.is_norm ? DType::F32
-                              : opt.dtype.value_or(t.dtype == DType::F16 ? DType::F32 : t.dtype);
-    // Quantized inference: every matrix becomes ggml blocks along its rows, except Mixtral's
-    // router (as llama.cpp keeps ffn_gate_inp in F32: a rounding there can flip the top-k) and
-    // matrices whose rows are not whole blocks.
-    const bool router = spec.name.size() > 11 && spec.name.ends_with(".gate.weight");
-    if (dtype_is_quantized(want) && (router || spec.shape.back() % dtype_block(want) != 0))
-      want = DType::F32;
+    const DType want = inference_dtype(spec, t.dtype, opt.dtype);
     if (t.dtype != want) t = t.to(want);
     spec.bind(w, t);
   }

@@ -46,6 +46,9 @@ struct TensorSpec {
   bool is_norm = false;  // RMSNorm gains: initialised to 1, kept in F32
   // Stores a loaded tensor (of `shape`) into the weights.
   std::function<void(ModelWeights&, const Tensor&)> bind;
+  // Mixtral's router: kept F32 when the other matrices are rounded (bf16) or quantized, since a
+  // rounding of its logits can flip a top-k choice (llama.cpp keeps ffn_gate_inp F32 too).
+  bool is_router = false;
 };
 
 // Every tensor of the checkpoint in the order transformers writes them.
@@ -53,6 +56,11 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c,
                                            MoeLayout layout = MoeLayout::Split);
 // Which Mixtral layout a checkpoint uses (Split for dense models); errors name the tensor missing.
 MoeLayout detect_moe_layout(const ModelConfig& c, const Checkpoint& ckpt);
+
+// The dtype a tensor is kept in for inference: norms F32; matrices in `requested` (--dtype), else
+// as stored (F16 -> F32); a block type (Q8_0, ...) spares the router and rows that are not whole
+// blocks (they stay F32) unless the tensor is already stored that way.
+DType inference_dtype(const TensorSpec& spec, DType stored, std::optional<DType> requested);
 
 struct LoadOptions {
   // Storage type for matrix weights: F32, BF16, or Q8_0/Q4_0 (quantized at load, ggml's blocks;

@@ -25,6 +25,13 @@ float get_f16(const uint8_t* p) {
 }
 }  // namespace
 
+std::optional<GgmlType> ggml_type_from_id(uint32_t id) {
+  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0,
+                     GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
+    if (uint32_t(t) == id) return t;
+  return std::nullopt;
+}
+
 GgmlType parse_ggml_type(const std::string& name) {
   std::string n = name;
   for (auto& ch : n) ch = char(std::tolower(static_cast<unsigned char>(ch)));

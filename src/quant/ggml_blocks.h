@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace lamina {
@@ -21,6 +22,8 @@ enum class GgmlType : uint32_t {
   BF16 = 30
 };
 
+// The GgmlType with this GGUF type id, when lamina knows it.
+std::optional<GgmlType> ggml_type_from_id(uint32_t id);
 // f32, f16, bf16, q8_0, q4_0 (case-insensitive); throws naming the accepted ones.
 GgmlType parse_ggml_type(const std::string& name);
 const char* ggml_type_name(GgmlType t);

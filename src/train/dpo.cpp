@@ -398,16 +398,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
     for (size_t i = 0; i < rows.size(); ++i)
       (i < n_train_file ? tr : va).push_back(std::move(rows[i]));
   } else {
-    std::vector<size_t> idx(rows.size());
-    std::iota(idx.begin(), idx.end(), 0);
-    std::mt19937_64 rng(o.seed);
-    std::shuffle(idx.begin(), idx.end(), rng);
-    const size_t n_val =
-        o.val_fraction > 0
-            ? std::max<size_t>(1, size_t(std::ceil(double(rows.size()) * o.val_fraction)))
-            : 0;
-    for (size_t i = 0; i < idx.size(); ++i)
-      (i < n_val ? va : tr).push_back(std::move(rows[idx[i]]));
+    seeded_split(rows, o.val_fraction, o.seed, tr, va);
   }
   std::fprintf(stderr,
                "dpo: %zu pairs (%zu train, %zu eval), %lld truncated, %lld malformed lines "

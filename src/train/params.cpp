@@ -147,10 +147,7 @@ void ParamStore::set_compute_dtype(DType t) {
   compute_copies.assign(specs.size(), Tensor{});
   for (size_t i = 0; i < specs.size(); ++i) {
     auto& sp = specs[i];
-    // The MoE router stays F32: a bf16 rounding of its logits can flip a top-k choice.
-    const bool router = sp.name.find("block_sparse_moe.gate.weight") != std::string::npos ||
-                        sp.name.find("mlp.gate.weight") != std::string::npos;
-    if (t == DType::BF16 && !sp.is_norm && !router) {
+    if (t == DType::BF16 && !sp.is_norm && !sp.is_router) {  // the router stays F32
       compute_copies[i] = Tensor::empty(DType::BF16, sp.shape);
       sp.bind(compute, compute_copies[i]);
     } else {

@@ -236,6 +236,19 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
 
 static_assert(sizeof(StepTotals) == 4 * sizeof(double), "StepTotals is reduced as 4 doubles");
 
+namespace {
+// Each rank's share of the loss, aux loss and metrics -> their sums over the ranks (no-op on one).
+void sum_over_ranks(ObjectiveResult& r) {
+  if (dist::world() == 1) return;
+  std::vector<double> sums = {r.loss, r.aux};
+  for (auto& [k, v] : r.metrics.items()) sums.push_back(v.get<double>());
+  dist::allreduce_sum(sums.data(), sums.size());
+  r.loss = sums[0], r.aux = sums[1];
+  size_t i = 2;
+  for (auto& [k, v] : r.metrics.items()) v = sums[i++];
+}
+}  // namespace
+
 PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainData& data,
                           const CheckpointExtras& extras, const std::string& title,
                           const Objective* objective) {
@@ -333,14 +346,7 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     for (size_t k = size_t(rank); k < batches.size(); k += size_t(world))
       mine.push_back(std::move(batches[k]));
     auto r = obj.run(graph, mine, T, 0.0, false, all);
-    if (world > 1) {
-      std::vector<double> sums = {r.loss};
-      for (auto& [k, v] : r.metrics.items()) sums.push_back(v.get<double>());
-      dist::allreduce_sum(sums.data(), sums.size());
-      r.loss = sums[0];
-      size_t i = 1;
-      for (auto& [k, v] : r.metrics.items()) v = sums[i++];
-    }
+    sum_over_ranks(r);
     eval_metrics = json::object();
     for (auto& [k, v] : r.metrics.items()) eval_metrics["eval_" + k] = v;
     return r.loss;
@@ -380,15 +386,8 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     StepTotals totals = obj.totals(micro);
     dist::allreduce_sum(&totals.weight, 4);
     ObjectiveResult step_res = obj.run(graph, micro, T, aux_coef, true, totals);
-    if (world > 1) {
-      std::vector<double> sums = {step_res.loss, step_res.aux};
-      for (auto& [k, v] : step_res.metrics.items()) sums.push_back(v.get<double>());
-      dist::allreduce_sum(sums.data(), sums.size());
-      dist::allreduce_sum(p.grads.f32(), size_t(p.grads.numel()));
-      step_res.loss = sums[0], step_res.aux = sums[1];
-      size_t i = 2;
-      for (auto& [k, v] : step_res.metrics.items()) v = sums[i++];
-    }
+    sum_over_ranks(step_res);
+    dist::allreduce_sum(p.grads.f32(), size_t(p.grads.numel()));
     const double loss = step_res.loss, aux = step_res.aux;
     const double gnorm = clip_grad_norm(p, o.clip);
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {

@@ -1,10 +1,14 @@
 // Continued pretraining on raw text (SOLAR's step after depth up-scaling): the training loop with
 // gradient accumulation, schedule, clipping, periodic evaluation, atomic checkpoints and resume.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -150,6 +154,20 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
 std::string latest_checkpoint(const std::string& out, int64_t* step = nullptr);
 // Fills a row up to T with a padding segment (pad ids, no targets, weight 0).
 void pad_row(TrainRow& r, int64_t T, int32_t pad);
+// The seeded held-out split SFT and DPO share: ceil(n * fraction) items (at least one when
+// fraction > 0) to `val`, the rest to `train`, in an order shuffled by `seed`.
+template <class T>
+void seeded_split(std::vector<T>& items, double fraction, uint64_t seed, std::vector<T>& train,
+                  std::vector<T>& val) {
+  std::vector<size_t> idx(items.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::mt19937_64 rng(seed);
+  std::shuffle(idx.begin(), idx.end(), rng);
+  const size_t n_val =
+      fraction > 0 ? std::max<size_t>(1, size_t(std::ceil(double(items.size()) * fraction))) : 0;
+  for (size_t i = 0; i < idx.size(); ++i)
+    (i < n_val ? val : train).push_back(std::move(items[idx[i]]));
+}
 // Rows -> a Batch (all rows of length T).
 Batch make_batch(const std::vector<TrainRow>& rows, int64_t T);
 

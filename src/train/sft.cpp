@@ -181,16 +181,8 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   }
   if (segs.empty()) fail("no conversation has a weighted token to learn from");
   // Held-out conversations for eval loss (seeded), then packing.
-  std::vector<size_t> idx(segs.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  std::mt19937_64 rng(o.seed);
-  std::shuffle(idx.begin(), idx.end(), rng);
-  const size_t n_val =
-      o.val_fraction > 0
-          ? std::max<size_t>(1, size_t(std::ceil(double(segs.size()) * o.val_fraction)))
-          : 0;
   std::vector<Segment> tr, va;
-  for (size_t i = 0; i < idx.size(); ++i) (i < n_val ? va : tr).push_back(std::move(segs[idx[i]]));
+  seeded_split(segs, o.val_fraction, o.seed, tr, va);
   double eff_train = 0, eff_val = 0;
   auto train_rows = pack(tr, T, tok.eos_id(), &eff_train);
   auto val_rows = pack(va, T, tok.eos_id(), &eff_val);
