@@ -2,13 +2,16 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <vector>
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "io/gguf_names.h"
 #include "io/gguf_writer.h"
 #include "io/model_config.h"
 #include "io/safetensors.h"
+#include "model/weights.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lamina {
@@ -92,28 +95,30 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
     plan.push_back({g, {cols, rows}, matrix_type(cols), {{hf, 0, rows, cols, heads}}});
   };
   const bool fused = ck.has("model.layers.0.mlp.experts.gate_up_proj");
-  mat("token_embd.weight", "model.embed_tokens.weight", V, H);
+  // Shapes as config.json implies them; names from the table import shares (io/gguf_names.h).
+  std::map<std::string, Shape> shape_of;
+  for (auto& s : model_tensor_specs(c, fused ? MoeLayout::Fused : MoeLayout::Split))
+    shape_of[s.name] = s.shape;
+  auto add = [&](const std::string& g, const std::string& hf, int rope_heads) {
+    const Shape& s = shape_of.at(hf);
+    if (s.size() == 1) return vec(g, hf, s[0]);
+    mat(g, hf, s[0], s[1], rope_heads == 1 ? nh : rope_heads == 2 ? nkv : 0);
+  };
+  add(kGgufModelTensors[0].gguf, kGgufModelTensors[0].hf, 0);  // token_embd
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::string b = "blk." + std::to_string(l) + ".";
-    vec(b + "attn_norm.weight", p + "input_layernorm.weight", H);
-    mat(b + "attn_q.weight", p + "self_attn.q_proj.weight", nh * hd, H, nh);
-    mat(b + "attn_k.weight", p + "self_attn.k_proj.weight", nkv * hd, H, nkv);
-    mat(b + "attn_v.weight", p + "self_attn.v_proj.weight", nkv * hd, H);
-    mat(b + "attn_output.weight", p + "self_attn.o_proj.weight", H, nh * hd);
-    vec(b + "ffn_norm.weight", p + "post_attention_layernorm.weight", H);
+    for (auto& n : kGgufLayerTensors) add(b + n.gguf, p + n.hf, n.rope_heads);
     if (!c.is_moe()) {
-      mat(b + "ffn_gate.weight", p + "mlp.gate_proj.weight", I, H);
-      mat(b + "ffn_up.weight", p + "mlp.up_proj.weight", I, H);
-      mat(b + "ffn_down.weight", p + "mlp.down_proj.weight", H, I);
+      for (auto& n : kGgufDenseMlp) add(b + n.gguf, p + n.hf, 0);
       continue;
     }
     const std::string router = p + (fused ? "mlp.gate.weight" : "block_sparse_moe.gate.weight");
     need(router, {E, H});
-    plan.push_back({b + "ffn_gate_inp.weight", {H, E}, GgmlType::F32, {{router, 0, E, H}}});
-    Planned g{b + "ffn_gate_exps.weight", {H, I, E}, matrix_type(H), {}};
-    Planned u{b + "ffn_up_exps.weight", {H, I, E}, g.type, {}};
-    Planned d{b + "ffn_down_exps.weight", {I, H, E}, matrix_type(I), {}};
+    plan.push_back({b + kGgufRouter, {H, E}, GgmlType::F32, {{router, 0, E, H}}});
+    Planned g{b + kGgufExperts[0].gguf, {H, I, E}, matrix_type(H), {}};
+    Planned u{b + kGgufExperts[1].gguf, {H, I, E}, g.type, {}};
+    Planned d{b + kGgufExperts[2].gguf, {I, H, E}, matrix_type(I), {}};
     if (fused) {
       const std::string gu = p + "mlp.experts.gate_up_proj", dn = p + "mlp.experts.down_proj";
       need(gu, {E, 2 * I, H});
@@ -124,20 +129,25 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
         d.slabs.push_back({dn, e * H * I, H, I});
       }
     } else {
-      for (int64_t e = 0; e < E; ++e) {
-        const std::string q = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-        need(q + "w1.weight", {I, H});
-        need(q + "w3.weight", {I, H});
-        need(q + "w2.weight", {H, I});
-        g.slabs.push_back({q + "w1.weight", 0, I, H});
-        u.slabs.push_back({q + "w3.weight", 0, I, H});
-        d.slabs.push_back({q + "w2.weight", 0, H, I});
-      }
+      // Per-expert matrices w1 (gate), w3 (up), w2 (down) of [rows, cols], stacked in order.
+      const struct {
+        Planned* t;
+        const char* hf;
+        int64_t rows, cols;
+      } parts[] = {{&g, kGgufExperts[0].hf, I, H},
+                   {&u, kGgufExperts[1].hf, I, H},
+                   {&d, kGgufExperts[2].hf, H, I}};
+      for (int64_t e = 0; e < E; ++e)
+        for (auto& x : parts) {
+          const std::string hf = p + "block_sparse_moe.experts." + std::to_string(e) + "." + x.hf;
+          need(hf, {x.rows, x.cols});
+          x.t->slabs.push_back({hf, 0, x.rows, x.cols});
+        }
     }
     plan.push_back(std::move(g)), plan.push_back(std::move(u)), plan.push_back(std::move(d));
   }
-  vec("output_norm.weight", "model.norm.weight", H);
-  if (!c.tie_word_embeddings) mat("output.weight", "lm_head.weight", V, H);
+  add(kGgufModelTensors[1].gguf, kGgufModelTensors[1].hf, 0);  // output_norm
+  if (!c.tie_word_embeddings) add(kGgufModelTensors[2].gguf, kGgufModelTensors[2].hf, 0);
 
   // Vocabulary: the tokenizer's pieces, padded to the embedding's rows as convert_hf_to_gguf does.
   std::vector<Tokenizer::Piece> vocab = tok.vocabulary();

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "io/gguf_names.h"
 #include "io/gguf_reader.h"
 #include "io/mapped_file.h"
 #include "io/model_config.h"
@@ -106,33 +107,25 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOption
     }
     return out;
   };
+  // transformers' names -> tensors, by the table export uses (io/gguf_names.h).
   std::map<std::string, Tensor> hf;
-  hf["model.embed_tokens.weight"] = view("token_embd.weight");
-  hf["model.norm.weight"] = view("output_norm.weight");
-  if (!cfg.tie_word_embeddings) hf["lm_head.weight"] = view("output.weight");
+  for (auto& n : kGgufModelTensors)
+    if (!(cfg.tie_word_embeddings && std::string(n.hf) == "lm_head.weight"))
+      hf[n.hf] = view(n.gguf);
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".",
                       b = "blk." + std::to_string(l) + ".";
-    hf[p + "input_layernorm.weight"] = view(b + "attn_norm.weight");
-    hf[p + "self_attn.q_proj.weight"] = unpermuted(b + "attn_q.weight");
-    hf[p + "self_attn.k_proj.weight"] = unpermuted(b + "attn_k.weight");
-    hf[p + "self_attn.v_proj.weight"] = view(b + "attn_v.weight");
-    hf[p + "self_attn.o_proj.weight"] = view(b + "attn_output.weight");
-    hf[p + "post_attention_layernorm.weight"] = view(b + "ffn_norm.weight");
+    for (auto& n : kGgufLayerTensors)
+      hf[p + n.hf] = n.rope_heads ? unpermuted(b + n.gguf) : view(b + n.gguf);
     if (!cfg.is_moe()) {
-      hf[p + "mlp.gate_proj.weight"] = view(b + "ffn_gate.weight");
-      hf[p + "mlp.up_proj.weight"] = view(b + "ffn_up.weight");
-      hf[p + "mlp.down_proj.weight"] = view(b + "ffn_down.weight");
+      for (auto& n : kGgufDenseMlp) hf[p + n.hf] = view(b + n.gguf);
       continue;
     }
-    hf[p + "block_sparse_moe.gate.weight"] = view(b + "ffn_gate_inp.weight");
-    const Tensor g3 = view(b + "ffn_gate_exps.weight"), u3 = view(b + "ffn_up_exps.weight"),
-                 d3 = view(b + "ffn_down_exps.weight");
-    for (int64_t e = 0; e < cfg.num_local_experts; ++e) {
-      const std::string q = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-      hf[q + "w1.weight"] = g3.select0(e);
-      hf[q + "w3.weight"] = u3.select0(e);
-      hf[q + "w2.weight"] = d3.select0(e);
+    hf[p + "block_sparse_moe.gate.weight"] = view(b + kGgufRouter);
+    for (auto& n : kGgufExperts) {
+      const Tensor stacked = view(b + n.gguf);  // [E, rows, cols]
+      for (int64_t e = 0; e < cfg.num_local_experts; ++e)
+        hf[p + "block_sparse_moe.experts." + std::to_string(e) + "." + n.hf] = stacked.select0(e);
     }
   }
   ModelWeights w;
