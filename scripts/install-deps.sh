@@ -2,7 +2,7 @@
 # Installs lamina's build and test dependencies from Debian's packages, only those missing.
 # Called by the Makefile; safe to run again.
 set -euo pipefail
-want=(cmake g++ make ccache pkg-config libdnnl-dev libsentencepiece-dev nlohmann-json3-dev
+want=(cmake g++ make ccache pkg-config libdnnl-dev ocl-icd-opencl-dev opencl-c-headers libsentencepiece-dev nlohmann-json3-dev
       libgtest-dev libbenchmark-dev libyaml-cpp-dev clang libclang-rt-14-dev
       python3 python3-torch python3-numpy libopenblas0-pthread libopenmpi-dev openmpi-bin)
 missing=()

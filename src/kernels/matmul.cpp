@@ -72,7 +72,62 @@ md packed_weight_md(int64_t K, int64_t N, DType t) {
   return pd.weights_desc();
 }
 
+// oneDNN 2.6 (Debian 12) has bf16 matmul kernels only from AVX-512 (avx512_core) on; on an
+// AVX2-only CPU the bf16 primitive does not exist. There bf16 products run as F32 products over
+// bf16 values widened slab by slab: the same numbers (bf16 inputs, F32 accumulation) without a
+// full-size F32 copy of the weights. Probed once at run time, never assumed from the build.
+bool probe_bf16_native() {
+  try {
+    auto& d = dnnl_state();
+    md a({4, 32}, dnnl::memory::data_type::bf16, {32, 1});
+    md b({32, 8}, dnnl::memory::data_type::bf16, {1, 32});
+    md c({4, 8}, dnnl::memory::data_type::f32, {8, 1});
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), d.eng);
+    return true;
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
+int& bf16_mode() {  // -1 unprobed, 0 emulated, 1 native
+  static int mode = -1;
+  return mode;
+}
+
+// Widens rows x cols bf16 values (leading dimension ld) to F32 with the same layout.
+void widen_bf16(const uint16_t* src, int64_t rows, int64_t cols, int64_t ld, float* dst) {
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * ld + c] = bf16_to_f32(src[r * ld + c]);
+}
+
+// linear() with a BF16 weight where oneDNN has no bf16 kernel: x rounded to bf16 once, weight
+// rows widened to F32 a slab at a time (~1 MB, so it stays in cache for the product).
+void linear_bf16_emulated(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
+  const int64_t N = w.shape[0], K = w.shape[1];
+  thread_local std::vector<float> xr, slab;
+  xr.resize(size_t(M * K));
+  for (int64_t i = 0; i < M * K; ++i) xr[size_t(i)] = bf16_to_f32(f32_to_bf16(x[i]));
+  const int64_t rows = std::clamp<int64_t>((int64_t(1) << 18) / std::max<int64_t>(K, 1), 16, N);
+  slab.resize(size_t(rows * K));
+  const auto* wb = static_cast<const uint16_t*>(w.data);
+  for (int64_t n0 = 0; n0 < N; n0 += rows) {
+    const int64_t nc = std::min(rows, N - n0);
+    widen_bf16(wb + n0 * K, nc, K, K, slab.data());
+    gemm(false, true, M, nc, K, xr.data(), K, slab.data(), K, y + n0, N, accumulate);
+  }
+}
+
 }  // namespace
+
+bool bf16_matmul_native() {
+  if (bf16_mode() < 0) bf16_mode() = probe_bf16_native() ? 1 : 0;
+  return bf16_mode() == 1;
+}
+
+void set_bf16_matmul_emulated(bool emulated) {
+  bf16_mode() = emulated ? 0 : (probe_bf16_native() ? 1 : 0);
+}
 
 struct WeightPack::Impl {
   std::mutex mu;
@@ -114,6 +169,8 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
                dtype_name(w.dtype), " not supported");
   const int64_t N = w.shape[0], K = w.shape[1];
   if (M == 0) return;
+  if (w.dtype == DType::BF16 && !bf16_matmul_native())
+    return linear_bf16_emulated(x, M, w, y, accumulate);
   auto& d = dnnl_state();
   const auto wt = dt_of(w.dtype);
   md src_md({M, K}, wt, {K, 1}), dst_md({M, N}, dnnl::memory::data_type::f32, {N, 1});
@@ -172,6 +229,14 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int
 
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  if (!bf16_matmul_native() && M > 0 && N > 0 && K > 0) {
+    // Stored extents: A is [M, K] (or [K, M] when ta), B is [K, N] (or [N, K] when tb).
+    const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    std::vector<float> af(size_t((ar - 1) * lda + ac)), bf(size_t((br - 1) * ldb + bc));
+    widen_bf16(A, ar, ac, lda, af.data());
+    widen_bf16(B, br, bc, ldb, bf.data());
+    return gemm(ta, tb, M, N, K, af.data(), lda, bf.data(), ldb, C, ldc, accumulate);
+  }
   gemm_any(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, DType::BF16);
 }
 

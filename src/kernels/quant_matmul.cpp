@@ -4,7 +4,7 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__x86_64__)
 // GCC 12 reports its own intrinsics' internal "undefined" vectors as maybe-uninitialised.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>

@@ -36,16 +36,53 @@ TEST(Kernels, LinearBf16RoundsInputsAndAccumulatesInF32) {
   auto x = randn(size_t(M * K), 3), wf = randn(size_t(N * K), 4);
   std::vector<uint16_t> w(wf.size());
   for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(wf[i]);
-  std::vector<float> y(size_t(M * N));
-  linear(x.data(), M, Tensor::view_of(w.data(), DType::BF16, {N, K}), y.data());
-  for (int m = 0; m < M; ++m)
-    for (int n = 0; n < N; ++n) {
-      double s = 0;
-      for (int k = 0; k < K; ++k)
-        s += double(bf16_to_f32(f32_to_bf16(x[size_t(m * K + k)]))) *
-             bf16_to_f32(w[size_t(n * K + k)]);
-      ASSERT_NEAR(y[size_t(m * N + n)], s, 1e-4);
+  // Both variants this CPU can run: oneDNN's bf16 kernels (AVX-512 and newer) and the widened
+  // F32 path every x86-64 CPU runs.
+  std::vector<bool> modes{true};
+  if (bf16_matmul_native()) modes.push_back(false);
+  for (bool emulated : modes) {
+    set_bf16_matmul_emulated(emulated);
+    std::vector<float> y(size_t(M * N), 7.f);
+    linear(x.data(), M, Tensor::view_of(w.data(), DType::BF16, {N, K}), y.data(), emulated);
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) {
+        double s = emulated ? 7.0 : 0.0;  // the emulated pass also checks accumulate
+        for (int k = 0; k < K; ++k)
+          s += double(bf16_to_f32(f32_to_bf16(x[size_t(m * K + k)]))) *
+               bf16_to_f32(w[size_t(n * K + k)]);
+        ASSERT_NEAR(y[size_t(m * N + n)], s, 1e-4) << (emulated ? "emulated" : "native");
+      }
+  }
+  set_bf16_matmul_emulated(false);
+}
+
+TEST(Kernels, GemmBf16MatchesWidenedF32OnEveryVariant) {
+  // C = op(A) op(B) with transposes and padded leading dimensions, against F32 over the
+  // widened values.
+  const int M = 7, N = 33, K = 50;
+  for (bool emulated : {true, false}) {
+    if (!emulated && !bf16_matmul_native()) continue;
+    set_bf16_matmul_emulated(emulated);
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5;
+      auto af = randn(size_t((ta ? K : M) * lda), 11), bf = randn(size_t((tb ? N : K) * ldb), 12);
+      std::vector<uint16_t> a(af.size()), b(bf.size());
+      for (size_t i = 0; i < a.size(); ++i) a[i] = f32_to_bf16(af[i]);
+      for (size_t i = 0; i < b.size(); ++i) b[i] = f32_to_bf16(bf[i]);
+      std::vector<float> c(size_t(M * N));
+      gemm_bf16(ta, tb, M, N, K, a.data(), lda, b.data(), ldb, c.data(), N, false);
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+          double s = 0;
+          for (int k = 0; k < K; ++k)
+            s += double(bf16_to_f32(a[size_t(ta ? k * lda + m : m * lda + k)])) *
+                 bf16_to_f32(b[size_t(tb ? n * ldb + k : k * ldb + n)]);
+          ASSERT_NEAR(c[size_t(m * N + n)], s, 1e-4) << "ta " << ta << " tb " << tb;
+        }
     }
+  }
+  set_bf16_matmul_emulated(false);
 }
 
 TEST(Kernels, RmsNorm) {
