@@ -449,7 +449,7 @@ def main():
 
         # The real Llama 2 tokenizer: token types and scores as llama.cpp's Llama 2 GGUFs carry them
         # (<unk> unknown, <s> </s> control, the 256 byte tokens, SentencePiece scores).
-        l2tok = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "tokenizers", "llama2", "tokenizer.model")
+        l2tok = os.path.join(os.path.dirname(__file__), "..", "assets", "tokenizers", "llama2", "tokenizer.model")
         l2 = os.path.join(tmp, "l2")
         run("init", "--out", l2, "--shape", "tiny", "--layers", "1", "--tokenizer", l2tok, "--vocab-size", "32000")
         run("export-gguf", "--model", l2, "--out", l2 + ".gguf", "--outtype", "q8_0")

@@ -17,7 +17,7 @@ namespace {
 
 Tokenizer llama2_with(const TempDir& d, std::vector<std::string> added) {
   TokenizerFiles tf;
-  tf.sentencepiece_model = test::shared_dir() + "/tokenizers/llama2/tokenizer.model";
+  tf.sentencepiece_model = test::assets_dir() + "/tokenizers/llama2/tokenizer.model";
   tf.added_tokens = std::move(added);
   write_tokenizer_files(d.path, tf);
   return Tokenizer::load(d.path);

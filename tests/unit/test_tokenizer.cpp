@@ -18,8 +18,8 @@ using lamina::test::TempDir;
 namespace {
 
 std::string llama2_model() {
-  std::string p = test::shared_dir() + "/tokenizers/llama2/tokenizer.model";
-  if (!file_exists(p)) ADD_FAILURE() << "missing shared asset " << p;
+  std::string p = test::assets_dir() + "/tokenizers/llama2/tokenizer.model";
+  if (!file_exists(p)) ADD_FAILURE() << "missing test asset " << p;
   return p;
 }
 

@@ -44,8 +44,8 @@ inline ModelConfig write_tiny_model(const std::string& dir, const std::string& s
   return c;
 }
 
-inline std::string shared_dir() {
-  return LAMINA_SHARED_DIR;
+inline std::string assets_dir() {  // tests/assets: vendored real files
+  return LAMINA_ASSETS_DIR;
 }
 
 // n samples of N(0, scale^2), seeded.
