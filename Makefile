@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test bench fuzz format clean
+.PHONY: all deps build demo test bench fuzz format clean fresh-check
 
 all: build
 
@@ -28,6 +28,10 @@ bench: build
 
 fuzz: deps
 	bash fuzz/run.sh 30
+
+# Maintainers: make test + make demo inside a fresh Debian 12 root (debootstrap), see README.md.
+fresh-check:
+	bash scripts/fresh-check.sh
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
