@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
       p.zero_grads();
       g.step(batch, double(B * T), 0.0);
       clip_grad_norm(p, 1.0);
-      opt.update(1e-4);
+      if (!opt.update(1e-4)) return 1;
       p.refresh_compute();
       double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (s > 0) best = std::min(best, dt), total += dt;

@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include "core/error.h"
+#include "io/output_dir.h"
 #include "io/yaml_file.h"
+#include "option_rules.h"
 
 namespace lamina {
+namespace fs = std::filesystem;
 
 Args::Args(std::string command, std::string summary, std::vector<ArgSpec> specs)
     : command_(std::move(command)), summary_(std::move(summary)), specs_(std::move(specs)) {
@@ -60,32 +64,96 @@ bool Args::parse(int argc, char** argv) {
   for (auto& s : specs_)
     if (s.dflt == kRequired && !values_.count(s.name))
       fail("missing required option --", s.name, " (see lamina ", command_, " --help)");
+  check_values();
+  check_paths();
   return !g_validate_only;
+}
+
+namespace {
+// Options that name what a command writes; every other DIR/FILE/YAML option is read.
+bool is_output_option(const std::string& name) {
+  return name == "out" || name == "output" || name == "dump-logits" || name == "log-samples" ||
+         name == "cache-dir";
+}
+bool names_a_path(const ArgSpec& s) {
+  return s.metavar == "DIR" || s.metavar == "FILE" || s.metavar == "YAML" || s.metavar == "SVG" ||
+         s.metavar == "FILE[:LABEL]";
+}
+}  // namespace
+
+void Args::check_paths() const {
+  std::vector<std::pair<std::string, std::string>> inputs, outputs;
+  for (auto& s : specs_) {
+    if (!names_a_path(s)) continue;
+    std::vector<std::string> vals = all(s.name);
+    if (vals.empty() && !s.dflt.empty() && s.dflt != kRequired) vals.push_back(s.dflt);
+    for (std::string v : vals) {
+      if (is_output_option(s.name)) {
+        outputs.push_back({s.name, v});
+        continue;
+      }
+      std::error_code ec;
+      if (s.metavar == "FILE[:LABEL]" && !fs::exists(v, ec) && v.rfind(':') != std::string::npos)
+        v = v.substr(0, v.rfind(':'));
+      // A file read as input must be there, and be a file: checked before any work starts.
+      if (s.metavar != "DIR") {
+        if (!fs::exists(v, ec)) fail("--", s.name, " ", v, ": not found");
+        if (fs::is_directory(v, ec))
+          fail("--", s.name, " ", v, ": is a directory, expected a file");
+      }
+      inputs.push_back({s.name, v});
+    }
+  }
+  for (auto& o : outputs) check_output_outside_inputs(o, inputs);
+}
+
+void Args::check_values() const {
+  for (auto& s : specs_) {
+    if (s.metavar.empty()) continue;
+    auto it = values_.find(s.name);
+    if (it != values_.end()) {
+      for (auto& v : it->second) check_option_value(command_, s.name, v);
+    } else if (!s.dflt.empty() && s.dflt != kRequired) {
+      check_option_value(command_, s.name, s.dflt);
+    }
+  }
 }
 
 void Args::merge_yaml(const std::string& path) {
   YAML::Node root = load_yaml_file(path);
   if (!root.IsMap()) fail(path, ": expected a mapping of option: value");
   for (auto it : root) {
-    std::string key = it.first.as<std::string>();
+    const std::string raw = yaml_as<std::string>(it.first, path, "option name");
+    std::string key = raw;
     std::replace(key.begin(), key.end(), '_', '-');
     const ArgSpec* s = nullptr;
     for (auto& x : specs_)
       if (x.name == key && key != "help" && key != "config") s = &x;
-    if (!s) fail(path, ": unknown option '", it.first.as<std::string>(), "' for lamina ", command_);
+    if (!s)
+      fail(yaml_where(it.first, path), ": unknown option '", raw, "' for lamina ", command_);
     if (values_.count(key)) continue;  // given on the command line
     auto& v = values_[key];
+    auto scalar = [&](const YAML::Node& n) {
+      if (!n.IsScalar()) fail(yaml_where(n, path), ": ", raw, ": expected a value");
+      return n.Scalar();
+    };
     if (it.second.IsSequence()) {
-      if (!s->repeat) fail(path, ": option '", key, "' takes one value");
-      for (const auto& e : it.second) v.push_back(e.as<std::string>());
+      if (!s->repeat) fail(yaml_where(it.second, path), ": ", raw, " takes one value, not a list");
+      for (const auto& e : it.second) v.push_back(scalar(e));
     } else if (s->metavar.empty()) {
-      if (it.second.as<bool>())
+      if (yaml_as<bool>(it.second, path, raw))
         v.push_back("1");
       else
         values_.erase(key);
     } else {
-      v.push_back(it.second.as<std::string>());
+      v.push_back(scalar(it.second));
     }
+  }
+  try {
+    check_values();
+    check_paths();
+  } catch (const Error& e) {
+    fail(path, ": ", e.what());
   }
 }
 

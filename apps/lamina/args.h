@@ -37,6 +37,10 @@ class Args {
 
  private:
   const ArgSpec& spec(const std::string& name) const;
+  // Every value (given or default) against its declared kind and range (option_rules.h).
+  void check_values() const;
+  // Input files exist and are files; no output is, contains or lies inside an input.
+  void check_paths() const;
   std::string command_, summary_;
   std::vector<ArgSpec> specs_;
   std::map<std::string, std::vector<std::string>> values_;

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/mapped_file.h"
+#include "io/file_lock.h"
 #include "io/output_dir.h"
 #include "io/yaml_file.h"
 #include "train/pretrain.h"
@@ -220,7 +221,8 @@ int cmd_recipe(int argc, char** argv) {
   }
   Args::set_validate_only(false);
 
-  if (!a.flag("dry-run")) fs::create_directories(out);
+  std::unique_ptr<FileLock> lock;  // the whole recipe's directory, while its steps run
+  if (!a.flag("dry-run")) lock = lock_run_directory(out);
   std::string lora_base = model;
   json summary = json::array();
   for (auto& s : steps) {

@@ -39,50 +39,50 @@ EvalTask load_task(const std::string& path) {
   };
   try {
     for (auto it : y) {
-      const std::string k = it.first.as<std::string>();
+      const std::string k = yaml_as<std::string>(it.first, path, "key");
       const YAML::Node& v = it.second;
       if (k == "task")
-        t.name = v.as<std::string>();
+        t.name = yaml_as<std::string>(v, path, k);
       else if (k == "type")
-        t.type = v.as<std::string>();
+        t.type = yaml_as<std::string>(v, path, k);
       else if (k == "data")
-        t.data = resolve(v.as<std::string>());
+        t.data = resolve(yaml_as<std::string>(v, path, k));
       else if (k == "fewshot_data")
-        t.fewshot_data = resolve(v.as<std::string>());
+        t.fewshot_data = resolve(yaml_as<std::string>(v, path, k));
       else if (k == "description")
-        t.description = v.as<std::string>();
+        t.description = yaml_as<std::string>(v, path, k);
       else if (k == "doc_to_text")
-        t.doc_to_text = v.as<std::string>();
+        t.doc_to_text = yaml_as<std::string>(v, path, k);
       else if (k == "doc_to_target")
-        t.doc_to_target = v.as<std::string>();
+        t.doc_to_target = yaml_as<std::string>(v, path, k);
       else if (k == "choices_field")
-        t.choices_field = v.as<std::string>();
+        t.choices_field = yaml_as<std::string>(v, path, k);
       else if (k == "choices")
-        t.choices = v.as<std::vector<std::string>>();
+        t.choices = yaml_as<std::vector<std::string>>(v, path, k);
       else if (k == "choice_in_context")
-        t.choice_in_context = v.as<bool>();
+        t.choice_in_context = yaml_as<bool>(v, path, k);
       else if (k == "labels_field")
-        t.labels_field = v.as<std::string>();
+        t.labels_field = yaml_as<std::string>(v, path, k);
       else if (k == "num_fewshot")
-        t.num_fewshot = v.as<int64_t>();
+        t.num_fewshot = yaml_as<int64_t>(v, path, k);
       else if (k == "fewshot_sampler")
-        t.fewshot_sampler = v.as<std::string>();
+        t.fewshot_sampler = yaml_as<std::string>(v, path, k);
       else if (k == "fewshot_seed")
-        t.fewshot_seed = v.as<uint64_t>();
+        t.fewshot_seed = yaml_as<uint64_t>(v, path, k);
       else if (k == "target_delimiter")
-        t.target_delimiter = v.as<std::string>();
+        t.target_delimiter = yaml_as<std::string>(v, path, k);
       else if (k == "fewshot_delimiter")
-        t.fewshot_delimiter = v.as<std::string>();
+        t.fewshot_delimiter = yaml_as<std::string>(v, path, k);
       else if (k == "metrics")
-        t.metrics = v.as<std::vector<std::string>>();
+        t.metrics = yaml_as<std::vector<std::string>>(v, path, k);
       else if (k == "until")
-        t.until = v.as<std::vector<std::string>>();
+        t.until = yaml_as<std::vector<std::string>>(v, path, k);
       else if (k == "max_new_tokens")
-        t.max_new_tokens = v.as<int64_t>();
+        t.max_new_tokens = yaml_as<int64_t>(v, path, k);
       else if (k == "answer_regex")
-        t.answer_regex = v.as<std::string>();
+        t.answer_regex = yaml_as<std::string>(v, path, k);
       else if (k == "chat")
-        t.chat = v.as<bool>();
+        t.chat = yaml_as<bool>(v, path, k);
       else
         fail(path, ": unknown key '", k, "'");
     }

@@ -2,13 +2,20 @@
 // renamed into place by commit(); if anything throws first, the temporary directory is removed,
 // so a failure or an interrupt never leaves a half-written model under the final name.
 #pragma once
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "io/file_lock.h"
 
 namespace lamina {
 
 class OutputDir {
  public:
-  // Refuses an existing `final_path` unless force (then it is replaced at commit).
+  // Refuses an existing `final_path` unless force (then it is replaced at commit). Holds
+  // FINAL.lock while it lives (a second writer of the same output fails at once) and removes
+  // temporaries FINAL.tmp-PID that dead processes left.
   OutputDir(std::string final_path, bool force);
   ~OutputDir();
   OutputDir(const OutputDir&) = delete;
@@ -20,9 +27,22 @@ class OutputDir {
  private:
   std::string final_, tmp_;
   bool force_, committed_ = false;
+  std::unique_ptr<FileLock> lock_;
 };
 
-// Writes text to path atomically (path.tmp, then rename).
+// Refuses an output that is, contains or lies inside one of the inputs (real paths compared, so
+// "M/.", "./M" and symbolic links are seen through): writing there would destroy the input.
+// Fails with "--OUT PATH: is|contains|lies inside the input --IN PATH". Each entry is
+// (option name, path).
+void check_output_outside_inputs(const std::pair<std::string, std::string>& output,
+                                 const std::vector<std::pair<std::string, std::string>>& inputs);
+
+// Removes NAME.tmp-PID entries in dir whose process PID no longer runs (left by kill -9 or a
+// crash), for names starting with prefix. Returns how many were removed.
+int remove_stale_temporaries(const std::string& dir, const std::string& prefix = "");
+
+// Writes text to path atomically (path.tmp-PID, then rename; the temporary is removed if either
+// step fails).
 void write_file_atomic(const std::string& path, const std::string& text);
 void copy_file(const std::string& from, const std::string& to);
 

@@ -62,12 +62,13 @@ std::vector<ScaleRule> parse_scale(const YAML::Node& params, const std::string& 
       fail(where, ": parameter '", key, "' is not supported by passthrough (only 'scale')");
     const YAML::Node& v = it.second;
     if (v.IsScalar()) {
-      rules.push_back({"", v.as<double>()});
+      rules.push_back({"", yaml_as<double>(v, where, "scale")});
     } else if (v.IsSequence()) {
       for (const auto& r : v) {
         if (!r.IsMap() || !r["value"]) fail(where, ": each 'scale' entry needs a 'value'");
         rules.push_back(
-            {r["filter"] ? r["filter"].as<std::string>() : "", r["value"].as<double>()});
+            {r["filter"] ? yaml_as<std::string>(r["filter"], where, "filter") : "",
+             yaml_as<double>(r["value"], where, "scale value")});
       }
     } else {
       fail(where, ": 'scale' must be a number or a list of {filter, value}");
@@ -92,11 +93,11 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
     fail(where, ": expected a mergekit recipe (a mapping with 'slices' and 'merge_method')");
   Recipe r;
   try {
-    std::string method = root["merge_method"] ? root["merge_method"].as<std::string>() : "";
+    std::string method = root["merge_method"] ? yaml_as<std::string>(root["merge_method"], where, "merge_method") : "";
     if (method != "passthrough")
       fail(where, ": merge_method '", method,
            "' is not supported (lamina implements passthrough: layer stacking)");
-    if (root["dtype"]) r.dtype = parse_dtype(root["dtype"].as<std::string>(), where + ": dtype");
+    if (root["dtype"]) r.dtype = parse_dtype(yaml_as<std::string>(root["dtype"], where, "dtype"), where + ": dtype");
     std::vector<ScaleRule> global = parse_scale(root["parameters"], where);
     for (auto it : root) {
       auto k = it.first.as<std::string>();
@@ -121,11 +122,11 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
       if (!lr || !lr.IsSequence() || lr.size() != 2)
         fail(at, ": 'layer_range' must be [begin, end]");
       SliceSource src;
-      src.model = resolve_model(s["model"].as<std::string>(), base_dir);
+      src.model = resolve_model(yaml_as<std::string>(s["model"], at, "model"), base_dir);
       if (src.model.find('+') != std::string::npos && !std::filesystem::exists(src.model))
         fail(at, ": model '", src.model, "' (LoRA '+' syntax is not supported)");
-      src.begin = lr[0].as<int64_t>();
-      src.end = lr[1].as<int64_t>();
+      src.begin = yaml_as<int64_t>(lr[0], at, "layer_range");
+      src.end = yaml_as<int64_t>(lr[1], at, "layer_range");
       if (src.begin < 0 || src.end <= src.begin)
         fail(at, ": layer_range [", src.begin, ", ", src.end,
              "] is empty or negative (the end is exclusive)");

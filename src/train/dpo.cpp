@@ -317,6 +317,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   const int64_t max_prompt = d.max_prompt_length > 0 ? d.max_prompt_length : max_len / 2;
   if (2 * max_len > T)
     fail("--max-length ", max_len, ": a pair (chosen + rejected) must fit --seq-len ", T);
+  const auto lock = lock_run(o);
   // Pairs (the training file, then --eval-data's if given), each a packed row.
   int64_t skipped = 0, truncated = 0;
   uint64_t h = fnv1a(std::to_string(int(tmpl)) + to.condition + std::to_string(max_len) +

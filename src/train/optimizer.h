@@ -15,8 +15,9 @@ struct AdamWConfig {
 class AdamW {
  public:
   AdamW(ParamStore& p, const AdamWConfig& cfg);
-  // One update with learning rate lr (from the schedule); step counts from 1.
-  void update(double lr);
+  // One update with learning rate lr (from the schedule); step counts from 1. Returns false when
+  // a parameter or moment became NaN or infinite (the caller must not save that state).
+  [[nodiscard]] bool update(double lr);
   int64_t step() const { return step_; }
   Tensor& exp_avg() { return m_; }
   Tensor& exp_avg_sq() { return v_; }

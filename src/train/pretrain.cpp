@@ -29,6 +29,15 @@ using json = nlohmann::json;
 
 namespace {
 
+// N for a directory named exactly "checkpoint-N"; -1 for anything else (its temporaries
+// checkpoint-N.tmp-PID and lock files checkpoint-N.lock included).
+int64_t checkpoint_step(const std::string& name) {
+  if (name.rfind("checkpoint-", 0) != 0 || name.size() == 11) return -1;
+  for (size_t i = 11; i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return -1;
+  return std::atoll(name.c_str() + 11);
+}
+
 // The training run's fixed choices: a checkpoint resumes only a run with the same ones.
 json run_signature(const PretrainOptions& o, const std::string& data_signature) {
   json j = {{"seq_len", o.seq_len}, {"batch_size", o.batch_size}, {"grad_accum", o.grad_accum},
@@ -84,9 +93,8 @@ void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, 
   // Keep the newest `keep` checkpoints.
   std::vector<std::pair<int64_t, std::string>> all;
   for (auto& e : fs::directory_iterator(o.out)) {
-    std::string nm = e.path().filename().string();
-    if (nm.rfind("checkpoint-", 0) == 0 && nm.find(".tmp") == std::string::npos)
-      all.push_back({std::atoll(nm.c_str() + 11), e.path().string()});
+    const int64_t s = checkpoint_step(e.path().filename().string());
+    if (s >= 0 && e.is_directory()) all.push_back({s, e.path().string()});
   }
   std::sort(all.begin(), all.end());
   for (size_t i = 0; o.keep > 0 && i + size_t(o.keep) < all.size(); ++i)
@@ -101,13 +109,16 @@ std::string latest_checkpoint(const std::string& out, int64_t* step) {
   std::error_code ec;
   if (!fs::is_directory(out, ec)) return "";
   for (auto& e : fs::directory_iterator(out, ec)) {
-    std::string n = e.path().filename().string();
-    if (n.rfind("checkpoint-", 0) != 0 || n.find(".tmp") != std::string::npos) continue;
-    int64_t s = std::atoll(n.c_str() + 11);
+    const int64_t s = checkpoint_step(e.path().filename().string());
+    if (s < 0 || !e.is_directory()) continue;
     if (s > best_step) best_step = s, best = e.path().string();
   }
   if (step) *step = best_step;
   return best;
+}
+
+std::unique_ptr<FileLock> lock_run(const PretrainOptions& o) {
+  return dist::is_root() ? lock_run_directory(o.out) : nullptr;
 }
 
 void prepare_training(const PretrainOptions& o, ParamStore& p) {
@@ -225,6 +236,7 @@ ObjectiveResult WeightedCrossEntropy::run(TrainGraph& g, const MicroBatches& mic
 
 PretrainResult run_pretrain(const PretrainOptions& o) {
   install_interrupt_handler();
+  const auto lock = lock_run(o);
   ParamStore p = ParamStore::load(o.model);
   Tokenizer tok = Tokenizer::load(o.model);
   prepare_training(o, p);
@@ -282,6 +294,8 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
   const std::string metrics_path = o.out + "/metrics.jsonl";
   int64_t start = 0;
   if (o.resume) {
+    // Temporaries of a run that was killed (kill -9, power loss) before it could remove them.
+    if (root) remove_stale_temporaries(o.out);
     std::string ck = latest_checkpoint(o.out, &start);
     if (ck.empty()) fail(o.out, ": --resume found no checkpoint-* directory");
     json st = json::parse(read_text_file(ck + "/trainer_state.json"));
@@ -399,7 +413,13 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
            ". Try a lower --lr or a stronger --clip.");
     }
     const double lr = o.adam.lr * lr_factor(sched, step);
-    opt.update(lr);
+    if (!opt.update(lr)) {
+      int64_t last_good;
+      std::string ck = latest_checkpoint(o.out, &last_good);
+      fail("step ", step + 1, ": the update made parameters or optimizer state non-finite (lr ",
+           lr, "); nothing of this step was saved. Last good checkpoint: ",
+           ck.empty() ? "none" : ck, ". Try a lower --lr or a stronger --clip.");
+    }
     p.refresh_compute();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     json m = {{"step", step + 1},

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "io/file_lock.h"
 #include "train/lora.h"
 #include "train/optimizer.h"
 
@@ -143,6 +145,10 @@ PretrainResult run_pretrain(const PretrainOptions& opt);
 
 // Applies the options' freezing / LoRA to p (after any vocabulary change) and checks the output
 // directory; shared by pretrain and sft.
+// Creates the run directory o.out and locks it (DIR/.lamina.lock) for the caller's lifetime: a
+// second run into the same --out fails at once. Rank 0 alone holds it under MPI (null elsewhere).
+std::unique_ptr<FileLock> lock_run(const PretrainOptions& o);
+
 void prepare_training(const PretrainOptions& o, ParamStore& p);
 // The training loop over any data: rows in seeded order, gradient accumulation with the loss
 // normalised by the step's total target weight, clipping, schedule, AdamW, eval, checkpoints,

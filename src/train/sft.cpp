@@ -122,6 +122,7 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
     if (auto d = detect_chat_template(base_tok.chat_template())) tmpl = *d;
   if (crlft && tmpl != ChatTemplate::OpenChat)
     fail("--objective crlft needs the openchat template (class conditions)");
+  const auto lock = lock_run(o);
   // The best source's condition is the one used at inference.
   const SftSource* best = &so.sources[0];
   for (auto& s : so.sources)

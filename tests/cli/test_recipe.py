@@ -6,6 +6,7 @@ usage: test_recipe.py LAMINA        prints 'N passed, M failed'
 """
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -13,7 +14,8 @@ from harness import Report, runner
 
 report = Report()
 check = report.check
-run = runner(os.path.abspath(sys.argv[1]))
+LAMINA = os.path.abspath(sys.argv[1])
+run = runner(LAMINA)
 run_quiet = runner(os.path.abspath(sys.argv[1]), echo_failures=False)
 
 TEXT = "The river runs past the old mill and under the stone bridge. " * 40
@@ -93,11 +95,28 @@ def main():
     check("after a failure the recipe continues from the unfinished step (training resumes)",
           p.returncode == 0 and p.stdout.count("done earlier, skipped") == 4 and "lamina dpo" in p.stdout
           and "--resume" in p.stdout, p.stdout[-400:])
+    # The examples' data files are the user's: a dry run needs them present (it checks that every
+    # input file exists), so run it where placeholders stand at the paths the recipes name.
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    work = f"{tmp}/example-work"
+    os.makedirs(work)
+    os.symlink(os.path.join(repo, "tasks"), f"{work}/tasks")
+    for f in ["corpus/part-000.txt", "corpus/part-001.txt", "prefs/ultrafeedback-binarized.jsonl",
+              "eval/arc_challenge.jsonl", "eval/truthfulqa_mc2.jsonl"]:
+        os.makedirs(os.path.dirname(f"{work}/{f}"), exist_ok=True)
+        open(f"{work}/{f}", "w").write("placeholder\n")
     for name, n in [("recipe-solar.yaml", 6), ("recipe-notux.yaml", 4)]:
-        example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", name)
-        p = run("recipe", "--recipe", example, "--dry-run", "--out", f"{tmp}/example")
+        example = os.path.join(repo, "examples", name)
+        p = subprocess.run([LAMINA, "recipe", "--recipe", example, "--dry-run", "--out", f"{tmp}/example"],
+                           capture_output=True, text=True, cwd=work, timeout=60)
         check(f"examples/{name} is a valid recipe (every option known to its command)", p.returncode == 0
               and p.stdout.count("== step") == n, p.stderr[-200:])
+    os.remove(f"{work}/prefs/ultrafeedback-binarized.jsonl")
+    p = subprocess.run([LAMINA, "recipe", "--recipe", os.path.join(repo, "examples", "recipe-notux.yaml"),
+                        "--dry-run", "--out", f"{tmp}/example"], capture_output=True, text=True, cwd=work, timeout=60)
+    check("a dry run refuses a data file that does not exist, naming the step and the option",
+          p.returncode == 1 and "step 1 (dpo): --data prefs/ultrafeedback-binarized.jsonl: not found" in p.stderr,
+          p.stderr.strip())
 
     # LoRA: merge-lora folds the adapter of the step before into the model that step started from.
     open(f"{tmp}/lora.yaml", "w").write(f"""model: {tmp}/base

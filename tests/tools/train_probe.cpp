@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
           g.step(b, wsum, j.value("aux_coef", 0.0));
         }
         norms.push_back(clip_grad_norm(p, o["clip"]));
-        opt.update(ac.lr);
+        if (!opt.update(ac.lr)) lamina::fail("train_probe: non-finite update");
         p.refresh_compute();
       }
       out["grad_norms"] = norms;

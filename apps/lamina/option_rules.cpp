@@ -1,0 +1,149 @@
+#include "option_rules.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+
+#include "core/error.h"
+
+namespace lamina {
+namespace {
+
+enum class Kind { Integer, Number };
+
+// value must lie in [lo, hi] (or the open ends); NaN and infinities never pass.
+struct Rule {
+  Kind kind;
+  double lo, hi;
+  bool lo_open = false, hi_open = false;
+  const char* meaning = "";  // why the range, shown in the message
+};
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+Rule integer_at_least(double lo, const char* why = "") {
+  return {Kind::Integer, lo, kInf, false, true, why};
+}
+Rule number(double lo, double hi, bool lo_open, bool hi_open, const char* why = "") {
+  return {Kind::Number, lo, hi, lo_open, hi_open, why};
+}
+
+const std::map<std::string, Rule>& rules() {
+  static const std::map<std::string, Rule> r = {
+      // Sizes and counts: at least one.
+      {"threads", integer_at_least(1)},
+      {"batch-size", integer_at_least(1)},
+      {"grad-accum", integer_at_least(1)},
+      {"seq-len", integer_at_least(2, "a sequence needs a token and its target")},
+      {"epochs", integer_at_least(1)},
+      {"layers", integer_at_least(1)},
+      {"hidden", integer_at_least(1)},
+      {"heads", integer_at_least(1)},
+      {"kv-heads", integer_at_least(1)},
+      {"intermediate", integer_at_least(1)},
+      {"vocab", integer_at_least(1)},
+      {"vocab-size", integer_at_least(1)},
+      {"experts", integer_at_least(1)},
+      {"experts-per-tok", integer_at_least(1)},
+      {"max-pos", integer_at_least(1)},
+      {"context", integer_at_least(1)},
+      {"window", integer_at_least(2, "a window needs a token and its target")},
+      {"lora-r", integer_at_least(1)},
+      {"expand-every", integer_at_least(1)},
+      {"target-layers", integer_at_least(1)},
+      {"keep", integer_at_least(1)},
+      // Counts where 0 means "off", "all" or "the default".
+      {"max-new-tokens", integer_at_least(0)},
+      {"max-steps", integer_at_least(0, "0 = run the epochs")},
+      {"save-every", integer_at_least(0, "0 = only at the end")},
+      {"eval-every", integer_at_least(0, "0 = never")},
+      {"eval-batches", integer_at_least(0, "0 = all")},
+      {"halt-after", integer_at_least(0)},
+      {"top-k", integer_at_least(0, "0 = off")},
+      {"limit", integer_at_least(0, "0 = all")},
+      {"stride", integer_at_least(0, "0 = the window")},
+      {"num-fewshot", integer_at_least(0)},
+      {"batch-tokens", integer_at_least(0)},
+      {"max-length", integer_at_least(0)},
+      {"max-prompt-length", integer_at_least(0)},
+      {"sliding-window", integer_at_least(0, "0 = none")},
+      {"drop", integer_at_least(0)},
+      {"seed", integer_at_least(0)},
+      // Optimisation.
+      {"lr", number(0, kInf, false, true)},
+      {"beta1", number(0, 1, false, true)},
+      {"beta2", number(0, 1, false, true)},
+      {"eps", number(0, kInf, true, true)},
+      {"weight-decay", number(0, kInf, false, true)},
+      {"clip", number(0, kInf, false, true, "0 = off")},
+      {"warmup-ratio", number(0, 1, false, false)},
+      {"min-lr-ratio", number(0, 1, false, false)},
+      {"val-fraction", number(0, 1, false, true)},
+      {"aux-loss-coef", number(0, kInf, false, true)},
+      {"lora-alpha", number(0, kInf, true, true)},
+      {"lora-dropout", number(0, 1, false, true)},
+      {"std", number(0, kInf, true, true)},
+      // Preference optimisation (TRL's ranges).
+      {"beta", number(0, kInf, true, true)},
+      {"label-smoothing", number(0, 0.5, false, false)},
+      {"rpo-alpha", number(0, kInf, false, true)},
+      // Sampling.
+      {"temperature", number(0, kInf, false, true, "0 = greedy")},
+      {"top-p", number(0, 1, true, false)},
+      {"repetition-penalty", number(0, kInf, true, true)},
+      // Plotting.
+      {"x-scale", number(0, kInf, true, true)},
+  };
+  return r;
+}
+
+std::string bound_text(const Rule& r) {
+  auto num = [](double v) {
+    if (std::isinf(v)) return std::string("inf");
+    std::string s = std::to_string(v);
+    s.erase(s.find_last_not_of('0') + 1);
+    if (!s.empty() && s.back() == '.') s.pop_back();
+    return s;
+  };
+  if (std::isinf(r.hi)) return std::string(r.lo_open ? "> " : ">= ") + num(r.lo);
+  return std::string(r.lo_open ? "in (" : "in [") + num(r.lo) + ", " + num(r.hi) + (r.hi_open ? ")" : "]");
+}
+
+}  // namespace
+
+void check_option_value(const std::string& command, const std::string& name,
+                        const std::string& value) {
+  auto it = rules().find(name);
+  if (it == rules().end()) return;
+  const Rule& r = it->second;
+  const std::string range = bound_text(r) + (*r.meaning ? std::string("; ") + r.meaning : "");
+  double v = 0;
+  if (r.kind == Kind::Integer) {
+    size_t pos = 0;
+    long long x = 0;
+    try {
+      x = std::stoll(value, &pos);
+    } catch (...) {
+      pos = std::string::npos;
+    }
+    if (value.empty() || pos != value.size())
+      fail("--", name, " expects an integer ", range, ", got '", value, "'");
+    v = double(x);
+  } else {
+    size_t pos = 0;
+    try {
+      v = std::stod(value, &pos);
+    } catch (...) {
+      pos = std::string::npos;
+    }
+    if (value.empty() || pos != value.size())
+      fail("--", name, " expects a number ", range, ", got '", value, "'");
+    if (!std::isfinite(v)) fail("--", name, " must be a finite number ", range, ", got '", value, "'");
+  }
+  const bool below = r.lo_open ? v <= r.lo : v < r.lo;
+  const bool above = r.hi_open ? v >= r.hi : v > r.hi;
+  if (below || above) fail("--", name, " must be ", range, ", got ", value);
+}
+
+}  // namespace lamina

@@ -1,0 +1,63 @@
+#include "io/file_lock.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace lamina {
+
+FileLock::FileLock(std::string lock_path, std::string what, bool remove_when_done)
+    : path_(std::move(lock_path)), remove_(remove_when_done) {
+  // A holder that deletes its lock file on release can leave us locking an unlinked inode:
+  // retry until the file we locked is the one at the path.
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail(what, ": cannot create the lock file ", path_, ": ", std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      char buf[32] = {0};
+      const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+      ::close(fd_);
+      fd_ = -1;
+      if (err != EWOULDBLOCK) fail(what, ": cannot lock ", path_, ": ", std::strerror(err));
+      std::string pid = n > 0 ? std::string(buf, size_t(n)) : std::string("unknown");
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+      fail(what, ": in use by another lamina process (pid ", pid, "); wait for it to finish");
+    }
+    struct stat held {}, now {};
+    if (::fstat(fd_, &held) == 0 && ::stat(path_.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
+        held.st_dev == now.st_dev) {
+      const std::string pid = std::to_string(::getpid()) + "\n";
+      if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+        // The lock holds without the pid; the message of a second writer just lacks it.
+      }
+      return;
+    }
+    ::close(fd_);
+    fd_ = -1;
+  }
+  fail(what, ": could not take the lock ", path_);
+}
+
+FileLock::~FileLock() {
+  if (fd_ < 0) return;
+  if (remove_) ::unlink(path_.c_str());
+  ::close(fd_);
+}
+
+std::unique_ptr<FileLock> lock_run_directory(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec || !std::filesystem::is_directory(dir))
+    fail(dir, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
+  return std::make_unique<FileLock>(dir + "/.lamina.lock", dir, false);
+}
+
+}  // namespace lamina

@@ -1,0 +1,31 @@
+// Exclusive locks on output directories, so that two lamina processes never write the same run
+// or model: the second fails at once, naming the first one's pid, instead of silently replacing
+// its checkpoints and metrics. flock(2) locks are released by the kernel when the holder dies
+// (kill -9 included), so a lock file left behind never blocks a later run.
+#pragma once
+#include <memory>
+#include <string>
+
+namespace lamina {
+
+class FileLock {
+ public:
+  // Takes the lock on lock_path (created if missing) or fails with
+  // "WHAT: in use by another lamina process (pid N)". With remove_when_done the lock file is
+  // deleted on release (for locks beside an output that does not exist yet).
+  FileLock(std::string lock_path, std::string what, bool remove_when_done);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  bool remove_;
+};
+
+// A run directory (training --out, recipe --out): created if missing, then locked through
+// DIR/.lamina.lock for as long as the returned lock lives.
+std::unique_ptr<FileLock> lock_run_directory(const std::string& dir);
+
+}  // namespace lamina
