@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/parse_number.h"
 #include "io/output_dir.h"
 #include "io/yaml_file.h"
 #include "option_rules.h"
@@ -129,8 +130,7 @@ void Args::merge_yaml(const std::string& path) {
     const ArgSpec* s = nullptr;
     for (auto& x : specs_)
       if (x.name == key && key != "help" && key != "config") s = &x;
-    if (!s)
-      fail(yaml_where(it.first, path), ": unknown option '", raw, "' for lamina ", command_);
+    if (!s) fail(yaml_where(it.first, path), ": unknown option '", raw, "' for lamina ", command_);
     if (values_.count(key)) continue;  // given on the command line
     auto& v = values_[key];
     auto scalar = [&](const YAML::Node& n) {
@@ -192,25 +192,15 @@ std::vector<std::string> Args::all(const std::string& name) const {
 }
 
 int64_t Args::integer(const std::string& name) const {
-  std::string v = str(name);
-  try {
-    size_t pos;
-    int64_t r = std::stoll(v, &pos);
-    if (pos == v.size()) return r;
-  } catch (...) {
-  }
+  const std::string v = str(name);
+  if (auto r = parse_integer(v)) return *r;
   fail("--", name, " expects an integer, got '", v, "'");
 }
 
 double Args::number(const std::string& name) const {
-  std::string v = str(name);
-  try {
-    size_t pos;
-    double r = std::stod(v, &pos);
-    if (pos == v.size()) return r;
-  } catch (...) {
-  }
-  fail("--", name, " expects a number, got '", v, "'");
+  const std::string v = str(name);
+  if (auto r = parse_finite(v)) return *r;
+  fail("--", name, " expects a finite number, got '", v, "'");
 }
 
 }  // namespace lamina

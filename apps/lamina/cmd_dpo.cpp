@@ -52,7 +52,7 @@ int cmd_dpo(int argc, char** argv) {
   d.ref_model = a.str("ref-model");
   d.max_length = a.integer("max-length");
   d.max_prompt_length = a.integer("max-prompt-length");
-  if (a.given("template")) d.tmpl = parse_chat_template(a.str("template"));
+  if (a.given("template")) d.tmpl = parse_chat_template(a.str("template"), "--template");
   d.strict = a.flag("strict");
   const std::string tm = a.str("truncation-mode");
   if (tm != "keep_end" && tm != "keep_start")

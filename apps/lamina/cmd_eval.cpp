@@ -12,6 +12,7 @@
 #include "eval/evaluator.h"
 #include "io/fingerprint.h"
 #include "io/generation_config.h"
+#include "io/jsonl.h"
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
 
@@ -26,13 +27,7 @@ int eval_compare(int argc, char** argv) {
          {{"a", "FILE", "first results JSON", kRequired},
           {"b", "FILE", "second results JSON", kRequired}});
   if (!a.parse(argc, argv)) return 0;
-  auto load = [](const std::string& p) {
-    try {
-      return json::parse(read_text_file(p));
-    } catch (const json::exception& e) {
-      fail(p, ": malformed JSON: ", e.what());
-    }
-  };
+  auto load = [](const std::string& p) { return read_json_file(p); };
   json A = load(a.str("a")), B = load(a.str("b"));
   std::printf("| task | setting | metric | %s | %s | difference |\n|---|---|---|---|---|---|\n",
               a.str("a").c_str(), a.str("b").c_str());

@@ -12,8 +12,8 @@
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
-#include "io/mapped_file.h"
 #include "io/file_lock.h"
+#include "io/mapped_file.h"
 #include "io/output_dir.h"
 #include "io/yaml_file.h"
 #include "train/pretrain.h"
@@ -221,8 +221,8 @@ int cmd_recipe(int argc, char** argv) {
   }
   Args::set_validate_only(false);
 
-  std::unique_ptr<FileLock> lock;  // the whole recipe's directory, while its steps run
-  if (!a.flag("dry-run")) lock = lock_run_directory(out);
+  std::unique_ptr<RunDirLock> lock;  // the whole recipe's directory, while its steps run
+  if (!a.flag("dry-run")) lock = std::make_unique<RunDirLock>(out);
   std::string lora_base = model;
   json summary = json::array();
   for (auto& s : steps) {

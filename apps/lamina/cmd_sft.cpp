@@ -48,7 +48,7 @@ int cmd_sft(int argc, char** argv) {
   for (auto& d : a.all("data")) s.sources.push_back(parse_source(d));
   for (auto& d : a.all("source")) s.sources.push_back(parse_source(d));
   s.objective = a.str("objective");
-  if (a.given("template")) s.tmpl = parse_chat_template(a.str("template"));
+  if (a.given("template")) s.tmpl = parse_chat_template(a.str("template"), "--template");
   s.inference_condition = a.str("inference-condition");
   s.train_on_prompts = a.flag("train-on-prompts");
   s.strict = a.flag("strict");

@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "core/dist.h"
 #include "core/error.h"
+#include "core/interrupt.h"
 
 namespace {
 
@@ -73,6 +74,7 @@ int main(int argc, char** argv) {
   for (auto& c : kCommands) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
     lamina::dist::init(&argc, &argv);
+    lamina::install_interrupt_handler();  // temporaries removed on SIGINT/SIGTERM
     // Under mpirun a failing rank stops them all (the others would wait in a reduction).
     auto failed = [&](const char* what) {
       std::fflush(stdout);

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/parse_number.h"
 
 namespace lamina {
 namespace {
@@ -107,7 +108,8 @@ std::string bound_text(const Rule& r) {
     return s;
   };
   if (std::isinf(r.hi)) return std::string(r.lo_open ? "> " : ">= ") + num(r.lo);
-  return std::string(r.lo_open ? "in (" : "in [") + num(r.lo) + ", " + num(r.hi) + (r.hi_open ? ")" : "]");
+  return std::string(r.lo_open ? "in (" : "in [") + num(r.lo) + ", " + num(r.hi) +
+         (r.hi_open ? ")" : "]");
 }
 
 }  // namespace
@@ -120,26 +122,13 @@ void check_option_value(const std::string& command, const std::string& name,
   const std::string range = bound_text(r) + (*r.meaning ? std::string("; ") + r.meaning : "");
   double v = 0;
   if (r.kind == Kind::Integer) {
-    size_t pos = 0;
-    long long x = 0;
-    try {
-      x = std::stoll(value, &pos);
-    } catch (...) {
-      pos = std::string::npos;
-    }
-    if (value.empty() || pos != value.size())
-      fail("--", name, " expects an integer ", range, ", got '", value, "'");
-    v = double(x);
+    auto x = parse_integer(value);
+    if (!x) fail("--", name, " expects an integer ", range, ", got '", value, "'");
+    v = double(*x);
   } else {
-    size_t pos = 0;
-    try {
-      v = std::stod(value, &pos);
-    } catch (...) {
-      pos = std::string::npos;
-    }
-    if (value.empty() || pos != value.size())
-      fail("--", name, " expects a number ", range, ", got '", value, "'");
-    if (!std::isfinite(v)) fail("--", name, " must be a finite number ", range, ", got '", value, "'");
+    auto x = parse_finite(value);
+    if (!x) fail("--", name, " expects a finite number ", range, ", got '", value, "'");
+    v = *x;
   }
   const bool below = r.lo_open ? v <= r.lo : v < r.lo;
   const bool above = r.hi_open ? v >= r.hi : v > r.hi;

@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -27,6 +29,12 @@ Tensor Tensor::empty(DType t, Shape s) {
   r.dtype = t;
   r.shape = std::move(s);
   size_t bytes = (r.nbytes() + 63) / 64 * 64;
+  // More than the machine's memory can never succeed (and the kernel would let the process grow
+  // until it is killed): refuse it here with the shape.
+  static const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  if (ram > 0 && double(bytes) > ram)
+    fail("a tensor of shape ", shape_str(r.shape), " needs ", double(bytes) / 1e9,
+         " GB, more than this machine's ", ram / 1e9, " GB of memory");
   void* p = std::aligned_alloc(64, bytes ? bytes : 64);
   if (!p)
     fail("out of memory allocating ", bytes, " bytes for a tensor of shape ", shape_str(r.shape));

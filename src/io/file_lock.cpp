@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 
 #include "core/error.h"
@@ -31,7 +32,8 @@ FileLock::FileLock(std::string lock_path, std::string what, bool remove_when_don
       while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
       fail(what, ": in use by another lamina process (pid ", pid, "); wait for it to finish");
     }
-    struct stat held {}, now {};
+    struct stat held {
+    }, now{};
     if (::fstat(fd_, &held) == 0 && ::stat(path_.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
         held.st_dev == now.st_dev) {
       const std::string pid = std::to_string(::getpid()) + "\n";
@@ -52,12 +54,36 @@ FileLock::~FileLock() {
   ::close(fd_);
 }
 
-std::unique_ptr<FileLock> lock_run_directory(const std::string& dir) {
+RunDirLock::RunDirLock(std::string dir) : dir_(std::move(dir)) {
+  namespace fs = std::filesystem;
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec || !std::filesystem::is_directory(dir))
-    fail(dir, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
-  return std::make_unique<FileLock>(dir + "/.lamina.lock", dir, false);
+  created_ = !fs::exists(dir_, ec);
+  fs::create_directories(dir_, ec);
+  if (ec || !fs::is_directory(dir_))
+    fail(dir_, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
+  exceptions_ = std::uncaught_exceptions();
+  try {
+    lock_ = std::make_unique<FileLock>(dir_ + "/.lamina.lock", dir_, false);
+  } catch (...) {
+    if (created_) fs::remove_all(dir_, ec);
+    throw;
+  }
+}
+
+RunDirLock::~RunDirLock() {
+  namespace fs = std::filesystem;
+  const bool failing = std::uncaught_exceptions() > exceptions_;
+  if (created_ && failing) {
+    std::error_code ec;
+    bool scaffolding_only = true;
+    for (auto& e : fs::directory_iterator(dir_, ec)) {
+      const std::string n = e.path().filename().string();
+      const bool empty_metrics = n == "metrics.jsonl" && fs::file_size(e.path(), ec) == 0;
+      if (n[0] != '.' && !empty_metrics) scaffolding_only = false;
+    }
+    lock_.reset();
+    if (scaffolding_only) fs::remove_all(dir_, ec);
+  }
 }
 
 }  // namespace lamina

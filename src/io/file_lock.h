@@ -24,8 +24,23 @@ class FileLock {
   bool remove_;
 };
 
-// A run directory (training --out, recipe --out): created if missing, then locked through
-// DIR/.lamina.lock for as long as the returned lock lives.
-std::unique_ptr<FileLock> lock_run_directory(const std::string& dir);
+// A run directory (training --out, recipe --out), created if missing and locked through
+// DIR/.lamina.lock while this lives. When this created it and the run fails (an exception
+// unwinds) before anything worth keeping is there — only scaffolding: dot-files such as the lock
+// and token caches, an empty metrics.jsonl — the directory is removed again, so a run refused
+// for bad input leaves nothing behind. Checkpoints and finished steps are never removed.
+class RunDirLock {
+ public:
+  explicit RunDirLock(std::string dir);
+  ~RunDirLock();
+  RunDirLock(const RunDirLock&) = delete;
+  RunDirLock& operator=(const RunDirLock&) = delete;
+
+ private:
+  std::string dir_;
+  bool created_ = false;
+  int exceptions_ = 0;
+  std::unique_ptr<FileLock> lock_;
+};
 
 }  // namespace lamina

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/jsonl.h"
 #include "io/mapped_file.h"
 
 namespace lamina {
@@ -11,12 +12,7 @@ GenerationConfig read_generation_config(const std::string& model_dir) {
   GenerationConfig g;
   const std::string path = model_dir + "/generation_config.json";
   if (!file_exists(path)) return g;
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": malformed JSON: ", e.what());
-  }
+  nlohmann::json j = read_json_file(path);
   if (!j.is_object()) fail(path, ": not a JSON object");
   if (auto e = j.find("eos_token_id"); e != j.end() && !e->is_null()) {
     auto one = [&](const nlohmann::json& x) {

@@ -114,6 +114,7 @@ void GgufWriter::begin_data() {
 
 void GgufWriter::write(const void* bytes, size_t n) {
   if (!data_) fail("gguf: write before begin_data");
+  throw_if_interrupted();
   const auto* p = static_cast<const uint8_t*>(bytes);
   static const uint8_t zeros[kAlign] = {};
   while (n > 0) {
@@ -133,6 +134,7 @@ void GgufWriter::finish() {
   if (cur_ != tensors_.size())
     fail("gguf: tensor '", tensors_[cur_].name, "' is missing ",
          tensors_[cur_].bytes - cur_written_, " bytes");
+  throw_if_interrupted();
   if (std::fflush(f_) != 0 || fsync(fileno(f_)) != 0) fail(tmp_, ": write failed");
   std::fclose(f_);
   f_ = nullptr;

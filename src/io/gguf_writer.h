@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/interrupt.h"
 #include "quant/ggml_blocks.h"
 
 namespace lamina {
@@ -61,6 +62,7 @@ class GgufWriter {
   std::vector<Info> tensors_;
   size_t cur_ = 0, cur_written_ = 0;
   bool data_ = false, done_ = false;
+  WritingOutput writing_;  // a signal removes the temporary file (core/interrupt.h)
 };
 
 }  // namespace lamina

@@ -51,6 +51,9 @@ MappedFile::~MappedFile() {
 }
 
 std::string read_text_file(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    fail(path, ": is a directory, expected a file");
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, ": cannot open: ", std::strerror(errno));
   std::ostringstream s;

@@ -1,8 +1,10 @@
 #include "io/model_config.h"
 
+#include <cmath>
 #include <cstdio>
 
 #include "core/error.h"
+#include "io/jsonl.h"
 #include "io/mapped_file.h"
 
 namespace lamina {
@@ -69,14 +71,44 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
       c.num_key_value_heads == 0)
     fail(where,
          ": hidden_size, num_attention_heads, num_key_value_heads and vocab_size must be positive");
+  if (c.num_hidden_layers == 0 || c.intermediate_size == 0)
+    fail(where, ": num_hidden_layers and intermediate_size must be positive");
+  // Beyond every released model by far: such a value is a typo, and would only reach the
+  // allocator (or overflow a size computation) later. The field is named here instead.
+  auto cap = [&](const char* key, int64_t v, int64_t most) {
+    if (v > most)
+      fail(where, ": field '", key, "' is ", v, ", beyond any supported model (at most ", most,
+           ")");
+  };
+  cap("hidden_size", c.hidden_size, 1 << 16);
+  cap("intermediate_size", c.intermediate_size, 1 << 20);
+  cap("num_hidden_layers", c.num_hidden_layers, 1 << 10);
+  cap("num_attention_heads", c.num_attention_heads, 1 << 10);
+  cap("num_key_value_heads", c.num_key_value_heads, 1 << 10);
+  cap("vocab_size", c.vocab_size, 1 << 22);
+  auto act = j.find("hidden_act");
+  if (act != j.end() && !act->is_null()) {
+    if (!act->is_string()) fail(where, ": field 'hidden_act' must be a string");
+    const std::string a = act->get<std::string>();
+    if (a != "silu" && a != "swish")
+      fail(where, ": hidden_act '", a, "' is not supported (lamina's MLP is SwiGLU: silu)");
+  }
   c.head_dim = get_int(j, where, "head_dim", c.hidden_size / c.num_attention_heads);
   if (c.head_dim == 0 || c.head_dim % 2) fail(where, ": head_dim must be positive and even");
   if (c.num_attention_heads % c.num_key_value_heads)
     fail(where, ": num_attention_heads (", c.num_attention_heads,
          ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
+  cap("head_dim", c.head_dim, 1 << 12);
   c.max_position_embeddings = get_int(j, where, "max_position_embeddings", 4096);
+  if (c.max_position_embeddings == 0)
+    fail(where, ": field 'max_position_embeddings' must be positive");
+  cap("max_position_embeddings", c.max_position_embeddings, int64_t(1) << 28);
   c.rms_norm_eps = get_num(j, where, "rms_norm_eps", 1e-6);
   c.rope_theta = get_num(j, where, "rope_theta", 10000.0);
+  if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps))
+    fail(where, ": field 'rms_norm_eps' must be a finite number > 0");
+  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta))
+    fail(where, ": field 'rope_theta' must be a finite number > 0");
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
     fail(where, ": field 'rope_scaling' is not supported yet (only plain RoPE)");
   if (c.arch != Arch::Llama && j.contains("sliding_window") && !j["sliding_window"].is_null()) {
@@ -91,6 +123,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
   if (c.arch == Arch::Mixtral) {
     c.num_local_experts = get_int(j, where, "num_local_experts");
     c.num_experts_per_tok = get_int(j, where, "num_experts_per_tok");
+    cap("num_local_experts", c.num_local_experts, 1 << 12);
     if (c.num_experts_per_tok == 0 || c.num_experts_per_tok > c.num_local_experts)
       fail(where, ": num_experts_per_tok must be in [1, num_local_experts]");
     c.router_aux_loss_coef = get_num(j, where, "router_aux_loss_coef", 0.001);
@@ -116,13 +149,7 @@ ModelConfig ModelConfig::load(const std::string& model_dir) {
   std::string path = model_dir + "/config.json";
   if (!file_exists(path))
     fail(path, ": not found (is '", model_dir, "' a Hugging Face model directory?)");
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail(path, ": malformed JSON: ", e.what());
-  }
-  return from_json(j, path);
+  return from_json(read_json_file(path), path);
 }
 
 json ModelConfig::to_json() const {

@@ -42,6 +42,7 @@ OutputDir::~OutputDir() {
 }
 
 void OutputDir::commit() {
+  throw_if_interrupted();
   std::error_code ec;
   if (force_ && fs::exists(final_, ec)) fs::remove_all(final_, ec);
   fs::rename(tmp_, final_, ec);
@@ -52,6 +53,7 @@ void OutputDir::commit() {
 void write_file_atomic(const std::string& path, const std::string& text) {
   // A per-process temporary name: ranks of a data-parallel job may write the same file at once.
   std::string tmp = path + ".tmp-" + std::to_string(getpid());
+  WritingOutput writing;
   {
     std::ofstream f(tmp, std::ios::binary);
     if (!f) fail(path, ": cannot create: ", std::strerror(errno));

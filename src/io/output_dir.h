@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/interrupt.h"
 #include "io/file_lock.h"
 
 namespace lamina {
@@ -28,6 +29,7 @@ class OutputDir {
   std::string final_, tmp_;
   bool force_, committed_ = false;
   std::unique_ptr<FileLock> lock_;
+  WritingOutput writing_;  // a signal removes the temporary directory (core/interrupt.h)
 };
 
 // Refuses an output that is, contains or lies inside one of the inputs (real paths compared, so

@@ -299,6 +299,7 @@ void SafetensorsWriter::begin_tensor(const std::string& name, size_t nbytes) {
 }
 
 void SafetensorsWriter::write(const std::string& name, const void* bytes, size_t nbytes) {
+  throw_if_interrupted();
   begin_tensor(name, nbytes);
   if (nbytes && std::fwrite(bytes, 1, nbytes, out_) != nbytes)
     fail(dir_, "/", shards_[cur_shard_].file, ": write failed: ", std::strerror(errno));
@@ -308,6 +309,7 @@ void SafetensorsWriter::write(const std::string& name, const void* bytes, size_t
 void SafetensorsWriter::copy_from(const std::string& name, const SafetensorsFile& src,
                                   const TensorInfo& info) {
   const size_t nbytes = info.end - info.begin;
+  throw_if_interrupted();
   begin_tensor(name, nbytes);
   if (std::fflush(out_) != 0)
     fail(dir_, "/", shards_[cur_shard_].file, ": write failed: ", std::strerror(errno));

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/interrupt.h"
 #include "core/tensor.h"
 #include "io/mapped_file.h"
 
@@ -119,6 +120,7 @@ class SafetensorsWriter {
   uint64_t total_ = 0;
   std::FILE* out_ = nullptr;
   bool finished_ = false;
+  WritingOutput writing_;  // signals wait for the next tensor, then the shards are removed
 };
 
 // Parses "5GB", "500MB", "2GiB", "1000000" into bytes.

@@ -15,11 +15,15 @@
 namespace lamina {
 
 bool is_gguf_file(const std::string& path) {
-  if (!std::filesystem::is_regular_file(path)) return false;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return false;
   std::ifstream f(path, std::ios::binary);
   char magic[4] = {};
   f.read(magic, 4);
-  return f && std::memcmp(magic, "GGUF", 4) == 0;
+  if (f && std::memcmp(magic, "GGUF", 4) == 0) return true;
+  // A file is never a model directory: say what it is not, rather than failing later on a
+  // missing config.json or tokenizer.
+  fail(path, ": not a GGUF file (the first bytes are not 'GGUF') and not a model directory");
 }
 
 namespace {

@@ -12,7 +12,8 @@
 namespace lamina {
 
 std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOptions& opt = {});
-// True when path is a regular file starting with the GGUF magic.
+// True for a GGUF file, false for anything that is not a regular file (a model directory); fails
+// for a regular file without GGUF's magic.
 bool is_gguf_file(const std::string& path);
 
 }  // namespace lamina

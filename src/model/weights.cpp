@@ -1,5 +1,7 @@
 #include "model/weights.h"
 
+#include <unordered_set>
+
 #include "core/error.h"
 
 namespace lamina {
@@ -105,12 +107,31 @@ DType inference_dtype(const TensorSpec& spec, DType stored, std::optional<DType>
   return want;
 }
 
+void check_no_unknown_tensors(const ModelConfig& c, const Checkpoint& ckpt,
+                              const std::vector<TensorSpec>& specs) {
+  std::unordered_set<std::string> known;
+  for (auto& s : specs) known.insert(s.name);
+  for (const std::string& n : ckpt.names()) {
+    if (known.count(n)) continue;
+    // Buffers older transformers saved, and a tied head some checkpoints carry anyway: both are
+    // ignored by transformers too.
+    const std::string inv = "rotary_emb.inv_freq";
+    if (n.size() >= inv.size() && n.compare(n.size() - inv.size(), inv.size(), inv) == 0) continue;
+    if (n == "lm_head.weight" && c.tie_word_embeddings) continue;
+    fail(ckpt.file_of(n), ": tensor '", n, "' has no place in a ", arch_name(c.arch), " model of ",
+         c.num_hidden_layers,
+         " layers (config.json); a checkpoint of another architecture or size?");
+  }
+}
+
 ModelWeights load_weights(const ModelConfig& c, const Checkpoint& ckpt, const LoadOptions& opt) {
   ModelWeights w;
   w.layers.resize(size_t(c.num_hidden_layers));
   if (opt.dtype && *opt.dtype == DType::F16)
     fail("--dtype f16 is a storage type only; compute in f32 or bf16");
-  for (auto& spec : model_tensor_specs(c, detect_moe_layout(c, ckpt))) {
+  const auto specs = model_tensor_specs(c, detect_moe_layout(c, ckpt));
+  check_no_unknown_tensors(c, ckpt, specs);
+  for (auto& spec : specs) {
     const TensorInfo& info = ckpt.info(spec.name);
     if (info.shape != spec.shape)
       fail(ckpt.file_of(spec.name), ": tensor '", spec.name, "' has shape ", shape_str(info.shape),

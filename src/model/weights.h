@@ -56,6 +56,10 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c,
                                            MoeLayout layout = MoeLayout::Split);
 // Which Mixtral layout a checkpoint uses (Split for dense models); errors name the tensor missing.
 MoeLayout detect_moe_layout(const ModelConfig& c, const Checkpoint& ckpt);
+// Fails naming the first tensor of ckpt that specs has no place for (transformers would drop it
+// with a warning; here it means the checkpoint and config.json disagree).
+void check_no_unknown_tensors(const ModelConfig& c, const Checkpoint& ckpt,
+                              const std::vector<TensorSpec>& specs);
 
 // The dtype a tensor is kept in for inference: norms F32; matrices in `requested` (--dtype), else
 // as stored (F16 -> F32); a block type (Q8_0, ...) spares the router and rows that are not whole

@@ -164,7 +164,7 @@ UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
     }
   }
   // 3. Write into a temporary directory, renamed into place at the end.
-  install_interrupt_handler();
+  enable_interrupt_polling();
   OutputDir out(opt.out, opt.force);
   copy_tokenizer_files(first.dir, out.path());
   out_cfg.save(out.path() + "/config.json");

@@ -4,13 +4,12 @@
 
 namespace lamina {
 
-ChatTemplate parse_chat_template(const std::string& name) {
+ChatTemplate parse_chat_template(const std::string& name, const std::string& option) {
   if (name == "llama-2" || name == "llama2") return ChatTemplate::Llama2;
   if (name == "mistral-instruct" || name == "mistral") return ChatTemplate::MistralInstruct;
   if (name == "openchat") return ChatTemplate::OpenChat;
   if (name == "chatml") return ChatTemplate::ChatML;
-  fail("--chat-template: unknown template '", name,
-       "' (llama-2, mistral-instruct, openchat, chatml)");
+  fail(option, ": unknown template '", name, "' (llama-2, mistral-instruct, openchat, chatml)");
 }
 
 const char* chat_template_name(ChatTemplate t) {

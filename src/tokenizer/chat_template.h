@@ -20,7 +20,9 @@ struct ChatTokens {
 };
 
 // Names: llama-2, mistral-instruct, openchat, chatml.
-ChatTemplate parse_chat_template(const std::string& name);
+// `option` names the flag in errors (--chat-template, --template).
+ChatTemplate parse_chat_template(const std::string& name,
+                                 const std::string& option = "--chat-template");
 const char* chat_template_name(ChatTemplate t);
 // Recognises a model's Jinja chat_template by its markers; nullopt when unknown.
 std::optional<ChatTemplate> detect_chat_template(const std::string& jinja);

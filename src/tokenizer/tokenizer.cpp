@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/jsonl.h"
 #include "io/mapped_file.h"
 
 namespace lamina {
@@ -13,11 +14,7 @@ using json = nlohmann::json;
 namespace {
 
 json read_json(const std::string& path) {
-  try {
-    return json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail(path, ": malformed JSON: ", e.what());
-  }
+  return read_json_file(path);
 }
 
 // "bos_token" may be a string or an AddedToken object {"content": ...}.
@@ -36,7 +33,9 @@ Tokenizer Tokenizer::from_sentencepiece(const std::string& path) {
   Tokenizer t;
   t.sp_ = std::make_shared<sentencepiece::SentencePieceProcessor>();
   if (!file_exists(path)) fail(path, ": tokenizer not found");
-  auto st = t.sp_->Load(path);
+  // Through read_text_file: a directory or an unreadable file is named as such (SentencePiece
+  // would report "basic_filebuf::underflow").
+  auto st = t.sp_->LoadFromSerializedProto(read_text_file(path));
   if (!st.ok()) fail(path, ": cannot load SentencePiece model: ", st.ToString());
   t.bos_ = t.sp_->bos_id();
   t.eos_ = t.sp_->eos_id();
@@ -69,10 +68,14 @@ Tokenizer Tokenizer::load(const std::string& dir) {
   std::string cfg_path = dir + "/tokenizer_config.json";
   json cfg = json::object();
   if (file_exists(cfg_path)) cfg = read_json(cfg_path);
-  if (auto a = cfg.find("added_tokens_decoder"); a != cfg.end() && a->is_object()) {
+  if (!cfg.is_object()) fail(cfg_path, ": expected a JSON object");
+  if (auto a = cfg.find("added_tokens_decoder"); a != cfg.end() && !a->is_null()) {
+    if (!a->is_object()) fail(cfg_path, ": added_tokens_decoder must be an object {id: token}");
     for (auto it = a->begin(); it != a->end(); ++it) {
-      if (!it->is_object() || !it->contains("content"))
-        fail(cfg_path, ": added_tokens_decoder['", it.key(), "'] has no 'content'");
+      if (!it->is_object() || !it->contains("content") || !(*it)["content"].is_string())
+        fail(cfg_path, ": added_tokens_decoder['", it.key(), "'] has no string 'content'");
+      if (it->contains("special") && !(*it)["special"].is_boolean())
+        fail(cfg_path, ": added_tokens_decoder['", it.key(), "'].special must be true or false");
       int64_t id;
       try {
         id = std::stoll(it.key());

@@ -94,16 +94,18 @@ Conversation parse_conversation(const std::string& line, const std::string& wher
 
 ConversationFile read_conversations(const std::string& path, bool strict) {
   ConversationFile out;
+  SkippedLines skips;
   for_each_jsonl_line(path, [&](const std::string& line, int64_t n) {
     try {
       out.conversations.push_back(parse_conversation(line, path + ":" + std::to_string(n)));
     } catch (const Error& e) {
       if (strict) throw;
-      if (out.skipped++ < 3) std::fprintf(stderr, "lamina: skipping %s\n", e.what());
+      skips.add(e.what());
     }
   });
-  if (out.conversations.empty())
-    fail(path, ": no usable conversation (", out.skipped, " malformed lines)");
+  if (out.conversations.empty()) skips.fail_none_usable(path, "conversation");
+  skips.print_warnings();
+  out.skipped = skips.count();
   return out;
 }
 

@@ -12,6 +12,7 @@
 
 #include "core/dist.h"
 #include "core/error.h"
+#include "core/parse_number.h"
 #include "io/fingerprint.h"
 #include "io/generation_config.h"
 #include "io/jsonl.h"
@@ -221,6 +222,8 @@ Pref parse_pref(const std::string& line, const std::string& where) {
   reply(j["chosen"], p.chosen, "chosen");
   reply(j["rejected"], p.rejected, "rejected");
   if (p.prompt.empty()) fail(where, ": no prompt");
+  if (p.chosen.empty()) fail(where, ": empty \"chosen\" completion");
+  if (p.rejected.empty()) fail(where, ": empty \"rejected\" completion");
   return p;
 }
 
@@ -324,6 +327,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
                      std::to_string(max_prompt) + std::to_string(T));
   auto load_pairs = [&](const std::string& path) {
     std::vector<TrainRow> out;
+    SkippedLines skips;
     for_each_jsonl_line(path, [&](const std::string& line, int64_t n) {
       const std::string where = path + ":" + std::to_string(n);
       try {
@@ -341,10 +345,12 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
         h = fnv1a(line, h);
       } catch (const Error& e) {
         if (d.strict) throw;
-        if (skipped++ < 3) std::fprintf(stderr, "lamina: skipping %s\n", e.what());
+        ++skipped;
+        skips.add(e.what());
       }
     });
-    if (out.empty()) fail(path, ": no usable preference pair (", skipped, " malformed lines)");
+    if (out.empty()) skips.fail_none_usable(path, "preference pair");
+    skips.print_warnings();
     return out;
   };
   std::vector<TrainRow> rows = load_pairs(d.data);
@@ -369,7 +375,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
     double cached = dist::is_root() && file_exists(cache) ? 1 : 0;  // one decision for all ranks
     dist::allreduce_sum(&cached, 1);
     if (cached > 0) {
-      auto j = json::parse(read_text_file(cache));
+      auto j = read_json_file(cache);
       if (j.size() != rows.size()) fail(cache, ": does not match the data (delete it)");
       for (size_t i = 0; i < rows.size(); ++i) rows[i].extra = j[i].get<std::vector<float>>();
       std::fprintf(stderr, "dpo: reference log-probabilities from %s\n", cache.c_str());
@@ -453,9 +459,13 @@ int64_t binarize_ultrafeedback(const std::string& in_path, const std::string& ou
         double v;
         if (r.is_number())
           v = r.get<double>();
-        else if (r.is_string() && r.get<std::string>() != "N/A")
-          v = std::stod(r.get<std::string>());
-        else
+        else if (r.is_string() && r.get<std::string>() != "N/A") {
+          auto x = parse_finite(r.get<std::string>());
+          if (!x)
+            fail(where, ": annotation '", aspect, "' has a Rating that is not a number: '",
+                 r.get<std::string>().substr(0, 80), "'");
+          v = *x;
+        } else
           continue;
         sum += v, ++cnt;
       }

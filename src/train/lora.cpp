@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/jsonl.h"
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
 #include "io/safetensors.h"
@@ -155,12 +156,7 @@ void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::stri
 LoraConfig read_lora_config(const std::string& dir) {
   const std::string path = dir + "/adapter_config.json";
   if (!file_exists(path)) fail(path, ": not found (is '", dir, "' a PEFT LoRA adapter?)");
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail(path, ": malformed JSON: ", e.what());
-  }
+  json j = read_json_file(path);
   if (j.value("peft_type", "") != "LORA") fail(path, ": peft_type is not LORA");
   if (j.value("fan_in_fan_out", false)) fail(path, ": fan_in_fan_out adapters are not supported");
   LoraConfig c;

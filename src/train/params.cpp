@@ -41,6 +41,7 @@ void ParamStore::bind_views() {
 
 ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt) {
   ParamStore s = allocate(cfg, detect_moe_layout(cfg, ckpt));
+  check_no_unknown_tensors(cfg, ckpt, s.specs);
   for (size_t i = 0; i < s.specs.size(); ++i) {
     auto& sp = s.specs[i];
     const TensorInfo& info = ckpt.info(sp.name);

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "core/progress.h"
+#include "io/jsonl.h"
 #include "io/output_dir.h"
 #include "io/safetensors.h"
 #include "tokenizer/tokenizer_files.h"
@@ -117,8 +118,8 @@ std::string latest_checkpoint(const std::string& out, int64_t* step) {
   return best;
 }
 
-std::unique_ptr<FileLock> lock_run(const PretrainOptions& o) {
-  return dist::is_root() ? lock_run_directory(o.out) : nullptr;
+std::unique_ptr<RunDirLock> lock_run(const PretrainOptions& o) {
+  return dist::is_root() ? std::make_unique<RunDirLock>(o.out) : nullptr;
 }
 
 void prepare_training(const PretrainOptions& o, ParamStore& p) {
@@ -135,7 +136,7 @@ void prepare_training(const PretrainOptions& o, ParamStore& p) {
     if (!file_exists(f))
       fail(f,
            ": not found (--only-new-layers needs a model made by lamina upscale --expand-every)");
-    json j = json::parse(read_text_file(f));
+    json j = read_json_file(f);
     for (auto& l : j.at("original_layers")) frozen.push_back(l.get<int64_t>());
     freeze_embeddings = true;
   }
@@ -235,7 +236,7 @@ ObjectiveResult WeightedCrossEntropy::run(TrainGraph& g, const MicroBatches& mic
 }
 
 PretrainResult run_pretrain(const PretrainOptions& o) {
-  install_interrupt_handler();
+  enable_interrupt_polling();
   const auto lock = lock_run(o);
   ParamStore p = ParamStore::load(o.model);
   Tokenizer tok = Tokenizer::load(o.model);
@@ -266,7 +267,7 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
                           const Objective* objective) {
   WeightedCrossEntropy default_objective;
   const Objective& obj = objective ? *objective : default_objective;
-  install_interrupt_handler();
+  enable_interrupt_polling();
   const ModelConfig& cfg = p.cfg;
   const int64_t T = o.seq_len, n_val = data.num_val(), n_train = data.num_train();
   const int64_t per_step = o.batch_size * o.grad_accum;
@@ -298,7 +299,7 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     if (root) remove_stale_temporaries(o.out);
     std::string ck = latest_checkpoint(o.out, &start);
     if (ck.empty()) fail(o.out, ": --resume found no checkpoint-* directory");
-    json st = json::parse(read_text_file(ck + "/trainer_state.json"));
+    json st = read_json_file(ck + "/trainer_state.json");
     if (st["run"] != sig)
       fail(ck, ": was written by a run with other settings (", st["run"].dump(),
            "); resume with the same ones");
@@ -416,9 +417,9 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
     if (!opt.update(lr)) {
       int64_t last_good;
       std::string ck = latest_checkpoint(o.out, &last_good);
-      fail("step ", step + 1, ": the update made parameters or optimizer state non-finite (lr ",
-           lr, "); nothing of this step was saved. Last good checkpoint: ",
-           ck.empty() ? "none" : ck, ". Try a lower --lr or a stronger --clip.");
+      fail("step ", step + 1, ": the update made parameters or optimizer state non-finite (lr ", lr,
+           "); nothing of this step was saved. Last good checkpoint: ", ck.empty() ? "none" : ck,
+           ". Try a lower --lr or a stronger --clip.");
     }
     p.refresh_compute();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

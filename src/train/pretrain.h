@@ -147,7 +147,7 @@ PretrainResult run_pretrain(const PretrainOptions& opt);
 // directory; shared by pretrain and sft.
 // Creates the run directory o.out and locks it (DIR/.lamina.lock) for the caller's lifetime: a
 // second run into the same --out fails at once. Rank 0 alone holds it under MPI (null elsewhere).
-std::unique_ptr<FileLock> lock_run(const PretrainOptions& o);
+std::unique_ptr<RunDirLock> lock_run(const PretrainOptions& o);
 
 void prepare_training(const PretrainOptions& o, ParamStore& p);
 // The training loop over any data: rows in seeded order, gradient accumulation with the loss

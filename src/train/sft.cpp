@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/jsonl.h"
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
 #include "tokenizer/tokenizer_files.h"
@@ -96,7 +97,7 @@ std::vector<std::string> stage_tokenizer(const std::string& model, const std::st
   for (auto& n : need)
     if (!tok.token_id(n)) added.push_back(n);
   const std::string cfg_path = dir + "/tokenizer_config.json";
-  json cfg = file_exists(cfg_path) ? json::parse(read_text_file(cfg_path)) : json::object();
+  json cfg = file_exists(cfg_path) ? read_json_file(cfg_path) : json::object();
   int64_t next = tok.size();
   for (auto& n : added)
     cfg["added_tokens_decoder"][std::to_string(next++)] = {
@@ -205,7 +206,7 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   CheckpointExtras extras;
   extras.tokenizer_dir = tok_dir;
   json gen = file_exists(o.model + "/generation_config.json")
-                 ? json::parse(read_text_file(o.model + "/generation_config.json"))
+                 ? read_json_file(o.model + "/generation_config.json")
                  : json::object();
   std::vector<int64_t> eos = p.cfg.eos_token_ids;
   if (tmpl == ChatTemplate::OpenChat) eos.push_back(*tok.token_id("<|end_of_turn|>"));
