@@ -447,6 +447,16 @@ def safety_cases(tmp, good):
     check("tokenizer train --out containing the data", ["tokenizer", "train", "--data", c, "--out", os.path.join(tmp, "in"),
                                                         "--force"], ["--out", "contains the input --data"])
 
+    # An atomic write whose final rename fails (the name is taken by a directory) removes its temporary.
+    taken = os.path.join(tmp, "taken")
+    os.makedirs(os.path.join(taken, "sub"))
+    check("score --dump-logits onto a directory", ["score", "--model", good, "--ids", "1,2", "--dump-logits", taken],
+          [taken])
+    uf = write_jsonl(os.path.join(tmp, "in", "uf-good.jsonl"), [{"source": "x", "instruction": "Q", "completions": [
+        {"model": "m1", "response": "a", "annotations": {"helpfulness": {"Rating": "5"}}},
+        {"model": "m2", "response": "b", "annotations": {"helpfulness": {"Rating": "2"}}}]}])
+    check("binarize --out onto a directory", ["data", "binarize-ultrafeedback", "--in", uf, "--out", taken], [taken])
+
     corpus = write(os.path.join(tmp, "safety", "corpus.txt"), "The river runs past the old mill and the sea.\n\n" * 400)
     run_dir = os.path.join(tmp, "safety", "run")
     slow = ["pretrain", "--model", good, "--data", corpus, "--seq-len", "32", "--batch-size", "2", "--max-steps", "100000",
