@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/parse_number.h"
 #include "io/mapped_file.h"
 #include "io/npy.h"
 #include "kernels/ops.h"
@@ -32,11 +33,9 @@ int cmd_score(int argc, char** argv) {
   if (a.given("ids")) {
     std::stringstream ss(a.str("ids"));
     for (std::string t; std::getline(ss, t, ',');) {
-      try {
-        ids.push_back(int32_t(std::stol(t)));
-      } catch (...) {
-        fail("--ids: '", t, "' is not a token id");
-      }
+      auto id = parse_integer(t);
+      if (!id || *id < 0 || *id > INT32_MAX) fail("--ids: '", t, "' is not a token id");
+      ids.push_back(int32_t(*id));
     }
   } else {
     std::string text = read_text_file(a.str("text"));

@@ -2,6 +2,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/parse_number.h"
 #include "generate/generate.h"
 #include "io/generation_config.h"
 #include "io/mapped_file.h"
@@ -72,11 +73,9 @@ GenerateOptions generate_options(const Args& a) {
   g.sampling.seed = uint64_t(a.integer("seed"));
   g.stop_strings = a.all("stop");
   for (auto& s : a.all("stop-token")) {
-    try {
-      g.stop_ids.push_back(int32_t(std::stol(s)));
-    } catch (...) {
-      fail("--stop-token: '", s, "' is not a token id");
-    }
+    auto id = parse_integer(s);
+    if (!id || *id < 0 || *id > INT32_MAX) fail("--stop-token: '", s, "' is not a token id");
+    g.stop_ids.push_back(int32_t(*id));
   }
   // generation_config.json may list further EOS ids (OpenChat's <|end_of_turn|>, Llama 3 lists).
   for (int32_t id : read_generation_config(a.str("model")).eos_token_ids) g.stop_ids.push_back(id);

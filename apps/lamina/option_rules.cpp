@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <vector>
 
 #include "core/error.h"
 #include "core/parse_number.h"
@@ -99,6 +100,23 @@ const std::map<std::string, Rule>& rules() {
   return r;
 }
 
+// Options that take one of a few words (the same words in every command that has them).
+const std::map<std::string, std::vector<std::string>>& choices() {
+  static const std::map<std::string, std::vector<std::string>> c = {
+      {"schedule", {"constant", "linear", "cosine"}},
+      {"precision", {"f32", "bf16"}},
+      {"save-dtype", {"f32", "bf16", "f16"}},
+      {"objective", {"sft", "crlft"}},
+      {"loss-norm", {"token", "sequence"}},
+      {"truncation-mode", {"keep_end", "keep_start"}},
+      {"moe-layout", {"split", "fused"}},
+      {"model-type", {"bpe", "unigram"}},
+      {"loss", {"sigmoid", "robust", "hinge", "ipo"}},
+      {"outtype", {"f32", "f16", "bf16", "q8_0", "q4_0"}},
+  };
+  return c;
+}
+
 std::string bound_text(const Rule& r) {
   auto num = [](double v) {
     if (std::isinf(v)) return std::string("inf");
@@ -116,6 +134,13 @@ std::string bound_text(const Rule& r) {
 
 void check_option_value(const std::string& command, const std::string& name,
                         const std::string& value) {
+  if (auto c = choices().find(name); c != choices().end()) {
+    for (auto& w : c->second)
+      if (value == w) return;
+    std::string list;
+    for (auto& w : c->second) list += (list.empty() ? "" : ", ") + w;
+    fail("--", name, ": expected one of ", list, "; got '", value.substr(0, 80), "'");
+  }
   auto it = rules().find(name);
   if (it == rules().end()) return;
   const Rule& r = it->second;

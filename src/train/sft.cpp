@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/parse_number.h"
 #include "io/jsonl.h"
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
@@ -35,11 +36,11 @@ SftSource parse_source(const std::string& spec) {
     auto eq = opt.find('=');
     std::string k = opt.substr(0, eq), v = eq == std::string::npos ? "" : opt.substr(eq + 1);
     if (k == "weight") {
-      try {
-        s.weight = std::stof(v);
-      } catch (...) {
-        fail("--source ", spec, ": weight '", v, "' is not a number");
-      }
+      auto w = parse_finite(v);
+      if (!w) fail("--source ", spec, ": weight '", v, "' is not a number");
+      if (*w < 0)
+        fail("--source ", spec, ": weight ", v, " must be >= 0 (1.0 expert, 0.1 sub-optimal)");
+      s.weight = float(*w);
     } else if (k == "condition") {
       s.condition = v;
     } else {
@@ -47,6 +48,10 @@ SftSource parse_source(const std::string& spec) {
     }
   }
   if (s.path.empty()) fail("--source ", spec, ": no file");
+  std::error_code ec;
+  if (!fs::exists(s.path, ec)) fail("--source ", spec, ": ", s.path, ": not found");
+  if (fs::is_directory(s.path, ec))
+    fail("--source ", spec, ": ", s.path, ": is a directory, expected a file");
   if (s.name.empty()) s.name = fs::path(s.path).stem().string();
   return s;
 }

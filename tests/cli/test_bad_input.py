@@ -256,6 +256,17 @@ def option_cases(tmp, good):
                                              "--vocab-size", "0"], ["--vocab-size", ">= 1"])
     check("binarize --seed -1", ["data", "binarize-ultrafeedback", "--in", corpus, "--out", os.path.join(tmp, "b.jsonl"),
                                  "--seed", "-1"], ["--seed", ">= 0"])
+    for opt, val in [("--schedule", "bogus"), ("--precision", "f16"), ("--save-dtype", "q4_0")]:
+        check(f"pretrain {opt} {val} (a word from a fixed list)", pt + [opt, val], [opt, "expected one of", val])
+    check("export-gguf --outtype q3_k", ["export-gguf", "--model", good, "--out", os.path.join(tmp, "o.gguf"),
+                                         "--outtype", "q3_k"], ["--outtype", "expected one of", "q3_k"])
+    check("dpo --loss bogus", dpo + ["--loss", "bogus"], ["--loss", "expected one of"])
+    sft = ["sft", "--model", good, "--out", os.path.join(tmp, "sft-x")]
+    check("sft --source weight below 0", sft + ["--source", f"a={corpus}:weight=-1"], ["--source", "weight -1", ">= 0"])
+    check("sft --source weight not a number", sft + ["--source", f"a={corpus}:weight=x"], ["--source", "weight 'x'"])
+    check("sft --source file missing", sft + ["--source", f"a={tmp}/none.jsonl"], ["--source", "none.jsonl", "not found"])
+    check("score --ids beyond int32", ["score", "--model", good, "--ids", "99999999999,3"], ["--ids", "99999999999"])
+    check("generate --stop-token -1", gen + ["--stop-token", "-1"], ["--stop-token", "-1"])
     check("sft --template vicuna names --template", ["sft", "--model", good, "--data", corpus, "--out",
                                                      os.path.join(tmp, "sft-x"), "--template", "vicuna"],
           ["--template", "unknown template 'vicuna'"])
