@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "core/progress.h"
 #include "generate/generate.h"
 #include "kernels/ops.h"
@@ -233,10 +234,12 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
             const int64_t gold = doc_gold(t, doc);
             sample["gold"] = gold;
             int64_t p = pred;
-            if (metric == "acc_norm") {  // log-likelihood per character of the choice (lm-eval)
+            if (metric == "acc_norm") {
+              // Log-likelihood per character of the choice: lm-eval divides by len(choice), a
+              // count of Unicode code points, not of UTF-8 bytes ("°C" is 2, not 3).
               double best = -INFINITY;
               for (size_t c = 0; c < ll.size(); ++c) {
-                const double v = ll[c] / std::max<double>(1.0, double(choices[c].size()));
+                const double v = ll[c] / std::max<double>(1.0, double(utf8_length(choices[c])));
                 if (v > best) best = v, p = int64_t(c);
               }
               sample["prediction_norm"] = p;

@@ -83,6 +83,35 @@ def main():
                      and abs(res["metrics"]["acc_norm"] - np.mean(acc_norm)) < 1e-9,
                      f"acc {res['metrics']['acc']} vs {np.mean(acc)}, acc_norm {res['metrics']['acc_norm']} vs {np.mean(acc_norm)}")
         report.check("a crafted item makes acc and acc_norm pick differently", differ >= 1, f"{differ} items differ")
+        # acc_norm divides by the choice's length in characters (lm-eval's len(choice)), not UTF-8
+        # bytes: non-ASCII choices, per item, and at least one item where bytes would pick otherwise.
+        uni = [{"question": q, "choices": cs, "answer": 0} for q, cs in [
+            ("Water boils at", ["100 °C", "212 °F", "0 K"]), ("Café in English", ["café", "coffee", "tea"]),
+            ("Half of one", ["½", "0.5", "one half"]), ("A small unit", ["µm", "mm", "km"]),
+            ("Greek letters", ["αβγ", "abc", "xyz"]), ("Arrows", ["→←", "<>", "^v"]),
+            ("Degrees", ["°°°°", "deg", "d"]), ("Naïve", ["naïve", "naive", "plain"]),
+            ("Euro sign", ["€€", "EUR", "E"]), ("Snowman", ["☃", "snow", "man"]),
+            ("München", ["München", "Munich", "Monaco"]), ("Zürich", ["Zürich", "Zurich", "Geneva"])]]
+        udata = os.path.join(tmp, "uni.jsonl")
+        with open(udata, "w") as f:
+            for r in uni:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        usamples = os.path.join(tmp, "us.jsonl")
+        run("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "arc_challenge.yaml"), "--data", udata,
+            "--num-fewshot", "0", "--log-samples", usamples)
+        ulogged = [json.loads(l) for l in open(usamples, encoding="utf-8")]
+        agree, flips = 0, 0
+        for i, doc in enumerate(uni):
+            ctx = f"Question: {doc['question']}\nAnswer:"
+            lls = [ll(ctx, " " + c) for c in doc["choices"]]
+            by_chars = int(np.argmax([l / len(c) for l, c in zip(lls, doc["choices"])]))
+            by_bytes = int(np.argmax([l / len(c.encode()) for l, c in zip(lls, doc["choices"])]))
+            flips += by_chars != by_bytes
+            agree += ulogged[i]["prediction_norm"] == by_chars
+        report.check("acc_norm per character on non-ASCII choices: every item's prediction equals Python's len(choice) rule",
+                     agree == len(uni), f"{agree}/{len(uni)} agree")
+        report.check("the non-ASCII items would be scored differently per byte (the check can fail)", flips >= 1,
+                     f"{flips} items flip")
         se = math.sqrt(np.var(acc, ddof=1) / len(acc))
         report.check("standard error is the sample one", abs(res["stderr"]["acc"] - se) < 1e-9)
 
