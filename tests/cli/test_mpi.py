@@ -36,6 +36,11 @@ def steps(run_dir):
     return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if '"loss"' in l and "eval_loss" not in l]
 
 
+# Float32 sums in another order (two ranks' shares, then the reduction): measured up to 1e-7 on the
+# final weights after 4 steps (5e-8 on losses and metrics); the bound is a few times that.
+TOL = 5e-7
+
+
 def same_run(a, b, keys, what):
     sa, sb = steps(a), steps(b)
     worst = max((abs(x[k] - y[k]) / max(1.0, abs(x[k])) for x, y in zip(sa, sb) for k in keys), default=1.0)
@@ -46,7 +51,7 @@ def same_run(a, b, keys, what):
     eworst = max((abs(x[k] - y[k]) / max(1.0, abs(x[k])) for x, y in zip(ea, eb) for k in x if k.startswith("eval_")),
                  default=1.0)
     check(f"{what}: 2 ranks = 1 process ({', '.join(keys)} per step; eval metrics split over ranks; final weights)",
-          len(sa) == len(sb) == 4 and len(ea) == len(eb) >= 2 and worst < 1e-6 and eworst < 1e-6 and wdiff < 1e-6,
+          len(sa) == len(sb) == 4 and len(ea) == len(eb) >= 2 and worst < TOL and eworst < TOL and wdiff < TOL,
           f"worst relative {worst:.1e}, eval {eworst:.1e}, weights {wdiff:.1e}")
 
 

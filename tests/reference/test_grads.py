@@ -21,15 +21,16 @@ from harness import Report  # noqa: E402
 
 # name: (init args, aux coefficient[, precision, tolerance]). bf16 cases compare lamina's
 # mixed-precision gradients (bf16 products, F32 accumulation) with F32 autograd, so the bound is
-# bf16's: ~2^-8 relative per rounded operand.
+# bf16's: ~2^-8 relative per rounded operand (measured 6.5e-3). F32 cases: measured up to 4.2e-6 here
+# (7e-6 on another machine); the bound is a few times that.
 CASES = {
     "llama": (["--shape", "tiny"], 0.0),
     "llama-tied-gqa4": (["--shape", "tiny", "--heads", "8", "--kv-heads", "2", "--tie-embeddings"], 0.0),
     "mistral-window": (["--shape", "tiny-mistral", "--sliding-window", "5"], 0.0),
     "mixtral-aux": (["--shape", "tiny-mixtral"], 0.02),
     "mixtral-fused-aux": (["--shape", "tiny-mixtral", "--moe-layout", "fused"], 0.5),
-    "llama-recompute": (["--shape", "tiny"], 0.0, "f32", 1e-3, True),
-    "mixtral-recompute": (["--shape", "tiny-mixtral", "--moe-layout", "fused"], 0.1, "f32", 1e-3, True),
+    "llama-recompute": (["--shape", "tiny"], 0.0, "f32", 3e-5, True),
+    "mixtral-recompute": (["--shape", "tiny-mixtral", "--moe-layout", "fused"], 0.1, "f32", 3e-5, True),
     "llama-bf16": (["--shape", "tiny"], 0.0, "bf16", 2e-2),
     "mixtral-bf16": (["--shape", "tiny-mixtral"], 0.02, "bf16", 2e-2),
 }
@@ -56,7 +57,7 @@ def reference_loss(cfg, w, batch, aux_coef):
 
 def run_case(report, lamina, probe, name, tmp):
     init_args, aux_coef, *rest = CASES[name]
-    precision, tol, recompute = (list(rest) + [False])[:3] if rest else ("f32", 1e-3, False)
+    precision, tol, recompute = (list(rest) + [False])[:3] if rest else ("f32", 3e-5, False)
     d = os.path.join(tmp, name)
     subprocess.run([lamina, "init", "--out", d, "--std", "0.15", "--random-norms", "--seed", "11"] + init_args,
                    check=True, stdout=subprocess.DEVNULL)
