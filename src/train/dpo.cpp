@@ -239,10 +239,14 @@ Example tokenize_pref(const Pref& p, const std::string& reply, const Tokenizer& 
   for (auto& t : c.turns)
     if (t.role != "assistant") t.weight.reset();
   Example ex = tokenize_conversation(c, tok, o);
-  // The completion is the last run of weighted tokens; everything before it is the prompt.
-  size_t start = ex.weights.size();
+  // The completion starts at the last run of weighted tokens (the reply) and runs to the end: the
+  // template's tokens after the reply (ChatML's "\n" after <|im_end|>) belong to it, as in TRL,
+  // which takes the completion as the rendered conversation minus the rendered prompt.
+  size_t last = ex.weights.size();
+  while (last > 0 && ex.weights[last - 1] <= 0) --last;
+  size_t start = last;
   while (start > 0 && ex.weights[start - 1] > 0) --start;
-  for (size_t i = 0; i < start; ++i) ex.weights[i] = 0;
+  for (size_t i = 0; i < ex.weights.size(); ++i) ex.weights[i] = i >= start && last > 0 ? 1.0f : 0.0f;
   if (int64_t(start) > max_prompt) {
     // keep_end drops the prompt's oldest tokens (after BOS); keep_start its newest.
     const size_t drop = start - size_t(max_prompt), at = keep_start ? size_t(max_prompt) : 1;
@@ -323,7 +327,8 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   const auto lock = lock_run(o);
   // Pairs (the training file, then --eval-data's if given), each a packed row.
   int64_t skipped = 0, truncated = 0;
-  uint64_t h = fnv1a(std::to_string(int(tmpl)) + to.condition + std::to_string(max_len) +
+  // "c2": completions run to the end of the rendered conversation (caches of the old rule are stale).
+  uint64_t h = fnv1a("c2" + std::to_string(int(tmpl)) + to.condition + std::to_string(max_len) +
                      std::to_string(max_prompt) + std::to_string(T));
   auto load_pairs = [&](const std::string& path) {
     std::vector<TrainRow> out;

@@ -111,6 +111,24 @@ def main():
         report.check("changing prompt tokens' targets leaves the completion log-probs alone",
                      la["metrics"]["logps/chosen"] == lb["metrics"]["logps/chosen"] and la["loss"] == lb["loss"])
 
+        # Every template with the real Llama 2 tokenizer (the embedded one encodes "\n" as nothing, which
+        # hid ChatML's "\n" after <|im_end|>: every pair was dropped). --strict: no pair may be skipped.
+        l2 = os.path.join(os.path.dirname(__file__), "..", "assets", "tokenizers", "llama2", "tokenizer.model")
+        pairs = os.path.join(tmp, "l2-pairs.jsonl")
+        with open(pairs, "w") as f:
+            for i in range(8):
+                f.write(json.dumps({"prompt": f"What is {i} plus one?", "chosen": f"It is {i + 1}.",
+                                    "rejected": f"It is {i + 2}."}) + "\n")
+        for tmpl, added in [("chatml", "<|im_start|>,<|im_end|>"), ("openchat", "<|end_of_turn|>"), ("llama-2", ""),
+                            ("mistral-instruct", "")]:
+            md = os.path.join(tmp, "l2-" + tmpl)
+            init = [lamina, "init", "--out", md, "--tokenizer", l2, "--chat-template", tmpl, "--layers", "1", "--seed", "4"]
+            subprocess.run(init + (["--add-tokens", added] if added else []), check=True, stdout=subprocess.DEVNULL)
+            p = run("dpo", "--model", md, "--data", pairs, "--seq-len", "128", "--batch-size", "2", "--max-steps", "1",
+                    "--val-fraction", "0", "--strict", "--out", os.path.join(tmp, "l2-dpo-" + tmpl))
+            report.check(f"dpo with the {tmpl} template and the real Llama 2 tokenizer keeps every pair",
+                         p.returncode == 0 and "0 truncated, 0 malformed" in p.stderr, p.stderr.strip()[-200:])
+
         # End to end: a chat model, preference pairs in TRL's formats.
         chat = os.path.join(tmp, "chat")
         subprocess.run([lamina, "init", "--out", chat, "--add-tokens", "<|end_of_turn|>", "--chat-template", "openchat",
