@@ -121,11 +121,25 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   if (!crlft && so.objective != "sft")
     fail("--objective: expected sft or crlft, got '", so.objective, "'");
   Tokenizer base_tok = Tokenizer::load(o.model);
+  // The model's own template decides, unless --template replaces it; a model without one gets
+  // OpenChat's (as OpenChat 3.5 was made from Mistral's base model). A template lamina cannot
+  // render is refused rather than silently replaced.
   ChatTemplate tmpl = ChatTemplate::OpenChat;
-  if (so.tmpl)
+  const std::string& own = base_tok.chat_template();
+  if (so.tmpl) {
     tmpl = *so.tmpl;
-  else if (!crlft)
-    if (auto d = detect_chat_template(base_tok.chat_template())) tmpl = *d;
+  } else if (!own.empty()) {
+    auto d = detect_chat_template(own);
+    if (!d)
+      fail(o.model,
+           ": its chat_template is not one lamina renders (llama-2, mistral-instruct, openchat, "
+           "chatml); pass --template NAME to train in one of those (it replaces the model's)");
+    if (crlft && *d != ChatTemplate::OpenChat)
+      fail(o.model,
+           ": C-RLFT needs OpenChat's conditioned template, but the model's chat_template is ",
+           chat_template_name(*d), "; pass --template openchat to replace it");
+    tmpl = *d;
+  }
   if (crlft && tmpl != ChatTemplate::OpenChat)
     fail("--objective crlft needs the openchat template (class conditions)");
   const auto lock = lock_run(o);

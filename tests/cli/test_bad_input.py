@@ -267,6 +267,21 @@ def option_cases(tmp, good):
     check("sft --source file missing", sft + ["--source", f"a={tmp}/none.jsonl"], ["--source", "none.jsonl", "not found"])
     check("score --ids beyond int32", ["score", "--model", good, "--ids", "99999999999,3"], ["--ids", "99999999999"])
     check("generate --stop-token -1", gen + ["--stop-token", "-1"], ["--stop-token", "-1"])
+    weird = os.path.join(tmp, "in", "weird-template")
+    shutil.copytree(good, weird)
+    tc = json.load(open(os.path.join(weird, "tokenizer_config.json")))
+    tc["chat_template"] = "{% for m in messages %}<<{{ m['role'] }}>> {{ m['content'] }}{% endfor %}"
+    json.dump(tc, open(os.path.join(weird, "tokenizer_config.json"), "w"))
+    chats = write_jsonl(os.path.join(tmp, "in", "chats.jsonl"),
+                        [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}])
+    check("sft on a model whose chat template lamina cannot render", ["sft", "--model", weird, "--data", chats, "--out",
+                                                                      os.path.join(tmp, "sft-w")], [weird, "chat_template", "--template"])
+    cml = os.path.join(tmp, "in", "chatml-model")
+    rc, _, err = run("init", "--out", cml, "--chat-template", "chatml", "--add-tokens", "<|im_start|>,<|im_end|>")
+    assert rc == 0, err
+    check("sft --objective crlft on a ChatML model", ["sft", "--model", cml, "--objective", "crlft", "--source",
+                                                      f"a={chats}:weight=1:condition=GPT4", "--out", os.path.join(tmp, "sft-c")],
+          [cml, "C-RLFT", "chatml", "--template openchat"])
     check("sft --template vicuna names --template", ["sft", "--model", good, "--data", corpus, "--out",
                                                      os.path.join(tmp, "sft-x"), "--template", "vicuna"],
           ["--template", "unknown template 'vicuna'"])
