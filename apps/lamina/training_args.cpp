@@ -52,7 +52,9 @@ std::vector<ArgSpec> training_arg_specs() {
       {"eps", "E", "AdamW epsilon", "1e-8"},
       {"clip", "C", "clip gradients to this global norm (0: off)", "1"},
       {"aux-loss-coef", "C",
-       "Mixtral load-balancing loss weight (default: config's router_aux_loss_coef)", ""},
+       "Mixtral load-balancing loss weight (default: config's router_aux_loss_coef when its "
+       "output_router_logits is true, else 0, as transformers)",
+       ""},
       {"val-fraction", "F", "held-out fraction of the sequences for eval loss", "0.05"},
       {"eval-every", "N", "evaluate every N steps (and at the end)", "0"},
       {"eval-batches", "N", "at most N batches per evaluation (0: all)", "0"},

@@ -246,7 +246,8 @@ Example tokenize_pref(const Pref& p, const std::string& reply, const Tokenizer& 
   while (last > 0 && ex.weights[last - 1] <= 0) --last;
   size_t start = last;
   while (start > 0 && ex.weights[start - 1] > 0) --start;
-  for (size_t i = 0; i < ex.weights.size(); ++i) ex.weights[i] = i >= start && last > 0 ? 1.0f : 0.0f;
+  for (size_t i = 0; i < ex.weights.size(); ++i)
+    ex.weights[i] = i >= start && last > 0 ? 1.0f : 0.0f;
   if (int64_t(start) > max_prompt) {
     // keep_end drops the prompt's oldest tokens (after BOS); keep_start its newest.
     const size_t drop = start - size_t(max_prompt), at = keep_start ? size_t(max_prompt) : 1;
@@ -327,7 +328,8 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   const auto lock = lock_run(o);
   // Pairs (the training file, then --eval-data's if given), each a packed row.
   int64_t skipped = 0, truncated = 0;
-  // "c2": completions run to the end of the rendered conversation (caches of the old rule are stale).
+  // "c2": completions run to the end of the rendered conversation (caches of the old rule are
+  // stale).
   uint64_t h = fnv1a("c2" + std::to_string(int(tmpl)) + to.condition + std::to_string(max_len) +
                      std::to_string(max_prompt) + std::to_string(T));
   auto load_pairs = [&](const std::string& path) {

@@ -284,7 +284,12 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
   const int64_t total = o.max_steps > 0 ? o.max_steps : o.epochs * steps_per_epoch;
   ScheduleConfig sched{parse_schedule(o.schedule), total, warmup_steps_for(o.warmup_ratio, total),
                        o.min_lr_ratio};
-  const double aux_coef = cfg.is_moe() ? o.aux_coef.value_or(cfg.router_aux_loss_coef) : 0.0;
+  // transformers adds Mixtral's load-balancing loss only when config.json's output_router_logits
+  // is true (TRL follows that flag too); --aux-loss-coef sets it explicitly.
+  const auto orl = cfg.raw.is_object() ? cfg.raw.find("output_router_logits") : cfg.raw.end();
+  const bool router_logits = orl != cfg.raw.end() && orl->is_boolean() && orl->get<bool>();
+  const double aux_coef =
+      cfg.is_moe() ? o.aux_coef.value_or(router_logits ? cfg.router_aux_loss_coef : 0.0) : 0.0;
   const DType save_dtype = o.save_dtype.value_or(cfg.torch_dtype);
   const json sig = run_signature(o, data.signature());
   p.compact_grads();  // the trainable set is final: gradients and moments for it alone

@@ -26,7 +26,9 @@ struct PretrainOptions {
   AdamWConfig adam;
   std::string schedule = "cosine";
   double warmup_ratio = 0.0, min_lr_ratio = 0.0, clip = 1.0, val_fraction = 0.05;
-  std::optional<double> aux_coef;  // Mixtral: default config.json's router_aux_loss_coef
+  // Mixtral's load-balancing loss weight; default: config.json's router_aux_loss_coef when its
+  // output_router_logits is true (as transformers and TRL), else 0.
+  std::optional<double> aux_coef;
   int64_t eval_every = 0, save_every = 0, keep = 2, eval_batches = 0, halt_after = 0;
   uint64_t seed = 42;
   bool resume = false, progress = true;

@@ -160,6 +160,22 @@ def main():
         m = metrics(mo)
         check("mixtral trains from JSONL and logs aux_loss", p.returncode == 0 and all("aux_loss" in x for x in m if "loss" in x))
 
+        # The load-balancing loss joins the objective as transformers adds it: only when config.json's
+        # output_router_logits is true (weight router_aux_loss_coef), or with --aux-loss-coef.
+        def first_gnorm(model, *extra):
+            out = os.path.join(tmp, "aux-" + str(len(os.listdir(tmp))))
+            run("pretrain", "--model", model, "--data", jl, "--out", out, "--seq-len", "32", "--batch-size", "2",
+                "--max-steps", "1", "--lr", "0", "--val-fraction", "0", *extra)
+            return metrics(out)[0]["grad_norm"]
+        mx_on = os.path.join(tmp, "mx-router-logits")
+        shutil.copytree(mx, mx_on)
+        cfg = json.load(open(os.path.join(mx_on, "config.json")))
+        cfg.update(output_router_logits=True, router_aux_loss_coef=0.5)
+        json.dump(cfg, open(os.path.join(mx_on, "config.json"), "w"))
+        off, on, given = first_gnorm(mx), first_gnorm(mx_on), first_gnorm(mx, "--aux-loss-coef", "0.5")
+        check("aux loss follows output_router_logits (off by default), --aux-loss-coef sets it",
+              abs(on - off) > 1e-6 and abs(on - given) < 1e-9 * max(1.0, on), f"off {off} on {on} given {given}")
+
         # LLaMA-Pro: only the inserted blocks train.
         pro = os.path.join(tmp, "pro")
         run("upscale", "--model", base, "--expand-every", "1", "--out", pro)
