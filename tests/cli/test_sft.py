@@ -92,6 +92,34 @@ def main():
         chat = run("chat", "--model", os.path.join(tr, "checkpoint-30"), "--max-new-tokens", "3", stdin="1+1=\n2+2=\n")
         check("chat runs the C-RLFT model (stored condition, <|end_of_turn|> as EOS)", chat.returncode == 0 and chat.stdout.count("\n") >= 2)
 
+        # Accumulation with unequal rows: C-RLFT sources of weight 1.0 and 0.1 and answers of 1 to 12
+        # tokens, so every packed row carries a different total weight. The step's loss is the global
+        # weighted token mean over all its rows (OpenChat's), however they are split into micro-batches:
+        # a per-micro-batch mean would differ. Losses agree to 1e-7 (bound 1e-5); weights after two AdamW
+        # steps of lr 1e-3 to 1e-5 (Adam's m / sqrt(v) magnifies summation-order noise where a gradient is
+        # near zero; bound 1e-4, 5% of the 2e-3 the steps can move a weight).
+        var4 = os.path.join(tmp, "var-gpt4.jsonl")
+        var35 = os.path.join(tmp, "var-gpt35.jsonl")
+        write_jsonl(var4, [{"items": [{"role": "user", "content": f"{a}+{b}="},
+                                      {"role": "assistant", "content": " ".join([str(a + b)] * (1 + (a * 3 + b) % 12))}]}
+                           for a, b in pairs[:40]])
+        write_jsonl(var35, [{"items": [{"role": "user", "content": f"{b}+{a}="}, {"role": "assistant", "content": str(a)}]}
+                            for a, b in pairs[40:]])
+        src = ["--source", f"gpt4={var4}:weight=1.0:condition=GPT4", "--source", f"gpt35={var35}:weight=0.1:condition=GPT3"]
+        acc = {}
+        for bs, ga in [(4, 1), (1, 4), (2, 2)]:
+            o = os.path.join(tmp, f"acc-{bs}x{ga}")
+            p = run("sft", "--model", base, "--seq-len", "32", "--batch-size", str(bs), "--grad-accum", str(ga),
+                    "--val-fraction", "0", "--objective", "crlft", "--max-steps", "2", "--lr", "1e-3", "--out", o, *src)
+            ms = [json.loads(l) for l in open(os.path.join(o, "metrics.jsonl")) if '"loss"' in l]
+            acc[(bs, ga)] = ([x["loss"] for x in ms], [x["grad_norm"] for x in ms],
+                             tensors(os.path.join(o, "checkpoint-2", "model.safetensors")))
+        ref = acc[(4, 1)]
+        worst = max(max(abs(a - b) / abs(b) for a, b in zip(v[0] + v[1], ref[0] + ref[1])) for v in acc.values())
+        wdiff = max(float(np.abs(v[2][k] - ref[2][k]).max()) for v in acc.values() for k in ref[2])
+        check("C-RLFT accumulation with unequal rows and weights 1.0 / 0.1: 4x1 == 1x4 == 2x2 (loss, grad norm, weights)",
+              worst < 1e-5 and wdiff < 1e-4, f"worst relative {worst:.1e}, weights {wdiff:.1e}")
+
         # Per-conversation normalisation and prompt training run; bad data is reported.
         o = os.path.join(tmp, "seq")
         p = run("sft", *common, "--data", gpt4, "--out", o, "--max-steps", "2", "--loss-norm", "sequence", "--train-on-prompts")
