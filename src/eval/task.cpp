@@ -34,7 +34,8 @@ EvalTask load_task(const std::string& path) {
   EvalTask t;
   const std::string dir = fs::path(path).parent_path().string();
   auto resolve = [&](const std::string& p) {
-    if (p.empty() || fs::path(p).is_absolute() || fs::exists(p)) return p;
+    std::error_code ec;  // the non-throwing overloads: a path part over NAME_MAX is just absent
+    if (p.empty() || fs::path(p).is_absolute() || fs::exists(p, ec)) return p;
     return (fs::path(dir) / p).string();
   };
   try {

@@ -16,8 +16,9 @@ GenerationConfig read_generation_config(const std::string& model_dir) {
   if (!j.is_object()) fail(path, ": not a JSON object");
   if (auto e = j.find("eos_token_id"); e != j.end() && !e->is_null()) {
     auto one = [&](const nlohmann::json& x) {
-      if (!x.is_number_integer()) fail(path, ": eos_token_id: ", x.dump(), " is not a token id");
-      g.eos_token_ids.push_back(x.get<int32_t>());
+      if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX)
+        fail(path, ": eos_token_id: ", x.dump().substr(0, 80), " is not a token id");
+      g.eos_token_ids.push_back(int32_t(x.get<int64_t>()));
     };
     if (e->is_array())
       for (auto& x : *e) one(x);

@@ -66,9 +66,8 @@ std::vector<ScaleRule> parse_scale(const YAML::Node& params, const std::string& 
     } else if (v.IsSequence()) {
       for (const auto& r : v) {
         if (!r.IsMap() || !r["value"]) fail(where, ": each 'scale' entry needs a 'value'");
-        rules.push_back(
-            {r["filter"] ? yaml_as<std::string>(r["filter"], where, "filter") : "",
-             yaml_as<double>(r["value"], where, "scale value")});
+        rules.push_back({r["filter"] ? yaml_as<std::string>(r["filter"], where, "filter") : "",
+                         yaml_as<double>(r["value"], where, "scale value")});
       }
     } else {
       fail(where, ": 'scale' must be a number or a list of {filter, value}");
@@ -79,9 +78,10 @@ std::vector<ScaleRule> parse_scale(const YAML::Node& params, const std::string& 
 
 std::string resolve_model(const std::string& model, const std::string& base_dir) {
   namespace fs = std::filesystem;
-  if (fs::exists(model) || base_dir.empty() || fs::path(model).is_absolute()) return model;
+  std::error_code ec;  // the non-throwing overloads: a path part over NAME_MAX is just absent
+  if (fs::exists(model, ec) || base_dir.empty() || fs::path(model).is_absolute()) return model;
   fs::path alt = fs::path(base_dir) / model;
-  return fs::exists(alt) ? alt.string() : model;
+  return fs::exists(alt, ec) ? alt.string() : model;
 }
 
 }  // namespace
@@ -93,11 +93,14 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
     fail(where, ": expected a mergekit recipe (a mapping with 'slices' and 'merge_method')");
   Recipe r;
   try {
-    std::string method = root["merge_method"] ? yaml_as<std::string>(root["merge_method"], where, "merge_method") : "";
+    std::string method = root["merge_method"]
+                             ? yaml_as<std::string>(root["merge_method"], where, "merge_method")
+                             : "";
     if (method != "passthrough")
       fail(where, ": merge_method '", method,
            "' is not supported (lamina implements passthrough: layer stacking)");
-    if (root["dtype"]) r.dtype = parse_dtype(yaml_as<std::string>(root["dtype"], where, "dtype"), where + ": dtype");
+    if (root["dtype"])
+      r.dtype = parse_dtype(yaml_as<std::string>(root["dtype"], where, "dtype"), where + ": dtype");
     std::vector<ScaleRule> global = parse_scale(root["parameters"], where);
     for (auto it : root) {
       auto k = it.first.as<std::string>();
@@ -123,7 +126,8 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
         fail(at, ": 'layer_range' must be [begin, end]");
       SliceSource src;
       src.model = resolve_model(yaml_as<std::string>(s["model"], at, "model"), base_dir);
-      if (src.model.find('+') != std::string::npos && !std::filesystem::exists(src.model))
+      if (std::error_code ec;
+          src.model.find('+') != std::string::npos && !std::filesystem::exists(src.model, ec))
         fail(at, ": model '", src.model, "' (LoRA '+' syntax is not supported)");
       src.begin = yaml_as<int64_t>(lr[0], at, "layer_range");
       src.end = yaml_as<int64_t>(lr[1], at, "layer_range");

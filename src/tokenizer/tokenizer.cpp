@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/parse_number.h"
 #include "io/jsonl.h"
 #include "io/mapped_file.h"
 
@@ -76,12 +77,10 @@ Tokenizer Tokenizer::load(const std::string& dir) {
         fail(cfg_path, ": added_tokens_decoder['", it.key(), "'] has no string 'content'");
       if (it->contains("special") && !(*it)["special"].is_boolean())
         fail(cfg_path, ": added_tokens_decoder['", it.key(), "'].special must be true or false");
-      int64_t id;
-      try {
-        id = std::stoll(it.key());
-      } catch (...) {
-        fail(cfg_path, ": added_tokens_decoder key '", it.key(), "' is not an id");
-      }
+      auto parsed = parse_integer(it.key());
+      if (!parsed || *parsed < 0 || *parsed > INT32_MAX)
+        fail(cfg_path, ": added_tokens_decoder key '", it.key().substr(0, 80), "' is not an id");
+      const int64_t id = *parsed;
       add(cfg_path, id, (*it)["content"].get<std::string>(), it->value("special", true));
     }
   }
@@ -99,8 +98,12 @@ Tokenizer Tokenizer::load(const std::string& dir) {
     json tj = read_json(tj_path);
     if (auto a = tj.find("added_tokens"); a != tj.end() && a->is_array())
       for (auto& e : *a) {
-        if (!e.is_object() || !e.contains("id") || !e.contains("content"))
-          fail(tj_path, ": malformed entry in added_tokens");
+        if (!e.is_object() || !e.contains("id") || !e["id"].is_number_integer() ||
+            !e.contains("content") || !e["content"].is_string() ||
+            (e.contains("special") && !e["special"].is_boolean()))
+          fail(tj_path,
+               ": malformed entry in added_tokens (integer id, string content, boolean special): ",
+               e.dump().substr(0, 80));
         add(tj_path, e["id"].get<int64_t>(), e["content"].get<std::string>(),
             e.value("special", true));
       }
