@@ -10,7 +10,9 @@ import subprocess
 import sys
 import tempfile
 
-from harness import Report, runner
+import numpy as np
+
+from harness import Report, f32_tensors, runner
 
 report = Report()
 check = report.check
@@ -43,7 +45,7 @@ steps:
 
 def main():
     tmp = tempfile.mkdtemp()
-    run("init", "--out", f"{tmp}/base", "--shape", "tiny", "--layers", "2", "--seed", "1")
+    run("init", "--out", f"{tmp}/base", "--shape", "tiny", "--layers", "4", "--seed", "1")
     open(f"{tmp}/corpus.txt", "w").write(TEXT)
     write_jsonl(f"{tmp}/chats.jsonl", [{"items": [{"role": "user", "content": f"{a}+1="},
                                                   {"role": "assistant", "content": str(a + 1)}]} for a in range(10)])
@@ -73,7 +75,14 @@ def main():
     check("the whole recipe runs and records every step", p.returncode == 0 and len(done) == 6, p.stderr[-300:])
     if len(done) == 6:
         cfg = json.load(open(f"{tmp}/run/01-upscale/config.json"))
-        check("upscale: 2 layers, drop 1 -> 2", cfg["num_hidden_layers"] == 2)
+        # SOLAR's stack of 4 layers with drop 1: [0, 3) then [1, 4) -> 6 layers, the seam at 3 (a
+        # plain copy of the model would neither have 6 layers nor layer 3 = source layer 1).
+        src = f32_tensors(f"{tmp}/base/model.safetensors")
+        got = f32_tensors(f"{tmp}/run/01-upscale/model.safetensors")
+        order = [0, 1, 2, 1, 2, 3]
+        same = all(np.array_equal(got[k], src[k.replace(f"layers.{i}.", f"layers.{order[i]}.", 1)])
+                   for k in got for i in range(6) if k.startswith(f"model.layers.{i}."))
+        check("upscale: 4 layers, drop 1 -> 6 layers, source layers 0 1 2 1 2 3", cfg["num_hidden_layers"] == 6 and same)
         chain = (done["02-pretrain"]["model_before"] == f"{tmp}/run/01-upscale"
                  and done["03-sft"]["model_before"] == f"{tmp}/run/02-pretrain/checkpoint-3"
                  and done["04-dpo"]["model_before"] == f"{tmp}/run/03-sft/checkpoint-3"
