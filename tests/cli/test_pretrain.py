@@ -125,9 +125,17 @@ def main():
         run("pretrain", *dargs, "--out", da)
         run("pretrain", *dargs, "--out", db, "--halt-after", "5")
         run("pretrain", *dargs, "--out", db, "--resume")
-        check("LoRA dropout: resume is exact and the losses differ from no dropout",
-              key(metrics(da)) == key(metrics(db)) and [x["loss"] for x in metrics(da) if "loss" in x][5:]
-              != [x["loss"] for x in ml if "loss" in x][5:10])
+        # The same run without dropout: equal first loss (B = 0, so dropout on the adapter input cannot
+        # act yet), and equal second (Adam's first update is lr * sign(g), the same signs), different
+        # losses from the third step on.
+        dn = os.path.join(tmp, "drop-none")
+        run("pretrain", *[("0" if prev == "--lora-dropout" else x) for prev, x in zip([""] + dargs, dargs)], "--out", dn)
+        with_drop = [x["loss"] for x in metrics(da) if "loss" in x]
+        without = [x["loss"] for x in metrics(dn) if "loss" in x]
+        check("LoRA dropout: resume is exact; against the same run without dropout the losses differ from step 3 on",
+              key(metrics(da)) == key(metrics(db)) and len(with_drop) == len(without) == 10
+              and with_drop[0] == without[0] and all(a != b for a, b in zip(with_drop[2:], without[2:])),
+              f"{with_drop[:3]} vs {without[:3]}")
         merged = os.path.join(tmp, "lora-merged")
         run("merge-lora", "--model", base, "--adapter", ck, "--out", merged)
         s_merged = json.loads(run("score", "--model", merged, "--text", sample, "--json").stdout)["perplexity"]
