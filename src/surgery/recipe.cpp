@@ -101,12 +101,19 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
            "' is not supported (lamina implements passthrough: layer stacking)");
     if (root["dtype"])
       r.dtype = parse_dtype(yaml_as<std::string>(root["dtype"], where, "dtype"), where + ": dtype");
+    // mergekit computes in `dtype` and writes `out_dtype` when given; passthrough only copies (and
+    // scales in F32, then rounds once), so the written dtype is what matters.
+    if (root["out_dtype"])
+      r.dtype = parse_dtype(yaml_as<std::string>(root["out_dtype"], where, "out_dtype"),
+                            where + ": out_dtype");
     std::vector<ScaleRule> global = parse_scale(root["parameters"], where);
     for (auto it : root) {
       auto k = it.first.as<std::string>();
-      if (k != "slices" && k != "merge_method" && k != "dtype" && k != "parameters" &&
-          k != "base_model" && k != "name" && k != "tokenizer_source")
-        std::fprintf(stderr, "lamina: warning: %s: ignoring key '%s'\n", where.c_str(), k.c_str());
+      if (k != "slices" && k != "merge_method" && k != "dtype" && k != "out_dtype" &&
+          k != "parameters" && k != "base_model" && k != "name" && k != "tokenizer_source")
+        fail(yaml_where(it.first, where), ": key '", k,
+             "' is not supported by lamina's passthrough (slices, merge_method, dtype, out_dtype, "
+             "parameters, base_model, name, tokenizer_source); refusing rather than ignoring it");
     }
     if (root["tokenizer_source"] && root["tokenizer_source"].as<std::string>() != "base")
       fail(where, ": tokenizer_source '", root["tokenizer_source"].as<std::string>(),

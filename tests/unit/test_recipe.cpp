@@ -102,3 +102,34 @@ TEST(Recipe, RejectsWhatPassthroughCannotDo) {
   EXPECT_NE(err("slices: []\nmerge_method: passthrough\n").find("non-empty"), std::string::npos);
   EXPECT_NE(err("- a\n").find("expected a mergekit recipe"), std::string::npos);
 }
+
+TEST(Recipe, OutDtypeIsTheWrittenTypeAndUnknownKeysAreRefused) {
+  // mergekit: dtype is the compute type, out_dtype the written one.
+  Recipe r = parse_mergekit_yaml_text(R"(
+slices:
+  - sources:
+      - model: a
+        layer_range: [0, 2]
+merge_method: passthrough
+dtype: float32
+out_dtype: bfloat16
+)",
+                                      "r.yaml");
+  EXPECT_EQ(r.dtype, DType::BF16);
+  try {
+    parse_mergekit_yaml_text(R"(
+slices:
+  - sources:
+      - model: a
+        layer_range: [0, 2]
+merge_method: passthrough
+chat_template: chatml
+)",
+                             "c.yaml");
+    FAIL() << "chat_template was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("c.yaml:7: key 'chat_template' is not supported"),
+              std::string::npos)
+        << e.what();
+  }
+}
