@@ -69,6 +69,7 @@ std::vector<ArgSpec> training_arg_specs() {
        ""},
       {"lora-alpha", "A", "LoRA alpha (scale alpha/r)", "16"},
       {"lora-dropout", "P", "dropout on the adapters' input during training", "0"},
+      {"lora-rslora", "", "rank-stabilised LoRA: scale alpha / sqrt(r) (PEFT's use_rslora)", ""},
       {"lora-targets", "LIST", "LoRA modules: q,k,v,o,gate,up,down or all", "q,v"},
       {"recompute", "",
        "recompute each layer's activations in backward (less memory, ~1/3 more compute)", ""},
@@ -113,6 +114,7 @@ PretrainOptions training_options(const Args& a) {
   if (a.given("lora-r")) {
     LoraConfig lc;
     lc.r = a.integer("lora-r");
+    lc.rslora = a.flag("lora-rslora");
     lc.alpha = a.number("lora-alpha");
     lc.dropout = a.number("lora-dropout");
     lc.targets = parse_lora_targets(a.str("lora-targets"));

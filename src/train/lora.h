@@ -3,6 +3,7 @@
 // PEFT does: adapter_config.json + adapter_model.safetensors with PEFT's tensor names, so
 // Hugging Face PEFT loads them; merge_lora folds an adapter into full weights.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -17,6 +18,8 @@ struct LoraConfig {
   double dropout = 0;  // on the adapter's input during training (PEFT's lora_dropout)
   std::vector<std::string> targets{"q_proj", "v_proj"};  // PEFT module names
   uint64_t seed = 0;
+  bool rslora = false;  // PEFT's use_rslora: scale alpha / sqrt(r) (Kalajdzievski), else alpha / r
+  double scale() const { return rslora ? alpha / std::sqrt(double(r)) : alpha / double(r); }
 };
 
 // "q,v" or "q_proj,v_proj" or "all" -> PEFT module names; unknown names are an error.

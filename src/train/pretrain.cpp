@@ -48,6 +48,7 @@ json run_signature(const PretrainOptions& o, const std::string& data_signature) 
                  {"alpha", o.lora->alpha},
                  {"targets", o.lora->targets},
                  {"dropout", o.lora->dropout}};
+  if (o.lora && o.lora->rslora) j["lora"]["rslora"] = true;  // absent otherwise: older runs resume
   return j;
 }
 

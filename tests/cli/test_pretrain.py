@@ -4,6 +4,7 @@ whole step, checkpoints are complete HF models, the token cache is reused, bad d
 usage: test_pretrain.py LAMINA        prints 'N passed, M failed'
 """
 import json
+import math
 import os
 import shutil
 import struct
@@ -140,6 +141,27 @@ def main():
         run("merge-lora", "--model", base, "--adapter", ck, "--out", merged)
         s_merged = json.loads(run("score", "--model", merged, "--text", sample, "--json").stdout)["perplexity"]
         check("merged LoRA model scores the corpus better than the base", s_merged < 0.75 * s_base, f"ppl {s_base:.1f} -> {s_merged:.1f}")
+        # PEFT's use_rslora: the same adapter merged with scale alpha / sqrt(r) instead of alpha / r moves
+        # every adapted weight sqrt(r) times as far (r = 8 here).
+        rs = os.path.join(tmp, "lora-rslora-adapter")
+        shutil.copytree(ck, rs)
+        acfg = json.load(open(os.path.join(rs, "adapter_config.json")))
+        json.dump(dict(acfg, use_rslora=True), open(os.path.join(rs, "adapter_config.json"), "w"))
+        run("merge-lora", "--model", base, "--adapter", rs, "--out", os.path.join(tmp, "lora-merged-rs"))
+        w0 = tensors(os.path.join(base, "model.safetensors"))
+        wp = tensors(os.path.join(merged, "model.safetensors"))
+        wr = tensors(os.path.join(tmp, "lora-merged-rs", "model.safetensors"))
+        k = "model.layers.0.self_attn.q_proj.weight"
+        ratio = float(np.abs(wr[k] - w0[k]).sum() / np.abs(wp[k] - w0[k]).sum())
+        check("merge-lora honours use_rslora (alpha / sqrt(r))", abs(ratio - math.sqrt(8)) < 1e-3, f"ratio {ratio:.4f}")
+        json.dump(dict(acfg, rank_pattern={"q_proj": 4}), open(os.path.join(rs, "adapter_config.json"), "w"))
+        p = run_quiet("merge-lora", "--model", base, "--adapter", rs, "--out", os.path.join(tmp, "lora-merged-rp"))
+        check("a rank_pattern adapter is refused by name, not merged with the global rank",
+              p.returncode == 1 and "rank_pattern" in p.stderr, p.stderr.strip())
+        rl = os.path.join(tmp, "lora-rs-run")
+        run("pretrain", *lora_common, "--batch-size", "4", "--max-steps", "2", "--lora-r", "8", "--lora-rslora", "--out", rl)
+        check("--lora-rslora writes use_rslora into the PEFT adapter",
+              json.load(open(os.path.join(rl, "checkpoint-2", "adapter_config.json")))["use_rslora"] is True)
 
         # Activation recomputation gives the same run.
         rc = os.path.join(tmp, "recompute")
