@@ -5,8 +5,8 @@
 #include <regex>
 
 #include "core/error.h"
-#include "core/utf8.h"
 #include "core/progress.h"
+#include "core/utf8.h"
 #include "generate/generate.h"
 #include "kernels/ops.h"
 #include "tokenizer/chat_template.h"

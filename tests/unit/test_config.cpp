@@ -13,8 +13,7 @@ using namespace lamina;
 namespace {
 ModelConfig shared_config(const std::string& name) {
   std::string dir = test::assets_dir() + "/model-configs";
-  if (!file_exists(dir + "/" + name))
-    ADD_FAILURE() << "missing test asset " << dir << "/" << name;
+  if (!file_exists(dir + "/" + name)) ADD_FAILURE() << "missing test asset " << dir << "/" << name;
   return ModelConfig::from_json(nlohmann::json::parse(read_text_file(dir + "/" + name)), name);
 }
 }  // namespace
