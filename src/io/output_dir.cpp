@@ -19,14 +19,12 @@ OutputDir::OutputDir(std::string final_path, bool force)
   while (final_.size() > 1 && final_.back() == '/') final_.pop_back();
   if (final_.empty()) fail("--out: empty path");
   std::error_code ec;
-  fs::path parent0 = fs::path(final_).parent_path();
-  if (!parent0.empty() && fs::is_directory(parent0, ec))
-    lock_ = std::make_unique<FileLock>(final_ + ".lock", final_, true);
-  if (fs::exists(final_, ec) && !force_)
-    fail(final_, ": already exists (use --force to replace it)");
-  fs::path parent = fs::path(final_).parent_path();
+  const fs::path parent = fs::path(final_).parent_path();
   if (!parent.empty() && !fs::is_directory(parent, ec))
     fail(final_, ": parent directory ", parent.string(), " does not exist");
+  lock_ = std::make_unique<FileLock>(final_ + ".lock", final_, true);
+  if (fs::exists(final_, ec) && !force_)
+    fail(final_, ": already exists (use --force to replace it)");
   tmp_ = final_ + ".tmp-" + std::to_string(::getpid());
   remove_stale_temporaries(parent.empty() ? "." : parent.string(),
                            fs::path(final_).filename().string() + ".tmp-");

@@ -352,12 +352,12 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
         h = fnv1a(line, h);
       } catch (const Error& e) {
         if (d.strict) throw;
-        ++skipped;
         skips.add(e.what());
       }
     });
     if (out.empty()) skips.fail_none_usable(path, "preference pair");
     skips.print_warnings();
+    skipped += skips.count();
     return out;
   };
   std::vector<TrainRow> rows = load_pairs(d.data);
