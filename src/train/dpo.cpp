@@ -367,7 +367,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
     rows.insert(rows.end(), std::make_move_iterator(ev.begin()), std::make_move_iterator(ev.end()));
   }
 
-  ParamStore p = ParamStore::load(o.model);
+  ParamStore p = load_training_store(o);
   // Reference log-probabilities, once, cached by (reference weights, data, loss averaging).
   std::vector<TrainRow*> all;
   for (auto& r : rows) all.push_back(&r);
@@ -390,7 +390,10 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
       if (d.ref_model.empty()) {
         reference_logps(p, all, T, o.batch_size, average);
       } else {
-        ParamStore ref = ParamStore::load(d.ref_model);
+        // The reference is frozen throughout: kept like the policy's base (--base-dtype).
+        std::optional<FrozenBase> rb;
+        if (o.base_dtype) rb = FrozenBase{*o.base_dtype, [](const TensorSpec&) { return true; }};
+        ParamStore ref = ParamStore::load(d.ref_model, rb);
         if (ref.cfg.vocab_size != p.cfg.vocab_size)
           fail(d.ref_model, ": vocabulary differs from the policy's");
         reference_logps(ref, all, T, o.batch_size, average);

@@ -1,5 +1,6 @@
 #include "train/lora.h"
 
+#include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -131,7 +132,18 @@ void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::stri
       plan.push_back({p.specs[i].name, DType::F32, p.specs[i].shape});
       idx.push_back(i);
     }
-  SafetensorsWriter w(dir, plan, 0, {{"format", "pt"}}, "adapter_model");
+  // The base the adapter was trained over: its storage type when it was kept frozen out of F32
+  // (--base-dtype), in the safetensors metadata and the adapter's README (PEFT's config has no
+  // field for it, and unknown config keys are an error in older PEFT).
+  std::string base_dtype = "f32";
+  for (auto& t : p.stored)
+    if (t.defined()) {
+      base_dtype = dtype_name(t.dtype);
+      break;
+    }
+  for (auto& ch : base_dtype) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  SafetensorsWriter w(dir, plan, 0, {{"format", "pt"}, {"lamina_base_dtype", base_dtype}},
+                      "adapter_model");
   for (size_t i : idx)
     w.write(p.specs[i].name, p.params.f32() + p.offset[i], size_t(p.numel(i)) * 4);
   w.finish();
@@ -151,6 +163,16 @@ void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::stri
               {"use_rslora", c.rslora},
               {"revision", nullptr}};
   write_file_atomic(dir + "/adapter_config.json", cfg.dump(2) + "\n");
+  write_file_atomic(
+      dir + "/README.md",
+      "---\nlibrary_name: peft\nbase_model: " + base_model +
+          "\n---\n\n# LoRA adapter (lamina)\n\n- base model: `" + base_model +
+          "`\n- base kept during training as: " + base_dtype +
+          (base_dtype == "f32" ? " (full precision)"
+                               : " (frozen, never widened to F32; merge into the full-precision "
+                                 "base with `lamina merge-lora`)") +
+          "\n- rank " + std::to_string(c.r) + ", alpha " + json(c.alpha).dump() +
+          ", targets: " + json(c.targets).dump() + "\n");
 }
 
 LoraConfig read_lora_config(const std::string& dir) {

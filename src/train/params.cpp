@@ -9,16 +9,23 @@
 namespace lamina {
 
 // An empty store for cfg: the tensor list, offsets, zeroed buffers, everything trainable.
-ParamStore ParamStore::allocate(const ModelConfig& cfg, MoeLayout layout) {
+ParamStore ParamStore::allocate(const ModelConfig& cfg, MoeLayout layout,
+                                const std::vector<bool>& outside) {
   ParamStore s;
   s.cfg = cfg;
   s.layout = layout;
   s.specs = model_tensor_specs(cfg, layout);
-  for (auto& sp : s.specs) {
-    s.offset.push_back(s.total);
-    s.total += size_t(shape_numel(sp.shape));
-  }
+  s.stored.assign(s.specs.size(), Tensor{});
   s.trainable.assign(s.specs.size(), true);
+  for (size_t i = 0; i < s.specs.size(); ++i) {
+    if (i < outside.size() && outside[i]) {
+      s.offset.push_back(kNoParam);
+      s.trainable[i] = false;  // a frozen base: no master copy to update
+      continue;
+    }
+    s.offset.push_back(s.total);
+    s.total += size_t(shape_numel(s.specs[i].shape));
+  }
   s.goffset = s.offset, s.gtotal = s.total;
   s.params = Tensor::zeros(DType::F32, {int64_t(s.total)});
   s.grads = Tensor::zeros(DType::F32, {int64_t(s.total)});
@@ -32,6 +39,10 @@ void ParamStore::bind_views() {
   weights.layers.resize(size_t(cfg.num_hidden_layers));
   grad_views.layers.resize(size_t(cfg.num_hidden_layers));
   for (size_t i = 0; i < specs.size(); ++i) {
+    if (!has_param(i)) {
+      specs[i].bind(weights, stored[i]);
+      continue;
+    }
     specs[i].bind(weights, Tensor::view_of(param(i), DType::F32, specs[i].shape, params.owner));
     if (has_grad(i))
       specs[i].bind(grad_views, Tensor::view_of(grad(i), DType::F32, specs[i].shape, grads.owner));
@@ -39,26 +50,53 @@ void ParamStore::bind_views() {
   set_compute_dtype(compute_dtype);
 }
 
-ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt) {
-  ParamStore s = allocate(cfg, detect_moe_layout(cfg, ckpt));
-  check_no_unknown_tensors(cfg, ckpt, s.specs);
-  for (size_t i = 0; i < s.specs.size(); ++i) {
-    auto& sp = s.specs[i];
+ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt,
+                                       const std::optional<FrozenBase>& base) {
+  const MoeLayout layout = detect_moe_layout(cfg, ckpt);
+  const auto specs = model_tensor_specs(cfg, layout);
+  check_no_unknown_tensors(cfg, ckpt, specs);
+  // Every shape first (before any allocation), then where each tensor is kept.
+  std::vector<bool> outside(specs.size(), false);
+  std::vector<DType> kept(specs.size(), DType::F32);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const auto& sp = specs[i];
     const TensorInfo& info = ckpt.info(sp.name);
     if (info.shape != sp.shape)
       fail(ckpt.file_of(sp.name), ": tensor '", sp.name, "' has shape ", shape_str(info.shape),
            ", config.json implies ", shape_str(sp.shape));
+    if (!base || sp.is_norm || sp.is_router || !base->frozen(sp)) continue;
+    kept[i] = inference_dtype(sp, info.dtype, base->dtype);  // F32 where rows are not whole blocks
+    outside[i] = kept[i] != DType::F32;
+  }
+  ParamStore s = allocate(cfg, layout, outside);
+  for (size_t i = 0; i < s.specs.size(); ++i) {
+    const auto& sp = s.specs[i];
     Tensor src = ckpt.get(sp.name);
-    convert_to_f32(src.data, src.dtype, s.param(i), size_t(src.numel()));
+    if (!outside[i]) {
+      convert_to_f32(src.data, src.dtype, s.param(i), size_t(src.numel()));
+    } else if (src.dtype == kept[i]) {
+      s.stored[i] = src;  // a view of the mapped file: nothing copied
+      continue;
+    } else {
+      s.stored[i] = src.to(kept[i]);
+    }
+    ckpt.release(sp.name);  // copied: its pages need not stay resident
   }
   s.bind_views();
   return s;
 }
 
-ParamStore ParamStore::load(const std::string& dir) {
+ParamStore ParamStore::load(const std::string& dir, const std::optional<FrozenBase>& base) {
   ModelConfig cfg = ModelConfig::load(dir);
   Checkpoint ckpt(dir);
-  return from_checkpoint(cfg, ckpt);
+  return from_checkpoint(cfg, ckpt, base);
+}
+
+size_t ParamStore::stored_bytes() const {
+  size_t n = 0;
+  for (auto& t : stored)
+    if (t.defined()) n += t.nbytes();
+  return n;
 }
 
 void ParamStore::freeze(const std::vector<int64_t>& layers, bool freeze_embeddings) {
@@ -83,8 +121,11 @@ int64_t ParamStore::num_trainable() const {
 void ParamStore::compact_grads() {
   goffset.assign(specs.size(), kNoGrad);
   gtotal = 0;
-  for (size_t i = 0; i < specs.size(); ++i)
+  for (size_t i = 0; i < specs.size(); ++i) {
+    LAMINA_CHECK(!trainable[i] || has_param(i), "tensor '", specs[i].name,
+                 "' is kept as a frozen base but marked trainable");
     if (trainable[i]) goffset[i] = gtotal, gtotal += size_t(numel(i));
+  }
   grads = Tensor::zeros(DType::F32, {int64_t(gtotal)});
   bind_views();
 }
@@ -115,15 +156,29 @@ void ParamStore::resize_vocab(int64_t V) {
   if (V < cfg.vocab_size)
     fail("resize_vocab: cannot shrink the vocabulary from ", cfg.vocab_size, " to ", V);
   LAMINA_CHECK(gtotal == total, "ParamStore::resize_vocab after compact_grads");
+  for (size_t i = 0; i < specs.size(); ++i)
+    if (!has_param(i) &&
+        (specs[i].name == "model.embed_tokens.weight" || specs[i].name == "lm_head.weight"))
+      fail("the tokenizer has ", V, " tokens and the model's embedding ", cfg.vocab_size,
+           " rows: new rows cannot be added to a frozen base kept in ", dtype_name(stored[i].dtype),
+           " (--base-dtype); use a template whose tokens the model "
+           "has, or train without --base-dtype");
   ParamStore old = std::move(*this);
   ModelConfig c = old.cfg;
   const int64_t oldV = c.vocab_size, H = c.hidden_size;
   c.vocab_size = V;
   ParamStore& s = *this;
-  s = allocate(c, old.layout);
+  std::vector<bool> outside(old.specs.size());
+  for (size_t i = 0; i < old.specs.size(); ++i) outside[i] = !old.has_param(i);
+  s = allocate(c, old.layout, outside);
   s.compute_dtype = old.compute_dtype;
   for (size_t i = 0; i < s.specs.size(); ++i) {
     const auto& sp = s.specs[i];
+    if (outside[i]) {  // a frozen base tensor other than the embedding: kept as it is
+      s.stored[i] = old.stored[i];
+      s.trainable[i] = old.trainable[i];
+      continue;
+    }
     const float* src = old.params.f32() + old.offset[i];  // same spec order and names
     float* dst = s.param(i);
     if (sp.name == "model.embed_tokens.weight" || sp.name == "lm_head.weight") {
@@ -148,7 +203,9 @@ void ParamStore::set_compute_dtype(DType t) {
   compute_copies.assign(specs.size(), Tensor{});
   for (size_t i = 0; i < specs.size(); ++i) {
     auto& sp = specs[i];
-    if (t == DType::BF16 && !sp.is_norm && !sp.is_router) {  // the router stays F32
+    if (!has_param(i)) {
+      sp.bind(compute, stored[i]);  // a frozen base is computed with as it is kept
+    } else if (t == DType::BF16 && !sp.is_norm && !sp.is_router) {  // the router stays F32
       compute_copies[i] = Tensor::empty(DType::BF16, sp.shape);
       sp.bind(compute, compute_copies[i]);
     } else {
@@ -180,8 +237,14 @@ void ParamStore::save_weights(const std::string& dir, DType dtype, uint64_t shar
   std::vector<uint8_t> buf;
   for (size_t i = 0; i < specs.size(); ++i) {
     const size_t n = size_t(shape_numel(specs[i].shape));
+    if (!has_param(i) && stored[i].dtype == dtype) {  // a frozen base tensor, already in dtype
+      w.write(specs[i].name, stored[i].data, stored[i].nbytes());
+      continue;
+    }
+    Tensor wide;  // a frozen base tensor widened (one tensor at a time)
+    if (!has_param(i)) wide = stored[i].to(DType::F32);
     buf.resize(n * dtype_size(dtype));
-    convert_from_f32(params.f32() + offset[i], buf.data(), dtype, n);
+    convert_from_f32(has_param(i) ? params.f32() + offset[i] : wide.f32(), buf.data(), dtype, n);
     w.write(specs[i].name, buf.data(), buf.size());
   }
   w.finish();

@@ -3,6 +3,7 @@
 // optimizer and the gradient check.
 #pragma once
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,12 +13,26 @@
 
 namespace lamina {
 
+// A frozen base kept out of the F32 buffer (--base-dtype): the matrices `frozen` selects stay in
+// `dtype` — bf16 straight from the memory-mapped checkpoint when stored so, else converted or
+// quantized at load (Q8_0 / Q4_0: ggml's blocks) — and are only ever widened a slab at a time for
+// their products (kernels/widened_matmul.h). Norms and MoE routers stay F32 (tiny; a rounded
+// router can flip a top-k choice), as do rows that are not whole blocks.
+struct FrozenBase {
+  DType dtype = DType::BF16;
+  std::function<bool(const TensorSpec&)> frozen;  // which tensors are frozen
+};
+
 struct ParamStore {
   ModelConfig cfg;
   MoeLayout layout = MoeLayout::Split;
   std::vector<TensorSpec> specs;
-  std::vector<size_t> offset;  // element offset of spec i in params
-  size_t total = 0;            // elements
+  // Element offset of spec i in params; kNoParam for a frozen-base tensor kept in `stored`.
+  static constexpr size_t kNoParam = ~size_t(0);
+  std::vector<size_t> offset;
+  size_t total = 0;  // elements of params
+  // Per spec: the tensor itself when kept outside params (a frozen base), else undefined.
+  std::vector<Tensor> stored;
   // Offsets in grads and in AdamW's moments: every tensor until compact_grads(), then trainable
   // tensors only (kNoGrad for frozen ones).
   static constexpr size_t kNoGrad = ~size_t(0);
@@ -34,15 +49,23 @@ struct ParamStore {
   ModelWeights compute;
   std::vector<Tensor> compute_copies;  // per spec (bf16 matrices), empty in F32
 
-  // An empty (zeroed, all trainable) store laid out for cfg.
-  static ParamStore allocate(const ModelConfig& cfg, MoeLayout layout);
+  // An empty (zeroed, all trainable) store laid out for cfg; specs with outside[i] get no place
+  // in params (their tensor goes in stored[i]).
+  static ParamStore allocate(const ModelConfig& cfg, MoeLayout layout,
+                             const std::vector<bool>& outside = {});
   // (Re)binds weight, gradient and compute views into the current buffers.
   void bind_views();
-  // F32 master copy of a checkpoint (any stored dtype).
-  static ParamStore load(const std::string& model_dir);
-  static ParamStore from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt);
+  // F32 master copy of a checkpoint (any stored dtype); with `base`, the frozen matrices it
+  // selects are kept as FrozenBase says instead (frozen, no F32 copy).
+  static ParamStore load(const std::string& model_dir,
+                         const std::optional<FrozenBase>& base = std::nullopt);
+  static ParamStore from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt,
+                                    const std::optional<FrozenBase>& base = std::nullopt);
 
-  float* param(size_t i) { return params.f32() + offset[i]; }
+  bool has_param(size_t i) const { return offset[i] != kNoParam; }
+  float* param(size_t i) { return params.f32() + offset[i]; }  // has_param(i) only
+  // Bytes of the frozen base kept outside params (0 without --base-dtype).
+  size_t stored_bytes() const;
   bool has_grad(size_t i) const { return goffset[i] != kNoGrad; }
   float* grad(size_t i) { return grads.f32() + goffset[i]; }  // has_grad(i) only
   // Gradients (and so AdamW's moments) for trainable tensors only, from here on: call once the

@@ -49,6 +49,7 @@ json run_signature(const PretrainOptions& o, const std::string& data_signature) 
                  {"targets", o.lora->targets},
                  {"dropout", o.lora->dropout}};
   if (o.lora && o.lora->rslora) j["lora"]["rslora"] = true;  // absent otherwise: older runs resume
+  if (o.base_dtype) j["base_dtype"] = dtype_name(*o.base_dtype);
   return j;
 }
 
@@ -123,6 +124,60 @@ std::unique_ptr<RunDirLock> lock_run(const PretrainOptions& o) {
   return dist::is_root() ? std::make_unique<RunDirLock>(o.out) : nullptr;
 }
 
+namespace {
+// The layers a run freezes (and whether the embeddings, LM head and final norm too), from
+// --freeze-layers, --freeze-embeddings and --only-new-layers; checked against the config.
+struct FreezePlan {
+  std::vector<int64_t> layers;
+  bool embeddings = false;
+};
+FreezePlan freeze_plan(const PretrainOptions& o, const ModelConfig& cfg) {
+  FreezePlan f{o.freeze_layers, o.freeze_embeddings};
+  if (o.only_new_layers) {
+    const std::string path = o.model + "/expanded_layers.json";
+    if (!file_exists(path))
+      fail(path,
+           ": not found (--only-new-layers needs a model made by lamina upscale --expand-every)");
+    json j = read_json_file(path);
+    for (auto& l : j.at("original_layers")) f.layers.push_back(l.get<int64_t>());
+    f.embeddings = true;
+  }
+  for (int64_t l : f.layers)
+    if (l < 0 || l >= cfg.num_hidden_layers)
+      fail("--freeze-layers: layer ", l, " is outside [0, ", cfg.num_hidden_layers, ")");
+  if (o.lora && (!f.layers.empty() || f.embeddings))
+    fail("--lora trains only the adapters: drop --freeze-* / --only-new-layers");
+  return f;
+}
+
+// "model.layers.12.mlp.up_proj.weight" -> 12; -1 for tensors outside the layers.
+int64_t layer_of(const std::string& name) {
+  return name.rfind("model.layers.", 0) == 0 ? std::stoll(name.substr(13)) : -1;
+}
+}  // namespace
+
+ParamStore load_training_store(const PretrainOptions& o, const std::string& dir_arg) {
+  const std::string dir = dir_arg.empty() ? o.model : dir_arg;
+  if (!o.base_dtype) return ParamStore::load(dir);
+  const DType bt = *o.base_dtype;
+  if (bt != DType::BF16 && bt != DType::F16 && bt != DType::Q8_0 && bt != DType::Q4_0)
+    fail("--base-dtype: keeps the frozen base in bf16, f16, q8_0 or q4_0, not ", dtype_name(bt));
+  const ModelConfig cfg = ModelConfig::load(dir);
+  const FreezePlan f = freeze_plan(o, cfg);
+  if (!o.lora && f.layers.empty() && !f.embeddings)
+    fail(
+        "--base-dtype keeps a frozen base out of F32: use it with --lora-r, --only-new-layers "
+        "or --freeze-layers / --freeze-embeddings (every tensor is trained otherwise)");
+  FrozenBase base;
+  base.dtype = bt;
+  base.frozen = [lora = o.lora.has_value(), f](const TensorSpec& sp) {
+    if (lora) return true;  // LoRA: the whole base is frozen
+    const int64_t l = layer_of(sp.name);
+    return l < 0 ? f.embeddings : std::find(f.layers.begin(), f.layers.end(), l) != f.layers.end();
+  };
+  return ParamStore::load(dir, base);
+}
+
 void prepare_training(const PretrainOptions& o, ParamStore& p) {
   if (o.seq_len < 2) fail("--seq-len must be at least 2");
   if (o.batch_size < 1 || o.grad_accum < 1) fail("--batch-size and --grad-accum must be positive");
@@ -130,26 +185,9 @@ void prepare_training(const PretrainOptions& o, ParamStore& p) {
   const ModelConfig& cfg = p.cfg;
   if (o.seq_len > cfg.max_position_embeddings)
     fail("--seq-len ", o.seq_len, " exceeds max_position_embeddings ", cfg.max_position_embeddings);
-  std::vector<int64_t> frozen = o.freeze_layers;
-  bool freeze_embeddings = o.freeze_embeddings;
-  if (o.only_new_layers) {
-    const std::string f = o.model + "/expanded_layers.json";
-    if (!file_exists(f))
-      fail(f,
-           ": not found (--only-new-layers needs a model made by lamina upscale --expand-every)");
-    json j = read_json_file(f);
-    for (auto& l : j.at("original_layers")) frozen.push_back(l.get<int64_t>());
-    freeze_embeddings = true;
-  }
-  for (int64_t l : frozen)
-    if (l < 0 || l >= cfg.num_hidden_layers)
-      fail("--freeze-layers: layer ", l, " is outside [0, ", cfg.num_hidden_layers, ")");
-  p.freeze(frozen, freeze_embeddings);
-  if (o.lora) {
-    if (!frozen.empty() || freeze_embeddings)
-      fail("--lora trains only the adapters: drop --freeze-* / --only-new-layers");
-    add_lora(p, *o.lora);
-  }
+  const FreezePlan f = freeze_plan(o, cfg);
+  p.freeze(f.layers, f.embeddings);
+  if (o.lora) add_lora(p, *o.lora);
   if (p.num_trainable() == 0) fail("every parameter is frozen: nothing to train");
   std::error_code ec;
   fs::create_directories(o.out, ec);
@@ -239,7 +277,7 @@ ObjectiveResult WeightedCrossEntropy::run(TrainGraph& g, const MicroBatches& mic
 PretrainResult run_pretrain(const PretrainOptions& o) {
   enable_interrupt_polling();
   const auto lock = lock_run(o);
-  ParamStore p = ParamStore::load(o.model);
+  ParamStore p = load_training_store(o);
   Tokenizer tok = Tokenizer::load(o.model);
   prepare_training(o, p);
   std::string cache = o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir;

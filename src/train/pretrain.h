@@ -36,12 +36,13 @@ struct PretrainOptions {
   std::vector<int64_t> freeze_layers;
   bool freeze_embeddings = false;
   bool only_new_layers = false;
-  DType precision = DType::F32;
-  bool recompute = false;  // activation recomputation (gradient checkpointing) per layer
-  std::optional<LoraConfig>
-      lora;  // train LoRA adapters on a frozen base; checkpoints are PEFT adapters  // bf16: bf16
-             // products, F32 master weights, optimizer, norms, loss  // LLaMA-Pro: train the layers
-             // listed in MODEL/expanded_layers.json
+  DType precision = DType::F32;  // bf16: bf16 products; F32 masters, optimizer, norms, loss
+  bool recompute = false;        // activation recomputation (gradient checkpointing) per layer
+  // Train LoRA adapters on a frozen base; checkpoints are PEFT adapters.
+  std::optional<LoraConfig> lora;
+  // Keep the frozen base (LoRA's, or frozen layers') as bf16 / f16 / q8_0 / q4_0 instead of an F32
+  // master copy (ParamStore's FrozenBase); unset: every tensor in F32.
+  std::optional<DType> base_dtype;
   uint64_t shard_bytes = 5000000000ull;
 };
 
@@ -152,6 +153,9 @@ PretrainResult run_pretrain(const PretrainOptions& opt);
 std::unique_ptr<RunDirLock> lock_run(const PretrainOptions& o);
 
 void prepare_training(const PretrainOptions& o, ParamStore& p);
+// The store a run trains, loaded from dir (default o.model): F32 throughout, or with
+// --base-dtype the frozen tensors kept as FrozenBase says (refused when nothing is frozen).
+ParamStore load_training_store(const PretrainOptions& o, const std::string& dir = "");
 // The training loop over any data: rows in seeded order, gradient accumulation with the loss
 // normalised by the step's total target weight, clipping, schedule, AdamW, eval, checkpoints,
 // resume, metrics and the loss plot. `title` names the run in the plot.

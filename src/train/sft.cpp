@@ -157,7 +157,7 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   const std::string tok_dir = o.out + "/.tokenizer";
   auto added = stage_tokenizer(o.model, tok_dir, tmpl);
   Tokenizer tok = Tokenizer::load(tok_dir);
-  ParamStore p = ParamStore::load(o.model);
+  ParamStore p = load_training_store(o);
   if (tok.size() > p.cfg.vocab_size) p.resize_vocab(tok.size());
   prepare_training(o, p);
   // Tokenise every conversation of every source.

@@ -11,6 +11,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/ops_backward.h"
+#include "kernels/widened_matmul.h"
 
 namespace lamina {
 
@@ -40,15 +41,26 @@ float* sized(Buf& b, int64_t n) {
 }
 
 // y[M, N] = x[M, K] W^T with W [N, K]; backward: dx (+)= dy W, dW += dy^T x.
-// With a BF16 W (mixed precision) x and dy are rounded to bf16 for the products; every product
-// accumulates and writes F32.
-void linear_fwd(const float* x, int64_t M, const Tensor& W, float* y) {
+// With a BF16 W under bf16 compute (mixed precision) x and dy are rounded to bf16 for the
+// products. A frozen base kept narrower than the compute type (--base-dtype: bf16 under F32
+// compute, f16, or ggml blocks) is multiplied in F32 over rows widened a slab at a time. Every
+// product accumulates and writes F32.
+bool widened(DType compute, const Tensor& W) {
+  return W.dtype != DType::F32 && !(W.dtype == DType::BF16 && compute == DType::BF16);
+}
+void linear_fwd(DType compute, const float* x, int64_t M, const Tensor& W, float* y) {
+  if (widened(compute, W)) return linear_widened(x, M, W, y, false);
   linear(x, M, W, y);
 }
-void linear_bwd(const float* x, int64_t M, const Tensor& W, const Tensor* dW, const float* dy,
-                float* dx, bool accumulate_dx) {
+void linear_bwd(DType compute, const float* x, int64_t M, const Tensor& W, const Tensor* dW,
+                const float* dy, float* dx, bool accumulate_dx) {
   const int64_t N = W.shape[0], K = W.shape[1];
   float* gw = dW ? const_cast<float*>(dW->f32()) : nullptr;  // null: frozen, no weight gradient
+  if (widened(compute, W)) {
+    LAMINA_CHECK(!gw, "a frozen base weight (", dtype_name(W.dtype), ") has no weight gradient");
+    if (dx) linear_widened_dx(dy, M, W, dx, accumulate_dx);
+    return;
+  }
   if (W.dtype == DType::BF16) {
     thread_local std::vector<uint16_t> xb, dyb;
     xb.resize(size_t(M * K));
@@ -101,6 +113,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   const ModelConfig& c = p_.cfg;
   const ModelWeights& W = p_.compute;  // F32 masters, or their bf16 copies
   const ModelWeights& G = p_.grad_views;
+  const DType cd = p_.compute_dtype;
   const int64_t B = b.B, T = b.T, N = B * T, H = c.hidden_size, I = c.intermediate_size;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
   const int64_t Q = nh * hd, KV = nkv * hd, V = c.vocab_size, L = c.num_hidden_layers;
@@ -153,35 +166,35 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   int64_t cur_layer = 0;
   auto proj_fwd = [&](const float* x, int64_t M, const LayerWeights& lw, const Tensor& Wt, int tgt,
                       Buf& tsave, float* y) {
-    linear_fwd(x, M, Wt, y);
+    linear_fwd(cd, x, M, Wt, y);
     const LoraPair& lp = lw.lora[tgt];
     if (!lp.a.defined()) return;
     const int64_t r = lp.a.shape[0], out = Wt.shape[0];
     float* t = sized(tsave, M * r);
     Buf xd;
-    linear_fwd(lora_input(x, M * Wt.shape[1], cur_layer, tgt, xd), M, lp.a, t);
+    linear_fwd(cd, lora_input(x, M * Wt.shape[1], cur_layer, tgt, xd), M, lp.a, t);
     Buf tmp(static_cast<size_t>(M * out));
-    linear_fwd(t, M, lp.b, tmp.data());
+    linear_fwd(cd, t, M, lp.b, tmp.data());
     axpy(y, lora_scale, tmp.data(), M * out);
   };
   auto proj_bwd = [&](const float* x, int64_t M, const LayerWeights& lw, const LayerWeights& lg,
                       const Tensor& Wt, const Tensor& dWt, int tgt, const Buf& tsave,
                       const float* dy, float* dx, bool acc) {
-    linear_bwd(x, M, Wt, grad_of(dWt), dy, dx, acc);
+    linear_bwd(cd, x, M, Wt, grad_of(dWt), dy, dx, acc);
     const LoraPair& lp = lw.lora[tgt];
     if (!lp.a.defined()) return;
     const int64_t r = lp.a.shape[0], out = Wt.shape[0];
     Buf dys(dy, dy + M * out), dt(static_cast<size_t>(M * r));
     for (auto& v : dys) v *= lora_scale;
-    linear_bwd(tsave.data(), M, lp.b, grad_of(lg.lora[tgt].b), dys.data(), dt.data(), false);
+    linear_bwd(cd, tsave.data(), M, lp.b, grad_of(lg.lora[tgt].b), dys.data(), dt.data(), false);
     if (drop <= 0) {
-      linear_bwd(x, M, lp.a, grad_of(lg.lora[tgt].a), dt.data(), dx, true);
+      linear_bwd(cd, x, M, lp.a, grad_of(lg.lora[tgt].a), dt.data(), dx, true);
       return;
     }
     // Through the dropout: dA from the dropped input, dx masked and rescaled.
     const int64_t K = Wt.shape[1];
     Buf xd, dxl(static_cast<size_t>(M * K));
-    linear_bwd(lora_input(x, M * K, cur_layer, tgt, xd), M, lp.a, grad_of(lg.lora[tgt].a),
+    linear_bwd(cd, lora_input(x, M * K, cur_layer, tgt, xd), M, lp.a, grad_of(lg.lora[tgt].a),
                dt.data(), dxl.data(), false);
     const float sc = 1.0f / (1.0f - drop);
     for (int64_t i = 0; i < M * K; ++i)
@@ -249,7 +262,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       add_inplace(x, out.data(), N * H);
     } else {
       float* pr = sized(s.probs, N * E);
-      linear_fwd(xn2, N, lw.router, pr);
+      linear_fwd(cd, xn2, N, lw.router, pr);
       softmax_rows(pr, N, E);
       s.topi.assign(size_t(N * K), 0);
       s.topw.assign(size_t(N * K), 0.f);
@@ -282,10 +295,10 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
         float* u = sized(ex.u, n * I);
         float* h = sized(ex.h, n * I);
         float* y = sized(ex.y, n * H);
-        linear_fwd(xs, n, lw.e_gate[size_t(e)], g);
-        linear_fwd(xs, n, lw.e_up[size_t(e)], u);
+        linear_fwd(cd, xs, n, lw.e_gate[size_t(e)], g);
+        linear_fwd(cd, xs, n, lw.e_up[size_t(e)], u);
         silu_mul(g, u, h, n * I);
-        linear_fwd(h, n, lw.e_down[size_t(e)], y);
+        linear_fwd(cd, h, n, lw.e_down[size_t(e)], y);
         for (int64_t i = 0; i < n; ++i) {
           const int64_t t = ex.rows[size_t(i)];
           axpy(x + t * H, s.topw[size_t(t * K + ex.slot[size_t(i)])], y + i * H, H);
@@ -325,7 +338,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     for (int64_t r0 = 0; r0 < N; r0 += chunk) {
       const int64_t cn = std::min(chunk, N - r0);
       float* lg = sized(a.chunk, cn * V);
-      linear_fwd(xnf + r0 * H, cn, head, lg);
+      linear_fwd(cd, xnf + r0 * H, cn, head, lg);
       for (int64_t i = 0; i < cn; ++i) {
         const int64_t r = r0 + i;
         float* row = lg + i * V;
@@ -354,7 +367,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
         row[tgt] -= scale;
       }
       if (grads && backward)
-        linear_bwd(xnf + r0 * H, cn, head, grad_of(dhead), lg, dxnf + r0 * H, false);
+        linear_bwd(cd, xnf + r0 * H, cn, head, grad_of(dhead), lg, dxnf + r0 * H, false);
     }
   };
   if (reweight) {
@@ -421,14 +434,14 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
           dtopw[size_t(t * K + sl)] = float(dot);
         }
         float* dh = sized(a.dh, n * I);
-        linear_bwd(ex.h.data(), n, lw.e_down[size_t(e)], expert_grad(lg.e_down, e), dy.data(), dh,
-                   false);
+        linear_bwd(cd, ex.h.data(), n, lw.e_down[size_t(e)], expert_grad(lg.e_down, e), dy.data(),
+                   dh, false);
         float* dg = sized(a.dg, n * I);
         float* du = sized(a.du, n * I);
         silu_mul_backward(ex.g.data(), ex.u.data(), dh, dg, du, n * I);
-        linear_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], expert_grad(lg.e_gate, e), dg, dxs.data(),
-                   false);
-        linear_bwd(ex.xs.data(), n, lw.e_up[size_t(e)], expert_grad(lg.e_up, e), du, dxs.data(),
+        linear_bwd(cd, ex.xs.data(), n, lw.e_gate[size_t(e)], expert_grad(lg.e_gate, e), dg,
+                   dxs.data(), false);
+        linear_bwd(cd, ex.xs.data(), n, lw.e_up[size_t(e)], expert_grad(lg.e_up, e), du, dxs.data(),
                    true);
         for (int64_t i = 0; i < n; ++i)
           add_inplace(dxn2 + ex.rows[size_t(i)] * H, dxs.data() + i * H, H);
@@ -454,7 +467,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
         for (int64_t e = 0; e < E; ++e)
           dlogit[size_t(t * E + e)] = float(p[e] * (dp[size_t(e)] - pdp));
       }
-      linear_bwd(s.xn2.data(), N, lw.router, grad_of(lg.router), dlogit.data(), dxn2, true);
+      linear_bwd(cd, s.xn2.data(), N, lw.router, grad_of(lg.router), dlogit.data(), dxn2, true);
     }
     // d xmid = dx (residual) + norm backward of dxn2
     rmsnorm_backward(s.xmid.data(), lw.mlp_norm.f32(), dxn2, dtmp, grad_ptr(lg.mlp_norm), N, H,

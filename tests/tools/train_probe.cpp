@@ -3,6 +3,8 @@
 // usage: lamina_train_probe MODEL_DIR BATCH.json OUT_PREFIX
 //   BATCH.json: {"B":..,"T":..,"tokens":[..],"targets":[..],"weights":[..],"aux_coef":..}
 //   writes OUT_PREFIX.grads.npy (flat F32), OUT_PREFIX.json (loss parts, tensor names/offsets)
+//   "base_dtype": "bf16"|"q8_0"|"q4_0" keeps the frozen base in that type (with "lora").
+//   Tensors kept outside the F32 buffer are listed with offset -1.
 //   With "adamw": {"lr", "beta1", "beta2", "eps", "weight_decay", "clip", "steps"} it then runs
 //   that many full steps (zero grads, forward/backward, clip, AdamW) on the same batch and writes
 //   OUT_PREFIX.params.npy.
@@ -27,8 +29,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    ParamStore p = ParamStore::load(argv[1]);
     auto j = nlohmann::json::parse(read_text_file(argv[2]));
+    // "base_dtype": the whole base kept frozen in that type (with "lora"), as --base-dtype does.
+    std::optional<FrozenBase> base;
+    if (j.contains("base_dtype"))
+      base = FrozenBase{parse_dtype(j["base_dtype"], "base_dtype", true),
+                        [](const TensorSpec&) { return true; }};
+    ParamStore p = ParamStore::load(argv[1], base);
     Batch b;
     b.B = j["B"];
     b.T = j["T"];
@@ -98,8 +105,9 @@ int main(int argc, char** argv) {
       write_npy(std::string(argv[3]) + ".grads.npy", p.grads);
       nlohmann::json out = {{"loss", res.loss}, {"metrics", res.metrics}};
       for (size_t i = 0; i < p.specs.size(); ++i)
-        out["tensors"].push_back(
-            {{"name", p.specs[i].name}, {"offset", p.offset[i]}, {"numel", p.numel(i)}});
+        out["tensors"].push_back({{"name", p.specs[i].name},
+                                  {"offset", p.has_param(i) ? int64_t(p.offset[i]) : -1},
+                                  {"numel", p.numel(i)}});
       write_file_atomic(std::string(argv[3]) + ".json", out.dump());
       return 0;
     }
@@ -109,8 +117,9 @@ int main(int argc, char** argv) {
     nlohmann::json out = {
         {"loss", st.loss_sum / wsum}, {"aux_loss", st.aux_loss}, {"tokens", st.tokens}};
     for (size_t i = 0; i < p.specs.size(); ++i)
-      out["tensors"].push_back(
-          {{"name", p.specs[i].name}, {"offset", p.offset[i]}, {"numel", p.numel(i)}});
+      out["tensors"].push_back({{"name", p.specs[i].name},
+                                {"offset", p.has_param(i) ? int64_t(p.offset[i]) : -1},
+                                {"numel", p.numel(i)}});
     out["logprobs"] = g.token_logprobs();
     if (j.contains("adamw")) {
       auto& o = j["adamw"];

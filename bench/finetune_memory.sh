@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Peak memory and time of fine-tuning steps at real shapes over a frozen base (--base-dtype):
+# LoRA r = 16 on every linear layer, batch 1, recomputation on, one optimizer step each.
+# Synthetic checkpoints of the real shapes (random weights, the Llama 2 tokenizer), made once.
+# Not part of `make test`: it needs ~15 GB of disk per shape and minutes per step.
+#
+# usage: bench/finetune_memory.sh [BUILD_DIR] [WORK_DIR] [CASE...]
+#   CASE: sft-bf16 sft-q8_0 sft-q4_0 dpo-bf16 dpo-q4_0 (default: all)
+#   Prints one markdown row per case: peak resident memory (/usr/bin/time -v), the anonymous part
+#   (RssAnon at its peak, sampled), and the wall time of the step.
+set -euo pipefail
+build=$(realpath "${1:-build}")
+work=${2:-/tmp/lamina-bench}
+shift 2 || shift $# || true
+cases=("$@")
+[ ${#cases[@]} -gt 0 ] || cases=(sft-bf16 sft-q8_0 sft-q4_0 dpo-bf16 dpo-q4_0)
+lamina=$build/lamina
+root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$work"
+model=$work/mistral-7b-bf16
+if [ ! -f "$model/config.json" ]; then
+  echo "writing the Mistral-7B shape (bf16, 14.5 GB) to $model" >&2
+  "$lamina" init --shape mistral-7b --dtype bf16 --out "$model" \
+    --tokenizer "$root/tests/assets/tokenizers/llama2/tokenizer.model" >&2
+fi
+# Data: long conversations (SFT, truncated to 1024 tokens) and long preference pairs (DPO, 2 x 512).
+/usr/bin/python3 - "$work" <<'PY'
+import json, random, sys
+work = sys.argv[1]
+random.seed(0)
+words = "the river runs past an old mill under a stone bridge while children walk to school".split()
+text = lambda n: " ".join(random.choice(words) for _ in range(n))
+with open(f"{work}/sft.jsonl", "w") as f:
+    for _ in range(1):
+        f.write(json.dumps({"messages": [{"role": "user", "content": text(200)},
+                                         {"role": "assistant", "content": text(1200)}]}) + "\n")
+with open(f"{work}/dpo.jsonl", "w") as f:
+    for _ in range(1):
+        f.write(json.dumps({"prompt": text(100), "chosen": text(600), "rejected": text(600)}) + "\n")
+PY
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|avx512_vnni|avx_vnni|amx_bf16|amx_int8)$' | xargs); threads: 2"
+echo
+echo "| case | tokens | peak RSS | peak RssAnon | step time | tokens/s | whole run (load + step) |"
+echo "|---|---|---|---|---|---|---|"
+for c in "${cases[@]}"; do
+  kind=${c%%-*}
+  dt=${c#*-}
+  out=$work/run-$c
+  rm -rf "$out"
+  common=(--model "$model" --out "$out" --batch-size 1 --save-every 0 --max-steps 1 --val-fraction 0 --lora-r 16
+    --lora-alpha 32 --lora-targets all --recompute --base-dtype "$dt" --threads 2)
+  if [ "$kind" = sft ]; then
+    args=(sft --data "$work/sft.jsonl" --seq-len 1024 "${common[@]}")
+  else
+    args=(dpo --data "$work/dpo.jsonl" --seq-len 1024 "${common[@]}")
+  fi
+  log=$work/$c.time
+  /usr/bin/time -v "$lamina" "${args[@]}" >"$work/$c.log" 2>"$log" &
+  pid=$!
+  anon=0
+  # RssAnon of the lamina process itself (the child of time), sampled every second.
+  while kill -0 $pid 2>/dev/null; do
+    child=$(pgrep -P $pid || true)
+    if [ -n "$child" ] && [ -r /proc/$child/status ]; then
+      a=$(awk '/^RssAnon/ {print $2}' /proc/$child/status 2>/dev/null || echo 0)
+      [ -n "$a" ] && [ "$a" -gt "$anon" ] && anon=$a
+    fi
+    sleep 1
+  done
+  wait $pid || { echo "| $c | failed: $(grep -m1 error "$log" || tail -n1 "$log") | | | |"; continue; }
+  rss=$(awk '/Maximum resident set size/ {print $6}' "$log")
+  wall=$(awk '/Elapsed \(wall clock\)/ {print $8}' "$log")
+  seq=$([ "$kind" = sft ] && echo "1024" || echo "2 x 512")
+  tps=$(/usr/bin/python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "tokens_per_s" in l][0]["tokens_per_s"])' "$out/metrics.jsonl")
+  awk -v c="$c" -v s="$seq" -v r="$rss" -v a="$anon" -v w="$wall" -v t="$tps" \
+    'BEGIN { printf "| %s | %s | %.2f GiB | %.2f GiB | %.0f s | %.2f | %s |\n", c, s, r / 1048576, a / 1048576, 1024 / t, t, w }'
+done
