@@ -50,9 +50,9 @@ for c in "${cases[@]}"; do
   common=(--model "$model" --out "$out" --batch-size 1 --save-every 0 --max-steps 1 --val-fraction 0 --lora-r 16
     --lora-alpha 32 --lora-targets all --recompute --base-dtype "$dt" --threads 2)
   if [ "$kind" = sft ]; then
-    args=(sft --data "$work/sft.jsonl" --seq-len 1024 "${common[@]}")
+    args=(sft --data "$work/sft.jsonl" --template mistral-instruct --seq-len 1024 "${common[@]}")
   else
-    args=(dpo --data "$work/dpo.jsonl" --seq-len 1024 "${common[@]}")
+    args=(dpo --data "$work/dpo.jsonl" --template mistral-instruct --seq-len 1024 "${common[@]}")
   fi
   log=$work/$c.time
   /usr/bin/time -v "$lamina" "${args[@]}" >"$work/$c.log" 2>"$log" &

@@ -34,7 +34,10 @@ std::vector<int64_t> parse_layer_list(const std::string& s) {
 
 std::vector<ArgSpec> training_arg_specs() {
   return {
-      {"model", "DIR", "model to train (HF directory)", kRequired},
+      {"model", "DIR", "model to train (HF directory), or a .gguf file as a frozen LoRA base",
+       kRequired},
+      {"tokenizer", "DIR", "with a .gguf --model: the HF directory of its tokenizer and template",
+       ""},
       {"out", "DIR", "output directory", kRequired},
       {"config", "YAML", "read options from a YAML file", ""},
       {"seq-len", "T", "tokens per training sequence", "256"},
@@ -70,7 +73,8 @@ std::vector<ArgSpec> training_arg_specs() {
       {"lora-alpha", "A", "LoRA alpha (scale alpha/r)", "16"},
       {"lora-dropout", "P", "dropout on the adapters' input during training", "0"},
       {"lora-rslora", "", "rank-stabilised LoRA: scale alpha / sqrt(r) (PEFT's use_rslora)", ""},
-      {"lora-targets", "LIST", "LoRA modules: q,k,v,o,gate,up,down or all", "q,v"},
+      {"lora-targets", "LIST",
+       "LoRA modules: q,k,v,o,gate,up,down (Mixtral: q,k,v,o,w1,w2,w3) or all", "q,v"},
       {"recompute", "",
        "recompute each layer's activations in backward (less memory, ~1/3 more compute)", ""},
       {"precision", "f32|bf16", "bf16: mixed precision (bf16 products, F32 masters and optimizer)",
@@ -89,6 +93,7 @@ PretrainOptions training_options(const Args& a) {
   if (a.given("threads")) set_num_threads(int(a.integer("threads")));
   PretrainOptions o;
   o.model = a.str("model");
+  o.tokenizer = a.str("tokenizer");
   o.out = a.str("out");
   o.seq_len = a.integer("seq-len");
   o.batch_size = a.integer("batch-size");

@@ -102,6 +102,8 @@ GgufFile parse_gguf(const uint8_t* data, size_t size, const std::string& where) 
       nlohmann::json arr = nlohmann::json::array();
       for (uint64_t k = 0; k < n; ++k) {
         nlohmann::json v = scalar(c, et, where, key);
+        if (key == "tokenizer.ggml.tokens" && v.is_string())
+          g.tokens.push_back(v.get<std::string>());
         if (k < 64) arr.push_back(std::move(v));
       }
       g.metadata[key] = std::move(arr);

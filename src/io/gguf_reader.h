@@ -28,6 +28,7 @@ struct GgufFile {
   // Metadata as JSON values (arrays longer than 64 elements keep their first 64 and a count).
   nlohmann::json metadata = nlohmann::json::object();
   std::map<std::string, uint64_t> array_lengths;  // full length of every array value
+  std::vector<std::string> tokens;  // tokenizer.ggml.tokens in full (the vocabulary's pieces)
   std::vector<GgufTensorInfo> tensors;
   uint64_t data_offset = 0, alignment = 32;
 };

@@ -75,7 +75,7 @@ nlohmann::json config_from_metadata(const GgufFile& g, int64_t vocab, bool tied,
 
 }  // namespace
 
-std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOptions& opt) {
+GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
   auto map = MappedFile::open(path);
   const GgufFile g = parse_gguf(map->data(), map->size(), path);
   std::map<std::string, const GgufTensorInfo*> by_name;
@@ -132,20 +132,27 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOption
         hf[p + "block_sparse_moe.experts." + std::to_string(e) + "." + n.hf] = stacked.select0(e);
     }
   }
-  ModelWeights w;
-  w.layers.resize(size_t(cfg.num_hidden_layers));
   for (auto& spec : model_tensor_specs(cfg, MoeLayout::Split)) {
     auto it = hf.find(spec.name);
     if (it == hf.end()) fail(path, ": no tensor for '", spec.name, "'");
-    Tensor t = it->second;
-    if (t.shape != spec.shape)
-      fail(path, ": tensor for '", spec.name, "' has shape ", shape_str(t.shape),
+    if (it->second.shape != spec.shape)
+      fail(path, ": tensor for '", spec.name, "' has shape ", shape_str(it->second.shape),
            ", the metadata implies ", shape_str(spec.shape));
+  }
+  return GgufCheckpoint{cfg, std::move(hf), g.tokens};
+}
+
+std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOptions& opt) {
+  GgufCheckpoint ck = read_gguf_checkpoint(path);
+  ModelWeights w;
+  w.layers.resize(size_t(ck.cfg.num_hidden_layers));
+  for (auto& spec : model_tensor_specs(ck.cfg, MoeLayout::Split)) {
+    Tensor t = ck.tensors.at(spec.name);
     const DType want = inference_dtype(spec, t.dtype, opt.dtype);
     if (t.dtype != want) t = t.to(want);
     spec.bind(w, t);
   }
-  return std::make_unique<Model>(cfg, std::move(w), opt.pack_weights);
+  return std::make_unique<Model>(ck.cfg, std::move(w), opt.pack_weights);
 }
 
 }  // namespace lamina

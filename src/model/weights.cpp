@@ -12,6 +12,11 @@ const char* lora_module_name(int t) {
   return t >= 0 && t < kLoraTargets ? names[t] : "?";
 }
 
+const char* expert_lora_module_name(int t) {
+  static const char* names[] = {"w1", "w2", "w3"};
+  return t >= 0 && t < kExpertLoraTargets ? names[t] : "?";
+}
+
 std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layout) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size,
                 E = c.num_local_experts;

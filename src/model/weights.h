@@ -20,6 +20,9 @@ enum class MoeLayout { Split, Fused };
 // Projections LoRA can adapt, in PEFT's target-module names (q_proj, ..., down_proj).
 enum LoraTarget { kLoraQ, kLoraK, kLoraV, kLoraO, kLoraGate, kLoraUp, kLoraDown, kLoraTargets };
 const char* lora_module_name(int target);
+// Mixtral's expert projections, in PEFT's module names: w1 (gate), w2 (down), w3 (up).
+enum ExpertLoraTarget { kLoraW1, kLoraW2, kLoraW3, kExpertLoraTargets };
+const char* expert_lora_module_name(int target);
 struct LoraPair {
   Tensor a, b;  // A [r, in], B [out, r]; undefined when the projection is not adapted
 };
@@ -31,6 +34,7 @@ struct LayerWeights {
   Tensor router;                             // MoE: [E, H]
   std::vector<Tensor> e_gate, e_up, e_down;  // MoE, per expert: [I, H], [I, H], [H, I]
   LoraPair lora[kLoraTargets];               // training with LoRA adapters only
+  std::vector<LoraPair> e_lora[kExpertLoraTargets];  // MoE, [w1, w2, w3][expert]; empty: none
 };
 
 struct ModelWeights {

@@ -309,17 +309,17 @@ void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int
 }  // namespace
 
 PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
-  Tokenizer tok = Tokenizer::load(o.model);
+  Tokenizer tok = Tokenizer::load(o.tokenizer_dir());
   ChatTemplate tmpl = ChatTemplate::OpenChat;
   if (d.tmpl)
     tmpl = *d.tmpl;
   else if (auto t = detect_chat_template(tok.chat_template()))
     tmpl = *t;
   else
-    fail(o.model, ": no chat_template lamina recognises; pass --template");
+    fail(o.tokenizer_dir(), ": no chat_template lamina recognises; pass --template");
   TemplateOptions to;
   to.tmpl = tmpl;
-  to.condition = read_generation_config(o.model).chat_condition.value_or("GPT4 Correct");
+  to.condition = read_generation_config(o.tokenizer_dir()).chat_condition.value_or("GPT4 Correct");
   const int64_t T = o.seq_len;
   const int64_t max_len = d.max_length > 0 ? d.max_length : T / 2;
   const int64_t max_prompt = d.max_prompt_length > 0 ? d.max_prompt_length : max_len / 2;

@@ -1,5 +1,6 @@
 #include "train/lora.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -56,17 +57,16 @@ std::string base_name(int64_t layer, int t) {
 }  // namespace
 
 std::vector<std::string> parse_lora_targets(const std::string& list) {
+  if (list == "all") return {"all"};  // resolved per model by add_lora
   std::vector<std::string> out;
-  if (list == "all") {
-    for (int t = 0; t < kLoraTargets; ++t) out.push_back(lora_module_name(t));
-    return out;
-  }
   std::stringstream ss(list);
   for (std::string n; std::getline(ss, n, ',');) {
     if (n.empty()) continue;
-    if (n.find("_proj") == std::string::npos) n += "_proj";
-    if (target_index(n) < 0)
-      fail("--lora-targets: unknown module '", n, "' (q, k, v, o, gate, up, down, or all)");
+    const bool expert = n == "w1" || n == "w2" || n == "w3";
+    if (!expert && n.find("_proj") == std::string::npos) n += "_proj";
+    if (!expert && target_index(n) < 0)
+      fail("--lora-targets: unknown module '", n,
+           "' (q, k, v, o, gate, up, down; Mixtral's experts w1, w2, w3; or all)");
     out.push_back(n);
   }
   if (out.empty()) fail("--lora-targets: no modules");
@@ -79,20 +79,57 @@ std::string peft_lora_name(int64_t layer, int t, bool is_b) {
          (is_b ? ".lora_B.weight" : ".lora_A.weight");
 }
 
+std::string peft_expert_lora_name(int64_t layer, int64_t expert, int t, bool is_b) {
+  return "base_model.model.model.layers." + std::to_string(layer) + ".block_sparse_moe.experts." +
+         std::to_string(expert) + "." + expert_lora_module_name(t) +
+         (is_b ? ".lora_B.weight" : ".lora_A.weight");
+}
+
+std::vector<std::string> resolve_lora_targets(const ModelConfig& cfg,
+                                              const std::vector<std::string>& targets) {
+  std::vector<std::string> out;
+  for (auto& n : targets) {
+    if (n == "all") {
+      for (int t = 0; t <= kLoraO; ++t) out.push_back(lora_module_name(t));
+      if (cfg.is_moe())  // the router (block_sparse_moe.gate) stays frozen
+        for (int t = 0; t < kExpertLoraTargets; ++t) out.push_back(expert_lora_module_name(t));
+      else
+        for (int t = kLoraGate; t < kLoraTargets; ++t) out.push_back(lora_module_name(t));
+      continue;
+    }
+    const bool expert = n == "w1" || n == "w2" || n == "w3";
+    if (expert && !cfg.is_moe())
+      fail("LoRA target '", n, "' is a Mixtral expert projection; this ", arch_name(cfg.arch),
+           " model's MLP is gate_proj, up_proj, down_proj");
+    if (!expert && target_index(n) < 0) fail("LoRA: unknown target module '", n, "'");
+    if (!expert && cfg.is_moe() && !is_attention(target_index(n)))
+      fail("LoRA target '", n, "': Mixtral's MLP is its experts; adapt them as w1 (gate), ",
+           "w2 (down) and w3 (up), PEFT's names");
+    if (cfg.is_moe() && expert && cfg.num_local_experts * kExpertLoraTargets + kLoraTargets > 255)
+      fail("LoRA on the experts supports up to 82 experts, not ", cfg.num_local_experts);
+    if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  }
+  return out;
+}
+
 void add_lora(ParamStore& p, const LoraConfig& c) {
   if (c.r < 1) fail("--lora-r must be positive");
   std::vector<TensorSpec> extra;
-  std::vector<int> which;
-  for (auto& name : c.targets) {
-    int t = target_index(name);
-    if (t < 0) fail("LoRA: unknown target module '", name, "'");
-    if (p.cfg.is_moe() && !is_attention(t))
-      fail(
-          "LoRA on Mixtral's expert projections is not supported yet (target attention: q, k, v, "
-          "o)");
-    which.push_back(t);
+  p.lora_targets = resolve_lora_targets(p.cfg, c.targets);
+  std::vector<int> which, expert_which;
+  for (auto& name : p.lora_targets) {
+    const int t = target_index(name);
+    if (t >= 0)
+      which.push_back(t);
+    else
+      expert_which.push_back(name == "w1" ? kLoraW1 : name == "w2" ? kLoraW2 : kLoraW3);
   }
-  for (int64_t l = 0; l < p.cfg.num_hidden_layers; ++l)
+  if (!expert_which.empty() && p.layout == MoeLayout::Fused)
+    fail(
+        "LoRA on the experts needs the per-expert layout (block_sparse_moe.experts.E.w1); this "
+        "checkpoint fuses them (mlp.experts.gate_up_proj): adapt q, k, v, o only");
+  const int64_t H = p.cfg.hidden_size, I = p.cfg.intermediate_size, E = p.cfg.num_local_experts;
+  for (int64_t l = 0; l < p.cfg.num_hidden_layers; ++l) {
     for (int t : which) {
       auto [out, in] = proj_shape(p.cfg, t);
       extra.push_back(
@@ -104,6 +141,26 @@ void add_lora(ParamStore& p, const LoraConfig& c) {
              w.layers[size_t(l)].lora[t].b = x;
            }});
     }
+    // Experts in the checkpoint's order (w1, w2, w3 of expert 0, then expert 1, ...).
+    for (int64_t e = 0; e < E && !expert_which.empty(); ++e)
+      for (int t = 0; t < kExpertLoraTargets; ++t) {
+        if (std::find(expert_which.begin(), expert_which.end(), t) == expert_which.end()) continue;
+        const int64_t out = t == kLoraW2 ? H : I, in = t == kLoraW2 ? I : H;
+        auto slot = [l, e, t, E](ModelWeights& w) -> LoraPair& {
+          auto& v = w.layers[size_t(l)].e_lora[t];
+          v.resize(size_t(E));
+          return v[size_t(e)];
+        };
+        extra.push_back({peft_expert_lora_name(l, e, t, false),
+                         {c.r, in},
+                         false,
+                         [slot](ModelWeights& w, const Tensor& x) { slot(w).a = x; }});
+        extra.push_back({peft_expert_lora_name(l, e, t, true),
+                         {out, c.r},
+                         false,
+                         [slot](ModelWeights& w, const Tensor& x) { slot(w).b = x; }});
+      }
+  }
   for (size_t i = 0; i < p.trainable.size(); ++i) p.trainable[i] = false;  // the base is frozen
   std::mt19937_64 rng(c.seed);
   p.append(extra, [&](size_t i, float* v) {
@@ -135,12 +192,13 @@ void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::stri
   // The base the adapter was trained over: its storage type when it was kept frozen out of F32
   // (--base-dtype), in the safetensors metadata and the adapter's README (PEFT's config has no
   // field for it, and unknown config keys are an error in older PEFT).
-  std::string base_dtype = "f32";
+  std::string base_dtype;  // the distinct types, in tensor order ("q4_k,q6_k" for a K_M GGUF)
   for (auto& t : p.stored)
-    if (t.defined()) {
-      base_dtype = dtype_name(t.dtype);
-      break;
-    }
+    if (t.defined() &&
+        ("," + base_dtype + ",").find(std::string(",") + dtype_name(t.dtype) + ",") ==
+            std::string::npos)
+      base_dtype += (base_dtype.empty() ? "" : ",") + std::string(dtype_name(t.dtype));
+  if (base_dtype.empty()) base_dtype = "f32";
   for (auto& ch : base_dtype) ch = char(std::tolower(static_cast<unsigned char>(ch)));
   SafetensorsWriter w(dir, plan, 0, {{"format", "pt"}, {"lamina_base_dtype", base_dtype}},
                       "adapter_model");
@@ -153,7 +211,7 @@ void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::stri
               {"r", c.r},
               {"lora_alpha", c.alpha},
               {"lora_dropout", c.dropout},
-              {"target_modules", c.targets},
+              {"target_modules", p.lora_targets.empty() ? c.targets : p.lora_targets},
               {"bias", "none"},
               {"fan_in_fan_out", false},
               {"inference_mode", true},
@@ -172,7 +230,7 @@ void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::stri
                                : " (frozen, never widened to F32; merge into the full-precision "
                                  "base with `lamina merge-lora`)") +
           "\n- rank " + std::to_string(c.r) + ", alpha " + json(c.alpha).dump() +
-          ", targets: " + json(c.targets).dump() + "\n");
+          ", targets: " + json(p.lora_targets.empty() ? c.targets : p.lora_targets).dump() + "\n");
 }
 
 LoraConfig read_lora_config(const std::string& dir) {
@@ -227,12 +285,15 @@ void merge_lora(const std::string& base_dir, const std::string& adapter_dir,
     const size_t n = size_t(t.numel());
     f.resize(n);
     convert_to_f32(t.data, t.dtype, f.data(), n);
-    for (int64_t l = 0; l < cfg.num_hidden_layers; ++l)
-      for (int tg = 0; tg < kLoraTargets; ++tg) {
-        if (base_name(l, tg) != sp.name) continue;
-        const TensorInfo* ia = ad.find(peft_lora_name(l, tg, false));
-        const TensorInfo* ib = ad.find(peft_lora_name(l, tg, true));
-        if (!ia && !ib) continue;
+    // PEFT names an adapter after the module it adapts: X.weight <- base_model.model.X.lora_A/B.
+    const std::string suffix = ".weight";
+    if (sp.shape.size() == 2 && sp.name.size() > suffix.size() &&
+        sp.name.compare(sp.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      const std::string stem =
+          "base_model.model." + sp.name.substr(0, sp.name.size() - suffix.size());
+      const TensorInfo* ia = ad.find(stem + ".lora_A.weight");
+      const TensorInfo* ib = ad.find(stem + ".lora_B.weight");
+      if (ia || ib) {
         if (!ia || !ib)
           fail(adapter_dir, "/adapter_model.safetensors: only one of lora_A/lora_B for ", sp.name);
         const int64_t out_d = sp.shape[0], in_d = sp.shape[1];
@@ -251,6 +312,7 @@ void merge_lora(const std::string& base_dir, const std::string& adapter_dir,
           }
         used += 2;
       }
+    }
     const DType od = plan[i].dtype;
     bytes.resize(n * dtype_size(od));
     convert_from_f32(f.data(), bytes.data(), od, n);

@@ -22,13 +22,22 @@ struct LoraConfig {
   double scale() const { return rslora ? alpha / std::sqrt(double(r)) : alpha / double(r); }
 };
 
-// "q,v" or "q_proj,v_proj" or "all" -> PEFT module names; unknown names are an error.
+// "q,v" or "q_proj,v_proj", Mixtral's "w1,w2,w3", or "all" -> PEFT module names ("all" stays
+// as it is until add_lora resolves it for the model); unknown names are an error.
 std::vector<std::string> parse_lora_targets(const std::string& list);
+// The module names a model gets: "all" is every attention and MLP projection (on Mixtral q, k,
+// v, o and the experts' w1, w2, w3; the router stays frozen). A dense MLP name on Mixtral or an
+// expert name on a dense model is an error naming the right ones.
+std::vector<std::string> resolve_lora_targets(const ModelConfig& cfg,
+                                              const std::vector<std::string>& targets);
 // PEFT's name for a layer's adapter tensor:
 // base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight
 std::string peft_lora_name(int64_t layer, int target, bool is_b);
+// ...layers.{i}.block_sparse_moe.experts.{e}.w1.lora_A.weight
+std::string peft_expert_lora_name(int64_t layer, int64_t expert, int target, bool is_b);
 
-// Adds the adapters to a store, freezes every base tensor, sets lora_scale.
+// Adds the adapters to a store (p.lora_targets: the resolved module names), freezes every base
+// tensor, sets lora_scale.
 void add_lora(ParamStore& p, const LoraConfig& c);
 // Writes adapter_config.json + adapter_model.safetensors (F32) for the adapters in p.
 void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::string& dir,

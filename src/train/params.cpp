@@ -92,6 +92,24 @@ ParamStore ParamStore::load(const std::string& dir, const std::optional<FrozenBa
   return from_checkpoint(cfg, ckpt, base);
 }
 
+ParamStore ParamStore::from_gguf(const GgufCheckpoint& ck) {
+  const auto specs = model_tensor_specs(ck.cfg, MoeLayout::Split);
+  std::vector<bool> outside(specs.size(), false);
+  for (size_t i = 0; i < specs.size(); ++i)
+    outside[i] = !specs[i].is_norm && !specs[i].is_router &&
+                 ck.tensors.at(specs[i].name).dtype != DType::F32;
+  ParamStore s = allocate(ck.cfg, MoeLayout::Split, outside);
+  for (size_t i = 0; i < s.specs.size(); ++i) {
+    const Tensor& t = ck.tensors.at(s.specs[i].name);
+    if (outside[i])
+      s.stored[i] = t;
+    else
+      convert_to_f32(t.data, t.dtype, s.param(i), size_t(t.numel()));
+  }
+  s.bind_views();
+  return s;
+}
+
 size_t ParamStore::stored_bytes() const {
   size_t n = 0;
   for (auto& t : stored)

@@ -9,6 +9,7 @@
 
 #include "core/tensor.h"
 #include "io/model_config.h"
+#include "model/gguf_model.h"
 #include "model/weights.h"
 
 namespace lamina {
@@ -62,6 +63,11 @@ struct ParamStore {
   static ParamStore from_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt,
                                     const std::optional<FrozenBase>& base = std::nullopt);
 
+  // A GGUF file (llama.cpp's, or export-gguf's) as a frozen base: its matrices used as the file
+  // holds them (views of its map, Q/K rows un-permuted copies; any type the widened products
+  // read: F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K), norms and the router in F32.
+  static ParamStore from_gguf(const GgufCheckpoint& ck);
+
   bool has_param(size_t i) const { return offset[i] != kNoParam; }
   float* param(size_t i) { return params.f32() + offset[i]; }  // has_param(i) only
   // Bytes of the frozen base kept outside params (0 without --base-dtype).
@@ -78,8 +84,9 @@ struct ParamStore {
   // new tensor's F32 values. New tensors are trainable.
   void append(const std::vector<TensorSpec>& extra,
               const std::function<void(size_t, float*)>& init);
-  double lora_scale = 0;    // alpha / r when LoRA adapters are bound
-  double lora_dropout = 0;  // on the adapters' input, during training
+  double lora_scale = 0;                  // alpha / r when LoRA adapters are bound
+  std::vector<std::string> lora_targets;  // PEFT module names adapted (add_lora)
+  double lora_dropout = 0;                // on the adapters' input, during training
   // Grows the vocabulary to V rows (embedding and LM head); new rows are the mean of the existing
   // ones (as transformers' resize_token_embeddings with mean init). Before freezing / LoRA.
   void resize_vocab(int64_t V);

@@ -18,6 +18,7 @@
 #include "io/jsonl.h"
 #include "io/output_dir.h"
 #include "io/safetensors.h"
+#include "model/gguf_model.h"
 #include "tokenizer/tokenizer_files.h"
 #include "train/corpus.h"
 #include "train/lora.h"
@@ -69,7 +70,8 @@ const char* kOptParts[] = {"param/", "exp_avg/", "exp_avg_sq/"};
 void save_checkpoint(const PretrainOptions& o, const ParamStore& p, AdamW& opt, int64_t step,
                      const json& sig, DType dtype, const CheckpointExtras& extras) {
   OutputDir d(o.out + "/checkpoint-" + std::to_string(step), true);
-  const std::string tok_dir = extras.tokenizer_dir.empty() ? o.model : extras.tokenizer_dir;
+  const std::string tok_dir =
+      extras.tokenizer_dir.empty() ? o.tokenizer_dir() : extras.tokenizer_dir;
   if (o.lora) {
     // A PEFT adapter (plus the tokenizer, so the directory is self-describing).
     save_lora_adapter(p, *o.lora, d.path(), fs::absolute(o.model).string());
@@ -156,8 +158,42 @@ int64_t layer_of(const std::string& name) {
 }
 }  // namespace
 
+namespace {
+// The tokenizer paired with a GGUF base must be the file's own: same number of pieces and the
+// same piece at every id (GGUF carries its vocabulary in tokenizer.ggml.tokens).
+void check_gguf_tokenizer(const GgufCheckpoint& ck, const std::string& path,
+                          const std::string& tok_dir) {
+  Tokenizer tok = Tokenizer::load(tok_dir);
+  if (tok.size() > ck.cfg.vocab_size)
+    fail("--tokenizer ", tok_dir, ": ", tok.size(), " tokens, but ", path, " has ",
+         ck.cfg.vocab_size, " embedding rows: not this model's tokenizer");
+  if (ck.vocab.empty()) return;
+  if (int64_t(ck.vocab.size()) != tok.size())
+    fail("--tokenizer ", tok_dir, ": ", tok.size(), " tokens, but ", path, " was written with ",
+         ck.vocab.size(), ": not this model's tokenizer");
+  for (int64_t i = 0; i < tok.size(); ++i)
+    if (tok.piece(int32_t(i)) != ck.vocab[size_t(i)])
+      fail("--tokenizer ", tok_dir, ": token ", i, " is '", tok.piece(int32_t(i)), "', ", path,
+           " has '", ck.vocab[size_t(i)], "' there: not this model's tokenizer");
+}
+}  // namespace
+
 ParamStore load_training_store(const PretrainOptions& o, const std::string& dir_arg) {
   const std::string dir = dir_arg.empty() ? o.model : dir_arg;
+  if (is_gguf_file(dir)) {
+    // A GGUF file is a frozen base used as its blocks are: LoRA only, paired with its tokenizer.
+    if (!o.lora) fail(dir, ": a GGUF file can be trained over only as a frozen base: add --lora-r");
+    if (o.base_dtype)
+      fail(dir, ": a GGUF base is used in the types it is stored in; drop --base-dtype");
+    if (o.tokenizer.empty())
+      fail(dir, ": a GGUF model needs --tokenizer DIR (the directory with its tokenizer.model)");
+    GgufCheckpoint ck = read_gguf_checkpoint(dir);
+    check_gguf_tokenizer(ck, dir, o.tokenizer);
+    return ParamStore::from_gguf(ck);
+  }
+  if (!o.tokenizer.empty())
+    fail("--tokenizer ", o.tokenizer, ": only with a GGUF --model (", dir,
+         " carries its own tokenizer)");
   if (!o.base_dtype) return ParamStore::load(dir);
   const DType bt = *o.base_dtype;
   if (bt != DType::BF16 && bt != DType::F16 && bt != DType::Q8_0 && bt != DType::Q4_0)
@@ -278,11 +314,12 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   enable_interrupt_polling();
   const auto lock = lock_run(o);
   ParamStore p = load_training_store(o);
-  Tokenizer tok = Tokenizer::load(o.model);
+  Tokenizer tok = Tokenizer::load(o.tokenizer_dir());
   prepare_training(o, p);
   std::string cache = o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir;
-  CorpusData data(TokenCorpus::build(o.data, tok, o.model + "/tokenizer.model", cache, o.progress),
-                  o.seq_len, o.val_fraction);
+  CorpusData data(
+      TokenCorpus::build(o.data, tok, o.tokenizer_dir() + "/tokenizer.model", cache, o.progress),
+      o.seq_len, o.val_fraction);
   return train_loop(o, p, data, {}, "lamina pretrain: " + fs::path(o.model).filename().string());
 }
 

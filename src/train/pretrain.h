@@ -21,6 +21,10 @@ namespace lamina {
 
 struct PretrainOptions {
   std::string model, out, cache_dir;
+  // The tokenizer (and chat template, generation config) directory: --tokenizer, needed with a
+  // GGUF --model; else the model directory itself.
+  std::string tokenizer;
+  const std::string& tokenizer_dir() const { return tokenizer.empty() ? model : tokenizer; }
   std::vector<std::string> data;
   int64_t seq_len = 256, batch_size = 4, grad_accum = 1, max_steps = 0, epochs = 1;
   AdamWConfig adam;

@@ -120,7 +120,7 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   const bool crlft = so.objective == "crlft";
   if (!crlft && so.objective != "sft")
     fail("--objective: expected sft or crlft, got '", so.objective, "'");
-  Tokenizer base_tok = Tokenizer::load(o.model);
+  Tokenizer base_tok = Tokenizer::load(o.tokenizer_dir());
   // The model's own template decides, unless --template replaces it; a model without one gets
   // OpenChat's (as OpenChat 3.5 was made from Mistral's base model). A template lamina cannot
   // render is refused rather than silently replaced.
@@ -131,11 +131,11 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   } else if (!own.empty()) {
     auto d = detect_chat_template(own);
     if (!d)
-      fail(o.model,
+      fail(o.tokenizer_dir(),
            ": its chat_template is not one lamina renders (llama-2, mistral-instruct, openchat, "
            "chatml); pass --template NAME to train in one of those (it replaces the model's)");
     if (crlft && *d != ChatTemplate::OpenChat)
-      fail(o.model,
+      fail(o.tokenizer_dir(),
            ": C-RLFT needs OpenChat's conditioned template, but the model's chat_template is ",
            chat_template_name(*d), "; pass --template openchat to replace it");
     tmpl = *d;
@@ -155,7 +155,7 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   if (ec || !fs::is_directory(o.out))
     fail(o.out, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
   const std::string tok_dir = o.out + "/.tokenizer";
-  auto added = stage_tokenizer(o.model, tok_dir, tmpl);
+  auto added = stage_tokenizer(o.tokenizer_dir(), tok_dir, tmpl);
   Tokenizer tok = Tokenizer::load(tok_dir);
   ParamStore p = load_training_store(o);
   if (tok.size() > p.cfg.vocab_size) p.resize_vocab(tok.size());
@@ -224,8 +224,8 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
   // Saved with every checkpoint: the tokenizer with the template, and how to chat with the model.
   CheckpointExtras extras;
   extras.tokenizer_dir = tok_dir;
-  json gen = file_exists(o.model + "/generation_config.json")
-                 ? read_json_file(o.model + "/generation_config.json")
+  json gen = file_exists(o.tokenizer_dir() + "/generation_config.json")
+                 ? read_json_file(o.tokenizer_dir() + "/generation_config.json")
                  : json::object();
   std::vector<int64_t> eos = p.cfg.eos_token_ids;
   if (tmpl == ChatTemplate::OpenChat) eos.push_back(*tok.token_id("<|end_of_turn|>"));

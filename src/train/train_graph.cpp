@@ -77,9 +77,10 @@ void linear_bwd(DType compute, const float* x, int64_t M, const Tensor& W, const
 }
 
 struct ExpertActs {
-  std::vector<int64_t> rows;  // tokens routed here
-  std::vector<int64_t> slot;  // which of the token's top-k slots
-  Buf xs, g, u, h, y;         // [n, H], [n, I] x3, [n, H]
+  std::vector<int64_t> rows;       // tokens routed here
+  std::vector<int64_t> slot;       // which of the token's top-k slots
+  Buf xs, g, u, h, y;              // [n, H], [n, I] x3, [n, H]
+  Buf lora_t[kExpertLoraTargets];  // xs · A^T (w1, w3) and h · A^T (w2) when adapted [n, r]
 };
 
 struct LayerActs {
@@ -164,42 +165,59 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     return o;
   };
   int64_t cur_layer = 0;
-  auto proj_fwd = [&](const float* x, int64_t M, const LayerWeights& lw, const Tensor& Wt, int tgt,
+  // y = x Wt^T (+ LoRA's lp when bound); key tells the projection apart in the dropout masks
+  // (LoraTarget for attention / dense MLP, kLoraTargets + 3 e + t for expert e's w1/w2/w3).
+  auto lora_fwd = [&](const float* x, int64_t M, const Tensor& Wt, const LoraPair& lp, int key,
                       Buf& tsave, float* y) {
     linear_fwd(cd, x, M, Wt, y);
-    const LoraPair& lp = lw.lora[tgt];
     if (!lp.a.defined()) return;
     const int64_t r = lp.a.shape[0], out = Wt.shape[0];
     float* t = sized(tsave, M * r);
     Buf xd;
-    linear_fwd(cd, lora_input(x, M * Wt.shape[1], cur_layer, tgt, xd), M, lp.a, t);
+    linear_fwd(cd, lora_input(x, M * Wt.shape[1], cur_layer, key, xd), M, lp.a, t);
     Buf tmp(static_cast<size_t>(M * out));
     linear_fwd(cd, t, M, lp.b, tmp.data());
     axpy(y, lora_scale, tmp.data(), M * out);
   };
-  auto proj_bwd = [&](const float* x, int64_t M, const LayerWeights& lw, const LayerWeights& lg,
-                      const Tensor& Wt, const Tensor& dWt, int tgt, const Buf& tsave,
+  // Backward of lora_fwd: dx (+)= dy Wt (+ the adapter's path); gradients of Wt (when trainable)
+  // and of the adapter (lg, the gradient views of lp).
+  auto lora_bwd = [&](const float* x, int64_t M, const Tensor& Wt, const Tensor* dWt,
+                      const LoraPair& lp, const LoraPair* lg, int key, const Buf& tsave,
                       const float* dy, float* dx, bool acc) {
-    linear_bwd(cd, x, M, Wt, grad_of(dWt), dy, dx, acc);
-    const LoraPair& lp = lw.lora[tgt];
+    linear_bwd(cd, x, M, Wt, dWt, dy, dx, acc);
     if (!lp.a.defined()) return;
+    const Tensor* dA = lg ? grad_of(lg->a) : nullptr;
+    const Tensor* dB = lg ? grad_of(lg->b) : nullptr;
     const int64_t r = lp.a.shape[0], out = Wt.shape[0];
     Buf dys(dy, dy + M * out), dt(static_cast<size_t>(M * r));
     for (auto& v : dys) v *= lora_scale;
-    linear_bwd(cd, tsave.data(), M, lp.b, grad_of(lg.lora[tgt].b), dys.data(), dt.data(), false);
+    linear_bwd(cd, tsave.data(), M, lp.b, dB, dys.data(), dt.data(), false);
     if (drop <= 0) {
-      linear_bwd(cd, x, M, lp.a, grad_of(lg.lora[tgt].a), dt.data(), dx, true);
+      linear_bwd(cd, x, M, lp.a, dA, dt.data(), dx, true);
       return;
     }
     // Through the dropout: dA from the dropped input, dx masked and rescaled.
     const int64_t K = Wt.shape[1];
     Buf xd, dxl(static_cast<size_t>(M * K));
-    linear_bwd(cd, lora_input(x, M * K, cur_layer, tgt, xd), M, lp.a, grad_of(lg.lora[tgt].a),
-               dt.data(), dxl.data(), false);
+    linear_bwd(cd, lora_input(x, M * K, cur_layer, key, xd), M, lp.a, dA, dt.data(), dxl.data(),
+               false);
     const float sc = 1.0f / (1.0f - drop);
     for (int64_t i = 0; i < M * K; ++i)
-      if (keep(cur_layer, tgt, i)) dx[i] += dxl[size_t(i)] * sc;
+      if (keep(cur_layer, key, i)) dx[i] += dxl[size_t(i)] * sc;
   };
+  auto proj_fwd = [&](const float* x, int64_t M, const LayerWeights& lw, const Tensor& Wt, int tgt,
+                      Buf& tsave, float* y) { lora_fwd(x, M, Wt, lw.lora[tgt], tgt, tsave, y); };
+  auto proj_bwd = [&](const float* x, int64_t M, const LayerWeights& lw, const LayerWeights& lg,
+                      const Tensor& Wt, const Tensor& dWt, int tgt, const Buf& tsave,
+                      const float* dy, float* dx, bool acc) {
+    lora_bwd(x, M, Wt, grad_of(dWt), lw.lora[tgt], &lg.lora[tgt], tgt, tsave, dy, dx, acc);
+  };
+  // Expert e's adapter on projection t (w1/w2/w3), or an unbound pair.
+  static const LoraPair kNoLora;
+  auto expert_lora = [](const LayerWeights& lw, int t, int64_t e) -> const LoraPair& {
+    return size_t(e) < lw.e_lora[t].size() ? lw.e_lora[t][size_t(e)] : kNoLora;
+  };
+  auto expert_key = [](int t, int64_t e) { return int(kLoraTargets + 3 * e + t); };
   a.pos.resize(size_t(N));
   // Attention runs per segment: a packed row holds several conversations, each attending only
   // to itself with positions restarting at 0 (block-diagonal causal mask).
@@ -295,10 +313,13 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
         float* u = sized(ex.u, n * I);
         float* h = sized(ex.h, n * I);
         float* y = sized(ex.y, n * H);
-        linear_fwd(cd, xs, n, lw.e_gate[size_t(e)], g);
-        linear_fwd(cd, xs, n, lw.e_up[size_t(e)], u);
+        lora_fwd(xs, n, lw.e_gate[size_t(e)], expert_lora(lw, kLoraW1, e), expert_key(kLoraW1, e),
+                 ex.lora_t[kLoraW1], g);
+        lora_fwd(xs, n, lw.e_up[size_t(e)], expert_lora(lw, kLoraW3, e), expert_key(kLoraW3, e),
+                 ex.lora_t[kLoraW3], u);
         silu_mul(g, u, h, n * I);
-        linear_fwd(cd, h, n, lw.e_down[size_t(e)], y);
+        lora_fwd(h, n, lw.e_down[size_t(e)], expert_lora(lw, kLoraW2, e), expert_key(kLoraW2, e),
+                 ex.lora_t[kLoraW2], y);
         for (int64_t i = 0; i < n; ++i) {
           const int64_t t = ex.rows[size_t(i)];
           axpy(x + t * H, s.topw[size_t(t * K + ex.slot[size_t(i)])], y + i * H, H);
@@ -434,15 +455,18 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
           dtopw[size_t(t * K + sl)] = float(dot);
         }
         float* dh = sized(a.dh, n * I);
-        linear_bwd(cd, ex.h.data(), n, lw.e_down[size_t(e)], expert_grad(lg.e_down, e), dy.data(),
-                   dh, false);
+        lora_bwd(ex.h.data(), n, lw.e_down[size_t(e)], expert_grad(lg.e_down, e),
+                 expert_lora(lw, kLoraW2, e), &expert_lora(lg, kLoraW2, e), expert_key(kLoraW2, e),
+                 ex.lora_t[kLoraW2], dy.data(), dh, false);
         float* dg = sized(a.dg, n * I);
         float* du = sized(a.du, n * I);
         silu_mul_backward(ex.g.data(), ex.u.data(), dh, dg, du, n * I);
-        linear_bwd(cd, ex.xs.data(), n, lw.e_gate[size_t(e)], expert_grad(lg.e_gate, e), dg,
-                   dxs.data(), false);
-        linear_bwd(cd, ex.xs.data(), n, lw.e_up[size_t(e)], expert_grad(lg.e_up, e), du, dxs.data(),
-                   true);
+        lora_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], expert_grad(lg.e_gate, e),
+                 expert_lora(lw, kLoraW1, e), &expert_lora(lg, kLoraW1, e), expert_key(kLoraW1, e),
+                 ex.lora_t[kLoraW1], dg, dxs.data(), false);
+        lora_bwd(ex.xs.data(), n, lw.e_up[size_t(e)], expert_grad(lg.e_up, e),
+                 expert_lora(lw, kLoraW3, e), &expert_lora(lg, kLoraW3, e), expert_key(kLoraW3, e),
+                 ex.lora_t[kLoraW3], du, dxs.data(), true);
         for (int64_t i = 0; i < n; ++i)
           add_inplace(dxn2 + ex.rows[size_t(i)] * H, dxs.data() + i * H, H);
       }

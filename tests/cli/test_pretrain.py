@@ -199,6 +199,58 @@ def main():
         check("--base-dtype without anything frozen is refused before loading", p.returncode == 1
               and "--base-dtype" in p.stderr and "--lora-r" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr.strip())
 
+        # A GGUF file as the frozen base (the file llama.cpp runs), paired with its tokenizer: LoRA
+        # trains over its blocks, and the adapter merges into the HF base it was exported from.
+        gg = os.path.join(tmp, "base-q8_0.gguf")
+        run("export-gguf", "--model", base, "--out", gg, "--outtype", "q8_0")
+        gl = os.path.join(tmp, "lora-gguf")
+        gargs = [x for x in largs if x != base] + ["--model", gg, "--tokenizer", base]
+        gargs = [x for i, x in enumerate(gargs) if not (x == "--model" and gargs[i + 1] == "--data")]
+        run("pretrain", *[("10" if prev == "--max-steps" else x) for prev, x in zip([""] + gargs, gargs)], "--out", gl)
+        lg = [x["loss"] for x in metrics(gl) if "loss" in x]
+        gck = os.path.join(gl, "checkpoint-10")
+        gm = os.path.join(tmp, "lora-gguf-merged")
+        run("merge-lora", "--model", base, "--adapter", gck, "--out", gm)
+        check("LoRA over a Q8_0 GGUF base: loss falls, the adapter records its base and merges into the HF model",
+              lg[-1] < lg[0] and json.load(open(os.path.join(gck, "adapter_config.json")))["base_model_name_or_path"].endswith(".gguf")
+              and "q8_0" in open(os.path.join(gck, "README.md")).read() and os.path.exists(os.path.join(gm, "model.safetensors")),
+              f"{lg[0]:.3f} -> {lg[-1]:.3f}")
+        other = os.path.join(tmp, "other-tok")
+        run("init", "--out", other, "--seed", "3", "--vocab", "400")
+        for what, extra, want in [("without --tokenizer", ["--lora-r", "4"], "--tokenizer"), ("without LoRA", ["--tokenizer", base], "--lora-r"),
+                                  ("with another model's tokenizer", ["--tokenizer", other, "--lora-r", "4"], "not this model's tokenizer")]:
+            p = run_quiet("pretrain", "--model", gg, "--data", corpus, "--seq-len", "32", "--max-steps", "1", *extra,
+                          "--out", os.path.join(tmp, "gguf-bad"))
+            check(f"a GGUF base {what} is refused in one line", p.returncode == 1 and want in p.stderr
+                  and len(p.stderr.strip().splitlines()) == 1 and not os.path.exists(os.path.join(tmp, "gguf-bad", "checkpoint-1")),
+                  p.stderr.strip())
+
+        # Mixtral: --lora-targets all adapts attention and the experts (PEFT's w1, w2, w3), not the
+        # router; merge-lora folds the expert adapters into their experts.
+        mx = os.path.join(tmp, "mixtral")
+        run("init", "--out", mx, "--shape", "tiny-mixtral", "--seed", "2")
+        mxl = os.path.join(tmp, "mixtral-lora")
+        run("pretrain", "--model", mx, "--data", corpus, "--seq-len", "32", "--lr", "1e-2", "--batch-size", "2",
+            "--max-steps", "2", "--lora-r", "4", "--lora-targets", "all", "--base-dtype", "q8_0", "--out", mxl)
+        mck = os.path.join(mxl, "checkpoint-2")
+        acfg = json.load(open(os.path.join(mck, "adapter_config.json")))
+        ad = tensors(os.path.join(mck, "adapter_model.safetensors"))
+        e1 = "base_model.model.model.layers.1.block_sparse_moe.experts.3.w2"
+        check("Mixtral LoRA 'all': q, k, v, o and the experts' w1, w2, w3 in PEFT's names, router frozen",
+              acfg["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"]
+              and e1 + ".lora_A.weight" in ad and not any("gate" in k for k in ad), str(acfg["target_modules"]))
+        mxm = os.path.join(tmp, "mixtral-merged")
+        run("merge-lora", "--model", mx, "--adapter", mck, "--out", mxm)
+        wb, wm = tensors(os.path.join(mx, "model.safetensors")), tensors(os.path.join(mxm, "model.safetensors"))
+        k = "model.layers.1.block_sparse_moe.experts.3.w2.weight"
+        want = wb[k] + (acfg["lora_alpha"] / acfg["r"]) * ad[e1 + ".lora_B.weight"] @ ad[e1 + ".lora_A.weight"]
+        check("merge-lora folds an expert's adapter into that expert", np.abs(wm[k] - want).max() < 1e-6
+              and np.abs(wm[k] - wb[k]).max() > 1e-4)
+        p = run_quiet("pretrain", *common, "--out", os.path.join(tmp, "dense-w1"), "--max-steps", "1", "--lora-r", "4",
+                      "--lora-targets", "w1")
+        check("an expert target on a dense model is refused naming the right modules",
+              p.returncode == 1 and "gate_proj" in p.stderr, p.stderr.strip())
+
         # Activation recomputation gives the same run.
         rc = os.path.join(tmp, "recompute")
         run("pretrain", *common, "--out", rc, "--batch-size", "4", "--grad-accum", "1", "--max-steps", "2", "--val-fraction", "0",

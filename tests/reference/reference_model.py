@@ -154,7 +154,12 @@ def moe(cfg, w, p, x, router_log=None):
         tok, slot = torch.where(topi == e)
         if tok.numel() == 0:
             continue
-        y = swiglu(x[tok], g, u, d) * topw[tok, slot, None]
+        if fused:
+            y = swiglu(x[tok], g, u, d)
+        else:  # through proj(), so LoRA adapters on w1 / w2 / w3 (PEFT's names) apply
+            xs = x[tok]
+            y = proj(F.silu(proj(xs, w, q + "w1")) * proj(xs, w, q + "w3"), w, q + "w2")
+        y = y * topw[tok, slot, None]
         out.index_add_(0, tok, y)
     return out
 

@@ -211,6 +211,8 @@ def frozen_base_weights(w, base_dtype):
     for name, t in w.items():
         if t.dim() < 2 or name.endswith("block_sparse_moe.gate.weight"):
             out[name] = t
+        elif base_dtype == "f32":
+            out[name] = t
         elif base_dtype == "bf16":
             out[name] = t.to(torch.bfloat16).float()
         elif t.shape[-1] % 32 == 0:
@@ -233,7 +235,8 @@ def check_lora_frozen_base(report, probe, tmp, model, base_dtype, targets):
     batch["precision"] = "f32"
     r, alpha = 4, 8.0
     batch["lora"] = {"r": r, "alpha": alpha, "targets": targets, "b_std": 0.2}
-    batch["base_dtype"] = base_dtype
+    if base_dtype != "f32":
+        batch["base_dtype"] = base_dtype
     bf = os.path.join(tmp, f"{model}-{base_dtype}.batch.json")
     json.dump(batch, open(bf, "w"))
     prefix = os.path.join(tmp, f"{model}-{base_dtype}")
@@ -242,7 +245,8 @@ def check_lora_frozen_base(report, probe, tmp, model, base_dtype, targets):
     meta = json.load(open(prefix + ".json"))
     # Every matrix (all of them have whole-block rows here) is kept outside the F32 buffer.
     outside = [t["name"] for t in meta["tensors"] if t["offset"] < 0]
-    want_outside = [n for n, t in w.items() if t.dim() >= 2 and not n.endswith("block_sparse_moe.gate.weight")]
+    want_outside = [n for n, t in w.items() if t.dim() >= 2 and not n.endswith("block_sparse_moe.gate.weight")
+                    and base_dtype != "f32"]
     lora = {}
     for t in meta["tensors"]:
         if t["name"].startswith("base_model.model."):
@@ -262,9 +266,73 @@ def check_lora_frozen_base(report, probe, tmp, model, base_dtype, targets):
         ref = val.grad.numpy()
         worst = max(worst, np.linalg.norm(g - ref) / max(np.linalg.norm(ref), 1e-6))
     ok = sorted(outside) == sorted(want_outside) and abs(meta["loss"] - loss.item()) < 1e-5
-    report.check(f"LoRA over a frozen {base_dtype} base ({model}, {len(outside)} matrices kept {base_dtype}): loss "
+    per_layer = sum(cfg.get("num_local_experts", 1) if t in ("w1", "w2", "w3") else 1 for t in targets)
+    n_adapters = 2 * per_layer * cfg["num_hidden_layers"]
+    report.check(f"LoRA on {','.join(t.replace('_proj', '') for t in targets)} over a frozen {base_dtype} base "
+                 f"({model}, {len(outside)} matrices kept {base_dtype}): loss "
                  f"{meta['loss']:.6f} vs {loss.item():.6f}, adapter gradients worst relative error {worst:.2e}",
-                 ok and len(lora) == 2 * len(targets) * cfg["num_hidden_layers"] and worst <= 3e-5)
+                 ok and len(lora) == n_adapters and worst <= 3e-5)
+
+
+def check_lora_gguf_base(report, lamina, probe, tmp, model, outtype, targets):
+    """LoRA over a GGUF file (lamina export-gguf, llama.cpp's layout: permuted Q/K rows, stacked
+    experts) as the frozen base, its blocks used as stored: the adapters' gradients equal autograd
+    over the reference whose base weights are the file's, dequantized (numpy ports of ggml's
+    quantizers applied to the HF weights)."""
+    import test_gguf  # noqa: E402
+    d = os.path.join(tmp, model)
+    gguf = os.path.join(tmp, f"{model}-{outtype}.gguf")
+    subprocess.run([lamina, "export-gguf", "--model", d, "--out", gguf, "--outtype", outtype], check=True,
+                   stdout=subprocess.DEVNULL)
+    cfg, w = reference_model.load_model_dir(d)
+    batch = json.load(open(os.path.join(tmp, model + ".batch.json")))
+    aux_coef = batch["aux_coef"]
+    batch["precision"] = "f32"
+    r, alpha = 4, 8.0
+    batch["lora"] = {"r": r, "alpha": alpha, "targets": targets, "b_std": 0.2}
+    batch["gguf"] = gguf
+    bf = os.path.join(tmp, f"{model}-gguf-{outtype}.batch.json")
+    json.dump(batch, open(bf, "w"))
+    prefix = os.path.join(tmp, f"{model}-gguf-{outtype}")
+    subprocess.run([probe, d, bf, prefix], check=True)
+    grads, params_flat = np.load(prefix + ".grads.npy"), np.load(prefix + ".params.npy")
+    meta = json.load(open(prefix + ".json"))
+    base, lora, types = {}, {}, set()
+    for t in meta["tensors"]:
+        name = t["name"]
+        if name.startswith("base_model.model."):
+            lora[name] = (torch.from_numpy(params_flat[t["offset"] : t["offset"] + t["numel"]].copy()).requires_grad_(True), t)
+        elif t["offset"] >= 0:  # norms, router: the file's values in F32
+            base[name] = torch.from_numpy(params_flat[t["offset"] : t["offset"] + t["numel"]].copy()).view(w[name].shape)
+        else:
+            types.add(t["dtype"])
+            x = w[name]
+            if t["dtype"] in ("Q8_0", "Q4_0"):
+                raw = test_gguf.quant_ref(x.numpy(), t["dtype"])
+                base[name] = torch.tensor(test_gguf.dequant(list(reversed(x.shape)), t["dtype"], raw).copy())
+            elif t["dtype"] == "F16":
+                base[name] = x.half().float()
+            else:
+                base[name] = x
+    if "lm_head.weight" not in base and "lm_head.weight" in w:
+        base["lm_head.weight"] = base["model.embed_tokens.weight"]
+    reference_model.LORA = {}
+    for name, (val, t) in lora.items():
+        if name.endswith("lora_A.weight"):
+            stem = name[len("base_model.model."):-len(".lora_A.weight")]
+            Bv, _ = lora[name.replace("lora_A", "lora_B")]
+            reference_model.LORA[stem] = (val.view(r, -1), Bv.view(-1, r), alpha / r)
+    loss, aux = reference_loss(cfg, base, batch, aux_coef)
+    (loss + aux_coef * aux).backward()
+    reference_model.LORA = {}
+    worst = 0.0
+    for name, (val, t) in lora.items():
+        g = grads[t["offset"] : t["offset"] + t["numel"]]
+        ref = val.grad.numpy()
+        worst = max(worst, np.linalg.norm(g - ref) / max(np.linalg.norm(ref), 1e-6))
+    report.check(f"LoRA over a {outtype} GGUF file as the base ({model}; file types {sorted(types)}): loss {meta['loss']:.6f} "
+                 f"vs {loss.item():.6f}, adapter gradients worst relative error {worst:.2e}",
+                 abs(meta["loss"] - loss.item()) < 1e-5 and len(lora) > 0 and worst <= 3e-5 and outtype.upper() in types)
 
 
 def main():
@@ -279,7 +347,13 @@ def main():
         all7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
         for base_dtype in ["bf16", "q8_0", "q4_0"]:
             check_lora_frozen_base(report, probe, tmp, "llama-tied-gqa4", base_dtype, all7)
-        check_lora_frozen_base(report, probe, tmp, "mixtral-aux", "q4_0", ["q_proj", "k_proj", "v_proj", "o_proj"])
+        # Mixtral: LoRA on the experts (PEFT's w1, w2, w3) too, router frozen, aux loss added.
+        moe_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"]
+        for base_dtype in ["f32", "q4_0"]:
+            check_lora_frozen_base(report, probe, tmp, "mixtral-aux", base_dtype, moe_targets)
+        check_lora_gguf_base(report, lamina, probe, tmp, "llama-tied-gqa4", "q4_0", all7)
+        check_lora_gguf_base(report, lamina, probe, tmp, "llama", "q8_0", all7)
+        check_lora_gguf_base(report, lamina, probe, tmp, "mixtral-aux", "q4_0", moe_targets)
     report.finish()
 
 

@@ -4,7 +4,8 @@
 //   BATCH.json: {"B":..,"T":..,"tokens":[..],"targets":[..],"weights":[..],"aux_coef":..}
 //   writes OUT_PREFIX.grads.npy (flat F32), OUT_PREFIX.json (loss parts, tensor names/offsets)
 //   "base_dtype": "bf16"|"q8_0"|"q4_0" keeps the frozen base in that type (with "lora").
-//   Tensors kept outside the F32 buffer are listed with offset -1.
+//   "gguf": FILE trains over that GGUF file's tensors as the frozen base instead.
+//   Tensors kept outside the F32 buffer are listed with offset -1 and their dtype.
 //   With "adamw": {"lr", "beta1", "beta2", "eps", "weight_decay", "clip", "steps"} it then runs
 //   that many full steps (zero grads, forward/backward, clip, AdamW) on the same batch and writes
 //   OUT_PREFIX.params.npy.
@@ -35,7 +36,10 @@ int main(int argc, char** argv) {
     if (j.contains("base_dtype"))
       base = FrozenBase{parse_dtype(j["base_dtype"], "base_dtype", true),
                         [](const TensorSpec&) { return true; }};
-    ParamStore p = ParamStore::load(argv[1], base);
+    // "gguf": a GGUF file as the frozen base instead of MODEL_DIR's weights (with "lora").
+    ParamStore p = j.contains("gguf")
+                       ? ParamStore::from_gguf(read_gguf_checkpoint(j["gguf"].get<std::string>()))
+                       : ParamStore::load(argv[1], base);
     Batch b;
     b.B = j["B"];
     b.T = j["T"];
@@ -119,7 +123,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < p.specs.size(); ++i)
       out["tensors"].push_back({{"name", p.specs[i].name},
                                 {"offset", p.has_param(i) ? int64_t(p.offset[i]) : -1},
-                                {"numel", p.numel(i)}});
+                                {"numel", p.numel(i)},
+                                {"dtype", p.has_param(i) ? "F32" : dtype_name(p.stored[i].dtype)}});
     out["logprobs"] = g.token_logprobs();
     if (j.contains("adamw")) {
       auto& o = j["adamw"];
