@@ -6,7 +6,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
-#include "io/gguf_export.h"
+#include "model/gguf_export.h"
 
 namespace lamina {
 

@@ -6,9 +6,12 @@
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "io/mapped_file.h"
 #include "io/output_dir.h"
 #include "model/init_model.h"
+#include "quant/ggml_blocks.h"
 #include "tokenizer/default_tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_files.h"
 
 namespace lamina {
@@ -20,7 +23,9 @@ int cmd_init(int argc, char** argv) {
       "init",
       "Write a new HF model directory with random weights: config.json, safetensors, tokenizer "
       "files.",
-      {{"out", "DIR", "output model directory", kRequired},
+      {{"out", "DIR",
+        "output model directory, or X.gguf: one GGUF file (tokenizer in X-tokenizer/)", kRequired},
+       {"outtype", "f32|f16|bf16|q8_0|q4_0", "with --out X.gguf: the matrices' type", "f16"},
        {"shape", "NAME", "preset shape: " + shapes, "tiny"},
        {"layers", "N", "override num_hidden_layers", ""},
        {"hidden", "N", "override hidden_size", ""},
@@ -79,7 +84,19 @@ int cmd_init(int argc, char** argv) {
   opt.layout = layout == "fused" ? MoeLayout::Fused : MoeLayout::Split;
   opt.shard_bytes = parse_byte_size(a.str("shard-size"), "--shard-size");
 
-  OutputDir out(a.str("out"), a.flag("force"));
+  // --out X.gguf: the weights go into one GGUF file, the tokenizer files (and config.json) into
+  // X-tokenizer/, the directory training and inference take as --tokenizer.
+  std::string out_arg = a.str("out"), gguf_path;
+  const bool to_gguf = out_arg.size() > 5 && out_arg.compare(out_arg.size() - 5, 5, ".gguf") == 0;
+  if (to_gguf) {
+    gguf_path = out_arg;
+    out_arg = out_arg.substr(0, out_arg.size() - 5) + "-tokenizer";
+    if (file_exists(gguf_path) && !a.flag("force"))
+      fail(gguf_path, ": already exists (use --force to replace it)");
+  } else if (a.given("outtype")) {
+    fail("--outtype is for --out X.gguf (a directory is written as safetensors in --dtype)");
+  }
+  OutputDir out(out_arg, a.flag("force"));
   // Tokenizer first: its size fixes vocab_size.
   TokenizerFiles tf;
   std::stringstream ss(a.str("add-tokens"));
@@ -119,12 +136,21 @@ int cmd_init(int argc, char** argv) {
                         {"eos_token_id", cfg.eos_token_ids[0]},
                         {"_from_model_config", true}};
   write_file_atomic(out.path() + "/generation_config.json", gen.dump(2) + "\n");
-  write_random_weights(cfg, out.path(), opt);
+  if (to_gguf) {
+    const Tokenizer tok = Tokenizer::load(out.path());
+    write_random_gguf(cfg, tok, gguf_path, opt, parse_ggml_type(a.str("outtype")));
+  } else {
+    write_random_weights(cfg, out.path(), opt);
+  }
   out.commit();
   std::printf("wrote %s: %s, %lld layers, hidden %lld, vocab %lld, %s parameters (%s)\n",
               out.final_path().c_str(), arch_name(cfg.arch), (long long)cfg.num_hidden_layers,
               (long long)cfg.hidden_size, (long long)cfg.vocab_size,
-              format_count(double(cfg.param_count())).c_str(), torch_dtype_name(opt.dtype));
+              format_count(double(cfg.param_count())).c_str(),
+              to_gguf ? a.str("outtype").c_str() : torch_dtype_name(opt.dtype));
+  if (to_gguf)
+    std::printf("  weights:   %s\n  tokenizer: %s (pass it as --tokenizer)\n", gguf_path.c_str(),
+                out.final_path().c_str());
   return 0;
 }
 

@@ -2,10 +2,12 @@
 
 #include <cmath>
 #include <functional>
+#include <map>
 
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/safetensors.h"
+#include "model/gguf_export.h"
 
 namespace lamina {
 using json = nlohmann::json;
@@ -102,6 +104,31 @@ json preset_config(const std::string& shape) {
   return j;
 }
 
+namespace {
+// Element i of tensor spec s: N(0, std) for matrices; 1 (or U(0.5, 1.5)) for norm gains.
+float random_value(const TensorSpec& s, uint64_t key, int64_t i, const InitOptions& opt) {
+  if (!s.is_norm) return opt.std * normal_at(key, uint64_t(i));
+  return opt.random_norms ? 0.5f + float(splitmix(key + uint64_t(i)) >> 11) / 9007199254740992.0f
+                          : 1.0f;
+}
+uint64_t tensor_key(const InitOptions& opt, const std::string& name) {
+  return splitmix(opt.seed ^ splitmix(std::hash<std::string>{}(name)));
+}
+}  // namespace
+
+void write_random_gguf(const ModelConfig& c, const Tokenizer& tok, const std::string& path,
+                       const InitOptions& opt, GgmlType type) {
+  std::map<std::string, TensorSpec> specs;
+  for (auto& s : model_tensor_specs(c, MoeLayout::Split)) specs[s.name] = s;
+  GgufSource src{c, &tok, "random " + std::string(arch_name(c.arch)), false};
+  src.read = [&](const std::string& name, int64_t offset, int64_t n, float* out) {
+    const TensorSpec& s = specs.at(name);
+    const uint64_t key = tensor_key(opt, name);
+    for (int64_t i = 0; i < n; ++i) out[i] = random_value(s, key, offset + i, opt);
+  };
+  write_gguf(src, path, type);
+}
+
 void write_random_weights(const ModelConfig& c, const std::string& dir, const InitOptions& opt) {
   auto specs = model_tensor_specs(c, opt.layout);
   std::vector<SafetensorsWriter::Planned> plan;
@@ -115,16 +142,9 @@ void write_random_weights(const ModelConfig& c, const std::string& dir, const In
   for (auto& s : specs) {
     const int64_t n = shape_numel(s.shape);
     buf.resize(size_t(n));
-    const uint64_t key = splitmix(opt.seed ^ splitmix(std::hash<std::string>{}(s.name)));
-    if (s.is_norm) {
-      for (int64_t i = 0; i < n; ++i)
-        buf[size_t(i)] = opt.random_norms
-                             ? 0.5f + float(splitmix(key + uint64_t(i)) >> 11) / 9007199254740992.0f
-                             : 1.0f;
-    } else {
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = opt.std * normal_at(key, uint64_t(i));
-    }
+    const uint64_t key = tensor_key(opt, s.name);
+#pragma omp parallel for schedule(static) if (!s.is_norm)
+    for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = random_value(s, key, i, opt);
     out.resize(size_t(n) * dtype_size(opt.dtype));
     convert_from_f32(buf.data(), out.data(), opt.dtype, size_t(n));
     w.write(s.name, out.data(), out.size());

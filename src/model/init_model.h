@@ -7,6 +7,8 @@
 
 #include "io/model_config.h"
 #include "model/weights.h"
+#include "quant/ggml_blocks.h"
+#include "tokenizer/tokenizer.h"
 
 namespace lamina {
 
@@ -28,5 +30,10 @@ std::vector<std::string> preset_names();
 // Streams every tensor of model_tensor_specs(c) into dir as safetensors, one tensor in memory at
 // a time. Values depend only on (seed, tensor name, index): the same for any thread count.
 void write_random_weights(const ModelConfig& c, const std::string& dir, const InitOptions& opt);
+// The same values written straight into one GGUF file in llama.cpp's layout, matrices quantized
+// to `type` as they are generated (no checkpoint in between): real shapes too large to hold as
+// bf16 here (Mixtral-8x7B: 93 GB) become a 26 GB Q4_0 file a frozen LoRA base can map.
+void write_random_gguf(const ModelConfig& c, const Tokenizer& tok, const std::string& path,
+                       const InitOptions& opt, GgmlType type);
 
 }  // namespace lamina

@@ -461,6 +461,20 @@ def main():
                      and tk[259] == "\u2581\u2581" and sc[259] == -1e9 and ml["tokenizer.ggml.unknown_token_id"] == 0,
                      f"{tk[:4]} {ty[:4]} {tk[259]!r} {sc[259]}")
 
+        # lamina init --out X.gguf: the random model written straight into a GGUF file equals the
+        # export of the same model written as a directory (same seed), tensor for tensor, byte for byte.
+        for shape, outtype in [("tiny-mixtral", "q4_0"), ("tiny", "q8_0")]:
+            direct, dird = os.path.join(tmp, f"init-{shape}.gguf"), os.path.join(tmp, f"init-{shape}")
+            run("init", "--out", direct, "--outtype", outtype, "--shape", shape, "--seed", "5", "--std", "0.1")
+            run("init", "--out", dird, "--shape", shape, "--seed", "5", "--std", "0.1")
+            run("export-gguf", "--model", dird, "--out", dird + ".gguf", "--outtype", outtype)
+            m1, t1 = read_gguf(direct)
+            m2, t2 = read_gguf(dird + ".gguf")
+            same_meta = all(m1[k] == m2[k] for k in m2 if k != "general.name") and set(m1) == set(m2)
+            report.check(f"init --out X.gguf --outtype {outtype} ({shape}) writes the export of the same random model, "
+                         f"byte for byte ({len(t1)} tensors), with its tokenizer in X-tokenizer/",
+                         same_meta and t1 == t2 and os.path.exists(os.path.join(tmp, f"init-{shape}-tokenizer", "tokenizer.model")))
+
         # Bad input: a missing tensor is named; an existing output is kept unless --force.
         broken = os.path.join(tmp, "broken")
         run("init", "--out", broken, "--seed", "1")

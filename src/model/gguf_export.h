@@ -8,9 +8,13 @@
 // a time; the output appears only when complete.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
+#include "core/tensor.h"
+#include "io/model_config.h"
 #include "quant/ggml_blocks.h"
+#include "tokenizer/tokenizer.h"
 
 namespace lamina {
 
@@ -25,6 +29,20 @@ struct GgufExportResult {
 
 GgufExportResult export_gguf(const std::string& model_dir, const std::string& out_path,
                              GgmlType type);
+
+// Where write_gguf takes a model's tensors from (a checkpoint, or random values for init).
+struct GgufSource {
+  ModelConfig cfg;
+  const Tokenizer* tokenizer = nullptr;
+  std::string name;    // general.name: the directory (or shape) the model comes from
+  bool fused = false;  // Mixtral's fused expert tensors (MoeLayout::Fused) instead of per expert
+  // Fails when tensor `name` is missing or not of `shape` (empty: no check).
+  std::function<void(const std::string& name, const Shape& shape)> check;
+  // n F32 values of tensor `name` from element `offset` on; called from several threads at once.
+  std::function<void(const std::string& name, int64_t offset, int64_t n, float* out)> read;
+  std::function<void(const std::string& name)> release;  // done with that tensor (may be empty)
+};
+GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, GgmlType type);
 
 // llama.cpp's file_type number for a GGUF whose matrices are `t` (general.file_type).
 uint32_t gguf_file_type(GgmlType t);

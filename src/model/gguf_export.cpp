@@ -1,4 +1,4 @@
-#include "io/gguf_export.h"
+#include "model/gguf_export.h"
 
 #include <filesystem>
 #include <functional>
@@ -62,11 +62,10 @@ int64_t permuted_source_row(int64_t out_row, int64_t rows, int64_t heads) {
 
 }  // namespace
 
-GgufExportResult export_gguf(const std::string& model_dir, const std::string& out_path,
-                             GgmlType type) {
-  const ModelConfig c = ModelConfig::load(model_dir);
-  Checkpoint ck(model_dir);
-  const Tokenizer tok = Tokenizer::load(model_dir);
+GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, GgmlType type) {
+  const ModelConfig& c = src.cfg;
+  const Tokenizer& tok = *src.tokenizer;
+  const std::string& model_dir = src.name;
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
   const int64_t E = c.num_local_experts;
@@ -80,10 +79,7 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
     return GgmlType::F16;
   };
   auto need = [&](const std::string& name, const Shape& shape) {
-    const TensorInfo& in = ck.info(name);  // fails naming the missing tensor
-    if (in.shape != shape)
-      fail(ck.file_of(name), ": tensor '", name, "' has shape ", shape_str(in.shape),
-           ", config.json implies ", shape_str(shape));
+    if (src.check) src.check(name, shape);
   };
   auto vec = [&](const std::string& g, const std::string& hf, int64_t n) {
     need(hf, {n});
@@ -94,7 +90,7 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
     need(hf, {rows, cols});
     plan.push_back({g, {cols, rows}, matrix_type(cols), {{hf, 0, rows, cols, heads}}});
   };
-  const bool fused = ck.has("model.layers.0.mlp.experts.gate_up_proj");
+  const bool fused = src.fused;
   // Shapes as config.json implies them; names from the table import shares (io/gguf_names.h).
   std::map<std::string, Shape> shape_of;
   for (auto& s : model_tensor_specs(c, fused ? MoeLayout::Fused : MoeLayout::Split))
@@ -170,7 +166,7 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
 
   GgufWriter w(out_path);
   w.kv("general.architecture", "llama");
-  w.kv("general.name", std::filesystem::path(model_dir).filename().string());
+  w.kv("general.name", std::filesystem::path(model_dir).filename().string());  // NOLINT
   w.kv_u32("general.file_type", gguf_file_type(type));
   if (type == GgmlType::Q8_0 || type == GgmlType::Q4_0) w.kv_u32("general.quantization_version", 2);
   w.kv_u32("llama.vocab_size", uint32_t(V));
@@ -211,9 +207,6 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
   for (size_t ti = 0; ti < plan.size(); ++ti) {
     const Planned& t = plan[ti];
     for (const Slab& s : t.slabs) {
-      const Tensor src = ck.get(s.name);
-      const size_t es = dtype_size(src.dtype);
-      const auto* base = static_cast<const uint8_t*>(src.data) + size_t(s.offset) * es;
       const size_t rb = ggml_row_bytes(t.type, s.cols);
       out.resize(rb * size_t(s.rows));
       // Row by row (in parallel): the source row to F32, then to the block type.
@@ -224,12 +217,12 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
         for (int64_t r = 0; r < s.rows; ++r) {
           const int64_t from =
               s.permute_heads ? permuted_source_row(r, s.rows, s.permute_heads) : r;
-          convert_to_f32(base + size_t(from * s.cols) * es, src.dtype, row.data(), size_t(s.cols));
+          src.read(s.name, s.offset + from * s.cols, s.cols, row.data());
           quantize_row(t.type, row.data(), s.cols, out.data() + size_t(r) * rb);
         }
       }
       w.write(out.data(), out.size());
-      ck.release(s.name);
+      if (src.release) src.release(s.name);
       bar.advance(int64_t(out.size()));
     }
   }
@@ -240,6 +233,27 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
     res.sliding_window = *c.sliding_window;
   res.bytes = std::filesystem::file_size(out_path);
   return res;
+}
+
+GgufExportResult export_gguf(const std::string& model_dir, const std::string& out_path,
+                             GgmlType type) {
+  const Checkpoint ck(model_dir);
+  const Tokenizer tok = Tokenizer::load(model_dir);
+  GgufSource src{ModelConfig::load(model_dir), &tok, model_dir,
+                 ck.has("model.layers.0.mlp.experts.gate_up_proj")};
+  src.check = [&](const std::string& name, const Shape& shape) {
+    const TensorInfo& in = ck.info(name);  // fails naming the missing tensor
+    if (in.shape != shape)
+      fail(ck.file_of(name), ": tensor '", name, "' has shape ", shape_str(in.shape),
+           ", config.json implies ", shape_str(shape));
+  };
+  src.read = [&](const std::string& name, int64_t offset, int64_t n, float* out) {
+    const Tensor t = ck.get(name);  // a view of the map: cheap
+    convert_to_f32(static_cast<const uint8_t*>(t.data) + dtype_bytes(t.dtype, offset), t.dtype, out,
+                   size_t(n));
+  };
+  src.release = [&](const std::string& name) { ck.release(name); };
+  return write_gguf(src, out_path, type);
 }
 
 }  // namespace lamina
