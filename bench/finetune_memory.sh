@@ -5,7 +5,9 @@
 # Not part of `make test`: it needs ~15 GB of disk per shape and minutes per step.
 #
 # usage: bench/finetune_memory.sh [BUILD_DIR] [WORK_DIR] [CASE...]
-#   CASE: sft-bf16 sft-q8_0 sft-q4_0 dpo-bf16 dpo-q4_0 (default: all)
+#   CASE: sft-bf16 sft-q8_0 sft-q4_0 dpo-bf16 dpo-q4_0 (Mistral-7B shape, bf16 checkpoint, 14.5 GB)
+#         dpo-mixtral-gguf (Mixtral-8x7B shape as a Q4_0 GGUF written by init, 26 GB; 2 x 256)
+#   (default: the Mistral-7B cases)
 #   Prints one markdown row per case: peak resident memory (/usr/bin/time -v), the anonymous part
 #   (RssAnon at its peak, sampled), and the wall time of the step.
 set -euo pipefail
@@ -18,7 +20,14 @@ lamina=$build/lamina
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$work"
 model=$work/mistral-7b-bf16
-if [ ! -f "$model/config.json" ]; then
+mixtral=$work/mixtral-8x7b-q4_0.gguf
+if [[ " ${cases[*]} " == *" dpo-mixtral-gguf "* ]] && [ ! -f "$mixtral" ]; then
+  echo "writing the Mixtral-8x7B shape as a Q4_0 GGUF (26 GB) to $mixtral" >&2
+  "$lamina" init --shape mixtral-8x7b --out "$mixtral" --outtype q4_0 \
+    --tokenizer "$root/tests/assets/tokenizers/llama2/tokenizer.model" >&2
+fi
+if [[ " ${cases[*]} " == *" sft-"* || " ${cases[*]} " == *" dpo-bf16 "* || " ${cases[*]} " == *" dpo-q"* ]] &&
+  [ ! -f "$model/config.json" ]; then
   echo "writing the Mistral-7B shape (bf16, 14.5 GB) to $model" >&2
   "$lamina" init --shape mistral-7b --dtype bf16 --out "$model" \
     --tokenizer "$root/tests/assets/tokenizers/llama2/tokenizer.model" >&2
@@ -49,7 +58,12 @@ for c in "${cases[@]}"; do
   rm -rf "$out"
   common=(--model "$model" --out "$out" --batch-size 1 --save-every 0 --max-steps 1 --val-fraction 0 --lora-r 16
     --lora-alpha 32 --lora-targets all --recompute --base-dtype "$dt" --threads 2)
-  if [ "$kind" = sft ]; then
+  if [ "$c" = dpo-mixtral-gguf ]; then
+    common=(--model "$mixtral" --tokenizer "${mixtral%.gguf}-tokenizer" --out "$out" --batch-size 1
+      --save-every 0 --max-steps 1 --val-fraction 0 --lora-r 16 --lora-alpha 32 --lora-targets all
+      --recompute --threads 2)
+    args=(dpo --data "$work/dpo.jsonl" --template mistral-instruct --seq-len 512 "${common[@]}")
+  elif [ "$kind" = sft ]; then
     args=(sft --data "$work/sft.jsonl" --template mistral-instruct --seq-len 1024 "${common[@]}")
   else
     args=(dpo --data "$work/dpo.jsonl" --template mistral-instruct --seq-len 1024 "${common[@]}")
@@ -71,7 +85,8 @@ for c in "${cases[@]}"; do
   rss=$(awk '/Maximum resident set size/ {print $6}' "$log")
   wall=$(awk '/Elapsed \(wall clock\)/ {print $8}' "$log")
   seq=$([ "$kind" = sft ] && echo "1024" || echo "2 x 512")
+  [ "$c" = dpo-mixtral-gguf ] && seq="2 x 256"
   tps=$(/usr/bin/python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "tokens_per_s" in l][0]["tokens_per_s"])' "$out/metrics.jsonl")
   awk -v c="$c" -v s="$seq" -v r="$rss" -v a="$anon" -v w="$wall" -v t="$tps" \
-    'BEGIN { printf "| %s | %s | %.2f GiB | %.2f GiB | %.0f s | %.2f | %s |\n", c, s, r / 1048576, a / 1048576, 1024 / t, t, w }'
+    'BEGIN { printf "| %s | %s | %.2f GiB | %.2f GiB | %.0f s | %.2f | %s |\n", c, s, r / 1048576, a / 1048576, (s == "2 x 256" ? 512 : 1024) / t, t, w }'
 done
