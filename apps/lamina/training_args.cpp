@@ -79,9 +79,10 @@ std::vector<ArgSpec> training_arg_specs() {
        "recompute each layer's activations in backward (less memory, ~1/3 more compute)", ""},
       {"precision", "f32|bf16", "bf16: mixed precision (bf16 products, F32 masters and optimizer)",
        "f32"},
-      {"base-dtype", "bf16|f16|q8_0|q4_0",
+      {"base-dtype", "bf16|f16|q8_0|q4_0|nf4",
        "keep the frozen base (LoRA's, or frozen layers') in this type instead of an F32 copy: "
-       "bf16/f16 used from the mapped checkpoint, q8_0/q4_0 quantized at load (ggml's blocks)",
+       "bf16/f16 used from the mapped checkpoint, q8_0/q4_0 quantized at load (ggml's blocks), "
+       "nf4 QLoRA's NormalFloat (bitsandbytes' layout, double quantisation)",
        ""},
       {"freeze-layers", "LIST", "layers not trained, e.g. 0-7,12", ""},
       {"freeze-embeddings", "", "do not train the embedding, LM head and final norm", ""},
@@ -120,7 +121,10 @@ PretrainOptions training_options(const Args& a) {
   o.only_new_layers = a.flag("only-new-layers");
   o.precision = parse_dtype(a.str("precision"), "--precision");
   o.recompute = a.flag("recompute");
-  if (a.given("base-dtype")) o.base_dtype = parse_dtype(a.str("base-dtype"), "--base-dtype", true);
+  if (a.given("base-dtype"))
+    o.base_dtype = a.str("base-dtype") == "nf4"
+                       ? DType::NF4
+                       : parse_dtype(a.str("base-dtype"), "--base-dtype", true);
   if (a.given("lora-r")) {
     LoraConfig lc;
     lc.r = a.integer("lora-r");

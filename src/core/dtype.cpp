@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "quant/ggml_blocks.h"
+#include "quant/nf4.h"
 
 namespace lamina {
 
@@ -26,8 +27,10 @@ GgmlType ggml_type_of(DType t) {
       return GgmlType::Q5_K;
     case DType::Q6_K:
       return GgmlType::Q6_K;
+    case DType::NF4:
+      break;
   }
-  return GgmlType::F32;
+  fail("nf4 has no ggml type (a frozen training base only)");
 }
 
 DType dtype_from_ggml(GgmlType g) {
@@ -39,7 +42,7 @@ DType dtype_from_ggml(GgmlType g) {
 
 bool dtype_is_quantized(DType t) {
   return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q5_K ||
-         t == DType::Q6_K;
+         t == DType::Q6_K || t == DType::NF4;
 }
 
 size_t dtype_size(DType t) {
@@ -48,10 +51,12 @@ size_t dtype_size(DType t) {
 }
 
 int64_t dtype_block(DType t) {
+  if (t == DType::NF4) return kNf4Block;
   return dtype_is_quantized(t) ? ggml_block_elems(ggml_type_of(t)) : 1;
 }
 
 size_t dtype_bytes(DType t, int64_t n) {
+  if (t == DType::NF4) return nf4_bytes(n);  // a whole tensor of n elements
   return dtype_is_quantized(t) ? ggml_row_bytes(ggml_type_of(t), n) : size_t(n) * dtype_size(t);
 }
 
@@ -73,6 +78,8 @@ const char* dtype_name(DType t) {
       return "Q5_K";
     case DType::Q6_K:
       return "Q6_K";
+    case DType::NF4:
+      return "NF4";
   }
   return "?";
 }
@@ -163,6 +170,9 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
     case DType::Q6_K:
       dequantize_row(ggml_type_of(t), static_cast<const uint8_t*>(src), int64_t(n), dst);
       return;
+    case DType::NF4:
+      dequantize_nf4(static_cast<const uint8_t*>(src), int64_t(n), 0, int64_t(n), dst);
+      return;
     case DType::F32:
       std::memcpy(dst, src, n * 4);
       return;
@@ -188,6 +198,9 @@ void convert_from_f32(const float* src, void* dst, DType t, size_t n) {
     case DType::Q5_K:
     case DType::Q6_K:
       quantize_row(ggml_type_of(t), src, int64_t(n), static_cast<uint8_t*>(dst));
+      return;
+    case DType::NF4:
+      quantize_nf4(src, int64_t(n), static_cast<uint8_t*>(dst));
       return;
     case DType::F32:
       std::memcpy(dst, src, n * 4);

@@ -13,7 +13,10 @@ enum class GgmlType : uint32_t;  // quant/ggml_blocks.h
 // F32/F16/BF16: stored tensors. Q8_0/Q4_0: ggml's 32-element blocks (src/quant/ggml_blocks.h),
 // weights quantized at load for inference; Q4_K/Q5_K/Q6_K: 256-element k-quant blocks, read from
 // GGUF files only. Rows must hold whole blocks.
-enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K };
+// NF4: QLoRA's 4-bit NormalFloat with double-quantised absmax (src/quant/nf4.h), a frozen training
+// base only; its absmax statistics span the whole tensor, so it converts as a whole tensor (n =
+// numel), never row by row.
+enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, NF4 };
 
 // The same element types as ggml names them (GGUF), both ways.
 GgmlType ggml_type_of(DType t);

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "kernels/matmul.h"
+#include "quant/nf4.h"
 
 namespace lamina {
 namespace {
@@ -18,6 +19,14 @@ int64_t slab_rows(int64_t N, int64_t K) {
 // Rows [n0, n0 + rows) of w widened to F32 into slab [rows, K].
 void widen_rows(const Tensor& w, int64_t n0, int64_t rows, float* slab) {
   const int64_t K = w.shape[1];
+  if (w.dtype == DType::NF4) {  // statistics over the whole tensor: dequantized by element range
+    const auto* t = static_cast<const uint8_t*>(w.data);
+    const int64_t per = std::max<int64_t>(1, 65536 / K);  // rows per task
+#pragma omp parallel for schedule(static) if (rows * K > 65536)
+    for (int64_t r = 0; r < rows; r += per)
+      dequantize_nf4(t, w.numel(), (n0 + r) * K, std::min(per, rows - r) * K, slab + r * K);
+    return;
+  }
   const size_t row_bytes = dtype_bytes(w.dtype, K);
   const auto* base = static_cast<const uint8_t*>(w.data);
 #pragma omp parallel for if (rows * K > 65536)

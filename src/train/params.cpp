@@ -66,6 +66,11 @@ ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint&
            ", config.json implies ", shape_str(sp.shape));
     if (!base || sp.is_norm || sp.is_router || !base->frozen(sp)) continue;
     kept[i] = inference_dtype(sp, info.dtype, base->dtype);  // F32 where rows are not whole blocks
+    // QLoRA quantizes the decoder's Linear layers only: the embedding, the LM head (and fused 3-D
+    // expert tensors, whose NF4 statistics would span experts) stay as stored.
+    if (base->dtype == DType::NF4 &&
+        (sp.shape.size() != 2 || sp.name.rfind("model.layers.", 0) != 0))
+      kept[i] = info.dtype;
     outside[i] = kept[i] != DType::F32;
   }
   ParamStore s = allocate(cfg, layout, outside);

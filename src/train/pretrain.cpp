@@ -196,8 +196,10 @@ ParamStore load_training_store(const PretrainOptions& o, const std::string& dir_
          " carries its own tokenizer)");
   if (!o.base_dtype) return ParamStore::load(dir);
   const DType bt = *o.base_dtype;
-  if (bt != DType::BF16 && bt != DType::F16 && bt != DType::Q8_0 && bt != DType::Q4_0)
-    fail("--base-dtype: keeps the frozen base in bf16, f16, q8_0 or q4_0, not ", dtype_name(bt));
+  if (bt != DType::BF16 && bt != DType::F16 && bt != DType::Q8_0 && bt != DType::Q4_0 &&
+      bt != DType::NF4)
+    fail("--base-dtype: keeps the frozen base in bf16, f16, q8_0, q4_0 or nf4, not ",
+         dtype_name(bt));
   const ModelConfig cfg = ModelConfig::load(dir);
   const FreezePlan f = freeze_plan(o, cfg);
   if (!o.lora && f.layers.empty() && !f.embeddings)

@@ -186,6 +186,13 @@ def main():
         s_qm = json.loads(run("score", "--model", qm, "--text", sample, "--json").stdout)["perplexity"]
         check("an adapter trained over a q4_0 base merges into the F32 base and scores better than it",
               s_qm < 0.75 * s_base, f"ppl {s_base:.1f} -> {s_qm:.1f}")
+        # QLoRA: an NF4 base (bitsandbytes' layout; bytes checked in tests/reference/test_grads.py).
+        nf = os.path.join(tmp, "lora-nf4")
+        run("pretrain", *[("10" if prev == "--max-steps" else x) for prev, x in zip([""] + largs, largs)],
+            "--base-dtype", "nf4", "--out", nf)
+        ln = [x["loss"] for x in metrics(nf) if "loss" in x]
+        check("QLoRA (--base-dtype nf4) trains: the loss falls", ln[-1] < ln[0] and "nf4" in open(os.path.join(nf, "checkpoint-10", "README.md")).read(),
+              f"{ln[0]:.3f} -> {ln[-1]:.3f}")
         # Frozen layers kept in bf16: the saved model holds them as the base had them, rounded once.
         fz = os.path.join(tmp, "freeze-bf16")
         run("pretrain", *common, "--out", fz, "--batch-size", "4", "--max-steps", "2", "--freeze-layers", "0",

@@ -202,6 +202,40 @@ def check_lora(report, lamina, probe, tmp):
     report.check(f"merge-lora gives the logits of base + adapter (max err {err:.1e})", err < 1e-4)
 
 
+NF4_OFFSETS = {}  # tensor name -> the absmax mean lamina used (see check_nf4_bytes)
+
+
+def check_nf4_bytes(report, prefix, w):
+    """Every NF4 tensor lamina keeps equals bitsandbytes' quantize_4bit(nf4, blocksize 64,
+    compress_statistics) byte for byte (the numpy port tests/reference/bnb_nf4_ref.py): packed
+    nibbles, absmax codes, nested scales. The one free value is the absmax mean, whose last bit
+    depends on torch's reduction order: lamina's is checked within 2 ulp of the port's, then used."""
+    import bnb_nf4_ref  # noqa: E402
+    bad, n, worst_ulp = [], 0, 0
+    for name, t in w.items():
+        path = prefix + ".stored." + name
+        if not os.path.exists(path):
+            continue
+        raw = open(path, "rb").read()
+        x = t.numpy().astype(np.float32)
+        m = x.size
+        nb, nn = m // 64, -(-(m // 64) // 256)
+        codes_at = m // 2
+        scales_at = (codes_at + nb + 3) // 4 * 4
+        mean = np.frombuffer(raw[scales_at + 4 * nn:scales_at + 4 * nn + 4], np.float32)[0]
+        ref_mean = bnb_nf4_ref.torch_mean_f32(np.abs(x.reshape(-1, 64)).max(axis=1).astype(np.float32))
+        worst_ulp = max(worst_ulp, abs(int(np.float32(mean).view(np.int32)) - int(np.float32(ref_mean).view(np.int32))))
+        NF4_OFFSETS[name] = mean
+        st = bnb_nf4_ref.quantize_nf4(x, offset=mean)
+        want = (st["packed"].tobytes() + st["absmax_q"].tobytes() + bytes(scales_at - codes_at - nb)
+                + st["nested_absmax"].astype(np.float32).tobytes() + np.float32(mean).tobytes())
+        n += 1
+        if raw != want:
+            bad.append(name)
+    report.check(f"NF4: {n} tensors byte for byte bitsandbytes' quantize_4bit (nf4, double quantisation; mean within "
+                 f"{worst_ulp} ulp of torch's)", n > 0 and not bad and worst_ulp <= 2, str(bad[:3]))
+
+
 def frozen_base_weights(w, base_dtype):
     """The base as --base-dtype keeps it, widened back to F32: bf16 rounding, or ggml's Q8_0 / Q4_0
     blocks (numpy ports of ggml's reference quantizers, tests/reference/test_gguf.py). Norms and
@@ -215,6 +249,14 @@ def frozen_base_weights(w, base_dtype):
             out[name] = t
         elif base_dtype == "bf16":
             out[name] = t.to(torch.bfloat16).float()
+        elif base_dtype == "nf4":
+            # QLoRA: the decoder's Linear layers only; embedding and LM head stay as stored.
+            if not name.startswith("model.layers.") or t.shape[-1] % 64:  # (rows of whole blocks)
+                out[name] = t
+            else:
+                import bnb_nf4_ref  # noqa: E402
+                st = bnb_nf4_ref.quantize_nf4(t.numpy(), offset=NF4_OFFSETS.get(name))
+                out[name] = torch.tensor(bnb_nf4_ref.dequantize_nf4(st).copy())
         elif t.shape[-1] % 32 == 0:
             tn = base_dtype.upper()
             raw = test_gguf.quant_ref(t.numpy(), tn)
@@ -237,16 +279,19 @@ def check_lora_frozen_base(report, probe, tmp, model, base_dtype, targets):
     batch["lora"] = {"r": r, "alpha": alpha, "targets": targets, "b_std": 0.2}
     if base_dtype != "f32":
         batch["base_dtype"] = base_dtype
+    batch["dump_stored"] = base_dtype == "nf4"
     bf = os.path.join(tmp, f"{model}-{base_dtype}.batch.json")
     json.dump(batch, open(bf, "w"))
     prefix = os.path.join(tmp, f"{model}-{base_dtype}")
     subprocess.run([probe, d, bf, prefix], check=True)
+    if base_dtype == "nf4":
+        check_nf4_bytes(report, prefix, w)
     grads, params_flat = np.load(prefix + ".grads.npy"), np.load(prefix + ".params.npy")
     meta = json.load(open(prefix + ".json"))
     # Every matrix (all of them have whole-block rows here) is kept outside the F32 buffer.
     outside = [t["name"] for t in meta["tensors"] if t["offset"] < 0]
     want_outside = [n for n, t in w.items() if t.dim() >= 2 and not n.endswith("block_sparse_moe.gate.weight")
-                    and base_dtype != "f32"]
+                    and base_dtype != "f32" and (base_dtype != "nf4" or (n.startswith("model.layers.") and t.shape[-1] % 64 == 0))]
     lora = {}
     for t in meta["tensors"]:
         if t["name"].startswith("base_model.model."):
@@ -345,12 +390,22 @@ def main():
         check_adamw(report, lamina, probe, tmp)
         check_lora(report, lamina, probe, tmp)
         all7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        for base_dtype in ["bf16", "q8_0", "q4_0"]:
+        for base_dtype in ["bf16", "q8_0", "q4_0", "nf4"]:
             check_lora_frozen_base(report, probe, tmp, "llama-tied-gqa4", base_dtype, all7)
         # Mixtral: LoRA on the experts (PEFT's w1, w2, w3) too, router frozen, aux loss added.
         moe_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"]
-        for base_dtype in ["f32", "q4_0"]:
+        for base_dtype in ["f32", "q4_0", "nf4"]:
             check_lora_frozen_base(report, probe, tmp, "mixtral-aux", base_dtype, moe_targets)
+        # NF4 bytes on wider matrices: thousands of blocks, several nested groups of 256.
+        wide = os.path.join(tmp, "llama-wide")
+        subprocess.run([lamina, "init", "--out", wide, "--shape", "tiny", "--hidden", "256", "--intermediate", "1024",
+                        "--std", "0.05", "--seed", "4"], check=True, stdout=subprocess.DEVNULL)
+        wb = json.load(open(os.path.join(tmp, "llama.batch.json")))
+        wb.update({"precision": "f32", "base_dtype": "nf4", "dump_stored": True,
+                   "lora": {"r": 2, "alpha": 4.0, "targets": ["q_proj"], "b_std": 0.1}})
+        json.dump(wb, open(os.path.join(tmp, "wide.batch.json"), "w"))
+        subprocess.run([probe, wide, os.path.join(tmp, "wide.batch.json"), os.path.join(tmp, "wide")], check=True)
+        check_nf4_bytes(report, os.path.join(tmp, "wide"), reference_model.load_model_dir(wide)[1])
         check_lora_gguf_base(report, lamina, probe, tmp, "llama-tied-gqa4", "q4_0", all7)
         check_lora_gguf_base(report, lamina, probe, tmp, "llama", "q8_0", all7)
         check_lora_gguf_base(report, lamina, probe, tmp, "mixtral-aux", "q4_0", moe_targets)

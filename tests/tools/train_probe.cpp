@@ -34,8 +34,9 @@ int main(int argc, char** argv) {
     // "base_dtype": the whole base kept frozen in that type (with "lora"), as --base-dtype does.
     std::optional<FrozenBase> base;
     if (j.contains("base_dtype"))
-      base = FrozenBase{parse_dtype(j["base_dtype"], "base_dtype", true),
-                        [](const TensorSpec&) { return true; }};
+      base = FrozenBase{
+          j["base_dtype"] == "nf4" ? DType::NF4 : parse_dtype(j["base_dtype"], "base_dtype", true),
+          [](const TensorSpec&) { return true; }};
     // "gguf": a GGUF file as the frozen base instead of MODEL_DIR's weights (with "lora").
     ParamStore p = j.contains("gguf")
                        ? ParamStore::from_gguf(read_gguf_checkpoint(j["gguf"].get<std::string>()))
@@ -66,6 +67,14 @@ int main(int argc, char** argv) {
       p.refresh_compute();
       if (lj.contains("save")) save_lora_adapter(p, lc, lj["save"], argv[1]);
     }
+    // "dump_stored": the raw bytes of every tensor kept outside the F32 buffer, as
+    // OUT_PREFIX.stored.NAME (the frozen base's blocks, for byte-for-byte checks).
+    if (j.value("dump_stored", false))
+      for (size_t i = 0; i < p.specs.size(); ++i)
+        if (!p.has_param(i))
+          write_file_atomic(
+              std::string(argv[3]) + ".stored." + p.specs[i].name,
+              std::string(static_cast<const char*>(p.stored[i].data), p.stored[i].nbytes()));
     TrainGraph g(p);
     g.set_recompute(j.value("recompute", false));
     p.zero_grads();
