@@ -375,9 +375,12 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   if (!d.cfg.reference_free) {
     const std::string ref_dir = d.ref_model.empty() ? o.model : d.ref_model;
     char name[64];
-    std::snprintf(
-        name, sizeof name, "ref-logps-%016llx.json",
-        (unsigned long long)fnv1a(model_fingerprint(ref_dir) + (average ? "avg" : "sum"), h));
+    std::snprintf(name, sizeof name, "ref-logps-%016llx.json",
+                  (unsigned long long)fnv1a(
+                      model_fingerprint(ref_dir) + (average ? "avg" : "sum") +
+                          // the reference as kept: a bf16/q4_0/nf4 base scores otherwise
+                          (o.base_dtype ? dtype_name(*o.base_dtype) : ""),
+                      h));
     const std::string cache = (o.cache_dir.empty() ? o.out + "/.cache" : o.cache_dir) + "/" + name;
     double cached = dist::is_root() && file_exists(cache) ? 1 : 0;  // one decision for all ranks
     dist::allreduce_sum(&cached, 1);

@@ -175,6 +175,24 @@ def main():
         ml = [json.loads(l) for l in open(os.path.join(lo, "metrics.jsonl")) if '"loss"' in l and "eval_loss" not in l]
         report.check("LoRA DPO starts at ln 2 and saves a PEFT adapter", abs(ml[0]["loss"] - math.log(2)) < 1e-6
                      and os.path.exists(os.path.join(lo, "checkpoint-3", "adapter_model.safetensors")))
+        # LoRA over a frozen base kept out of F32 (nf4), and over a q4_0 GGUF file of the model: the
+        # reference is that same base, so the first loss is ln 2 again (a reference cached for the F32
+        # base is not reused for it).
+        lq = os.path.join(tmp, "dpo-lora-nf4")
+        p = run(*args, "--out", lq, "--max-steps", "2", "--lora-r", "4", "--lora-targets", "all", "--base-dtype", "nf4",
+                "--cache-dir", os.path.join(lo, ".cache"))
+        mq = [json.loads(l) for l in open(os.path.join(lq, "metrics.jsonl")) if '"loss"' in l and "eval_loss" not in l]
+        report.check("LoRA DPO over an nf4 base: its own reference (computed, not the F32 one), first loss ln 2",
+                     "computed for" in p.stderr and abs(mq[0]["loss"] - math.log(2)) < 1e-6, f"{mq[0]['loss']:.8f}")
+        gg = os.path.join(tmp, "chat-q4_0.gguf")
+        run("export-gguf", "--model", chat, "--out", gg, "--outtype", "q4_0")
+        lg = os.path.join(tmp, "dpo-lora-gguf")
+        gargs = [gg if x == chat else x for x in args] + ["--tokenizer", chat]
+        p = run(*gargs, "--out", lg, "--max-steps", "2", "--lora-r", "4", "--lora-targets", "all")
+        mg = [json.loads(l) for l in open(os.path.join(lg, "metrics.jsonl")) if '"loss"' in l and "eval_loss" not in l]
+        report.check("LoRA DPO over a q4_0 GGUF base (chat template from --tokenizer): first loss ln 2, adapter saved",
+                     p.returncode == 0 and abs(mg[0]["loss"] - math.log(2)) < 1e-6
+                     and os.path.exists(os.path.join(lg, "checkpoint-2", "adapter_model.safetensors")), p.stderr.strip()[-200:])
         # Mixtral: DPO with the router's load-balancing loss.
         mx = os.path.join(tmp, "mx")
         subprocess.run([lamina, "init", "--out", mx, "--shape", "tiny-mixtral", "--add-tokens", "<|end_of_turn|>",
