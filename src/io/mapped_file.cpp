@@ -45,6 +45,12 @@ void MappedFile::release(size_t offset, size_t len) const {
   if (end > begin) madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_DONTNEED);
 }
 
+void release_mapped_pages(const void* p, size_t len) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE)), a = uintptr_t(p);
+  const uintptr_t begin = (a + page - 1) / page * page, end = (a + len) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_) munmap(const_cast<uint8_t*>(data_), size_);
   if (fd_ >= 0) ::close(fd_);

@@ -29,6 +29,11 @@ class MappedFile {
   std::string path_;
 };
 
+// Drops the whole pages inside [p, p + len) of a read-only file mapping from the resident set:
+// the next read faults them back from the page cache (or the file). Only for memory-mapped file
+// data: on anonymous memory MADV_DONTNEED would zero it.
+void release_mapped_pages(const void* p, size_t len);
+
 // Whole file as a string (small text files: JSON configs, token lists).
 std::string read_text_file(const std::string& path);
 bool file_exists(const std::string& path);

@@ -75,6 +75,11 @@ nlohmann::json config_from_metadata(const GgufFile& g, int64_t vocab, bool tied,
 
 }  // namespace
 
+bool GgufCheckpoint::is_view(const Tensor& t) const {
+  const auto* p = static_cast<const uint8_t*>(t.data);
+  return map && p >= map->data() && p < map->data() + map->size();
+}
+
 GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
   auto map = MappedFile::open(path);
   const GgufFile g = parse_gguf(map->data(), map->size(), path);
@@ -139,7 +144,7 @@ GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
       fail(path, ": tensor for '", spec.name, "' has shape ", shape_str(it->second.shape),
            ", the metadata implies ", shape_str(spec.shape));
   }
-  return GgufCheckpoint{cfg, std::move(hf), g.tokens};
+  return GgufCheckpoint{cfg, std::move(hf), g.tokens, map};
 }
 
 std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOptions& opt) {

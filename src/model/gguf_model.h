@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "io/mapped_file.h"
 #include "model/model.h"
 
 namespace lamina {
@@ -20,6 +21,8 @@ struct GgufCheckpoint {
   ModelConfig cfg;
   std::map<std::string, Tensor> tensors;
   std::vector<std::string> vocab;
+  std::shared_ptr<MappedFile> map;  // the file: tensors inside it are views, others copies
+  bool is_view(const Tensor& t) const;
 };
 GgufCheckpoint read_gguf_checkpoint(const std::string& path);
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 #include "io/safetensors.h"
 
 namespace lamina {
@@ -81,6 +82,7 @@ ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint&
       convert_to_f32(src.data, src.dtype, s.param(i), size_t(src.numel()));
     } else if (src.dtype == kept[i]) {
       s.stored[i] = src;  // a view of the mapped file: nothing copied
+      s.note_mapped(i);
       continue;
     } else {
       s.stored[i] = src.to(kept[i]);
@@ -106,13 +108,28 @@ ParamStore ParamStore::from_gguf(const GgufCheckpoint& ck) {
   ParamStore s = allocate(ck.cfg, MoeLayout::Split, outside);
   for (size_t i = 0; i < s.specs.size(); ++i) {
     const Tensor& t = ck.tensors.at(s.specs[i].name);
-    if (outside[i])
+    if (outside[i]) {
       s.stored[i] = t;
-    else
+      if (ck.is_view(t)) s.note_mapped(i);
+    } else
       convert_to_f32(t.data, t.dtype, s.param(i), size_t(t.numel()));
   }
   s.bind_views();
   return s;
+}
+
+void ParamStore::note_mapped(size_t i) {
+  const std::string& n = specs[i].name;
+  if (n.rfind("model.layers.", 0) != 0) return;  // embedding, LM head: kept resident
+  const size_t l = size_t(std::stoll(n.substr(13)));
+  if (mapped_by_layer.size() <= l) mapped_by_layer.resize(l + 1);
+  mapped_by_layer[l].push_back(i);
+}
+
+void ParamStore::release_layer_pages(int64_t layer) const {
+  if (size_t(layer) >= mapped_by_layer.size()) return;
+  for (size_t i : mapped_by_layer[size_t(layer)])
+    release_mapped_pages(stored[i].data, stored[i].nbytes());
 }
 
 size_t ParamStore::stored_bytes() const {
@@ -195,6 +212,7 @@ void ParamStore::resize_vocab(int64_t V) {
   for (size_t i = 0; i < old.specs.size(); ++i) outside[i] = !old.has_param(i);
   s = allocate(c, old.layout, outside);
   s.compute_dtype = old.compute_dtype;
+  s.mapped_by_layer = old.mapped_by_layer;
   for (size_t i = 0; i < s.specs.size(); ++i) {
     const auto& sp = s.specs[i];
     if (outside[i]) {  // a frozen base tensor other than the embedding: kept as it is

@@ -34,6 +34,12 @@ struct ParamStore {
   size_t total = 0;  // elements of params
   // Per spec: the tensor itself when kept outside params (a frozen base), else undefined.
   std::vector<Tensor> stored;
+  // Per layer: the stored tensors that are views of a memory-mapped file (bf16 as stored, GGUF
+  // blocks). release_layer_pages drops their pages from the resident set once a pass is done
+  // with the layer, so a mapped 7B base costs one layer of resident pages, not the whole file
+  // (the next pass faults them back from the page cache).
+  std::vector<std::vector<size_t>> mapped_by_layer;
+  void release_layer_pages(int64_t layer) const;
   // Offsets in grads and in AdamW's moments: every tensor until compact_grads(), then trainable
   // tensors only (kNoGrad for frozen ones).
   static constexpr size_t kNoGrad = ~size_t(0);
@@ -70,6 +76,7 @@ struct ParamStore {
 
   bool has_param(size_t i) const { return offset[i] != kNoParam; }
   float* param(size_t i) { return params.f32() + offset[i]; }  // has_param(i) only
+  void note_mapped(size_t i);  // records stored[i] as a view of a mapped file
   // Bytes of the frozen base kept outside params (0 without --base-dtype).
   size_t stored_bytes() const;
   bool has_grad(size_t i) const { return goffset[i] != kNoGrad; }

@@ -247,7 +247,6 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     const LayerWeights& lw = W.layers[size_t(l)];
     cur_layer = l;
     s.x.assign(x, x + N * H);
-    s.x.assign(x, x + N * H);
     float* xn1 = sized(s.xn1, N * H);
     rmsnorm(s.x.data(), lw.attn_norm.f32(), xn1, N, H, eps);
     float* q = sized(s.q, N * Q);
@@ -337,6 +336,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     LayerActs& s = recompute_ ? a.scratch : a.layers[size_t(l)];
     if (recompute_) a.xin[size_t(l)].assign(x, x + N * H);
     layer_fwd(l, x, s, true);
+    p_.release_layer_pages(l);  // a mapped frozen base: this layer's pages leave the resident set
     for (int64_t t = 0; t < N && c.is_moe(); ++t)
       for (int64_t e = 0; e < E; ++e) a.expert_psum[size_t(e)] += s.probs[size_t(t * E + e)];
   }
@@ -515,6 +515,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     proj_bwd(s.xn1.data(), N, lw, lg, lw.wv, lg.wv, kLoraV, s.lora_t[kLoraV], dv, dxn1, true);
     rmsnorm_backward(s.x.data(), lw.attn_norm.f32(), dxn1, dtmp, grad_ptr(lg.attn_norm), N, H, eps);
     add_inplace(dx, dtmp, N * H);
+    p_.release_layer_pages(l);
   }
   // Embedding: scatter-add the rows.
   if (float* dE = grad_ptr(G.embed))

@@ -6,6 +6,7 @@ usage: test_grads.py LAMINA LAMINA_TRAIN_PROBE        prints 'N passed, M failed
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -396,6 +397,13 @@ def main():
         moe_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"]
         for base_dtype in ["f32", "q4_0", "nf4"]:
             check_lora_frozen_base(report, probe, tmp, "mixtral-aux", base_dtype, moe_targets)
+        # A checkpoint stored in bf16: the frozen base is the mapped file itself (views whose pages
+        # are released after each layer's pass and faulted back in the next one).
+        b16 = os.path.join(tmp, "llama-bf16-stored")
+        subprocess.run([lamina, "init", "--out", b16, "--std", "0.15", "--random-norms", "--seed", "11", "--shape", "tiny",
+                        "--dtype", "bf16"], check=True, stdout=subprocess.DEVNULL)
+        shutil.copy(os.path.join(tmp, "llama.batch.json"), os.path.join(tmp, "llama-bf16-stored.batch.json"))
+        check_lora_frozen_base(report, probe, tmp, "llama-bf16-stored", "bf16", all7)
         # NF4 bytes on wider matrices: thousands of blocks, several nested groups of 256.
         wide = os.path.join(tmp, "llama-wide")
         subprocess.run([lamina, "init", "--out", wide, "--shape", "tiny", "--hidden", "256", "--intermediate", "1024",
