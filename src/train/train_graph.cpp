@@ -334,7 +334,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   for (int64_t l = 0; l < L; ++l) {
     // With recomputation only each layer's input is kept; backward runs the layer again.
     LayerActs& s = recompute_ ? a.scratch : a.layers[size_t(l)];
-    if (recompute_) a.xin[size_t(l)].assign(x, x + N * H);
+    if (recompute_ && backward) a.xin[size_t(l)].assign(x, x + N * H);  // for the backward's rerun
     layer_fwd(l, x, s, true);
     p_.release_layer_pages(l);  // a mapped frozen base: this layer's pages leave the resident set
     for (int64_t t = 0; t < N && c.is_moe(); ++t)
