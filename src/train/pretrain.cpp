@@ -372,6 +372,10 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
   const json sig = run_signature(o, data.signature());
   p.compact_grads();  // the trainable set is final: gradients and moments for it alone
   p.set_compute_dtype(o.precision);
+  if (root && p.stored_bytes() > 0)
+    std::fprintf(stderr, "frozen base: %s kept as stored / quantized (no F32 copy); %s trainable\n",
+                 format_bytes(double(p.stored_bytes())).c_str(),
+                 format_count(double(p.num_trainable())).c_str());
   AdamW opt(p, o.adam);
   TrainGraph graph(p);
   graph.set_recompute(o.recompute);
