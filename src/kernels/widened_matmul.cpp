@@ -40,36 +40,40 @@ void check_weight(const Tensor& w) {
                " elements are not whole ", dtype_name(w.dtype), " blocks");
 }
 
+// Calls f(n0, nc, slab) for each slab of rows [n0, n0 + nc) of w widened to F32 (slab [nc, K]).
+template <class F>
+void for_each_slab(const Tensor& w, F&& f) {
+  const int64_t N = w.shape[0], K = w.shape[1];
+  const int64_t rows = slab_rows(N, K);
+  thread_local std::vector<float> slab;
+  slab.resize(size_t(rows * K));
+  for (int64_t n0 = 0; n0 < N; n0 += rows) {
+    const int64_t nc = std::min(rows, N - n0);
+    widen_rows(w, n0, nc, slab.data());
+    f(n0, nc, slab.data());
+  }
+}
+
 }  // namespace
 
 void linear_widened(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
   check_weight(w);
-  const int64_t N = w.shape[0], K = w.shape[1];
   if (M == 0) return;
-  const int64_t rows = slab_rows(N, K);
-  thread_local std::vector<float> slab;
-  slab.resize(size_t(rows * K));
-  for (int64_t n0 = 0; n0 < N; n0 += rows) {
-    const int64_t nc = std::min(rows, N - n0);
-    widen_rows(w, n0, nc, slab.data());
+  const int64_t N = w.shape[0], K = w.shape[1];
+  for_each_slab(w, [&](int64_t n0, int64_t nc, const float* slab) {
     // y[:, n0:n0+nc] (+)= x · slab^T
-    gemm(false, true, M, nc, K, x, K, slab.data(), K, y + n0, N, accumulate);
-  }
+    gemm(false, true, M, nc, K, x, K, slab, K, y + n0, N, accumulate);
+  });
 }
 
 void linear_widened_dx(const float* dy, int64_t M, const Tensor& w, float* dx, bool accumulate) {
   check_weight(w);
-  const int64_t N = w.shape[0], K = w.shape[1];
   if (M == 0) return;
-  const int64_t rows = slab_rows(N, K);
-  thread_local std::vector<float> slab;
-  slab.resize(size_t(rows * K));
-  for (int64_t n0 = 0; n0 < N; n0 += rows) {
-    const int64_t nc = std::min(rows, N - n0);
-    widen_rows(w, n0, nc, slab.data());
+  const int64_t N = w.shape[0], K = w.shape[1];
+  for_each_slab(w, [&](int64_t n0, int64_t nc, const float* slab) {
     // dx (+)= dy[:, n0:n0+nc] · slab; every slab after the first adds to the previous ones.
-    gemm(false, false, M, K, nc, dy + n0, N, slab.data(), K, dx, K, accumulate || n0 > 0);
-  }
+    gemm(false, false, M, K, nc, dy + n0, N, slab, K, dx, K, accumulate || n0 > 0);
+  });
 }
 
 }  // namespace lamina

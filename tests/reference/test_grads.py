@@ -137,6 +137,31 @@ def check_adamw(report, lamina, probe, tmp):
                  worst < 5e-5 and norm_err < 1e-4)  # updates total ~3e-2 per parameter
 
 
+def lora_reference_loss(cfg, w, batch, aux_coef, lora, r, alpha):
+    """Loss and aux loss of the reference model with lamina's adapters (name -> (tensor, meta))
+    bound as PEFT's LoRA Linear; loss + aux_coef * aux is backpropagated into the adapters."""
+    reference_model.LORA = {}
+    for name, (val, t) in lora.items():
+        if name.endswith("lora_A.weight"):
+            stem = name[len("base_model.model."):-len(".lora_A.weight")]
+            Bv, _ = lora[name.replace("lora_A", "lora_B")]
+            reference_model.LORA[stem] = (val.view(r, -1), Bv.view(-1, r), alpha / r)
+    loss, aux = reference_loss(cfg, w, batch, aux_coef)
+    (loss + aux_coef * aux).backward()
+    reference_model.LORA = {}
+    return loss, aux
+
+
+def worst_lora_error(lora, grads):
+    """The largest relative error of lamina's adapter gradients against autograd's."""
+    worst = 0.0
+    for name, (val, t) in lora.items():
+        g = grads[t["offset"] : t["offset"] + t["numel"]]
+        ref = val.grad.numpy()
+        worst = max(worst, np.linalg.norm(g - ref) / max(np.linalg.norm(ref), 1e-6))
+    return worst
+
+
 def check_lora(report, lamina, probe, tmp):
     """LoRA on all seven projections of a llama: adapter gradients against autograd over the
     reference with PEFT's LoRA Linear; then the saved adapter's names/config are PEFT's, and
@@ -160,21 +185,8 @@ def check_lora(report, lamina, probe, tmp):
     for t in meta["tensors"]:
         if t["name"].startswith("base_model.model."):
             lora[t["name"]] = (torch.from_numpy(params_flat[t["offset"] : t["offset"] + t["numel"]].copy()).requires_grad_(True), t)
-    reference_model.LORA = {}
-    for name, (val, t) in lora.items():
-        if name.endswith("lora_A.weight"):
-            base = name[len("base_model.model."):-len(".lora_A.weight")]
-            A = val.view(r, -1)
-            Bv, _ = lora[name.replace("lora_A", "lora_B")]
-            reference_model.LORA[base] = (A, Bv.view(-1, r), alpha / r)
-    loss, _ = reference_loss(cfg, w, batch, 0.0)
-    loss.backward()
-    reference_model.LORA = {}
-    worst = 0.0
-    for name, (val, t) in lora.items():
-        g = grads[t["offset"] : t["offset"] + t["numel"]]
-        ref = val.grad.numpy()
-        worst = max(worst, np.linalg.norm(g - ref) / max(np.linalg.norm(ref), 1e-6))
+    lora_reference_loss(cfg, w, batch, 0.0, lora, r, alpha)
+    worst = worst_lora_error(lora, grads)
     report.check(f"LoRA (r {r}, 7 projections): adapter gradients match autograd (worst relative error {worst:.2e})",
                  len(lora) == 2 * 7 * cfg["num_hidden_layers"] and worst <= 3e-5)  # measured 2.4e-6
     # PEFT's format.
@@ -297,20 +309,8 @@ def check_lora_frozen_base(report, probe, tmp, model, base_dtype, targets):
     for t in meta["tensors"]:
         if t["name"].startswith("base_model.model."):
             lora[t["name"]] = (torch.from_numpy(params_flat[t["offset"] : t["offset"] + t["numel"]].copy()).requires_grad_(True), t)
-    reference_model.LORA = {}
-    for name, (val, t) in lora.items():
-        if name.endswith("lora_A.weight"):
-            base = name[len("base_model.model."):-len(".lora_A.weight")]
-            Bv, _ = lora[name.replace("lora_A", "lora_B")]
-            reference_model.LORA[base] = (val.view(r, -1), Bv.view(-1, r), alpha / r)
-    loss, aux = reference_loss(cfg, frozen_base_weights(w, base_dtype), batch, aux_coef)
-    (loss + aux_coef * aux).backward()
-    reference_model.LORA = {}
-    worst = 0.0
-    for name, (val, t) in lora.items():
-        g = grads[t["offset"] : t["offset"] + t["numel"]]
-        ref = val.grad.numpy()
-        worst = max(worst, np.linalg.norm(g - ref) / max(np.linalg.norm(ref), 1e-6))
+    loss, aux = lora_reference_loss(cfg, frozen_base_weights(w, base_dtype), batch, aux_coef, lora, r, alpha)
+    worst = worst_lora_error(lora, grads)
     ok = sorted(outside) == sorted(want_outside) and abs(meta["loss"] - loss.item()) < 1e-5
     per_layer = sum(cfg.get("num_local_experts", 1) if t in ("w1", "w2", "w3") else 1 for t in targets)
     n_adapters = 2 * per_layer * cfg["num_hidden_layers"]
@@ -362,20 +362,8 @@ def check_lora_gguf_base(report, lamina, probe, tmp, model, outtype, targets):
                 base[name] = x
     if "lm_head.weight" not in base and "lm_head.weight" in w:
         base["lm_head.weight"] = base["model.embed_tokens.weight"]
-    reference_model.LORA = {}
-    for name, (val, t) in lora.items():
-        if name.endswith("lora_A.weight"):
-            stem = name[len("base_model.model."):-len(".lora_A.weight")]
-            Bv, _ = lora[name.replace("lora_A", "lora_B")]
-            reference_model.LORA[stem] = (val.view(r, -1), Bv.view(-1, r), alpha / r)
-    loss, aux = reference_loss(cfg, base, batch, aux_coef)
-    (loss + aux_coef * aux).backward()
-    reference_model.LORA = {}
-    worst = 0.0
-    for name, (val, t) in lora.items():
-        g = grads[t["offset"] : t["offset"] + t["numel"]]
-        ref = val.grad.numpy()
-        worst = max(worst, np.linalg.norm(g - ref) / max(np.linalg.norm(ref), 1e-6))
+    loss, aux = lora_reference_loss(cfg, base, batch, aux_coef, lora, r, alpha)
+    worst = worst_lora_error(lora, grads)
     report.check(f"LoRA over a {outtype} GGUF file as the base ({model}; file types {sorted(types)}): loss {meta['loss']:.6f} "
                  f"vs {loss.item():.6f}, adapter gradients worst relative error {worst:.2e}",
                  abs(meta["loss"] - loss.item()) < 1e-5 and len(lora) > 0 and worst <= 3e-5 and outtype.upper() in types)
