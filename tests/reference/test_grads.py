@@ -279,28 +279,34 @@ def frozen_base_weights(w, base_dtype):
     return out
 
 
+def run_lora_probe(probe, tmp, model, tag, targets, extra):
+    """One LoRA step of the train probe on `model` (r 4, alpha 8, random B) with batch fields
+    `extra` added; returns the reference config and weights, the batch and the probe's outputs."""
+    d = os.path.join(tmp, model)
+    cfg, w = reference_model.load_model_dir(d)
+    batch = json.load(open(os.path.join(tmp, model + ".batch.json")))
+    batch["precision"] = "f32"
+    batch["lora"] = {"r": 4, "alpha": 8.0, "targets": targets, "b_std": 0.2}
+    batch.update(extra)
+    bf = os.path.join(tmp, f"{model}-{tag}.batch.json")
+    json.dump(batch, open(bf, "w"))
+    prefix = os.path.join(tmp, f"{model}-{tag}")
+    subprocess.run([probe, d, bf, prefix], check=True)
+    outs = np.load(prefix + ".grads.npy"), np.load(prefix + ".params.npy"), json.load(open(prefix + ".json"))
+    return cfg, w, batch, prefix, outs
+
+
 def check_lora_frozen_base(report, probe, tmp, model, base_dtype, targets):
     """LoRA over a frozen base kept as bf16 / q8_0 / q4_0 blocks (never an F32 copy): the adapters'
     gradients equal autograd over the reference model whose base weights are the dequantized ones
     (F32 products over the widened weights, so the F32 bound applies)."""
-    d = os.path.join(tmp, model)
-    cfg, w = reference_model.load_model_dir(d)
-    batch = json.load(open(os.path.join(tmp, model + ".batch.json")))
-    aux_coef = batch["aux_coef"]
-    batch["precision"] = "f32"
-    r, alpha = 4, 8.0
-    batch["lora"] = {"r": r, "alpha": alpha, "targets": targets, "b_std": 0.2}
+    extra = {"dump_stored": base_dtype == "nf4"}
     if base_dtype != "f32":
-        batch["base_dtype"] = base_dtype
-    batch["dump_stored"] = base_dtype == "nf4"
-    bf = os.path.join(tmp, f"{model}-{base_dtype}.batch.json")
-    json.dump(batch, open(bf, "w"))
-    prefix = os.path.join(tmp, f"{model}-{base_dtype}")
-    subprocess.run([probe, d, bf, prefix], check=True)
+        extra["base_dtype"] = base_dtype
+    cfg, w, batch, prefix, (grads, params_flat, meta) = run_lora_probe(probe, tmp, model, base_dtype, targets, extra)
+    aux_coef, r, alpha = batch["aux_coef"], 4, 8.0
     if base_dtype == "nf4":
         check_nf4_bytes(report, prefix, w)
-    grads, params_flat = np.load(prefix + ".grads.npy"), np.load(prefix + ".params.npy")
-    meta = json.load(open(prefix + ".json"))
     # Every matrix (all of them have whole-block rows here) is kept outside the F32 buffer.
     outside = [t["name"] for t in meta["tensors"] if t["offset"] < 0]
     want_outside = [n for n, t in w.items() if t.dim() >= 2 and not n.endswith("block_sparse_moe.gate.weight")
@@ -330,19 +336,9 @@ def check_lora_gguf_base(report, lamina, probe, tmp, model, outtype, targets):
     gguf = os.path.join(tmp, f"{model}-{outtype}.gguf")
     subprocess.run([lamina, "export-gguf", "--model", d, "--out", gguf, "--outtype", outtype], check=True,
                    stdout=subprocess.DEVNULL)
-    cfg, w = reference_model.load_model_dir(d)
-    batch = json.load(open(os.path.join(tmp, model + ".batch.json")))
-    aux_coef = batch["aux_coef"]
-    batch["precision"] = "f32"
-    r, alpha = 4, 8.0
-    batch["lora"] = {"r": r, "alpha": alpha, "targets": targets, "b_std": 0.2}
-    batch["gguf"] = gguf
-    bf = os.path.join(tmp, f"{model}-gguf-{outtype}.batch.json")
-    json.dump(batch, open(bf, "w"))
-    prefix = os.path.join(tmp, f"{model}-gguf-{outtype}")
-    subprocess.run([probe, d, bf, prefix], check=True)
-    grads, params_flat = np.load(prefix + ".grads.npy"), np.load(prefix + ".params.npy")
-    meta = json.load(open(prefix + ".json"))
+    cfg, w, batch, prefix, (grads, params_flat, meta) = run_lora_probe(probe, tmp, model, f"gguf-{outtype}", targets,
+                                                                        {"gguf": gguf})
+    aux_coef, r, alpha = batch["aux_coef"], 4, 8.0
     base, lora, types = {}, {}, set()
     for t in meta["tensors"]:
         name = t["name"]
