@@ -7,7 +7,7 @@ CMAKE_FLAGS ?=
 
 all: build
 
-$(BUILD)/.deps-ok: scripts/install-deps.sh
+$(BUILD)/.deps-ok: scripts/install-deps.sh scripts/oracles-requirements.txt
 	bash scripts/install-deps.sh
 	@mkdir -p $(BUILD) && touch $@
 
