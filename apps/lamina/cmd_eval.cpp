@@ -132,10 +132,19 @@ int cmd_eval(int argc, char** argv) {
           std::vector<ArgSpec>{
               {"task", "YAML", "task definition", "", true},
               {"data", "FILE", "override the task's data file (one --task)", ""},
+              {"fewshot-data", "FILE",
+               "override the task's few-shot examples file (lm-eval's few-shot split, e.g. train "
+               "or dev; one --task)",
+               ""},
+              {"bos", "auto|always|never",
+               "BOS before each request (auto: the task's rule; its auto is lm-eval 0.4.13's, the "
+               "tokenizer's add_bos_token)",
+               "auto"},
               {"limit", "N", "first N items of each task", "0"},
               {"batch-tokens", "N",
                "multiple choice: pack requests into rows of N tokens (0: one at a time)", "1024"},
               {"num-fewshot", "K", "override the few-shot count", ""},
+              {"max-new-tokens", "N", "generation tasks: override the task's token budget", ""},
               {"perplexity", "FILE", "perplexity and bits per byte of a text file", ""},
               {"window", "N", "perplexity: tokens of context per window", "2048"},
               {"stride", "N", "perplexity: window step (default: the window)", "0"},
@@ -189,7 +198,9 @@ int cmd_eval(int argc, char** argv) {
     for (auto& [vname, vtext] : variants) {
       EvalTask t = load_task(path);
       if (a.given("data")) t.data = a.str("data");
+      if (a.given("fewshot-data")) t.fewshot_data = a.str("fewshot-data");
       if (a.given("num-fewshot")) t.num_fewshot = a.integer("num-fewshot");
+      if (a.given("max-new-tokens")) t.max_new_tokens = a.integer("max-new-tokens");
       if (!vname.empty()) t.doc_to_text = vtext;
       // Decoding settings only matter to generation tasks.
       auto runs = t.type == "generate" ? settings : decltype(settings){{"default", base}};
@@ -198,6 +209,7 @@ int cmd_eval(int argc, char** argv) {
         EvalSettings s;
         s.sampling = sp, s.limit = a.integer("limit"), s.label = label;
         s.batch_tokens = a.integer("batch-tokens");
+        s.bos = a.str("bos");
         s.stop_ids = gen.eos_token_ids;
         s.chat_condition = a.given("condition") ? a.str("condition")
                                                 : gen.chat_condition.value_or(s.chat_condition);
@@ -219,6 +231,10 @@ int cmd_eval(int argc, char** argv) {
                                                {"top_p", sp.top_p},
                                                {"top_k", sp.top_k},
                                                {"num_fewshot", t.num_fewshot},
+                                               {"fewshot_sampler", t.fewshot_sampler},
+                                               {"fewshot_seed", t.fewshot_seed},
+                                               {"bos", eval_adds_bos(t, s, lm.tokenizer)},
+                                               {"harness", t.harness},
                                                {"doc_to_text", t.doc_to_text}}}};
         if (samples_out)
           for (auto& smp : r.samples) {

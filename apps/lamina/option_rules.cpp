@@ -114,6 +114,7 @@ const std::map<std::string, std::vector<std::string>>& choices() {
       {"model-type", {"bpe", "unigram"}},
       {"loss", {"sigmoid", "robust", "hinge", "ipo"}},
       {"outtype", {"f32", "f16", "bf16", "q8_0", "q4_0"}},
+      {"bos", {"auto", "always", "never"}},
   };
   return c;
 }

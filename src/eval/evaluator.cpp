@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/utf8.h"
+#include "eval/dataset_rows.h"
 #include "generate/generate.h"
 #include "kernels/ops.h"
 #include "tokenizer/chat_template.h"
@@ -18,24 +19,33 @@ using json = nlohmann::json;
 namespace {
 
 // lm-eval's encoding of a request: context + continuation together, split at the context's length.
+// bos: whether the tokenizer adds BOS (lm-eval 0.4.13: the tokenizer's own add_special_tokens
+// default, not when the text already starts with the BOS string); an empty context is BOS alone.
 std::pair<std::vector<int32_t>, size_t> encode_request(const Tokenizer& t, std::string ctx,
-                                                       std::string cont) {
+                                                       std::string cont, bool bos) {
+  if (ctx.empty()) {
+    std::vector<int32_t> whole = t.encode(cont, false);
+    if (whole.empty() || whole[0] != t.bos_id()) whole.insert(whole.begin(), t.bos_id());
+    if (whole.size() < 2) fail("empty continuation after tokenisation: '", cont, "'");
+    return {whole, 1};
+  }
   while (!ctx.empty() && ctx.back() == ' ') cont.insert(cont.begin(), ' '), ctx.pop_back();
-  std::vector<int32_t> whole = t.encode(ctx + cont, true);
-  const size_t n_ctx = std::max<size_t>(1, t.encode(ctx, true).size());
+  if (!t.bos_text().empty() && ctx.rfind(t.bos_text(), 0) == 0) bos = false;
+  std::vector<int32_t> whole = t.encode(ctx + cont, bos);
+  const size_t n_ctx = std::max<size_t>(1, t.encode(ctx, bos).size());
   if (whole.size() <= n_ctx) fail("empty continuation after tokenisation: '", cont, "'");
   return {whole, n_ctx};
 }
 
 }  // namespace
 
-LoglikelihoodScorer::LoglikelihoodScorer(const Model& m, const Tokenizer& t)
-    : m_(m), t_(t), cache_(m.new_cache(m.config().max_position_embeddings)), logits_() {}
+LoglikelihoodScorer::LoglikelihoodScorer(const Model& m, const Tokenizer& t, bool bos)
+    : m_(m), t_(t), bos_(bos), cache_(m.new_cache(m.config().max_position_embeddings)), logits_() {}
 
 double LoglikelihoodScorer::score(const std::string& context, const std::string& continuation,
                                   int64_t* n_tokens) {
   // lm-eval moves the context's trailing spaces into the continuation before encoding.
-  auto [whole, n_ctx] = encode_request(t_, context, continuation);
+  auto [whole, n_ctx] = encode_request(t_, context, continuation, bos_);
   if (int64_t(whole.size()) > cache_.capacity)
     fail("request of ", whole.size(), " tokens is longer than the context of ", cache_.capacity,
          " tokens");
@@ -57,10 +67,10 @@ double LoglikelihoodScorer::score(const std::string& context, const std::string&
 
 std::vector<double> score_requests(const Model& m, const Tokenizer& tok,
                                    const std::vector<std::pair<std::string, std::string>>& req,
-                                   int64_t batch_tokens) {
+                                   int64_t batch_tokens, bool bos) {
   std::vector<double> out(req.size());
   if (batch_tokens <= 0) {
-    LoglikelihoodScorer s(m, tok);
+    LoglikelihoodScorer s(m, tok, bos);
     for (size_t i = 0; i < req.size(); ++i) out[i] = s.score(req[i].first, req[i].second);
     return out;
   }
@@ -69,7 +79,7 @@ std::vector<double> score_requests(const Model& m, const Tokenizer& tok,
   std::vector<int64_t> lens(req.size());
   const int64_t cap = std::min(batch_tokens, m.config().max_position_embeddings);
   for (size_t i = 0; i < req.size(); ++i) {
-    auto [w, n] = encode_request(tok, req[i].first, req[i].second);
+    auto [w, n] = encode_request(tok, req[i].first, req[i].second, bos);
     if (int64_t(w.size()) > m.config().max_position_embeddings)
       fail("request of ", w.size(), " tokens is longer than the context of ",
            m.config().max_position_embeddings, " tokens");
@@ -145,12 +155,26 @@ void add_stats(TaskResult& r, const std::string& metric, const std::vector<doubl
 
 }  // namespace
 
+bool eval_adds_bos(const EvalTask& t, const EvalSettings& s, const Tokenizer& tok) {
+  const std::string rule = s.bos != "auto" ? s.bos : t.bos;
+  if (rule == "always") return true;
+  if (rule == "never") return false;
+  return tok.add_bos_default();
+}
+
 TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t,
                          const EvalSettings& s) {
   std::vector<int64_t> lines, pool_lines;
-  auto docs = read_jsonl(t.data, &lines);
+  // Rows as published (or already processed) -> the task's fields, each error at its file:line.
+  auto read_rows = [&](const std::string& file, std::vector<int64_t>& ln) {
+    auto rows = read_jsonl(file, &ln);
+    for (size_t i = 0; i < rows.size(); ++i)
+      rows[i] = preprocess_row(t.preprocess, rows[i], file + ":" + std::to_string(ln[i]));
+    return rows;
+  };
+  auto docs = read_rows(t.data, lines);
   const bool same_pool = t.fewshot_data.empty();
-  auto pool = same_pool ? docs : read_jsonl(t.fewshot_data, &pool_lines);
+  auto pool = same_pool ? docs : read_rows(t.fewshot_data, pool_lines);
   // Every item (and demonstration) is checked first, so a bad line is named before any scoring.
   auto validate = [&](const std::vector<json>& v, const std::vector<int64_t>& ln,
                       const std::string& file) {
@@ -182,6 +206,10 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
   if (!same_pool) validate(pool, pool_lines, t.fewshot_data);
   if (s.limit > 0 && int64_t(docs.size()) > s.limit) docs.resize(size_t(s.limit));
   if (docs.empty()) fail(t.data, ": no items");
+  // The demonstrations of all items first: lm-eval's sampler carries its state from item to item.
+  // From the scored file itself they are drawn from the whole file, before --limit.
+  const auto all_shots = fewshot_examples(t, docs, pool, same_pool);
+  const bool bos = eval_adds_bos(t, s, tok);
   TaskResult r;
   r.task = t.name;
   r.setting = s.label;
@@ -195,7 +223,7 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
     std::vector<int64_t> owner;
     for (int64_t i = 0; i < r.n; ++i) {
       const json& doc = docs[size_t(i)];
-      auto shots = fewshot_examples(t, pool, i, same_pool);
+      const auto& shots = all_shots[size_t(i)];
       auto choices = doc_choices(t, doc);
       for (size_t c = 0; c < choices.size(); ++c) {
         std::string ctx, cont;
@@ -213,13 +241,13 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
         owner.push_back(i);
       }
     }
-    auto lls = score_requests(m, tok, req, s.batch_tokens);
+    auto lls = score_requests(m, tok, req, s.batch_tokens, bos);
     for (size_t k = 0; k < lls.size(); ++k) item_ll[size_t(owner[k])].push_back(lls[k]);
   }
   Progress bar("eval " + t.name, r.n, "items");
   for (int64_t i = 0; i < r.n; ++i) try {
       const json& doc = docs[size_t(i)];
-      auto shots = fewshot_examples(t, pool, i, same_pool);
+      const auto& shots = all_shots[size_t(i)];
       json sample = {{"index", i}};
       if (t.type == "multiple_choice") {
         auto choices = doc_choices(t, doc);
@@ -270,7 +298,8 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
           ids = tok.encode(chat, false);
           sample["chat_prompt"] = chat;
         } else {
-          ids = tok.encode(ctx, tok.add_bos_default());
+          ids =
+              tok.encode(ctx, bos && !(tok.bos_text().size() && ctx.rfind(tok.bos_text(), 0) == 0));
         }
         GenerateOptions go;
         go.sampling = s.sampling;

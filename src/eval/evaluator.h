@@ -20,13 +20,14 @@ namespace lamina {
 // few-shot context is computed once per item.
 class LoglikelihoodScorer {
  public:
-  LoglikelihoodScorer(const Model& m, const Tokenizer& t);
+  LoglikelihoodScorer(const Model& m, const Tokenizer& t, bool bos);
   double score(const std::string& context, const std::string& continuation,
                int64_t* n_tokens = nullptr);
 
  private:
   const Model& m_;
   const Tokenizer& t_;
+  bool bos_;
   KVCache cache_;
   std::vector<int32_t> cached_;  // tokens whose keys/values the cache holds
   std::vector<float> logits_;
@@ -44,7 +45,14 @@ struct EvalSettings {
   // both from the model's generation_config.json (read_generation_config), as `generate` uses.
   std::vector<int32_t> stop_ids;
   std::string chat_condition = "GPT4 Correct";
+  // BOS before each request: "auto" follows the task's `bos`, whose "auto" is lm-eval 0.4.13's
+  // rule (the tokenizer's own default: tokenizer_config.json's add_bos_token); "never" is the
+  // Open LLM Leaderboard v1's harness (b281b09, no special tokens); "always".
+  std::string bos = "auto";
 };
+
+// Whether requests of task t start with BOS under settings s.
+bool eval_adds_bos(const EvalTask& t, const EvalSettings& s, const Tokenizer& tok);
 
 struct TaskResult {
   std::string task, setting;
@@ -64,7 +72,7 @@ std::string extract_answer(const std::string& text, const std::string& regex);
 // one.
 std::vector<double> score_requests(const Model& m, const Tokenizer& tok,
                                    const std::vector<std::pair<std::string, std::string>>& requests,
-                                   int64_t batch_tokens);
+                                   int64_t batch_tokens, bool bos);
 
 struct PerplexityResult {
   double nll = 0, perplexity = 0, bits_per_byte = 0;

@@ -5,10 +5,11 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <sstream>
 
 #include "core/error.h"
+#include "eval/dataset_rows.h"
+#include "eval/python_random.h"
 #include "io/jsonl.h"
 #include "io/mapped_file.h"
 #include "io/yaml_file.h"
@@ -82,6 +83,14 @@ EvalTask load_task(const std::string& path) {
         t.max_new_tokens = yaml_as<int64_t>(v, path, k);
       else if (k == "answer_regex")
         t.answer_regex = yaml_as<std::string>(v, path, k);
+      else if (k == "fewshot_draws_extra")
+        t.fewshot_draws_extra = yaml_as<bool>(v, path, k);
+      else if (k == "preprocess")
+        t.preprocess = yaml_as<std::string>(v, path, k);
+      else if (k == "harness")
+        t.harness = yaml_as<std::string>(v, path, k);
+      else if (k == "bos")
+        t.bos = yaml_as<std::string>(v, path, k);
       else if (k == "chat")
         t.chat = yaml_as<bool>(v, path, k);
       else
@@ -94,8 +103,16 @@ EvalTask load_task(const std::string& path) {
   if (t.type != "multiple_choice" && t.type != "generate")
     fail(path, ": type '", t.type, "' (multiple_choice or generate)");
   if (t.doc_to_text.empty()) fail(path, ": missing doc_to_text");
-  if (t.fewshot_sampler != "first" && t.fewshot_sampler != "random")
-    fail(path, ": fewshot_sampler is first or random");
+  // lamina's earlier names for the same two samplers.
+  if (t.fewshot_sampler == "first") t.fewshot_sampler = "first_n";
+  if (t.fewshot_sampler == "random") t.fewshot_sampler = "default";
+  if (t.fewshot_sampler != "first_n" && t.fewshot_sampler != "default")
+    fail(path, ": fewshot_sampler is default (lm-eval's seeded random draw) or first_n");
+  if (!known_preprocessor(t.preprocess))
+    fail(path, ": preprocess '", t.preprocess,
+         "' (arc, hellaswag, mmlu, truthfulqa_mc2, winogrande, gsm8k)");
+  if (t.bos != "auto" && t.bos != "always" && t.bos != "never")
+    fail(path, ": bos is auto, always or never");
   if (t.metrics.empty())
     t.metrics = t.type == "generate" ? std::vector<std::string>{"exact_match"}
                                      : std::vector<std::string>{"acc"};
@@ -160,18 +177,49 @@ int64_t doc_gold(const EvalTask& t, const json& doc) {
   fail(t.name, ": gold '", s, "' is neither an index, a letter nor a choice");
 }
 
-std::vector<json> fewshot_examples(const EvalTask& t, const std::vector<json>& pool, int64_t index,
-                                   bool same_pool) {
-  std::vector<int64_t> idx;
-  for (int64_t i = 0; i < int64_t(pool.size()); ++i)
-    if (!same_pool || i != index) idx.push_back(i);
-  if (t.fewshot_sampler == "random") {
-    std::mt19937_64 rng(t.fewshot_seed + uint64_t(index));
-    std::shuffle(idx.begin(), idx.end(), rng);
+std::vector<std::vector<json>> fewshot_examples(const EvalTask& t, const std::vector<json>& docs,
+                                                const std::vector<json>& pool, bool same_pool) {
+  std::vector<std::vector<json>> out(docs.size());
+  if (t.num_fewshot <= 0) return out;
+  const size_t k = size_t(t.num_fewshot);
+  // One generator for the whole task, seeded once and advanced item by item (the harness's
+  // ContextSampler with set_rnd(fewshot_random_seed)).
+  PythonRandom rnd(t.fewshot_seed);
+  auto pick = [&](const std::vector<size_t>& idx) {
+    std::vector<json> v;
+    for (size_t i : idx) v.push_back(pool[i]);
+    return v;
+  };
+  for (size_t d = 0; d < docs.size(); ++d) {
+    std::vector<json>& shots = out[d];
+    if (t.fewshot_sampler == "first_n") {  // FirstNSampler: the pool without the item, first k
+      for (size_t i = 0; i < pool.size() && shots.size() < k; ++i)
+        if (!same_pool || pool[i] != docs[d]) shots.push_back(pool[i]);
+      if (shots.size() < k)
+        fail(t.name, ": ", k, " few-shot examples requested, ", shots.size(), " available");
+      continue;
+    }
+    if (!same_pool && !t.fewshot_draws_extra) {  // rnd.sample(pool, k)
+      if (k > pool.size())
+        fail(t.name, ": ", k, " few-shot examples requested, ", pool.size(), " available");
+      shots = pick(rnd.sample(pool.size(), k));
+      continue;
+    }
+    // rnd.sample(pool, k + 1), copies of the item removed, first k; if duplicates of the item
+    // left fewer than k, sample k again from the pool without any copy of it.
+    if (k + 1 > pool.size())
+      fail(t.name, ": ", k, " few-shot examples from the scored data need ", k + 1, " items");
+    for (auto& x : pick(rnd.sample(pool.size(), k + 1)))
+      if (x != docs[d] && shots.size() < k) shots.push_back(x);
+    if (shots.size() < k) {
+      std::vector<json> rest;
+      for (auto& x : pool)
+        if (x != docs[d]) rest.push_back(x);
+      if (k > rest.size()) fail(t.name, ": too few distinct few-shot examples");
+      shots.clear();
+      for (size_t i : rnd.sample(rest.size(), k)) shots.push_back(rest[i]);
+    }
   }
-  std::vector<json> out;
-  for (int64_t k = 0; k < std::min<int64_t>(t.num_fewshot, int64_t(idx.size())); ++k)
-    out.push_back(pool[size_t(idx[size_t(k)])]);
   return out;
 }
 

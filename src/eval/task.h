@@ -20,8 +20,17 @@ struct EvalTask {
   bool choice_in_context = false;         // Winogrande's partial scoring: choices fill the context
   std::string labels_field;               // mc2: list of 0/1 per choice
   int64_t num_fewshot = 0;
-  std::string fewshot_sampler = "first";  // first | random (seeded)
-  uint64_t fewshot_seed = 1234;
+  // lm-eval's samplers: "default" draws with Python's random.Random(fewshot_seed).sample, one call
+  // per item in order (state carried over, as the harness does); "first_n" takes the first k.
+  std::string fewshot_sampler = "default";
+  uint64_t fewshot_seed = 1234;  // lm-eval's fewshot_random_seed default
+  // lm-eval hands the scored item to its sampler when the task's fewshot_split equals its
+  // test_split (so also when both are unset, as in HellaSwag and Winogrande): the sampler then
+  // draws k + 1 and drops copies of the item. Always so when the examples come from the data.
+  bool fewshot_draws_extra = false;
+  std::string preprocess;                  // raw dataset rows -> fields (eval/dataset_rows.h)
+  std::string harness = "lm-eval 0.4.13";  // the harness version the definition reproduces
+  std::string bos = "auto";                // auto | always | never (see EvalSettings::bos)
   std::string target_delimiter = " ", fewshot_delimiter = "\n\n";
   std::vector<std::string> metrics;  // acc, acc_norm, mc2, exact_match
   // generate
@@ -42,10 +51,13 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path,
 std::string render_template(const std::string& tmpl, const nlohmann::json& doc,
                             const std::string& where);
 
-// The few-shot examples for item `index` (never the item itself when drawn from the same data).
-std::vector<nlohmann::json> fewshot_examples(const EvalTask& t,
-                                             const std::vector<nlohmann::json>& pool, int64_t index,
-                                             bool same_pool);
+// The few-shot examples of every item, in item order, as lm-eval 0.4.13's samplers draw them.
+// same_pool: the demonstrations come from the scored data itself (lm-eval's few-shot split equal
+// to the test split): the harness then draws k + 1 and drops copies of the item.
+std::vector<std::vector<nlohmann::json>> fewshot_examples(const EvalTask& t,
+                                                          const std::vector<nlohmann::json>& docs,
+                                                          const std::vector<nlohmann::json>& pool,
+                                                          bool same_pool);
 
 // The choices of a multiple-choice item and the gold index.
 std::vector<std::string> doc_choices(const EvalTask& t, const nlohmann::json& doc);

@@ -5,6 +5,7 @@ mc2, Winogrande's partial scoring; few-shot prompts byte for byte; perplexity; e
 usage: test_eval.py LAMINA        prints 'N passed, M failed'
 """
 import json
+import random
 import math
 import os
 import subprocess
@@ -21,6 +22,13 @@ import reference_model  # noqa: E402
 from harness import Report, runner  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def harness_shots(pool, k, seed=1234):
+    """lm-eval 0.4.13's default sampler when the examples come from the scored split itself: one
+    random.Random(seed) for the task, k + 1 drawn per item in order, copies of the item dropped."""
+    r = random.Random(seed)
+    return [[x for x in r.sample(pool, k + 1) if x != d][:k] for d in pool]
 
 
 def main():
@@ -63,7 +71,7 @@ def main():
         logged = [json.loads(l) for l in open(samples)]
         acc, acc_norm, differ = [], [], 0
         for i, doc in enumerate(arc):
-            shots = [s for j, s in enumerate(arc) if j != i][:2]
+            shots = harness_shots(arc, 2)[i]
             letter = lambda s: s["answer"] if isinstance(s["answer"], int) else "ABCDE".index(s["answer"])
             ctx = "".join(f"Question: {s['question']}\nAnswer: {s['choices'][letter(s)]}\n\n" for s in shots)
             ctx += f"Question: {doc['question']}\nAnswer:"
@@ -123,7 +131,7 @@ def main():
         logged_t = [json.loads(l) for l in open(samples_t) if '"template=qa"' in l]
         acc_t = []
         for i, doc in enumerate(arc):
-            shots = [s for j, s in enumerate(arc) if j != i][:2]
+            shots = harness_shots(arc, 2)[i]
             letter = lambda s: s["answer"] if isinstance(s["answer"], int) else "ABCDE".index(s["answer"])
             ctx = "".join(f"Q: {s['question']}\nA: {s['choices'][letter(s)]}\n\n" for s in shots) + f"Q: {doc['question']}\nA:"
             if i == 0:

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "eval/dataset_rows.h"
 #include "eval/evaluator.h"
 #include "eval/task.h"
 
@@ -24,15 +25,78 @@ TEST(Eval, TemplatesNameMissingFields) {
   EXPECT_THROW(render_template("{{open", doc, "t"), Error);
 }
 
-TEST(Eval, FewshotSelection) {
+TEST(Eval, FewshotSelectionAsLmEval) {
   EvalTask t;
   t.num_fewshot = 2;
   std::vector<nlohmann::json> pool = {{{"i", 0}}, {{"i", 1}}, {{"i", 2}}, {{"i", 3}}};
-  auto first = fewshot_examples(t, pool, 0, true);  // never the item itself
-  EXPECT_EQ(first[0]["i"], 1);
-  EXPECT_EQ(first[1]["i"], 2);
-  t.fewshot_sampler = "random";
-  auto a = fewshot_examples(t, pool, 1, true), b = fewshot_examples(t, pool, 1, true);
-  EXPECT_EQ(a, b);  // seeded
-  for (auto& x : a) EXPECT_NE(x["i"], 1);
+  auto ids = [](const std::vector<std::vector<nlohmann::json>>& shots) {
+    std::vector<std::vector<int>> v;
+    for (auto& s : shots) {
+      v.emplace_back();
+      for (auto& x : s) v.back().push_back(x["i"].get<int>());
+    }
+    return v;
+  };
+  t.fewshot_sampler = "first_n";  // FirstNSampler: never the item itself
+  EXPECT_EQ(ids(fewshot_examples(t, pool, pool, true)),
+            (std::vector<std::vector<int>>{{1, 2}, {0, 2}, {0, 1}, {0, 1}}));
+  // The default sampler, from the scored data: CPython's
+  //   r = random.Random(1234); [[x for x in r.sample(pool, 3) if x != d][:2] for d in pool]
+  t.fewshot_sampler = "default";
+  EXPECT_EQ(ids(fewshot_examples(t, pool, pool, true)),
+            (std::vector<std::vector<int>>{{3, 2}, {0, 2}, {0, 3}, {1, 0}}));
+  // From a separate few-shot split: r = random.Random(7); [r.sample(pool2, 2) for d in docs]
+  std::vector<nlohmann::json> pool2, docs = {{{"j", 0}}, {{"j", 1}}};
+  for (int i = 0; i < 6; ++i) pool2.push_back({{"i", i}});
+  t.fewshot_seed = 7;
+  EXPECT_EQ(ids(fewshot_examples(t, docs, pool2, false)),
+            (std::vector<std::vector<int>>{{2, 1}, {3, 0}}));
+}
+
+TEST(Eval, DatasetRowsAsTheHarnessProcessesThem) {
+  // HellaSwag's utils.preprocess / process_docs (lm-eval 0.4.13).
+  EXPECT_EQ(hellaswag_clean("  Roof shingle removal: A man [title] is  on a roof [step] x."),
+            "Roof shingle removal: A man. is on a roof x.");  // as printed by the harness code
+  EXPECT_EQ(hellaswag_clean("keep [open\n] and [x]y"), "keep [open\n] and y");
+  EXPECT_EQ(python_capitalize("the MAN"), "The man");
+  auto h = preprocess_row("hellaswag",
+                          {{"activity_label", "Sports"},
+                           {"ctx_a", "A man runs."},
+                           {"ctx_b", "he JUMPS"},
+                           {"endings", {" far [x].", "high"}},
+                           {"label", "1"}},
+                          "f:1");
+  EXPECT_EQ(h["query"], "Sports: A man runs. He jumps");
+  EXPECT_EQ(h["choices"], (nlohmann::json{"far .", "high"}));
+  EXPECT_EQ(h["answer"], 1);
+  auto a = preprocess_row("arc",
+                          {{"question", "Q"},
+                           {"choices", {{"text", {"x", "y"}}, {"label", {"1", "2"}}}},
+                           {"answerKey", "2"}},
+                          "f:2");
+  EXPECT_EQ(a["answer"], 1);
+  EXPECT_THROW(
+      preprocess_row(
+          "arc",
+          {{"question", "Q"}, {"choices", {{"text", {"x"}}, {"label", {"A"}}}}, {"answerKey", "B"}},
+          "f:3"),
+      Error);
+  auto w = preprocess_row("winogrande",
+                          {{"sentence", "Tom gave _ the book ."},
+                           {"option1", "Ann"},
+                           {"option2", "Bo"},
+                           {"answer", "2"}},
+                          "f:4");
+  EXPECT_EQ(w["prefix"], "Tom gave ");
+  EXPECT_EQ(w["continuation"], "the book .");
+  EXPECT_EQ(w["answer"], 1);
+  auto m = preprocess_row("mmlu",
+                          {{"question", " Why?\n"},
+                           {"subject", "high_school_physics"},
+                           {"choices", {"a", "b", "c", "d"}},
+                           {"answer", 3}},
+                          "f:5");
+  EXPECT_EQ(m["question"], "Why?");
+  EXPECT_EQ(m["subject"], "high school physics");
+  EXPECT_EQ(m["D"], "d");
 }
