@@ -204,11 +204,22 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
   };
   validate(docs, lines, t.data);
   if (!same_pool) validate(pool, pool_lines, t.fewshot_data);
+  // lm-eval b281b09 (Open LLM Leaderboard v1) shuffles the items with random.Random(42) before
+  // --limit and draws the demonstrations with that same generator; 0.4.13 keeps the file's order.
+  const bool v1 = t.harness == "lm-eval b281b09";
+  PythonRandom rnd(v1 ? 42 : t.fewshot_seed);
+  if (v1) {
+    auto order = rnd.shuffle(docs.size());
+    std::vector<json> d2;
+    std::vector<int64_t> l2;
+    for (size_t i : order) d2.push_back(docs[i]), l2.push_back(lines[i]);
+    docs.swap(d2), lines.swap(l2);
+  }
   if (s.limit > 0 && int64_t(docs.size()) > s.limit) docs.resize(size_t(s.limit));
   if (docs.empty()) fail(t.data, ": no items");
-  // The demonstrations of all items first: lm-eval's sampler carries its state from item to item.
+  // The demonstrations of all items first: the sampler carries its state from item to item.
   // From the scored file itself they are drawn from the whole file, before --limit.
-  const auto all_shots = fewshot_examples(t, docs, pool, same_pool);
+  const auto all_shots = fewshot_examples(t, docs, pool, same_pool, rnd);
   const bool bos = eval_adds_bos(t, s, tok);
   TaskResult r;
   r.task = t.name;
@@ -308,15 +319,30 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
         go.stop_ids = s.stop_ids;
         KVCache cache = m.new_cache(int64_t(ids.size()) + t.max_new_tokens);
         auto g = generate(m, tok, ids, go, cache);
-        const std::string pred = extract_answer(g.text, t.answer_regex);
         const std::string target_text = render_template(t.doc_to_target, doc, t.name);
-        std::string gold = extract_answer(target_text, t.answer_regex);
-        if (gold == "[invalid]") gold = extract_answer(target_text, "");
-        per["exact_match"].push_back(pred == gold ? 1.0 : 0.0);
         sample["prompt"] = ctx;
         sample["generation"] = g.text;
-        sample["prediction"] = pred;
-        sample["gold"] = gold;
+        if (!t.filters.empty()) {  // lm-eval 0.4.x: one exact match per filter
+          json filtered = json::object(), matched = json::object();
+          for (auto& f : t.filters) {
+            const std::string pred = apply_answer_filter(f, g.text);
+            const double em = exact_match(pred, target_text, t.match_rules) ? 1.0 : 0.0;
+            filtered[f.name] = pred;
+            matched[f.name] = em;
+            per["exact_match," + f.name].push_back(em);
+          }
+          sample["filtered"] = filtered;
+          sample["exact_match"] = matched;
+          sample["prediction"] = filtered[t.filters[0].name];
+          sample["gold"] = target_text;
+        } else {
+          const std::string pred = extract_answer(g.text, t.answer_regex);
+          std::string gold = extract_answer(target_text, t.answer_regex);
+          if (gold == "[invalid]") gold = extract_answer(target_text, "");
+          per["exact_match"].push_back(pred == gold ? 1.0 : 0.0);
+          sample["prediction"] = pred;
+          sample["gold"] = gold;
+        }
       }
       r.samples.push_back(sample);
       bar.update(i + 1);

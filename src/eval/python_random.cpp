@@ -101,4 +101,11 @@ std::vector<size_t> PythonRandom::sample(size_t n, size_t k) {
   return result;
 }
 
+std::vector<size_t> PythonRandom::shuffle(size_t n) {
+  std::vector<size_t> x(n);
+  for (size_t i = 0; i < n; ++i) x[i] = i;
+  for (size_t i = n; i-- > 1;) std::swap(x[i], x[size_t(randbelow(i + 1))]);
+  return x;
+}
+
 }  // namespace lamina

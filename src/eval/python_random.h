@@ -18,6 +18,8 @@ class PythonRandom {
   uint64_t randbelow(uint64_t n);        // _randbelow_with_getrandbits, n >= 1
   // random.sample(range(n), k): the indices, in the order Python returns them.
   std::vector<size_t> sample(size_t n, size_t k);
+  // random.shuffle(x) for x = list(range(n)): the permutation Python leaves.
+  std::vector<size_t> shuffle(size_t n);
 
  private:
   std::array<uint32_t, 624> mt_{};

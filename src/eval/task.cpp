@@ -91,6 +91,37 @@ EvalTask load_task(const std::string& path) {
         t.harness = yaml_as<std::string>(v, path, k);
       else if (k == "bos")
         t.bos = yaml_as<std::string>(v, path, k);
+      else if (k == "filters") {
+        if (!v.IsSequence()) fail(path, ":", v.Mark().line + 1, ": filters is a list");
+        for (auto f : v) {
+          AnswerFilter af;
+          for (auto kv : f) {
+            const std::string fk = yaml_as<std::string>(kv.first, path, "filters key");
+            if (fk == "name")
+              af.name = yaml_as<std::string>(kv.second, path, "filters.name");
+            else if (fk == "regex")
+              af.regex = yaml_as<std::string>(kv.second, path, "filters.regex");
+            else if (fk == "group_select")
+              af.group_select = yaml_as<int64_t>(kv.second, path, "filters.group_select");
+            else if (fk == "fallback")
+              af.fallback = yaml_as<std::string>(kv.second, path, "filters.fallback");
+            else
+              fail(path, ":", kv.first.Mark().line + 1, ": unknown filters key '", fk,
+                   "' (name, regex, group_select, fallback)");
+          }
+          if (af.name.empty() || af.regex.empty())
+            fail(path, ":", f.Mark().line + 1, ": a filter needs a name and a regex");
+          PyRegex(af.regex, path + ":" + std::to_string(f.Mark().line + 1));  // compiles now
+          t.filters.push_back(af);
+        }
+      } else if (k == "regexes_to_ignore") {
+        t.match_rules.regexes_to_ignore = yaml_as<std::vector<std::string>>(v, path, k);
+        for (auto& r : t.match_rules.regexes_to_ignore)
+          PyRegex(r, path + ":" + std::to_string(v.Mark().line + 1));
+      } else if (k == "ignore_case")
+        t.match_rules.ignore_case = yaml_as<bool>(v, path, k);
+      else if (k == "ignore_punctuation")
+        t.match_rules.ignore_punctuation = yaml_as<bool>(v, path, k);
       else if (k == "chat")
         t.chat = yaml_as<bool>(v, path, k);
       else
@@ -111,11 +142,15 @@ EvalTask load_task(const std::string& path) {
   if (!known_preprocessor(t.preprocess))
     fail(path, ": preprocess '", t.preprocess,
          "' (arc, hellaswag, mmlu, truthfulqa_mc2, winogrande, gsm8k)");
+  if (t.harness != "lm-eval 0.4.13" && t.harness != "lm-eval b281b09")
+    fail(path, ": harness '", t.harness, "' (lm-eval 0.4.13 or lm-eval b281b09)");
   if (t.bos != "auto" && t.bos != "always" && t.bos != "never")
     fail(path, ": bos is auto, always or never");
   if (t.metrics.empty())
     t.metrics = t.type == "generate" ? std::vector<std::string>{"exact_match"}
                                      : std::vector<std::string>{"acc"};
+  if (!t.answer_regex.empty() && !t.filters.empty())
+    fail(path, ": give filters or answer_regex, not both");
   for (auto& m : t.metrics)
     if (m != "acc" && m != "acc_norm" && m != "mc2" && m != "exact_match")
       fail(path, ": unknown metric '", m, "'");
@@ -178,13 +213,13 @@ int64_t doc_gold(const EvalTask& t, const json& doc) {
 }
 
 std::vector<std::vector<json>> fewshot_examples(const EvalTask& t, const std::vector<json>& docs,
-                                                const std::vector<json>& pool, bool same_pool) {
+                                                const std::vector<json>& pool, bool same_pool,
+                                                PythonRandom& rnd) {
   std::vector<std::vector<json>> out(docs.size());
   if (t.num_fewshot <= 0) return out;
   const size_t k = size_t(t.num_fewshot);
-  // One generator for the whole task, seeded once and advanced item by item (the harness's
-  // ContextSampler with set_rnd(fewshot_random_seed)).
-  PythonRandom rnd(t.fewshot_seed);
+  // One generator for the whole task, advanced item by item (the harness's ContextSampler after
+  // set_rnd(fewshot_random_seed)).
   auto pick = [&](const std::vector<size_t>& idx) {
     std::vector<json> v;
     for (size_t i : idx) v.push_back(pool[i]);
@@ -199,7 +234,9 @@ std::vector<std::vector<json>> fewshot_examples(const EvalTask& t, const std::ve
         fail(t.name, ": ", k, " few-shot examples requested, ", shots.size(), " available");
       continue;
     }
-    if (!same_pool && !t.fewshot_draws_extra) {  // rnd.sample(pool, k)
+    // b281b09 draws k + 1 only from the scored split itself (no training docs).
+    const bool extra = t.fewshot_draws_extra && t.harness != "lm-eval b281b09";
+    if (!same_pool && !extra) {  // rnd.sample(pool, k)
       if (k > pool.size())
         fail(t.name, ": ", k, " few-shot examples requested, ", pool.size(), " available");
       shots = pick(rnd.sample(pool.size(), k));

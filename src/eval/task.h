@@ -6,6 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "eval/answer_filter.h"
+#include "eval/python_random.h"
+
 namespace lamina {
 
 struct EvalTask {
@@ -37,7 +40,11 @@ struct EvalTask {
   std::vector<std::string> until;
   int64_t max_new_tokens = 256;
   std::string answer_regex;  // extraction from the generation and the target
-  bool chat = false;         // wrap the prompt in the model's chat template
+  // lm-eval 0.4.x generation scoring: each filter gives metric exact_match,<name>; the reference
+  // is doc_to_target as rendered, both compared under match_rules. Replaces answer_regex.
+  std::vector<AnswerFilter> filters;
+  ExactMatchRules match_rules;
+  bool chat = false;  // wrap the prompt in the model's chat template
 };
 
 // Loads a task; relative data paths resolve against the YAML's directory; `where` in errors.
@@ -54,10 +61,12 @@ std::string render_template(const std::string& tmpl, const nlohmann::json& doc,
 // The few-shot examples of every item, in item order, as lm-eval 0.4.13's samplers draw them.
 // same_pool: the demonstrations come from the scored data itself (lm-eval's few-shot split equal
 // to the test split): the harness then draws k + 1 and drops copies of the item.
+// rnd: the task's generator (PythonRandom(fewshot_seed); for lm-eval b281b09, the Random(42)
+// that first shuffled the items).
 std::vector<std::vector<nlohmann::json>> fewshot_examples(const EvalTask& t,
                                                           const std::vector<nlohmann::json>& docs,
                                                           const std::vector<nlohmann::json>& pool,
-                                                          bool same_pool);
+                                                          bool same_pool, PythonRandom& rnd);
 
 // The choices of a multiple-choice item and the gold index.
 std::vector<std::string> doc_choices(const EvalTask& t, const nlohmann::json& doc);

@@ -170,7 +170,8 @@ def main():
         for name, spec in TASKS.items():
             log = os.path.join(tmp, f"{name}.samples.jsonl")
             args = ["eval", "--model", model, "--task", os.path.join(tasks_dir, spec[5]),
-                    "--data", files[name]["test"], "--num-fewshot", str(spec[3]), "--log-samples", log]
+                    "--data", files[name]["test"], "--num-fewshot", str(spec[3]), "--log-samples", log,
+                    "--output", log + ".json"]
             if spec[2]:
                 args += ["--fewshot-data", files[name]["fewshot"]]
             if name == "gsm8k":
@@ -180,14 +181,18 @@ def main():
                 continue
             ours = [json.loads(x) for x in open(log, encoding="utf-8")]
             # One entry per item and filter (GSM8K has two: strict-match, flexible-extract).
-            theirs = {}
+            theirs, per_filter = {}, {}
             for smp in h["samples"][f"oracle_{name}"]:
                 theirs.setdefault(smp["doc_id"], smp)
+                per_filter[(smp["doc_id"], smp.get("filter", "none"))] = smp
             theirs = [theirs[k] for k in sorted(theirs)]
+            if name == "gsm8k":
+                compare_filters(report, ours, per_filter)
             report.check(f"{name}: same item count", len(ours) == len(theirs) == spec[1], f"{len(ours)} vs {len(theirs)}")
-            compare_items(report, name, ours, theirs)
+            ties = compare_items(report, name, ours, theirs)
             n_items += len(ours)
-            compare_metrics(report, name, p.stdout, h["results"][f"oracle_{name}"])
+            mine = json.load(open(log + ".json"))["results"][name]["default"]["metrics"]
+            compare_metrics(report, name, mine, h["results"][f"oracle_{name}"], (ties or 0) / len(ours))
         if not ONLY:
             report.check("at least 200 items compared", n_items >= 200, str(n_items))
     report.finish()
@@ -242,10 +247,31 @@ def compare_items(report, name, ours, theirs):
                      f"tokenised differently {space_runs[:4]}")
     report.check(f"{name}: per-item predictions equal", not pred_bad,
                  f"{pred_bad[:3]} ({near_ties} near ties skipped)")
+    return near_ties
 
 
-def compare_metrics(report, name, table, results):
-    print(f"  harness {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items() if isinstance(v, float)))
+def compare_filters(report, ours, per_filter):
+    """GSM8K: each filter's extracted answer and exact match, item by item."""
+    bad, numbers = [], 0
+    for o in ours:
+        for f in ("strict-match", "flexible-extract"):
+            t = per_filter[(o["index"], f)]
+            numbers += t["filtered_resps"][0] != "[invalid]"
+            if o["filtered"][f] != t["filtered_resps"][0] or o["exact_match"][f] != t["exact_match"]:
+                bad.append((o["index"], f, o["filtered"][f], t["filtered_resps"][0]))
+    report.check("gsm8k: both filters' answers and exact matches equal the harness's", not bad,
+                 f"{bad[:3]}; {numbers} extracted answers compared")
+
+
+def compare_metrics(report, name, mine, results, tie_share):
+    """The task's scores: lamina's metric names against the harness's 'metric,filter' keys. Items
+    whose best two choices are within 1e-3 (duplicate choices among them) may go either way."""
+    keys = {"acc": "acc,none", "acc_norm": "acc_norm,none", "mc2": "acc,none",
+            "exact_match,strict-match": "exact_match,strict-match",
+            "exact_match,flexible-extract": "exact_match,flexible-extract"}
+    pairs = [(k, mine[k], results[keys[k]]) for k in mine if k in keys]
+    report.check(f"{name}: scores equal the harness's", pairs and all(abs(a - b) <= tie_share + 1e-5 for _, a, b in pairs),
+                 ", ".join(f"{k} {a:.4f}/{b:.4f}" for k, a, b in pairs))
 
 
 if __name__ == "__main__":

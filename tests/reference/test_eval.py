@@ -202,7 +202,29 @@ def main():
                 "--sweep", "temperature=0,0.7", "--output", out)
         r = json.load(open(out))["results"]["gsm8k"]
         report.check("generation task runs once per sweep setting", set(r) == {"temperature=0", "temperature=0.7"}
-                     and all("exact_match" in v["metrics"] for v in r.values()), str(list(r)))
+                     and all("exact_match,strict-match" in v["metrics"] for v in r.values()), str(list(r)))
+
+        # The Open LLM Leaderboard v1 definition (lm-eval b281b09): items shuffled by Random(42),
+        # demonstrations drawn from the train split by that same generator, no BOS.
+        items = [{"question": f"What is {i}+{i}?", "answer": f"{i}+{i}={2 * i}\n#### {2 * i}"} for i in range(5)]
+        train = [{"question": f"Train {i}?", "answer": f"#### {i}"} for i in range(6)]
+        for path, rows in ((g, items), (os.path.join(tmp, "gtrain.jsonl"), train)):
+            with open(path, "w") as f:
+                for row in rows:
+                    f.write(json.dumps(row) + "\n")
+        smp, out = os.path.join(tmp, "v1.samples"), os.path.join(tmp, "v1.json")
+        run("eval", "--model", d, "--task", os.path.join(ROOT, "tasks", "gsm8k_leaderboard_v1.yaml"), "--data", g,
+            "--fewshot-data", os.path.join(tmp, "gtrain.jsonl"), "--num-fewshot", "2", "--max-new-tokens", "2",
+            "--log-samples", smp, "--output", out)
+        rnd = random.Random(42)
+        order = list(items)
+        rnd.shuffle(order)
+        want = ["".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in rnd.sample(train, 2))
+                + f"Question: {doc['question']}\nAnswer:" for doc in order]
+        got = [json.loads(x)["prompt"] for x in open(smp)]
+        settings = json.load(open(out))["results"]["gsm8k"]["default"]["settings"]
+        report.check("gsm8k (Leaderboard v1, b281b09): item order, demonstrations and no BOS as that harness",
+                     got == want and settings["bos"] is False, repr(got[0][:60]))
 
         # Chat generation ends where generation_config.json says a reply ends (OpenChat SFT adds
         # <|end_of_turn|> there, not to config.json) and uses its chat_condition. The reference model's

@@ -38,18 +38,18 @@ TEST(Eval, FewshotSelectionAsLmEval) {
     return v;
   };
   t.fewshot_sampler = "first_n";  // FirstNSampler: never the item itself
-  EXPECT_EQ(ids(fewshot_examples(t, pool, pool, true)),
+  lamina::PythonRandom r0(1234), r1(1234), r2(7);
+  EXPECT_EQ(ids(fewshot_examples(t, pool, pool, true, r0)),
             (std::vector<std::vector<int>>{{1, 2}, {0, 2}, {0, 1}, {0, 1}}));
   // The default sampler, from the scored data: CPython's
   //   r = random.Random(1234); [[x for x in r.sample(pool, 3) if x != d][:2] for d in pool]
   t.fewshot_sampler = "default";
-  EXPECT_EQ(ids(fewshot_examples(t, pool, pool, true)),
+  EXPECT_EQ(ids(fewshot_examples(t, pool, pool, true, r1)),
             (std::vector<std::vector<int>>{{3, 2}, {0, 2}, {0, 3}, {1, 0}}));
   // From a separate few-shot split: r = random.Random(7); [r.sample(pool2, 2) for d in docs]
   std::vector<nlohmann::json> pool2, docs = {{{"j", 0}}, {{"j", 1}}};
   for (int i = 0; i < 6; ++i) pool2.push_back({{"i", i}});
-  t.fewshot_seed = 7;
-  EXPECT_EQ(ids(fewshot_examples(t, docs, pool2, false)),
+  EXPECT_EQ(ids(fewshot_examples(t, docs, pool2, false, r2)),
             (std::vector<std::vector<int>>{{2, 1}, {3, 0}}));
 }
 
@@ -99,4 +99,19 @@ TEST(Eval, DatasetRowsAsTheHarnessProcessesThem) {
   EXPECT_EQ(m["question"], "Why?");
   EXPECT_EQ(m["subject"], "high school physics");
   EXPECT_EQ(m["D"], "d");
+}
+
+TEST(Eval, AnswerFiltersAsLmEval) {
+  // lm-eval 0.4.13's gsm8k filters; expected values printed by the harness's own RegexFilter and
+  // exact_match_hf_evaluate (tests/oracles/test_lm_eval.py checks the same strings against them).
+  AnswerFilter strict{"strict-match", "#### (\\-?[0-9\\.\\,]+)", 0, "[invalid]"};
+  AnswerFilter flex{"flexible-extract", "(-?[$0-9.,]{2,})|(-?[0-9]+)", -1, "[invalid]"};
+  EXPECT_EQ(apply_answer_filter(strict, "so 3+4=7\n#### 1,234.\nQuestion"), "1,234.");
+  EXPECT_EQ(apply_answer_filter(strict, "no answer"), "[invalid]");
+  EXPECT_EQ(apply_answer_filter(flex, "it costs $12 then 7 apples"), "7");
+  EXPECT_EQ(apply_answer_filter(flex, "it costs $1,200."), "$1,200.");
+  ExactMatchRules rules{{",", "\\$", "(?s).*#### ", "\\.$"}, true, false};
+  EXPECT_TRUE(exact_match("$1,200.", "Cost: 600*2=1200\n#### 1200", rules));
+  EXPECT_FALSE(exact_match("120", "Cost\n#### 1200", rules));
+  EXPECT_THROW(PyRegex("(unclosed", "t.yaml:3"), Error);
 }

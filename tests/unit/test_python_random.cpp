@@ -29,3 +29,9 @@ TEST(PythonRandom, SampleBothAlgorithms) {
   EXPECT_EQ(t.getrandbits(40), 151282538206ull);
   EXPECT_EQ(t.getrandbits(64), 1890702223848595625ull);
 }
+
+TEST(PythonRandom, Shuffle) {
+  PythonRandom r(42);  // x = list(range(10)); r.shuffle(x); x, r.getrandbits(32)
+  EXPECT_EQ(r.shuffle(10), (std::vector<size_t>{7, 3, 2, 8, 5, 6, 9, 4, 0, 1}));
+  EXPECT_EQ(r.getrandbits(32), 2536146025u);
+}
