@@ -25,9 +25,10 @@ CASES = {
     "mixtral-split": (["--shape", "tiny-mixtral"], 40, 3e-5),
     "mixtral-fused": (["--shape", "tiny-mixtral", "--moe-layout", "fused", "--experts", "4", "--experts-per-tok", "2"], 40, 3e-5),
     # bf16 weights: lamina rounds each matmul input to bf16 and accumulates in f32; the reference
-    # does the same rounding. F32 accumulation order (oneDNN vs the BLAS torch links) still flips
-    # an occasional bf16 rounding (2^-8 relative), which propagates: measured 3e-5 to 2e-3 on
-    # llama, up to 2e-2 on mixtral where a flip can move a near-tied routing decision.
+    # does the same rounding. F32 accumulation order (oneDNN or the widened path vs the BLAS torch
+    # links) still flips an occasional bf16 rounding (2^-8 relative), which propagates: a bound on
+    # the largest error would bound chaos. These cases bound the mean error and the share of
+    # logits off by more than 1e-4 instead (below); the max is only a sanity guard.
     "llama-bf16": (["--shape", "tiny", "--dtype", "bf16"], 40, 2.5e-2),
     "mixtral-bf16": (["--shape", "tiny-mixtral", "--dtype", "bf16"], 40, 5e-2),
 }
@@ -52,6 +53,21 @@ def run_case(lamina, name, tmp):
     scale = want.abs().max().item()
     ok = err <= tol and got.shape == want.shape
     print(f"{'PASS' if ok else 'FAIL'} {name}: T={T} max|logit|={scale:.3f} max abs err={err:.2e} (tol {tol:g})")
+    if reference_model.ROUND_ACTIVATIONS_BF16 and cfg["model_type"] != "mixtral":
+        # Measured on llama-bf16 (AVX2, widened bf16 path): mean 1.1e-5, 2.1% of logits off by more
+        # than 1e-4. Without the reference's bf16 rounding the mean is 7.5e-3, so the bound tells
+        # a model that computes bf16 products in f32. (Mixtral is not bounded this way: one flipped
+        # near-tied routing choice changes every later position, measured mean 2.3e-3, as large
+        # as the unrounded control; its max guard above stays.)
+        e = (got - want).abs()
+        mean, share = e.mean().item(), (e > 1e-4).double().mean().item()
+        reference_model.ROUND_ACTIVATIONS_BF16 = False
+        with torch.no_grad():
+            control = (got - reference_model.forward(cfg, w, ids)).abs().mean().item()
+        good = mean <= 5e-5 and share <= 0.05 and control > 20 * 5e-5
+        print(f"{'PASS' if good else 'FAIL'} {name}: mean abs err={mean:.2e} (tol 5e-5), share > 1e-4: "
+              f"{share:.4f} (tol 0.05); without bf16 rounding in the reference: {control:.2e}")
+        ok = ok and good
     if cfg.get("sliding_window") and cfg["model_type"] == "mistral":
         # Control: the sequence is longer than the window, so ignoring the window must show.
         full = dict(cfg, sliding_window=None)
