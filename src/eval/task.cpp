@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
 #include "eval/dataset_rows.h"
 #include "eval/python_random.h"
+#include "eval/template_expr.h"
 #include "io/jsonl.h"
 #include "io/mapped_file.h"
 #include "io/yaml_file.h"
@@ -29,10 +31,36 @@ std::vector<json> read_jsonl(const std::string& path, std::vector<int64_t>* line
   return out;
 }
 
-EvalTask load_task(const std::string& path) {
+namespace {
+
+// What lm-evaluation-harness's `!function module.name` hooks of the shipped tasks do, done
+// natively: (hook, what it becomes). Other Python hooks cannot run here and are refused by name.
+bool apply_harness_function(EvalTask& t, const std::string& key, const std::string& fn,
+                            const std::string& dir_name) {
+  if (key == "process_docs" && fn == "utils.process_docs" &&
+      (t.name.find("hellaswag") != std::string::npos || dir_name == "hellaswag"))
+    return t.preprocess = "hellaswag", true;
+  if (fn.rfind("preprocess_winogrande.", 0) == 0 &&
+      (key == "doc_to_text" || key == "doc_to_target" || key == "doc_to_choice")) {
+    // Partial scoring: each option completes the sentence up to the blank, the rest is scored.
+    t.preprocess = "winogrande", t.choice_in_context = true, t.doc_to_text = "{{prefix}}{{choice}}";
+    t.doc_to_target = "answer";
+    return true;
+  }
+  if (key == "process_results" && fn == "utils.process_results_mc2") {
+    // Its "acc" is mc2 over mc2_targets; metric_list naming acc keeps meaning that.
+    t.mc2_hook = true, t.preprocess = "truthfulqa_mc2", t.labels_field = "labels";
+    return true;
+  }
+  return false;
+}
+
+void apply_task_yaml(const std::string& path, EvalTask& t, int depth,
+                     std::map<std::string, std::string>& splits) {
   if (!file_exists(path)) fail(path, ": task not found");
+  if (depth > 8) fail(path, ": include nested more than 8 deep");
   YAML::Node y = load_yaml_file(path);
-  EvalTask t;
+  if (!y.IsMap()) fail(path, ": a task definition is a mapping of keys");
   const std::string dir = fs::path(path).parent_path().string();
   auto resolve = [&](const std::string& p) {
     std::error_code ec;  // the non-throwing overloads: a path part over NAME_MAX is just absent
@@ -40,9 +68,103 @@ EvalTask load_task(const std::string& path) {
     return (fs::path(dir) / p).string();
   };
   try {
+    // lm-eval's include: the named definition first, this file's keys over it.
+    if (y["include"]) apply_task_yaml(resolve(yaml_as<std::string>(y["include"], path, "include")), t,
+                                      depth + 1, splits);
     for (auto it : y) {
       const std::string k = yaml_as<std::string>(it.first, path, "key");
       const YAML::Node& v = it.second;
+      const int line = it.first.Mark().line + 1;
+      if (v.Tag() == "!function") {
+        const std::string fn = yaml_as<std::string>(v, path, k);
+        if (!apply_harness_function(t, k, fn, fs::path(path).parent_path().filename().string()))
+          fail(path, ":", line, ": ", k, ": !function ", fn,
+               " is Python code; lamina runs natively only the shipped tasks' hooks (HellaSwag's "
+               "utils.process_docs, preprocess_winogrande.*, TruthfulQA's utils.process_results_mc2)");
+        continue;
+      }
+      if (k == "include") continue;
+      // lm-eval's own keys, with the meaning its ConfigurableTask gives them.
+      if (k == "output_type") {
+        const std::string o = yaml_as<std::string>(v, path, k);
+        if (o == "multiple_choice") t.type = "multiple_choice";
+        else if (o == "generate_until") t.type = "generate";
+        else fail(path, ":", line, ": output_type '", o, "' (multiple_choice or generate_until)");
+        continue;
+      }
+      if (k == "doc_to_choice") {
+        if (v.IsSequence()) t.choices = yaml_as<std::vector<std::string>>(v, path, k);
+        else t.doc_to_choice = yaml_as<std::string>(v, path, k);
+        continue;
+      }
+      if (k == "doc_to_target" && v.IsScalar() && !v.Scalar().empty() &&
+          v.Scalar().find_first_not_of("0123456789") == std::string::npos) {
+        t.doc_to_target = "{{" + v.Scalar() + "}}";  // a fixed gold index (TruthfulQA: 0)
+        continue;
+      }
+      if (k == "metric_list") {
+        t.metrics.clear();
+        for (auto m : v) {
+          const std::string name = yaml_as<std::string>(m["metric"], path, "metric_list.metric");
+          t.metrics.push_back(name);
+          if (m["regexes_to_ignore"])
+            t.match_rules.regexes_to_ignore =
+                yaml_as<std::vector<std::string>>(m["regexes_to_ignore"], path, "regexes_to_ignore");
+          if (m["ignore_case"]) t.match_rules.ignore_case = yaml_as<bool>(m["ignore_case"], path, k);
+          if (m["ignore_punctuation"])
+            t.match_rules.ignore_punctuation = yaml_as<bool>(m["ignore_punctuation"], path, k);
+        }
+        continue;
+      }
+      if (k == "generation_kwargs") {
+        if (v["until"]) t.until = yaml_as<std::vector<std::string>>(v["until"], path, "until");
+        if (v["max_gen_toks"]) t.max_new_tokens = yaml_as<int64_t>(v["max_gen_toks"], path, k);
+        if (v["do_sample"] && yaml_as<bool>(v["do_sample"], path, k))
+          fail(path, ":", line, ": generation_kwargs.do_sample: true (lamina's --temperature samples)");
+        continue;
+      }
+      if (k == "filter_list") {
+        t.filters.clear();
+        for (auto f : v) {
+          AnswerFilter af;
+          af.name = yaml_as<std::string>(f["name"], path, "filter_list.name");
+          for (auto step : f["filter"]) {
+            const std::string fn = yaml_as<std::string>(step["function"], path, "filter.function");
+            if (fn == "regex") {
+              af.regex = yaml_as<std::string>(step["regex_pattern"], path, "regex_pattern");
+              if (step["group_select"]) af.group_select = yaml_as<int64_t>(step["group_select"], path, k);
+              if (step["fallback"]) af.fallback = yaml_as<std::string>(step["fallback"], path, k);
+            } else if (fn != "take_first") {
+              fail(path, ":", step.Mark().line + 1, ": filter function '", fn, "' (regex, take_first)");
+            }
+          }
+          if (af.regex.empty()) fail(path, ":", f.Mark().line + 1, ": filter ", af.name, " has no regex");
+          PyRegex(af.regex, path + ":" + std::to_string(f.Mark().line + 1));
+          t.filters.push_back(af);
+        }
+        continue;
+      }
+      if (k == "fewshot_config") {
+        for (auto kv : v) {
+          const std::string fk = yaml_as<std::string>(kv.first, path, "fewshot_config key");
+          if (fk == "sampler") t.fewshot_sampler = yaml_as<std::string>(kv.second, path, k);
+          else fail(path, ":", kv.first.Mark().line + 1, ": fewshot_config.", fk, " (sampler)");
+        }
+        continue;
+      }
+      if (k == "training_split" || k == "validation_split" || k == "test_split" || k == "fewshot_split") {
+        splits[k] = v.IsNull() ? "" : yaml_as<std::string>(v, path, k);
+        continue;
+      }
+      if (k == "repeats") {
+        if (yaml_as<int64_t>(v, path, k) != 1) fail(path, ":", line, ": repeats other than 1");
+        continue;
+      }
+      // Where the harness downloads data from and what it logs: lamina reads --data files.
+      if (k == "tag" || k == "task_alias" || k == "dataset_path" || k == "dataset_name" ||
+          k == "dataset_kwargs" || k == "should_decontaminate" ||
+          k == "doc_to_decontamination_query" || k == "metadata" || k == "group")
+        continue;
       if (k == "task")
         t.name = yaml_as<std::string>(v, path, k);
       else if (k == "type")
@@ -130,7 +252,19 @@ EvalTask load_task(const std::string& path) {
   } catch (const YAML::Exception& e) {
     fail(path, ":", e.mark.line + 1, ": ", e.msg);
   }
-  if (t.name.empty()) t.name = fs::path(path).stem().string();
+}
+
+}  // namespace
+
+EvalTask load_task(const std::string& path) {
+  EvalTask t;
+  std::map<std::string, std::string> splits;
+  apply_task_yaml(path, t, 0, splits);
+  // A harness definition: its sampler gets the item when fewshot_split == test_split (both
+  // unset included), and its default split for examples is the first of train, validation, test.
+  if (splits.count("test_split") || splits.count("training_split") || splits.count("fewshot_split"))
+    t.fewshot_draws_extra = splits["fewshot_split"] == splits["test_split"];
+  if (t.mc2_hook) t.metrics = {"mc2"};
   if (t.type != "multiple_choice" && t.type != "generate")
     fail(path, ": type '", t.type, "' (multiple_choice or generate)");
   if (t.doc_to_text.empty()) fail(path, ": missing doc_to_text");
@@ -158,54 +292,44 @@ EvalTask load_task(const std::string& path) {
 }
 
 std::string render_template(const std::string& tmpl, const json& doc, const std::string& where) {
-  std::string out;
-  size_t i = 0;
-  while (i < tmpl.size()) {
-    size_t a = tmpl.find("{{", i);
-    if (a == std::string::npos) {
-      out += tmpl.substr(i);
-      break;
-    }
-    size_t b = tmpl.find("}}", a + 2);
-    if (b == std::string::npos) fail(where, ": unclosed {{ in template");
-    out += tmpl.substr(i, a - i);
-    std::string key = tmpl.substr(a + 2, b - a - 2);
-    key.erase(0, key.find_first_not_of(' '));
-    key.erase(key.find_last_not_of(' ') + 1);
-    auto it = doc.find(key);
-    if (it == doc.end()) fail(where, ": the document has no field '", key, "'");
-    if (it->is_string()) {
-      out += it->get<std::string>();
-    } else if (it->is_array()) {
-      for (size_t k = 0; k < it->size(); ++k)
-        out += (k ? ", " : "") +
-               ((*it)[k].is_string() ? (*it)[k].get<std::string>() : (*it)[k].dump());
-    } else {
-      out += it->dump();
-    }
-    i = b + 2;
-  }
-  return out;
+  return render_jinja(tmpl, doc, where);
 }
 
 std::vector<std::string> doc_choices(const EvalTask& t, const json& doc) {
   if (!t.choices.empty()) return t.choices;
-  auto it = doc.find(t.choices_field);
-  if (it == doc.end() || !it->is_array() || it->empty())
-    fail(t.name, ": item has no list field '", t.choices_field, "'");
+  json list;
+  if (t.doc_to_choice.find("{{") != std::string::npos) {
+    list = evaluate_jinja(t.doc_to_choice, doc, t.name + " doc_to_choice");
+  } else {
+    const std::string field = t.doc_to_choice.empty() ? t.choices_field : t.doc_to_choice;
+    auto it = doc.find(field);
+    if (it == doc.end()) fail(t.name, ": item has no list field '", field, "'");
+    list = *it;
+  }
+  if (!list.is_array() || list.empty()) fail(t.name, ": the item's choices are not a non-empty list");
   std::vector<std::string> c;
-  for (auto& x : *it) c.push_back(x.is_string() ? x.get<std::string>() : x.dump());
+  for (auto& x : list) c.push_back(x.is_string() ? x.get<std::string>() : python_repr(x));
   return c;
 }
 
 int64_t doc_gold(const EvalTask& t, const json& doc) {
-  const std::string key = t.doc_to_target.empty() ? "gold" : t.doc_to_target;
-  auto it = doc.find(key);
-  if (it == doc.end()) fail(t.name, ": item has no gold field '", key, "'");
-  if (it->is_number_integer()) return it->get<int64_t>();
-  // A letter (A, B, ...) or the text of a choice.
+  json g;
+  if (t.doc_to_target.find("{{") != std::string::npos) {
+    g = evaluate_jinja(t.doc_to_target, doc, t.name + " doc_to_target");
+  } else {
+    const std::string key = t.doc_to_target.empty() ? "gold" : t.doc_to_target;
+    auto it = doc.find(key);
+    if (it == doc.end()) fail(t.name, ": item has no gold field '", key, "'");
+    g = *it;
+  }
+  if (g.is_number_integer()) return g.get<int64_t>();
+  if (!g.is_string()) fail(t.name, ": gold ", g.dump().substr(0, 40), " is not an index or a string");
+  // A string of digits is an index (the harness literal_evals it), then a letter (A, B, ...), then
+  // the text of a choice.
   auto choices = doc_choices(t, doc);
-  const std::string s = it->get<std::string>();
+  const std::string s = g.get<std::string>();
+  if (!s.empty() && s.size() < 10 && s.find_first_not_of("0123456789") == std::string::npos)
+    return std::stoll(s);
   if (s.size() == 1 && s[0] >= 'A' && s[0] < 'A' + int(choices.size())) return s[0] - 'A';
   for (size_t i = 0; i < choices.size(); ++i)
     if (choices[i] == s) return int64_t(i);

@@ -19,9 +19,11 @@ struct EvalTask {
   std::string doc_to_text;         // the question part (template)
   std::string doc_to_target;       // mc: gold index field or template; generate: the answer
   std::string choices_field = "choices";  // mc: a list field
+  std::string doc_to_choice;              // mc: lm-eval's Jinja expression giving the list
   std::vector<std::string> choices;       // mc: the same choices for every item (MMLU's A-D)
   bool choice_in_context = false;         // Winogrande's partial scoring: choices fill the context
   std::string labels_field;               // mc2: list of 0/1 per choice
+  bool mc2_hook = false;                  // lm-eval's utils.process_results_mc2 named the metric
   int64_t num_fewshot = 0;
   // lm-eval's samplers: "default" draws with Python's random.Random(fewshot_seed).sample, one call
   // per item in order (state carried over, as the harness does); "first_n" takes the first k.
@@ -53,8 +55,8 @@ EvalTask load_task(const std::string& yaml_path);
 std::vector<nlohmann::json> read_jsonl(const std::string& path,
                                        std::vector<int64_t>* lines = nullptr);
 
-// "{{question}}" -> the document's field (strings as they are, numbers printed, lists joined by
-// ", "); an unknown field is an error naming the template.
+// A task template rendered against a document: Jinja's `{{ expression }}` and `{% set %}` as
+// lm-eval writes them (eval/template_expr.h); an unknown field is an error naming the template.
 std::string render_template(const std::string& tmpl, const nlohmann::json& doc,
                             const std::string& where);
 

@@ -180,6 +180,19 @@ def main():
             if not report.check(f"{name}: lamina eval runs", p.returncode == 0, p.stderr[-300:]):
                 continue
             ours = [json.loads(x) for x in open(log, encoding="utf-8")]
+            # The harness's own YAML file (include, Jinja, !function hooks) gives the same run.
+            import lm_eval
+            own = os.path.join(os.path.dirname(lm_eval.__file__), "tasks", spec[4])
+            log2 = log + ".own"
+            args2 = [own if a == args[4] else log2 if a == log else log2 + ".json" if a == log + ".json" else a
+                     for a in args]
+            p2 = run(*args2)
+            if report.check(f"{name}: the harness's own {spec[4]} runs in lamina", p2.returncode == 0, p2.stderr[-300:]):
+                own_rows = [json.loads(x) for x in open(log2, encoding="utf-8")]
+                keys = ("prompt", "loglikelihoods", "prediction", "generation", "mc2")
+                same = len(own_rows) == len(ours) and all(
+                    all(a.get(k) == b.get(k) for k in keys) for a, b in zip(own_rows, ours))
+                report.check(f"{name}: ... with the same prompts, scores and predictions as tasks/{spec[5]}", same)
             # One entry per item and filter (GSM8K has two: strict-match, flexible-extract).
             theirs, per_filter = {}, {}
             for smp in h["samples"][f"oracle_{name}"]:

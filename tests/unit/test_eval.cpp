@@ -4,6 +4,7 @@
 #include "eval/dataset_rows.h"
 #include "eval/evaluator.h"
 #include "eval/task.h"
+#include "eval/template_expr.h"
 
 using namespace lamina;
 
@@ -19,8 +20,9 @@ TEST(Eval, Gsm8kAnswerExtraction) {
 
 TEST(Eval, TemplatesNameMissingFields) {
   nlohmann::json doc = {{"question", "Q?"}, {"n", 3}, {"list", {"a", "b"}}};
-  EXPECT_EQ(render_template("Question: {{question}} {{ n }} [{{list}}]", doc, "t"),
-            "Question: Q? 3 [a, b]");
+  // Jinja prints a list as Python's repr.
+  EXPECT_EQ(render_template("Question: {{question}} {{ n }} {{list}}", doc, "t"),
+            "Question: Q? 3 ['a', 'b']");
   EXPECT_THROW(render_template("{{nope}}", doc, "t"), Error);
   EXPECT_THROW(render_template("{{open", doc, "t"), Error);
 }
@@ -114,4 +116,22 @@ TEST(Eval, AnswerFiltersAsLmEval) {
   EXPECT_TRUE(exact_match("$1,200.", "Cost: 600*2=1200\n#### 1200", rules));
   EXPECT_FALSE(exact_match("120", "Cost\n#### 1200", rules));
   EXPECT_THROW(PyRegex("(unclosed", "t.yaml:3"), Error);
+}
+
+TEST(Eval, JinjaExpressionsOfHarnessTasks) {
+  // The expressions lm-eval 0.4.13's ARC, MMLU and TruthfulQA definitions use; expected strings as
+  // jinja2 renders them (tests/oracles/test_lm_eval.py runs those YAML files themselves).
+  nlohmann::json arc = {{"question", " Why? "},
+                        {"choices", {{"text", {"it's", "b"}}, {"label", {"A", "B"}}}},
+                        {"answerKey", "B"}};
+  EXPECT_EQ(evaluate_jinja("{{choices.label.index(answerKey)}}", arc, "t"), 1);
+  EXPECT_EQ(evaluate_jinja("{{choices.text}}", arc, "t"), (nlohmann::json{"it's", "b"}));
+  EXPECT_EQ(render_jinja("{{choices.text}}", arc, "t"), "[\"it's\", 'b']");
+  EXPECT_EQ(render_jinja("{{question.strip()}}\nA. {{choices.text[0]}}", arc, "t"), "Why?\nA. it's");
+  EXPECT_EQ(render_jinja("{% set p = 'Q: x' %}{{p + '\\n\\nQ: ' + question.strip() + '\\nA:'}}", arc, "t"),
+            "Q: x\n\nQ: Why?\nA:");
+  EXPECT_EQ(render_jinja("{{ choices.text | join(', ') }}-{{ question | trim }}", arc, "t"), "it's, b-Why?");
+  EXPECT_THROW(render_jinja("{{ nope }}", arc, "t"), Error);
+  EXPECT_THROW(render_jinja("{% for x in y %}", arc, "t"), Error);
+  EXPECT_THROW(render_jinja("{{ question.title() }}", arc, "t"), Error);
 }
