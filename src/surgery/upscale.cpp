@@ -1,7 +1,9 @@
 #include "surgery/upscale.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -14,6 +16,7 @@
 #include "io/output_dir.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
+#include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_files.h"
 
 namespace lamina {
@@ -31,8 +34,8 @@ struct Item {
   std::string out_name, src_name;
   size_t source;
   Shape shape;
-  DType src_dtype, out_dtype;
-  double scale;
+  DType src_dtype, compute_dtype, out_dtype;  // mergekit: read into `dtype`, write `out_dtype`
+  std::optional<double> scale;                // none: the tensor is not multiplied at all
 };
 
 const char* kLayerPrefix = "model.layers.";
@@ -68,6 +71,115 @@ void check_same_shape(const Source& a, const Source& b) {
     fail("slices mix Mixtral tensor layouts (split vs fused): ", a.dir, " vs ", b.dir);
 }
 
+// Rounds f32 values to `t` and back (a no-op for F32): torch's x.to(t) seen in float.
+void round_to(std::vector<float>& v, DType t, std::vector<uint8_t>& scratch) {
+  if (t == DType::F32) return;
+  scratch.resize(v.size() * dtype_size(t));
+  convert_from_f32(v.data(), scratch.data(), t, v.size());
+  convert_to_f32(scratch.data(), t, v.data(), v.size());
+}
+
+// The models a recipe names (base_model, every slice's), in recipe order, each once.
+std::vector<std::string> referenced_models(const Recipe& r) {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& m) {
+    if (!m.empty() && std::find(out.begin(), out.end(), m) == out.end()) out.push_back(m);
+  };
+  add(r.base_model);
+  for (auto& s : r.slices) add(s.model);
+  return out;
+}
+
+// tokenizer_source base / MODEL: mergekit rebuilds the embeddings and lm_head row by row in the
+// source tokenizer's order (PermutedVocabulary) and sets vocab_size to its size. That is the
+// identity, and passthrough can express it, exactly when every model's tokenizer has the same
+// pieces in the same order as the source's and vocab_size rows. Returns the tokenizer directory.
+std::string check_tokenizer_source(const Recipe& r, const std::vector<Source>& sources) {
+  if (r.tokenizer_source.empty()) return r.donor();
+  const std::string dir = r.tokenizer_source == "base" ? r.donor() : r.tokenizer_source;
+  const Tokenizer tok = Tokenizer::load(dir);
+  int64_t size = tok.size();
+  if (r.pad_to_multiple_of > 0 && size % r.pad_to_multiple_of)
+    fail("tokenizer.pad_to_multiple_of ", r.pad_to_multiple_of, ": ", dir, "'s ", size,
+         " tokens are not a multiple; mergekit pads the embeddings with their mean, which "
+         "lamina's passthrough does not");
+  for (const std::string& m : referenced_models(r)) {
+    const Source* s = nullptr;
+    for (auto& x : sources)
+      if (x.dir == m) s = &x;
+    const int64_t vocab = s ? s->cfg.vocab_size : ModelConfig::load(m).vocab_size;
+    const Tokenizer mt = m == dir ? tok : Tokenizer::load(m);
+    bool same = mt.size() == size && vocab == size;
+    for (int32_t i = 0; same && i < int32_t(size); ++i) same = mt.piece(i) == tok.piece(i);
+    if (!same)
+      fail("tokenizer_source ", r.tokenizer_source, ": ", m, " (", mt.size(),
+           " tokens, vocab_size ", vocab, ") does not have ", dir, "'s ", size,
+           " tokens in the same order; mergekit would permute the embeddings, which lamina's "
+           "passthrough does not");
+  }
+  return dir;
+}
+
+// A model's chat template as transformers reads it: chat_template.jinja, else tokenizer_config's
+// chat_template (a named list: its "default"). "" when it has none.
+std::string read_chat_template(const std::string& dir) {
+  if (file_exists(dir + "/chat_template.jinja"))
+    return read_text_file(dir + "/chat_template.jinja");
+  if (!file_exists(dir + "/tokenizer_config.json")) return "";
+  auto j = nlohmann::json::parse(read_text_file(dir + "/tokenizer_config.json"), nullptr, false);
+  if (!j.is_object() || !j.contains("chat_template")) return "";
+  const auto& c = j["chat_template"];
+  if (c.is_string()) return c.get<std::string>();
+  if (c.is_array())
+    for (auto& e : c)
+      if (e.value("name", "") == "default") return e.value("template", "");
+  return "";
+}
+
+std::string strip(const std::string& s) {
+  const char* ws = " \t\n\r\f\v";
+  size_t a = s.find_first_not_of(ws);
+  if (a == std::string::npos) return "";
+  return s.substr(a, s.find_last_not_of(ws) - a + 1);
+}
+
+// The tokenizer files (mergekit _copy_tokenizer's list) from `from`, then the recipe's
+// chat_template: "auto" is the most common (stripped) template among the models (ties: the first
+// in recipe order; mergekit's order there is a Python set's), else the text itself. It goes into
+// tokenizer_config.json, and a copied chat_template.jinja (which transformers would prefer) is
+// dropped.
+void write_tokenizer(const Recipe& r, const std::string& from, const std::string& to) {
+  copy_tokenizer_files(from, to);
+  for (const char* f : {"merges.txt", "chat_template.jinja", "chat_template.json"})
+    if (file_exists(from + "/" + f)) copy_file(from + "/" + f, to + "/" + f);
+  if (r.chat_template.empty()) return;
+  std::string tmpl = r.chat_template;
+  if (tmpl == "auto") {
+    std::vector<std::pair<std::string, int>> counts;
+    for (const std::string& m : referenced_models(r)) {
+      std::string t = strip(read_chat_template(m));
+      if (t.empty()) continue;
+      auto it = std::find_if(counts.begin(), counts.end(), [&](auto& c) { return c.first == t; });
+      if (it == counts.end())
+        counts.push_back({t, 1});
+      else
+        ++it->second;
+    }
+    if (counts.empty()) return;  // mergekit: no input has one, the tokenizer is left as it is
+    tmpl = std::max_element(counts.begin(), counts.end(), [](auto& a, auto& b) {
+             return a.second < b.second;
+           })->first;
+  }
+  const std::string cfg_path = to + "/tokenizer_config.json";
+  nlohmann::json j = file_exists(cfg_path) ? nlohmann::json::parse(read_text_file(cfg_path))
+                                           : nlohmann::json::object();
+  j["chat_template"] = tmpl;
+  write_file_atomic(cfg_path, j.dump(2) + "\n");
+  std::error_code ec;
+  std::filesystem::remove(to + "/chat_template.jinja", ec);
+  std::filesystem::remove(to + "/chat_template.json", ec);
+}
+
 std::string model_card(const Recipe& r, const ModelConfig& c,
                        const std::vector<int64_t>& new_layers) {
   std::string s =
@@ -80,7 +192,7 @@ std::string model_card(const Recipe& r, const ModelConfig& c,
   for (auto& sl : r.slices) {
     s += "- " + std::to_string(out) + ".." + std::to_string(out + sl.end - sl.begin - 1) + ": " +
          sl.model + " layers " + std::to_string(sl.begin) + ".." + std::to_string(sl.end - 1) +
-         (sl.scale.empty() ? "" : " (scaled)") + "\n";
+         (sl.scale.empty() && sl.slice_scale.empty() && r.scale.empty() ? "" : " (scaled)") + "\n";
     out += sl.end - sl.begin;
   }
   if (!new_layers.empty()) s += "\nNew (identity) layers are listed in expanded_layers.json.\n";
@@ -92,28 +204,37 @@ std::string model_card(const Recipe& r, const ModelConfig& c,
 
 }  // namespace
 
-UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
+UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
-  if (recipe.slices.empty()) fail("recipe has no slices");
-  // 1. Sources: every model once; config, checkpoint, layout.
+  if (recipe_in.slices.empty()) fail("recipe has no slices");
+  Recipe recipe = recipe_in;
+  // 1. Sources: every model once (base_model and the tokenizer source too); config, checkpoint,
+  // layout.
   std::vector<Source> sources;
   std::map<std::string, size_t> index;
-  std::vector<size_t> slice_source;
-  for (auto& sl : recipe.slices) {
-    auto it = index.find(sl.model);
+  auto source_of = [&](const std::string& dir, bool weights) {
+    auto it = index.find(dir);
     if (it == index.end()) {
       Source s;
-      s.dir = sl.model;
-      s.cfg = ModelConfig::load(sl.model);
-      if (!opt.config_only) {
-        s.ckpt = std::make_unique<Checkpoint>(sl.model);
-        s.layout = detect_moe_layout(s.cfg, *s.ckpt);
-      }
-      it = index.emplace(sl.model, sources.size()).first;
+      s.dir = dir;
+      s.cfg = ModelConfig::load(dir);
+      it = index.emplace(dir, sources.size()).first;
       sources.push_back(std::move(s));
     }
-    slice_source.push_back(it->second);
+    Source& s = sources[it->second];
+    if (weights && !opt.config_only && !s.ckpt) {
+      s.ckpt = std::make_unique<Checkpoint>(dir);
+      s.layout = detect_moe_layout(s.cfg, *s.ckpt);
+    }
+    return it->second;
+  };
+  std::vector<size_t> slice_source;
+  for (auto& sl : recipe.slices) {
+    slice_source.push_back(source_of(sl.model, true));
+    // The models: form: the whole model.
+    if (sl.end == kAllLayers) sl.end = sources[slice_source.back()].cfg.num_hidden_layers;
   }
+  const Source& donor = sources[source_of(recipe.donor(), false)];
   // 2. Validation, all before the first byte is written.
   for (size_t i = 0; i < recipe.slices.size(); ++i) {
     auto& sl = recipe.slices[i];
@@ -123,34 +244,57 @@ UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
            src.dir, " (", src.cfg.num_hidden_layers, " layers; the end is exclusive)");
     check_same_shape(sources[slice_source[0]], src);
   }
+  // mergekit takes config.json from base_model, whatever its shape: a donor of another shape
+  // would describe tensors the output does not have.
+  check_same_shape(sources[slice_source[0]], donor);
   const Source& first = sources[slice_source.front()];
   const size_t last = slice_source.back();
-  ModelConfig out_cfg = first.cfg;
+  const std::string tokenizer_dir = check_tokenizer_source(recipe, sources);
+  ModelConfig out_cfg = donor.cfg;
   out_cfg.num_hidden_layers = recipe.num_layers();
-  std::optional<DType> dtype = opt.dtype ? opt.dtype : recipe.dtype;
-  if (dtype) out_cfg.torch_dtype = *dtype;
-  // Output layer -> (slice, source layer).
-  std::vector<std::pair<size_t, int64_t>> layer_from;
-  for (size_t i = 0; i < recipe.slices.size(); ++i)
-    for (int64_t l = recipe.slices[i].begin; l < recipe.slices[i].end; ++l)
-      layer_from.push_back({i, l});
+  // The written dtype: --dtype, else out_dtype, else dtype (mergekit _model_out_config).
+  const std::optional<DType> out_dtype = opt.dtype          ? opt.dtype
+                                         : recipe.out_dtype ? recipe.out_dtype
+                                                            : recipe.dtype;
+  if (out_dtype) out_cfg.torch_dtype = *out_dtype;
+  // Output layer -> (slice, source layer, t): t runs 0..1 over each slice's layers (mergekit
+  // plan_slice: i / (n - 1), 1 for a one-layer slice) and places a gradient's value.
+  struct LayerFrom {
+    size_t slice;
+    int64_t layer;
+    double t;
+  };
+  std::vector<LayerFrom> layer_from;
+  for (size_t i = 0; i < recipe.slices.size(); ++i) {
+    const int64_t n = recipe.slices[i].end - recipe.slices[i].begin;
+    for (int64_t j = 0; j < n; ++j)
+      layer_from.push_back(
+          {i, recipe.slices[i].begin + j, n > 1 ? double(j) / double(n - 1) : 1.0});
+  }
+  // mergekit's parameter precedence for one slice: the source's, the slice's, the recipe's.
+  auto settings = [&](size_t slice) {
+    const SliceSource& sl = recipe.slices[slice];
+    return std::vector<const ScaleSetting*>{&sl.scale, &sl.slice_scale, &recipe.scale};
+  };
   std::vector<Item> items;
   if (!opt.config_only) {
     for (auto& spec : model_tensor_specs(out_cfg, first.layout)) {
       auto [layer, rest] = split_layer_name(spec.name);
       Item it;
       it.out_name = spec.name;
-      it.scale = 1.0;
       if (layer >= 0) {
-        auto [slice, src_layer] = layer_from[size_t(layer)];
-        it.source = slice_source[slice];
-        it.src_name = kLayerPrefix + std::to_string(src_layer) + "." + rest;
-        it.scale = scale_for(recipe.slices[slice].scale, it.src_name);
+        const LayerFrom& f = layer_from[size_t(layer)];
+        it.source = slice_source[f.slice];
+        it.src_name = kLayerPrefix + std::to_string(f.layer) + "." + rest;
+        it.scale = scale_for(settings(f.slice), it.src_name, f.t);
       } else {
-        // mergekit: embeddings from the first slice's model, final norm and lm_head from the
-        // last's.
-        it.source = spec.name == "model.embed_tokens.weight" ? slice_source.front() : last;
+        // mergekit plan_module: embeddings from the first slice's model with its parameters,
+        // final norm and lm_head from the last's, both at t = 0.
+        const bool pre = spec.name == "model.embed_tokens.weight";
+        const size_t slice = pre ? 0 : recipe.slices.size() - 1;
+        it.source = pre ? slice_source.front() : last;
         it.src_name = spec.name;
+        it.scale = scale_for(settings(slice), it.src_name, 0.0);
       }
       const Source& s = sources[it.source];
       const TensorInfo& info = s.ckpt->info(it.src_name);
@@ -159,14 +303,15 @@ UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
              shape_str(info.shape), ", expected ", shape_str(spec.shape));
       it.shape = spec.shape;
       it.src_dtype = info.dtype;
-      it.out_dtype = dtype.value_or(info.dtype);
+      it.compute_dtype = recipe.dtype.value_or(info.dtype);
+      it.out_dtype = out_dtype.value_or(it.compute_dtype);
       items.push_back(std::move(it));
     }
   }
   // 3. Write into a temporary directory, renamed into place at the end.
   enable_interrupt_polling();
   OutputDir out(opt.out, opt.force);
-  copy_tokenizer_files(first.dir, out.path());
+  write_tokenizer(recipe, tokenizer_dir, out.path());
   out_cfg.save(out.path() + "/config.json");
   write_file_atomic(out.path() + "/README.md", model_card(recipe, out_cfg, opt.new_layers));
   write_file_atomic(out.path() + "/recipe.yaml", recipe.to_yaml());
@@ -187,24 +332,30 @@ UpscaleResult upscale(const Recipe& recipe, const UpscaleOptions& opt) {
                         {{"format", "pt"}, {"lamina_recipe", recipe.to_yaml()}});
     Progress bar("upscale", int64_t(w.total_bytes()), "B");
     std::vector<float> f32;
-    std::vector<uint8_t> buf;
+    std::vector<uint8_t> buf, round_buf;
     uint64_t done = 0;
     for (auto& it : items) {
       throw_if_interrupted();
       const Checkpoint& ck = *sources[it.source].ckpt;
       Tensor t = ck.get(it.src_name);
       const size_t n = size_t(t.numel()), out_bytes = n * dtype_size(it.out_dtype);
-      if (it.scale == 1.0 && it.out_dtype == it.src_dtype) {
+      if (!it.scale && it.compute_dtype == it.src_dtype && it.out_dtype == it.src_dtype) {
         w.copy_from(it.out_name, ck.file(it.src_name), ck.info(it.src_name));  // in-kernel copy
       } else {
         buf.resize(out_bytes);
-        if (it.scale == 0.0) {
-          std::memset(buf.data(), 0, out_bytes);  // exact zeros (LLaMA-Pro identity blocks)
+        if (it.scale && *it.scale == 0.0 && recipe.exact_zeros) {
+          std::memset(buf.data(), 0, out_bytes);  // exact +0.0 (LLaMA-Pro identity blocks)
         } else {
           f32.resize(n);
           convert_to_f32(t.data, t.dtype, f32.data(), n);
-          if (it.scale != 1.0)
-            for (auto& v : f32) v = float(double(v) * it.scale);
+          // As torch does it: x.to(dtype), then x * scale in float arithmetic rounded to dtype
+          // once (CPU kernels compute bf16/f16 products in float), then .to(out_dtype).
+          round_to(f32, it.compute_dtype, round_buf);
+          if (it.scale) {
+            const float s = float(*it.scale);
+            for (auto& v : f32) v = v * s;
+            round_to(f32, it.compute_dtype, round_buf);
+          }
           convert_from_f32(f32.data(), buf.data(), it.out_dtype, n);
         }
         w.write(it.out_name, buf.data(), out_bytes);
