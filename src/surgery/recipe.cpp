@@ -298,6 +298,7 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
   } catch (const YAML::Exception& e) {
     fail(where, ":", e.mark.line + 1, ": ", e.msg);
   }
+  r.fused_moe_output = true;  // mergekit 0.1.5 reads and writes transformers v5's layout
   r.description = "mergekit passthrough recipe " + where;
   return r;
 }

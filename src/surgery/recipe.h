@@ -49,6 +49,7 @@ struct Recipe {
   std::string tokenizer_source;
   int64_t pad_to_multiple_of = 0;  // mergekit's `tokenizer: pad_to_multiple_of` (0: none)
   std::string chat_template;       // "" (keep the tokenizer's), "auto", or a template text
+  bool fused_moe_output = false;   // Mixtral written in transformers v5's fused layout (mergekit)
   bool exact_zeros = false;        // scale 0 writes +0.0 (LLaMA-Pro), not x * 0 (mergekit's -0.0)
   std::string description;         // one line for the model card (e.g. "SOLAR DUS, n=32, m=8")
 

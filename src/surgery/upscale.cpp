@@ -31,7 +31,10 @@ struct Source {
 
 // One output tensor: where its bytes come from and what happens to them on the way.
 struct Item {
-  std::string out_name, src_name;
+  std::string out_name, src_name;  // src_name: the name parameters filter on
+  // Split Mixtral experts fused on the way (mergekit reads them as transformers v5 does): the
+  // source tensors whose bytes, in order, make the output; empty: src_name itself.
+  std::vector<std::string> parts;
   size_t source;
   Shape shape;
   DType src_dtype, compute_dtype, out_dtype;  // mergekit: read into `dtype`, write `out_dtype`
@@ -39,6 +42,23 @@ struct Item {
 };
 
 const char* kLayerPrefix = "model.layers.";
+
+// The split-layout tensors of source layer `layer` that make the fused-layout tensor `rest`
+// (transformers v5's checkpoint conversion, which mergekit 0.1.5 applies when it reads): the
+// router is renamed; gate_up_proj [E, 2I, H] is, per expert, w1 [I, H] then w3 [I, H];
+// down_proj [E, H, I] is every expert's w2 [H, I]. Empty for tensors the layouts share.
+std::vector<std::string> split_parts(int64_t layer, const std::string& rest, int64_t experts) {
+  const std::string p = kLayerPrefix + std::to_string(layer) + ".block_sparse_moe.";
+  std::vector<std::string> out;
+  if (rest == "mlp.gate.weight") out.push_back(p + "gate.weight");
+  for (int64_t e = 0; e < experts; ++e) {
+    const std::string q = p + "experts." + std::to_string(e) + ".";
+    if (rest == "mlp.experts.gate_up_proj")
+      out.insert(out.end(), {q + "w1.weight", q + "w3.weight"});
+    if (rest == "mlp.experts.down_proj") out.push_back(q + "w2.weight");
+  }
+  return out;
+}
 
 // "model.layers.12.mlp.up_proj.weight" -> (12, "mlp.up_proj.weight"); -1 for non-layer tensors.
 std::pair<int64_t, std::string> split_layer_name(const std::string& name) {
@@ -278,7 +298,9 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
   };
   std::vector<Item> items;
   if (!opt.config_only) {
-    for (auto& spec : model_tensor_specs(out_cfg, first.layout)) {
+    // mergekit writes Mixtral in transformers v5's fused layout whatever the input's.
+    const MoeLayout out_layout = recipe.fused_moe_output ? MoeLayout::Fused : first.layout;
+    for (auto& spec : model_tensor_specs(out_cfg, out_layout)) {
       auto [layer, rest] = split_layer_name(spec.name);
       Item it;
       it.out_name = spec.name;
@@ -297,13 +319,27 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
         it.scale = scale_for(settings(slice), it.src_name, 0.0);
       }
       const Source& s = sources[it.source];
-      const TensorInfo& info = s.ckpt->info(it.src_name);
-      if (info.shape != spec.shape)
-        fail(s.ckpt->file_of(it.src_name), ": tensor '", it.src_name, "' has shape ",
-             shape_str(info.shape), ", expected ", shape_str(spec.shape));
+      if (layer >= 0 && s.layout != out_layout)
+        it.parts = split_parts(layer_from[size_t(layer)].layer, rest, out_cfg.num_local_experts);
+      // Each part is one row block of the output: [E, H] for the router, [I, H] / [H, I] for
+      // one expert's projection.
+      Shape part_shape = spec.shape;
+      if (it.parts.size() > 1) part_shape.erase(part_shape.begin());
+      if (it.parts.size() > 1 && rest == "mlp.experts.gate_up_proj") part_shape[0] /= 2;
+      std::optional<DType> part_dtype;
+      for (const std::string& name : it.parts.empty() ? std::vector{it.src_name} : it.parts) {
+        const TensorInfo& info = s.ckpt->info(name);
+        if (info.shape != (it.parts.empty() ? spec.shape : part_shape))
+          fail(s.ckpt->file_of(name), ": tensor '", name, "' has shape ", shape_str(info.shape),
+               ", expected ", shape_str(it.parts.empty() ? spec.shape : part_shape));
+        if (part_dtype && info.dtype != *part_dtype)
+          fail(s.ckpt->file_of(name), ": tensor '", name, "' is ", dtype_name(info.dtype),
+               ", the other experts of its layer ", dtype_name(*part_dtype));
+        part_dtype = info.dtype;
+      }
       it.shape = spec.shape;
-      it.src_dtype = info.dtype;
-      it.compute_dtype = recipe.dtype.value_or(info.dtype);
+      it.src_dtype = *part_dtype;
+      it.compute_dtype = recipe.dtype.value_or(it.src_dtype);
       it.out_dtype = out_dtype.value_or(it.compute_dtype);
       items.push_back(std::move(it));
     }
@@ -337,17 +373,26 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
     for (auto& it : items) {
       throw_if_interrupted();
       const Checkpoint& ck = *sources[it.source].ckpt;
-      Tensor t = ck.get(it.src_name);
-      const size_t n = size_t(t.numel()), out_bytes = n * dtype_size(it.out_dtype);
-      if (!it.scale && it.compute_dtype == it.src_dtype && it.out_dtype == it.src_dtype) {
+      size_t n = 1;
+      for (int64_t d : it.shape) n *= size_t(d);
+      const size_t out_bytes = n * dtype_size(it.out_dtype);
+      if (!it.scale && it.parts.empty() && it.compute_dtype == it.src_dtype &&
+          it.out_dtype == it.src_dtype) {
         w.copy_from(it.out_name, ck.file(it.src_name), ck.info(it.src_name));  // in-kernel copy
       } else {
+        // The source values (every part, in order) as f32: exact for f32, bf16 and f16.
+        f32.resize(n);
+        size_t at = 0;
+        for (const std::string& name : it.parts.empty() ? std::vector{it.src_name} : it.parts) {
+          Tensor t = ck.get(name);
+          convert_to_f32(t.data, t.dtype, f32.data() + at, size_t(t.numel()));
+          at += size_t(t.numel());
+          ck.release(name);
+        }
         buf.resize(out_bytes);
         if (it.scale && *it.scale == 0.0 && recipe.exact_zeros) {
           std::memset(buf.data(), 0, out_bytes);  // exact +0.0 (LLaMA-Pro identity blocks)
         } else {
-          f32.resize(n);
-          convert_to_f32(t.data, t.dtype, f32.data(), n);
           // As torch does it: x.to(dtype), then x * scale in float arithmetic rounded to dtype
           // once (CPU kernels compute bf16/f16 products in float), then .to(out_dtype).
           round_to(f32, it.compute_dtype, round_buf);
@@ -360,7 +405,7 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
         }
         w.write(it.out_name, buf.data(), out_bytes);
       }
-      ck.release(it.src_name);
+      if (it.parts.empty()) ck.release(it.src_name);
       done += out_bytes;
       if (opt.progress) bar.update(int64_t(done));
     }

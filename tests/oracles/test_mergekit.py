@@ -162,7 +162,11 @@ with tempfile.TemporaryDirectory() as tmp:
             "merge_method: passthrough\n", tmp, tokenizer=True)
     compare("chat-template-auto", f"base_model: {A}\nchat_template: auto\nslices:\n" + sl(B, 0, 2) + sl(A, 0, 6) +
             sl(B, 4, 6) + "merge_method: passthrough\n", tmp, tokenizer=True)
-    # Mixtral (transformers v5 fused experts): every expert and the router follow their layer.
+    # Mixtral: the split experts (w1, w2, w3) come out fused as transformers v5 has them (mergekit
+    # converts on reading), filters apply to the fused names; a fused input stays fused.
+    compare("mixtral", "slices:\n" + sl(M, 0, 2, "    parameters:\n      scale:\n"
+            "        - filter: experts\n          value: 0.5\n") + sl(M, 1, 3) +
+            "merge_method: passthrough\ndtype: bfloat16\n", tmp)
     compare("mixtral-fused", "slices:\n" + sl(MF, 0, 2) + sl(MF, 1, 3) +
             "merge_method: passthrough\n", tmp)
 
