@@ -195,12 +195,14 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
                "name", "tokenizer_source", "tokenizer", "chat_template"},
               "recipe", where);
     // mergekit reads every tensor into `dtype`, scales it there, then casts to `out_dtype`.
-    if (root["dtype"])
-      r.dtype = parse_dtype(yaml_as<std::string>(root["dtype"], where, "dtype"),
-                            yaml_where(root["dtype"], where) + ": dtype");
-    if (root["out_dtype"])
-      r.out_dtype = parse_dtype(yaml_as<std::string>(root["out_dtype"], where, "out_dtype"),
-                                yaml_where(root["out_dtype"], where) + ": out_dtype");
+    // mergekit dtype_from_name: "bfloat16", "float16", "float32", optionally "torch."-prefixed.
+    auto dtype_of = [&](const char* key) {
+      std::string name = yaml_as<std::string>(root[key], where, key);
+      if (name.rfind("torch.", 0) == 0) name = name.substr(6);
+      return parse_dtype(name, yaml_where(root[key], where) + ": " + key);
+    };
+    if (root["dtype"]) r.dtype = dtype_of("dtype");
+    if (root["out_dtype"]) r.out_dtype = dtype_of("out_dtype");
     r.scale = parse_scale(root["parameters"], where);
     if (root["base_model"]) r.base_model = parse_model(root["base_model"], where, base_dir);
     // The tokenizer: `tokenizer_source`, or the `tokenizer:` section's `source` (default union).
