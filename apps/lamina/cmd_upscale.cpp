@@ -58,8 +58,7 @@ int cmd_upscale(int argc, char** argv) {
       r = solar_recipe(a.str("model"), n, a.integer("drop"));
     }
   }
-  std::fprintf(stderr, "%s\n", r.description.c_str());
-  auto res = upscale(r, opt);
+  auto res = upscale(r, opt);  // says r.description once everything is checked
   std::printf("wrote %s: %s, %lld layers, %s parameters", opt.out.c_str(),
               arch_name(res.config.arch), (long long)res.config.num_hidden_layers,
               format_count(double(res.config.param_count())).c_str());

@@ -219,6 +219,8 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
         r.pad_to_multiple_of =
             yaml_as<int64_t>(tok["pad_to_multiple_of"], where, "tokenizer.pad_to_multiple_of");
     }
+    if (root["tokenizer"] || src_node)
+      r.tokenizer_where = yaml_where(src_node ? src_node : root["tokenizer"], where);
     if (src_node) {
       r.tokenizer_source = yaml_as<std::string>(src_node, where, "tokenizer_source");
       if (r.tokenizer_source != "base" && r.tokenizer_source != "union")

@@ -47,6 +47,7 @@ struct Recipe {
   // mergekit's `tokenizer_source` (or `tokenizer: source`): "" (copy the donor's files), "base",
   // or a model directory. Passthrough keeps it only where it needs no embedding permutation.
   std::string tokenizer_source;
+  std::string tokenizer_where;     // "FILE:LINE" of that key, for errors found with the models
   int64_t pad_to_multiple_of = 0;  // mergekit's `tokenizer: pad_to_multiple_of` (0: none)
   std::string chat_template;       // "" (keep the tokenizer's), "auto", or a template text
   bool fused_moe_output = false;   // Mixtral written in transformers v5's fused layout (mergekit)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -35,6 +36,9 @@ struct Item {
   // Split Mixtral experts fused on the way (mergekit reads them as transformers v5 does): the
   // source tensors whose bytes, in order, make the output; empty: src_name itself.
   std::vector<std::string> parts;
+  // tokenizer_source: the source row of each output row of embed_tokens / lm_head (-1: zeros);
+  // null: rows as stored.
+  const std::vector<int64_t>* rows = nullptr;
   size_t source;
   Shape shape;
   DType src_dtype, compute_dtype, out_dtype;  // mergekit: read into `dtype`, write `out_dtype`
@@ -67,7 +71,9 @@ std::pair<int64_t, std::string> split_layer_name(const std::string& name) {
   return {std::stoll(name.substr(a, dot - a)), name.substr(dot + 1)};
 }
 
-void check_same_shape(const Source& a, const Source& b) {
+// same_vocab: false under tokenizer_source, where every model's rows are rebuilt in the output
+// tokenizer's order and vocab sizes may differ.
+void check_same_shape(const Source& a, const Source& b, bool same_vocab) {
   auto& x = a.cfg;
   auto& y = b.cfg;
   auto differ = [&](const char* what, int64_t u, int64_t v) {
@@ -83,7 +89,7 @@ void check_same_shape(const Source& a, const Source& b) {
   differ("num_attention_heads", x.num_attention_heads, y.num_attention_heads);
   differ("num_key_value_heads", x.num_key_value_heads, y.num_key_value_heads);
   differ("head_dim", x.head_dim, y.head_dim);
-  differ("vocab_size", x.vocab_size, y.vocab_size);
+  if (same_vocab) differ("vocab_size", x.vocab_size, y.vocab_size);
   differ("num_local_experts", x.num_local_experts, y.num_local_experts);
   if (x.tie_word_embeddings != y.tie_word_embeddings)
     fail("slices mix tied and untied embeddings: ", a.dir, " vs ", b.dir);
@@ -110,34 +116,69 @@ std::vector<std::string> referenced_models(const Recipe& r) {
   return out;
 }
 
-// tokenizer_source base / MODEL: mergekit rebuilds the embeddings and lm_head row by row in the
-// source tokenizer's order (PermutedVocabulary) and sets vocab_size to its size. That is the
-// identity, and passthrough can express it, exactly when every model's tokenizer has the same
-// pieces in the same order as the source's and vocab_size rows. Returns the tokenizer directory.
-std::string check_tokenizer_source(const Recipe& r, const std::vector<Source>& sources) {
-  if (r.tokenizer_source.empty()) return r.donor();
-  const std::string dir = r.tokenizer_source == "base" ? r.donor() : r.tokenizer_source;
-  const Tokenizer tok = Tokenizer::load(dir);
-  int64_t size = tok.size();
-  if (r.pad_to_multiple_of > 0 && size % r.pad_to_multiple_of)
-    fail("tokenizer.pad_to_multiple_of ", r.pad_to_multiple_of, ": ", dir, "'s ", size,
+// What tokenizer_source makes of the vocabulary (mergekit 0.1.5 build_tokenizer and
+// PermutedVocabulary): the output tokenizer is the source's ("base": the donor's, stripped of ids
+// >= its vocab_size), vocab_size becomes its size, and embed_tokens / lm_head [V, H] are rebuilt
+// row by row in its order: the row of the same token in that tensor's model, zeros where the
+// model lacks the token (with one model per passthrough tensor, mergekit's fallback is its
+// ZeroEmbedding).
+struct VocabPlan {
+  std::string dir;    // the tokenizer files written
+  int64_t size = -1;  // output vocab_size; -1: no tokenizer_source, the donor's config stands
+  // model dir -> source row of each output row (-1: zeros); a model not listed keeps its rows.
+  std::map<std::string, std::vector<int64_t>> rows;
+};
+
+VocabPlan plan_vocabulary(const Recipe& r, const std::vector<Source>& sources) {
+  if (r.tokenizer_source.empty()) return {r.donor(), -1, {}};
+  VocabPlan plan;
+  const std::string at = r.tokenizer_where.empty() ? "" : r.tokenizer_where + ": ";
+  const bool base = r.tokenizer_source == "base";
+  plan.dir = base ? r.donor() : r.tokenizer_source;
+  auto vocab_of = [&](const std::string& m) {
+    for (auto& x : sources)
+      if (x.dir == m) return x.cfg.vocab_size;
+    return ModelConfig::load(m).vocab_size;
+  };
+  // A tokenizer's pieces by id; the donor's stripped to its vocab_size, as mergekit's base.
+  auto pieces = [&](const std::string& m) {
+    const Tokenizer t = Tokenizer::load(m);
+    int64_t n = t.size();
+    if (m == r.donor()) n = std::min(n, vocab_of(m));
+    std::vector<std::string> out;
+    for (int32_t i = 0; i < int32_t(n); ++i) out.push_back(t.piece(i));
+    return out;
+  };
+  const std::vector<std::string> out = pieces(plan.dir);
+  plan.size = int64_t(out.size());
+  if (r.pad_to_multiple_of > 0 && plan.size % r.pad_to_multiple_of)
+    fail(at, "tokenizer.pad_to_multiple_of ", r.pad_to_multiple_of, ": ", plan.dir, "'s ",
+         plan.size,
          " tokens are not a multiple; mergekit pads the embeddings with their mean, which "
          "lamina's passthrough does not");
+  if (base && Tokenizer::load(plan.dir).size() > plan.size)
+    fail(at, "tokenizer_source base: ", plan.dir,
+         "'s tokenizer has more tokens than its vocab_size ", plan.size,
+         "; lamina would copy the unstripped tokenizer files");
   for (const std::string& m : referenced_models(r)) {
-    const Source* s = nullptr;
-    for (auto& x : sources)
-      if (x.dir == m) s = &x;
-    const int64_t vocab = s ? s->cfg.vocab_size : ModelConfig::load(m).vocab_size;
-    const Tokenizer mt = m == dir ? tok : Tokenizer::load(m);
-    bool same = mt.size() == size && vocab == size;
-    for (int32_t i = 0; same && i < int32_t(size); ++i) same = mt.piece(i) == tok.piece(i);
-    if (!same)
-      fail("tokenizer_source ", r.tokenizer_source, ": ", m, " (", mt.size(),
-           " tokens, vocab_size ", vocab, ") does not have ", dir, "'s ", size,
-           " tokens in the same order; mergekit would permute the embeddings, which lamina's "
-           "passthrough does not");
+    const std::vector<std::string> have = m == plan.dir ? out : pieces(m);
+    std::map<std::string, int64_t> id;
+    for (size_t i = 0; i < have.size(); ++i) id.emplace(have[i], int64_t(i));
+    const int64_t vocab = vocab_of(m);
+    std::vector<int64_t> rows;
+    bool identity = plan.size == vocab;
+    for (int64_t i = 0; i < plan.size; ++i) {
+      auto it = id.find(out[size_t(i)]);
+      const int64_t row = it == id.end() ? -1 : it->second;
+      if (row >= vocab)
+        fail(at, "tokenizer_source ", r.tokenizer_source, ": ", m, "'s token '", out[size_t(i)],
+             "' has id ", row, ", beyond its vocab_size ", vocab, " (mergekit fails there too)");
+      identity = identity && row == i;
+      rows.push_back(row);
+    }
+    if (!identity) plan.rows[m] = std::move(rows);
   }
-  return dir;
+  return plan;
 }
 
 // A model's chat template as transformers reads it: chat_template.jinja, else tokenizer_config's
@@ -262,15 +303,16 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
     if (sl.begin < 0 || sl.end > src.cfg.num_hidden_layers || sl.begin >= sl.end)
       fail("slices[", i, "]: layer_range [", sl.begin, ", ", sl.end, "] is out of bounds for ",
            src.dir, " (", src.cfg.num_hidden_layers, " layers; the end is exclusive)");
-    check_same_shape(sources[slice_source[0]], src);
+    check_same_shape(sources[slice_source[0]], src, recipe.tokenizer_source.empty());
   }
   // mergekit takes config.json from base_model, whatever its shape: a donor of another shape
   // would describe tensors the output does not have.
-  check_same_shape(sources[slice_source[0]], donor);
+  check_same_shape(sources[slice_source[0]], donor, recipe.tokenizer_source.empty());
   const Source& first = sources[slice_source.front()];
   const size_t last = slice_source.back();
-  const std::string tokenizer_dir = check_tokenizer_source(recipe, sources);
+  const VocabPlan vocab = plan_vocabulary(recipe, sources);
   ModelConfig out_cfg = donor.cfg;
+  if (vocab.size >= 0) out_cfg.vocab_size = vocab.size;  // mergekit _update_config_vocab
   out_cfg.num_hidden_layers = recipe.num_layers();
   // The written dtype: --dtype, else out_dtype, else dtype (mergekit _model_out_config).
   const std::optional<DType> out_dtype = opt.dtype          ? opt.dtype
@@ -317,8 +359,13 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
         it.source = pre ? slice_source.front() : last;
         it.src_name = spec.name;
         it.scale = scale_for(settings(slice), it.src_name, 0.0);
+        if (spec.name == "model.embed_tokens.weight" || spec.name == "lm_head.weight")
+          if (auto r = vocab.rows.find(sources[it.source].dir); r != vocab.rows.end())
+            it.rows = &r->second;
       }
       const Source& s = sources[it.source];
+      Shape expect = spec.shape;  // [V, H] of the source's own vocabulary when rows move
+      if (it.rows) expect[0] = s.cfg.vocab_size;
       if (layer >= 0 && s.layout != out_layout)
         it.parts = split_parts(layer_from[size_t(layer)].layer, rest, out_cfg.num_local_experts);
       // Each part is one row block of the output: [E, H] for the router, [I, H] / [H, I] for
@@ -329,9 +376,9 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
       std::optional<DType> part_dtype;
       for (const std::string& name : it.parts.empty() ? std::vector{it.src_name} : it.parts) {
         const TensorInfo& info = s.ckpt->info(name);
-        if (info.shape != (it.parts.empty() ? spec.shape : part_shape))
+        if (info.shape != (it.parts.empty() ? expect : part_shape))
           fail(s.ckpt->file_of(name), ": tensor '", name, "' has shape ", shape_str(info.shape),
-               ", expected ", shape_str(it.parts.empty() ? spec.shape : part_shape));
+               ", expected ", shape_str(it.parts.empty() ? expect : part_shape));
         if (part_dtype && info.dtype != *part_dtype)
           fail(s.ckpt->file_of(name), ": tensor '", name, "' is ", dtype_name(info.dtype),
                ", the other experts of its layer ", dtype_name(*part_dtype));
@@ -344,10 +391,12 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
       items.push_back(std::move(it));
     }
   }
-  // 3. Write into a temporary directory, renamed into place at the end.
+  // 3. Write into a temporary directory, renamed into place at the end. Only now is there
+  // anything to say: a refused recipe gets its one error line alone.
+  if (opt.progress) std::fprintf(stderr, "%s\n", recipe.description.c_str());
   enable_interrupt_polling();
   OutputDir out(opt.out, opt.force);
-  write_tokenizer(recipe, tokenizer_dir, out.path());
+  write_tokenizer(recipe, vocab.dir, out.path());
   out_cfg.save(out.path() + "/config.json");
   write_file_atomic(out.path() + "/README.md", model_card(recipe, out_cfg, opt.new_layers));
   write_file_atomic(out.path() + "/recipe.yaml", recipe.to_yaml());
@@ -368,6 +417,7 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
                         {{"format", "pt"}, {"lamina_recipe", recipe.to_yaml()}});
     Progress bar("upscale", int64_t(w.total_bytes()), "B");
     std::vector<float> f32;
+    std::vector<float> permuted;
     std::vector<uint8_t> buf, round_buf;
     uint64_t done = 0;
     for (auto& it : items) {
@@ -376,18 +426,27 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
       size_t n = 1;
       for (int64_t d : it.shape) n *= size_t(d);
       const size_t out_bytes = n * dtype_size(it.out_dtype);
-      if (!it.scale && it.parts.empty() && it.compute_dtype == it.src_dtype &&
+      if (!it.scale && it.parts.empty() && !it.rows && it.compute_dtype == it.src_dtype &&
           it.out_dtype == it.src_dtype) {
         w.copy_from(it.out_name, ck.file(it.src_name), ck.info(it.src_name));  // in-kernel copy
       } else {
         // The source values (every part, in order) as f32: exact for f32, bf16 and f16.
-        f32.resize(n);
-        size_t at = 0;
+        f32.clear();
         for (const std::string& name : it.parts.empty() ? std::vector{it.src_name} : it.parts) {
           Tensor t = ck.get(name);
-          convert_to_f32(t.data, t.dtype, f32.data() + at, size_t(t.numel()));
-          at += size_t(t.numel());
+          f32.resize(f32.size() + size_t(t.numel()));
+          convert_to_f32(t.data, t.dtype, f32.data() + f32.size() - size_t(t.numel()),
+                         size_t(t.numel()));
           ck.release(name);
+        }
+        if (it.rows) {  // tokenizer_source: rows in the output tokenizer's order
+          const size_t h = size_t(it.shape[1]);
+          permuted.assign(n, 0.0f);
+          for (size_t r = 0; r < it.rows->size(); ++r)
+            if (int64_t from = (*it.rows)[r]; from >= 0)
+              std::copy_n(f32.begin() + ptrdiff_t(size_t(from) * h), h,
+                          permuted.begin() + ptrdiff_t(r * h));
+          f32.swap(permuted);
         }
         buf.resize(out_bytes);
         if (it.scale && *it.scale == 0.0 && recipe.exact_zeros) {

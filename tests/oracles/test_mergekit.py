@@ -90,7 +90,8 @@ def compare(name, cfg_text, tmp, tokenizer=False, config=True):
 
 t_start = time.time()
 with tempfile.TemporaryDirectory() as tmp:
-    A, A2, B, C, M, MF = (os.path.join(tmp, n) for n in ("a", "a2", "b", "c", "mixtral", "fused"))
+    A, A2, B, C, M, MF, T = (os.path.join(tmp, n)
+                             for n in ("a", "a2", "b", "c", "mixtral", "fused", "tokens"))
     # Without base_model mergekit takes config and tokenizer from referenced_models()[0], the first
     # of a Python set (arbitrary), so recipes without base_model mix models of one config (A, A2,
     # C differ only in weights, layer count and dtype); B is named by base_model or as the
@@ -104,7 +105,10 @@ with tempfile.TemporaryDirectory() as tmp:
                  ["--out", C, "--seed", "3", "--layers", "4", "--dtype", "bf16"],
                  ["--out", M, "--seed", "4", "--shape", "tiny-mixtral", "--layers", "3"],
                  ["--out", MF, "--seed", "5", "--shape", "tiny-mixtral", "--layers", "3",
-                  "--moe-layout", "fused"]):
+                  "--moe-layout", "fused"],
+                 # T: A's shape with two added tokens (vocab 514), as an instruct model's tokenizer.
+                 ["--out", T, "--seed", "6", "--layers", "6", "--add-tokens",
+                  "<|im_start|>,<|im_end|>"]):
         assert run("init", *args).returncode == 0
 
     def sl(model, a, b, params=""):
@@ -162,6 +166,14 @@ with tempfile.TemporaryDirectory() as tmp:
             sl(A, 0, 6) + "merge_method: passthrough\n", tmp, tokenizer=True)
     compare("tokenizer-source-model", f"base_model: {A}\ntokenizer_source: {B}\nslices:\n" +
             sl(A, 0, 3) + sl(A2, 3, 6) + "merge_method: passthrough\n", tmp, tokenizer=True)
+    # A tokenizer with tokens the models lack: embed_tokens and lm_head rebuilt in its order,
+    # zero rows for the new tokens (scaled, so -0.0 where the scale is negative), vocab_size 514.
+    compare("tokenizer-source-added", f"base_model: {A}\ntokenizer_source: {T}\nslices:\n" +
+            sl(A, 0, 3, "    parameters:\n      scale: -0.5\n") + sl(A2, 3, 6) +
+            "merge_method: passthrough\ndtype: bfloat16\n", tmp, tokenizer=True)
+    compare("tokenizer-section", f"base_model: {T}\ntokenizer:\n  source: base\n"
+            "  pad_to_multiple_of: 2\nslices:\n" + sl(A, 0, 6) + sl(T, 4, 6) +
+            "merge_method: passthrough\n", tmp, tokenizer=True)
     # chat_template: a template text, and "auto" (the most common among the inputs).
     tmpl = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\\n{% endfor %}"
     compare("chat-template-text", f"chat_template: \"{tmpl}\"\nslices:\n" + sl(A, 0, 6) +
@@ -192,6 +204,9 @@ with tempfile.TemporaryDirectory() as tmp:
             f"{A}\nslices:\n" + sl(A, 0, 6) + "merge_method: passthrough\n", "tokens")
     refused("two-models-form", f"models:\n  - model: {A}\n  - model: {B}\n"
             "merge_method: passthrough\n", "one model")
+    refused("pad-to-multiple", f"base_model: {T}\ntokenizer:\n  source: base\n"
+            "  pad_to_multiple_of: 64\nslices:\n" + sl(A, 0, 6) + "merge_method: passthrough\n",
+            "pad_to_multiple_of 64")
     refused("named-template", "chat_template: alpaca\nslices:\n" + sl(A, 0, 6) +
             "merge_method: passthrough\n", "chat_template")
 print(f"{time.time() - t_start:.1f} s")
