@@ -90,8 +90,9 @@ def compare(name, cfg_text, tmp, tokenizer=False, config=True):
 
 t_start = time.time()
 with tempfile.TemporaryDirectory() as tmp:
-    A, A2, B, C, M, MF, T = (os.path.join(tmp, n)
-                             for n in ("a", "a2", "b", "c", "mixtral", "fused", "tokens"))
+    A, A2, B, C, M, MF, T, TIED, MI = (
+        os.path.join(tmp, n)
+        for n in ("a", "a2", "b", "c", "mixtral", "fused", "tokens", "tied", "mistral"))
     # Without base_model mergekit takes config and tokenizer from referenced_models()[0], the first
     # of a Python set (arbitrary), so recipes without base_model mix models of one config (A, A2,
     # C differ only in weights, layer count and dtype); B is named by base_model or as the
@@ -108,7 +109,9 @@ with tempfile.TemporaryDirectory() as tmp:
                   "--moe-layout", "fused"],
                  # T: A's shape with two added tokens (vocab 514), as an instruct model's tokenizer.
                  ["--out", T, "--seed", "6", "--layers", "6", "--add-tokens",
-                  "<|im_start|>,<|im_end|>"]):
+                  "<|im_start|>,<|im_end|>"],
+                 ["--out", TIED, "--seed", "7", "--layers", "3", "--tie-embeddings"],
+                 ["--out", MI, "--seed", "8", "--shape", "tiny-mistral", "--layers", "3"]):
         assert run("init", *args).returncode == 0
 
     def sl(model, a, b, params=""):
@@ -187,6 +190,12 @@ with tempfile.TemporaryDirectory() as tmp:
             "merge_method: passthrough\ndtype: bfloat16\n", tmp)
     compare("mixtral-fused", "slices:\n" + sl(MF, 0, 2) + sl(MF, 1, 3) +
             "merge_method: passthrough\n", tmp)
+
+    # Tied embeddings (no lm_head tensor) and Mistral (sliding_window in the config).
+    compare("tied", "slices:\n" + sl(TIED, 0, 3, "    parameters:\n      scale: 0.5\n") +
+            sl(TIED, 1, 3) + "merge_method: passthrough\n", tmp)
+    compare("mistral", "slices:\n" + sl(MI, 0, 2) + sl(MI, 1, 3) +
+            "merge_method: passthrough\nout_dtype: bfloat16\n", tmp)
 
     # What passthrough cannot express is refused by name, with the line, before any work.
     def refused(name, text, want):
