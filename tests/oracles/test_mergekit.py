@@ -197,6 +197,15 @@ with tempfile.TemporaryDirectory() as tmp:
     compare("mistral", "slices:\n" + sl(MI, 0, 2) + sl(MI, 1, 3) +
             "merge_method: passthrough\nout_dtype: bfloat16\n", tmp)
 
+    # The recipe.yaml lamina writes beside its output is a mergekit recipe for that same output.
+    for name in ("gradient", "scale-filters", "mergekit-passthrough-scale", "tokenizer-source-added",
+                 "chat-template-auto", "dtype-bf16-to-f32"):
+        again = os.path.join(tmp, name + "-again")
+        mergekit(open(os.path.join(tmp, name + "-lamina", "recipe.yaml")).read(), again)
+        a, b = tensors(again), tensors(os.path.join(tmp, name + "-lamina"))
+        check(f"{name}: mergekit on lamina's recipe.yaml gives lamina's tensors", a == b,
+              f"differ: {[k for k in a if a.get(k) != b.get(k)][:4]}")
+
     # What passthrough cannot express is refused by name, with the line, before any work.
     def refused(name, text, want):
         cfg = os.path.join(tmp, name + ".yml")
