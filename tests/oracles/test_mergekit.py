@@ -149,6 +149,10 @@ with tempfile.TemporaryDirectory() as tmp:
     compare("mergekit-passthrough-scale", f"merge_method: passthrough\nmodels:\n  - model: {A}\n"
             "    parameters:\n      scale:\n        - filter: o_proj\n          value: 0\n"
             "        - value: 1\n", tmp)
+    # base_model the very model being scaled: passthrough's scale is per input (PerInput), so it
+    # still applies.
+    compare("models-base-scaled", f"base_model: {A}\nmerge_method: passthrough\nmodels:\n"
+            f"  - model: {A}\n    parameters:\n      scale: [2, -1]\n", tmp)
     # dtype (what mergekit computes in) and out_dtype (what it writes), rounding in that order.
     for name, dt in (("bf16-to-f32", "dtype: bfloat16\nout_dtype: float32\n"),
                      ("f16", "dtype: float16\n"),
