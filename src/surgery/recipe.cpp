@@ -209,27 +209,27 @@ Recipe parse_mergekit_yaml_text(const std::string& text, const std::string& wher
     if (root["tokenizer_source"] && root["tokenizer"])
       fail(yaml_where(root["tokenizer"], where),
            ": give tokenizer_source or tokenizer, not both (as mergekit)");
-    YAML::Node src_node = root["tokenizer_source"];
-    if (const YAML::Node& tok = root["tokenizer"]) {
+    // reset(), not operator=: yaml-cpp's assignment writes through to the node referred to.
+    YAML::Node src_node;
+    if (root["tokenizer_source"]) src_node.reset(root["tokenizer_source"]);
+    if (const YAML::Node& tok = root["tokenizer"]; tok && !tok.IsNull()) {
       if (!tok.IsMap()) fail(yaml_where(tok, where), ": 'tokenizer' must be a mapping");
       only_keys(tok, {"source", "pad_to_multiple_of"}, "tokenizer", where);
-      src_node = tok["source"];
+      if (tok["source"]) src_node.reset(tok["source"]);
       r.tokenizer_source = "union";
       if (tok["pad_to_multiple_of"])
         r.pad_to_multiple_of =
             yaml_as<int64_t>(tok["pad_to_multiple_of"], where, "tokenizer.pad_to_multiple_of");
     }
-    if (root["tokenizer"] || src_node)
-      r.tokenizer_where = yaml_where(src_node ? src_node : root["tokenizer"], where);
-    if (src_node) {
+    if (src_node.IsDefined() && !src_node.IsNull())
+      r.tokenizer_where = yaml_where(src_node, where);
+    else if (root["tokenizer"])
+      r.tokenizer_where = yaml_where(root["tokenizer"], where);
+    if (src_node.IsDefined() && !src_node.IsNull()) {
       r.tokenizer_source = yaml_as<std::string>(src_node, where, "tokenizer_source");
       if (r.tokenizer_source != "base" && r.tokenizer_source != "union")
         r.tokenizer_source = parse_model(src_node, where, base_dir);
     }
-    if (r.tokenizer_source == "union")
-      fail(src_node ? yaml_where(src_node, where) : yaml_where(root["tokenizer"], where),
-           ": tokenizer_source 'union' is not supported (it builds a new vocabulary and permutes "
-           "the embeddings; passthrough keeps 'base' or a model's tokenizer)");
     if (const YAML::Node& ct = root["chat_template"]) {
       r.chat_template = yaml_as<std::string>(ct, where, "chat_template");
       // mergekit's _set_chat_template: "auto", a built-in name, else a template text (at least

@@ -45,7 +45,7 @@ struct Recipe {
   // slice's model.
   std::string base_model;
   // mergekit's `tokenizer_source` (or `tokenizer: source`): "" (copy the donor's files), "base",
-  // or a model directory. Passthrough keeps it only where it needs no embedding permutation.
+  // "union" (kept where it adds no token to the base's), or a model directory.
   std::string tokenizer_source;
   std::string tokenizer_where;     // "FILE:LINE" of that key, for errors found with the models
   int64_t pad_to_multiple_of = 0;  // mergekit's `tokenizer: pad_to_multiple_of` (0: none)

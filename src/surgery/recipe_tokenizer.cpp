@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "core/error.h"
 #include "io/mapped_file.h"
@@ -55,7 +56,11 @@ VocabPlan plan_vocabulary(const Recipe& r) {
   if (r.tokenizer_source.empty()) return {r.donor(), -1, {}};
   VocabPlan plan;
   const std::string at = r.tokenizer_where.empty() ? "" : r.tokenizer_where + ": ";
-  const bool base = r.tokenizer_source == "base";
+  // union: mergekit's build_union_tokenizer is the base's tokenizer plus every other model's
+  // tokens it lacks; lamina keeps it where there are none to add (fine-tunes of one base), and
+  // then it is "base".
+  const bool union_ = r.tokenizer_source == "union";
+  const bool base = r.tokenizer_source == "base" || union_;
   plan.dir = base ? r.donor() : r.tokenizer_source;
   auto vocab_of = [](const std::string& m) { return ModelConfig::load(m).vocab_size; };
   // A tokenizer's pieces by id; the donor's stripped to its vocab_size, as mergekit's base.
@@ -75,9 +80,21 @@ VocabPlan plan_vocabulary(const Recipe& r) {
          " tokens are not a multiple; mergekit pads the embeddings with their mean, which "
          "lamina's passthrough does not");
   if (base && Tokenizer::load(plan.dir).size() > plan.size)
-    fail(at, "tokenizer_source base: ", plan.dir,
+    fail(at, "tokenizer_source ", r.tokenizer_source, ": ", plan.dir,
          "'s tokenizer has more tokens than its vocab_size ", plan.size,
          "; lamina would copy the unstripped tokenizer files");
+  if (union_) {
+    const std::set<std::string> in_base(out.begin(), out.end());
+    for (const std::string& m : referenced_models(r)) {
+      const std::vector<std::string> have = pieces(m);
+      const int64_t n = std::min(int64_t(have.size()), vocab_of(m));
+      for (int64_t i = 0; i < n; ++i)
+        if (!in_base.count(have[size_t(i)]))
+          fail(at, "tokenizer_source union: ", m, " has token '", have[size_t(i)], "' (id ", i,
+               ") that ", plan.dir,
+               " lacks; lamina does not build new vocabularies (use base or a model's)");
+    }
+  }
   for (const std::string& m : referenced_models(r)) {
     const std::vector<std::string> have = m == plan.dir ? out : pieces(m);
     std::map<std::string, int64_t> id;

@@ -437,9 +437,9 @@ def data_cases(tmp, good):
     check("mergekit gradient value not a number", ["upscale", "--config", mk, "--out", os.path.join(tmp, "up-y")],
           [mk + ":6", "scale gradient value", "number"])
     mk = write(os.path.join(ind, "mk4.yaml"), f"models:\n  - model: {good}\nmerge_method: passthrough\n"
-               "tokenizer_source: union\n")
-    check("mergekit tokenizer_source union", ["upscale", "--config", mk, "--out", os.path.join(tmp, "up-y")],
-          [mk + ":4", "tokenizer_source 'union'"])
+               "tokenizer:\n  source: base\n  tokens: {}\n")
+    check("mergekit tokenizer tokens", ["upscale", "--config", mk, "--out", os.path.join(tmp, "up-y")],
+          [mk + ":6", "tokenizer key 'tokens'"])
     rout = os.path.join(tmp, "recipe-out")
     r = write(os.path.join(ind, "r-bad2.yaml"), f"model: {good}\nout: {rout}\nsteps:\n"
               f"  - pretrain: {{data: [{corpus}], seq-len: 32, max-steps: 1}}\n  - sft: {{data: {corpus}, lr: -1}}\n")

@@ -181,6 +181,12 @@ with tempfile.TemporaryDirectory() as tmp:
     compare("tokenizer-section", f"base_model: {T}\ntokenizer:\n  source: base\n"
             "  pad_to_multiple_of: 2\nslices:\n" + sl(A, 0, 6) + sl(T, 4, 6) +
             "merge_method: passthrough\n", tmp, tokenizer=True)
+    # union where no model has a token the base lacks: the base's tokenizer (T's, 514 tokens;
+    # A's and A2's rows for the two added tokens are zeros). `tokenizer: {}` is union too.
+    compare("union", f"base_model: {T}\ntokenizer_source: union\nslices:\n" + sl(A, 0, 3) +
+            sl(A2, 3, 6) + "merge_method: passthrough\n", tmp, tokenizer=True)
+    compare("tokenizer-section-union", f"base_model: {A}\ntokenizer: {{}}\nslices:\n" +
+            sl(A, 0, 3) + sl(A2, 3, 6) + "merge_method: passthrough\n", tmp, tokenizer=True)
     # chat_template: a template text, and "auto" (the most common among the inputs).
     tmpl = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\\n{% endfor %}"
     compare("chat-template-text", f"chat_template: \"{tmpl}\"\nslices:\n" + sl(A, 0, 6) +
@@ -220,8 +226,8 @@ with tempfile.TemporaryDirectory() as tmp:
         check(f"refused: {name}", p.returncode == 1 and want in err and cfg in err and
               len(err.splitlines()) == 1 and not os.path.exists(out), err)
 
-    refused("union", "tokenizer_source: union\nslices:\n" + sl(A, 0, 6) +
-            "merge_method: passthrough\n", "tokenizer_source 'union'")
+    refused("union-new-tokens", f"base_model: {A}\ntokenizer_source: union\nslices:\n" +
+            sl(A, 0, 6) + sl(T, 5, 6) + "merge_method: passthrough\n", "tokenizer_source union")
     refused("tokenizer-tokens", "tokenizer:\n  source: base\n  tokens:\n    <x>:\n      source: "
             f"{A}\nslices:\n" + sl(A, 0, 6) + "merge_method: passthrough\n", "tokens")
     refused("two-models-form", f"models:\n  - model: {A}\n  - model: {B}\n"
