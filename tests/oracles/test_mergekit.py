@@ -11,6 +11,7 @@ import time
 
 from oracle_common import Report, runner, tool_versions
 
+import torch
 import yaml
 from safetensors import safe_open
 
@@ -39,7 +40,8 @@ def tensors(d):
             with safe_open(os.path.join(d, fn), "pt") as f:
                 for k in f.keys():
                     t = f.get_tensor(k)
-                    out[k] = (str(t.dtype), tuple(t.shape), t.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+                    raw = t.contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes()
+                    out[k] = (str(t.dtype), tuple(t.shape), raw)
     return out
 
 
