@@ -18,7 +18,9 @@ int cmd_upscale(int argc, char** argv) {
          "passthrough YAML recipe; --expand-every / --target-layers run LLaMA-Pro block expansion.",
          {{"model", "DIR", "base model (SOLAR and LLaMA-Pro modes)", ""},
           {"config", "YAML",
-           "mergekit recipe (slices / sources / layer_range, merge_method: passthrough)", ""},
+           "mergekit passthrough recipe, as mergekit 0.1.5 (slices or models, scale, dtype, "
+           "base_model, tokenizer_source, chat_template; docs/MERGEKIT.md)",
+           ""},
           {"out", "DIR", "output model directory", kRequired},
           {"drop", "M", "SOLAR: layers dropped from each copy (n from config.json)", "8"},
           {"expand-every", "K", "LLaMA-Pro: insert an identity copy after every K-th layer", ""},
@@ -56,8 +58,7 @@ int cmd_upscale(int argc, char** argv) {
       r = solar_recipe(a.str("model"), n, a.integer("drop"));
     }
   }
-  std::fprintf(stderr, "%s\n", r.description.c_str());
-  auto res = upscale(r, opt);
+  auto res = upscale(r, opt);  // says r.description once everything is checked
   std::printf("wrote %s: %s, %lld layers, %s parameters", opt.out.c_str(),
               arch_name(res.config.arch), (long long)res.config.num_hidden_layers,
               format_count(double(res.config.param_count())).c_str());

@@ -432,6 +432,14 @@ def data_cases(tmp, good):
                "merge_method: slerp\n")
     check("mergekit merge_method not passthrough", ["upscale", "--config", mk, "--out", os.path.join(tmp, "up-y")],
           [mk, "slerp"])
+    mk = write(os.path.join(ind, "mk3.yaml"), f"slices:\n  - sources:\n    - model: {good}\n      layer_range: [0, 1]\n"
+               "      parameters:\n        scale: [0, x]\nmerge_method: passthrough\n")
+    check("mergekit gradient value not a number", ["upscale", "--config", mk, "--out", os.path.join(tmp, "up-y")],
+          [mk + ":6", "scale gradient value", "number"])
+    mk = write(os.path.join(ind, "mk4.yaml"), f"models:\n  - model: {good}\nmerge_method: passthrough\n"
+               "tokenizer:\n  source: base\n  tokens: {}\n")
+    check("mergekit tokenizer tokens", ["upscale", "--config", mk, "--out", os.path.join(tmp, "up-y")],
+          [mk + ":6", "tokenizer key 'tokens'"])
     rout = os.path.join(tmp, "recipe-out")
     r = write(os.path.join(ind, "r-bad2.yaml"), f"model: {good}\nout: {rout}\nsteps:\n"
               f"  - pretrain: {{data: [{corpus}], seq-len: 32, max-steps: 1}}\n  - sft: {{data: {corpus}, lr: -1}}\n")
