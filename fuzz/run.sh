@@ -44,5 +44,6 @@ s=$root/src
 run_target text_readers_fuzz "$rest" 'text-*.seed' "$root/fuzz/text_readers_fuzz.cpp" \
   "$s/io/jsonl.cpp" "$s/io/yaml_file.cpp" "$s/eval/task.cpp" "$s/surgery/recipe.cpp" \
   "$s/eval/dataset_rows.cpp" "$s/eval/python_random.cpp" "$s/eval/answer_filter.cpp" \
+  "$s/eval/template_expr.cpp" \
   "$s/tokenizer/tokenizer.cpp" "$s/io/model_config.cpp" "$s/io/generation_config.cpp" \
   -lyaml-cpp -lsentencepiece -lpcre2-8 -dict="$root/fuzz/text_readers.dict"
