@@ -1,0 +1,170 @@
+"""LoRA adapters against PEFT itself (and transformers' models of the bases).
+
+(a) Adapters lamina trains (`lamina sft --lora-r`, B != 0) load with peft.PeftModel.from_pretrained
+    over transformers' model of the base and give the logits lamina gives for the merged model;
+    PEFT's merge_and_unload() weights equal lamina merge-lora's. Dense LLaMA (q, v; all with
+    rslora) and tiny Mixtral with the experts as targets (PEFT's w1, w2, w3).
+(b) Adapters PEFT writes (get_peft_model with r, lora_alpha, use_rslora, rank_pattern,
+    alpha_pattern; random nonzero A and B; save_pretrained) merge in lamina merge-lora to the
+    weights PEFT's merge_and_unload() gives.
+
+usage: test_peft.py LAMINA        prints 'N passed, M failed'
+"""
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+from oracle_common import Report, f32_tensors, hf_model, runner, tool_versions
+
+report = Report()
+check = report.check
+run = runner(os.path.abspath(sys.argv[1]))
+run_quiet = runner(os.path.abspath(sys.argv[1]), echo_failures=False)
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def merged_weights(model):
+    """PEFT's merge_and_unload() state dict as float32 arrays under the checkpoint's names."""
+    return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+
+
+def load_merged(d):
+    """lamina's merged directory as arrays (one safetensors file: the tiny models are small)."""
+    return f32_tensors(os.path.join(d, "model.safetensors"))
+
+
+def max_weight_err(peft_sd, lamina_sd, names):
+    return max(float(np.abs(peft_sd[n] - lamina_sd[n]).max()) for n in names)
+
+
+def lamina_logits(model_dir, ids, tmp):
+    out = os.path.join(tmp, "logits.npy")
+    p = run("score", "--model", model_dir, "--ids", ",".join(map(str, ids)), "--no-bos", "--dump-logits", out)
+    assert p.returncode == 0, p.stderr
+    return np.load(out)
+
+
+def peft_logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float().numpy()
+
+
+def lamina_adapter_case(tmp, name, base, data, lora_args, expect_modules):
+    """Train an adapter with lamina, load it with PEFT, compare logits and merged weights."""
+    from peft import PeftModel
+
+    out = os.path.join(tmp, name)
+    p = run("sft", "--model", base, "--data", data, "--out", out, "--seq-len", "48", "--batch-size", "4",
+            "--max-steps", "4", "--lr", "2e-2", "--val-fraction", "0", *lora_args)
+    if not check(f"{name}: lamina sft --lora-r trains an adapter", p.returncode == 0, p.stderr[-300:]):
+        return
+    ad = os.path.join(out, "checkpoint-4")
+    tensors = f32_tensors(os.path.join(ad, "adapter_model.safetensors"))
+    bmax = max(float(np.abs(v).max()) for k, v in tensors.items() if "lora_B" in k)
+    check(f"{name}: the adapter learnt (max |B| > 0)", bmax > 1e-4, f"max |B| {bmax:.3g}")
+    modules = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in tensors}
+    check(f"{name}: adapted modules {sorted(expect_modules)}", modules == set(expect_modules), str(sorted(modules)))
+
+    merged = os.path.join(tmp, name + "-merged")
+    p = run("merge-lora", "--model", base, "--adapter", ad, "--out", merged)
+    if not check(f"{name}: lamina merge-lora", p.returncode == 0, p.stderr[-300:]):
+        return
+    pm = PeftModel.from_pretrained(hf_model(base), ad, is_trainable=False).eval()
+    ids = [1, 17, 42, 99, 7, 250, 3, 64, 128, 5, 311, 77]
+    ref = peft_logits(pm, ids)
+    got = lamina_logits(merged, ids, tmp)
+    err = float(np.abs(ref - got).max())
+    check(f"{name}: PEFT's logits (base + adapter) = lamina's (merged)", err < 2e-4, f"max |diff| {err:.2e}")
+    plain = peft_logits(hf_model(base), ids)
+    moved = float(np.abs(ref - plain).max())
+    check(f"{name}: the adapter changes the logits", moved > 100 * max(err, 1e-6), f"max |adapter effect| {moved:.3g}")
+    # PEFT's merge_and_unload() against lamina merge-lora, tensor by tensor.
+    sd = merged_weights(pm.merge_and_unload())
+    lm = load_merged(merged)
+    hf_names = [n for n in sd if n in lm]
+    fused = [n for n in sd if n not in lm]
+    if fused:  # transformers v5 Mixtral stacks the experts: compare its fused tensors
+        for n in fused:
+            if n.endswith("experts.gate_up_proj"):
+                pre = n[: -len("mlp.experts.gate_up_proj")] + "block_sparse_moe.experts."
+                E = sd[n].shape[0]
+                lm[n] = np.stack([np.concatenate([lm[f"{pre}{e}.w1.weight"], lm[f"{pre}{e}.w3.weight"]]) for e in range(E)])
+            elif n.endswith("experts.down_proj"):
+                pre = n[: -len("mlp.experts.down_proj")] + "block_sparse_moe.experts."
+                lm[n] = np.stack([lm[f"{pre}{e}.w2.weight"] for e in range(sd[n].shape[0])])
+            elif n.endswith("mlp.gate.weight"):
+                lm[n] = lm[n.replace("mlp.gate.weight", "block_sparse_moe.gate.weight")]
+    missing = [n for n in sd if n not in lm]
+    werr = max_weight_err(sd, lm, [n for n in sd if n in lm])
+    check(f"{name}: PEFT merge_and_unload() weights = lamina merge-lora's", not missing and werr < 1e-5,
+          f"max |diff| {werr:.2e}" + (f", unmatched {missing[:3]}" if missing else ""))
+
+
+def peft_adapter_case(tmp, name, base, cfg_kwargs, seed):
+    """An adapter PEFT writes (random nonzero A and B) merged by lamina vs PEFT's merge."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    pm = get_peft_model(hf_model(base), LoraConfig(task_type="CAUSAL_LM", **cfg_kwargs))
+    with torch.no_grad():
+        for n, prm in pm.named_parameters():
+            if "lora_" in n:
+                prm.copy_(torch.randn_like(prm) * 0.05)
+    ad = os.path.join(tmp, name)
+    pm.save_pretrained(ad)
+    shapes = {}
+    for n, prm in pm.named_parameters():
+        if "lora_A" in n:
+            shapes[n.split(".lora_A")[0].split("model.layers.")[1]] = prm.shape[0]
+    sd = merged_weights(pm.merge_and_unload())
+    merged = os.path.join(tmp, name + "-merged")
+    p = run("merge-lora", "--model", base, "--adapter", ad, "--out", merged)
+    if not check(f"{name}: lamina merge-lora reads PEFT's adapter", p.returncode == 0, p.stderr.strip()[-300:]):
+        return
+    lm = load_merged(merged)
+    werr = max_weight_err(sd, lm, list(sd))
+    delta = max(float(np.abs(sd[n] - f32_tensors(os.path.join(base, "model.safetensors"))[n]).max()) for n in sd)
+    check(f"{name}: lamina merge-lora = PEFT merge_and_unload()", werr < 1e-5 and delta > 1e-3,
+          f"max |diff| {werr:.2e} (largest merged delta {delta:.3g}; ranks {sorted(set(shapes.values()))})")
+
+
+def main():
+    print(tool_versions("torch", "transformers", "peft"))
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "chat.jsonl")
+        rows = [{"messages": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b)}]}
+                for a in range(8) for b in range(4)]
+        write_jsonl(data, rows)
+        dense = os.path.join(tmp, "dense")
+        run("init", "--out", dense, "--seed", "5", "--add-tokens", "<|end_of_turn|>", "--chat-template", "openchat")
+        moe = os.path.join(tmp, "moe")
+        run("init", "--out", moe, "--seed", "6", "--shape", "tiny-mixtral", "--add-tokens", "<|end_of_turn|>",
+            "--chat-template", "openchat")
+
+        # (a) lamina's adapters in PEFT.
+        lamina_adapter_case(tmp, "dense-qv", dense, data, ["--lora-r", "4", "--lora-alpha", "8"], {"q_proj", "v_proj"})
+        lamina_adapter_case(tmp, "dense-all-rslora", dense, data,
+                            ["--lora-r", "8", "--lora-alpha", "4", "--lora-rslora", "--lora-targets", "all"],
+                            {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+        lamina_adapter_case(tmp, "mixtral-experts", moe, data,
+                            ["--lora-r", "4", "--lora-alpha", "8", "--lora-targets", "q,v,w1,w2,w3"],
+                            {"q_proj", "v_proj", "w1", "w2", "w3"})
+
+        # (b) PEFT's adapters in lamina merge-lora.
+        allm = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        peft_adapter_case(tmp, "peft-plain", dense, dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]), 1)
+        peft_adapter_case(tmp, "peft-rslora", dense, dict(r=8, lora_alpha=16, target_modules=allm, use_rslora=True), 2)
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()
