@@ -5,6 +5,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 #include <sstream>
 
 #include "core/error.h"
@@ -85,6 +86,74 @@ std::string peft_expert_lora_name(int64_t layer, int64_t expert, int t, bool is_
          (is_b ? ".lora_B.weight" : ".lora_A.weight");
 }
 
+std::string lora_module_path(int64_t layer, int t) {
+  std::string b = base_name(layer, t);
+  return b.substr(0, b.size() - 7);  // less ".weight"
+}
+
+std::string expert_lora_module_path(int64_t layer, int64_t expert, int t) {
+  return "model.layers." + std::to_string(layer) + ".block_sparse_moe.experts." +
+         std::to_string(expert) + "." + expert_lora_module_name(t);
+}
+
+int pattern_key(const std::vector<std::string>& keys, const std::string& module) {
+  for (size_t i = 0; i < keys.size(); ++i)
+    // regex_match anchors both ends, as re.match(...) with the trailing "$".
+    if (std::regex_match(module, std::regex("(.*\\.)?(" + keys[i] + ")"))) return int(i);
+  return -1;
+}
+
+namespace {
+template <class V>
+std::vector<std::string> keys_of(const std::vector<std::pair<std::string, V>>& pattern) {
+  std::vector<std::string> k;
+  for (auto& [key, v] : pattern) k.push_back(key);
+  return k;
+}
+}  // namespace
+
+int64_t LoraConfig::rank_of(const std::string& module) const {
+  const int i = pattern_key(keys_of(rank_pattern), module);
+  return i < 0 ? r : rank_pattern[size_t(i)].second;
+}
+
+double LoraConfig::alpha_of(const std::string& module) const {
+  const int i = pattern_key(keys_of(alpha_pattern), module);
+  return i < 0 ? alpha : alpha_pattern[size_t(i)].second;
+}
+
+void check_lora_patterns(const LoraConfig& c, const std::string& where) {
+  auto check_key = [&](const std::string& key, const char* what) {
+    try {
+      std::regex re("(.*\\.)?(" + key + ")");
+    } catch (const std::regex_error& e) {
+      fail(where, ": ", what, " key '", key, "' is not a regular expression (", e.what(), ")");
+    }
+  };
+  for (auto& [k, v] : c.rank_pattern) {
+    check_key(k, "rank_pattern");
+    if (v < 1) fail(where, ": rank_pattern '", k, "': the rank must be a positive integer");
+  }
+  for (auto& [k, v] : c.alpha_pattern) {
+    check_key(k, "alpha_pattern");
+    if (!(v > 0) || !std::isfinite(v))
+      fail(where, ": alpha_pattern '", k, "': alpha must be a positive number");
+  }
+}
+
+std::pair<std::string, double> parse_lora_pattern(const std::string& spec,
+                                                  const std::string& option) {
+  const size_t eq = spec.rfind('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+    fail(option, " '", spec, "': expected PATTERN=VALUE, e.g. 'q_proj=16' or 'layers\\.0\\..*=4'");
+  const std::string v = spec.substr(eq + 1);
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  if (end == v.c_str() || *end != '\0' || !std::isfinite(x) || x <= 0)
+    fail(option, " '", spec, "': '", v, "' is not a positive number");
+  return {spec.substr(0, eq), x};
+}
+
 std::vector<std::string> resolve_lora_targets(const ModelConfig& cfg,
                                               const std::vector<std::string>& targets) {
   std::vector<std::string> out;
@@ -129,15 +198,30 @@ void add_lora(ParamStore& p, const LoraConfig& c) {
         "LoRA on the experts needs the per-expert layout (block_sparse_moe.experts.E.w1); this "
         "checkpoint fuses them (mlp.experts.gate_up_proj): adapt q, k, v, o only");
   const int64_t H = p.cfg.hidden_size, I = p.cfg.intermediate_size, E = p.cfg.num_local_experts;
+  // Each module's rank and scale: r and alpha unless a pattern names it (PEFT's rule).
+  std::vector<bool> key_used(c.rank_pattern.size() + c.alpha_pattern.size(), false);
+  std::string first_module;
+  auto rank_scale = [&](const std::string& module) {
+    if (first_module.empty()) first_module = module;
+    const int ri = pattern_key(keys_of(c.rank_pattern), module);
+    const int ai = pattern_key(keys_of(c.alpha_pattern), module);
+    if (ri >= 0) key_used[size_t(ri)] = true;
+    if (ai >= 0) key_used[c.rank_pattern.size() + size_t(ai)] = true;
+    return std::pair{c.rank_of(module), float(c.scale_of(module))};
+  };
   for (int64_t l = 0; l < p.cfg.num_hidden_layers; ++l) {
     for (int t : which) {
       auto [out, in] = proj_shape(p.cfg, t);
+      auto [r, scale] = rank_scale(lora_module_path(l, t));
+      extra.push_back({peft_lora_name(l, t, false),
+                       {r, in},
+                       false,
+                       [l, t, scale](ModelWeights& w, const Tensor& x) {
+                         w.layers[size_t(l)].lora[t].a = x;
+                         w.layers[size_t(l)].lora[t].scale = scale;
+                       }});
       extra.push_back(
-          {peft_lora_name(l, t, false), {c.r, in}, false, [l, t](ModelWeights& w, const Tensor& x) {
-             w.layers[size_t(l)].lora[t].a = x;
-           }});
-      extra.push_back(
-          {peft_lora_name(l, t, true), {out, c.r}, false, [l, t](ModelWeights& w, const Tensor& x) {
+          {peft_lora_name(l, t, true), {out, r}, false, [l, t](ModelWeights& w, const Tensor& x) {
              w.layers[size_t(l)].lora[t].b = x;
            }});
     }
@@ -146,21 +230,35 @@ void add_lora(ParamStore& p, const LoraConfig& c) {
       for (int t = 0; t < kExpertLoraTargets; ++t) {
         if (std::find(expert_which.begin(), expert_which.end(), t) == expert_which.end()) continue;
         const int64_t out = t == kLoraW2 ? H : I, in = t == kLoraW2 ? I : H;
+        auto [r, scale] = rank_scale(expert_lora_module_path(l, e, t));
         auto slot = [l, e, t, E](ModelWeights& w) -> LoraPair& {
           auto& v = w.layers[size_t(l)].e_lora[t];
           v.resize(size_t(E));
           return v[size_t(e)];
         };
         extra.push_back({peft_expert_lora_name(l, e, t, false),
-                         {c.r, in},
+                         {r, in},
                          false,
-                         [slot](ModelWeights& w, const Tensor& x) { slot(w).a = x; }});
+                         [slot, scale](ModelWeights& w, const Tensor& x) {
+                           slot(w).a = x;
+                           slot(w).scale = scale;
+                         }});
         extra.push_back({peft_expert_lora_name(l, e, t, true),
-                         {out, c.r},
+                         {out, r},
                          false,
                          [slot](ModelWeights& w, const Tensor& x) { slot(w).b = x; }});
       }
   }
+  // PEFT warns about a key that matches no adapted module and ignores it; a training option
+  // that changes nothing is a mistake, so it is an error here.
+  for (size_t k = 0; k < key_used.size(); ++k)
+    if (!key_used[k]) {
+      const bool rank = k < c.rank_pattern.size();
+      fail(rank ? "--lora-rank-pattern '" : "--lora-alpha-pattern '",
+           rank ? c.rank_pattern[k].first : c.alpha_pattern[k - c.rank_pattern.size()].first,
+           "' matches none of the adapted modules (names such as ", first_module, ", targets ",
+           json(p.lora_targets).dump(), ")");
+    }
   for (size_t i = 0; i < p.trainable.size(); ++i) p.trainable[i] = false;  // the base is frozen
   std::mt19937_64 rng(c.seed);
   p.append(extra, [&](size_t i, float* v) {
@@ -205,21 +303,29 @@ void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::stri
   for (size_t i : idx)
     w.write(p.specs[i].name, p.params.f32() + p.offset[i], size_t(p.numel(i)) * 4);
   w.finish();
-  json cfg = {{"peft_type", "LORA"},
-              {"task_type", "CAUSAL_LM"},
-              {"base_model_name_or_path", base_model},
-              {"r", c.r},
-              {"lora_alpha", c.alpha},
-              {"lora_dropout", c.dropout},
-              {"target_modules", p.lora_targets.empty() ? c.targets : p.lora_targets},
-              {"bias", "none"},
-              {"fan_in_fan_out", false},
-              {"inference_mode", true},
-              {"init_lora_weights", true},
-              {"modules_to_save", nullptr},
-              {"layers_to_transform", nullptr},
-              {"use_rslora", c.rslora},
-              {"revision", nullptr}};
+  // In PEFT's field order; the patterns keep their order (the first matching key wins).
+  nlohmann::ordered_json rank_pattern = nlohmann::ordered_json::object(),
+                         alpha_pattern = nlohmann::ordered_json::object();
+  for (auto& [k, v] : c.rank_pattern) rank_pattern[k] = v;
+  for (auto& [k, v] : c.alpha_pattern) alpha_pattern[k] = v;
+  nlohmann::ordered_json cfg = {
+      {"peft_type", "LORA"},
+      {"task_type", "CAUSAL_LM"},
+      {"base_model_name_or_path", base_model},
+      {"r", c.r},
+      {"lora_alpha", c.alpha},
+      {"lora_dropout", c.dropout},
+      {"target_modules", p.lora_targets.empty() ? c.targets : p.lora_targets},
+      {"rank_pattern", rank_pattern},
+      {"alpha_pattern", alpha_pattern},
+      {"bias", "none"},
+      {"fan_in_fan_out", false},
+      {"inference_mode", true},
+      {"init_lora_weights", true},
+      {"modules_to_save", nullptr},
+      {"layers_to_transform", nullptr},
+      {"use_rslora", c.rslora},
+      {"revision", nullptr}};
   write_file_atomic(dir + "/adapter_config.json", cfg.dump(2) + "\n");
   write_file_atomic(
       dir + "/README.md",
@@ -251,11 +357,24 @@ LoraConfig read_lora_config(const std::string& dir) {
     if (!rs->is_boolean()) fail(path, ": use_rslora must be true or false");
     c.rslora = rs->get<bool>();
   }
-  // Per-module ranks and alphas change the shapes and scales of single modules: not implemented
-  // yet, so refused by name rather than merged with the global r and alpha.
-  for (const char* k : {"rank_pattern", "alpha_pattern"})
-    if (auto pt = j.find(k); pt != j.end() && !pt->is_null() && !(pt->is_object() && pt->empty()))
-      fail(path, ": ", k, " is not supported yet (every module must use r and lora_alpha)");
+  // rank_pattern / alpha_pattern, in the file's order (json sorts keys; the first match wins).
+  const auto oj = nlohmann::ordered_json::parse(read_text_file(path), nullptr, false);
+  for (const char* k : {"rank_pattern", "alpha_pattern"}) {
+    auto pt = oj.find(k);
+    if (pt == oj.end() || pt->is_null()) continue;
+    if (!pt->is_object()) fail(path, ": ", k, " must be an object {module pattern: value}");
+    for (auto& [key, v] : pt->items()) {
+      const bool rank = k[0] == 'r';
+      if (rank ? !v.is_number_integer() : !v.is_number())
+        fail(path, ": ", k, " '", key,
+             "': ", rank ? "the rank must be an integer" : "alpha must be a number");
+      if (rank)
+        c.rank_pattern.push_back({key, v.get<int64_t>()});
+      else
+        c.alpha_pattern.push_back({key, v.get<double>()});
+    }
+  }
+  check_lora_patterns(c, path);
   auto tm = j.at("target_modules");
   c.targets = tm.is_string() ? parse_lora_targets(tm.get<std::string>())
                              : tm.get<std::vector<std::string>>();
@@ -268,7 +387,6 @@ void merge_lora(const std::string& base_dir, const std::string& adapter_dir,
   Checkpoint base(base_dir);
   LoraConfig lc = read_lora_config(adapter_dir);
   SafetensorsFile ad(adapter_dir + "/adapter_model.safetensors");
-  const double scale = lc.scale();
   auto specs = model_tensor_specs(cfg, detect_moe_layout(cfg, base));
   // Every adapter tensor must be used: a name that matches nothing means a different base.
   size_t used = 0;
@@ -296,16 +414,19 @@ void merge_lora(const std::string& base_dir, const std::string& adapter_dir,
       if (ia || ib) {
         if (!ia || !ib)
           fail(adapter_dir, "/adapter_model.safetensors: only one of lora_A/lora_B for ", sp.name);
-        const int64_t out_d = sp.shape[0], in_d = sp.shape[1];
-        if (ia->shape != Shape{lc.r, in_d} || ib->shape != Shape{out_d, lc.r})
+        // This module's rank and scale: r and lora_alpha unless a pattern names it.
+        const std::string module = sp.name.substr(0, sp.name.size() - suffix.size());
+        const int64_t out_d = sp.shape[0], in_d = sp.shape[1], r = lc.rank_of(module);
+        const double scale = lc.scale_of(module);
+        if (ia->shape != Shape{r, in_d} || ib->shape != Shape{out_d, r})
           fail(adapter_dir, "/adapter_model.safetensors: adapter for ", sp.name, " has shapes ",
-               shape_str(ia->shape), " and ", shape_str(ib->shape), ", expected [", lc.r, ", ",
-               in_d, "] and [", out_d, ", ", lc.r, "]");
+               shape_str(ia->shape), " and ", shape_str(ib->shape), ", expected [", r, ", ", in_d,
+               "] and [", out_d, ", ", r, "] (its rank by r and rank_pattern)");
         Tensor A = ad.tensor(*ia).to(DType::F32), B = ad.tensor(*ib).to(DType::F32);
         // W += scale * B[out, r] · A[r, in]
         for (int64_t o = 0; o < out_d; ++o)
-          for (int64_t k = 0; k < lc.r; ++k) {
-            const float bk = float(scale) * B.f32()[o * lc.r + k];
+          for (int64_t k = 0; k < r; ++k) {
+            const float bk = float(scale) * B.f32()[o * r + k];
             const float* ar = A.f32() + k * in_d;
             float* wr = f.data() + o * in_d;
             for (int64_t c = 0; c < in_d; ++c) wr[c] += bk * ar[c];

@@ -58,8 +58,9 @@ def peft_logits(model, ids):
         return model(torch.tensor([ids])).logits[0].float().numpy()
 
 
-def lamina_adapter_case(tmp, name, base, data, lora_args, expect_modules):
-    """Train an adapter with lamina, load it with PEFT, compare logits and merged weights."""
+def lamina_adapter_case(tmp, name, base, data, lora_args, expect_modules, expect_ranks=None):
+    """Train an adapter with lamina, load it with PEFT, compare logits and merged weights.
+    expect_ranks: {module path under model.layers.: rank} the adapter must have."""
     from peft import PeftModel
 
     out = os.path.join(tmp, name)
@@ -73,6 +74,11 @@ def lamina_adapter_case(tmp, name, base, data, lora_args, expect_modules):
     check(f"{name}: the adapter learnt (max |B| > 0)", bmax > 1e-4, f"max |B| {bmax:.3g}")
     modules = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in tensors}
     check(f"{name}: adapted modules {sorted(expect_modules)}", modules == set(expect_modules), str(sorted(modules)))
+    if expect_ranks:
+        ranks = {k.split("model.layers.")[1].split(".lora_A")[0]: v.shape[0] for k, v in tensors.items() if "lora_A" in k}
+        bad = {k: (ranks.get(k), r) for k, r in expect_ranks.items() if ranks.get(k) != r}
+        check(f"{name}: per-module ranks from --lora-rank-pattern", not bad, f"(got, expected) {bad}" if bad else
+              str(sorted(set(ranks.values()))))
 
     merged = os.path.join(tmp, name + "-merged")
     p = run("merge-lora", "--model", base, "--adapter", ad, "--out", merged)
@@ -125,7 +131,10 @@ def peft_adapter_case(tmp, name, base, cfg_kwargs, seed):
     for n, prm in pm.named_parameters():
         if "lora_A" in n:
             shapes[n.split(".lora_A")[0].split("model.layers.")[1]] = prm.shape[0]
-    sd = merged_weights(pm.merge_and_unload())
+    # The reference: PEFT loading the directory it wrote, then merging.
+    from peft import PeftModel
+
+    sd = merged_weights(PeftModel.from_pretrained(hf_model(base), ad).merge_and_unload())
     merged = os.path.join(tmp, name + "-merged")
     p = run("merge-lora", "--model", base, "--adapter", ad, "--out", merged)
     if not check(f"{name}: lamina merge-lora reads PEFT's adapter", p.returncode == 0, p.stderr.strip()[-300:]):
@@ -159,10 +168,43 @@ def main():
                             ["--lora-r", "4", "--lora-alpha", "8", "--lora-targets", "q,v,w1,w2,w3"],
                             {"q_proj", "v_proj", "w1", "w2", "w3"})
 
+        # PEFT's rank_pattern / alpha_pattern as lamina training options: regex keys, suffix keys,
+        # the first matching key wins (q_proj=2 before the layer-1 rule, so layer 1's q_proj is 2).
+        lamina_adapter_case(tmp, "dense-patterns", dense, data,
+                            ["--lora-r", "4", "--lora-alpha", "8", "--lora-targets", "all",
+                             "--lora-rank-pattern", "q_proj=2", "--lora-rank-pattern", r"layers\.1\..*=6",
+                             "--lora-alpha-pattern", "down_proj=3", "--lora-alpha-pattern", r"model\.layers\.0\.self_attn\.v_proj=40"],
+                            {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+                            {"0.self_attn.q_proj": 2, "1.self_attn.q_proj": 2, "1.self_attn.k_proj": 6, "0.self_attn.k_proj": 4,
+                             "1.mlp.down_proj": 6, "0.mlp.down_proj": 4, "0.self_attn.v_proj": 4})
+        cfg = json.load(open(os.path.join(tmp, "dense-patterns", "checkpoint-4", "adapter_config.json")))
+        check("dense-patterns: adapter_config.json keeps the patterns in order",
+              list(cfg.get("rank_pattern", {}).items()) == [("q_proj", 2), (r"layers\.1\..*", 6)]
+              and cfg.get("alpha_pattern") == {"down_proj": 3, r"model\.layers\.0\.self_attn\.v_proj": 40},
+              json.dumps([cfg.get("rank_pattern"), cfg.get("alpha_pattern")]))
+        # Bad patterns: one line naming the option, before any work.
+        for args, want in [(["--lora-rank-pattern", "q_proj=2"], "needs --lora-r"),
+                           (["--lora-r", "4", "--lora-rank-pattern", "q_proj"], "PATTERN=VALUE"),
+                           (["--lora-r", "4", "--lora-rank-pattern", "q_proj=1.5"], "integer"),
+                           (["--lora-r", "4", "--lora-alpha-pattern", "(q_proj=2"], "regular expression"),
+                           (["--lora-r", "4", "--lora-rank-pattern", "gate_proj=2"], "matches none")]:
+            p = run_quiet("sft", "--model", dense, "--data", data, "--out", os.path.join(tmp, "bad"), "--max-steps", "1", *args)
+            check(f"bad pattern {args[-1]!r}: exit 1, one line", p.returncode == 1 and want in p.stderr
+                  and len(p.stderr.strip().splitlines()) == 1, p.stderr.strip()[:200])
+
         # (b) PEFT's adapters in lamina merge-lora.
         allm = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
         peft_adapter_case(tmp, "peft-plain", dense, dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]), 1)
         peft_adapter_case(tmp, "peft-rslora", dense, dict(r=8, lora_alpha=16, target_modules=allm, use_rslora=True), 2)
+        # Patterns: regexes and suffixes, a specific key before a general one (PEFT writes the
+        # config with sorted keys and reads it back in that order, so the first key that matches
+        # in the file is the one that counts); with rslora each module's scale is its alpha /
+        # sqrt(its r).
+        pats = dict(rank_pattern={r"model\.layers\.0\.self_attn\.q_proj": 2, "q_proj": 5, r"layers\.1\.mlp\..*": 3,
+                                  "v_proj": 6},
+                    alpha_pattern={"o_proj": 3, "model.layers.0.mlp.down_proj": 20, r".*\.1\.self_attn\.k_proj": 1})
+        peft_adapter_case(tmp, "peft-patterns", dense, dict(r=4, lora_alpha=8, target_modules=allm, **pats), 3)
+        peft_adapter_case(tmp, "peft-patterns-rslora", dense, dict(r=4, lora_alpha=8, target_modules=allm, use_rslora=True, **pats), 4)
     report.finish()
 
 
