@@ -13,6 +13,7 @@
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
 #include "io/safetensors.h"
+#include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_files.h"
 
 namespace lamina {
@@ -282,11 +283,20 @@ void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::stri
                        const std::string& base_model) {
   std::vector<SafetensorsWriter::Planned> plan;
   std::vector<size_t> idx;
-  for (size_t i = 0; i < p.specs.size(); ++i)
-    if (p.specs[i].name.rfind("base_model.model.", 0) == 0) {
-      plan.push_back({p.specs[i].name, DType::F32, p.specs[i].shape});
+  std::vector<std::string> names;
+  for (size_t i = 0; i < p.specs.size(); ++i) {
+    const std::string& n = p.specs[i].name;
+    // A vocabulary grown for the template's tokens: the whole embedding and LM head [V', H] go in
+    // the adapter under PEFT's names (PEFT 0.21.2's save_embedding_layers="auto" on a resized
+    // base), so PEFT over a base resized to V' and merge-lora both get the new rows.
+    const bool grown_rows =
+        p.base_vocab > 0 && (n == "model.embed_tokens.weight" || n == "lm_head.weight");
+    if (n.rfind("base_model.model.", 0) == 0 || grown_rows) {
+      names.push_back(grown_rows ? "base_model.model." + n : n);
+      plan.push_back({names.back(), DType::F32, p.specs[i].shape});
       idx.push_back(i);
     }
+  }
   // The base the adapter was trained over: its storage type when it was kept frozen out of F32
   // (--base-dtype), in the safetensors metadata and the adapter's README (PEFT's config has no
   // field for it, and unknown config keys are an error in older PEFT).
@@ -300,8 +310,8 @@ void save_lora_adapter(const ParamStore& p, const LoraConfig& c, const std::stri
   for (auto& ch : base_dtype) ch = char(std::tolower(static_cast<unsigned char>(ch)));
   SafetensorsWriter w(dir, plan, 0, {{"format", "pt"}, {"lamina_base_dtype", base_dtype}},
                       "adapter_model");
-  for (size_t i : idx)
-    w.write(p.specs[i].name, p.params.f32() + p.offset[i], size_t(p.numel(i)) * 4);
+  for (size_t k = 0; k < idx.size(); ++k)
+    w.write(names[k], p.params.f32() + p.offset[idx[k]], size_t(p.numel(idx[k])) * 4);
   w.finish();
   // In PEFT's field order; the patterns keep their order (the first matching key wins).
   nlohmann::ordered_json rank_pattern = nlohmann::ordered_json::object(),
@@ -387,19 +397,52 @@ void merge_lora(const std::string& base_dir, const std::string& adapter_dir,
   Checkpoint base(base_dir);
   LoraConfig lc = read_lora_config(adapter_dir);
   SafetensorsFile ad(adapter_dir + "/adapter_model.safetensors");
-  auto specs = model_tensor_specs(cfg, detect_moe_layout(cfg, base));
+  // Whole tensors the adapter replaces (PEFT's saved embedding layers of a resized base:
+  // base_model.model.model.embed_tokens.weight [V', H], base_model.model.lm_head.weight).
+  auto replacement = [&](const std::string& name) { return ad.find("base_model.model." + name); };
+  const TensorInfo* emb = replacement("model.embed_tokens.weight");
+  const ModelConfig base_cfg = cfg;
+  if (emb) {
+    if (emb->shape.size() != 2 || emb->shape[1] != cfg.hidden_size || emb->shape[0] < 1)
+      fail(adapter_dir,
+           "/adapter_model.safetensors: base_model.model.model.embed_tokens.weight has "
+           "shape ",
+           shape_str(emb->shape), ", expected [V, ", cfg.hidden_size, "]");
+    cfg.vocab_size = emb->shape[0];
+  }
+  // The tokenizer the merged model gets: the adapter's when it has one (lamina and TRL save it
+  // next to the adapter, with any added token and the chat template), else the base's.
+  const bool own_tokenizer = file_exists(adapter_dir + "/tokenizer_config.json") ||
+                             file_exists(adapter_dir + "/tokenizer.json") ||
+                             file_exists(adapter_dir + "/tokenizer.model");
+  const std::string tok_from = own_tokenizer ? adapter_dir : base_dir;
+  if (own_tokenizer) {
+    const int64_t n = Tokenizer::load(adapter_dir).size();
+    if (n > cfg.vocab_size)
+      fail(adapter_dir, ": its tokenizer has ", n, " tokens but the merged model would have ",
+           cfg.vocab_size,
+           " embedding rows (the adapter lacks the resized "
+           "base_model.model.model.embed_tokens.weight and lm_head.weight; retrain it with this "
+           "lamina, which saves them)");
+  }
+  auto specs = model_tensor_specs(cfg, detect_moe_layout(base_cfg, base));
   // Every adapter tensor must be used: a name that matches nothing means a different base.
   size_t used = 0;
   OutputDir out(out_path, force);
   std::vector<SafetensorsWriter::Planned> plan;
   for (auto& sp : specs)
-    plan.push_back({sp.name, dtype.value_or(base.info(sp.name).dtype), sp.shape});
+    plan.push_back({sp.name, dtype.value_or(base.info(sp.name).dtype), sp.shape});  // base's names
   SafetensorsWriter w(out.path(), plan, 5000000000ull);
   std::vector<float> f, buf32;
   std::vector<uint8_t> bytes;
   for (size_t i = 0; i < specs.size(); ++i) {
     const auto& sp = specs[i];
-    Tensor t = base.get(sp.name);
+    const TensorInfo* rep = replacement(sp.name);
+    if (rep && rep->shape != sp.shape)
+      fail(adapter_dir, "/adapter_model.safetensors: base_model.model.", sp.name, " has shape ",
+           shape_str(rep->shape), ", expected ", shape_str(sp.shape));
+    Tensor t = rep ? ad.tensor(*rep) : base.get(sp.name);
+    used += rep ? 1 : 0;
     const size_t n = size_t(t.numel());
     f.resize(n);
     convert_to_f32(t.data, t.dtype, f.data(), n);
@@ -444,6 +487,7 @@ void merge_lora(const std::string& base_dir, const std::string& adapter_dir,
          " adapter tensors match no projection of ", base_dir, " (a different base model?)");
   w.finish();
   copy_tokenizer_files(base_dir, out.path());
+  if (own_tokenizer) copy_tokenizer_files(adapter_dir, out.path());  // over the base's files
   if (dtype) cfg.torch_dtype = *dtype;
   cfg.save(out.path() + "/config.json");
   out.commit();

@@ -146,6 +146,73 @@ def peft_adapter_case(tmp, name, base, cfg_kwargs, seed):
           f"max |diff| {werr:.2e} (largest merged delta {delta:.3g}; ranks {sorted(set(shapes.values()))})")
 
 
+def resized_vocab_case(tmp, data):
+    """sft --lora-r on a base without OpenChat's <|end_of_turn|>: the token is added (vocabulary
+    512 -> 513); the adapter carries the grown embedding and LM head as PEFT saves them, loads in
+    PEFT over the base resized as TRL users do (resize_token_embeddings), and merge-lora writes a
+    complete chat model (tokenizer with the token, chat template, EOS) that generate --chat runs."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    base = os.path.join(tmp, "plain")
+    run("init", "--out", base, "--seed", "7")
+    out = os.path.join(tmp, "grown")
+    p = run("sft", "--model", base, "--data", data, "--out", out, "--seq-len", "48", "--batch-size", "4",
+            "--max-steps", "4", "--lr", "2e-2", "--val-fraction", "0", "--lora-r", "4", "--template", "openchat")
+    if not check("grown: sft --lora-r adds <|end_of_turn|>", p.returncode == 0 and "added tokens 1" in p.stderr,
+                 p.stderr.strip()[-200:]):
+        return
+    ad = os.path.join(out, "checkpoint-4")
+    t = f32_tensors(os.path.join(ad, "adapter_model.safetensors"))
+    emb, head = t.get("base_model.model.model.embed_tokens.weight"), t.get("base_model.model.lm_head.weight")
+    check("grown: the adapter holds the resized embedding and LM head (PEFT's names)",
+          emb is not None and head is not None and emb.shape[0] == head.shape[0] == 513, str(None if emb is None else emb.shape))
+    atok = AutoTokenizer.from_pretrained(ad, local_files_only=True)
+    eot = atok.convert_tokens_to_ids("<|end_of_turn|>")
+    check("grown: the adapter's tokenizer (saved next to it) has the token and the chat template",
+          eot == 512 and bool(atok.chat_template), f"id {eot}")
+    # PEFT over the base resized to the tokenizer, as TRL/PEFT users load it.
+    hb = hf_model(base)
+    hb.resize_token_embeddings(len(atok))
+    pm = PeftModel.from_pretrained(hb, ad).eval()
+    merged = os.path.join(tmp, "grown-merged")
+    p = run("merge-lora", "--model", base, "--adapter", ad, "--out", merged)
+    if not check("grown: merge-lora", p.returncode == 0, p.stderr.strip()[-300:]):
+        return
+    enc = atok.apply_chat_template([{"role": "user", "content": "3+4="}], add_generation_prompt=True)
+    ids = list(enc["input_ids"] if hasattr(enc, "keys") else enc) + [eot, 17, eot]
+    ref = peft_logits(pm, ids)
+    got = lamina_logits(merged, ids, tmp)
+    err = float(np.abs(ref - got).max())
+    check("grown: PEFT's logits (resized base + adapter) = lamina's merged model's, the new token included",
+          ref.shape == got.shape and ref.shape[1] == 513 and err < 2e-4, f"max |diff| {err:.2e}, shape {got.shape}")
+    sd = merged_weights(pm.merge_and_unload())
+    lm = load_merged(merged)
+    werr = max_weight_err(sd, lm, list(sd))
+    check("grown: PEFT merge_and_unload() weights = lamina merge-lora's (513 rows)", werr < 1e-5, f"max |diff| {werr:.2e}")
+    # The merged directory is a complete chat model, for transformers and for lamina.
+    mtok = AutoTokenizer.from_pretrained(merged, local_files_only=True)
+    mcfg = json.load(open(os.path.join(merged, "config.json")))
+    gen = json.load(open(os.path.join(merged, "generation_config.json")))
+    eos = gen["eos_token_id"] if isinstance(gen["eos_token_id"], list) else [gen["eos_token_id"]]
+    check("grown: merged model has the token, the chat template, vocab_size 513 and EOS <|end_of_turn|>",
+          mtok.convert_tokens_to_ids("<|end_of_turn|>") == 512 and bool(mtok.chat_template) and mcfg["vocab_size"] == 513
+          and 512 in eos, f"eos {eos}, vocab {mcfg['vocab_size']}")
+    p = run("generate", "--model", merged, "--chat", "--prompt", "3+4=", "--max-new-tokens", "4")
+    check("grown: lamina generate --chat runs on the merged model", p.returncode == 0, p.stderr.strip()[-200:])
+    # An adapter without the grown rows (as lamina wrote them before) next to a 513-token
+    # tokenizer: merge-lora says so instead of writing a model its tokenizer overruns.
+    import shutil
+    from safetensors.numpy import save_file
+
+    old = os.path.join(tmp, "grown-old")
+    shutil.copytree(ad, old)
+    save_file({k: v for k, v in t.items() if "lora_" in k}, os.path.join(old, "adapter_model.safetensors"))
+    p = run_quiet("merge-lora", "--model", base, "--adapter", old, "--out", os.path.join(tmp, "grown-old-merged"))
+    check("grown: an adapter lacking the resized rows is an error naming them", p.returncode == 1
+          and "embed_tokens" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr.strip()[:200])
+
+
 def main():
     print(tool_versions("torch", "transformers", "peft"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,6 +258,8 @@ def main():
             p = run_quiet("sft", "--model", dense, "--data", data, "--out", os.path.join(tmp, "bad"), "--max-steps", "1", *args)
             check(f"bad pattern {args[-1]!r}: exit 1, one line", p.returncode == 1 and want in p.stderr
                   and len(p.stderr.strip().splitlines()) == 1, p.stderr.strip()[:200])
+
+        resized_vocab_case(tmp, data)
 
         # (b) PEFT's adapters in lamina merge-lora.
         allm = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
