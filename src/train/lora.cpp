@@ -391,6 +391,76 @@ LoraConfig read_lora_config(const std::string& dir) {
   return c;
 }
 
+namespace {
+
+// Mixtral expert adapters as PEFT 0.21.2 writes them over transformers v5's fused experts: LoRA on
+// the stacked parameters (target_parameters gate_up_proj [E, 2I, H], down_proj [E, H, I]) named
+// ...layers.{l}.mlp.experts[.base_layer]*.lora_A.weight [E·r, in] / lora_B.weight [out, r·E];
+// expert e's delta [out, in] = scale · B[:, k·E + e] · A[e·r + k, :] (ParamWrapper's
+// get_delta_weight). Which parameter a pair adapts is told by its shapes (the nesting depth
+// depends on the order PEFT wrapped them in).
+struct FusedExpertLora {
+  int64_t layer = 0;
+  bool gate_up = false;  // else down_proj
+  int64_t r = 0, in = 0, out = 0;
+  double scale = 0;
+  Tensor A, B;  // F32
+  // Adds rows [row0, row0 + rows) of expert e's delta into w [rows, in].
+  void add_to(int64_t e, int64_t E, int64_t row0, int64_t rows, float* w) const {
+    for (int64_t o = 0; o < rows; ++o)
+      for (int64_t k = 0; k < r; ++k) {
+        const float bk = float(scale) * B.f32()[(row0 + o) * r * E + k * E + e];
+        const float* ar = A.f32() + (e * r + k) * in;
+        float* wr = w + o * in;
+        for (int64_t c = 0; c < in; ++c) wr[c] += bk * ar[c];
+      }
+  }
+};
+
+std::vector<FusedExpertLora> fused_expert_loras(const SafetensorsFile& ad, const ModelConfig& cfg,
+                                                const LoraConfig& lc, const std::string& where,
+                                                size_t& used) {
+  std::vector<FusedExpertLora> out;
+  if (!cfg.is_moe()) return out;
+  static const std::regex name(
+      R"(base_model\.model\.model\.layers\.(\d+)\.mlp\.experts\.((?:base_layer\.)*)lora_A\.weight)");
+  const int64_t E = cfg.num_local_experts, H = cfg.hidden_size, I = cfg.intermediate_size;
+  for (auto& ti : ad.header().tensors) {
+    std::smatch m;
+    if (!std::regex_match(ti.name, m, name)) continue;
+    const std::string bname = ti.name.substr(0, ti.name.size() - 13) + "lora_B.weight";
+    const TensorInfo* ib = ad.find(bname);
+    if (!ib) fail(where, ": ", ti.name, " has no ", bname);
+    FusedExpertLora f;
+    f.layer = std::stoll(m[1].str());
+    if (ti.shape.size() != 2 || ib->shape.size() != 2 || ti.shape[0] % E != 0 ||
+        ib->shape[1] != ti.shape[0])
+      fail(where, ": ", ti.name, " ", shape_str(ti.shape), " and lora_B ", shape_str(ib->shape),
+           " are not a LoRA pair over ", E, " stacked experts");
+    f.r = ti.shape[0] / E, f.in = ti.shape[1], f.out = ib->shape[0];
+    if (f.in == H && f.out == 2 * I)
+      f.gate_up = true;
+    else if (!(f.in == I && f.out == H))
+      fail(where, ": ", ti.name, " ", shape_str(ti.shape), " and lora_B ", shape_str(ib->shape),
+           " fit neither experts.gate_up_proj [", E, ", ", 2 * I, ", ", H, "] nor down_proj [", E,
+           ", ", H, ", ", I, "]");
+    if (f.layer >= cfg.num_hidden_layers) fail(where, ": ", ti.name, ": no layer ", f.layer);
+    const std::string module = "model.layers." + std::to_string(f.layer) + ".mlp.experts." +
+                               (f.gate_up ? "gate_up_proj" : "down_proj");
+    if (lc.rank_of(module) != f.r)
+      fail(where, ": ", ti.name, " has rank ", f.r, " per expert, but r and rank_pattern give ",
+           module, " rank ", lc.rank_of(module));
+    f.scale = lc.scale_of(module);
+    f.A = ad.tensor(ti).to(DType::F32);
+    f.B = ad.tensor(*ib).to(DType::F32);
+    used += 2;
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+}  // namespace
+
 void merge_lora(const std::string& base_dir, const std::string& adapter_dir,
                 const std::string& out_path, bool force, std::optional<DType> dtype) {
   ModelConfig cfg = ModelConfig::load(base_dir);
@@ -433,6 +503,8 @@ void merge_lora(const std::string& base_dir, const std::string& adapter_dir,
   for (auto& sp : specs)
     plan.push_back({sp.name, dtype.value_or(base.info(sp.name).dtype), sp.shape});  // base's names
   SafetensorsWriter w(out.path(), plan, 5000000000ull);
+  const auto fused =
+      fused_expert_loras(ad, cfg, lc, adapter_dir + "/adapter_model.safetensors", used);
   std::vector<float> f, buf32;
   std::vector<uint8_t> bytes;
   for (size_t i = 0; i < specs.size(); ++i) {
@@ -475,6 +547,23 @@ void merge_lora(const std::string& base_dir, const std::string& adapter_dir,
             for (int64_t c = 0; c < in_d; ++c) wr[c] += bk * ar[c];
           }
         used += 2;
+      }
+    }
+    // PEFT's fused-expert adapters onto this checkpoint's experts, split (w1 = gate rows [0, I)
+    // of gate_up_proj, w3 = rows [I, 2I), w2 = down_proj) or fused ([E, 2I, H], [E, H, I]).
+    for (const auto& fe : fused) {
+      const std::string p = "model.layers." + std::to_string(fe.layer) + ".";
+      const int64_t E = cfg.num_local_experts, I = cfg.intermediate_size;
+      if (sp.name == p + (fe.gate_up ? "mlp.experts.gate_up_proj" : "mlp.experts.down_proj")) {
+        for (int64_t e = 0; e < E; ++e)
+          fe.add_to(e, E, 0, fe.out, f.data() + size_t(e * fe.out * fe.in));
+        continue;
+      }
+      for (int64_t e = 0; e < E; ++e) {
+        const std::string x = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
+        if (fe.gate_up && sp.name == x + "w1.weight") fe.add_to(e, E, 0, I, f.data());
+        if (fe.gate_up && sp.name == x + "w3.weight") fe.add_to(e, E, I, I, f.data());
+        if (!fe.gate_up && sp.name == x + "w2.weight") fe.add_to(e, E, 0, fe.out, f.data());
       }
     }
     const DType od = plan[i].dtype;

@@ -42,6 +42,21 @@ def load_merged(d):
     return f32_tensors(os.path.join(d, "model.safetensors"))
 
 
+def fuse_experts(sd, lm):
+    """transformers v5 Mixtral stacks the experts: lamina's split w1/w2/w3 (and router name) as
+    the fused tensors in PEFT's merged state dict sd, added to lm for the comparison."""
+    for n in [n for n in sd if n not in lm]:
+        if n.endswith("experts.gate_up_proj"):
+            pre = n[: -len("mlp.experts.gate_up_proj")] + "block_sparse_moe.experts."
+            E = sd[n].shape[0]
+            lm[n] = np.stack([np.concatenate([lm[f"{pre}{e}.w1.weight"], lm[f"{pre}{e}.w3.weight"]]) for e in range(E)])
+        elif n.endswith("experts.down_proj"):
+            pre = n[: -len("mlp.experts.down_proj")] + "block_sparse_moe.experts."
+            lm[n] = np.stack([lm[f"{pre}{e}.w2.weight"] for e in range(sd[n].shape[0])])
+        elif n.endswith("mlp.gate.weight"):
+            lm[n] = lm[n.replace("mlp.gate.weight", "block_sparse_moe.gate.weight")]
+
+
 def max_weight_err(peft_sd, lamina_sd, names):
     return max(float(np.abs(peft_sd[n] - lamina_sd[n]).max()) for n in names)
 
@@ -96,19 +111,7 @@ def lamina_adapter_case(tmp, name, base, data, lora_args, expect_modules, expect
     # PEFT's merge_and_unload() against lamina merge-lora, tensor by tensor.
     sd = merged_weights(pm.merge_and_unload())
     lm = load_merged(merged)
-    hf_names = [n for n in sd if n in lm]
-    fused = [n for n in sd if n not in lm]
-    if fused:  # transformers v5 Mixtral stacks the experts: compare its fused tensors
-        for n in fused:
-            if n.endswith("experts.gate_up_proj"):
-                pre = n[: -len("mlp.experts.gate_up_proj")] + "block_sparse_moe.experts."
-                E = sd[n].shape[0]
-                lm[n] = np.stack([np.concatenate([lm[f"{pre}{e}.w1.weight"], lm[f"{pre}{e}.w3.weight"]]) for e in range(E)])
-            elif n.endswith("experts.down_proj"):
-                pre = n[: -len("mlp.experts.down_proj")] + "block_sparse_moe.experts."
-                lm[n] = np.stack([lm[f"{pre}{e}.w2.weight"] for e in range(sd[n].shape[0])])
-            elif n.endswith("mlp.gate.weight"):
-                lm[n] = lm[n.replace("mlp.gate.weight", "block_sparse_moe.gate.weight")]
+    fuse_experts(sd, lm)
     missing = [n for n in sd if n not in lm]
     werr = max_weight_err(sd, lm, [n for n in sd if n in lm])
     check(f"{name}: PEFT merge_and_unload() weights = lamina merge-lora's", not missing and werr < 1e-5,
@@ -140,8 +143,11 @@ def peft_adapter_case(tmp, name, base, cfg_kwargs, seed):
     if not check(f"{name}: lamina merge-lora reads PEFT's adapter", p.returncode == 0, p.stderr.strip()[-300:]):
         return
     lm = load_merged(merged)
+    fuse_experts(sd, lm)
     werr = max_weight_err(sd, lm, list(sd))
-    delta = max(float(np.abs(sd[n] - f32_tensors(os.path.join(base, "model.safetensors"))[n]).max()) for n in sd)
+    b0 = f32_tensors(os.path.join(base, "model.safetensors"))
+    fuse_experts(sd, b0)
+    delta = max(float(np.abs(sd[n] - b0[n]).max()) for n in sd)
     check(f"{name}: lamina merge-lora = PEFT merge_and_unload()", werr < 1e-5 and delta > 1e-3,
           f"max |diff| {werr:.2e} (largest merged delta {delta:.3g}; ranks {sorted(set(shapes.values()))})")
 
@@ -273,6 +279,12 @@ def main():
                                   "v_proj": 6},
                     alpha_pattern={"o_proj": 3, "model.layers.0.mlp.down_proj": 20, r".*\.1\.self_attn\.k_proj": 1})
         peft_adapter_case(tmp, "peft-patterns", dense, dict(r=4, lora_alpha=8, target_modules=allm, **pats), 3)
+        # Mixtral: PEFT 0.21.2 on transformers v5 adapts the fused experts (target_parameters
+        # gate_up_proj with rank and alpha doubled for w1 + w3, down_proj; stacked A [E·r, in], B [out, r·E]).
+        peft_adapter_case(tmp, "peft-mixtral-experts", moe, dict(r=4, lora_alpha=8, target_modules=["q_proj", "w1", "w2", "w3"]), 5)
+        fused = os.path.join(tmp, "moe-fused")
+        run("init", "--out", fused, "--seed", "8", "--shape", "tiny-mixtral", "--moe-layout", "fused")
+        peft_adapter_case(tmp, "peft-mixtral-fused-base", fused, dict(r=2, lora_alpha=6, target_modules=["w1", "w2", "w3"]), 6)
         peft_adapter_case(tmp, "peft-patterns-rslora", dense, dict(r=4, lora_alpha=8, target_modules=allm, use_rslora=True, **pats), 4)
     report.finish()
 
