@@ -39,7 +39,9 @@ int cmd_sft(int argc, char** argv) {
               {"train-on-prompts", "", "also learn user and system text (weight of the source)",
                ""},
               {"loss-norm", "token|sequence",
-               "weighted token mean over the step, or per conversation", "token"},
+               "weighted token mean over the step, or sequence: ochat's per_sequence_loss (each "
+               "message's weight spread over its tokens)",
+               "token"},
               {"strict", "", "stop at the first malformed line (default: skip and count)", ""}}));
   if (!a.parse(argc, argv)) return 0;
   if (a.given("config")) a.merge_yaml(a.str("config"));

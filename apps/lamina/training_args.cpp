@@ -1,4 +1,5 @@
 // Options shared by the training commands (pretrain, sft): declared once for parsing and --help.
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 
@@ -75,6 +76,13 @@ std::vector<ArgSpec> training_arg_specs() {
       {"lora-rslora", "", "rank-stabilised LoRA: scale alpha / sqrt(r) (PEFT's use_rslora)", ""},
       {"lora-targets", "LIST",
        "LoRA modules: q,k,v,o,gate,up,down (Mixtral: q,k,v,o,w1,w2,w3) or all", "q,v"},
+      {"lora-rank-pattern", "PATTERN=R",
+       "rank R for the modules PATTERN matches (PEFT's rank_pattern: a regex matching the module "
+       "name or its end after a '.', e.g. 'q_proj=16', 'layers\\.0\\.self_attn\\.v_proj=2'; "
+       "first match wins)",
+       "", true},
+      {"lora-alpha-pattern", "PATTERN=A",
+       "alpha A for the modules PATTERN matches (PEFT's alpha_pattern)", "", true},
       {"recompute", "",
        "recompute each layer's activations in backward (less memory, ~1/3 more compute)", ""},
       {"precision", "f32|bf16", "bf16: mixed precision (bf16 products, F32 masters and optimizer)",
@@ -132,8 +140,19 @@ PretrainOptions training_options(const Args& a) {
     lc.alpha = a.number("lora-alpha");
     lc.dropout = a.number("lora-dropout");
     lc.targets = parse_lora_targets(a.str("lora-targets"));
+    for (auto& spec : a.all("lora-rank-pattern")) {
+      auto [key, v] = parse_lora_pattern(spec, "--lora-rank-pattern");
+      if (v != std::floor(v)) fail("--lora-rank-pattern '", spec, "': the rank must be an integer");
+      lc.rank_pattern.push_back({key, int64_t(v)});
+    }
+    for (auto& spec : a.all("lora-alpha-pattern"))
+      lc.alpha_pattern.push_back(parse_lora_pattern(spec, "--lora-alpha-pattern"));
+    check_lora_patterns(lc, "--lora-rank-pattern/--lora-alpha-pattern");
     lc.seed = o.seed;
     o.lora = lc;
+  } else {
+    for (const char* k : {"lora-rank-pattern", "lora-alpha-pattern"})
+      if (a.given(k)) fail("--", k, " needs --lora-r (it sets the rank or alpha of LoRA modules)");
   }
   if (a.given("save-dtype")) o.save_dtype = parse_dtype(a.str("save-dtype"), "--save-dtype");
   return o;

@@ -24,7 +24,8 @@ const char* lora_module_name(int target);
 enum ExpertLoraTarget { kLoraW1, kLoraW2, kLoraW3, kExpertLoraTargets };
 const char* expert_lora_module_name(int target);
 struct LoraPair {
-  Tensor a, b;  // A [r, in], B [out, r]; undefined when the projection is not adapted
+  Tensor a, b;      // A [r, in], B [out, r]; undefined when the projection is not adapted
+  float scale = 0;  // alpha / r of this module (PEFT's rank_pattern / alpha_pattern may vary them)
 };
 
 struct LayerWeights {

@@ -116,6 +116,14 @@ Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
     ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
     ex.weights.insert(ex.weights.end(), ids.size(), w);
   };
+  // A message: its content and end token(s) with its weight (spread over them with
+  // per_message_weight).
+  auto message = [&](const std::vector<int32_t>& content, const std::vector<int32_t>& end,
+                     float w) {
+    if (o.per_message_weight && w != 0) w /= float(content.size() + end.size());
+    put(content, w);
+    put(end, w);
+  };
   auto special = [&](const std::string& s) {
     auto id = tok.token_id(s);
     if (!id)
@@ -124,8 +132,12 @@ Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
     return std::vector<int32_t>{*id};
   };
   const float prompt_w = o.train_on_prompts ? o.weight : 0.0f;
+  // A message's own weight counts whatever its role, as in ochat's tokenize_conversations (every
+  // item carries a weight; its content and end-of-turn token get it, the role prefix 0): a user
+  // item with "weight": 1 is learnt. Without one, assistant turns take the source's weight and
+  // user turns prompt_w.
   auto weight_of = [&](const Turn& t) {
-    return t.role == "assistant" ? t.weight.value_or(o.weight) : prompt_w;
+    return t.weight.value_or(t.role == "assistant" ? o.weight : prompt_w);
   };
   switch (o.tmpl) {
     case ChatTemplate::OpenChat: {
@@ -139,8 +151,7 @@ Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
       for (auto& t : c.turns) {
         const std::string role = t.role == "user" ? "User:" : "Assistant:";
         put(tok.encode(cond.empty() ? role : cond + " " + role, false), 0.0f);
-        put(tok.encode(t.content, false), weight_of(t));
-        put(eot, weight_of(t));
+        message(tok.encode(t.content, false), eot, weight_of(t));
       }
       break;
     }
@@ -149,8 +160,7 @@ Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
       auto block = [&](const std::string& role, const std::string& content, float w) {
         put(start, 0.0f);
         put(tok.encode(role + "\n", false), 0.0f);
-        put(tok.encode(content, false), w);
-        put(end, w);
+        message(tok.encode(content, false), end, w);
         put(tok.encode("\n", false), 0.0f);
       };
       if (!c.system.empty()) block("system", c.system, prompt_w);
@@ -173,8 +183,7 @@ Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
           put(tok.encode(content, false), prompt_w);
           put(tok.encode("[/INST]", false), 0.0f);
         } else {
-          put(tok.encode(t.content, false), weight_of(t));
-          put({tok.eos_id()}, weight_of(t));
+          message(tok.encode(t.content, false), {tok.eos_id()}, weight_of(t));
         }
         first = false;
       }

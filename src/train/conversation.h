@@ -47,11 +47,14 @@ struct TemplateOptions {
   std::string condition;          // OpenChat: "{condition} {Role}:" prefixes ("" -> "User:")
   float weight = 1.0f;            // default weight of assistant tokens
   bool train_on_prompts = false;  // give user/system content weight too (plain SFT option)
+  // ochat's per_sequence_loss (seq_level_weight): a message's weight w becomes w / (its content
+  // tokens + its end token), so every message counts w in total whatever its length.
+  bool per_message_weight = false;
 };
 
 // ids[i] and weights[i]: weights[i] is the loss weight of predicting ids[i] (0 for BOS, system
-// text, user turns and role prefixes; the message's weight for assistant tokens and their end
-// token).
+// text and role prefixes; a message's own weight, whatever its role, for its tokens and end token
+// (ochat's rule); else the source's for assistant turns, 0 for user turns).
 struct Example {
   std::vector<int32_t> ids;
   std::vector<float> weights;

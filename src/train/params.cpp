@@ -213,6 +213,7 @@ void ParamStore::resize_vocab(int64_t V) {
   s = allocate(c, old.layout, outside);
   s.compute_dtype = old.compute_dtype;
   s.mapped_by_layer = old.mapped_by_layer;
+  s.base_vocab = old.base_vocab ? old.base_vocab : oldV;
   for (size_t i = 0; i < s.specs.size(); ++i) {
     const auto& sp = s.specs[i];
     if (outside[i]) {  // a frozen base tensor other than the embedding: kept as it is

@@ -97,6 +97,9 @@ struct ParamStore {
   // Grows the vocabulary to V rows (embedding and LM head); new rows are the mean of the existing
   // ones (as transformers' resize_token_embeddings with mean init). Before freezing / LoRA.
   void resize_vocab(int64_t V);
+  // The vocabulary before resize_vocab grew it (0: never grown). A LoRA adapter then carries the
+  // grown embedding and LM head, as PEFT saves them for a resized base.
+  int64_t base_vocab = 0;
   // F32 or BF16; BF16 allocates the copies. refresh_compute() after every update of the masters.
   void set_compute_dtype(DType t);
   void refresh_compute();

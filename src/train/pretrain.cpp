@@ -50,6 +50,8 @@ json run_signature(const PretrainOptions& o, const std::string& data_signature) 
                  {"targets", o.lora->targets},
                  {"dropout", o.lora->dropout}};
   if (o.lora && o.lora->rslora) j["lora"]["rslora"] = true;  // absent otherwise: older runs resume
+  if (o.lora && !o.lora->rank_pattern.empty()) j["lora"]["rank_pattern"] = o.lora->rank_pattern;
+  if (o.lora && !o.lora->alpha_pattern.empty()) j["lora"]["alpha_pattern"] = o.lora->alpha_pattern;
   if (o.base_dtype) j["base_dtype"] = dtype_name(*o.base_dtype);
   return j;
 }

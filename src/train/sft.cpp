@@ -171,6 +171,7 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
     TemplateOptions to;
     to.tmpl = tmpl;
     to.train_on_prompts = so.train_on_prompts;
+    to.per_message_weight = so.per_sequence_loss;  // ochat's rule, before truncation as there
     for (auto& c : file.conversations) {
       to.weight = crlft ? c.weight.value_or(src.weight) : 1.0f;
       to.condition = crlft ? src.condition : inference_condition;
@@ -194,8 +195,6 @@ PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
         ++dropped;
         continue;
       }
-      if (so.per_sequence_loss)
-        for (auto& w : s.weights) w = float(w / wsum);
       for (auto id : ex.ids) hash = (hash ^ uint64_t(id)) * 1099511628211ull;
       segs.push_back(std::move(s));
     }

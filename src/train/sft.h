@@ -26,7 +26,7 @@ struct SftOptions {
   std::string inference_condition;   // stored with the model; default: the best source's condition
   bool train_on_prompts = false;
   bool strict = false;
-  bool per_sequence_loss = false;  // normalise per conversation instead of per token
+  bool per_sequence_loss = false;  // ochat's: each message's weight spread over its tokens
 };
 
 PretrainResult run_sft(const PretrainOptions& train, const SftOptions& sft);

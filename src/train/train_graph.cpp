@@ -143,8 +143,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   auto expert_grad = [&](const std::vector<Tensor>& v, int64_t e) -> const Tensor* {
     return size_t(e) < v.size() ? grad_of(v[size_t(e)]) : nullptr;
   };
-  const float lora_scale = float(p_.lora_scale);
-  // A projection y = x W^T, plus LoRA's scale · (x A^T) B^T when the layer has an adapter there.
+  // A projection y = x W^T, plus LoRA's lp.scale · (x A^T) B^T when the layer has an adapter there.
   // LoRA dropout (training only) on the adapter's input; the mask is a hash of (step key, layer,
   // projection, element), so recomputation and resumed runs draw the same one.
   const float drop = backward ? float(p_.lora_dropout) : 0.0f;
@@ -177,7 +176,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     linear_fwd(cd, lora_input(x, M * Wt.shape[1], cur_layer, key, xd), M, lp.a, t);
     Buf tmp(static_cast<size_t>(M * out));
     linear_fwd(cd, t, M, lp.b, tmp.data());
-    axpy(y, lora_scale, tmp.data(), M * out);
+    axpy(y, lp.scale, tmp.data(), M * out);
   };
   // Backward of lora_fwd: dx (+)= dy Wt (+ the adapter's path); gradients of Wt (when trainable)
   // and of the adapter (lg, the gradient views of lp).
@@ -190,7 +189,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     const Tensor* dB = lg ? grad_of(lg->b) : nullptr;
     const int64_t r = lp.a.shape[0], out = Wt.shape[0];
     Buf dys(dy, dy + M * out), dt(static_cast<size_t>(M * r));
-    for (auto& v : dys) v *= lora_scale;
+    for (auto& v : dys) v *= lp.scale;
     linear_bwd(cd, tsave.data(), M, lp.b, dB, dys.data(), dt.data(), false);
     if (drop <= 0) {
       linear_bwd(cd, x, M, lp.a, dA, dt.data(), dx, true);

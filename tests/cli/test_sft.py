@@ -120,6 +120,19 @@ def main():
         check("C-RLFT accumulation with unequal rows and weights 1.0 / 0.1: 4x1 == 1x4 == 2x2 (loss, grad norm, weights)",
               worst < 1e-5 and wdiff < 1e-4, f"worst relative {worst:.1e}, weights {wdiff:.1e}")
 
+        # ochat's rule: an item's own weight counts whatever its role (a user item with weight 1
+        # is learnt); without one a user turn is not. lr 0: the first step's loss tells them apart.
+        def crlft_loss(user_w):
+            f = os.path.join(tmp, f"uw{user_w}.jsonl")
+            u = {"role": "user", "content": "1+2="} | ({} if user_w is None else {"weight": user_w})
+            write_jsonl(f, [{"items": [u, {"role": "assistant", "content": "3", "weight": 1.0}]}] * 8)
+            p = run("sft", *common[:-2], "--val-fraction", "0", "--source", f"s={f}:weight=1", "--objective", "crlft",
+                    "--out", os.path.join(tmp, f"uwo{user_w}"), "--max-steps", "1", "--lr", "0")
+            return float(p.stdout.split("last loss ")[1].split(",")[0])
+        l_none, l_zero, l_one = crlft_loss(None), crlft_loss(0.0), crlft_loss(1.0)
+        check("OpenChat items: a user item's weight counts (ochat), none or 0 leaves it unlearnt",
+              l_none == l_zero and abs(l_one - l_zero) > 1e-3, f"losses {l_none:.4f} {l_zero:.4f} {l_one:.4f}")
+
         # Per-conversation normalisation and prompt training run; bad data is reported.
         o = os.path.join(tmp, "seq")
         p = run("sft", *common, "--data", gpt4, "--out", o, "--max-steps", "2", "--loss-norm", "sequence", "--train-on-prompts")

@@ -118,6 +118,33 @@ TEST(Conversation, OpenChatConditionedWeights) {
   EXPECT_EQ(e2.ids, rendered);
 }
 
+// ochat's tokenize_conversations: every item's own weight counts, a user item's too (its content
+// and end-of-turn token; the role prefix stays 0); a row without a condition gets "User:".
+TEST(Conversation, OpenChatUserWeightsAsOchat) {
+  TempDir d;
+  Tokenizer tok = llama2_with(d, {"<|end_of_turn|>"});
+  Conversation c;
+  c.turns = {{"user", "Hi", 0.5f}, {"assistant", "4", {}}};
+  TemplateOptions o;
+  o.tmpl = ChatTemplate::OpenChat;
+  Example ex = tokenize_conversation(c, tok, o);
+  const int E = 32000;
+  std::vector<int32_t> ids = {1,    4911,  29901, 6324,  E,          // <s> User: Hi eot
+                              4007, 22137, 29901, 29871, 29946, E};  // Assistant: 4 eot
+  std::vector<float> w = {0, 0, 0, 0.5f, 0.5f, 0, 0, 0, 1, 1, 1};
+  EXPECT_EQ(ex.ids, ids);
+  EXPECT_EQ(ex.weights, w);
+  // per_sequence_loss (seq_level_weight): w / (content + eot tokens) per message, so each message
+  // sums to its weight (a 0.1 source keeps counting a tenth, unlike a per-conversation mean).
+  o.per_message_weight = true;
+  o.weight = 0.1f;
+  Example sl = tokenize_conversation(c, tok, o);
+  std::vector<float> ws = {0, 0, 0, 0.25f, 0.25f, 0, 0, 0, 0.1f / 3, 0.1f / 3, 0.1f / 3};
+  EXPECT_EQ(sl.ids, ids);
+  ASSERT_EQ(sl.weights.size(), ws.size());
+  for (size_t i = 0; i < ws.size(); ++i) EXPECT_FLOAT_EQ(sl.weights[i], ws[i]) << i;
+}
+
 TEST(Conversation, ChatMLAndPromptTraining) {
   TempDir d;
   Tokenizer tok = llama2_with(d, {"<|im_start|>", "<|im_end|>"});
