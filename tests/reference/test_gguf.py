@@ -289,7 +289,9 @@ def kquants(tmp, run, report):
     got = torch.tensor(np.load(npy)) if p.returncode == 0 else ref * 0
     err, mean, base = (got - ref).abs().max().item(), (got - ref).abs().mean().item(), (other - ref).abs().mean().item()
     report.check("Q4_K / Q5_K / Q6_K tensors (llama.cpp's K_M mixes) run: logits = reference over numpy-dequantized blocks",
-                 p.returncode == 0 and err < 5e-2 and mean < 0.05 * base,
+                 # measured max 1.1e-5, mean 3.1e-7 (bf16 products on both sides); a flipped bf16
+                 # rounding elsewhere may move the max, so the mean carries the tight bound.
+                 p.returncode == 0 and err < 1e-3 and mean < 3e-6,
                  f"max {err:.1e}, mean {mean:.1e} (another model: {base:.1e})")
 
 
