@@ -46,6 +46,10 @@ echo "fresh-check: debootstrap bookworm (minbase + git, make) into $root; log in
 debootstrap --variant=minbase --include=git,make,ca-certificates bookworm "$root" "$mirror" >"$log" 2>&1 || {
   tail -20 "$log"; echo "fresh-check: debootstrap failed" >&2; exit 1; }
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# This machine's network settings, as resolv.conf: its CA bundle and pip configuration (the
+# oracle environment comes from PyPI through whatever this network requires).
+cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/pip.conf"
 mount -t proc proc "$root/proc"
 mount -t sysfs sys "$root/sys"
 mount --bind /dev "$root/dev"
