@@ -64,9 +64,10 @@ def main():
             kind = "sigmoid" if kind == "rpo" else kind
             beta = 0.1 if kind != "hinge" else 0.05
             avg = kind == "ipo"
+            # lamina keeps summed reference log-probs; IPO averages both log-ratios in the loss (TRL 1.16.0)
             ref_pairs = [dict(p, ref=[p["ref"][0] / (4 if avg else 1), p["ref"][1] / (6 if avg else 1)]) for p in pairs]
             spec = {"B": 1, "T": 1, "tokens": [1], "targets": [-1], "weights": [0],
-                    "dpo": {"loss": kind, "beta": beta, "label_smoothing": eps, "rpo_alpha": rpo, "T": 24, "pairs": ref_pairs}}
+                    "dpo": {"loss": kind, "beta": beta, "label_smoothing": eps, "rpo_alpha": rpo, "T": 24, "pairs": pairs}}
             bf = os.path.join(tmp, f"{kind}{eps}{rpo}.json")
             json.dump(spec, open(bf, "w"))
             prefix = os.path.join(tmp, f"{kind}{eps}{rpo}")
