@@ -9,7 +9,7 @@ Rows: conversational (message lists through the llama-2 chat template), TRL's st
 (used as they are, EOS appended), implicit prompts in plain text (hh-rlhf style) and as message
 lists whose content is a list of text parts (TRL is given the same text as strings: the llama-2
 Jinja template calls .strip() on content and takes strings only). The reference is another model,
-so the rewards are not zero. Losses: sigmoid, ipo, hinge, robust (label smoothing 0.1).
+so the rewards are not zero. Losses: sigmoid, ipo, hinge, robust (label smoothing 0.1); one case truncated (max_length 24, keep_start).
 
 usage: test_trl.py LAMINA        prints 'N passed, M failed'
 """
@@ -54,15 +54,16 @@ def cases():
         implicit.append({"chosen": q + [{"role": "assistant", "content": ["zero", "one", "two", "three"][i]}],
                          "rejected": q + [{"role": "assistant", "content": f"It is spelled {i}{i}."}]})
     implicit_parts = [{k: [dict(m, content=parts(m["content"])) for m in v] for k, v in row.items()} for row in implicit]
-    # name, model, lamina rows, TRL rows, loss, label smoothing
-    return [("conversational, llama-2 template, sigmoid", "llama", conv, conv, "sigmoid", 0.0),
-            ("standard plain text, ipo", "llama", plain, plain, "ipo", 0.0),
-            ("implicit prompt, plain text (hh-rlhf), hinge", "llama", hh, hh, "hinge", 0.0),
-            ("implicit prompt, message lists of text parts, robust", "llama", implicit_parts, implicit, "robust", 0.1),
-            ("tiny-mixtral, standard plain text, sigmoid with aux loss", "mixtral", plain, plain, "sigmoid", 0.0)]
+    # name, model, lamina rows, TRL rows, loss, label smoothing, max_length (the hh rows are 23-30
+    # tokens: 24 cuts the completions, keep_start)
+    return [("conversational, llama-2 template, sigmoid", "llama", conv, conv, "sigmoid", 0.0, 64),
+            ("standard plain text, ipo", "llama", plain, plain, "ipo", 0.0, 64),
+            ("implicit prompt, plain text (hh-rlhf), hinge, max_length 24", "llama", hh, hh, "hinge", 0.0, 24),
+            ("implicit prompt, message lists of text parts, robust", "llama", implicit_parts, implicit, "robust", 0.1, 64),
+            ("tiny-mixtral, standard plain text, sigmoid with aux loss", "mixtral", plain, plain, "sigmoid", 0.0, 64)]
 
 
-def trl_step(policy, ref, rows, loss, eps, out):
+def trl_step(policy, ref, rows, loss, eps, max_length, out):
     """TRL's metrics of one DPO step at learning rate 0 over all rows in one batch."""
     tok = hf_tokenizer(policy)
     if "mixtral" in policy:
@@ -74,7 +75,7 @@ def trl_step(policy, ref, rows, loss, eps, out):
 
         tok = LlamaTokenizer.from_pretrained(policy, local_files_only=True)
     cfg = DPOConfig(output_dir=out, learning_rate=0.0, max_steps=1, per_device_train_batch_size=len(rows), beta=0.1,
-                    loss_type=[loss], label_smoothing=eps, max_length=1024, report_to="none", use_cpu=True,
+                    loss_type=[loss], label_smoothing=eps, max_length=max_length, report_to="none", use_cpu=True,
                     logging_steps=1, save_strategy="no", seed=0, disable_tqdm=True,
                     bf16=False)  # TRL defaults to bf16 autocast, on CPU too; lamina computes in F32
     tr = DPOTrainer(model=hf_model(policy).train(), ref_model=hf_model(ref), args=cfg,
@@ -98,7 +99,7 @@ def main():
                                 "--layers", "2", "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
                 pair.append(d)
             models[name] = pair
-        for i, (name, model, lam_rows, trl_rows, loss, eps) in enumerate(cases()):
+        for i, (name, model, lam_rows, trl_rows, loss, eps, max_length) in enumerate(cases()):
             policy, ref = models[model]
             data = os.path.join(tmp, f"pairs{i}.jsonl")
             with open(data, "w") as f:
@@ -106,12 +107,12 @@ def main():
             out = os.path.join(tmp, f"lamina{i}")
             p = run("dpo", "--model", policy, "--ref-model", ref, "--data", data, "--loss", loss, "--beta", "0.1",
                     "--label-smoothing", str(eps), "--seq-len", "128", "--batch-size", str(len(lam_rows)), "--max-steps", "1",
-                    "--lr", "0", "--val-fraction", "0", "--strict", "--out", out)
+                    "--lr", "0", "--val-fraction", "0", "--max-length", str(max_length), "--strict", "--out", out)
             if p.returncode != 0:
                 report.check(f"{name}: lamina dpo runs", False, p.stderr.strip()[-300:])
                 continue
             got = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl")) if '"loss"' in line][0]
-            want, coef = trl_step(policy, ref, trl_rows, loss, eps, os.path.join(tmp, f"trl{i}"))
+            want, coef = trl_step(policy, ref, trl_rows, loss, eps, max_length, os.path.join(tmp, f"trl{i}"))
             if model == "mixtral":  # TRL's loss includes coef * aux_loss; lamina logs them apart
                 got["loss"] += coef * got["aux_loss"]
                 err = abs(got["aux_loss"] - want["aux_loss"])
@@ -122,9 +123,21 @@ def main():
                 e = abs(got[m] - want[m]) / max(1.0, abs(want[m]))
                 worst = max(worst, e)
                 detail.append(f"{m} {got[m]:.6f}/{want[m]:.6f}")
-            report.check(f"{name}: metrics match TRL (worst relative error {worst:.1e})", worst < 2e-5, "; ".join(detail))
+            report.check(f"{name}: metrics match TRL (worst relative error {worst:.1e})", worst < 5e-6, "; ".join(detail))
             report.check(f"{name}: rewards/accuracies {got['rewards/accuracies']} vs TRL {want['rewards/accuracies']}",
                          abs(got["rewards/accuracies"] - want["rewards/accuracies"]) < 1e-9)
+            if "text parts" in name:
+                # The UltraFeedback-binarized layout (a "prompt" string and message lists that hold it,
+                # which TRL itself cannot take) reads as these implicit-prompt rows.
+                h4 = os.path.join(tmp, "h4.jsonl")
+                with open(h4, "w") as f:
+                    f.writelines(json.dumps(dict(r, prompt=r["chosen"][0]["content"])) + "\n" for r in trl_rows)
+                p = run("dpo", "--model", policy, "--ref-model", ref, "--data", h4, "--loss", loss, "--label-smoothing",
+                        str(eps), "--seq-len", "128", "--batch-size", str(len(lam_rows)), "--max-steps", "1", "--lr", "0",
+                        "--val-fraction", "0", "--strict", "--out", out + "-h4")
+                h = [json.loads(line) for line in open(os.path.join(out + "-h4", "metrics.jsonl")) if '"loss"' in line][0]
+                report.check(f"{name}: the UltraFeedback-binarized layout gives the same metrics",
+                             all(h[m] == got[m] for m in METRICS), f"logps/chosen {h['logps/chosen']:.6f}")
             ge = abs(got["grad_norm"] - want["grad_norm"]) / want["grad_norm"]
             report.check(f"{name}: gradient norm {got['grad_norm']:.6f} vs TRL {want['grad_norm']:.6f} (relative error {ge:.1e})",
                          ge < 1e-4)
