@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
@@ -365,12 +366,39 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   prepare_training(o,
                    p);  // LoRA after the reference pass: base without the adapter is the reference
   // Held-out pairs for eval metrics: --eval-data, else a seeded split of the training file.
+  // A pair is identified by its tokens (chosen and rejected as tokenised, padding included).
+  std::map<std::vector<int32_t>, size_t> distinct;  // tokens -> pair id
+  std::vector<size_t> pair_id(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i)
+    pair_id[i] = distinct.emplace(rows[i].tokens, distinct.size()).first->second;
   std::vector<TrainRow> tr, va;
   if (!d.eval_data.empty()) {
-    for (size_t i = 0; i < rows.size(); ++i)
+    std::set<size_t> trained(pair_id.begin(), pair_id.begin() + long(n_train_file));
+    size_t leaked = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      leaked += i >= n_train_file && trained.count(pair_id[i]);
       (i < n_train_file ? tr : va).push_back(std::move(rows[i]));
+    }
+    if (leaked)
+      std::fprintf(stderr, "dpo: warning: %zu of the %zu --eval-data pairs are also in --data\n",
+                   leaked, va.size());
   } else {
-    seeded_split(rows, o.val_fraction, o.seed, tr, va);
+    // Split by distinct pair, so that no held-out pair is also trained on: every copy of a pair
+    // goes to the same side.
+    if (distinct.size() < rows.size())
+      std::fprintf(stderr,
+                   "dpo: warning: %zu of %zu pairs repeat an earlier one (%zu distinct); the "
+                   "held-out split is by distinct pair\n",
+                   rows.size() - distinct.size(), rows.size(), distinct.size());
+    std::vector<size_t> ids(distinct.size()), tr_ids, va_ids;
+    std::iota(ids.begin(), ids.end(), 0);
+    seeded_split(ids, o.val_fraction, o.seed, tr_ids, va_ids);
+    std::vector<std::vector<size_t>> copies(distinct.size());  // pair id -> its rows
+    for (size_t i = 0; i < rows.size(); ++i) copies[pair_id[i]].push_back(i);
+    for (size_t id : tr_ids)
+      for (size_t i : copies[id]) tr.push_back(std::move(rows[i]));
+    for (size_t id : va_ids)
+      for (size_t i : copies[id]) va.push_back(std::move(rows[i]));
   }
   std::fprintf(stderr,
                "dpo: %zu pairs (%zu train, %zu eval), %lld truncated, %lld malformed lines "
