@@ -9,7 +9,7 @@ Rows: conversational (message lists through the llama-2 chat template), TRL's st
 (used as they are, EOS appended), implicit prompts in plain text (hh-rlhf style) and as message
 lists whose content is a list of text parts (TRL is given the same text as strings: the llama-2
 Jinja template calls .strip() on content and takes strings only). The reference is another model,
-so the rewards are not zero. Losses: sigmoid, ipo, hinge, robust (label smoothing 0.1); one case truncated (max_length 24, keep_start).
+so the rewards are not zero. Losses: sigmoid, ipo, hinge, robust (label smoothing 0.1); two cases truncated (max_length 24, keep_start and keep_end).
 
 usage: test_trl.py LAMINA        prints 'N passed, M failed'
 """
@@ -55,10 +55,11 @@ def cases():
                          "rejected": q + [{"role": "assistant", "content": f"It is spelled {i}{i}."}]})
     implicit_parts = [{k: [dict(m, content=parts(m["content"])) for m in v] for k, v in row.items()} for row in implicit]
     # name, model, lamina rows, TRL rows, loss, label smoothing, max_length (the hh rows are 23-30
-    # tokens: 24 cuts the completions, keep_start)
+    # tokens: 24 cuts the completions, keep_start; negative: keep_end, cutting the prompts' start)
     return [("conversational, llama-2 template, sigmoid", "llama", conv, conv, "sigmoid", 0.0, 64),
             ("standard plain text, ipo", "llama", plain, plain, "ipo", 0.0, 64),
             ("implicit prompt, plain text (hh-rlhf), hinge, max_length 24", "llama", hh, hh, "hinge", 0.0, 24),
+            ("implicit prompt, plain text (hh-rlhf), sigmoid, max_length 24 keep_end", "llama", hh, hh, "sigmoid", 0.0, -24),
             ("implicit prompt, message lists of text parts, robust", "llama", implicit_parts, implicit, "robust", 0.1, 64),
             ("tiny-mixtral, standard plain text, sigmoid with aux loss", "mixtral", plain, plain, "sigmoid", 0.0, 64)]
 
@@ -74,8 +75,9 @@ def trl_step(policy, ref, rows, loss, eps, max_length, out):
         from transformers import LlamaTokenizer
 
         tok = LlamaTokenizer.from_pretrained(policy, local_files_only=True)
-    cfg = DPOConfig(output_dir=out, learning_rate=0.0, max_steps=1, per_device_train_batch_size=len(rows), beta=0.1,
-                    loss_type=[loss], label_smoothing=eps, max_length=max_length, report_to="none", use_cpu=True,
+    mode = "keep_end" if max_length < 0 else "keep_start"
+    cfg = DPOConfig(output_dir=out, truncation_mode=mode, learning_rate=0.0, max_steps=1, per_device_train_batch_size=len(rows), beta=0.1,
+                    loss_type=[loss], label_smoothing=eps, max_length=abs(max_length), report_to="none", use_cpu=True,
                     logging_steps=1, save_strategy="no", seed=0, disable_tqdm=True,
                     bf16=False)  # TRL defaults to bf16 autocast, on CPU too; lamina computes in F32
     tr = DPOTrainer(model=hf_model(policy).train(), ref_model=hf_model(ref), args=cfg,
@@ -107,7 +109,8 @@ def main():
             out = os.path.join(tmp, f"lamina{i}")
             p = run("dpo", "--model", policy, "--ref-model", ref, "--data", data, "--loss", loss, "--beta", "0.1",
                     "--label-smoothing", str(eps), "--seq-len", "128", "--batch-size", str(len(lam_rows)), "--max-steps", "1",
-                    "--lr", "0", "--val-fraction", "0", "--max-length", str(max_length), "--strict", "--out", out)
+                    "--lr", "0", "--val-fraction", "0", "--max-length", str(abs(max_length)), "--truncation-mode",
+                    "keep_end" if max_length < 0 else "keep_start", "--strict", "--out", out)
             if p.returncode != 0:
                 report.check(f"{name}: lamina dpo runs", False, p.stderr.strip()[-300:])
                 continue
