@@ -7,16 +7,17 @@ namespace lamina {
 
 int cmd_dpo(int argc, char** argv) {
   Args a("dpo",
-         "Align a model on preference pairs (TRL format: prompt, chosen, rejected as strings or "
-         "message lists;\n"
-         "the chat template is applied once, BOS/EOS not doubled). The loss uses sequence "
-         "log-probabilities\n"
-         "summed over completion tokens only (IPO: averaged), chosen and rejected packed in one "
-         "row. The\n"
-         "reference is the starting policy (DPO on top of DPO) unless --ref-model; its "
-         "log-probabilities are\n"
-         "computed once and cached in OUT/.cache. Metrics use TRL's names (rewards/chosen, "
-         "rewards/margins, ...).",
+         "Align a model on preference pairs, prepared as TRL 1.16.0's DPOTrainer does: prompt, "
+         "chosen, rejected as\n"
+         "strings (used as they are, EOS appended) or message lists (through the chat template); "
+         "without \"prompt\"\n"
+         "the shared prefix of chosen and rejected is the prompt. The loss uses sequence "
+         "log-probabilities summed\n"
+         "over completion tokens (IPO: averaged), chosen and rejected packed in one row. The "
+         "reference is the\n"
+         "starting policy (DPO on top of DPO) unless --ref-model; its log-probabilities are "
+         "computed once and\n"
+         "cached in OUT/.cache. Metrics use TRL's names (rewards/chosen, rewards/margins, ...).",
          join_specs(
              training_arg_specs(),
              std::vector<ArgSpec>{
@@ -29,11 +30,14 @@ int cmd_dpo(int argc, char** argv) {
                  {"rpo-alpha", "A", "RPO: add A x the NLL of the chosen completions", "0"},
                  {"ref-model", "DIR", "reference model (default: the starting policy)", ""},
                  {"no-reference", "", "reference-free variant (reference log-probs 0)", ""},
-                 {"max-length", "N", "tokens per sequence (default: --seq-len / 2)", "0"},
+                 {"max-length", "N",
+                  "tokens per sequence, prompt + completion (default: --seq-len / 2)", "0"},
                  {"max-prompt-length", "N",
-                  "prompt tokens kept (from the end; default: max-length / 2)", "0"},
-                 {"truncation-mode", "keep_end|keep_start",
-                  "which part of an over-long prompt to keep", "keep_end"},
+                  "keep only the prompt's last N tokens after BOS (0: no limit, as TRL 1.16)", "0"},
+                 {"truncation-mode", "keep_start|keep_end",
+                  "an over-long sequence keeps its first (TRL 1.16's default) or last max-length "
+                  "tokens",
+                  "keep_start"},
                  {"template", "NAME", "chat template (default: the model's)", ""},
                  {"cache-dir", "DIR", "reference log-prob cache (default: OUT/.cache)", ""},
                  {"strict", "", "stop at the first malformed line", ""}}));

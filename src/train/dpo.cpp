@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
@@ -19,6 +20,7 @@
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
 #include "train/conversation.h"
+#include "train/preference.h"
 #include "train/train_graph.h"
 
 namespace lamina {
@@ -107,6 +109,12 @@ ObjectiveResult DpoObjective::run(TrainGraph& g, const MicroBatches& micro, int6
   double loss = 0, rch = 0, rrej = 0, acc = 0, lpc = 0, lpr = 0;
   for (auto& rows : micro) {
     Batch b = make_batch(rows, T);
+    // The load-balancing loss counts the chosen and rejected tokens, not the padding: transformers'
+    // load_balancing_loss_func with the attention mask of TRL's [chosen; rejected] batch.
+    b.aux_mask.assign(size_t(b.B * T), 0);
+    for (size_t r = 0; r < rows.size(); ++r)
+      std::fill_n(b.aux_mask.begin() + long(r * size_t(T)),
+                  rows[r].segments.at(0) + rows[r].segments.at(1), uint8_t(1));
     // One forward gives every token's log-probability; from them the pairs' losses and the
     // backward pass's token weights (-dL/dlogp), then one backward.
     auto reweight = [&](const std::vector<float>& lp, std::vector<float>& w) {
@@ -117,14 +125,16 @@ ObjectiveResult DpoObjective::run(TrainGraph& g, const MicroBatches& micro, int6
         double pc = s.sum[0], pr = s.sum[1];
         const double nc = s.count[0], nr = s.count[1];
         nll -= pc;
-        if (c_.loss == DpoLossType::Ipo)
-          pc /= std::max(nc, 1.0), pr /= std::max(nr, 1.0);  // TRL: IPO averages
         // The cached reference log-probs are F32 (TrainRow::extra); rounding the policy's the same
         // way makes policy = reference give rewards of exactly 0, as TRL's F32 tensors do.
         pc = double(float(pc)), pr = double(float(pr));
         const double rc = c_.reference_free ? 0 : row.extra.at(0),
                      rr = c_.reference_free ? 0 : row.extra.at(1);
-        DpoTerms t = dpo_loss(c_, pc, pr, rc, rr);
+        // IPO (TRL 1.16.0): the log-ratios averaged over each completion's tokens in the loss;
+        // the rewards and logps metrics stay sums.
+        const double ac = c_.loss == DpoLossType::Ipo ? std::max(nc, 1.0) : 1.0,
+                     ar = c_.loss == DpoLossType::Ipo ? std::max(nr, 1.0) : 1.0;
+        DpoTerms t = dpo_loss(c_, pc / ac, pr / ar, rc / ac, rr / ar);
         loss += t.loss;
         const double rewc = c_.beta * (pc - rc), rewr = c_.beta * (pr - rr);
         rch += rewc, rrej += rewr, acc += rewc > rewr, lpc += pc, lpr += pr;
@@ -137,7 +147,7 @@ ObjectiveResult DpoObjective::run(TrainGraph& g, const MicroBatches& micro, int6
           }
           const bool chosen = i < lc;
           double d = chosen ? t.d_chosen : t.d_rejected;
-          if (c_.loss == DpoLossType::Ipo) d /= std::max(chosen ? nc : nr, 1.0);
+          d /= chosen ? ac : ar;
           double wk = -d / double(pairs);
           if (chosen && c_.rpo_alpha > 0) wk += c_.rpo_alpha / std::max(chosen_tokens, 1.0);
           w[k] = float(wk);
@@ -159,121 +169,49 @@ ObjectiveResult DpoObjective::run(TrainGraph& g, const MicroBatches& micro, int6
 
 namespace {
 
-// TRL preference line -> (prompt messages, chosen reply, rejected reply).
-struct Pref {
-  std::vector<Turn> prompt;
-  std::string system, chosen, rejected;
-};
-
-void split_messages(const json& list, const std::string& where, std::vector<Turn>& prompt,
-                    std::string& system, std::string& reply) {
-  if (!list.is_array() || list.empty()) fail(where, ": a message list must be a non-empty list");
-  for (size_t i = 0; i < list.size(); ++i) {
-    const json& m = list[i];
-    if (!m.is_object() || !m.contains("role") || !m.contains("content") ||
-        !m["content"].is_string())
-      fail(where, ": each message needs \"role\" and string \"content\"");
-    std::string role = m["role"], content = m["content"];
-    if (i + 1 == list.size()) {
-      if (role != "assistant")
-        fail(where, ": the last message of chosen/rejected must be the assistant's");
-      reply = content;
-    } else if (role == "system") {
-      system = content;
+// Prompt + completion ids -> one sequence with its completion mask (weight 1), truncated as TRL
+// 1.16.0's DataCollatorForPreference: keep_start keeps the first max_len tokens, keep_end the last.
+// max_prompt > 0 (lamina's --max-prompt-length; TRL 1.16 has none) first drops the prompt's oldest
+// tokens after the first (BOS).
+Example preference_sequence(std::vector<int32_t> prompt, const std::vector<int32_t>& completion,
+                            int64_t max_len, int64_t max_prompt, bool keep_start) {
+  if (max_prompt > 0 && int64_t(prompt.size()) > max_prompt)
+    prompt.erase(prompt.begin() + 1, prompt.end() - (max_prompt - 1));
+  Example ex;
+  ex.ids = prompt;
+  ex.ids.insert(ex.ids.end(), completion.begin(), completion.end());
+  ex.weights.assign(prompt.size(), 0.0f);
+  ex.weights.resize(ex.ids.size(), 1.0f);
+  if (int64_t(ex.ids.size()) > max_len) {
+    const long drop = long(ex.ids.size()) - long(max_len);
+    if (keep_start) {
+      ex.ids.resize(size_t(max_len)), ex.weights.resize(size_t(max_len));
     } else {
-      prompt.push_back({role, content, std::nullopt});
+      ex.ids.erase(ex.ids.begin(), ex.ids.begin() + drop);
+      ex.weights.erase(ex.weights.begin(), ex.weights.begin() + drop);
     }
   }
-}
-
-Pref parse_pref(const std::string& line, const std::string& where) {
-  json j = parse_json_line(line, where);
-  if (!j.is_object() || !j.contains("chosen") || !j.contains("rejected"))
-    fail(where, ": expected \"chosen\" and \"rejected\" (and \"prompt\")");
-  Pref p;
-  if (j.contains("prompt")) {
-    if (j["prompt"].is_string()) {
-      p.prompt.push_back({"user", j["prompt"].get<std::string>(), std::nullopt});
-    } else if (j["prompt"].is_array()) {
-      for (auto& m : j["prompt"]) {
-        if (!m.is_object() || !m.contains("role") || !m.contains("content"))
-          fail(where, ": malformed prompt message");
-        if (m["role"] == "system")
-          p.system = m["content"];
-        else
-          p.prompt.push_back(
-              {m["role"].get<std::string>(), m["content"].get<std::string>(), std::nullopt});
-      }
-    } else {
-      fail(where, ": \"prompt\" must be a string or a message list");
-    }
-  }
-  auto reply = [&](const json& v, std::string& out, const char* which) {
-    if (v.is_string()) {
-      out = v.get<std::string>();
-      return;
-    }
-    std::vector<Turn> pr;
-    std::string sys;
-    split_messages(v, where + " (" + which + ")", pr, sys, out);
-    if (!pr.empty() && p.prompt.empty())
-      p.prompt = pr, p.system = sys;  // conversational: prompt inside
-  };
-  reply(j["chosen"], p.chosen, "chosen");
-  reply(j["rejected"], p.rejected, "rejected");
-  if (p.prompt.empty()) fail(where, ": no prompt");
-  if (p.chosen.empty()) fail(where, ": empty \"chosen\" completion");
-  if (p.rejected.empty()) fail(where, ": empty \"rejected\" completion");
-  return p;
-}
-
-// prompt + reply -> ids and completion mask (weight 1 on the reply and its end token), truncated
-// as TRL: prompt to its last max_prompt tokens (after BOS), then the reply to fit max_len.
-Example tokenize_pref(const Pref& p, const std::string& reply, const Tokenizer& tok,
-                      const TemplateOptions& o, int64_t max_len, int64_t max_prompt,
-                      bool keep_start) {
-  Conversation c;
-  c.system = p.system;
-  c.turns = p.prompt;
-  c.turns.push_back({"assistant", reply, 1.0f});
-  for (auto& t : c.turns)
-    if (t.role != "assistant") t.weight.reset();
-  Example ex = tokenize_conversation(c, tok, o);
-  // The completion starts at the last run of weighted tokens (the reply) and runs to the end: the
-  // template's tokens after the reply (ChatML's "\n" after <|im_end|>) belong to it, as in TRL,
-  // which takes the completion as the rendered conversation minus the rendered prompt.
-  size_t last = ex.weights.size();
-  while (last > 0 && ex.weights[last - 1] <= 0) --last;
-  size_t start = last;
-  while (start > 0 && ex.weights[start - 1] > 0) --start;
-  for (size_t i = 0; i < ex.weights.size(); ++i)
-    ex.weights[i] = i >= start && last > 0 ? 1.0f : 0.0f;
-  if (int64_t(start) > max_prompt) {
-    // keep_end drops the prompt's oldest tokens (after BOS); keep_start its newest.
-    const size_t drop = start - size_t(max_prompt), at = keep_start ? size_t(max_prompt) : 1;
-    ex.ids.erase(ex.ids.begin() + long(at), ex.ids.begin() + long(at + drop));
-    ex.weights.erase(ex.weights.begin() + long(at), ex.weights.begin() + long(at + drop));
-  }
-  if (int64_t(ex.ids.size()) > max_len)
-    ex.ids.resize(size_t(max_len)), ex.weights.resize(size_t(max_len));
   return ex;
 }
 
+// One row [chosen | rejected | padding]. Every token of each sequence is an input, as in
+// transformers' batch (the last one has no target): the MoE router sees the same positions.
 TrainRow pair_row(const Example& c, const Example& r, int64_t T, int32_t pad) {
   TrainRow row;
   for (const Example* e : {&c, &r}) {
-    row.tokens.insert(row.tokens.end(), e->ids.begin(), e->ids.end() - 1);
+    row.tokens.insert(row.tokens.end(), e->ids.begin(), e->ids.end());
     row.targets.insert(row.targets.end(), e->ids.begin() + 1, e->ids.end());
+    row.targets.push_back(-1);
     row.weights.insert(row.weights.end(), e->weights.begin() + 1, e->weights.end());
-    row.segments.push_back(int32_t(e->ids.size() - 1));
+    row.weights.push_back(0.0f);
+    row.segments.push_back(int32_t(e->ids.size()));
   }
   pad_row(row, T, pad);
   return row;
 }
 
 // Sequence log-probs (summed and counted over completion tokens) of every row under `p`.
-void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int64_t batch,
-                     bool average) {
+void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int64_t batch) {
   TrainGraph g(p);
   // Forward only: one layer's activations at a time (without this every layer's were kept: 9 GB
   // for a 7B model at 1024 tokens).
@@ -295,8 +233,6 @@ void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int
     const auto& lp = g.token_logprobs();
     for (size_t r = 0; r < part.size(); ++r) {
       PairLogps s = pair_logps(part[r], b, lp, r, T);
-      if (average)
-        for (int c = 0; c < 2; ++c) s.sum[c] /= std::max(s.count[c], 1.0);
       rows[i0 + r]->extra = {float(s.sum[0]), float(s.sum[1])};
     }
   }
@@ -313,44 +249,56 @@ void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int
 
 PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   Tokenizer tok = Tokenizer::load(o.tokenizer_dir());
-  ChatTemplate tmpl = ChatTemplate::OpenChat;
-  if (d.tmpl)
-    tmpl = *d.tmpl;
-  else if (auto t = detect_chat_template(tok.chat_template()))
-    tmpl = *t;
-  else
-    fail(o.tokenizer_dir(), ": no chat_template lamina recognises; pass --template");
-  TemplateOptions to;
-  to.tmpl = tmpl;
-  to.condition = read_generation_config(o.tokenizer_dir()).chat_condition.value_or("GPT4 Correct");
+  // The chat template is needed by conversational rows only (plain text is used as it is).
+  std::optional<ChatTemplate> tmpl = d.tmpl;
+  if (!tmpl) tmpl = detect_chat_template(tok.chat_template());
+  ChatTokens chat;
+  chat.bos = tok.bos_text();
+  chat.eos = tok.eos_text();
+  chat.condition =
+      read_generation_config(o.tokenizer_dir()).chat_condition.value_or("GPT4 Correct");
   const int64_t T = o.seq_len;
   const int64_t max_len = d.max_length > 0 ? d.max_length : T / 2;
-  const int64_t max_prompt = d.max_prompt_length > 0 ? d.max_prompt_length : max_len / 2;
+  const int64_t max_prompt = d.max_prompt_length;
   if (2 * max_len > T)
     fail("--max-length ", max_len, ": a pair (chosen + rejected) must fit --seq-len ", T);
+  if (max_prompt < 0 || max_prompt == 1)
+    fail("--max-prompt-length ", max_prompt, ": expected 0 (no limit) or at least 2");
   const auto lock = lock_run(o);
   // Pairs (the training file, then --eval-data's if given), each a packed row.
   int64_t skipped = 0, truncated = 0;
-  // "c2": completions run to the end of the rendered conversation (caches of the old rule are
-  // stale).
-  uint64_t h = fnv1a("c2" + std::to_string(int(tmpl)) + to.condition + std::to_string(max_len) +
-                     std::to_string(max_prompt) + std::to_string(T));
+  std::string needs_template;  // the first conversational row met without a template
+  // "trl1.16": tokenised as TRL 1.16.0 (caches of the older rules are stale).
+  uint64_t h = fnv1a("trl1.16" + std::to_string(tmpl ? int(*tmpl) : -1) + chat.condition +
+                     std::to_string(max_len) + std::to_string(max_prompt) +
+                     std::to_string(d.prompt_keep_start) + std::to_string(T));
   auto load_pairs = [&](const std::string& path) {
     std::vector<TrainRow> out;
     SkippedLines skips;
     for_each_jsonl_line(path, [&](const std::string& line, int64_t n) {
       const std::string where = path + ":" + std::to_string(n);
       try {
-        Pref pr = parse_pref(line, where);
-        Example c = tokenize_pref(pr, pr.chosen, tok, to, max_len, max_prompt, d.prompt_keep_start);
+        PreferenceRow pr = parse_preference(line, where);
+        if (pr.conversational && !tmpl) {
+          if (needs_template.empty()) needs_template = where;
+          return;
+        }
+        PreferenceIds ids = tokenize_preference(pr, tok, tmpl, chat);
+        // TRL drops rows whose prompt alone fills max_length under keep_start.
+        if (d.prompt_keep_start && max_prompt == 0 && int64_t(ids.prompt.size()) >= max_len)
+          fail(where, ": the prompt (", ids.prompt.size(),
+               " tokens) fills --max-length; dropped as TRL does");
+        Example c =
+            preference_sequence(ids.prompt, ids.chosen, max_len, max_prompt, d.prompt_keep_start);
         Example r =
-            tokenize_pref(pr, pr.rejected, tok, to, max_len, max_prompt, d.prompt_keep_start);
+            preference_sequence(ids.prompt, ids.rejected, max_len, max_prompt, d.prompt_keep_start);
         auto weighted = [](const Example& e) {
           return std::accumulate(e.weights.begin() + 1, e.weights.end(), 0.0f);
         };
-        if (weighted(c) == 0 || weighted(r) == 0)
+        if (c.ids.size() < 2 || r.ids.size() < 2 || weighted(c) == 0 || weighted(r) == 0)
           fail(where, ": truncation left no completion token (raise --max-length)");
-        truncated += int64_t(c.ids.size()) == max_len || int64_t(r.ids.size()) == max_len;
+        truncated +=
+            int64_t(ids.prompt.size() + std::max(ids.chosen.size(), ids.rejected.size())) > max_len;
         out.push_back(pair_row(c, r, T, tok.eos_id()));
         h = fnv1a(line, h);
       } catch (const Error& e) {
@@ -358,6 +306,9 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
         skips.add(e.what());
       }
     });
+    if (!needs_template.empty())
+      fail(needs_template, ": a conversational row needs a chat template, and ", o.tokenizer_dir(),
+           " has none lamina recognises; pass --template");
     if (out.empty()) skips.fail_none_usable(path, "preference pair");
     skips.print_warnings();
     skipped += skips.count();
@@ -371,16 +322,15 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   }
 
   ParamStore p = load_training_store(o);
-  // Reference log-probabilities, once, cached by (reference weights, data, loss averaging).
+  // Reference log-probabilities, once, cached by (reference weights, data).
   std::vector<TrainRow*> all;
   for (auto& r : rows) all.push_back(&r);
-  const bool average = d.cfg.loss == DpoLossType::Ipo;
   if (!d.cfg.reference_free) {
     const std::string ref_dir = d.ref_model.empty() ? o.model : d.ref_model;
     char name[64];
     std::snprintf(name, sizeof name, "ref-logps-%016llx.json",
                   (unsigned long long)fnv1a(
-                      model_fingerprint(ref_dir) + (average ? "avg" : "sum") +
+                      model_fingerprint(ref_dir) + "sum" +
                           // the reference as kept: a bf16/q4_0/nf4 base scores otherwise
                           (o.base_dtype ? dtype_name(*o.base_dtype) : ""),
                       h));
@@ -394,7 +344,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
       std::fprintf(stderr, "dpo: reference log-probabilities from %s\n", cache.c_str());
     } else {
       if (d.ref_model.empty()) {
-        reference_logps(p, all, T, o.batch_size, average);
+        reference_logps(p, all, T, o.batch_size);
       } else {
         // The reference is frozen throughout: kept like the policy's base (--base-dtype).
         std::optional<FrozenBase> rb;
@@ -402,7 +352,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
         ParamStore ref = ParamStore::load(d.ref_model, rb);
         if (ref.cfg.vocab_size != p.cfg.vocab_size)
           fail(d.ref_model, ": vocabulary differs from the policy's");
-        reference_logps(ref, all, T, o.batch_size, average);
+        reference_logps(ref, all, T, o.batch_size);
       }  // the reference weights are freed here: training holds only the policy
       fs::create_directories(fs::path(cache).parent_path());
       json j = json::array();
@@ -416,12 +366,39 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   prepare_training(o,
                    p);  // LoRA after the reference pass: base without the adapter is the reference
   // Held-out pairs for eval metrics: --eval-data, else a seeded split of the training file.
+  // A pair is identified by its tokens (chosen and rejected as tokenised, padding included).
+  std::map<std::vector<int32_t>, size_t> distinct;  // tokens -> pair id
+  std::vector<size_t> pair_id(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i)
+    pair_id[i] = distinct.emplace(rows[i].tokens, distinct.size()).first->second;
   std::vector<TrainRow> tr, va;
   if (!d.eval_data.empty()) {
-    for (size_t i = 0; i < rows.size(); ++i)
+    std::set<size_t> trained(pair_id.begin(), pair_id.begin() + long(n_train_file));
+    size_t leaked = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      leaked += i >= n_train_file && trained.count(pair_id[i]);
       (i < n_train_file ? tr : va).push_back(std::move(rows[i]));
+    }
+    if (leaked)
+      std::fprintf(stderr, "dpo: warning: %zu of the %zu --eval-data pairs are also in --data\n",
+                   leaked, va.size());
   } else {
-    seeded_split(rows, o.val_fraction, o.seed, tr, va);
+    // Split by distinct pair, so that no held-out pair is also trained on: every copy of a pair
+    // goes to the same side.
+    if (distinct.size() < rows.size())
+      std::fprintf(stderr,
+                   "dpo: warning: %zu of %zu pairs repeat an earlier one (%zu distinct); the "
+                   "held-out split is by distinct pair\n",
+                   rows.size() - distinct.size(), rows.size(), distinct.size());
+    std::vector<size_t> ids(distinct.size()), tr_ids, va_ids;
+    std::iota(ids.begin(), ids.end(), 0);
+    seeded_split(ids, o.val_fraction, o.seed, tr_ids, va_ids);
+    std::vector<std::vector<size_t>> copies(distinct.size());  // pair id -> its rows
+    for (size_t i = 0; i < rows.size(); ++i) copies[pair_id[i]].push_back(i);
+    for (size_t id : tr_ids)
+      for (size_t i : copies[id]) tr.push_back(std::move(rows[i]));
+    for (size_t id : va_ids)
+      for (size_t i : copies[id]) va.push_back(std::move(rows[i]));
   }
   std::fprintf(stderr,
                "dpo: %zu pairs (%zu train, %zu eval), %lld truncated, %lld malformed lines "
@@ -439,7 +416,11 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   InMemoryData data(std::move(tr), std::move(va), std::string("pairs-") + sig, "preference pairs");
   DpoObjective obj(d.cfg);
   CheckpointExtras extras;
-  return train_loop(o, p, data, extras, "lamina dpo: " + fs::path(o.model).filename().string(),
+  // TRL 1.16.0's DPOTrainer adds the load-balancing loss whenever the model is a MoE, at the
+  // config's router_aux_loss_coef, whatever its output_router_logits says.
+  PretrainOptions to = o;
+  if (!to.aux_coef && p.cfg.is_moe()) to.aux_coef = p.cfg.router_aux_loss_coef;
+  return train_loop(to, p, data, extras, "lamina dpo: " + fs::path(o.model).filename().string(),
                     &obj);
 }
 

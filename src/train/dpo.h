@@ -47,9 +47,10 @@ struct DpoOptions {
   std::string eval_data;  // held-out pairs for eval metrics (default: --val-fraction of data)
   std::string ref_model;  // default: the starting policy (DPO on top of DPO)
   DpoConfig cfg;
-  int64_t max_length = 0, max_prompt_length = 0;  // per sequence; 0: seq_len / 2, max_length / 2
-  bool prompt_keep_start = false;  // TRL's truncation_mode: keep_end (default) or keep_start
-  std::optional<ChatTemplate> tmpl;
+  int64_t max_length = 0;            // prompt + completion; 0: seq_len / 2
+  int64_t max_prompt_length = 0;     // 0: no limit (TRL 1.16 has none)
+  bool prompt_keep_start = true;     // TRL 1.16 truncation_mode: keep_start (default) or keep_end
+  std::optional<ChatTemplate> tmpl;  // for conversational rows (default: the model's)
   bool strict = false;
 };
 

@@ -365,7 +365,7 @@ PretrainResult train_loop(const PretrainOptions& o, ParamStore& p, const TrainDa
   ScheduleConfig sched{parse_schedule(o.schedule), total, warmup_steps_for(o.warmup_ratio, total),
                        o.min_lr_ratio};
   // transformers adds Mixtral's load-balancing loss only when config.json's output_router_logits
-  // is true (TRL follows that flag too); --aux-loss-coef sets it explicitly.
+  // is true; --aux-loss-coef sets it explicitly (lamina dpo sets it as TRL 1.16.0 DPOTrainer does).
   const auto orl = cfg.raw.is_object() ? cfg.raw.find("output_router_logits") : cfg.raw.end();
   const bool router_logits = orl != cfg.raw.end() && orl->is_boolean() && orl->get<bool>();
   const double aux_coef =

@@ -240,6 +240,14 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   float* x = sized(x0, N * H);
   embedding(p_.weights.embed, b.tokens.data(), N, x);  // [N, H], from the F32 masters
   a.expert_count.assign(size_t(E), 0);
+  // The positions the load-balancing loss counts (padding is left out, as transformers does).
+  if (!b.aux_mask.empty() && int64_t(b.aux_mask.size()) != N)
+    fail("batch: aux_mask has ", b.aux_mask.size(), " positions, not ", N);
+  auto aux_counts = [&](int64_t t) { return b.aux_mask.empty() || b.aux_mask[size_t(t)] != 0; };
+  const int64_t aux_rows =
+      b.aux_mask.empty()
+          ? N
+          : std::max<int64_t>(1, std::count(b.aux_mask.begin(), b.aux_mask.end(), 1));
   // One decoder layer forward: x [N, H] in place from the layer's input to its output, saving in s
   // what backward needs. count: add to the MoE routing counts (not when recomputing).
   auto layer_fwd = [&](int64_t l, float* x, LayerActs& s, bool count) {
@@ -298,7 +306,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
           s.topw[size_t(t * K + j)] = p[e] / sum;
           s.experts[size_t(e)].rows.push_back(t);
           s.experts[size_t(e)].slot.push_back(j);
-          if (count) a.expert_count[size_t(e)]++;
+          if (count && aux_counts(t)) a.expert_count[size_t(e)]++;
         }
       }
       for (int64_t e = 0; e < E; ++e) {
@@ -337,7 +345,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     layer_fwd(l, x, s, true);
     p_.release_layer_pages(l);  // a mapped frozen base: this layer's pages leave the resident set
     for (int64_t t = 0; t < N && c.is_moe(); ++t)
-      for (int64_t e = 0; e < E; ++e) a.expert_psum[size_t(e)] += s.probs[size_t(t * E + e)];
+      if (aux_counts(t))
+        for (int64_t e = 0; e < E; ++e) a.expert_psum[size_t(e)] += s.probs[size_t(t * E + e)];
   }
   a.xf.assign(x, x + N * H);
   float* xnf = sized(a.xnf, N * H);
@@ -399,9 +408,9 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     head_pass(true, b.weights);
   }
   if (c.is_moe()) {
-    // transformers' load_balancing_loss_func over all layers' router rows (R = L * N):
-    // aux = E * sum_e (count_e / R) * (sum_rows p_e / R).
-    const double R = double(L * N);
+    // transformers' load_balancing_loss_func over all layers' router rows (R = L * the positions
+    // aux_mask counts): aux = E * sum_e (count_e / R) * (sum_rows p_e / R).
+    const double R = double(L * aux_rows);
     for (int64_t e = 0; e < E; ++e) {
       const double psum = a.expert_psum[size_t(e)];
       st.aux_loss += double(E) * (double(a.expert_count[size_t(e)]) / R) * (psum / R);
@@ -471,7 +480,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       }
       // Router: w_k = p_k / S over the top-k; dp_k = (dw_k - sum_j w_j dw_j) / S. The aux loss adds
       // coef * E * count_e / R^2 to every row's dp_e. Then softmax backward to the logits.
-      const double R = double(L * N);
+      const double R = double(L * aux_rows);
       Buf dlogit(static_cast<size_t>(N * E));
       for (int64_t t = 0; t < N; ++t) {
         const float* p = s.probs.data() + t * E;
@@ -483,7 +492,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
         }
         for (int64_t j = 0; j < K; ++j)
           dp[size_t(s.topi[size_t(t * K + j)])] = (dtopw[size_t(t * K + j)] - wdw) / S;
-        for (int64_t e = 0; e < E; ++e)
+        for (int64_t e = 0; e < E && aux_counts(t); ++e)
           dp[size_t(e)] += aux_coef * double(E) * double(a.expert_count[size_t(e)]) / (R * R);
         double pdp = 0;
         for (int64_t e = 0; e < E; ++e) pdp += p[e] * dp[size_t(e)];

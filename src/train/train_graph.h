@@ -20,6 +20,9 @@ struct Batch {
   // Packing: per row, the lengths of the sequences packed into it (summing to T); attention stays
   // inside each and positions restart. Empty: every row is one sequence.
   std::vector<std::vector<int32_t>> segments;
+  // MoE load-balancing loss: the positions [B * T] it counts, as transformers' attention_mask in
+  // load_balancing_loss_func (padding left out). Empty: every position counts.
+  std::vector<uint8_t> aux_mask;
   // Next-token LM batch from rows of T+1 ids: tokens = ids[:-1], targets = ids[1:], weight 1.
   static Batch language_model(const std::vector<std::vector<int32_t>>& rows);
   int64_t num_targets() const;

@@ -401,6 +401,20 @@ def data_cases(tmp, good):
                     [{"prompt": "word " * 40, "chosen": "fine answer", "rejected": "bad answer"}] * 5)
     check("dpo --max-length too small names --max-length", dpo + ["--data", c, "--max-length", "4",
                                                                   "--max-prompt-length", "4"], ["--max-length"])
+    c = write_jsonl(os.path.join(ind, "p-image.jsonl"), [{"prompt": [{"role": "user", "content": [
+        {"type": "image", "url": "x.png"}]}], "chosen": [{"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "assistant", "content": "b"}]}])
+    check("dpo refuses a non-text content part by name", dpo + ["--data", c, "--strict"],
+          [c + ":1", "\"prompt\" message 0 content part 0", "image"])
+    c = write_jsonl(os.path.join(ind, "p-mixed.jsonl"), [{"chosen": "a", "rejected": [{"role": "assistant", "content": "b"}]}])
+    check("dpo refuses chosen text with rejected messages", dpo + ["--data", c, "--strict"], [c + ":1", "both"])
+    c = write_jsonl(os.path.join(ind, "p-noshare.jsonl"), [{"chosen": "abc", "rejected": "xyz"}])
+    check("dpo implicit prompt with nothing shared", dpo + ["--data", c, "--strict"], [c + ":1", "share no prompt"])
+    c = write_jsonl(os.path.join(ind, "p-conv.jsonl"), [{"prompt": [{"role": "user", "content": "q"}],
+        "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}])
+    check("dpo conversational rows on a model without a chat template", ["dpo", "--model", good, "--data", c, "--out",
+          os.path.join(tmp, "d2"), "--seq-len", "64"], [c + ":1", "chat template", "--template"])
+    check("dpo --max-prompt-length 1", dpo + ["--data", c, "--max-prompt-length", "1"], ["--max-prompt-length"])
     uf = write_jsonl(os.path.join(ind, "uf.jsonl"), [{"source": "x", "instruction": "Q", "completions": [
         {"model": "m1", "response": "a", "annotations": {"helpfulness": {"Rating": "abc"}}},
         {"model": "m2", "response": "b", "annotations": {"helpfulness": {"Rating": "2"}}}]}])

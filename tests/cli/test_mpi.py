@@ -78,9 +78,9 @@ def main():
     run("init", "--out", chat, "--add-tokens", "<|end_of_turn|>", "--chat-template", "openchat", "--seed", "2", "--layers", "2")
     pairs = os.path.join(tmp, "pairs.jsonl")
     with open(pairs, "w") as f:
-        for i in range(40):
+        for i in range(40):  # 40 distinct pairs: the held-out split (by distinct pair) is the row split
             a, b = i % 10, (i * 7) % 10
-            f.write(json.dumps({"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1 + i % 3)}) + "\n")
+            f.write(json.dumps({"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1 + i // 10)}) + "\n")
     dargs = ["--model", chat, "--data", pairs, "--seq-len", "64", "--batch-size", "2", "--grad-accum", "2", "--max-steps", "4",
              "--lr", "1e-3", "--rpo-alpha", "0.5", "--eval-every", "2", "--val-fraction", "0.25"]
     p1 = single("dpo", *dargs, "--out", os.path.join(tmp, "dpo-one"))

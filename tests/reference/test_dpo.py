@@ -64,9 +64,10 @@ def main():
             kind = "sigmoid" if kind == "rpo" else kind
             beta = 0.1 if kind != "hinge" else 0.05
             avg = kind == "ipo"
+            # lamina keeps summed reference log-probs; IPO averages both log-ratios in the loss (TRL 1.16.0)
             ref_pairs = [dict(p, ref=[p["ref"][0] / (4 if avg else 1), p["ref"][1] / (6 if avg else 1)]) for p in pairs]
             spec = {"B": 1, "T": 1, "tokens": [1], "targets": [-1], "weights": [0],
-                    "dpo": {"loss": kind, "beta": beta, "label_smoothing": eps, "rpo_alpha": rpo, "T": 24, "pairs": ref_pairs}}
+                    "dpo": {"loss": kind, "beta": beta, "label_smoothing": eps, "rpo_alpha": rpo, "T": 24, "pairs": pairs}}
             bf = os.path.join(tmp, f"{kind}{eps}{rpo}.json")
             json.dump(spec, open(bf, "w"))
             prefix = os.path.join(tmp, f"{kind}{eps}{rpo}")
@@ -169,6 +170,17 @@ def main():
         report.check("another reference model invalidates it too", "computed for" in p.stderr)
         p = run(*args, "--out", os.path.join(tmp, "dpo5"), "--max-steps", "3", "--loss", "ipo", "--no-reference")
         report.check("ipo, reference-free, runs", p.returncode == 0)
+        # The held-out split is by distinct pair: 4 pairs x 3 copies, 30% held out -> 2 distinct pairs
+        # (6 rows) held out, never also trained on (a row-level split would hold out 4 rows).
+        dup = os.path.join(tmp, "dup.jsonl")
+        with open(dup, "w") as f:
+            f.writelines(json.dumps({"prompt": f"{a}+{a}=", "chosen": str(2 * a), "rejected": str(2 * a + 1)}) + "\n"
+                         for _ in range(3) for a in range(4))
+        p = run("dpo", "--model", chat, "--data", dup, "--seq-len", "96", "--batch-size", "2", "--max-steps", "1",
+                "--val-fraction", "0.3", "--out", os.path.join(tmp, "dpo-dup"))
+        report.check("duplicate pairs: warned, and held out by distinct pair",
+                     "8 of 12 pairs repeat an earlier one (4 distinct)" in p.stderr and "(6 train, 6 eval)" in p.stderr,
+                     p.stderr.strip()[-300:])
         # LoRA: the reference is the base without the adapter (B = 0 at the start): loss ln 2 again.
         lo = os.path.join(tmp, "dpo-lora")
         p = run(*args, "--out", lo, "--max-steps", "3", "--lora-r", "4", "--lora-targets", "all")
