@@ -32,6 +32,13 @@ def runner(lamina, echo_failures=True):
     return run
 
 
+def write_jsonl(path, rows):
+    """One JSON object per line, UTF-8 as written (non-ASCII kept, not escaped)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
 def f32_tensors(path):
     """An F32 .safetensors file -> {name: array of its shape} (the tests' own reader)."""
     blob = open(path, "rb").read()

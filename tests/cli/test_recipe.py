@@ -12,7 +12,7 @@ import tempfile
 
 import numpy as np
 
-from harness import Report, f32_tensors, runner
+from harness import Report, f32_tensors, runner, write_jsonl
 
 report = Report()
 check = report.check
@@ -22,11 +22,6 @@ run_quiet = runner(os.path.abspath(sys.argv[1]), echo_failures=False)
 
 TEXT = "The river runs past the old mill and under the stone bridge. " * 40
 
-
-def write_jsonl(path, rows):
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
 
 
 def recipe_text(tmp, last_step_options="{outtype: q8_0}"):

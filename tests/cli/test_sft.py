@@ -13,18 +13,13 @@ import tempfile
 
 import numpy as np
 
-from harness import Report, f32_tensors as tensors, runner
+from harness import Report, f32_tensors as tensors, runner, write_jsonl
 
 report = Report()
 check = report.check
 run = runner(os.path.abspath(sys.argv[1]))
 run_quiet = runner(os.path.abspath(sys.argv[1]), echo_failures=False)
 
-
-def write_jsonl(path, rows):
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
 
 
 def main():

@@ -7,7 +7,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
-from harness import Report, f32_tensors, runner  # noqa: E402,F401
+from harness import Report, f32_tensors, runner, write_jsonl  # noqa: E402,F401
 
 import torch  # noqa: E402
 

@@ -16,7 +16,7 @@ import random
 import sys
 import tempfile
 
-from oracle_common import Report, runner, tool_versions
+from oracle_common import Report, runner, tool_versions, write_jsonl
 
 NON_ASCII = ["20 °C", "café", "½ cup", "5 µm", "naïve", "Zürich", "–40 °F", "北京", "ε ≈ 0"]
 WORDS = ("the a water light plant cell energy heat rock river mountain animal force motion sound "
@@ -101,11 +101,6 @@ TASKS = {
 if ONLY:
     TASKS = {k: v for k, v in TASKS.items() if k in ONLY.split(",")}
 
-
-def write_jsonl(path, rows):
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def harness_yaml(tmp, name, spec, files):
