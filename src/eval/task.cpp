@@ -69,8 +69,9 @@ void apply_task_yaml(const std::string& path, EvalTask& t, int depth,
   };
   try {
     // lm-eval's include: the named definition first, this file's keys over it.
-    if (y["include"]) apply_task_yaml(resolve(yaml_as<std::string>(y["include"], path, "include")), t,
-                                      depth + 1, splits);
+    if (y["include"])
+      apply_task_yaml(resolve(yaml_as<std::string>(y["include"], path, "include")), t, depth + 1,
+                      splits);
     for (auto it : y) {
       const std::string k = yaml_as<std::string>(it.first, path, "key");
       const YAML::Node& v = it.second;
@@ -80,21 +81,27 @@ void apply_task_yaml(const std::string& path, EvalTask& t, int depth,
         if (!apply_harness_function(t, k, fn, fs::path(path).parent_path().filename().string()))
           fail(path, ":", line, ": ", k, ": !function ", fn,
                " is Python code; lamina runs natively only the shipped tasks' hooks (HellaSwag's "
-               "utils.process_docs, preprocess_winogrande.*, TruthfulQA's utils.process_results_mc2)");
+               "utils.process_docs, preprocess_winogrande.*, TruthfulQA's "
+               "utils.process_results_mc2)");
         continue;
       }
       if (k == "include") continue;
       // lm-eval's own keys, with the meaning its ConfigurableTask gives them.
       if (k == "output_type") {
         const std::string o = yaml_as<std::string>(v, path, k);
-        if (o == "multiple_choice") t.type = "multiple_choice";
-        else if (o == "generate_until") t.type = "generate";
-        else fail(path, ":", line, ": output_type '", o, "' (multiple_choice or generate_until)");
+        if (o == "multiple_choice")
+          t.type = "multiple_choice";
+        else if (o == "generate_until")
+          t.type = "generate";
+        else
+          fail(path, ":", line, ": output_type '", o, "' (multiple_choice or generate_until)");
         continue;
       }
       if (k == "doc_to_choice") {
-        if (v.IsSequence()) t.choices = yaml_as<std::vector<std::string>>(v, path, k);
-        else t.doc_to_choice = yaml_as<std::string>(v, path, k);
+        if (v.IsSequence())
+          t.choices = yaml_as<std::vector<std::string>>(v, path, k);
+        else
+          t.doc_to_choice = yaml_as<std::string>(v, path, k);
         continue;
       }
       if (k == "doc_to_target" && v.IsScalar() && !v.Scalar().empty() &&
@@ -108,9 +115,10 @@ void apply_task_yaml(const std::string& path, EvalTask& t, int depth,
           const std::string name = yaml_as<std::string>(m["metric"], path, "metric_list.metric");
           t.metrics.push_back(name);
           if (m["regexes_to_ignore"])
-            t.match_rules.regexes_to_ignore =
-                yaml_as<std::vector<std::string>>(m["regexes_to_ignore"], path, "regexes_to_ignore");
-          if (m["ignore_case"]) t.match_rules.ignore_case = yaml_as<bool>(m["ignore_case"], path, k);
+            t.match_rules.regexes_to_ignore = yaml_as<std::vector<std::string>>(
+                m["regexes_to_ignore"], path, "regexes_to_ignore");
+          if (m["ignore_case"])
+            t.match_rules.ignore_case = yaml_as<bool>(m["ignore_case"], path, k);
           if (m["ignore_punctuation"])
             t.match_rules.ignore_punctuation = yaml_as<bool>(m["ignore_punctuation"], path, k);
         }
@@ -120,7 +128,8 @@ void apply_task_yaml(const std::string& path, EvalTask& t, int depth,
         if (v["until"]) t.until = yaml_as<std::vector<std::string>>(v["until"], path, "until");
         if (v["max_gen_toks"]) t.max_new_tokens = yaml_as<int64_t>(v["max_gen_toks"], path, k);
         if (v["do_sample"] && yaml_as<bool>(v["do_sample"], path, k))
-          fail(path, ":", line, ": generation_kwargs.do_sample: true (lamina's --temperature samples)");
+          fail(path, ":", line,
+               ": generation_kwargs.do_sample: true (lamina's --temperature samples)");
         continue;
       }
       if (k == "filter_list") {
@@ -132,13 +141,16 @@ void apply_task_yaml(const std::string& path, EvalTask& t, int depth,
             const std::string fn = yaml_as<std::string>(step["function"], path, "filter.function");
             if (fn == "regex") {
               af.regex = yaml_as<std::string>(step["regex_pattern"], path, "regex_pattern");
-              if (step["group_select"]) af.group_select = yaml_as<int64_t>(step["group_select"], path, k);
+              if (step["group_select"])
+                af.group_select = yaml_as<int64_t>(step["group_select"], path, k);
               if (step["fallback"]) af.fallback = yaml_as<std::string>(step["fallback"], path, k);
             } else if (fn != "take_first") {
-              fail(path, ":", step.Mark().line + 1, ": filter function '", fn, "' (regex, take_first)");
+              fail(path, ":", step.Mark().line + 1, ": filter function '", fn,
+                   "' (regex, take_first)");
             }
           }
-          if (af.regex.empty()) fail(path, ":", f.Mark().line + 1, ": filter ", af.name, " has no regex");
+          if (af.regex.empty())
+            fail(path, ":", f.Mark().line + 1, ": filter ", af.name, " has no regex");
           PyRegex(af.regex, path + ":" + std::to_string(f.Mark().line + 1));
           t.filters.push_back(af);
         }
@@ -147,12 +159,15 @@ void apply_task_yaml(const std::string& path, EvalTask& t, int depth,
       if (k == "fewshot_config") {
         for (auto kv : v) {
           const std::string fk = yaml_as<std::string>(kv.first, path, "fewshot_config key");
-          if (fk == "sampler") t.fewshot_sampler = yaml_as<std::string>(kv.second, path, k);
-          else fail(path, ":", kv.first.Mark().line + 1, ": fewshot_config.", fk, " (sampler)");
+          if (fk == "sampler")
+            t.fewshot_sampler = yaml_as<std::string>(kv.second, path, k);
+          else
+            fail(path, ":", kv.first.Mark().line + 1, ": fewshot_config.", fk, " (sampler)");
         }
         continue;
       }
-      if (k == "training_split" || k == "validation_split" || k == "test_split" || k == "fewshot_split") {
+      if (k == "training_split" || k == "validation_split" || k == "test_split" ||
+          k == "fewshot_split") {
         splits[k] = v.IsNull() ? "" : yaml_as<std::string>(v, path, k);
         continue;
       }
@@ -306,7 +321,8 @@ std::vector<std::string> doc_choices(const EvalTask& t, const json& doc) {
     if (it == doc.end()) fail(t.name, ": item has no list field '", field, "'");
     list = *it;
   }
-  if (!list.is_array() || list.empty()) fail(t.name, ": the item's choices are not a non-empty list");
+  if (!list.is_array() || list.empty())
+    fail(t.name, ": the item's choices are not a non-empty list");
   std::vector<std::string> c;
   for (auto& x : list) c.push_back(x.is_string() ? x.get<std::string>() : python_repr(x));
   return c;
@@ -323,7 +339,8 @@ int64_t doc_gold(const EvalTask& t, const json& doc) {
     g = *it;
   }
   if (g.is_number_integer()) return g.get<int64_t>();
-  if (!g.is_string()) fail(t.name, ": gold ", g.dump().substr(0, 40), " is not an index or a string");
+  if (!g.is_string())
+    fail(t.name, ": gold ", g.dump().substr(0, 40), " is not an index or a string");
   // A string of digits is an index (the harness literal_evals it), then a letter (A, B, ...), then
   // the text of a choice.
   auto choices = doc_choices(t, doc);

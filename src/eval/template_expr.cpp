@@ -11,11 +11,15 @@ using json = nlohmann::json;
 
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 bool is_name_start(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
-bool is_name_char(char c) { return is_name_start(c) || (c >= '0' && c <= '9'); }
+bool is_name_char(char c) {
+  return is_name_start(c) || (c >= '0' && c <= '9');
+}
 
 std::string to_text(const json& v) {  // Jinja's str(value)
   return v.is_string() ? v.get<std::string>() : python_repr(v);
@@ -198,7 +202,9 @@ class Expr {
     if (v.is_string()) {
       const std::string s = v.get<std::string>();
       if ((m == "strip" || m == "lstrip" || m == "rstrip") && a.empty()) {
-        auto py_space = [](char ch) { return ch == ' ' || (ch >= '\t' && ch <= '\r') || (ch >= '\x1c' && ch <= '\x1f'); };
+        auto py_space = [](char ch) {
+          return ch == ' ' || (ch >= '\t' && ch <= '\r') || (ch >= '\x1c' && ch <= '\x1f');
+        };
         size_t lo = 0, hi = s.size();
         if (m != "rstrip")
           while (lo < hi && py_space(s[lo])) ++lo;
@@ -283,13 +289,18 @@ class Expr {
 std::string python_repr(const json& v) {
   if (v.is_string()) {
     const std::string s = v.get<std::string>();
-    const char q = s.find('\'') != std::string::npos && s.find('"') == std::string::npos ? '"' : '\'';
+    const char q =
+        s.find('\'') != std::string::npos && s.find('"') == std::string::npos ? '"' : '\'';
     std::string out(1, q);
     for (unsigned char c : s) {
-      if (c == '\\' || c == static_cast<unsigned char>(q)) out += '\\', out += char(c);
-      else if (c == '\n') out += "\\n";
-      else if (c == '\r') out += "\\r";
-      else if (c == '\t') out += "\\t";
+      if (c == '\\' || c == static_cast<unsigned char>(q))
+        out += '\\', out += char(c);
+      else if (c == '\n')
+        out += "\\n";
+      else if (c == '\r')
+        out += "\\r";
+      else if (c == '\t')
+        out += "\\t";
       else if (c < 0x20 || c == 0x7f) {
         char buf[8];
         std::snprintf(buf, sizeof buf, "\\x%02x", c);
@@ -342,7 +353,8 @@ std::string render_jinja(const std::string& tmpl, const json& doc, const std::st
     }
     const std::string close = kind == '{' ? "}}" : "%}";
     size_t b = tmpl.find(close, a + 2);
-    if (b == std::string::npos) fail(where, ": unclosed ", std::string(1, '{') + kind, " in template");
+    if (b == std::string::npos)
+      fail(where, ": unclosed ", std::string(1, '{') + kind, " in template");
     std::string body = tmpl.substr(a + 2, b - a - 2);
     std::string text = tmpl.substr(i, a - i);
     // Whitespace control: '{%-' / '{{-' trims before, '-%}' / '-}}' after.

@@ -127,10 +127,13 @@ TEST(Eval, JinjaExpressionsOfHarnessTasks) {
   EXPECT_EQ(evaluate_jinja("{{choices.label.index(answerKey)}}", arc, "t"), 1);
   EXPECT_EQ(evaluate_jinja("{{choices.text}}", arc, "t"), (nlohmann::json{"it's", "b"}));
   EXPECT_EQ(render_jinja("{{choices.text}}", arc, "t"), "[\"it's\", 'b']");
-  EXPECT_EQ(render_jinja("{{question.strip()}}\nA. {{choices.text[0]}}", arc, "t"), "Why?\nA. it's");
-  EXPECT_EQ(render_jinja("{% set p = 'Q: x' %}{{p + '\\n\\nQ: ' + question.strip() + '\\nA:'}}", arc, "t"),
+  EXPECT_EQ(render_jinja("{{question.strip()}}\nA. {{choices.text[0]}}", arc, "t"),
+            "Why?\nA. it's");
+  EXPECT_EQ(render_jinja("{% set p = 'Q: x' %}{{p + '\\n\\nQ: ' + question.strip() + '\\nA:'}}",
+                         arc, "t"),
             "Q: x\n\nQ: Why?\nA:");
-  EXPECT_EQ(render_jinja("{{ choices.text | join(', ') }}-{{ question | trim }}", arc, "t"), "it's, b-Why?");
+  EXPECT_EQ(render_jinja("{{ choices.text | join(', ') }}-{{ question | trim }}", arc, "t"),
+            "it's, b-Why?");
   EXPECT_THROW(render_jinja("{{ nope }}", arc, "t"), Error);
   EXPECT_THROW(render_jinja("{% for x in y %}", arc, "t"), Error);
   EXPECT_THROW(render_jinja("{{ question.title() }}", arc, "t"), Error);
