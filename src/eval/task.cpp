@@ -151,7 +151,6 @@ void apply_task_yaml(const std::string& path, EvalTask& t, int depth,
           }
           if (af.regex.empty())
             fail(path, ":", f.Mark().line + 1, ": filter ", af.name, " has no regex");
-          PyRegex(af.regex, path + ":" + std::to_string(f.Mark().line + 1));
           t.filters.push_back(af);
         }
         continue;
@@ -248,13 +247,10 @@ void apply_task_yaml(const std::string& path, EvalTask& t, int depth,
           }
           if (af.name.empty() || af.regex.empty())
             fail(path, ":", f.Mark().line + 1, ": a filter needs a name and a regex");
-          PyRegex(af.regex, path + ":" + std::to_string(f.Mark().line + 1));  // compiles now
           t.filters.push_back(af);
         }
       } else if (k == "regexes_to_ignore") {
         t.match_rules.regexes_to_ignore = yaml_as<std::vector<std::string>>(v, path, k);
-        for (auto& r : t.match_rules.regexes_to_ignore)
-          PyRegex(r, path + ":" + std::to_string(v.Mark().line + 1));
       } else if (k == "ignore_case")
         t.match_rules.ignore_case = yaml_as<bool>(v, path, k);
       else if (k == "ignore_punctuation")
@@ -280,6 +276,10 @@ EvalTask load_task(const std::string& path) {
   if (splits.count("test_split") || splits.count("training_split") || splits.count("fewshot_split"))
     t.fewshot_draws_extra = splits["fewshot_split"] == splits["test_split"];
   if (t.mc2_hook) t.metrics = {"mc2"};
+  // Every pattern compiles before any work (from lamina's keys or the harness's filter_list and
+  // metric_list alike).
+  for (auto& f : t.filters) PyRegex(f.regex, path + ": filter " + f.name);
+  for (auto& r : t.match_rules.regexes_to_ignore) PyRegex(r, path + ": regexes_to_ignore");
   if (t.type != "multiple_choice" && t.type != "generate")
     fail(path, ": type '", t.type, "' (multiple_choice or generate)");
   if (t.doc_to_text.empty()) fail(path, ": missing doc_to_text");

@@ -428,6 +428,17 @@ def data_cases(tmp, good):
     t = write(os.path.join(ind, "t-type.yaml"), "task: x\ntype: multiple_choice\ndoc_to_text: q\nnum_fewshot: many\n")
     check("task num_fewshot not an integer", ["eval", "--model", good, "--task", t, "--data", items],
           [t + ":4", "num_fewshot", "integer", "many"])
+    t = write(os.path.join(ind, "t-regex.yaml"), "task: x\ntype: generate\ndoc_to_text: q\nfilter_list:\n"
+              "  - name: strict\n    filter:\n      - function: regex\n        regex_pattern: '(bad'\n")
+    check("task filter regex that does not compile", ["eval", "--model", good, "--task", t, "--data", items],
+          [t, "filter strict", "(bad", "parenthesis"])
+    t = write(os.path.join(ind, "t-hook.yaml"), "task: x\noutput_type: multiple_choice\ndoc_to_text: q\n"
+              "process_docs: !function mine.process\n")
+    check("task with a Python hook lamina cannot run", ["eval", "--model", good, "--task", t, "--data", items],
+          [t + ":4", "!function mine.process"])
+    t = write(os.path.join(ind, "t-jinja.yaml"), "task: x\ntype: multiple_choice\ndoc_to_text: '{% for c in choices %}{{c}}{% endfor %}'\n")
+    check("task template with an unsupported Jinja statement", ["eval", "--model", good, "--task", t, "--data", items],
+          ["{% for c in choices", "not supported"])
     corpus = os.path.join(ind, "corpus.txt")
     pt = ["pretrain", "--model", good, "--data", corpus, "--out", os.path.join(tmp, "r4")]
     y = write(os.path.join(ind, "cfg-unknown.yaml"), "lr: 1e-3\nfrobnicate: 2\n")
