@@ -18,6 +18,11 @@ using json = nlohmann::json;
 
 namespace {
 
+// lm-eval adds no BOS to a text that already starts with the BOS string (has_bos_prefix).
+bool adds_bos(const Tokenizer& t, const std::string& text, bool bos) {
+  return bos && !(!t.bos_text().empty() && text.rfind(t.bos_text(), 0) == 0);
+}
+
 // lm-eval's encoding of a request: context + continuation together, split at the context's length.
 // bos: whether the tokenizer adds BOS (lm-eval 0.4.13: the tokenizer's own add_special_tokens
 // default, not when the text already starts with the BOS string); an empty context is BOS alone.
@@ -30,7 +35,7 @@ std::pair<std::vector<int32_t>, size_t> encode_request(const Tokenizer& t, std::
     return {whole, 1};
   }
   while (!ctx.empty() && ctx.back() == ' ') cont.insert(cont.begin(), ' '), ctx.pop_back();
-  if (!t.bos_text().empty() && ctx.rfind(t.bos_text(), 0) == 0) bos = false;
+  bos = adds_bos(t, ctx, bos);
   std::vector<int32_t> whole = t.encode(ctx + cont, bos);
   const size_t n_ctx = std::max<size_t>(1, t.encode(ctx, bos).size());
   if (whole.size() <= n_ctx) fail("empty continuation after tokenisation: '", cont, "'");
@@ -309,8 +314,7 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
           ids = tok.encode(chat, false);
           sample["chat_prompt"] = chat;
         } else {
-          ids =
-              tok.encode(ctx, bos && !(tok.bos_text().size() && ctx.rfind(tok.bos_text(), 0) == 0));
+          ids = tok.encode(ctx, adds_bos(tok, ctx, bos));
         }
         GenerateOptions go;
         go.sampling = s.sampling;
