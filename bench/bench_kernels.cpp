@@ -6,6 +6,7 @@
 
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/widened_matmul.h"
 
 using namespace lamina;
 
@@ -23,11 +24,38 @@ static void BM_Linear(benchmark::State& st, DType dt) {
 }
 BENCHMARK_CAPTURE(BM_Linear, f32, DType::F32)
     ->Args({128, 2048, 2048})
+    ->Args({1024, 4096, 4096})
     ->Args({1, 2048, 5632})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Linear, bf16, DType::BF16)
     ->Args({128, 2048, 2048})
     ->Args({1, 2048, 5632})
+    ->Unit(benchmark::kMillisecond);
+
+// The frozen-base products of LoRA training (--base-dtype): the weight widened a slab at a time.
+static void BM_LinearWidened(benchmark::State& st, DType dt, bool dx) {
+  const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
+  std::vector<float> x(size_t(M * std::max(K, N)), 0.01f), y(size_t(M * std::max(K, N)));
+  Tensor w = Tensor::zeros(dt, {N, K});
+  for (auto _ : st) {
+    if (dx)
+      linear_widened_dx(x.data(), M, w, y.data(), false);
+    else
+      linear_widened(x.data(), M, w, y.data(), false);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * double(M * K * N), benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::kIs1000);
+}
+BENCHMARK_CAPTURE(BM_LinearWidened, bf16, DType::BF16, false)
+    ->Args({1024, 4096, 4096})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearWidened, bf16_dx, DType::BF16, true)
+    ->Args({1024, 4096, 4096})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearWidened, q4_0, DType::Q4_0, false)
+    ->Args({1024, 4096, 4096})
     ->Unit(benchmark::kMillisecond);
 
 static void BM_Attention(benchmark::State& st) {
