@@ -247,7 +247,7 @@ void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int
 
 }  // namespace
 
-PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
+TrainResult run_dpo(const TrainOptions& o, const DpoOptions& d) {
   Tokenizer tok = Tokenizer::load(o.tokenizer_dir());
   // The chat template is needed by conversational rows only (plain text is used as it is).
   std::optional<ChatTemplate> tmpl = d.tmpl;
@@ -418,7 +418,7 @@ PretrainResult run_dpo(const PretrainOptions& o, const DpoOptions& d) {
   CheckpointExtras extras;
   // TRL 1.16.0's DPOTrainer adds the load-balancing loss whenever the model is a MoE, at the
   // config's router_aux_loss_coef, whatever its output_router_logits says.
-  PretrainOptions to = o;
+  TrainOptions to = o;
   if (!to.aux_coef && p.cfg.is_moe()) to.aux_coef = p.cfg.router_aux_loss_coef;
   return train_loop(to, p, data, extras, "lamina dpo: " + fs::path(o.model).filename().string(),
                     &obj);

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "tokenizer/chat_template.h"
-#include "train/pretrain.h"
+#include "train/loop.h"
 
 namespace lamina {
 
@@ -54,7 +54,7 @@ struct DpoOptions {
   bool strict = false;
 };
 
-PretrainResult run_dpo(const PretrainOptions& train, const DpoOptions& dpo);
+TrainResult run_dpo(const TrainOptions& train, const DpoOptions& dpo);
 
 // lamina data binarize-ultrafeedback: mean aspect rating per completion, chosen = the highest,
 // rejected = a random lower-rated one (seeded), ties dropped, sources excludable. Returns pairs

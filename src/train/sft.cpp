@@ -115,7 +115,7 @@ std::vector<std::string> stage_tokenizer(const std::string& model, const std::st
 
 }  // namespace
 
-PretrainResult run_sft(const PretrainOptions& o, const SftOptions& so) {
+TrainResult run_sft(const TrainOptions& o, const SftOptions& so) {
   if (so.sources.empty()) fail("give --data FILE or --source NAME=FILE:weight=W:condition=C");
   const bool crlft = so.objective == "crlft";
   if (!crlft && so.objective != "sft")

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "tokenizer/chat_template.h"
-#include "train/pretrain.h"
+#include "train/loop.h"
 
 namespace lamina {
 
@@ -29,6 +29,6 @@ struct SftOptions {
   bool per_sequence_loss = false;  // ochat's: each message's weight spread over its tokens
 };
 
-PretrainResult run_sft(const PretrainOptions& train, const SftOptions& sft);
+TrainResult run_sft(const TrainOptions& train, const SftOptions& sft);
 
 }  // namespace lamina
