@@ -12,6 +12,7 @@
 #         bf16, 21.5 GB, made with lamina upscale)
 #         dpo-mixtral-gguf (Mixtral-8x7B shape as a Q4_0 GGUF written by init, 26 GB; 2 x 256)
 #   (default: the Mistral-7B cases)
+#   Environment: THREADS (default 2), RECOMPUTE_DTYPE (f32 or bf16: --recompute-dtype, default f32).
 #   Prints one markdown row per case: peak resident memory (/usr/bin/time -v), the anonymous part
 #   (RssAnon at its peak, sampled), and the wall time of the step.
 set -euo pipefail
@@ -21,6 +22,8 @@ shift 2 || shift $# || true
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=(sft-bf16 sft-q8_0 sft-q4_0 dpo-bf16 dpo-q4_0)
 lamina=$build/lamina
+threads=${THREADS:-2}
+rdtype=${RECOMPUTE_DTYPE:-f32}
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$work"
 model=$work/mistral-7b-bf16
@@ -55,7 +58,7 @@ with open(f"{work}/dpo.jsonl", "w") as f:
     for _ in range(1):
         f.write(json.dumps({"prompt": text(100), "chosen": text(600), "rejected": text(600)}) + "\n")
 PY
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|avx512_vnni|avx_vnni|amx_bf16|amx_int8)$' | xargs); threads: 2"
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|avx512_vnni|avx_vnni|amx_bf16|amx_int8)$' | xargs); threads: $threads; layer inputs kept in $rdtype"
 echo
 echo "| case | tokens | peak RSS | peak RssAnon | step time | tokens/s | whole run (load + step) |"
 echo "|---|---|---|---|---|---|---|"
@@ -70,11 +73,11 @@ for c in "${cases[@]}"; do
   out=$work/run-$c
   rm -rf "$out"
   common=(--model "$m" --out "$out" --batch-size 1 --save-every 0 --max-steps 1 --val-fraction 0 --lora-r 16
-    --lora-alpha 32 --lora-targets all --recompute --base-dtype "$dt" --threads 2)
+    --lora-alpha 32 --lora-targets all --recompute --recompute-dtype "$rdtype" --base-dtype "$dt" --threads "$threads")
   if [ "$c" = dpo-mixtral-gguf ]; then
     common=(--model "$mixtral" --tokenizer "${mixtral%.gguf}-tokenizer" --out "$out" --batch-size 1
       --save-every 0 --max-steps 1 --val-fraction 0 --lora-r 16 --lora-alpha 32 --lora-targets all
-      --recompute --threads 2)
+      --recompute --recompute-dtype "$rdtype" --threads "$threads")
     args=(dpo --data "$work/dpo.jsonl" --template mistral-instruct --seq-len 512 "${common[@]}")
   elif [ "$kind" = sft ]; then
     args=(sft --data "$work/sft.jsonl" --template mistral-instruct --seq-len $seq "${common[@]}")

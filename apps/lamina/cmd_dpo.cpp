@@ -43,7 +43,7 @@ int cmd_dpo(int argc, char** argv) {
                  {"strict", "", "stop at the first malformed line", ""}}));
   if (!a.parse(argc, argv)) return 0;
   if (a.given("config")) a.merge_yaml(a.str("config"));
-  PretrainOptions o = training_options(a);
+  TrainOptions o = training_options(a);
   o.cache_dir = a.str("cache-dir");
   DpoOptions d;
   d.data = a.str("data");

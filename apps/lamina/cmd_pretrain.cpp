@@ -21,7 +21,7 @@ int cmd_pretrain(int argc, char** argv) {
                         {"cache-dir", "DIR", "token cache (default: OUT/.cache)", ""}}));
   if (!a.parse(argc, argv)) return 0;
   if (a.given("config")) a.merge_yaml(a.str("config"));
-  PretrainOptions o = training_options(a);
+  TrainOptions o = training_options(a);
   o.data = a.all("data");
   o.cache_dir = a.str("cache-dir");
   print_training_result(run_pretrain(o));

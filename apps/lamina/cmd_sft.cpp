@@ -45,7 +45,7 @@ int cmd_sft(int argc, char** argv) {
               {"strict", "", "stop at the first malformed line (default: skip and count)", ""}}));
   if (!a.parse(argc, argv)) return 0;
   if (a.given("config")) a.merge_yaml(a.str("config"));
-  PretrainOptions o = training_options(a);
+  TrainOptions o = training_options(a);
   SftOptions s;
   for (auto& d : a.all("data")) s.sources.push_back(parse_source(d));
   for (auto& d : a.all("source")) s.sources.push_back(parse_source(d));

@@ -48,11 +48,11 @@ std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::s
                                const std::vector<std::pair<std::string, std::string>>& turns);
 
 // Options of the training commands (pretrain, sft), declared once.
-struct PretrainOptions;
-struct PretrainResult;
+struct TrainOptions;
+struct TrainResult;
 std::vector<ArgSpec> training_arg_specs();
-PretrainOptions training_options(const Args& a);
-void print_training_result(const PretrainResult& r);
+TrainOptions training_options(const Args& a);
+void print_training_result(const TrainResult& r);
 
 template <class... Lists>
 std::vector<ArgSpec> join_specs(std::vector<ArgSpec> first, const Lists&... rest) {

@@ -105,6 +105,7 @@ const std::map<std::string, std::vector<std::string>>& choices() {
   static const std::map<std::string, std::vector<std::string>> c = {
       {"schedule", {"constant", "linear", "cosine"}},
       {"precision", {"f32", "bf16"}},
+      {"recompute-dtype", {"f32", "bf16"}},
       {"base-dtype", {"bf16", "f16", "q8_0", "q4_0", "nf4"}},
       {"save-dtype", {"f32", "bf16", "f16"}},
       {"objective", {"sft", "crlft"}},

@@ -85,6 +85,10 @@ std::vector<ArgSpec> training_arg_specs() {
        "alpha A for the modules PATTERN matches (PEFT's alpha_pattern)", "", true},
       {"recompute", "",
        "recompute each layer's activations in backward (less memory, ~1/3 more compute)", ""},
+      {"recompute-dtype", "f32|bf16",
+       "with --recompute: keep each layer's input in this type; bf16 halves that memory (the rerun "
+       "starts from the rounded input, as checkpointing a bf16 model in transformers does)",
+       "f32"},
       {"precision", "f32|bf16", "bf16: mixed precision (bf16 products, F32 masters and optimizer)",
        "f32"},
       {"base-dtype", "bf16|f16|q8_0|q4_0|nf4",
@@ -98,9 +102,9 @@ std::vector<ArgSpec> training_arg_specs() {
       {"halt-after", "N", "stop after step N as if interrupted (to test --resume)", "0"}};
 }
 
-PretrainOptions training_options(const Args& a) {
+TrainOptions training_options(const Args& a) {
   if (a.given("threads")) set_num_threads(int(a.integer("threads")));
-  PretrainOptions o;
+  TrainOptions o;
   o.model = a.str("model");
   o.tokenizer = a.str("tokenizer");
   o.out = a.str("out");
@@ -129,6 +133,11 @@ PretrainOptions training_options(const Args& a) {
   o.only_new_layers = a.flag("only-new-layers");
   o.precision = parse_dtype(a.str("precision"), "--precision");
   o.recompute = a.flag("recompute");
+  o.recompute_dtype = parse_dtype(a.str("recompute-dtype"), "--recompute-dtype");
+  if (a.given("recompute-dtype") && !o.recompute)
+    fail(
+        "--recompute-dtype: only with --recompute (it is the type of the layer inputs kept for "
+        "the rerun)");
   if (a.given("base-dtype"))
     o.base_dtype = a.str("base-dtype") == "nf4"
                        ? DType::NF4
@@ -158,7 +167,7 @@ PretrainOptions training_options(const Args& a) {
   return o;
 }
 
-void print_training_result(const PretrainResult& r) {
+void print_training_result(const TrainResult& r) {
   std::printf("trained %lld steps: last loss %.4f", (long long)r.steps, r.last_loss);
   if (r.eval_loss >= 0) std::printf(", eval loss %.4f", r.eval_loss);
   std::printf(", peak memory %s", format_bytes(double(r.peak_rss)).c_str());

@@ -85,6 +85,7 @@ TrainResult train_loop(const TrainOptions& o, ParamStore& p, const TrainData& da
   AdamW opt(p, o.adam);
   TrainGraph graph(p);
   graph.set_recompute(o.recompute);
+  graph.set_recompute_bf16_inputs(o.recompute_dtype == DType::BF16);
   const std::string metrics_path = o.out + "/metrics.jsonl";
   int64_t start = 0;
   if (o.resume) {

@@ -96,8 +96,9 @@ struct LayerActs {
 
 struct TrainGraph::Acts {
   std::vector<LayerActs> layers;
-  LayerActs scratch;                // recomputation: the one layer being worked on
-  std::vector<Buf> xin;             // recomputation: each layer's input [N, H]
+  LayerActs scratch;                         // recomputation: the one layer being worked on
+  std::vector<Buf> xin;                      // recomputation: each layer's input [N, H]
+  std::vector<std::vector<uint16_t>> xin16;  // the same rounded to bf16 (set_recompute_bf16_inputs)
   std::vector<double> expert_psum;  // MoE: router probabilities summed per expert over all layers
   Buf xf, xnf, dx, dtmp, dxn, dq, dk, dv, datt, dh, dg, du, chunk, dchunk;
   std::vector<int64_t> pos;
@@ -335,13 +336,20 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   };
   a.expert_psum.assign(size_t(E), 0.0);
   if (recompute_)
-    a.layers.clear(), a.xin.resize(size_t(L));
+    a.layers.clear(), a.xin.resize(size_t(L)), a.xin16.resize(size_t(L));
   else
     a.layers.resize(size_t(L));
   for (int64_t l = 0; l < L; ++l) {
     // With recomputation only each layer's input is kept; backward runs the layer again.
     LayerActs& s = recompute_ ? a.scratch : a.layers[size_t(l)];
-    if (recompute_ && backward) a.xin[size_t(l)].assign(x, x + N * H);  // for the backward's rerun
+    if (recompute_ && backward) {  // for the backward's rerun
+      if (recompute_bf16_) {
+        a.xin16[size_t(l)].resize(size_t(N * H));
+        to_bf16_parallel(x, a.xin16[size_t(l)].data(), N * H);
+      } else {
+        a.xin[size_t(l)].assign(x, x + N * H);
+      }
+    }
     layer_fwd(l, x, s, true);
     p_.release_layer_pages(l);  // a mapped frozen base: this layer's pages leave the resident set
     for (int64_t t = 0; t < N && c.is_moe(); ++t)
@@ -426,7 +434,15 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     const LayerWeights& lw = W.layers[size_t(l)];
     const LayerWeights& lg = G.layers[size_t(l)];
     if (recompute_) {
-      Buf xr = a.xin[size_t(l)];
+      // The kept input (moved: the rerun overwrites it, and nothing needs it afterwards).
+      Buf xr;
+      if (recompute_bf16_) {
+        xr.resize(size_t(N * H));
+        convert_to_f32(a.xin16[size_t(l)].data(), DType::BF16, xr.data(), size_t(N * H));
+        std::vector<uint16_t>().swap(a.xin16[size_t(l)]);
+      } else {
+        xr = std::move(a.xin[size_t(l)]);
+      }
       layer_fwd(l, xr.data(), a.scratch, false);
     }
     cur_layer = l;

@@ -35,6 +35,7 @@ struct TrainOptions {
   bool only_new_layers = false;
   DType precision = DType::F32;  // bf16: bf16 products; F32 masters, optimizer, norms, loss
   bool recompute = false;        // activation recomputation (gradient checkpointing) per layer
+  DType recompute_dtype = DType::F32;  // the type each layer's kept input is stored in (f32, bf16)
   // Train LoRA adapters on a frozen base; checkpoints are PEFT adapters.
   std::optional<LoraConfig> lora;
   // Keep the frozen base (LoRA's, or frozen layers') as bf16 / f16 / q8_0 / q4_0 instead of an F32

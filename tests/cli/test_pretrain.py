@@ -202,6 +202,10 @@ def main():
         bf16_round = lambda a: (((a.view(np.uint32).astype(np.uint64) + 0x7FFF + ((a.view(np.uint32) >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32)
         check("--freeze-layers 0 --base-dtype bf16: layer 0 saved as the bf16-rounded base, layer 1 trained",
               np.array_equal(wf[k0], bf16_round(w0[k0])) and not np.allclose(wf[k1], w0[k1]))
+        p = run_quiet("pretrain", *common, "--out", os.path.join(tmp, "rd-no-recompute"), "--max-steps", "1",
+                      "--recompute-dtype", "bf16")
+        check("--recompute-dtype without --recompute is refused", p.returncode == 1 and "--recompute-dtype" in p.stderr
+              and len(p.stderr.strip().splitlines()) == 1, p.stderr.strip())
         p = run_quiet("pretrain", *common, "--out", os.path.join(tmp, "bd-no-frozen"), "--max-steps", "1", "--base-dtype", "q4_0")
         check("--base-dtype without anything frozen is refused before loading", p.returncode == 1
               and "--base-dtype" in p.stderr and "--lora-r" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr.strip())

@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
               std::string(static_cast<const char*>(p.stored[i].data), p.stored[i].nbytes()));
     TrainGraph g(p);
     g.set_recompute(j.value("recompute", false));
+    g.set_recompute_bf16_inputs(j.value("recompute_bf16", false));
     p.zero_grads();
     if (j.contains("dpo")) {
       // One DPO step over the given pairs: each a row [chosen | rejected | padding].
