@@ -239,27 +239,8 @@ TrainResult train_loop(const TrainOptions& o, ParamStore& p, const TrainData& da
   res.final_dir = latest_checkpoint(o.out, &s);
   res.plot_file = o.out + "/loss.svg";
   if (!root) return res;
-  // Plot what metrics.jsonl holds (including earlier runs' lines when resumed).
-  Series train{"train loss", "#1f77b4", {}}, eval{"eval loss", "#d62728", {}};
-  Series rc{"rewards/chosen", "#2ca02c", {}}, rr{"rewards/rejected", "#d62728", {}},
-      rm{"rewards/margins", "#1f77b4", {}};
-  std::ifstream in(metrics_path);
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty()) continue;
-    json j = json::parse(line);
-    if (j.contains("rewards/margins")) {
-      const double st = j["step"].get<double>();
-      rc.points.push_back({st, j["rewards/chosen"].get<double>()});
-      rr.points.push_back({st, j["rewards/rejected"].get<double>()});
-      rm.points.push_back({st, j["rewards/margins"].get<double>()});
-    }
-    if (j.contains("loss"))
-      train.points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
-    if (j.contains("eval_loss") && j["eval_loss"].is_number())
-      eval.points.push_back({j["step"].get<double>(), j["eval_loss"].get<double>()});
-  }
-  write_svg_plot(res.plot_file, title, {train, eval});
-  if (!rm.points.empty()) write_svg_plot(o.out + "/rewards.svg", title + ": rewards", {rc, rr, rm});
+  // Plotted from what metrics.jsonl holds (including earlier runs' lines when resumed).
+  plot_training_metrics(metrics_path, o.out, title);
   return res;
 }
 

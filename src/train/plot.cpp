@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "io/output_dir.h"
@@ -66,6 +68,32 @@ void write_svg_plot(const std::string& path, const std::string& title,
   }
   o << "</svg>\n";
   write_file_atomic(path, o.str());
+}
+
+void plot_training_metrics(const std::string& metrics_path, const std::string& out_dir,
+                           const std::string& title) {
+  using json = nlohmann::json;
+  Series train{"train loss", "#1f77b4", {}}, eval{"eval loss", "#d62728", {}};
+  Series rc{"rewards/chosen", "#2ca02c", {}}, rr{"rewards/rejected", "#d62728", {}},
+      rm{"rewards/margins", "#1f77b4", {}};
+  std::ifstream in(metrics_path);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    json j = json::parse(line);
+    if (j.contains("rewards/margins")) {
+      const double st = j["step"].get<double>();
+      rc.points.push_back({st, j["rewards/chosen"].get<double>()});
+      rr.points.push_back({st, j["rewards/rejected"].get<double>()});
+      rm.points.push_back({st, j["rewards/margins"].get<double>()});
+    }
+    if (j.contains("loss"))
+      train.points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
+    if (j.contains("eval_loss") && j["eval_loss"].is_number())
+      eval.points.push_back({j["step"].get<double>(), j["eval_loss"].get<double>()});
+  }
+  write_svg_plot(out_dir + "/loss.svg", title, {train, eval});
+  if (!rm.points.empty())
+    write_svg_plot(out_dir + "/rewards.svg", title + ": rewards", {rc, rr, rm});
 }
 
 }  // namespace lamina
