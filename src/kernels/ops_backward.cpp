@@ -105,10 +105,9 @@ void silu_mul_backward(const float* g, const float* u, const float* dout, float*
                        int64_t n) {
 #pragma omp parallel for simd if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i], ui = u[i], di = dout[i];
-    const float s = 1.0f / (1.0f + fast_exp(-gi));
-    du[i] = di * gi * s;
-    dg[i] = di * ui * s * (1.0f + gi * (1.0f - s));
+    const float s = 1.0f / (1.0f + fast_exp(-g[i]));
+    du[i] = dout[i] * g[i] * s;
+    dg[i] = dout[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
   }
 }
 

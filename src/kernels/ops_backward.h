@@ -22,9 +22,7 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
                         float* dq, float* dk, float* dv, int64_t T, int64_t nh, int64_t nkv,
                         int64_t hd, int64_t window);
 
-// out = silu(g) * u: dg, du (overwritten) from dout. In place allowed: dg may be g and du may be
-// dout (each element is read before it is written), so the MLP backward needs no [N, I] buffers
-// of its own.
+// out = silu(g) * u: dg, du (overwritten) from dout.
 void silu_mul_backward(const float* g, const float* u, const float* dout, float* dg, float* du,
                        int64_t n);
 

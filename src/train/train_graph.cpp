@@ -100,7 +100,7 @@ struct TrainGraph::Acts {
   std::vector<Buf> xin;                      // recomputation: each layer's input [N, H]
   std::vector<std::vector<uint16_t>> xin16;  // the same rounded to bf16 (set_recompute_bf16_inputs)
   std::vector<double> expert_psum;  // MoE: router probabilities summed per expert over all layers
-  Buf xf, xnf, dx, dtmp, dxn, dq, dk, dv, datt, dh, chunk, dchunk;
+  Buf xf, xnf, dx, dtmp, dxn, dq, dk, dv, datt, dh, dg, du, chunk, dchunk;
   std::vector<int64_t> pos;
   std::vector<int64_t> expert_count;  // MoE: (token, slot) pairs per expert over all layers
 };
@@ -453,9 +453,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       float* dh = sized(a.dh, N * I);
       proj_bwd(s.h.data(), N, lw, lg, lw.w_down, lg.w_down, kLoraDown, s.lora_t[kLoraDown], dx, dh,
                false);
-      // In place: dg over g, du over dh (neither is needed again; one [N, I] buffer, not three).
-      float* dg = s.g.data();
-      float* du = dh;
+      float* dg = sized(a.dg, N * I);
+      float* du = sized(a.du, N * I);
       silu_mul_backward(s.g.data(), s.u.data(), dh, dg, du, N * I);
       proj_bwd(s.xn2.data(), N, lw, lg, lw.w_gate, lg.w_gate, kLoraGate, s.lora_t[kLoraGate], dg,
                dxn2, false);
@@ -483,8 +482,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
         lora_bwd(ex.h.data(), n, lw.e_down[size_t(e)], expert_grad(lg.e_down, e),
                  expert_lora(lw, kLoraW2, e), &expert_lora(lg, kLoraW2, e), expert_key(kLoraW2, e),
                  ex.lora_t[kLoraW2], dy.data(), dh, false);
-        float* dg = ex.g.data();  // in place, as for the dense MLP
-        float* du = dh;
+        float* dg = sized(a.dg, n * I);
+        float* du = sized(a.du, n * I);
         silu_mul_backward(ex.g.data(), ex.u.data(), dh, dg, du, n * I);
         lora_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], expert_grad(lg.e_gate, e),
                  expert_lora(lw, kLoraW1, e), &expert_lora(lg, kLoraW1, e), expert_key(kLoraW1, e),
