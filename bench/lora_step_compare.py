@@ -49,7 +49,8 @@ def oracle_python():
     if not venv:
         req = os.path.join(root, "scripts", "oracles-requirements.txt")
         import hashlib
-        venv = os.path.expanduser("~/.cache/lamina/oracles-" + hashlib.sha256(open(req, "rb").read()).hexdigest()[:12])
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")  # install-deps.sh's rule
+        venv = os.path.join(cache, "lamina", "oracles-" + hashlib.sha256(open(req, "rb").read()).hexdigest()[:12])
     py = os.path.join(venv, "bin", "python")
     if not os.path.exists(os.path.join(venv, ".complete")):
         sys.exit(f"the oracle venv {venv} is missing: run scripts/install-deps.sh")
