@@ -32,7 +32,6 @@ int64_t checkpoint_step(const std::string& name) {
 
 }  // namespace
 
-// The training run's fixed choices: a checkpoint resumes only a run with the same ones.
 json run_signature(const TrainOptions& o, const std::string& data_signature) {
   json j = {{"seq_len", o.seq_len}, {"batch_size", o.batch_size}, {"grad_accum", o.grad_accum},
             {"seed", o.seed},       {"data", data_signature},     {"val_fraction", o.val_fraction}};
