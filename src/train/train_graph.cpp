@@ -156,42 +156,53 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     z ^= z >> 29;
     return double(z >> 11) / 9007199254740992.0 >= drop;
   };
-  auto lora_input = [&](const float* x, int64_t n, int64_t layer, int tgt,
-                        Buf& xd) -> const float* {
+  // x [n] (row0: the element index of x[0] in the whole tensor, so row chunks draw the same mask).
+  auto lora_input = [&](const float* x, int64_t n, int64_t layer, int tgt, Buf& xd,
+                        int64_t off = 0) -> const float* {
     if (drop <= 0) return x;
     float* o = sized(xd, n);
     const float sc = 1.0f / (1.0f - drop);
-    for (int64_t i = 0; i < n; ++i) o[i] = keep(layer, tgt, i) ? x[i] * sc : 0.0f;
+    for (int64_t i = 0; i < n; ++i) o[i] = keep(layer, tgt, off + i) ? x[i] * sc : 0.0f;
     return o;
   };
   int64_t cur_layer = 0;
-  // y = x Wt^T (+ LoRA's lp when bound); key tells the projection apart in the dropout masks
-  // (LoraTarget for attention / dense MLP, kLoraTargets + 3 e + t for expert e's w1/w2/w3).
-  auto lora_fwd = [&](const float* x, int64_t M, const Tensor& Wt, const LoraPair& lp, int key,
-                      Buf& tsave, float* y) {
-    linear_fwd(cd, x, M, Wt, y);
+  // The adapter's path of a projection over rows [row0, row0 + M) of a tensor of `rows` rows:
+  // t = x A^T is saved at row0 in tsave [rows, r] (sized when row0 == 0) and, when y is given,
+  // y += lp.scale · t B^T. key tells the projection apart in the dropout masks (LoraTarget for
+  // attention / dense MLP, kLoraTargets + 3 e + t for expert e's w1/w2/w3).
+  auto lora_path = [&](const float* x, int64_t M, int64_t K, const LoraPair& lp, int key,
+                       Buf& tsave, float* y, int64_t row0, int64_t rows) {
     if (!lp.a.defined()) return;
-    const int64_t r = lp.a.shape[0], out = Wt.shape[0];
-    float* t = sized(tsave, M * r);
+    const int64_t r = lp.a.shape[0], out = lp.b.shape[0];
+    if (row0 == 0) tsave.resize(size_t(rows * r));
+    float* t = tsave.data() + row0 * r;
     Buf xd;
-    linear_fwd(cd, lora_input(x, M * Wt.shape[1], cur_layer, key, xd), M, lp.a, t);
+    linear_fwd(cd, lora_input(x, M * K, cur_layer, key, xd, row0 * K), M, lp.a, t);
+    if (!y) return;
     Buf tmp(static_cast<size_t>(M * out));
     linear_fwd(cd, t, M, lp.b, tmp.data());
     axpy(y, lp.scale, tmp.data(), M * out);
   };
-  // Backward of lora_fwd: dx (+)= dy Wt (+ the adapter's path); gradients of Wt (when trainable)
-  // and of the adapter (lg, the gradient views of lp).
+  // y = x Wt^T (+ LoRA's lp when bound), rows [row0, row0 + M) of `rows` (all of them by default).
+  auto lora_fwd = [&](const float* x, int64_t M, const Tensor& Wt, const LoraPair& lp, int key,
+                      Buf& tsave, float* y, int64_t row0 = 0, int64_t rows = -1) {
+    linear_fwd(cd, x, M, Wt, y);
+    lora_path(x, M, Wt.shape[1], lp, key, tsave, y, row0, rows < 0 ? M : rows);
+  };
+  // Backward of lora_fwd over the same rows: dx (+)= dy Wt (+ the adapter's path); gradients of Wt
+  // (when trainable) and of the adapter (lg, the gradient views of lp), added to.
   auto lora_bwd = [&](const float* x, int64_t M, const Tensor& Wt, const Tensor* dWt,
                       const LoraPair& lp, const LoraPair* lg, int key, const Buf& tsave,
-                      const float* dy, float* dx, bool acc) {
+                      const float* dy, float* dx, bool acc, int64_t row0 = 0) {
     linear_bwd(cd, x, M, Wt, dWt, dy, dx, acc);
     if (!lp.a.defined()) return;
     const Tensor* dA = lg ? grad_of(lg->a) : nullptr;
     const Tensor* dB = lg ? grad_of(lg->b) : nullptr;
     const int64_t r = lp.a.shape[0], out = Wt.shape[0];
+    const float* t = tsave.data() + row0 * r;
     Buf dys(dy, dy + M * out), dt(static_cast<size_t>(M * r));
     for (auto& v : dys) v *= lp.scale;
-    linear_bwd(cd, tsave.data(), M, lp.b, dB, dys.data(), dt.data(), false);
+    linear_bwd(cd, t, M, lp.b, dB, dys.data(), dt.data(), false);
     if (drop <= 0) {
       linear_bwd(cd, x, M, lp.a, dA, dt.data(), dx, true);
       return;
@@ -199,18 +210,20 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     // Through the dropout: dA from the dropped input, dx masked and rescaled.
     const int64_t K = Wt.shape[1];
     Buf xd, dxl(static_cast<size_t>(M * K));
-    linear_bwd(cd, lora_input(x, M * K, cur_layer, key, xd), M, lp.a, dA, dt.data(), dxl.data(),
-               false);
+    linear_bwd(cd, lora_input(x, M * K, cur_layer, key, xd, row0 * K), M, lp.a, dA, dt.data(),
+               dxl.data(), false);
     const float sc = 1.0f / (1.0f - drop);
     for (int64_t i = 0; i < M * K; ++i)
-      if (keep(cur_layer, key, i)) dx[i] += dxl[size_t(i)] * sc;
+      if (keep(cur_layer, key, row0 * K + i)) dx[i] += dxl[size_t(i)] * sc;
   };
   auto proj_fwd = [&](const float* x, int64_t M, const LayerWeights& lw, const Tensor& Wt, int tgt,
-                      Buf& tsave, float* y) { lora_fwd(x, M, Wt, lw.lora[tgt], tgt, tsave, y); };
+                      Buf& tsave, float* y, int64_t row0 = 0, int64_t rows = -1) {
+    lora_fwd(x, M, Wt, lw.lora[tgt], tgt, tsave, y, row0, rows);
+  };
   auto proj_bwd = [&](const float* x, int64_t M, const LayerWeights& lw, const LayerWeights& lg,
                       const Tensor& Wt, const Tensor& dWt, int tgt, const Buf& tsave,
-                      const float* dy, float* dx, bool acc) {
-    lora_bwd(x, M, Wt, grad_of(dWt), lw.lora[tgt], &lg.lora[tgt], tgt, tsave, dy, dx, acc);
+                      const float* dy, float* dx, bool acc, int64_t row0 = 0) {
+    lora_bwd(x, M, Wt, grad_of(dWt), lw.lora[tgt], &lg.lora[tgt], tgt, tsave, dy, dx, acc, row0);
   };
   // Expert e's adapter on projection t (w1/w2/w3), or an unbound pair.
   static const LoraPair kNoLora;
@@ -249,9 +262,28 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       b.aux_mask.empty()
           ? N
           : std::max<int64_t>(1, std::count(b.aux_mask.begin(), b.aux_mask.end(), 1));
+  // Dense MLP rows per chunk. Without recomputation every layer keeps g, u, h whole. With it the
+  // backward recomputes them a chunk of rows at a time from xn2 (the rerun skips the MLP), so g, u,
+  // h and their gradients exist for one chunk only: 6 x 1024 x 14336 floats (0.35 GB) become
+  // 6 x mc x I (0.05 GB) at 1024 tokens of Mistral 7B, and the rerun's down product is saved.
+  const int64_t mc = !recompute_ ? N
+                                 : std::min(N, mlp_chunk_rows_ > 0
+                                                   ? mlp_chunk_rows_
+                                                   : std::max<int64_t>(64, (int64_t(1) << 21) / I));
+  // g, u, h [cn, I] of rows [r0, r0 + cn) of the dense MLP (the adapters' t saved at r0).
+  auto mlp_rows_fwd = [&](const LayerWeights& lw, LayerActs& s, int64_t r0, int64_t cn) {
+    const float* xc = s.xn2.data() + r0 * H;
+    float* g = sized(s.g, cn * I);
+    float* u = sized(s.u, cn * I);
+    float* h = sized(s.h, cn * I);
+    proj_fwd(xc, cn, lw, lw.w_gate, kLoraGate, s.lora_t[kLoraGate], g, r0, N);
+    proj_fwd(xc, cn, lw, lw.w_up, kLoraUp, s.lora_t[kLoraUp], u, r0, N);
+    silu_mul(g, u, h, cn * I);
+  };
   // One decoder layer forward: x [N, H] in place from the layer's input to its output, saving in s
-  // what backward needs. count: add to the MoE routing counts (not when recomputing).
-  auto layer_fwd = [&](int64_t l, float* x, LayerActs& s, bool count) {
+  // what backward needs. count: add to the MoE routing counts (not when recomputing). dense_mlp:
+  // false in the backward's rerun, which recomputes the dense MLP itself in row chunks.
+  auto layer_fwd = [&](int64_t l, float* x, LayerActs& s, bool count, bool dense_mlp) {
     const LayerWeights& lw = W.layers[size_t(l)];
     cur_layer = l;
     s.x.assign(x, x + N * H);
@@ -276,14 +308,14 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     rmsnorm(xmid, lw.mlp_norm.f32(), xn2, N, H, eps);
     std::memcpy(x, xmid, size_t(N * H) * sizeof(float));
     if (!c.is_moe()) {
-      float* g = sized(s.g, N * I);
-      float* u = sized(s.u, N * I);
-      float* h = sized(s.h, N * I);
-      proj_fwd(xn2, N, lw, lw.w_gate, kLoraGate, s.lora_t[kLoraGate], g);
-      proj_fwd(xn2, N, lw, lw.w_up, kLoraUp, s.lora_t[kLoraUp], u);
-      silu_mul(g, u, h, N * I);
+      if (!dense_mlp) return;
       Buf out(static_cast<size_t>(N * H));
-      proj_fwd(h, N, lw, lw.w_down, kLoraDown, s.lora_t[kLoraDown], out.data());
+      for (int64_t r0 = 0; r0 < N; r0 += mc) {
+        const int64_t cn = std::min(mc, N - r0);
+        mlp_rows_fwd(lw, s, r0, cn);
+        proj_fwd(s.h.data(), cn, lw, lw.w_down, kLoraDown, s.lora_t[kLoraDown], out.data() + r0 * H,
+                 r0, N);
+      }
       add_inplace(x, out.data(), N * H);
     } else {
       float* pr = sized(s.probs, N * E);
@@ -350,7 +382,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
         a.xin[size_t(l)].assign(x, x + N * H);
       }
     }
-    layer_fwd(l, x, s, true);
+    layer_fwd(l, x, s, true, true);
     p_.release_layer_pages(l);  // a mapped frozen base: this layer's pages leave the resident set
     for (int64_t t = 0; t < N && c.is_moe(); ++t)
       if (aux_counts(t))
@@ -443,23 +475,32 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       } else {
         xr = std::move(a.xin[size_t(l)]);
       }
-      layer_fwd(l, xr.data(), a.scratch, false);
+      layer_fwd(l, xr.data(), a.scratch, false, false);
     }
     cur_layer = l;
     LayerActs& s = recompute_ ? a.scratch : a.layers[size_t(l)];
     // MLP: x_out = xmid + mlp(xn2); dx is d x_out.
     float* dxn2 = sized(a.dxn, N * H);
     if (!c.is_moe()) {
-      float* dh = sized(a.dh, N * I);
-      proj_bwd(s.h.data(), N, lw, lg, lw.w_down, lg.w_down, kLoraDown, s.lora_t[kLoraDown], dx, dh,
-               false);
-      float* dg = sized(a.dg, N * I);
-      float* du = sized(a.du, N * I);
-      silu_mul_backward(s.g.data(), s.u.data(), dh, dg, du, N * I);
-      proj_bwd(s.xn2.data(), N, lw, lg, lw.w_gate, lg.w_gate, kLoraGate, s.lora_t[kLoraGate], dg,
-               dxn2, false);
-      proj_bwd(s.xn2.data(), N, lw, lg, lw.w_up, lg.w_up, kLoraUp, s.lora_t[kLoraUp], du, dxn2,
-               true);
+      for (int64_t r0 = 0; r0 < N; r0 += mc) {
+        const int64_t cn = std::min(mc, N - r0);
+        const float* xc = s.xn2.data() + r0 * H;
+        if (recompute_) {  // g, u, h of these rows again, and the down adapter's t
+          mlp_rows_fwd(lw, s, r0, cn);
+          lora_path(s.h.data(), cn, I, lw.lora[kLoraDown], kLoraDown, s.lora_t[kLoraDown], nullptr,
+                    r0, N);
+        }
+        float* dh = sized(a.dh, cn * I);
+        proj_bwd(s.h.data(), cn, lw, lg, lw.w_down, lg.w_down, kLoraDown, s.lora_t[kLoraDown],
+                 dx + r0 * H, dh, false, r0);
+        float* dg = sized(a.dg, cn * I);
+        float* du = sized(a.du, cn * I);
+        silu_mul_backward(s.g.data(), s.u.data(), dh, dg, du, cn * I);
+        proj_bwd(xc, cn, lw, lg, lw.w_gate, lg.w_gate, kLoraGate, s.lora_t[kLoraGate], dg,
+                 dxn2 + r0 * H, false, r0);
+        proj_bwd(xc, cn, lw, lg, lw.w_up, lg.w_up, kLoraUp, s.lora_t[kLoraUp], du, dxn2 + r0 * H,
+                 true, r0);
+      }
     } else {
       std::fill(dxn2, dxn2 + N * H, 0.f);
       Buf dtopw(static_cast<size_t>(N * K), 0.f);

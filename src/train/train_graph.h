@@ -62,6 +62,9 @@ class TrainGraph {
   // a point within bf16 rounding of the forward's (as transformers' checkpointing of a bf16 model,
   // whose hidden states are bf16 throughout).
   void set_recompute_bf16_inputs(bool on) { recompute_bf16_ = on; }
+  // With recomputation: rows per chunk of the dense MLP's backward (0: about 2M floats of the
+  // intermediate width per chunk, at least 64 rows). Tests set small values to cross chunks.
+  void set_mlp_chunk_rows(int64_t n) { mlp_chunk_rows_ = n; }
   // Keys the dropout masks of the next step() calls (the training loop sets it per step).
   void set_dropout_key(uint64_t k) { dropout_key_ = k; }
 
@@ -71,6 +74,7 @@ class TrainGraph {
   Acts* a_;
   std::vector<float> logprobs_;
   bool recompute_ = false, recompute_bf16_ = false;
+  int64_t mlp_chunk_rows_ = 0;
   uint64_t dropout_key_ = 0;
 };
 

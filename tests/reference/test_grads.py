@@ -36,6 +36,8 @@ CASES = {
     # F32-exact; the gradients are taken at inputs rounded to bf16 (2^-9 relative): measured 5.0e-3
     # on these deliberately large random weights (std 0.15, random norm gains).
     "llama-recompute-bf16": (["--shape", "tiny"], 0.0, "f32", 1.5e-2, True, True),
+    # The dense MLP's backward recomputed in chunks of 5 of the 24 rows (the last one shorter).
+    "llama-recompute-chunked": (["--shape", "tiny"], 0.0, "f32", 3e-5, True, False, {"mlp_chunk_rows": 5}),
     "llama-bf16": (["--shape", "tiny"], 0.0, "bf16", 2e-2),
     "mixtral-bf16": (["--shape", "tiny-mixtral"], 0.02, "bf16", 2e-2),
 }
@@ -62,7 +64,8 @@ def reference_loss(cfg, w, batch, aux_coef):
 
 def run_case(report, lamina, probe, name, tmp):
     init_args, aux_coef, *rest = CASES[name]
-    precision, tol, recompute, recompute_bf16 = (list(rest) + [False, False])[:4] if rest else ("f32", 3e-5, False, False)
+    defaults = ["f32", 3e-5, False, False, {}]
+    precision, tol, recompute, recompute_bf16, extra = list(rest) + defaults[len(rest):]
     d = os.path.join(tmp, name)
     subprocess.run([lamina, "init", "--out", d, "--std", "0.15", "--random-norms", "--seed", "11"] + init_args,
                    check=True, stdout=subprocess.DEVNULL)
@@ -74,7 +77,7 @@ def run_case(report, lamina, probe, name, tmp):
     targets[[0, 5, 17]] = -1  # unscored rows
     weights = rng.uniform(0.1, 1.0, size=B * T).round(3)
     batch = {"B": B, "T": T, "tokens": tokens, "targets": targets.tolist(), "weights": weights.tolist(), "aux_coef": aux_coef,
-             "precision": precision, "recompute": recompute, "recompute_bf16": recompute_bf16}
+             "precision": precision, "recompute": recompute, "recompute_bf16": recompute_bf16, **extra}
     bf = os.path.join(tmp, name + ".batch.json")
     json.dump(batch, open(bf, "w"))
     prefix = os.path.join(tmp, name)
@@ -301,14 +304,16 @@ def run_lora_probe(probe, tmp, model, tag, targets, extra):
     return cfg, w, batch, prefix, outs
 
 
-def check_lora_frozen_base(report, probe, tmp, model, base_dtype, targets):
+def check_lora_frozen_base(report, probe, tmp, model, base_dtype, targets, fields=None):
     """LoRA over a frozen base kept as bf16 / q8_0 / q4_0 blocks (never an F32 copy): the adapters'
     gradients equal autograd over the reference model whose base weights are the dequantized ones
-    (F32 products over the widened weights, so the F32 bound applies)."""
-    extra = {"dump_stored": base_dtype == "nf4"}
+    (F32 products over the widened weights, so the F32 bound applies). fields: more batch fields
+    (recomputation settings)."""
+    extra = {"dump_stored": base_dtype == "nf4", **(fields or {})}
     if base_dtype != "f32":
         extra["base_dtype"] = base_dtype
-    cfg, w, batch, prefix, (grads, params_flat, meta) = run_lora_probe(probe, tmp, model, base_dtype, targets, extra)
+    tag = base_dtype + ("-" + "-".join(f"{k}{v}" for k, v in fields.items()) if fields else "")
+    cfg, w, batch, prefix, (grads, params_flat, meta) = run_lora_probe(probe, tmp, model, tag, targets, extra)
     aux_coef, r, alpha = batch["aux_coef"], 4, 8.0
     if base_dtype == "nf4":
         check_nf4_bytes(report, prefix, w)
@@ -326,9 +331,26 @@ def check_lora_frozen_base(report, probe, tmp, model, base_dtype, targets):
     per_layer = sum(cfg.get("num_local_experts", 1) if t in ("w1", "w2", "w3") else 1 for t in targets)
     n_adapters = 2 * per_layer * cfg["num_hidden_layers"]
     report.check(f"LoRA on {','.join(t.replace('_proj', '') for t in targets)} over a frozen {base_dtype} base "
-                 f"({model}, {len(outside)} matrices kept {base_dtype}): loss "
+                 f"({model}, {len(outside)} matrices kept {base_dtype}{', ' + tag if fields else ''}): loss "
                  f"{meta['loss']:.6f} vs {loss.item():.6f}, adapter gradients worst relative error {worst:.2e}",
                  ok and len(lora) == n_adapters and worst <= 3e-5)
+
+
+def check_lora_dropout_recompute(report, probe, tmp, targets):
+    """LoRA dropout draws the same masks when the layer is recomputed and its MLP backward runs in
+    row chunks (the mask is keyed by the element's index in the whole tensor): the adapters'
+    gradients equal those of the plain step, and differ from the step without dropout."""
+    runs = {}
+    for tag, fields in {"drop": {"lora_dropout": 0.3}, "drop-chunked": {"lora_dropout": 0.3, "recompute": True, "mlp_chunk_rows": 5},
+                        "nodrop": {}}.items():
+        _, _, _, _, (grads, _, meta) = run_lora_probe(probe, tmp, "llama-tied-gqa4", "q4_0-" + tag, targets,
+                                                      {"base_dtype": "q4_0", **fields})
+        idx = np.concatenate([np.arange(t["offset"], t["offset"] + t["numel"]) for t in meta["tensors"] if t["offset"] >= 0])
+        runs[tag] = (grads[idx], meta["loss"])
+    rel = lambda a, b: float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+    same, moved = rel(runs["drop-chunked"][0], runs["drop"][0]), rel(runs["nodrop"][0], runs["drop"][0])
+    report.check(f"LoRA dropout under recomputation with MLP chunks: same gradients as without ({same:.1e}), "
+                 f"dropout moves them ({moved:.2f})", same < 1e-6 and moved > 1e-2 and abs(runs["drop"][1] - runs["drop-chunked"][1]) < 1e-6)
 
 
 def check_lora_gguf_base(report, lamina, probe, tmp, model, outtype, targets):
@@ -386,6 +408,10 @@ def main():
         all7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
         for base_dtype in ["bf16", "q8_0", "q4_0", "nf4"]:
             check_lora_frozen_base(report, probe, tmp, "llama-tied-gqa4", base_dtype, all7)
+        # Recomputation with the dense MLP's backward in chunks of 5 rows over a q4_0 base.
+        chunked = {"recompute": True, "mlp_chunk_rows": 5}
+        check_lora_frozen_base(report, probe, tmp, "llama-tied-gqa4", "q4_0", all7, chunked)
+        check_lora_dropout_recompute(report, probe, tmp, all7)
         # Mixtral: LoRA on the experts (PEFT's w1, w2, w3) too, router frozen, aux loss added.
         moe_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"]
         for base_dtype in ["f32", "q4_0", "nf4"]:

@@ -5,6 +5,8 @@
 //   writes OUT_PREFIX.grads.npy (flat F32), OUT_PREFIX.json (loss parts, tensor names/offsets)
 //   "base_dtype": "bf16"|"q8_0"|"q4_0" keeps the frozen base in that type (with "lora").
 //   "gguf": FILE trains over that GGUF file's tensors as the frozen base instead.
+//   "recompute", "recompute_bf16", "mlp_chunk_rows": activation recomputation and its settings.
+//   "lora_dropout" (with "dropout_key"): LoRA dropout on the adapters' input.
 //   Tensors kept outside the F32 buffer are listed with offset -1 and their dtype.
 //   With "adamw": {"lr", "beta1", "beta2", "eps", "weight_decay", "clip", "steps"} it then runs
 //   that many full steps (zero grads, forward/backward, clip, AdamW) on the same batch and writes
@@ -78,6 +80,11 @@ int main(int argc, char** argv) {
     TrainGraph g(p);
     g.set_recompute(j.value("recompute", false));
     g.set_recompute_bf16_inputs(j.value("recompute_bf16", false));
+    g.set_mlp_chunk_rows(j.value("mlp_chunk_rows", int64_t(0)));
+    if (j.contains("lora_dropout")) {  // on the adapters' input, masks keyed by dropout_key
+      p.lora_dropout = j["lora_dropout"];
+      g.set_dropout_key(j.value("dropout_key", uint64_t(7)));
+    }
     p.zero_grads();
     if (j.contains("dpo")) {
       // One DPO step over the given pairs: each a row [chosen | rejected | padding].
