@@ -1,5 +1,7 @@
-// Prompt-forward and decode throughput of a model directory; prints one JSON line.
-// usage: lamina_bench_forward MODEL_DIR PROMPT_TOKENS DECODE_TOKENS REPEATS [f32|bf16|q8_0|q4_0]
+// Prompt-forward and decode throughput of a model directory or GGUF file; prints one JSON line
+// (with the CPU and the quantized-product kernel chosen for it).
+// usage: lamina_bench_forward MODEL_DIR|FILE.gguf PROMPT_TOKENS DECODE_TOKENS REPEATS
+//        [f32|bf16|q8_0|q4_0]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -8,7 +10,10 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
+#include "kernels/quant_dot.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 
 using namespace lamina;
@@ -24,7 +29,7 @@ int main(int argc, char** argv) {
   try {
     LoadOptions opt;
     if (argc > 5) opt.dtype = parse_dtype(argv[5], "dtype", true);
-    auto m = Model::load(argv[1], opt);
+    auto m = is_gguf_file(argv[1]) ? load_gguf_model(argv[1], opt) : Model::load(argv[1], opt);
     const int64_t T = std::atoll(argv[2]), D = std::atoll(argv[3]), R = std::atoll(argv[4]);
     const int64_t V = m->config().vocab_size;
     std::vector<int32_t> ids(static_cast<size_t>(T));
@@ -45,8 +50,11 @@ int main(int argc, char** argv) {
       double dt = std::chrono::duration<double>(clk::now() - t0).count();
       if (r > 0) best_prompt = std::min(best_prompt, p), best_decode = std::min(best_decode, dt);
     }
-    std::printf("{\"prompt_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, \"threads\": %d}\n",
-                double(T) / best_prompt, double(D) / best_decode, num_threads());
+    std::printf(
+        "{\"prompt_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, \"threads\": %d, "
+        "\"cpu\": \"%s\", \"quant_kernel\": \"%s\"}\n",
+        double(T) / best_prompt, double(D) / best_decode, num_threads(), cpu_description().c_str(),
+        quant_kernel_name(default_quant_kernel()));
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -1,4 +1,5 @@
-// Microbenchmarks of the kernels (Google Benchmark): matmul f32/bf16 and attention.
+// Microbenchmarks of the kernels (Google Benchmark): matmul f32/bf16, quantized, widened, and
+// attention. LAMINA_QUANT_KERNEL=scalar|avx2 picks the quantized products' variant.
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -56,6 +57,38 @@ BENCHMARK_CAPTURE(BM_LinearWidened, bf16_dx, DType::BF16, true)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearWidened, q4_0, DType::Q4_0, false)
     ->Args({1024, 4096, 4096})
+    ->Unit(benchmark::kMillisecond);
+
+// Q8_0 / Q4_0 weights through linear (activations to Q8_0, integer products; random blocks, so
+// the zero-skipping a constant weight would allow cannot flatter it).
+static void BM_LinearQuantized(benchmark::State& st, DType dt) {
+  const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(size_t(M * K)), y(size_t(M * N));
+  for (auto& v : x) v = nd(rng);
+  Tensor wf = Tensor::empty(DType::F32, {N, K});
+  for (int64_t i = 0; i < N * K; ++i) wf.f32()[i] = nd(rng) * 0.02f;
+  Tensor w = wf.to(dt);
+  for (auto _ : st) {
+    linear(x.data(), M, w, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * double(M * K * N), benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::kIs1000);
+  st.counters["weight GB/s"] =
+      benchmark::Counter(double(w.nbytes()), benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::kIs1000);
+}
+BENCHMARK_CAPTURE(BM_LinearQuantized, q4_0, DType::Q4_0)
+    ->Args({128, 2048, 2048})
+    ->Args({1, 2048, 5632})
+    ->Args({1, 4096, 14336})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearQuantized, q8_0, DType::Q8_0)
+    ->Args({128, 2048, 2048})
+    ->Args({1, 2048, 5632})
     ->Unit(benchmark::kMillisecond);
 
 static void BM_Attention(benchmark::State& st) {

@@ -29,6 +29,7 @@ int cmd_sft(int argc, char** argv);
 int cmd_dpo(int argc, char** argv);
 int cmd_data(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 
 // --model, --dtype, --threads
 std::vector<ArgSpec> model_arg_specs();

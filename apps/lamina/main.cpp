@@ -37,6 +37,8 @@ const Command kCommands[] = {
     {"merge-lora", lamina::cmd_merge_lora, "fold a PEFT LoRA adapter into the base weights"},
     {"recipe", lamina::cmd_recipe,
      "run a whole recipe from YAML: upscale, pretrain, sft, dpo, eval, export-gguf"},
+    {"bench", lamina::cmd_bench,
+     "prompt and decode tokens/s on this CPU (llama-bench's pp / tg), kernels, peak memory"},
     {"export-gguf", lamina::cmd_export_gguf, "one GGUF file for llama.cpp (f16, bf16, q8_0, q4_0)"},
     {"tokenizer", lamina::cmd_tokenizer, "tokenizer train: a SentencePiece tokenizer for a corpus"},
 };

@@ -1,8 +1,10 @@
-// Products with weights stored as ggml blocks (Q8_0, Q4_0; src/quant/ggml_blocks.h), behind
-// `linear`, with bf16 semantics: each block's weights d·q are rounded to bf16, the activations too,
-// and products accumulate in F32 — the same numbers as `--dtype bf16` over the dequantized weights.
-// Decoding (≤ 4 rows): each weight row is read once and expanded in registers (AVX-512 where
-// available). Prompts: a slab of rows at a time is expanded to bf16 and multiplied by oneDNN.
+// Products with weights stored as ggml blocks (src/quant/ggml_blocks.h), behind `linear`.
+// Q8_0 / Q4_0: llama.cpp's semantics — the activations are quantized per block of 32 to Q8_0 and
+// multiplied with the weight blocks in integer arithmetic (kernels/quant_dot.h), the kernel chosen
+// at run time for this CPU. The threads take disjoint ranges of weight rows, each streaming its
+// rows once per 64 activation rows.
+// Q4_K / Q5_K / Q6_K (read from GGUF files): rows expanded and rounded to bf16, products with bf16
+// semantics (activations rounded to bf16 too, F32 accumulation).
 #pragma once
 #include <cstdint>
 
@@ -10,8 +12,7 @@
 
 namespace lamina {
 
-// y[M, N] (+)= bf16(x)[M, K] · bf16(dequant(w))[N, K]^T, w a [N, K] Q8_0 or Q4_0 tensor (K a
-// multiple of 32).
+// y[M, N] (+)= x[M, K] · w[N, K]^T in the semantics above (K a multiple of 32, 256 for k-quants).
 void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate);
 
 }  // namespace lamina

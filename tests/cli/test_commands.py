@@ -21,7 +21,7 @@ def main():
     tmp = tempfile.mkdtemp()
     try:
         for cmd in ["init", "info", "generate", "chat", "score", "upscale", "pretrain", "plot", "merge-lora", "sft", "dpo",
-                    "eval", "export-gguf"]:
+                    "eval", "export-gguf", "bench"]:
             p = run(cmd, "--help")
             check(f"{cmd} --help", p.returncode == 0 and "usage: lamina " + cmd in p.stdout and "--" in p.stdout)
         p = run("--help")
@@ -71,6 +71,20 @@ def main():
         check("sampling depends on the seed", len(samples) > 1)
         p = run("generate", "--model", one, "--prompt", "The river", "--max-new-tokens", "5", "--stats")
         check("--stats reports speed", "tok/s" in p.stderr)
+
+        # bench: llama-bench's pp / tg on the model as stored and quantized, with the CPU named.
+        p = run("bench", "--model", one, "--prompt", "16", "--decode", "4", "--repeats", "2", "--json")
+        j = json.loads(p.stdout) if p.returncode == 0 else {}
+        check("bench --json: pp16 and tg4 tokens/s, the CPU and its quantized kernel, peak memory",
+              j.get("pp", {}).get("tokens", 0) == 16 and j["pp"]["tokens_per_s"] > 0 and j["tg"]["tokens_per_s"] > 0
+              and "flags:" in j["cpu"] and j["quant_kernel"] in ("scalar", "avx2") and j["peak_rss_gib"] > 0, p.stderr[-300:])
+        p = run("bench", "--model", one, "--dtype", "q4_0", "--prompt", "16", "--decode", "2", "--repeats", "1")
+        check("bench text table (q4_0)", p.returncode == 0 and "| pp16 |" in p.stdout and "| tg2 |" in p.stdout
+              and "quantized products:" in p.stdout, p.stdout + p.stderr[-300:])
+        for bad, says in [(["--repeats", "0"], "--repeats"), (["--prompt", "0", "--decode", "0"], "--prompt"),
+                          (["--prompt", "100000"], "context")]:
+            p = run("bench", "--model", one, *bad)
+            check(f"bench {' '.join(bad)} is refused naming {says}", p.returncode == 1 and says in p.stderr, p.stderr[-200:])
 
         # OpenChat-style model: added tokens, chat template, EOS = <|end_of_turn|>.
         oc = os.path.join(tmp, "oc")

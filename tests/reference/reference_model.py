@@ -61,8 +61,27 @@ ROUND_ACTIVATIONS_BF16 = False
 ROUTER_F32 = False
 
 
+# Weights (by id()) whose products quantize the activations per block of 32 to ggml's Q8_0 first
+# (quantize_row_q8_0_ref: d = max|x| / 127 stored as f16, q = roundf(x / d)): llama.cpp's CPU
+# semantics for Q8_0 / Q4_0 weights, and lamina's.
+Q8_0_ACTIVATIONS_FOR = set()
+
+
+def q8_0_roundtrip(x):
+    """x [.., K] (K a multiple of 32) -> the values of its Q8_0 blocks."""
+    b = x.detach().float().numpy().reshape(-1, 32)
+    d = (np.abs(b).max(axis=1) / np.float32(127)).astype(np.float32)
+    idv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), 0).astype(np.float32)
+    v = (b * idv[:, None]).astype(np.float32).astype(np.float64)
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5)  # roundf: half away from zero
+    dh = d.astype(np.float16).astype(np.float32)
+    return torch.from_numpy((q * dh[:, None]).astype(np.float32).reshape(x.shape))
+
+
 def mm(x, w, router=False):
     """x @ w.T, the Linear of transformers."""
+    if id(w) in Q8_0_ACTIVATIONS_FOR:
+        x = q8_0_roundtrip(x)
     if ROUND_ACTIVATIONS_BF16 and not (router and ROUTER_F32):
         x = x.to(torch.bfloat16).float()
         w = w.to(torch.bfloat16).float()

@@ -10,8 +10,10 @@
 #include "io/gguf_reader.h"
 #include "io/gguf_writer.h"
 #include "io/mapped_file.h"
+#include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/quant_dot.h"
 #include "quant/ggml_blocks.h"
 #include "test_util.h"
 
@@ -54,28 +56,133 @@ TEST(GgufWriter, IncompleteDataFailsAndLeavesNoFile) {
   EXPECT_TRUE(std::filesystem::is_empty(d.path));
 }
 
-// linear() with Q8_0/Q4_0 weights equals linear() with those weights expanded and stored as bf16
-// (bf16 semantics: activations and weights rounded to bf16, F32 accumulation), on the decoding
-// path (a few rows, blocks expanded in registers) and the prompt path (slabs through oneDNN), with
-// and without accumulation; the embedding gathers quantized rows exactly.
-TEST(QuantizedLinear, MatchesTheExpandedWeightsOnBothPaths) {
+namespace {
+
+// The exact value of the int8 product: sum_b dw · dx · sumi in double, from ggml's own blocks
+// (quantize_row / dequantize_row, byte-identical to ggml's reference quantizers) — and the sum of
+// the terms' magnitudes, the scale of F32 accumulation error.
+std::pair<double, double> exact_q8_dot(const std::vector<uint8_t>& xq8, const uint8_t* wrow,
+                                       GgmlType wt, int64_t K) {
+  std::vector<float> xv(static_cast<size_t>(K)), wv(static_cast<size_t>(K));
+  dequantize_row(GgmlType::Q8_0, xq8.data(), K, xv.data());
+  dequantize_row(wt, wrow, K, wv.data());
+  double s = 0, mag = 0;
+  for (int64_t k = 0; k < K; ++k) s += double(xv[size_t(k)]) * wv[size_t(k)];
+  for (int64_t k = 0; k < K; ++k) mag += std::fabs(double(xv[size_t(k)]) * wv[size_t(k)]);
+  return {s, mag};
+}
+
+}  // namespace
+
+// Activations quantized for the integer products are ggml's Q8_0 blocks exactly (the same values
+// and f16 scales as quantize_row, itself byte-identical to ggml's reference quantizer).
+TEST(QuantDot, ActivationsAreGgmlQ8_0Blocks) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.f, 2.f);
+  const int64_t M = 5, K = 128;
+  std::vector<float> x(size_t(M * K));
+  for (auto& v : x) v = nd(rng);
+  std::fill(x.begin() + 32, x.begin() + 64, 0.f);  // an all-zero block: d = 0, q = 0
+  // A block whose maximum is 127 (d = 1): ties at .5 round away from zero (roundf), as ggml's.
+  const float ties[] = {127.f, 2.5f, -2.5f, 0.5f, -0.5f, 1.5f, -126.5f, 3.49f};
+  std::copy(std::begin(ties), std::end(ties), x.begin() + 64);
+  Q8Activations a;
+  quantize_activations_q8_0(x.data(), M, K, a);
+  std::vector<uint8_t> blocks(ggml_row_bytes(GgmlType::Q8_0, K));
+  for (int64_t m = 0; m < M; ++m) {
+    quantize_row(GgmlType::Q8_0, x.data() + m * K, K, blocks.data());
+    for (int64_t b = 0; b < K / 32; ++b) {
+      const uint8_t* blk = blocks.data() + b * 34;
+      uint16_t h;
+      std::memcpy(&h, blk, 2);
+      ASSERT_EQ(a.d[size_t(m * (K / 32) + b)], f16_to_f32(h)) << m << " " << b;
+      ASSERT_EQ(0, std::memcmp(a.q.data() + m * K + b * 32, blk + 2, 32)) << m << " " << b;
+    }
+  }
+  const int8_t want[] = {127, 3, -3, 1, -1, 2, -127, 3};
+  EXPECT_EQ(0, std::memcmp(a.q.data() + 64, want, sizeof want));
+}
+
+// Every kernel variant this CPU runs (scalar always; AVX2 where present) against the exact
+// product, for Q8_0 and Q4_0 weights, tiles cut at every remainder (M = 1..9, 70; N odd), with
+// and without accumulation, including Q8_0's -128 that GGUF files from elsewhere may hold.
+TEST(QuantDot, EveryRunnableKernelEqualsTheExactProduct) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int64_t N = 37, K = 160, nb = K / 32;
+  std::printf("CPU: %s; kernels:", cpu_description().c_str());
+  for (QuantKernel k : runnable_quant_kernels()) std::printf(" %s", quant_kernel_name(k));
+  std::printf("\n");
+  for (GgmlType wt : {GgmlType::Q8_0, GgmlType::Q4_0}) {
+    const DType dt = wt == GgmlType::Q8_0 ? DType::Q8_0 : DType::Q4_0;
+    const size_t rb = ggml_row_bytes(wt, K);
+    std::vector<float> wf(size_t(N * K));
+    for (auto& v : wf) v = nd(rng) * 0.05f;
+    std::vector<uint8_t> w(rb * size_t(N));
+    for (int64_t n = 0; n < N; ++n) quantize_row(wt, wf.data() + n * K, K, w.data() + n * rb);
+    if (wt == GgmlType::Q8_0) w[2 * rb + 2 + 5] = 0x80;  // q = -128 in row 2, block 0
+    for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 70}) {
+      std::vector<float> x(size_t(M * K));
+      for (auto& v : x) v = nd(rng);
+      Q8Activations a;
+      quantize_activations_q8_0(x.data(), M, K, a);
+      for (QuantKernel k : runnable_quant_kernels())
+        for (bool acc : {false, true}) {
+          std::vector<float> y(size_t(M * N), 0.25f);
+          // Two calls over [0, 20) and [20, N) rows of w, as threads split them.
+          quant_dot_rows(k, dt, a, 0, M, w.data(), rb, 0, 20, y.data(), N, acc);
+          quant_dot_rows(k, dt, a, 0, M, w.data(), rb, 20, N, y.data(), N, acc);
+          std::vector<uint8_t> xq8(ggml_row_bytes(GgmlType::Q8_0, K));
+          for (int64_t m = 0; m < M; ++m) {
+            quantize_row(GgmlType::Q8_0, x.data() + m * K, K, xq8.data());
+            for (int64_t n = 0; n < N; ++n) {
+              auto [want, mag] = exact_q8_dot(xq8, w.data() + n * rb, wt, K);
+              if (acc) want += 0.25;
+              // F32 accumulation over nb blocks: a few ulps of the terms' magnitude.
+              ASSERT_NEAR(y[size_t(m * N + n)], want, 4e-7 * (mag + 0.25) * nb)
+                  << quant_kernel_name(k) << " " << ggml_type_name(wt) << " M=" << M << " m=" << m
+                  << " n=" << n << " acc=" << acc;
+            }
+          }
+        }
+    }
+  }
+  (void)nb;
+}
+
+// linear() with Q8_0/Q4_0 weights: llama.cpp's semantics (activations to Q8_0, integer products)
+// on the decoding shapes and the prompt shapes (several chunks of 64 rows), with and without
+// accumulation; the embedding gathers quantized rows exactly.
+TEST(QuantizedLinear, QuantizesTheActivationsAsGgmlDoes) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
-  const int64_t N = 48, K = 96;
+  // 3 threads over 50 rows: ranges of 16, 16 and 18 rows, each thread's own.
+  const int threads = num_threads();
+  set_num_threads(3);
+  const int64_t N = 50, K = 96;
   Tensor w = Tensor::empty(DType::F32, {N, K});
   for (int64_t i = 0; i < N * K; ++i) w.f32()[i] = nd(rng) * 0.1f;
   for (DType q : {DType::Q8_0, DType::Q4_0}) {
-    Tensor wq = w.to(q), wf = wq.to(DType::F32), wb = wf.to(DType::BF16);
+    const GgmlType gt = q == DType::Q8_0 ? GgmlType::Q8_0 : GgmlType::Q4_0;
+    Tensor wq = w.to(q), wf = wq.to(DType::F32);
     ASSERT_EQ(wq.nbytes(), dtype_bytes(q, N * K));
-    for (int64_t M : {1, 3, 37}) {
-      std::vector<float> x(size_t(M * K)), y(size_t(M * N), 0.5f), ref(size_t(M * N), 0.5f);
+    for (int64_t M : {1, 3, 37, 150}) {
+      std::vector<float> x(size_t(M * K)), y(size_t(M * N), 0.5f);
       for (auto& v : x) v = nd(rng);
+      std::vector<uint8_t> xq8(ggml_row_bytes(GgmlType::Q8_0, K));
       for (bool acc : {false, true}) {
+        std::vector<float> before = y;
         linear(x.data(), M, wq, y.data(), acc);
-        linear(x.data(), M, wb, ref.data(), acc);
-        for (size_t i = 0; i < y.size(); ++i)
-          ASSERT_NEAR(y[i], ref[i], 1e-4f * (1 + std::fabs(ref[i])))
-              << dtype_name(q) << " M=" << M << " acc=" << acc << " i=" << i;
+        for (int64_t m = 0; m < M; ++m) {
+          quantize_row(GgmlType::Q8_0, x.data() + m * K, K, xq8.data());
+          for (int64_t n = 0; n < N; ++n) {
+            auto [want, mag] = exact_q8_dot(
+                xq8, static_cast<const uint8_t*>(wq.data) + n * ggml_row_bytes(gt, K), gt, K);
+            if (acc) want += before[size_t(m * N + n)];
+            ASSERT_NEAR(y[size_t(m * N + n)], want, 2e-6 * (1 + mag))
+                << dtype_name(q) << " M=" << M << " acc=" << acc << " m=" << m << " n=" << n;
+          }
+        }
       }
     }
     std::vector<float> row(static_cast<size_t>(K)), rowf(static_cast<size_t>(K));
@@ -84,6 +191,7 @@ TEST(QuantizedLinear, MatchesTheExpandedWeightsOnBothPaths) {
     embedding(wf, &id, 1, rowf.data());
     EXPECT_EQ(row, rowf) << dtype_name(q);
   }
+  set_num_threads(threads);
 }
 
 // What GgufWriter writes, parse_gguf reads back: metadata of every kind, tensor infos, offsets

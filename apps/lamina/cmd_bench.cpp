@@ -1,0 +1,113 @@
+// lamina bench: prompt (pp) and decode (tg) throughput of a model on this CPU, as llama-bench
+// reports them — mean ± standard deviation over repetitions after one warm-up — beside the CPU,
+// the kernels chosen for it and the peak resident memory. Token ids are synthetic (no tokenizer).
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "core/error.h"
+#include "kernels/cpu_features.h"
+#include "kernels/matmul.h"
+#include "kernels/quant_dot.h"
+#include "model/gguf_model.h"
+
+namespace lamina {
+
+namespace {
+
+using clk = std::chrono::steady_clock;
+
+struct Stat {
+  double mean = 0, sd = 0;
+};
+Stat stat(const std::vector<double>& v) {
+  Stat s;
+  for (double x : v) s.mean += x / double(v.size());
+  for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
+  s.sd = v.size() > 1 ? std::sqrt(s.sd / double(v.size() - 1)) : 0;
+  return s;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  Args a(
+      "bench",
+      "Throughput of a model on this CPU: a prompt of --prompt tokens in one forward (pp) and\n"
+      "--decode tokens generated one at a time after it (tg), tokens/s as mean ± sd over\n"
+      "--repeats runs after a warm-up, with the CPU, its kernels and the peak memory.",
+      std::vector<ArgSpec>{
+          {"model", "DIR|FILE.gguf", "Hugging Face model directory or GGUF file", kRequired},
+          {"dtype", "f32|bf16|q8_0|q4_0", "compute weights in this type (default: as stored)", ""},
+          {"threads", "N", "threads for the kernels (default: all cores)", ""},
+          {"prompt", "N", "prompt tokens (0: no prompt test)", "512"},
+          {"decode", "N", "generated tokens (0: no decode test)", "128"},
+          {"repeats", "N", "measured runs of each test", "3"},
+          {"json", "", "print one JSON object", ""}});
+  if (!a.parse(argc, argv)) return 0;
+  const int64_t P = a.integer("prompt"), D = a.integer("decode"), R = a.integer("repeats");
+  if (P < 0 || D < 0 || P + D == 0) fail("--prompt and --decode must be >= 0, not both 0");
+  if (R < 1) fail("--repeats must be >= 1");
+  if (a.given("threads")) set_num_threads(int(a.integer("threads")));
+  LoadOptions opt;
+  if (a.given("dtype")) opt.dtype = parse_dtype(a.str("dtype"), "--dtype", true);
+  const std::string path = a.str("model");
+  auto m = is_gguf_file(path) ? load_gguf_model(path, opt) : Model::load(path, opt);
+  const ModelConfig& cfg = m->config();
+  if (P + D + 1 > cfg.max_position_embeddings)
+    fail("--prompt + --decode = ", P + D, " exceeds the context of ", cfg.max_position_embeddings);
+  const int64_t V = cfg.vocab_size;
+  std::vector<int32_t> ids(size_t(std::max<int64_t>(P, 1)));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((int64_t(i) * 7919 + 13) % V);
+  std::vector<float> logits(static_cast<size_t>(V));
+  std::vector<double> pp, tg;
+  for (int64_t r = 0; r <= R; ++r) {  // round 0 warms up (primitives, pages, caches)
+    KVCache c = m->new_cache(P + D + 1);
+    auto t0 = clk::now();
+    if (P) m->forward(ids.data(), P, c, logits.data(), false);
+    const double tp = std::chrono::duration<double>(clk::now() - t0).count();
+    int32_t next = 1;
+    t0 = clk::now();
+    for (int64_t d = 0; d < D; ++d) {
+      m->forward(&next, 1, c, logits.data(), false);
+      next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    const double td = std::chrono::duration<double>(clk::now() - t0).count();
+    if (r == 0) continue;
+    if (P) pp.push_back(double(P) / tp);
+    if (D) tg.push_back(double(D) / td);
+  }
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  const double peak_gib = double(ru.ru_maxrss) / (1024.0 * 1024.0);
+  const std::string dtype = a.given("dtype") ? a.str("dtype") : "as stored";
+  const Stat sp = stat(pp), sd = stat(tg);
+  if (a.flag("json")) {
+    nlohmann::json j = {{"model", path},
+                        {"dtype", dtype},
+                        {"threads", num_threads()},
+                        {"cpu", cpu_description()},
+                        {"quant_kernel", quant_kernel_name(default_quant_kernel())},
+                        {"peak_rss_gib", peak_gib}};
+    if (P) j["pp"] = {{"tokens", P}, {"tokens_per_s", sp.mean}, {"sd", sp.sd}};
+    if (D) j["tg"] = {{"tokens", D}, {"tokens_per_s", sd.mean}, {"sd", sd.sd}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("model: %s (%s), %s, %lld layers, hidden %lld\n", path.c_str(), dtype.c_str(),
+              arch_name(cfg.arch), (long long)cfg.num_hidden_layers, (long long)cfg.hidden_size);
+  std::printf("CPU: %s; %d threads; quantized products: %s\n", cpu_description().c_str(),
+              num_threads(), quant_kernel_name(default_quant_kernel()));
+  std::printf("| test | tokens/s |\n|---|---|\n");
+  if (P) std::printf("| pp%lld | %.2f ± %.2f |\n", (long long)P, sp.mean, sp.sd);
+  if (D) std::printf("| tg%lld | %.2f ± %.2f |\n", (long long)D, sd.mean, sd.sd);
+  std::printf("peak resident memory: %.2f GiB\n", peak_gib);
+  return 0;
+}
+
+}  // namespace lamina

@@ -1,0 +1,41 @@
+"""llama.cpp (llama-cpp-python) prompt and decode throughput on a GGUF file, the way
+lamina_bench_forward measures lamina: the same prompt ids ((i * 7919 + 13) % V), greedy decode,
+best of REPEATS after one warm-up round. Prints one JSON line. Runs in the venv of
+bench/llamacpp-requirements.txt (bench/llamacpp_compare.py makes it).
+
+usage: llamacpp_peer.py FILE.gguf PROMPT_TOKENS DECODE_TOKENS REPEATS THREADS
+"""
+import json
+import sys
+import time
+
+import numpy as np
+from llama_cpp import Llama, llama_cpp
+
+
+def main():
+    path, T, D, R, threads = sys.argv[1], *map(int, sys.argv[2:])
+    llm = Llama(model_path=path, n_ctx=T + D + 8, n_batch=T, n_ubatch=T, n_threads=threads, n_threads_batch=threads,
+                verbose=False, use_mmap=True)
+    V = llm.n_vocab()
+    ids = [(i * 7919 + 13) % V for i in range(T)]
+    best_p = best_d = float("inf")
+    for r in range(R + 1):
+        llm.reset()  # eval() then drops the cache from position 0 on
+        t0 = time.perf_counter()
+        llm.eval(ids)
+        p = time.perf_counter() - t0
+        nxt = 1
+        t0 = time.perf_counter()
+        for _ in range(D):
+            llm.eval([nxt])
+            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        d = time.perf_counter() - t0
+        if r > 0:
+            best_p, best_d = min(best_p, p), min(best_d, d)
+    print(json.dumps({"prompt_tokens_per_s": T / best_p, "decode_tokens_per_s": D / best_d, "threads": threads,
+                      "system_info": llama_cpp.llama_print_system_info().decode()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+#include "kernels/quant_dot.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "core/error.h"
+#include "kernels/cpu_features.h"
+
+namespace lamina {
+
+namespace {
+
+constexpr int64_t kQK = 32;
+
+constexpr size_t block_bytes(DType q) {
+  return q == DType::Q8_0 ? 34 : 18;
+}
+
+float block_scale(const uint8_t* blk) {
+  uint16_t h;
+  std::memcpy(&h, blk, 2);
+  return f16_to_f32(h);
+}
+
+// Scalar reference: ggml's vec_dot_q8_0_q8_0 / vec_dot_q4_0_q8_0 (an exact int32 sum per block,
+// then sumi · d_w · d_x accumulated in F32).
+template <DType Q>
+float dot_scalar(const uint8_t* w, const int8_t* xq, const float* xd, int64_t nb) {
+  float sum = 0.f;
+  for (int64_t b = 0; b < nb; ++b, w += block_bytes(Q), xq += kQK) {
+    int32_t sumi = 0;
+    if constexpr (Q == DType::Q8_0) {
+      const auto* q = reinterpret_cast<const int8_t*>(w + 2);
+      for (int j = 0; j < kQK; ++j) sumi += int32_t(q[j]) * xq[j];
+    } else {
+      for (int j = 0; j < kQK / 2; ++j) {
+        sumi += (int32_t(w[2 + j] & 15) - 8) * xq[j];
+        sumi += (int32_t(w[2 + j] >> 4) - 8) * xq[j + kQK / 2];
+      }
+    }
+    sum += float(sumi) * (block_scale(w) * xd[b]);
+  }
+  return sum;
+}
+
+template <DType Q>
+void rows_scalar(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_t* w, size_t rb,
+                 int64_t n0, int64_t n1, float* y, int64_t ldy, bool acc) {
+  const int64_t K = x.K, nb = K / kQK;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = m0; m < m1; ++m) {
+      const float v =
+          dot_scalar<Q>(w + size_t(n) * rb, x.q.data() + m * K, x.d.data() + m * nb, nb);
+      float& o = y[m * ldy + n];
+      o = acc ? o + v : v;
+    }
+}
+
+#if defined(__x86_64__)
+#define LAMINA_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+LAMINA_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// RW weight rows x RX activation rows over all blocks: each weight block is unpacked to 32 signed
+// bytes once and multiplied with RX activation blocks (|w| · sign(x, w) keeps vpmaddubsw's
+// unsigned-by-signed form exact: |w| <= 128, |x| <= 127, pair sums within int16).
+template <DType Q, int RW, int RX>
+LAMINA_AVX2 void tile_avx2(const uint8_t* const* wr, const int8_t* const* xq,
+                           const float* const* xd, int64_t nb, float* out /* [RW][RX] */) {
+  __m256 acc[RW][RX];
+  for (int r = 0; r < RW; ++r)
+    for (int c = 0; c < RX; ++c) acc[r][c] = _mm256_setzero_ps();
+  const __m256i lo4 = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int r = 0; r < RW; ++r) {
+      const uint8_t* blk = wr[r] + size_t(b) * block_bytes(Q);
+      __m256i wv;
+      if constexpr (Q == DType::Q8_0) {
+        wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+      } else {  // low nibbles are elements 0..15, high nibbles 16..31
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+        wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo4);
+        wv = _mm256_sub_epi8(wv, eight);
+      }
+      uint16_t h;
+      std::memcpy(&h, blk, 2);
+      const float dw = _cvtsh_ss(h);
+      const __m256i aw = _mm256_sign_epi8(wv, wv);
+      for (int c = 0; c < RX; ++c) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[c] + b * kQK));
+        const __m256i p =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), ones);
+        acc[r][c] =
+            _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[c][b]), _mm256_cvtepi32_ps(p), acc[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < RW; ++r)
+    for (int c = 0; c < RX; ++c) out[r * RX + c] = hsum(acc[r][c]);
+}
+
+template <DType Q, int RW>
+void tile_rows_avx2(const Q8Activations& x, int64_t m, int rx, const uint8_t* const* wr, int64_t nb,
+                    float* out) {
+  const int8_t* xq[4];
+  const float* xd[4];
+  for (int c = 0; c < rx; ++c)
+    xq[c] = x.q.data() + (m + c) * x.K, xd[c] = x.d.data() + (m + c) * nb;
+  switch (rx) {
+    case 4:
+      return tile_avx2<Q, RW, 4>(wr, xq, xd, nb, out);
+    case 3:
+      return tile_avx2<Q, RW, 3>(wr, xq, xd, nb, out);
+    case 2:
+      return tile_avx2<Q, RW, 2>(wr, xq, xd, nb, out);
+    default:
+      return tile_avx2<Q, RW, 1>(wr, xq, xd, nb, out);
+  }
+}
+
+// Many activation rows against Q4_0: 8 weight rows interleaved per block into the 8 lanes of a
+// register (chunk k holds bytes 4k..4k+3 of each row's 16 nibble bytes: elements 4k..4k+3 in the
+// low nibbles, 16+4k..16+4k+3 in the high ones), packed once per call for a group of 8 rows, so
+// one vpmaddubsw multiplies 4 elements of all 8 rows by 4 broadcast activations and the 8 row sums
+// end in the 8 lanes: no horizontal sums, one scale product per block and activation row (as
+// llama.cpp's repacked Q4_0 8x8 layout does, built on the fly instead of kept beside the weights).
+// The unsigned nibbles q (0..15) are multiplied as they are and 8 · sum(x) subtracted per block:
+// the int16 sums of 8 products of pairs stay within 8 · 2 · 15 · 127 = 30480.
+constexpr size_t kQ4x8Bytes = 4 * 32 + 8 * 4;  // 4 interleaved nibble chunks, 8 F32 scales
+
+void pack_q4x8(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out) {
+  for (int64_t b = 0; b < nb; ++b, out += kQ4x8Bytes)
+    for (int r = 0; r < 8; ++r) {
+      const uint8_t* blk = w + size_t(r) * rb + size_t(b) * 18;
+      for (int k = 0; k < 4; ++k) std::memcpy(out + k * 32 + r * 4, blk + 2 + 4 * k, 4);
+      const float d = block_scale(blk);
+      std::memcpy(out + 128 + r * 4, &d, 4);
+    }
+}
+
+template <int RX>
+LAMINA_AVX2 void q4x8_tile(const uint8_t* packed, const int8_t* const* xq, const float* const* xd,
+                           const int32_t* const* xs, int64_t nb, float* out /* [RX][8] */) {
+  __m256 acc[RX];
+  for (int c = 0; c < RX; ++c) acc[c] = _mm256_setzero_ps();
+  const __m256i lo4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b, packed += kQ4x8Bytes) {
+    __m256i isum[RX];
+    for (int c = 0; c < RX; ++c) isum[c] = _mm256_setzero_si256();
+    for (int k = 0; k < 4; ++k) {
+      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed + k * 32));
+      const __m256i lo = _mm256_and_si256(raw, lo4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4);
+      for (int c = 0; c < RX; ++c) {
+        int32_t a, h;
+        std::memcpy(&a, xq[c] + b * kQK + 4 * k, 4);
+        std::memcpy(&h, xq[c] + b * kQK + 16 + 4 * k, 4);
+        const __m256i pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a));
+        const __m256i ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(h));
+        isum[c] = _mm256_add_epi16(isum[c], _mm256_add_epi16(pl, ph));
+      }
+    }
+    const __m256 dw = _mm256_loadu_ps(reinterpret_cast<const float*>(packed + 128));
+    for (int c = 0; c < RX; ++c) {
+      __m256i s32 = _mm256_madd_epi16(isum[c], ones);
+      s32 = _mm256_sub_epi32(s32, _mm256_set1_epi32(8 * xs[c][b]));
+      acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(xd[c][b])), _mm256_cvtepi32_ps(s32),
+                               acc[c]);
+    }
+  }
+  for (int c = 0; c < RX; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
+}
+
+// Rows [n0, n1) in groups of 8 against activation rows [m0, m1); returns the first row not done.
+int64_t rows_q4x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_t* w, size_t rb,
+                       int64_t n0, int64_t n1, float* y, int64_t ldy, bool acc) {
+  const int64_t nb = x.K / kQK;
+  thread_local std::vector<uint8_t> packed;
+  packed.resize(size_t(nb) * kQ4x8Bytes);
+  float out[4 * 8];
+  int64_t n = n0;
+  for (; n + 8 <= n1; n += 8) {
+    pack_q4x8(w + size_t(n) * rb, rb, nb, packed.data());
+    for (int64_t m = m0; m < m1; m += 4) {
+      const int rx = int(std::min<int64_t>(4, m1 - m));
+      const int8_t* xq[4];
+      const float* xd[4];
+      const int32_t* xs[4];
+      for (int c = 0; c < rx; ++c)
+        xq[c] = x.q.data() + (m + c) * x.K, xd[c] = x.d.data() + (m + c) * nb,
+        xs[c] = x.s.data() + (m + c) * nb;
+      switch (rx) {
+        case 4:
+          q4x8_tile<4>(packed.data(), xq, xd, xs, nb, out);
+          break;
+        case 3:
+          q4x8_tile<3>(packed.data(), xq, xd, xs, nb, out);
+          break;
+        case 2:
+          q4x8_tile<2>(packed.data(), xq, xd, xs, nb, out);
+          break;
+        default:
+          q4x8_tile<1>(packed.data(), xq, xd, xs, nb, out);
+      }
+      for (int c = 0; c < rx; ++c)
+        for (int r = 0; r < 8; ++r) {
+          float& o = y[(m + c) * ldy + n + r];
+          o = acc ? o + out[c * 8 + r] : out[c * 8 + r];
+        }
+    }
+  }
+  return n;
+}
+
+// Activation rows from which the Q4_0 products take the interleaved path (its packing is paid
+// once per call and 8 rows; decoding's few rows stream the weights as they are).
+constexpr int64_t kInterleaveMinRows = 8;
+
+template <DType Q>
+void rows_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_t* w, size_t rb,
+               int64_t n0, int64_t n1, float* y, int64_t ldy, bool acc) {
+  const int64_t nb = x.K / kQK;
+  if (Q == DType::Q4_0 && m1 - m0 >= kInterleaveMinRows)
+    n0 = rows_q4x8_avx2(x, m0, m1, w, rb, n0, n1, y, ldy, acc);
+  float out[2 * 4];
+  for (int64_t n = n0; n < n1; n += 2) {
+    const int rw = n + 1 < n1 ? 2 : 1;
+    const uint8_t* wr[2] = {w + size_t(n) * rb, w + size_t(n + rw - 1) * rb};
+    for (int64_t m = m0; m < m1; m += 4) {
+      const int rx = int(std::min<int64_t>(4, m1 - m));
+      if (rw == 2)
+        tile_rows_avx2<Q, 2>(x, m, rx, wr, nb, out);
+      else
+        tile_rows_avx2<Q, 1>(x, m, rx, wr, nb, out);
+      for (int r = 0; r < rw; ++r)
+        for (int c = 0; c < rx; ++c) {
+          float& o = y[(m + c) * ldy + n + r];
+          o = acc ? o + out[r * rx + c] : out[r * rx + c];
+        }
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+void quantize_activations_q8_0(const float* x, int64_t M, int64_t K, Q8Activations& out) {
+  LAMINA_CHECK(K % kQK == 0, "Q8_0 activations: K = ", K, " is not a multiple of 32");
+  const int64_t nb = K / kQK;
+  out.M = M, out.K = K;
+  out.q.resize(size_t(M * K));
+  out.d.resize(size_t(M * nb));
+  out.s.resize(size_t(M * nb));
+#pragma omp parallel for schedule(static) if (M * K >= (1 << 16))
+  for (int64_t i = 0; i < M * nb; ++i) {
+    const float* v = x + i * kQK;
+    float amax = 0.f;
+    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(v[j]));
+    const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+    int32_t sum = 0;
+    for (int j = 0; j < kQK; ++j) {
+      const int8_t q = int8_t(std::roundf(v[j] * id));
+      out.q[size_t(i * kQK + j)] = q;
+      sum += q;
+    }
+    out.d[size_t(i)] = f16_to_f32(f32_to_f16(d));
+    out.s[size_t(i)] = sum;
+  }
+}
+
+const char* quant_kernel_name(QuantKernel k) {
+  return k == QuantKernel::kAvx2 ? "avx2" : "scalar";
+}
+
+std::vector<QuantKernel> runnable_quant_kernels() {
+  std::vector<QuantKernel> v{QuantKernel::kScalar};
+#if defined(__x86_64__)
+  const CpuFeatures& f = cpu_features();
+  if (f.avx2 && f.fma && f.f16c) v.push_back(QuantKernel::kAvx2);
+#endif
+  return v;
+}
+
+QuantKernel default_quant_kernel() {
+  static const QuantKernel k = [] {
+    const auto v = runnable_quant_kernels();
+    const char* env = std::getenv("LAMINA_QUANT_KERNEL");
+    if (!env || !*env) return v.back();
+    for (QuantKernel q : v)
+      if (std::string(env) == quant_kernel_name(q)) return q;
+    fail("LAMINA_QUANT_KERNEL=", env, ": this CPU runs ",
+         v.size() > 1 ? "scalar or avx2" : "scalar only");
+  }();
+  return k;
+}
+
+void quant_dot_rows(QuantKernel k, DType wtype, const Q8Activations& x, int64_t m0, int64_t m1,
+                    const uint8_t* w, size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                    bool accumulate) {
+  LAMINA_CHECK(wtype == DType::Q8_0 || wtype == DType::Q4_0, "quant_dot_rows: ", dtype_name(wtype),
+               " is not Q8_0 or Q4_0");
+  auto run = [&]<DType Q>() {
+#if defined(__x86_64__)
+    if (k == QuantKernel::kAvx2) return rows_avx2<Q>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
+#endif
+    rows_scalar<Q>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
+  };
+  wtype == DType::Q8_0 ? run.template operator()<DType::Q8_0>()
+                       : run.template operator()<DType::Q4_0>();
+}
+
+}  // namespace lamina

@@ -1,0 +1,45 @@
+// Integer dot products of ggml's Q8_0 / Q4_0 weight blocks with activations quantized per block
+// of 32 to 8 bits as ggml's Q8_0 (llama.cpp's semantics for these types: its CPU backend
+// quantizes the activations the same way before every product with Q8_0 / Q4_0 weights):
+//   y[m, n] = sum_b dw[n, b] · dx[m, b] · sum_j qw[n, b, j] · qx[m, b, j]
+// with the int8 sums exact in int32. Variants: a scalar reference, and AVX2 (vpmaddubsw); the
+// best one this CPU runs is chosen at run time (cpu_features), and tests run every runnable one
+// against the scalar reference. AVX2 has two shapes: 2 weight rows x 4 activation rows (decoding,
+// Q8_0) and, for Q4_0 against 8 or more activation rows, 8 weight rows interleaved into the lanes.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace lamina {
+
+// Activations as Q8_0 (ggml's quantize_row_q8_0_ref: d = max|x| / 127 rounded to f16,
+// q = roundf(x · (1 / d)) with the unrounded d; so |q| <= 127, never -128, which the kernels'
+// int16 pair sums rely on), split into values and scales. llama.cpp's own AVX2 quantizer
+// multiplies by 127 / max|x| and rounds ties to even: it can differ from this by one in q.
+struct Q8Activations {
+  int64_t M = 0, K = 0;
+  std::vector<int8_t> q;   // [M, K]
+  std::vector<float> d;    // [M, K / 32], the f16 scale as F32
+  std::vector<int32_t> s;  // [M, K / 32], each block's sum of q
+};
+// x [M, K], K a multiple of 32; rows in parallel.
+void quantize_activations_q8_0(const float* x, int64_t M, int64_t K, Q8Activations& out);
+
+enum class QuantKernel { kScalar, kAvx2 };
+const char* quant_kernel_name(QuantKernel k);
+// The variants this CPU can run, the scalar one first.
+std::vector<QuantKernel> runnable_quant_kernels();
+// The fastest runnable variant, or the one LAMINA_QUANT_KERNEL names (scalar, avx2; for
+// benchmarks and checks; naming one this CPU cannot run is an error).
+QuantKernel default_quant_kernel();
+
+// y[m, n] (+)= the product above for rows m in [m0, m1) of x and n in [n0, n1) of w, a Q8_0 or
+// Q4_0 weight whose rows are rb bytes each (K / 32 blocks) at w; y has row stride ldy.
+void quant_dot_rows(QuantKernel k, DType wtype, const Q8Activations& x, int64_t m0, int64_t m1,
+                    const uint8_t* w, size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                    bool accumulate);
+
+}  // namespace lamina
