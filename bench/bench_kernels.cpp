@@ -7,6 +7,7 @@
 
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/quant_dot.h"
 #include "kernels/widened_matmul.h"
 
 using namespace lamina;
@@ -27,6 +28,7 @@ BENCHMARK_CAPTURE(BM_Linear, f32, DType::F32)
     ->Args({128, 2048, 2048})
     ->Args({1024, 4096, 4096})
     ->Args({1, 2048, 5632})
+    ->Args({1, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Linear, bf16, DType::BF16)
     ->Args({128, 2048, 2048})
@@ -69,7 +71,14 @@ static void BM_LinearQuantized(benchmark::State& st, DType dt) {
   for (auto& v : x) v = nd(rng);
   Tensor wf = Tensor::empty(DType::F32, {N, K});
   for (int64_t i = 0; i < N * K; ++i) wf.f32()[i] = nd(rng) * 0.02f;
-  Tensor w = wf.to(dt);
+  const bool x8 = dt == DType::Q4_0x8 || dt == DType::Q8_0x8;
+  const DType stored = dt == DType::Q4_0x8 ? DType::Q4_0 : dt == DType::Q8_0x8 ? DType::Q8_0 : dt;
+  Tensor w = wf.to(stored);
+  if (x8) {  // as an inference Model holds its Q4_0 / Q8_0 matrices
+    Tensor r = Tensor::empty(dt, w.shape);
+    repack_x8(stored, static_cast<const uint8_t*>(w.data), N, K, static_cast<uint8_t*>(r.data));
+    w = r;
+  }
   for (auto _ : st) {
     linear(x.data(), M, w, y.data());
     benchmark::DoNotOptimize(y.data());
@@ -86,9 +95,20 @@ BENCHMARK_CAPTURE(BM_LinearQuantized, q4_0, DType::Q4_0)
     ->Args({1, 2048, 5632})
     ->Args({1, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearQuantized, q4_0x8, DType::Q4_0x8)
+    ->Args({128, 2048, 2048})
+    ->Args({1, 2048, 5632})
+    ->Args({1, 4096, 14336})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearQuantized, q8_0x8, DType::Q8_0x8)
+    ->Args({128, 2048, 2048})
+    ->Args({1, 2048, 5632})
+    ->Args({1, 4096, 14336})
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearQuantized, q8_0, DType::Q8_0)
     ->Args({128, 2048, 2048})
     ->Args({1, 2048, 5632})
+    ->Args({1, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
 
 static void BM_Attention(benchmark::State& st) {

@@ -29,7 +29,8 @@ def main():
         t0 = time.perf_counter()
         for _ in range(D):
             llm.eval([nxt])
-            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            # the last position's logits (eval() no longer copies them into llm.scores)
+            nxt = int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(V,))))
         d = time.perf_counter() - t0
         if r > 0:
             best_p, best_d = min(best_p, p), min(best_d, d)

@@ -28,9 +28,12 @@ GgmlType ggml_type_of(DType t) {
     case DType::Q6_K:
       return GgmlType::Q6_K;
     case DType::NF4:
+      fail("nf4 has no ggml type (a frozen training base only)");
+    case DType::Q4_0x8:
+    case DType::Q8_0x8:
       break;
   }
-  fail("nf4 has no ggml type (a frozen training base only)");
+  fail(dtype_name(t), " (repacked for products) has no ggml type");
 }
 
 DType dtype_from_ggml(GgmlType g) {
@@ -42,7 +45,7 @@ DType dtype_from_ggml(GgmlType g) {
 
 bool dtype_is_quantized(DType t) {
   return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q5_K ||
-         t == DType::Q6_K || t == DType::NF4;
+         t == DType::Q6_K || t == DType::NF4 || t == DType::Q4_0x8 || t == DType::Q8_0x8;
 }
 
 size_t dtype_size(DType t) {
@@ -52,11 +55,15 @@ size_t dtype_size(DType t) {
 
 int64_t dtype_block(DType t) {
   if (t == DType::NF4) return kNf4Block;
+  if (t == DType::Q4_0x8) t = DType::Q4_0;
+  if (t == DType::Q8_0x8) t = DType::Q8_0;
   return dtype_is_quantized(t) ? ggml_block_elems(ggml_type_of(t)) : 1;
 }
 
 size_t dtype_bytes(DType t, int64_t n) {
   if (t == DType::NF4) return nf4_bytes(n);  // a whole tensor of n elements
+  if (t == DType::Q4_0x8) t = DType::Q4_0;   // the same bytes, rearranged
+  if (t == DType::Q8_0x8) t = DType::Q8_0;
   return dtype_is_quantized(t) ? ggml_row_bytes(ggml_type_of(t), n) : size_t(n) * dtype_size(t);
 }
 
@@ -80,6 +87,10 @@ const char* dtype_name(DType t) {
       return "Q6_K";
     case DType::NF4:
       return "NF4";
+    case DType::Q4_0x8:
+      return "Q4_0x8";
+    case DType::Q8_0x8:
+      return "Q8_0x8";
   }
   return "?";
 }
@@ -173,6 +184,9 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
     case DType::NF4:
       dequantize_nf4(static_cast<const uint8_t*>(src), int64_t(n), 0, int64_t(n), dst);
       return;
+    case DType::Q4_0x8:
+    case DType::Q8_0x8:
+      fail(dtype_name(t), " (repacked for products) does not convert");
     case DType::F32:
       std::memcpy(dst, src, n * 4);
       return;
@@ -202,6 +216,9 @@ void convert_from_f32(const float* src, void* dst, DType t, size_t n) {
     case DType::NF4:
       quantize_nf4(src, int64_t(n), static_cast<uint8_t*>(dst));
       return;
+    case DType::Q4_0x8:
+    case DType::Q8_0x8:
+      fail(dtype_name(t), " is made by repacking rows (repack_x8), not by conversion");
     case DType::F32:
       std::memcpy(dst, src, n * 4);
       return;

@@ -16,7 +16,11 @@ enum class GgmlType : uint32_t;  // quant/ggml_blocks.h
 // NF4: QLoRA's 4-bit NormalFloat with double-quantised absmax (src/quant/nf4.h), a frozen training
 // base only; its absmax statistics span the whole tensor, so it converts as a whole tensor (n =
 // numel), never row by row.
-enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, NF4 };
+// Q4_0x8 / Q8_0x8: Q4_0 / Q8_0 rows repacked for the products only (kernels/quant_dot.h): groups
+// of 8 rows, each block of the group the quant bytes interleaved by 4-byte chunks then the 8 f16
+// scales — the same bytes per 32 weights; an inference model's matrices only (no ggml type, no
+// conversions).
+enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, NF4, Q4_0x8, Q8_0x8 };
 
 // The same element types as ggml names them (GGUF), both ways.
 GgmlType ggml_type_of(DType t);

@@ -9,11 +9,32 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "core/error.h"
 
 namespace lamina {
+
+namespace {
+// Live mappings (begin -> size), so that memory can be told apart from heap memory.
+std::mutex g_maps_mu;
+std::map<uintptr_t, size_t>& live_maps() {
+  static std::map<uintptr_t, size_t> m;
+  return m;
+}
+}  // namespace
+
+bool is_in_mapped_file(const void* p) {
+  const uintptr_t a = uintptr_t(p);
+  std::lock_guard<std::mutex> lk(g_maps_mu);
+  auto& m = live_maps();
+  auto it = m.upper_bound(a);
+  if (it == m.begin()) return false;
+  --it;
+  return a < it->first + it->second;
+}
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY);
@@ -33,6 +54,8 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
       fail(path, ": mmap failed: ", std::strerror(errno));
     }
     m->data_ = static_cast<const uint8_t*>(p);
+    std::lock_guard<std::mutex> lk(g_maps_mu);
+    live_maps()[uintptr_t(p)] = m->size_;
   }
   m->fd_ = fd;
   return m;
@@ -52,7 +75,13 @@ void release_mapped_pages(const void* p, size_t len) {
 }
 
 MappedFile::~MappedFile() {
-  if (data_) munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_) {
+    {
+      std::lock_guard<std::mutex> lk(g_maps_mu);
+      live_maps().erase(uintptr_t(data_));
+    }
+    munmap(const_cast<uint8_t*>(data_), size_);
+  }
   if (fd_ >= 0) ::close(fd_);
 }
 

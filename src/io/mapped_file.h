@@ -33,6 +33,8 @@ class MappedFile {
 // the next read faults them back from the page cache (or the file). Only for memory-mapped file
 // data: on anonymous memory MADV_DONTNEED would zero it.
 void release_mapped_pages(const void* p, size_t len);
+// Whether p lies inside a live MappedFile (file pages, safe to release), not heap memory.
+bool is_in_mapped_file(const void* p);
 
 // Whole file as a string (small text files: JSON configs, token lists).
 std::string read_text_file(const std::string& path);

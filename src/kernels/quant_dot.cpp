@@ -63,6 +63,92 @@ void rows_scalar(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_t* 
     }
 }
 
+// Many activation rows against Q4_0: 8 weight rows interleaved per block into the 8 lanes of a
+// register (chunk k holds bytes 4k..4k+3 of each row's 16 nibble bytes: elements 4k..4k+3 in the
+// low nibbles, 16+4k..16+4k+3 in the high ones), packed once per call for a group of 8 rows, so
+// one vpmaddubsw multiplies 4 elements of all 8 rows by 4 broadcast activations and the 8 row sums
+// end in the 8 lanes: no horizontal sums, one scale product per block and activation row (as
+// llama.cpp's repacked Q4_0 8x8 layout does). An inference Model holds its Q4_0 matrices in this
+// layout (Q4_0x8: one contiguous stream per thread, which decoding needs to reach the memory's
+// speed); other Q4_0 weights are packed on the fly per group, or read in place for few rows.
+// The unsigned nibbles q (0..15) are multiplied as they are and 8 · sum(x) subtracted per block:
+// the int16 sums of 8 products of pairs stay within 8 · 2 · 15 · 127 = 30480.
+constexpr size_t kQ4x8Bytes = 4 * 32 + 8 * 2;  // 4 interleaved nibble chunks, 8 f16 scales
+// Activation rows from which a group of 8 weight rows is packed once (reused by every activation
+// row) rather than transposed in registers block by block.
+constexpr int64_t kPackMinRows = 8;
+// In-place reads: each row's data 2.3 KB ahead (of 16, 48 and 128 blocks, the best on a
+// 4096 x 14336 decode product; still half the speed of the contiguous Q4_0x8 stream).
+constexpr int64_t kPrefetchBlocks = 128;
+
+void pack_q4x8(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out) {
+  for (int64_t b = 0; b < nb; ++b, out += kQ4x8Bytes)
+    for (int r = 0; r < 8; ++r) {
+      const uint8_t* blk = w + size_t(r) * rb + size_t(b) * 18;
+      for (int k = 0; k < 4; ++k) std::memcpy(out + k * 32 + r * 4, blk + 2 + 4 * k, 4);
+      std::memcpy(out + 128 + r * 2, blk, 2);
+    }
+}
+
+// Q4_0x8 (8 rows interleaved, as packed above): row r of the group whose blocks start at g.
+float dot_scalar_q4x8(const uint8_t* g, int r, const int8_t* xq, const float* xd, int64_t nb) {
+  float sum = 0.f;
+  for (int64_t b = 0; b < nb; ++b, g += kQ4x8Bytes, xq += kQK) {
+    int32_t sumi = 0;
+    for (int k = 0; k < 4; ++k)
+      for (int j = 0; j < 4; ++j) {
+        const uint8_t byte = g[k * 32 + r * 4 + j];
+        sumi += (int32_t(byte & 15) - 8) * xq[4 * k + j];
+        sumi += (int32_t(byte >> 4) - 8) * xq[16 + 4 * k + j];
+      }
+    sum += float(sumi) * (block_scale(g + 128 + 2 * r) * xd[b]);
+  }
+  return sum;
+}
+
+// Q8_0x8: the same interleave for Q8_0 — 8 chunks of 4 bytes per row and block, then the 8 f16
+// scales. The signed weights keep the sign trick (|w| · sign(x, w)), whose int16 pair sums (up to
+// 2 · 128 · 127) leave no room to add chunks before widening to int32.
+constexpr size_t kQ8x8Bytes = 8 * 32 + 8 * 2;
+
+void pack_q8x8(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out) {
+  for (int64_t b = 0; b < nb; ++b, out += kQ8x8Bytes)
+    for (int r = 0; r < 8; ++r) {
+      const uint8_t* blk = w + size_t(r) * rb + size_t(b) * 34;
+      for (int k = 0; k < 8; ++k) std::memcpy(out + k * 32 + r * 4, blk + 2 + 4 * k, 4);
+      std::memcpy(out + 256 + r * 2, blk, 2);
+    }
+}
+
+float dot_scalar_q8x8(const uint8_t* g, int r, const int8_t* xq, const float* xd, int64_t nb) {
+  float sum = 0.f;
+  for (int64_t b = 0; b < nb; ++b, g += kQ8x8Bytes, xq += kQK) {
+    int32_t sumi = 0;
+    for (int k = 0; k < 8; ++k)
+      for (int j = 0; j < 4; ++j) sumi += int32_t(int8_t(g[k * 32 + r * 4 + j])) * xq[4 * k + j];
+    sum += float(sumi) * (block_scale(g + 256 + 2 * r) * xd[b]);
+  }
+  return sum;
+}
+
+// Rows of a Q4_0x8 / Q8_0x8 tensor, scalar.
+template <DType Q>
+void rows_scalar_x8(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_t* w, int64_t n0,
+                    int64_t n1, float* y, int64_t ldy, bool acc) {
+  const int64_t K = x.K, nb = K / kQK;
+  const size_t gb = Q == DType::Q8_0x8 ? kQ8x8Bytes : kQ4x8Bytes;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = m0; m < m1; ++m) {
+      const uint8_t* g = w + size_t(n / 8) * size_t(nb) * gb;
+      const float v =
+          Q == DType::Q8_0x8
+              ? dot_scalar_q8x8(g, int(n % 8), x.q.data() + m * K, x.d.data() + m * nb, nb)
+              : dot_scalar_q4x8(g, int(n % 8), x.q.data() + m * K, x.d.data() + m * nb, nb);
+      float& o = y[m * ldy + n];
+      o = acc ? o + v : v;
+    }
+}
+
 #if defined(__x86_64__)
 #define LAMINA_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -131,39 +217,62 @@ void tile_rows_avx2(const Q8Activations& x, int64_t m, int rx, const uint8_t* co
   }
 }
 
-// Many activation rows against Q4_0: 8 weight rows interleaved per block into the 8 lanes of a
-// register (chunk k holds bytes 4k..4k+3 of each row's 16 nibble bytes: elements 4k..4k+3 in the
-// low nibbles, 16+4k..16+4k+3 in the high ones), packed once per call for a group of 8 rows, so
-// one vpmaddubsw multiplies 4 elements of all 8 rows by 4 broadcast activations and the 8 row sums
-// end in the 8 lanes: no horizontal sums, one scale product per block and activation row (as
-// llama.cpp's repacked Q4_0 8x8 layout does, built on the fly instead of kept beside the weights).
-// The unsigned nibbles q (0..15) are multiplied as they are and 8 · sum(x) subtracted per block:
-// the int16 sums of 8 products of pairs stay within 8 · 2 · 15 · 127 = 30480.
-constexpr size_t kQ4x8Bytes = 4 * 32 + 8 * 4;  // 4 interleaved nibble chunks, 8 F32 scales
-
-void pack_q4x8(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out) {
-  for (int64_t b = 0; b < nb; ++b, out += kQ4x8Bytes)
-    for (int r = 0; r < 8; ++r) {
-      const uint8_t* blk = w + size_t(r) * rb + size_t(b) * 18;
-      for (int k = 0; k < 4; ++k) std::memcpy(out + k * 32 + r * 4, blk + 2 + 4 * k, 4);
-      const float d = block_scale(blk);
-      std::memcpy(out + 128 + r * 4, &d, 4);
-    }
+// The 8 rows' block b in lanes: from the packed buffer, or (kDirect) straight from the rows as
+// stored — a 4 x 4 transpose of 32-bit words per 128-bit half (rows 0-3 low, 4-7 high) and the
+// 8 f16 scales gathered — for decoding, where packing would cost more than the product.
+template <bool kDirect>
+LAMINA_AVX2 inline void q4x8_block(const uint8_t* src, size_t rb, int64_t b, __m256i* chunk,
+                                   __m256& dw) {
+  if constexpr (kDirect) {
+    const uint8_t* blk = src + size_t(b) * 18;
+    // Eight row streams at once are more than the hardware prefetcher follows: fetch each row's
+    // line kPrefetchBlocks ahead, every 3 blocks (54 bytes: every 64-byte line).
+    if (b % 3 == 0)
+      for (int r = 0; r < 8; ++r)
+        _mm_prefetch(reinterpret_cast<const char*>(blk + size_t(r) * rb + kPrefetchBlocks * 18),
+                     _MM_HINT_T1);
+    auto half = [&](int r) {
+      return _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + size_t(r) * rb + 2));
+    };
+    __m256i a[4];
+    for (int r = 0; r < 4; ++r)
+      a[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(half(r)), half(r + 4), 1);
+    const __m256i t0 = _mm256_unpacklo_epi32(a[0], a[1]), t1 = _mm256_unpacklo_epi32(a[2], a[3]);
+    const __m256i t2 = _mm256_unpackhi_epi32(a[0], a[1]), t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+    chunk[0] = _mm256_unpacklo_epi64(t0, t1);
+    chunk[1] = _mm256_unpackhi_epi64(t0, t1);
+    chunk[2] = _mm256_unpacklo_epi64(t2, t3);
+    chunk[3] = _mm256_unpackhi_epi64(t2, t3);
+    auto h = [&](int r) {
+      uint16_t v;
+      std::memcpy(&v, blk + size_t(r) * rb, 2);
+      return short(v);
+    };
+    dw = _mm256_cvtph_ps(_mm_set_epi16(h(7), h(6), h(5), h(4), h(3), h(2), h(1), h(0)));
+  } else {
+    const uint8_t* p = src + size_t(b) * kQ4x8Bytes;
+    for (int k = 0; k < 4; ++k)
+      chunk[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * 32));
+    dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 128)));
+  }
 }
 
-template <int RX>
-LAMINA_AVX2 void q4x8_tile(const uint8_t* packed, const int8_t* const* xq, const float* const* xd,
-                           const int32_t* const* xs, int64_t nb, float* out /* [RX][8] */) {
+template <int RX, bool kDirect>
+LAMINA_AVX2 void q4x8_tile(const uint8_t* src, size_t rb, const int8_t* const* xq,
+                           const float* const* xd, const int32_t* const* xs, int64_t nb,
+                           float* out /* [RX][8] */) {
   __m256 acc[RX];
   for (int c = 0; c < RX; ++c) acc[c] = _mm256_setzero_ps();
   const __m256i lo4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-  for (int64_t b = 0; b < nb; ++b, packed += kQ4x8Bytes) {
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i chunk[4];
+    __m256 dw;
+    q4x8_block<kDirect>(src, rb, b, chunk, dw);
     __m256i isum[RX];
     for (int c = 0; c < RX; ++c) isum[c] = _mm256_setzero_si256();
     for (int k = 0; k < 4; ++k) {
-      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed + k * 32));
-      const __m256i lo = _mm256_and_si256(raw, lo4);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4);
+      const __m256i lo = _mm256_and_si256(chunk[k], lo4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(chunk[k], 4), lo4);
       for (int c = 0; c < RX; ++c) {
         int32_t a, h;
         std::memcpy(&a, xq[c] + b * kQK + 4 * k, 4);
@@ -173,7 +282,6 @@ LAMINA_AVX2 void q4x8_tile(const uint8_t* packed, const int8_t* const* xq, const
         isum[c] = _mm256_add_epi16(isum[c], _mm256_add_epi16(pl, ph));
       }
     }
-    const __m256 dw = _mm256_loadu_ps(reinterpret_cast<const float*>(packed + 128));
     for (int c = 0; c < RX; ++c) {
       __m256i s32 = _mm256_madd_epi16(isum[c], ones);
       s32 = _mm256_sub_epi32(s32, _mm256_set1_epi32(8 * xs[c][b]));
@@ -184,16 +292,85 @@ LAMINA_AVX2 void q4x8_tile(const uint8_t* packed, const int8_t* const* xq, const
   for (int c = 0; c < RX; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
 }
 
-// Rows [n0, n1) in groups of 8 against activation rows [m0, m1); returns the first row not done.
-int64_t rows_q4x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_t* w, size_t rb,
-                       int64_t n0, int64_t n1, float* y, int64_t ldy, bool acc) {
+template <int RX>
+LAMINA_AVX2 void q8x8_tile(const uint8_t* packed, const int8_t* const* xq, const float* const* xd,
+                           int64_t nb, float* out /* [RX][8] */) {
+  __m256 acc[RX];
+  for (int c = 0; c < RX; ++c) acc[c] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b, packed += kQ8x8Bytes) {
+    __m256i isum[RX];
+    for (int c = 0; c < RX; ++c) isum[c] = _mm256_setzero_si256();
+    for (int k = 0; k < 8; ++k) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed + k * 32));
+      const __m256i aw = _mm256_sign_epi8(wv, wv);
+      for (int c = 0; c < RX; ++c) {
+        int32_t a;
+        std::memcpy(&a, xq[c] + b * kQK + 4 * k, 4);
+        const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(a), wv));
+        isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(p, ones));
+      }
+    }
+    const __m256 dw =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + 256)));
+    for (int c = 0; c < RX; ++c)
+      acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(xd[c][b])),
+                               _mm256_cvtepi32_ps(isum[c]), acc[c]);
+  }
+  for (int c = 0; c < RX; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
+}
+
+// Rows [n0, n1) (multiples of 8) of a Q8_0x8 tensor against activation rows [m0, m1).
+void rows_q8x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_t* w, int64_t n0,
+                    int64_t n1, float* y, int64_t ldy, bool acc) {
   const int64_t nb = x.K / kQK;
-  thread_local std::vector<uint8_t> packed;
-  packed.resize(size_t(nb) * kQ4x8Bytes);
+  float out[4 * 8];
+  for (int64_t n = n0; n < n1; n += 8) {
+    const uint8_t* packed = w + size_t(n / 8) * size_t(nb) * kQ8x8Bytes;
+    for (int64_t m = m0; m < m1; m += 4) {
+      const int rx = int(std::min<int64_t>(4, m1 - m));
+      const int8_t* xq[4];
+      const float* xd[4];
+      for (int c = 0; c < rx; ++c)
+        xq[c] = x.q.data() + (m + c) * x.K, xd[c] = x.d.data() + (m + c) * nb;
+      switch (rx) {
+        case 4:
+          q8x8_tile<4>(packed, xq, xd, nb, out);
+          break;
+        case 3:
+          q8x8_tile<3>(packed, xq, xd, nb, out);
+          break;
+        case 2:
+          q8x8_tile<2>(packed, xq, xd, nb, out);
+          break;
+        default:
+          q8x8_tile<1>(packed, xq, xd, nb, out);
+      }
+      for (int c = 0; c < rx; ++c)
+        for (int r = 0; r < 8; ++r) {
+          float& o = y[(m + c) * ldy + n + r];
+          o = acc ? o + out[c * 8 + r] : out[c * 8 + r];
+        }
+    }
+  }
+}
+
+// Rows [n0, n1) in groups of 8 against activation rows [m0, m1) (packed per group when there
+// are at least 8 activation rows, read in place otherwise); returns the first row not done.
+// prepacked: w is a Q4_0x8 tensor (n0, n1 multiples of 8).
+int64_t rows_q4x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_t* w, size_t rb,
+                       int64_t n0, int64_t n1, float* y, int64_t ldy, bool acc, bool prepacked) {
+  const int64_t nb = x.K / kQK;
+  const bool pack = !prepacked && m1 - m0 >= kPackMinRows;
+  thread_local std::vector<uint8_t> buf;
+  if (pack) buf.resize(size_t(nb) * kQ4x8Bytes);
   float out[4 * 8];
   int64_t n = n0;
   for (; n + 8 <= n1; n += 8) {
-    pack_q4x8(w + size_t(n) * rb, rb, nb, packed.data());
+    const uint8_t* wg =
+        prepacked ? w + size_t(n / 8) * size_t(nb) * kQ4x8Bytes : w + size_t(n) * rb;
+    if (pack) pack_q4x8(wg, rb, nb, buf.data());
+    const uint8_t* packed = prepacked ? wg : buf.data();
     for (int64_t m = m0; m < m1; m += 4) {
       const int rx = int(std::min<int64_t>(4, m1 - m));
       const int8_t* xq[4];
@@ -202,18 +379,22 @@ int64_t rows_q4x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uin
       for (int c = 0; c < rx; ++c)
         xq[c] = x.q.data() + (m + c) * x.K, xd[c] = x.d.data() + (m + c) * nb,
         xs[c] = x.s.data() + (m + c) * nb;
+      auto tile = [&]<int RX>() {
+        pack || prepacked ? q4x8_tile<RX, false>(packed, rb, xq, xd, xs, nb, out)
+                          : q4x8_tile<RX, true>(wg, rb, xq, xd, xs, nb, out);
+      };
       switch (rx) {
         case 4:
-          q4x8_tile<4>(packed.data(), xq, xd, xs, nb, out);
+          tile.template operator()<4>();
           break;
         case 3:
-          q4x8_tile<3>(packed.data(), xq, xd, xs, nb, out);
+          tile.template operator()<3>();
           break;
         case 2:
-          q4x8_tile<2>(packed.data(), xq, xd, xs, nb, out);
+          tile.template operator()<2>();
           break;
         default:
-          q4x8_tile<1>(packed.data(), xq, xd, xs, nb, out);
+          tile.template operator()<1>();
       }
       for (int c = 0; c < rx; ++c)
         for (int r = 0; r < 8; ++r) {
@@ -225,16 +406,11 @@ int64_t rows_q4x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uin
   return n;
 }
 
-// Activation rows from which the Q4_0 products take the interleaved path (its packing is paid
-// once per call and 8 rows; decoding's few rows stream the weights as they are).
-constexpr int64_t kInterleaveMinRows = 8;
-
 template <DType Q>
 void rows_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_t* w, size_t rb,
                int64_t n0, int64_t n1, float* y, int64_t ldy, bool acc) {
   const int64_t nb = x.K / kQK;
-  if (Q == DType::Q4_0 && m1 - m0 >= kInterleaveMinRows)
-    n0 = rows_q4x8_avx2(x, m0, m1, w, rb, n0, n1, y, ldy, acc);
+  if (Q == DType::Q4_0) n0 = rows_q4x8_avx2(x, m0, m1, w, rb, n0, n1, y, ldy, acc, false);
   float out[2 * 4];
   for (int64_t n = n0; n < n1; n += 2) {
     const int rw = n + 1 < n1 ? 2 : 1;
@@ -310,8 +486,28 @@ QuantKernel default_quant_kernel() {
 void quant_dot_rows(QuantKernel k, DType wtype, const Q8Activations& x, int64_t m0, int64_t m1,
                     const uint8_t* w, size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy,
                     bool accumulate) {
-  LAMINA_CHECK(wtype == DType::Q8_0 || wtype == DType::Q4_0, "quant_dot_rows: ", dtype_name(wtype),
-               " is not Q8_0 or Q4_0");
+  const bool x8 = wtype == DType::Q4_0x8 || wtype == DType::Q8_0x8;
+  LAMINA_CHECK(wtype == DType::Q8_0 || wtype == DType::Q4_0 || x8,
+               "quant_dot_rows: ", dtype_name(wtype), " is not Q8_0, Q4_0, Q4_0x8 or Q8_0x8");
+  LAMINA_CHECK(0 <= m0 && m0 <= m1 && m1 <= x.M && rb == dtype_bytes(wtype, x.K),
+               "quant_dot_rows: rows [", m0, ", ", m1, ") of ", x.M, " activations of width ", x.K,
+               " against weight rows of ", rb, " bytes");
+  if (x8) {
+    LAMINA_CHECK(n0 % 8 == 0 && n1 % 8 == 0, "quant_dot_rows: ", dtype_name(wtype), " rows [", n0,
+                 ", ", n1, ") are not whole groups of 8");
+#if defined(__x86_64__)
+    if (k == QuantKernel::kAvx2) {
+      if (wtype == DType::Q4_0x8)
+        rows_q4x8_avx2(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate, true);
+      else
+        rows_q8x8_avx2(x, m0, m1, w, n0, n1, y, ldy, accumulate);
+      return;
+    }
+#endif
+    return wtype == DType::Q4_0x8
+               ? rows_scalar_x8<DType::Q4_0x8>(x, m0, m1, w, n0, n1, y, ldy, accumulate)
+               : rows_scalar_x8<DType::Q8_0x8>(x, m0, m1, w, n0, n1, y, ldy, accumulate);
+  }
   auto run = [&]<DType Q>() {
 #if defined(__x86_64__)
     if (k == QuantKernel::kAvx2) return rows_avx2<Q>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
@@ -320,6 +516,20 @@ void quant_dot_rows(QuantKernel k, DType wtype, const Q8Activations& x, int64_t 
   };
   wtype == DType::Q8_0 ? run.template operator()<DType::Q8_0>()
                        : run.template operator()<DType::Q4_0>();
+}
+
+void repack_x8(DType from, const uint8_t* rows, int64_t N, int64_t K, uint8_t* out) {
+  LAMINA_CHECK((from == DType::Q4_0 || from == DType::Q8_0) && N % 8 == 0 && K % kQK == 0,
+               "repack_x8: [", N, ", ", K, "] ", dtype_name(from),
+               " is not Q4_0 / Q8_0 in whole groups of 8 rows of whole blocks");
+  const int64_t nb = K / kQK;
+  const size_t rb = dtype_bytes(from, K), gb = from == DType::Q8_0 ? kQ8x8Bytes : kQ4x8Bytes;
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < N / 8; ++g) {
+    const uint8_t* src = rows + size_t(g) * 8 * rb;
+    uint8_t* dst = out + size_t(g) * size_t(nb) * gb;
+    from == DType::Q8_0 ? pack_q8x8(src, rb, nb, dst) : pack_q4x8(src, rb, nb, dst);
+  }
 }
 
 }  // namespace lamina

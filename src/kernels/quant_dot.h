@@ -36,10 +36,17 @@ std::vector<QuantKernel> runnable_quant_kernels();
 // benchmarks and checks; naming one this CPU cannot run is an error).
 QuantKernel default_quant_kernel();
 
-// y[m, n] (+)= the product above for rows m in [m0, m1) of x and n in [n0, n1) of w, a Q8_0 or
-// Q4_0 weight whose rows are rb bytes each (K / 32 blocks) at w; y has row stride ldy.
+// y[m, n] (+)= the product above for rows m in [m0, m1) of x and n in [n0, n1) of w, a Q8_0,
+// Q4_0, Q4_0x8 or Q8_0x8 weight whose rows are rb bytes each (K / 32 blocks) at w; y has row
+// stride ldy. The x8 layouts (repack_x8) take whole groups of 8 rows: n0, n1 multiples of 8.
 void quant_dot_rows(QuantKernel k, DType wtype, const Q8Activations& x, int64_t m0, int64_t m1,
                     const uint8_t* w, size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy,
                     bool accumulate);
+
+// Q4_0 / Q8_0 rows [N, K] (N a multiple of 8) -> Q4_0x8 / Q8_0x8 (core/dtype.h): each group of 8
+// rows' blocks with their quant bytes interleaved by 4-byte chunks (lane r of a 32-byte chunk is
+// row r) and the 8 f16 scales after them, so that the products read one contiguous stream of whole
+// groups and the 8 row sums land in the 8 lanes.
+void repack_x8(DType from, const uint8_t* rows, int64_t N, int64_t K, uint8_t* out);
 
 }  // namespace lamina

@@ -107,6 +107,8 @@ void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool
   switch (w.dtype) {
     case DType::Q8_0:
     case DType::Q4_0:
+    case DType::Q4_0x8:
+    case DType::Q8_0x8:
       return int8_linear(x, M, w, y, accumulate);
     case DType::Q4_K:
     case DType::Q5_K:

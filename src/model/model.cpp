@@ -5,8 +5,10 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/quant_dot.h"
 
 namespace lamina {
 
@@ -17,10 +19,39 @@ KVCache::KVCache(int64_t layers, int64_t cap, int64_t kv_dim) : capacity(cap) {
   }
 }
 
+namespace {
+
+// An inference model's Q4_0 / Q8_0 matrix -> Q4_0x8 / Q8_0x8 (its rows interleaved by groups of
+// 8 for the integer products, kernels/quant_dot.h): the same bytes rearranged, replacing the
+// original — which is freed, or, when it lives in a memory-mapped file, its pages leave the
+// resident set — so the weights are held once.
+void repack_quantized(Tensor& t) {
+  if ((t.dtype != DType::Q4_0 && t.dtype != DType::Q8_0) || t.shape.size() != 2 ||
+      t.shape[0] % 8 != 0)
+    return;
+  Tensor r = Tensor::empty(t.dtype == DType::Q4_0 ? DType::Q4_0x8 : DType::Q8_0x8, t.shape);
+  repack_x8(t.dtype, static_cast<const uint8_t*>(t.data), t.shape[0], t.shape[1],
+            static_cast<uint8_t*>(r.data));
+  if (is_in_mapped_file(t.data)) release_mapped_pages(t.data, t.nbytes());
+  t = std::move(r);
+}
+
+}  // namespace
+
 Model::Model(ModelConfig cfg, ModelWeights w, bool pack_weights)
     : cfg_(std::move(cfg)),
       w_(std::move(w)),
-      pack_(pack_weights ? std::make_unique<WeightPack>() : nullptr) {}
+      pack_(pack_weights ? std::make_unique<WeightPack>() : nullptr) {
+  if (!pack_weights) return;
+  for (LayerWeights& L : w_.layers) {
+    for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+      repack_quantized(*t);
+    for (auto* experts : {&L.e_gate, &L.e_up, &L.e_down})
+      for (Tensor& t : *experts) repack_quantized(t);
+  }
+  // The LM head, unless it is the embedding itself (tied: its rows are gathered as stored).
+  if (w_.lm_head.data != w_.embed.data) repack_quantized(w_.lm_head);
+}
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opt) {
   ModelConfig cfg = ModelConfig::load(dir);

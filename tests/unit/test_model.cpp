@@ -118,6 +118,41 @@ TEST(Model, OutOfVocabularyIdIsAnError) {
   EXPECT_THROW(m->forward(&bad, 1, c, out.data(), false), Error);
 }
 
+// --dtype q4_0 / q8_0: an inference model holds its matrices repacked as Q4_0x8 / Q8_0x8 (once:
+// the original is dropped), with the logits of the same blocks used as stored; prompt and decoding
+// paths both (the KV cache decode equals the full forward).
+TEST(Model, QuantizedMatricesAreRepackedWithTheSameLogits) {
+  for (DType q : {DType::Q4_0, DType::Q8_0})
+    for (const char* shape : {"tiny", "tiny-mixtral"}) {
+      TempDir d;
+      test::write_tiny_model(d.path, shape);
+      LoadOptions packed, plain;
+      packed.dtype = plain.dtype = q;
+      plain.pack_weights = false;
+      auto a = Model::load(d.path, packed), b = Model::load(d.path, plain);
+      const LayerWeights& L = a->weights().layers[0];
+      const DType x8 = q == DType::Q4_0 ? DType::Q4_0x8 : DType::Q8_0x8;
+      EXPECT_EQ(L.wq.dtype, x8) << shape;
+      EXPECT_EQ(b->weights().layers[0].wq.dtype, q) << shape;
+      if (!L.e_gate.empty()) EXPECT_EQ(L.e_gate[0].dtype, x8);
+      EXPECT_EQ(L.wq.nbytes(), b->weights().layers[0].wq.nbytes());
+      const int64_t T = 12, V = a->config().vocab_size;
+      std::vector<int32_t> ids;
+      for (int i = 0; i < T; ++i) ids.push_back(int32_t((i * 37 + 5) % V));
+      std::vector<float> la(size_t(T * V)), lb(la.size()), step(static_cast<size_t>(V));
+      KVCache ca = a->new_cache(T), cb = b->new_cache(T);
+      a->forward(ids.data(), T, ca, la.data(), true);
+      b->forward(ids.data(), T, cb, lb.data(), true);
+      for (size_t i = 0; i < la.size(); ++i) ASSERT_NEAR(la[i], lb[i], 1e-4) << shape;
+      KVCache cd = a->new_cache(T);
+      for (int64_t t = 0; t < T; ++t) {
+        a->forward(&ids[size_t(t)], 1, cd, step.data(), false);
+        for (int64_t v = 0; v < V; ++v)
+          ASSERT_NEAR(step[size_t(v)], la[size_t(t * V + v)], 1e-4) << shape << " step " << t;
+      }
+    }
+}
+
 TEST(Model, PackedWeightsGiveTheSameLogits) {
   for (DType dt : {DType::F32, DType::BF16}) {
     TempDir d;

@@ -104,8 +104,9 @@ TEST(QuantDot, ActivationsAreGgmlQ8_0Blocks) {
 }
 
 // Every kernel variant this CPU runs (scalar always; AVX2 where present) against the exact
-// product, for Q8_0 and Q4_0 weights, tiles cut at every remainder (M = 1..9, 70; N odd), with
-// and without accumulation, including Q8_0's -128 that GGUF files from elsewhere may hold.
+// product, for Q8_0 and Q4_0 weights and both repacked (Q8_0x8, Q4_0x8), tiles cut at every
+// remainder (M = 1..9, 70; N odd), with and without accumulation, including Q8_0's -128 that GGUF
+// files from elsewhere may hold.
 TEST(QuantDot, EveryRunnableKernelEqualsTheExactProduct) {
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.f, 1.f);
@@ -132,6 +133,13 @@ TEST(QuantDot, EveryRunnableKernelEqualsTheExactProduct) {
           // Two calls over [0, 20) and [20, N) rows of w, as threads split them.
           quant_dot_rows(k, dt, a, 0, M, w.data(), rb, 0, 20, y.data(), N, acc);
           quant_dot_rows(k, dt, a, 0, M, w.data(), rb, 20, N, y.data(), N, acc);
+          // The rows repacked as Q4_0x8 / Q8_0x8 (the first 32 rows: whole groups), two ranges.
+          std::vector<float> y8(size_t(M * N), 0.25f);
+          const DType x8 = dt == DType::Q4_0 ? DType::Q4_0x8 : DType::Q8_0x8;
+          std::vector<uint8_t> w8(rb * 32);
+          repack_x8(dt, w.data(), 32, K, w8.data());
+          quant_dot_rows(k, x8, a, 0, M, w8.data(), rb, 0, 16, y8.data(), N, acc);
+          quant_dot_rows(k, x8, a, 0, M, w8.data(), rb, 16, 32, y8.data(), N, acc);
           std::vector<uint8_t> xq8(ggml_row_bytes(GgmlType::Q8_0, K));
           for (int64_t m = 0; m < M; ++m) {
             quantize_row(GgmlType::Q8_0, x.data() + m * K, K, xq8.data());
@@ -142,6 +150,10 @@ TEST(QuantDot, EveryRunnableKernelEqualsTheExactProduct) {
               ASSERT_NEAR(y[size_t(m * N + n)], want, 4e-7 * (mag + 0.25) * nb)
                   << quant_kernel_name(k) << " " << ggml_type_name(wt) << " M=" << M << " m=" << m
                   << " n=" << n << " acc=" << acc;
+              if (n < 32)
+                ASSERT_NEAR(y8[size_t(m * N + n)], want, 4e-7 * (mag + 0.25) * nb)
+                    << quant_kernel_name(k) << " " << dtype_name(x8) << " M=" << M << " m=" << m
+                    << " n=" << n << " acc=" << acc;
             }
           }
         }
