@@ -33,6 +33,7 @@ BENCHMARK_CAPTURE(BM_Linear, f32, DType::F32)
 BENCHMARK_CAPTURE(BM_Linear, bf16, DType::BF16)
     ->Args({128, 2048, 2048})
     ->Args({1, 2048, 5632})
+    ->Args({1, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
 
 // The frozen-base products of LoRA training (--base-dtype): the weight widened a slab at a time.

@@ -38,21 +38,20 @@ Stat stat(const std::vector<double>& v) {
 int cmd_bench(int argc, char** argv) {
   Args a(
       "bench",
-      "Throughput of a model on this CPU: a prompt of --prompt tokens in one forward (pp) and\n"
-      "--decode tokens generated one at a time after it (tg), tokens/s as mean ± sd over\n"
-      "--repeats runs after a warm-up, with the CPU, its kernels and the peak memory.",
+      "Throughput of a model on this CPU: a prompt of --n-prompt tokens in one forward (pp) and\n"
+      "--n-gen tokens generated one at a time after it (tg), tokens/s as mean ± sd over\n"
+      "--repetitions runs after a warm-up, with the CPU, its kernels and the peak memory.",
       std::vector<ArgSpec>{
           {"model", "DIR|FILE.gguf", "Hugging Face model directory or GGUF file", kRequired},
           {"dtype", "f32|bf16|q8_0|q4_0", "compute weights in this type (default: as stored)", ""},
           {"threads", "N", "threads for the kernels (default: all cores)", ""},
-          {"prompt", "N", "prompt tokens (0: no prompt test)", "512"},
-          {"decode", "N", "generated tokens (0: no decode test)", "128"},
-          {"repeats", "N", "measured runs of each test", "3"},
+          {"n-prompt", "N", "prompt tokens (0: no prompt test; llama-bench's -p)", "512"},
+          {"n-gen", "N", "generated tokens (0: no decode test; llama-bench's -n)", "128"},
+          {"repetitions", "N", "measured runs of each test (llama-bench's -r)", "3"},
           {"json", "", "print one JSON object", ""}});
   if (!a.parse(argc, argv)) return 0;
-  const int64_t P = a.integer("prompt"), D = a.integer("decode"), R = a.integer("repeats");
-  if (P < 0 || D < 0 || P + D == 0) fail("--prompt and --decode must be >= 0, not both 0");
-  if (R < 1) fail("--repeats must be >= 1");
+  const int64_t P = a.integer("n-prompt"), D = a.integer("n-gen"), R = a.integer("repetitions");
+  if (P + D == 0) fail("--n-prompt and --n-gen are both 0: nothing to measure");
   if (a.given("threads")) set_num_threads(int(a.integer("threads")));
   LoadOptions opt;
   if (a.given("dtype")) opt.dtype = parse_dtype(a.str("dtype"), "--dtype", true);
@@ -60,7 +59,8 @@ int cmd_bench(int argc, char** argv) {
   auto m = is_gguf_file(path) ? load_gguf_model(path, opt) : Model::load(path, opt);
   const ModelConfig& cfg = m->config();
   if (P + D + 1 > cfg.max_position_embeddings)
-    fail("--prompt + --decode = ", P + D, " exceeds the context of ", cfg.max_position_embeddings);
+    fail("--n-prompt + --n-gen = ", P + D, " exceeds the context of ", cfg.max_position_embeddings,
+         " of ", path);
   const int64_t V = cfg.vocab_size;
   std::vector<int32_t> ids(size_t(std::max<int64_t>(P, 1)));
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((int64_t(i) * 7919 + 13) % V);

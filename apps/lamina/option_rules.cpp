@@ -57,6 +57,9 @@ const std::map<std::string, Rule>& rules() {
       {"keep", integer_at_least(1)},
       // Counts where 0 means "off", "all" or "the default".
       {"max-new-tokens", integer_at_least(0)},
+      {"n-prompt", integer_at_least(0)},
+      {"n-gen", integer_at_least(0)},
+      {"repetitions", integer_at_least(1)},
       {"max-steps", integer_at_least(0, "0 = run the epochs")},
       {"save-every", integer_at_least(0, "0 = only at the end")},
       {"eval-every", integer_at_least(0, "0 = never")},

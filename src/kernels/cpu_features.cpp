@@ -34,6 +34,7 @@ CpuFeatures detect() {
   unsigned max_leaf = __get_cpuid_max(0, nullptr);
   if (max_leaf < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
+  const unsigned max_subleaf = a;
   f.avx2 = ymm && (b & (1u << 5));
   f.avx512f = zmm && (b & (1u << 16));
   f.avx512bw = zmm && (b & (1u << 30));
@@ -42,6 +43,7 @@ CpuFeatures detect() {
   f.amx_bf16 = tiles && (d & (1u << 22));
   f.amx_tile = tiles && (d & (1u << 24));
   f.amx_int8 = tiles && (d & (1u << 25));
+  if (max_subleaf < 1) return f;
   __cpuid_count(7, 1, a, b, c, d);
   f.avx_vnni = ymm && (a & (1u << 4));
   f.avx512_bf16 = zmm && (a & (1u << 5));

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/bf16_gemv.h"
 #include "kernels/ops.h"
 #include "kernels/quant_matmul.h"
 
@@ -120,6 +121,19 @@ void linear_bf16_emulated(const float* x, int64_t M, const Tensor& w, float* y, 
 
 }  // namespace
 
+namespace {
+bool& bf16_gemv_off() {
+  static bool off = false;
+  return off;
+}
+}  // namespace
+bool bf16_gemv_disabled() {
+  return bf16_gemv_off();
+}
+void set_bf16_gemv_disabled(bool off) {
+  bf16_gemv_off() = off;
+}
+
 bool bf16_matmul_native() {
   if (bf16_mode() < 0) bf16_mode() = probe_bf16_native() ? 1 : 0;
   return bf16_mode() == 1;
@@ -169,8 +183,12 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
                dtype_name(w.dtype), " not supported");
   const int64_t N = w.shape[0], K = w.shape[1];
   if (M == 0) return;
-  if (w.dtype == DType::BF16 && !bf16_matmul_native())
+  if (w.dtype == DType::BF16 && !bf16_matmul_native()) {
+    // Decoding: rows read in place and widened in registers; prompts: F32 slabs (oneDNN).
+    if (M <= 4 && bf16_gemv_runnable() && !bf16_gemv_disabled())
+      return bf16_gemv(x, M, w.as<uint16_t>(), N, K, y, accumulate);
     return linear_bf16_emulated(x, M, w, y, accumulate);
+  }
   auto& d = dnnl_state();
   const auto wt = dt_of(w.dtype);
   md src_md({M, K}, wt, {K, 1}), dst_md({M, N}, dnnl::memory::data_type::f32, {N, 1});

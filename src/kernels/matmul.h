@@ -42,6 +42,11 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);
 
+// Without native bf16, decoding products (<= 4 rows) with bf16 weights go through bf16_gemv
+// (kernels/bf16_gemv.h) where the CPU runs it; tests switch it off to check the slab path too.
+bool bf16_gemv_disabled();
+void set_bf16_gemv_disabled(bool off);
+
 // Whether oneDNN has bf16 product kernels on this CPU (probed once; AVX-512 and newer). Without
 // them linear() and gemm_bf16() widen bf16 operands to F32 slab by slab: same inputs, same F32
 // accumulation. set_bf16_matmul_emulated(true) forces that path (tests run both where they can).

@@ -4,8 +4,9 @@
 //   y[m, n] = sum_b dw[n, b] · dx[m, b] · sum_j qw[n, b, j] · qx[m, b, j]
 // with the int8 sums exact in int32. Variants: a scalar reference, and AVX2 (vpmaddubsw); the
 // best one this CPU runs is chosen at run time (cpu_features), and tests run every runnable one
-// against the scalar reference. AVX2 has two shapes: 2 weight rows x 4 activation rows (decoding,
-// Q8_0) and, for Q4_0 against 8 or more activation rows, 8 weight rows interleaved into the lanes.
+// against the scalar reference. AVX2 has two shapes: 2 weight rows x 4 activation rows (Q8_0 as
+// stored, and rows left over) and 8 weight rows interleaved into the lanes (the x8 layouts, and
+// Q4_0 as stored: packed per group for 8 or more activation rows, transposed in registers else).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -83,6 +83,9 @@ void int8_linear(const float* x, int64_t M, const Tensor& w, float* y, bool accu
   quantize_activations_q8_0(x, M, K, xa_buf);
   const Q8Activations& xa = xa_buf;  // this thread's buffer, read by all (not by name)
   const QuantKernel kern = default_quant_kernel();
+  // Checked here: an error thrown inside the parallel region below would terminate.
+  LAMINA_CHECK(w.dtype != DType::Q4_0x8 && w.dtype != DType::Q8_0x8 ? true : N % 8 == 0,
+               dtype_name(w.dtype), " weight with ", N, " rows: not whole groups of 8");
   const auto* base = static_cast<const uint8_t*>(w.data);
   constexpr int64_t kRowsPerChunk = 64, kRowGrain = 16;
 #pragma omp parallel

@@ -114,6 +114,7 @@ GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
       std::memcpy(static_cast<char*>(out.data) + size_t(r) * rb,
                   static_cast<const char*>(t.data) + size_t(h * hd + 2 * j + s) * rb, rb);
     }
+    release_mapped_pages(t.data, t.nbytes());  // copied: the file's pages need not stay resident
     return out;
   };
   // transformers' names -> tensors, by the table export uses (io/gguf_names.h).

@@ -73,16 +73,16 @@ def main():
         check("--stats reports speed", "tok/s" in p.stderr)
 
         # bench: llama-bench's pp / tg on the model as stored and quantized, with the CPU named.
-        p = run("bench", "--model", one, "--prompt", "16", "--decode", "4", "--repeats", "2", "--json")
+        p = run("bench", "--model", one, "--n-prompt", "16", "--n-gen", "4", "--repetitions", "2", "--json")
         j = json.loads(p.stdout) if p.returncode == 0 else {}
         check("bench --json: pp16 and tg4 tokens/s, the CPU and its quantized kernel, peak memory",
               j.get("pp", {}).get("tokens", 0) == 16 and j["pp"]["tokens_per_s"] > 0 and j["tg"]["tokens_per_s"] > 0
-              and "flags:" in j["cpu"] and j["quant_kernel"] in ("scalar", "avx2") and j["peak_rss_gib"] > 0, p.stderr[-300:])
-        p = run("bench", "--model", one, "--dtype", "q4_0", "--prompt", "16", "--decode", "2", "--repeats", "1")
+              and "flags:" in j["cpu"] and j["quant_kernel"] and j["peak_rss_gib"] > 0, p.stderr[-300:])
+        p = run("bench", "--model", one, "--dtype", "q4_0", "--n-prompt", "16", "--n-gen", "2", "--repetitions", "1")
         check("bench text table (q4_0)", p.returncode == 0 and "| pp16 |" in p.stdout and "| tg2 |" in p.stdout
               and "quantized products:" in p.stdout, p.stdout + p.stderr[-300:])
-        for bad, says in [(["--repeats", "0"], "--repeats"), (["--prompt", "0", "--decode", "0"], "--prompt"),
-                          (["--prompt", "100000"], "context")]:
+        for bad, says in [(["--repetitions", "0"], "--repetitions"), (["--n-prompt", "0", "--n-gen", "0"], "--n-prompt"),
+                          (["--n-prompt", "-3"], "--n-prompt"), (["--n-prompt", "100000"], "context")]:
             p = run("bench", "--model", one, *bad)
             check(f"bench {' '.join(bad)} is refused naming {says}", p.returncode == 1 and says in p.stderr, p.stderr[-200:])
 

@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/bf16_gemv.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "test_util.h"
@@ -54,6 +55,44 @@ TEST(Kernels, LinearBf16RoundsInputsAndAccumulatesInF32) {
       }
   }
   set_bf16_matmul_emulated(false);
+}
+
+// Decoding shapes (1..4 rows) with bf16 weights on each path this CPU runs — the in-register
+// widening GEMV (no native bf16, AVX2), the F32 slabs, oneDNN's bf16 kernels — against the exact
+// product over the rounded inputs; K = 200 leaves a tail after the 16-wide steps, N = 37 uneven
+// thread ranges.
+TEST(Kernels, Bf16DecodingProductsOnEveryPath) {
+  const int64_t K = 200, N = 37;
+  auto wf = randn(size_t(N * K), 21);
+  std::vector<uint16_t> w(wf.size());
+  for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(wf[i]);
+  const Tensor wt = Tensor::view_of(w.data(), DType::BF16, {N, K});
+  struct Path {
+    const char* name;
+    bool emulated, gemv_off;
+  };
+  std::vector<Path> paths{{"slabs", true, true}};
+  if (bf16_gemv_runnable()) paths.push_back({"gemv", true, false});
+  if (bf16_matmul_native()) paths.push_back({"native", false, false});
+  for (const Path& p : paths)
+    for (int64_t M = 1; M <= 4; ++M)
+      for (bool acc : {false, true}) {
+        set_bf16_matmul_emulated(p.emulated);
+        set_bf16_gemv_disabled(p.gemv_off);
+        auto x = randn(size_t(M * K), 30 + int(M));
+        std::vector<float> y(size_t(M * N), 0.5f);
+        linear(x.data(), M, wt, y.data(), acc);
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            double s = acc ? 0.5 : 0.0;
+            for (int64_t k = 0; k < K; ++k)
+              s += double(bf16_to_f32(f32_to_bf16(x[size_t(m * K + k)]))) *
+                   bf16_to_f32(w[size_t(n * K + k)]);
+            ASSERT_NEAR(y[size_t(m * N + n)], s, 1e-4) << p.name << " M=" << M << " acc=" << acc;
+          }
+      }
+  set_bf16_matmul_emulated(false);
+  set_bf16_gemv_disabled(false);
 }
 
 TEST(Kernels, GemmBf16MatchesWidenedF32OnEveryVariant) {

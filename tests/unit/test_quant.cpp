@@ -150,10 +150,11 @@ TEST(QuantDot, EveryRunnableKernelEqualsTheExactProduct) {
               ASSERT_NEAR(y[size_t(m * N + n)], want, 4e-7 * (mag + 0.25) * nb)
                   << quant_kernel_name(k) << " " << ggml_type_name(wt) << " M=" << M << " m=" << m
                   << " n=" << n << " acc=" << acc;
-              if (n < 32)
+              if (n < 32) {
                 ASSERT_NEAR(y8[size_t(m * N + n)], want, 4e-7 * (mag + 0.25) * nb)
                     << quant_kernel_name(k) << " " << dtype_name(x8) << " M=" << M << " m=" << m
                     << " n=" << n << " acc=" << acc;
+              }
             }
           }
         }
@@ -168,9 +169,13 @@ TEST(QuantDot, EveryRunnableKernelEqualsTheExactProduct) {
 TEST(QuantizedLinear, QuantizesTheActivationsAsGgmlDoes) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
-  // 3 threads over 50 rows: ranges of 16, 16 and 18 rows, each thread's own.
-  const int threads = num_threads();
-  set_num_threads(3);
+  // 3 threads over 50 rows: ranges of 16, 16 and 18 rows, each thread's own (restored however
+  // the test ends).
+  struct Threads {
+    int before = num_threads();
+    Threads() { set_num_threads(3); }
+    ~Threads() { set_num_threads(before); }
+  } threads;
   const int64_t N = 50, K = 96;
   Tensor w = Tensor::empty(DType::F32, {N, K});
   for (int64_t i = 0; i < N * K; ++i) w.f32()[i] = nd(rng) * 0.1f;
@@ -203,7 +208,6 @@ TEST(QuantizedLinear, QuantizesTheActivationsAsGgmlDoes) {
     embedding(wf, &id, 1, rowf.data());
     EXPECT_EQ(row, rowf) << dtype_name(q);
   }
-  set_num_threads(threads);
 }
 
 // What GgufWriter writes, parse_gguf reads back: metadata of every kind, tensor infos, offsets
