@@ -6,7 +6,7 @@
 #include <vector>
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "kernels/avx2_util.h"
 #endif
 
 #include "core/dtype.h"
@@ -20,14 +20,6 @@ namespace {
 constexpr int kMaxRows = 4;
 
 #if defined(__x86_64__)
-#define LAMINA_AVX2 __attribute__((target("avx2,fma")))
-
-LAMINA_AVX2 inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // 8 bf16 values -> their F32 values (the upper half of each 32-bit lane).
 LAMINA_AVX2 inline __m256 widen8(const uint16_t* p) {
@@ -53,7 +45,7 @@ LAMINA_AVX2 void rows_avx2(const float* xr, const uint16_t* w, int64_t n0, int64
       }
     }
     for (int c = 0; c < RX; ++c) {
-      float v = hsum(_mm256_add_ps(a0[c], a1[c]));
+      float v = hsum_avx2(_mm256_add_ps(a0[c], a1[c]));
       for (int64_t k = K16; k < K; ++k) v += bf16_to_f32(row[k]) * xr[c * K + k];
       float& o = y[c * N + n];
       o = acc ? o + v : v;
@@ -66,7 +58,7 @@ LAMINA_AVX2 void rows_avx2(const float* xr, const uint16_t* w, int64_t n0, int64
 
 bool bf16_gemv_runnable() {
 #if defined(__x86_64__)
-  return cpu_features().avx2 && cpu_features().fma;
+  return cpu_features().avx2 && cpu_features().fma && cpu_features().f16c;
 #else
   return false;
 #endif

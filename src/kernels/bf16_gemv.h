@@ -8,7 +8,7 @@
 
 namespace lamina {
 
-// Whether this CPU runs the AVX2 variant (cpu_features: avx2, fma).
+// Whether this CPU runs the AVX2 variant (cpu_features: avx2, fma, f16c).
 bool bf16_gemv_runnable();
 // y[M, N] (+)= bf16(x)[M, K] · w[N, K]^T for a few rows (M <= 4); the threads take disjoint
 // ranges of weight rows. Requires bf16_gemv_runnable().

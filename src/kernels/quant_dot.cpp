@@ -7,7 +7,7 @@
 #include <string>
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "kernels/avx2_util.h"
 #endif
 
 #include "core/error.h"
@@ -150,14 +150,6 @@ void rows_scalar_x8(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_
 }
 
 #if defined(__x86_64__)
-#define LAMINA_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-LAMINA_AVX2 inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // RW weight rows x RX activation rows over all blocks: each weight block is unpacked to 32 signed
 // bytes once and multiplied with RX activation blocks (|w| · sign(x, w) keeps vpmaddubsw's
@@ -195,7 +187,7 @@ LAMINA_AVX2 void tile_avx2(const uint8_t* const* wr, const int8_t* const* xq,
     }
   }
   for (int r = 0; r < RW; ++r)
-    for (int c = 0; c < RX; ++c) out[r * RX + c] = hsum(acc[r][c]);
+    for (int c = 0; c < RX; ++c) out[r * RX + c] = hsum_avx2(acc[r][c]);
 }
 
 template <DType Q, int RW>
