@@ -81,13 +81,20 @@ constexpr int64_t kPackMinRows = 8;
 // 4096 x 14336 decode product; still half the speed of the contiguous Q4_0x8 stream).
 constexpr int64_t kPrefetchBlocks = 128;
 
-void pack_q4x8(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out) {
-  for (int64_t b = 0; b < nb; ++b, out += kQ4x8Bytes)
+// 8 rows of nb blocks (f16 scale, then kChunks x 4 quant bytes) -> per block the kChunks
+// interleaved 32-byte chunks (lane r = row r), then the 8 scales.
+template <int kChunks>
+void pack_x8(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out) {
+  constexpr size_t blk_bytes = 2 + 4 * kChunks, group_bytes = 32 * kChunks + 16;
+  for (int64_t b = 0; b < nb; ++b, out += group_bytes)
     for (int r = 0; r < 8; ++r) {
-      const uint8_t* blk = w + size_t(r) * rb + size_t(b) * 18;
-      for (int k = 0; k < 4; ++k) std::memcpy(out + k * 32 + r * 4, blk + 2 + 4 * k, 4);
-      std::memcpy(out + 128 + r * 2, blk, 2);
+      const uint8_t* blk = w + size_t(r) * rb + size_t(b) * blk_bytes;
+      for (int k = 0; k < kChunks; ++k) std::memcpy(out + k * 32 + r * 4, blk + 2 + 4 * k, 4);
+      std::memcpy(out + 32 * kChunks + r * 2, blk, 2);
     }
+}
+void pack_q4x8(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out) {
+  pack_x8<4>(w, rb, nb, out);
 }
 
 // Q4_0x8 (8 rows interleaved, as packed above): row r of the group whose blocks start at g.
@@ -112,12 +119,7 @@ float dot_scalar_q4x8(const uint8_t* g, int r, const int8_t* xq, const float* xd
 constexpr size_t kQ8x8Bytes = 8 * 32 + 8 * 2;
 
 void pack_q8x8(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out) {
-  for (int64_t b = 0; b < nb; ++b, out += kQ8x8Bytes)
-    for (int r = 0; r < 8; ++r) {
-      const uint8_t* blk = w + size_t(r) * rb + size_t(b) * 34;
-      for (int k = 0; k < 8; ++k) std::memcpy(out + k * 32 + r * 4, blk + 2 + 4 * k, 4);
-      std::memcpy(out + 256 + r * 2, blk, 2);
-    }
+  pack_x8<8>(w, rb, nb, out);
 }
 
 float dot_scalar_q8x8(const uint8_t* g, int r, const int8_t* xq, const float* xd, int64_t nb) {
