@@ -60,6 +60,13 @@ BENCHMARK_CAPTURE(BM_LinearWidened, bf16_dx, DType::BF16, true)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearWidened, q4_0, DType::Q4_0, false)
     ->Args({1024, 4096, 4096})
+    ->Args({1024, 4096, 14336})
+    ->Args({146, 4096, 14336})
+    ->Unit(benchmark::kMillisecond);
+// The chunked MLP backward's row chunks (~146 rows of the Mistral-7B widths): the input gradient.
+BENCHMARK_CAPTURE(BM_LinearWidened, q4_0_dx, DType::Q4_0, true)
+    ->Args({1024, 4096, 14336})
+    ->Args({146, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
 
 // Q8_0 / Q4_0 weights through linear (activations to Q8_0, integer products; random blocks, so

@@ -265,11 +265,18 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   // Dense MLP rows per chunk. Without recomputation every layer keeps g, u, h whole. With it the
   // backward recomputes them a chunk of rows at a time from xn2 (the rerun skips the MLP), so g, u,
   // h and their gradients exist for one chunk only: 6 x 1024 x 14336 floats (0.35 GB) become
-  // 6 x mc x I (0.05 GB) at 1024 tokens of Mistral 7B, and the rerun's down product is saved.
-  const int64_t mc = !recompute_ ? N
-                                 : std::min(N, mlp_chunk_rows_ > 0
-                                                   ? mlp_chunk_rows_
-                                                   : std::max<int64_t>(64, (int64_t(1) << 21) / I));
+  // 6 x 256 x 14336 (0.09 GB) at 1024 tokens of Mistral 7B, and the rerun's down product is saved.
+  // Each chunk widens the frozen gate/up/down slabs again and runs its products at a smaller M
+  // (the input gradient's falls to ~half the F32 rate at 146 rows), so chunks are ~4M floats of
+  // the intermediate width, >= 64 rows, and all of one size (1024 tokens: 4 of 256, not 3 + 1).
+  const int64_t mc = [&]() -> int64_t {
+    if (!recompute_) return N;
+    const int64_t want =
+        mlp_chunk_rows_ > 0 ? mlp_chunk_rows_ : std::max<int64_t>(64, (int64_t(1) << 22) / I);
+    if (mlp_chunk_rows_ > 0) return std::min(N, want);
+    const int64_t n = (N + want - 1) / want;
+    return (N + n - 1) / n;
+  }();
   // g, u, h [cn, I] of rows [r0, r0 + cn) of the dense MLP (the adapters' t saved at r0).
   auto mlp_rows_fwd = [&](const LayerWeights& lw, LayerActs& s, int64_t r0, int64_t cn) {
     const float* xc = s.xn2.data() + r0 * H;
