@@ -33,7 +33,7 @@ run_target() {  # name, seconds, seed glob, sources, libraries (-l...) and -dict
     ${flags[@]+"${flags[@]}"} 2>&1 |
     tee "$out/$name.log" | tail -n 12
 }
-# A third each; the text readers (seven in one binary) get the remainder. -max_total_time=0 would
+# A third each; the text readers (eight in one binary) get the remainder. -max_total_time=0 would
 # mean no limit, so at least 1 s each.
 third=$(( secs / 3 > 0 ? secs / 3 : 1 ))
 rest=$(( secs - 2 * third > 0 ? secs - 2 * third : 1 ))
@@ -45,5 +45,7 @@ run_target text_readers_fuzz "$rest" 'text-*.seed' "$root/fuzz/text_readers_fuzz
   "$s/io/jsonl.cpp" "$s/io/yaml_file.cpp" "$s/eval/task.cpp" "$s/surgery/recipe.cpp" \
   "$s/eval/dataset_rows.cpp" "$s/eval/python_random.cpp" "$s/eval/answer_filter.cpp" \
   "$s/eval/template_expr.cpp" \
-  "$s/tokenizer/tokenizer.cpp" "$s/io/model_config.cpp" "$s/io/generation_config.cpp" \
-  -lyaml-cpp -lsentencepiece -lpcre2-8 -dict="$root/fuzz/text_readers.dict"
+  "$s/tokenizer/tokenizer.cpp" "$s/tokenizer/hf_tokenizer.cpp" "$s/tokenizer/hf_pipeline.cpp" \
+  "$s/tokenizer/bpe_model.cpp" "$s/tokenizer/split_regex.cpp" "$s/tokenizer/unicode_text.cpp" \
+  "$s/io/model_config.cpp" "$s/io/generation_config.cpp" \
+  -lyaml-cpp -lsentencepiece -lpcre2-8 -lutf8proc -dict="$root/fuzz/text_readers.dict"

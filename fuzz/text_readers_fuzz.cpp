@@ -7,6 +7,8 @@
 //   4  tokenizer.json   Tokenizer::load(DIR) (its added_tokens)
 //   5  added_tokens.json  Tokenizer::load(DIR)
 //   6  generation_config.json  read_generation_config(DIR)
+//   7  tokenizer.json (BPE) Tokenizer::load(DIR) of a directory without tokenizer.model: the
+//      whole tokenizer.json pipeline (HfTokenizer), then an encode and a decode
 // Every reader must either succeed or throw lamina::Error. Only lamina::Error is caught here, so
 // any other exception (nlohmann, yaml-cpp, std::filesystem, std::sto*) escapes and libFuzzer
 // reports it as a crash, as it does ASan/UBSan findings.
@@ -36,6 +38,7 @@
 #include "io/model_config.h"
 #include "io/yaml_file.h"
 #include "surgery/recipe.h"
+#include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -43,7 +46,7 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path g_root;  // lamina-fuzz-<pid>
-fs::path g_jsonl, g_task, g_tok_cfg, g_tok_json, g_tok_added, g_gen;
+fs::path g_jsonl, g_task, g_tok_cfg, g_tok_json, g_tok_added, g_gen, g_tok_bpe;
 bool g_verbose = false;  // LAMINA_FUZZ_VERBOSE=1: print each lamina::Error (to check seeds)
 
 void note(const lamina::Error& e) {
@@ -169,6 +172,15 @@ void fuzz_added_tokens(const uint8_t* d, size_t n) {
   load_tokenizer(g_tok_added);
 }
 
+void fuzz_hf_tokenizer(const uint8_t* d, size_t n) {
+  write_file(g_tok_bpe / "tokenizer.json", d, n);
+  auto t = lamina::Tokenizer::load(g_tok_bpe.string());
+  auto ids = t.encode("Hi there,  1234 \xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\xa4\x96\n\t<s>x", true);
+  (void)t.decode(ids, false);
+  (void)t.decode(ids, true);
+  (void)t.vocabulary();
+}
+
 void fuzz_model_config(const uint8_t* d, size_t n) {
   nlohmann::json j;
   try {
@@ -208,6 +220,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   g_tok_added = make_tokenizer_dir("tok-added", model);
   g_gen = g_root / "gen";
   fs::create_directories(g_gen);
+  g_tok_bpe = g_root / "tok-bpe";  // no tokenizer.model: tokenizer.json is the tokenizer
+  fs::create_directories(g_tok_bpe);
   return 0;
 }
 
@@ -215,7 +229,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   static void (*const readers[])(const uint8_t*, size_t) = {
       fuzz_jsonl,          fuzz_yaml,         fuzz_tokenizer_config,  fuzz_model_config,
-      fuzz_tokenizer_json, fuzz_added_tokens, fuzz_generation_config,
+      fuzz_tokenizer_json, fuzz_added_tokens, fuzz_generation_config, fuzz_hf_tokenizer,
   };
   constexpr size_t n = sizeof(readers) / sizeof(readers[0]);
   ignore_error(readers[data[0] % n], data + 1, size - 1);

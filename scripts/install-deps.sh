@@ -3,7 +3,7 @@
 # Called by the Makefile; safe to run again.
 set -euo pipefail
 want=(cmake g++ make ccache pkg-config libdnnl-dev ocl-icd-opencl-dev opencl-c-headers libsentencepiece-dev nlohmann-json3-dev
-      libgtest-dev libbenchmark-dev libyaml-cpp-dev libpcre2-dev clang libclang-rt-14-dev
+      libgtest-dev libbenchmark-dev libyaml-cpp-dev libpcre2-dev libutf8proc-dev clang libclang-rt-14-dev
       python3 python3-venv python3-torch python3-numpy libopenblas0-pthread libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${want[@]}"; do

@@ -30,7 +30,9 @@ std::pair<std::vector<int32_t>, size_t> encode_request(const Tokenizer& t, std::
                                                        std::string cont, bool bos) {
   if (ctx.empty()) {
     std::vector<int32_t> whole = t.encode(cont, false);
-    if (whole.empty() || whole[0] != t.bos_id()) whole.insert(whole.begin(), t.bos_id());
+    // lm-eval's prefix_token_id: BOS, or EOS for a tokenizer without one (Qwen).
+    const int32_t prefix = t.bos_id() >= 0 ? t.bos_id() : t.eos_id();
+    if (whole.empty() || whole[0] != prefix) whole.insert(whole.begin(), prefix);
     if (whole.size() < 2) fail("empty continuation after tokenisation: '", cont, "'");
     return {whole, 1};
   }

@@ -239,6 +239,9 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
                              GgmlType type) {
   const Checkpoint ck(model_dir);
   const Tokenizer tok = Tokenizer::load(model_dir);
+  if (tok.is_tokenizer_json())
+    fail(model_dir, ": export-gguf writes SentencePiece vocabularies only; this model's tokenizer ",
+         "is a tokenizer.json (BPE merges, GGUF's \"gpt2\" tokenizer model: not supported yet)");
   GgufSource src{ModelConfig::load(model_dir), &tok, model_dir,
                  ck.has("model.layers.0.mlp.experts.gate_up_proj")};
   src.check = [&](const std::string& name, const Shape& shape) {

@@ -8,6 +8,7 @@
 #include "core/parse_number.h"
 #include "io/jsonl.h"
 #include "io/mapped_file.h"
+#include "tokenizer/hf_tokenizer.h"
 
 namespace lamina {
 using json = nlohmann::json;
@@ -50,8 +51,10 @@ Tokenizer Tokenizer::from_sentencepiece(const std::string& path) {
 
 Tokenizer Tokenizer::load(const std::string& dir) {
   std::string model = dir + "/tokenizer.model";
-  if (!file_exists(model))
-    fail(model, ": tokenizer not found (lamina needs a SentencePiece tokenizer.model)");
+  if (!file_exists(model)) {
+    if (file_exists(dir + "/tokenizer.json")) return load_tokenizer_json(dir);
+    fail(dir, ": no tokenizer (neither a SentencePiece tokenizer.model nor a tokenizer.json)");
+  }
   Tokenizer t = from_sentencepiece(model);
   const int32_t base = int32_t(t.sp_->GetPieceSize());
   auto add = [&](const std::string& where, int64_t id, const std::string& content, bool special) {
@@ -129,11 +132,40 @@ Tokenizer Tokenizer::load(const std::string& dir) {
   return t;
 }
 
+// tokenizer.json and, beside it, tokenizer_config.json's bos / eos tokens and chat template (the
+// added tokens are tokenizer.json's own). BOS is what the post-processor puts first.
+Tokenizer Tokenizer::load_tokenizer_json(const std::string& dir) {
+  Tokenizer t;
+  t.hf_ = HfTokenizer::load(dir + "/tokenizer.json");
+  const auto& prefix = t.hf_->post_processor().prefix();
+  t.add_bos_ = !prefix.empty();
+  t.bos_ = prefix.empty() ? -1 : prefix.front();
+  t.eos_ = -1;
+  const std::string cfg_path = dir + "/tokenizer_config.json";
+  json cfg = file_exists(cfg_path) ? read_json(cfg_path) : json::object();
+  if (!cfg.is_object()) fail(cfg_path, ": expected a JSON object");
+  if (auto b = token_content(cfg, "bos_token")) {
+    auto id = t.hf_->token_id(*b);
+    if (!id) fail(cfg_path, ": bos_token '", *b, "' is not in the vocabulary");
+    if (prefix.empty()) t.bos_ = *id;
+  }
+  if (auto e = token_content(cfg, "eos_token")) {
+    auto id = t.hf_->token_id(*e);
+    if (!id) fail(cfg_path, ": eos_token '", *e, "' is not in the vocabulary");
+    t.eos_ = *id;
+  }
+  if (cfg.contains("chat_template") && cfg["chat_template"].is_string())
+    t.chat_template_ = cfg["chat_template"].get<std::string>();
+  return t;
+}
+
 int64_t Tokenizer::size() const {
+  if (hf_) return hf_->size();
   return sp_->GetPieceSize() + int64_t(added_.size());
 }
 
 std::optional<int32_t> Tokenizer::token_id(const std::string& content) const {
+  if (hf_) return hf_->token_id(content);
   if (auto it = specials_.find(content); it != specials_.end()) return it->second;
   int id = sp_->PieceToId(content);
   if (id == sp_->unk_id() && content != sp_->IdToPiece(sp_->unk_id())) return std::nullopt;
@@ -141,6 +173,7 @@ std::optional<int32_t> Tokenizer::token_id(const std::string& content) const {
 }
 
 std::string Tokenizer::piece(int32_t id) const {
+  if (hf_) return hf_->piece(id);
   if (auto it = added_.find(id); it != added_.end()) return it->second;
   if (id < 0 || id >= sp_->GetPieceSize())
     fail("token id ", id, " is outside the vocabulary of ", size());
@@ -149,6 +182,17 @@ std::string Tokenizer::piece(int32_t id) const {
 
 std::vector<Tokenizer::Piece> Tokenizer::vocabulary() const {
   std::vector<Piece> v(static_cast<size_t>(size()));
+  if (hf_) {
+    for (int32_t i = 0; i < int32_t(v.size()); ++i) {
+      Piece& p = v[size_t(i)];
+      if (!hf_->has_id(i)) continue;  // a hole in the ids
+      p.text = hf_->piece(i);
+      p.kind = hf_->is_special(i) ? PieceKind::Control
+               : hf_->is_added(i) ? PieceKind::UserDefined
+                                  : PieceKind::Normal;
+    }
+    return v;
+  }
   const int n = sp_->GetPieceSize();
   for (int i = 0; i < n; ++i) {
     Piece& p = v[size_t(i)];
@@ -170,12 +214,14 @@ std::vector<Tokenizer::Piece> Tokenizer::vocabulary() const {
 }
 
 std::vector<int32_t> Tokenizer::encode_plain(const std::string& text) const {
+  if (hf_) return hf_->encode(text, false);
   std::vector<int> ids;
   sp_->Encode(text, &ids);
   return {ids.begin(), ids.end()};
 }
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
+  if (hf_) return hf_->encode(text, add_bos);
   std::vector<int32_t> out;
   if (add_bos) out.push_back(bos_);
   size_t seg = 0, i = 0;
@@ -206,6 +252,7 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) co
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  if (hf_) return hf_->decode(ids, skip_special);
   std::string out;
   std::vector<int> run;
   auto flush = [&] {

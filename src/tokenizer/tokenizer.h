@@ -1,6 +1,8 @@
-// SentencePiece tokenizer (tokenizer.model through libsentencepiece) plus the added tokens a HF
-// model directory declares (tokenizer_config.json added_tokens_decoder, added_tokens.json,
-// tokenizer.json added_tokens), e.g. OpenChat's <|end_of_turn|>.
+// A model directory's tokenizer: SentencePiece (tokenizer.model through libsentencepiece, plus the
+// added tokens the directory declares: tokenizer_config.json added_tokens_decoder,
+// added_tokens.json, tokenizer.json added_tokens, e.g. OpenChat's <|end_of_turn|>), or, where
+// there is no tokenizer.model, Hugging Face's tokenizer.json (hf_tokenizer.h: the byte-level BPE
+// of Llama 3.x and Qwen, the byte-fallback BPE of Mistral v0.3 and Gemma).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -15,9 +17,11 @@ class SentencePieceProcessor;
 
 namespace lamina {
 
+class HfTokenizer;
+
 class Tokenizer {
  public:
-  // Loads DIR/tokenizer.model and the JSON files beside it.
+  // Loads DIR/tokenizer.model and the JSON files beside it, else DIR/tokenizer.json.
   static Tokenizer load(const std::string& model_dir);
   // Just a SentencePiece model file (no added tokens).
   static Tokenizer from_sentencepiece(const std::string& path);
@@ -29,11 +33,14 @@ class Tokenizer {
   // Ids -> text; special tokens (BOS/EOS/control and added tokens marked special) are dropped
   // when skip_special.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = true) const;
-  // SentencePiece alone, no added-token splitting (the reference the tests compare with).
+  // SentencePiece alone, no added-token splitting (the reference the tests compare with); a
+  // tokenizer.json: encode without the post-processor's tokens.
   std::vector<int32_t> encode_plain(const std::string& text) const;
+  // tokenizer.json (byte-level or byte-fallback BPE) rather than SentencePiece.
+  bool is_tokenizer_json() const { return hf_ != nullptr; }
 
-  int64_t size() const;  // SentencePiece pieces + added tokens beyond them
-  int32_t bos_id() const { return bos_; }
+  int64_t size() const;                    // SentencePiece pieces + added tokens beyond them
+  int32_t bos_id() const { return bos_; }  // -1: the model has none (Qwen)
   int32_t eos_id() const { return eos_; }
   bool add_bos_default() const { return add_bos_; }
   std::optional<int32_t> token_id(const std::string& content) const;
@@ -60,7 +67,9 @@ class Tokenizer {
   std::string eos_text() const { return piece(eos_); }
 
  private:
+  static Tokenizer load_tokenizer_json(const std::string& dir);
   std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::shared_ptr<const HfTokenizer> hf_;
   std::map<std::string, int32_t> specials_;  // content -> id, matched literally in text
   std::map<int32_t, std::string> added_;     // ids beyond the SentencePiece vocabulary
   std::map<int32_t, bool> special_flag_;     // added/special id -> skipped when decoding

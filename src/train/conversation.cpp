@@ -131,6 +131,13 @@ Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
            " template needs");
     return std::vector<int32_t>{*id};
   };
+  // BOS for the templates that start with one (a tokenizer.json model may have none: Qwen).
+  auto bos = [&] {
+    if (tok.bos_id() < 0)
+      fail("the tokenizer has no BOS token, which the ", chat_template_name(o.tmpl),
+           " template needs");
+    return std::vector<int32_t>{tok.bos_id()};
+  };
   const float prompt_w = o.train_on_prompts ? o.weight : 0.0f;
   // A message's own weight counts whatever its role, as in ochat's tokenize_conversations (every
   // item carries a weight; its content and end-of-turn token get it, the role prefix 0): a user
@@ -143,7 +150,7 @@ Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
     case ChatTemplate::OpenChat: {
       const std::string cond = c.condition.value_or(o.condition);
       const auto eot = special("<|end_of_turn|>");
-      put({tok.bos_id()}, 0.0f);
+      put(bos(), 0.0f);
       if (!c.system.empty()) {
         put(tok.encode(c.system, false), prompt_w);
         put(eot, prompt_w);
@@ -171,14 +178,14 @@ Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
     case ChatTemplate::MistralInstruct: {
       const bool l2 = o.tmpl == ChatTemplate::Llama2;
       bool first = true;
-      if (!l2) put({tok.bos_id()}, 0.0f);
+      if (!l2) put(bos(), 0.0f);
       for (auto& t : c.turns) {
         if (t.role == "user") {
           std::string content = t.content;
           if (first && !c.system.empty())
             content = l2 ? "<<SYS>>\n" + c.system + "\n<</SYS>>\n\n" + content
                          : c.system + "\n\n" + content;
-          if (l2) put({tok.bos_id()}, 0.0f);
+          if (l2) put(bos(), 0.0f);
           put(tok.encode("[INST]", false), 0.0f);
           put(tok.encode(content, false), prompt_w);
           put(tok.encode("[/INST]", false), 0.0f);

@@ -155,7 +155,7 @@ def main():
 
         d = copy("no-tokenizer")
         os.remove(os.path.join(d, "tokenizer.model"))
-        check("missing tokenizer", ["generate", "--model", d, "--prompt", "hi"], ["tokenizer.model", "tokenizer not found"])
+        check("missing tokenizer", ["generate", "--model", d, "--prompt", "hi"], ["no tokenizer", "tokenizer.model", "tokenizer.json"])
 
         check("missing model dir", ["info", "--model", os.path.join(tmp, "nope")], ["config.json", "not found"])
         check("empty prompt", ["generate", "--model", good, "--prompt", ""], ["empty prompt"])

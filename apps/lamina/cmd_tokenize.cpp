@@ -1,0 +1,79 @@
+// lamina tokenize: a model's tokenizer on a text, as ids (and pieces) in JSON — the tool to reach
+// for when a template or a tokenizer looks wrong. Reads only the tokenizer files, not the weights.
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/parse_number.h"
+#include "io/mapped_file.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lamina {
+
+int cmd_tokenize(int argc, char** argv) {
+  Args a(
+      "tokenize",
+      "Encode a text with a model's tokenizer (tokenizer.model, else tokenizer.json) and print\n"
+      "{\"ids\", \"pieces\" (with --pieces), \"decoded\"} as JSON. Special tokens written in the\n"
+      "text (\"<|im_start|>\") become their ids; the BOS / template tokens the tokenizer adds by\n"
+      "default are added unless --no-special. --jsonl: every line of --file is a JSON string,\n"
+      "one JSON object printed per line. --ids decodes instead.",
+      {{"model", "DIR", "model (or tokenizer) directory", kRequired},
+       {"text", "T", "the text to encode", ""},
+       {"file", "F", "encode the contents of this file", ""},
+       {"jsonl", "", "with --file: one JSON string per line, one result per line", ""},
+       {"ids", "I,J,...", "decode these ids instead", ""},
+       {"pieces", "", "print each id's piece too", ""},
+       {"no-special", "", "do not add the tokenizer's BOS / template tokens", ""},
+       {"keep-special", "", "with --ids: keep special tokens in the decoded text", ""}});
+  if (!a.parse(argc, argv)) return 0;
+  const int sources = int(a.given("text")) + int(a.given("file")) + int(a.given("ids"));
+  if (sources != 1) fail("give exactly one of --text, --file or --ids");
+  if (a.flag("jsonl") && !a.given("file")) fail("--jsonl needs --file");
+  const Tokenizer tok = Tokenizer::load(a.str("model"));
+  const bool special = !a.flag("no-special") && tok.add_bos_default();
+  auto result = [&](const std::vector<int32_t>& ids, bool skip_special) {
+    nlohmann::json j = {{"ids", ids}};
+    if (a.flag("pieces")) {
+      nlohmann::json p = nlohmann::json::array();
+      for (int32_t id : ids) p.push_back(tok.piece(id));
+      j["pieces"] = p;
+    }
+    j["decoded"] = tok.decode(ids, skip_special);
+    // Pieces and decoded text may hold bytes that are not UTF-8 (a byte-level token cut in the
+    // middle of a character): replaced, not refused.
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  if (a.given("ids")) {
+    std::vector<int32_t> ids;
+    std::stringstream ss(a.str("ids"));
+    for (std::string t; std::getline(ss, t, ',');) {
+      auto id = parse_integer(t);
+      if (!id || *id < 0 || *id >= tok.size())
+        fail("--ids: '", t, "' is not a token id of this tokenizer (", tok.size(), " ids)");
+      ids.push_back(int32_t(*id));
+    }
+    std::printf("%s\n", result(ids, !a.flag("keep-special")).c_str());
+    return 0;
+  }
+  if (a.flag("jsonl")) {
+    std::ifstream in(a.str("file"));
+    if (!in) fail(a.str("file"), ": cannot open");
+    int64_t n = 0;
+    for (std::string line; std::getline(in, line);) {
+      ++n;
+      nlohmann::json s = nlohmann::json::parse(line, nullptr, false);
+      if (!s.is_string()) fail(a.str("file"), ":", n, ": not a JSON string");
+      std::printf("%s\n", result(tok.encode(s.get<std::string>(), special), false).c_str());
+    }
+    return 0;
+  }
+  const std::string text = a.given("text") ? a.str("text") : read_text_file(a.str("file"));
+  std::printf("%s\n", result(tok.encode(text, special), false).c_str());
+  return 0;
+}
+
+}  // namespace lamina
