@@ -29,6 +29,29 @@ std::optional<std::string> token_content(const json& j, const char* key) {
   return std::nullopt;
 }
 
+// The model's default chat template, as transformers finds it: DIR/chat_template.jinja when
+// present (what save_pretrained writes since 4.43), else tokenizer_config.json's chat_template —
+// a string, or a list of {"name", "template"} from which the one named "default" is used.
+std::string read_chat_template(const std::string& dir, const json& cfg,
+                               const std::string& cfg_path) {
+  const std::string jinja = dir + "/chat_template.jinja";
+  if (file_exists(jinja)) return read_text_file(jinja);
+  auto it = cfg.find("chat_template");
+  if (it == cfg.end() || it->is_null()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (!it->is_array())
+    fail(cfg_path, ": chat_template must be a string or a list of {\"name\", \"template\"}");
+  std::string found;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& e = (*it)[i];
+    if (!e.is_object() || !e.contains("name") || !e["name"].is_string() ||
+        !e.contains("template") || !e["template"].is_string())
+      fail(cfg_path, ": chat_template[", i, "] must be {\"name\": string, \"template\": string}");
+    if (e["name"].get<std::string>() == "default") found = e["template"].get<std::string>();
+  }
+  return found;  // no "default": only named templates (tool_use, rag), none used by default
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::from_sentencepiece(const std::string& path) {
@@ -127,8 +150,7 @@ Tokenizer Tokenizer::load(const std::string& dir) {
   }
   if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean())
     t.add_bos_ = cfg["add_bos_token"].get<bool>();
-  if (cfg.contains("chat_template") && cfg["chat_template"].is_string())
-    t.chat_template_ = cfg["chat_template"].get<std::string>();
+  t.chat_template_ = read_chat_template(dir, cfg, cfg_path);
   return t;
 }
 
@@ -154,8 +176,7 @@ Tokenizer Tokenizer::load_tokenizer_json(const std::string& dir) {
     if (!id) fail(cfg_path, ": eos_token '", *e, "' is not in the vocabulary");
     t.eos_ = *id;
   }
-  if (cfg.contains("chat_template") && cfg["chat_template"].is_string())
-    t.chat_template_ = cfg["chat_template"].get<std::string>();
+  t.chat_template_ = read_chat_template(dir, cfg, cfg_path);
   return t;
 }
 

@@ -2,6 +2,7 @@
 // checked against the tokenizers library in tests/oracles/test_tokenizers.py), and the errors.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -134,5 +135,20 @@ TEST(HfTokenizer, BadFilesAreNamedWithTheField) {
   j = tiny_bpe();
   j["added_tokens"][1].erase("content");
   EXPECT_NE(error_of([&] { HfTokenizer::load(write(d, j)); }).find("added_tokens[1]"),
+            std::string::npos);
+}
+
+TEST(HfTokenizer, ChatTemplateListFormAndJinjaFile) {
+  TempDir d;
+  write(d, tiny_bpe());
+  std::ofstream(d / "tokenizer_config.json")
+      << R"({"chat_template": [{"name": "tool_use", "template": "T"},
+                               {"name": "default", "template": "D"}]})";
+  EXPECT_EQ(Tokenizer::load(d.path).chat_template(), "D");
+  std::ofstream(d / "chat_template.jinja") << "J{{ x }}";  // the file wins, as in transformers
+  EXPECT_EQ(Tokenizer::load(d.path).chat_template(), "J{{ x }}");
+  std::filesystem::remove(d / "chat_template.jinja");
+  std::ofstream(d / "tokenizer_config.json") << R"({"chat_template": [{"name": 1}]})";
+  EXPECT_NE(error_of([&] { Tokenizer::load(d.path); }).find("chat_template[0] must be"),
             std::string::npos);
 }
