@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/parse_number.h"
 #include "io/mapped_file.h"
+#include "tokenizer/jinja.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lamina {
@@ -20,18 +21,22 @@ int cmd_tokenize(int argc, char** argv) {
       "{\"ids\", \"pieces\" (with --pieces), \"decoded\"} as JSON. Special tokens written in the\n"
       "text (\"<|im_start|>\") become their ids; the BOS / template tokens the tokenizer adds by\n"
       "default are added unless --no-special. --jsonl: every line of --file is a JSON string,\n"
-      "one JSON object printed per line. --ids decodes instead.",
+      "one JSON object printed per line. --ids decodes instead. --chat FILE renders the model's\n"
+      "own Jinja chat template over FILE's {\"messages\", \"tools\", \"add_generation_prompt\",\n"
+      "...} (bos_token / eos_token from the tokenizer) and prints {\"text\", \"ids\"}.",
       {{"model", "DIR", "model (or tokenizer) directory", kRequired},
        {"text", "T", "the text to encode", ""},
        {"file", "F", "encode the contents of this file", ""},
        {"jsonl", "", "with --file: one JSON string per line, one result per line", ""},
        {"ids", "I,J,...", "decode these ids instead", ""},
+       {"chat", "FILE", "render the chat template over this JSON object's variables", ""},
        {"pieces", "", "print each id's piece too", ""},
        {"no-special", "", "do not add the tokenizer's BOS / template tokens", ""},
        {"keep-special", "", "with --ids: keep special tokens in the decoded text", ""}});
   if (!a.parse(argc, argv)) return 0;
-  const int sources = int(a.given("text")) + int(a.given("file")) + int(a.given("ids"));
-  if (sources != 1) fail("give exactly one of --text, --file or --ids");
+  const int sources =
+      int(a.given("text")) + int(a.given("file")) + int(a.given("ids")) + int(a.given("chat"));
+  if (sources != 1) fail("give exactly one of --text, --file, --ids or --chat");
   if (a.flag("jsonl") && !a.given("file")) fail("--jsonl needs --file");
   const Tokenizer tok = Tokenizer::load(a.str("model"));
   const bool special = !a.flag("no-special") && tok.add_bos_default();
@@ -57,6 +62,30 @@ int cmd_tokenize(int argc, char** argv) {
       ids.push_back(int32_t(*id));
     }
     std::printf("%s\n", result(ids, !a.flag("keep-special")).c_str());
+    return 0;
+  }
+  if (a.given("chat")) {
+    const std::string f = a.str("chat");
+    nlohmann::ordered_json vars;
+    try {
+      vars = nlohmann::ordered_json::parse(read_text_file(f));
+    } catch (const nlohmann::json::exception& e) {
+      fail(f, ": not JSON: ", e.what());
+    }
+    if (!vars.is_object()) fail(f, ": expected a JSON object of template variables");
+    if (tok.chat_template().empty()) fail(a.str("model"), ": the tokenizer has no chat_template");
+    jinja::Value v = jinja::from_json(vars);
+    // transformers passes the special tokens' text, and add_generation_prompt false by default.
+    if (v.get("bos_token").kind == jinja::Value::Kind::Undefined && tok.bos_id() >= 0)
+      v.set("bos_token", jinja::Value::string(tok.piece(tok.bos_id())));
+    if (v.get("eos_token").kind == jinja::Value::Kind::Undefined && tok.eos_id() >= 0)
+      v.set("eos_token", jinja::Value::string(tok.piece(tok.eos_id())));
+    if (v.get("add_generation_prompt").kind == jinja::Value::Kind::Undefined)
+      v.set("add_generation_prompt", jinja::Value::boolean(false));
+    const std::string text =
+        jinja::render(tok.chat_template(), v, a.str("model") + ": chat_template");
+    nlohmann::json j = {{"text", text}, {"ids", tok.encode(text, false)}};
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   if (a.flag("jsonl")) {

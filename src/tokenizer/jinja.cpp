@@ -1,0 +1,1436 @@
+#include "tokenizer/jinja.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace lamina::jinja {
+namespace {
+
+using Kind = Value::Kind;
+
+// ---------- values ----------
+
+bool truthy(const Value& v) {
+  switch (v.kind) {
+    case Kind::Undefined:
+    case Kind::None:
+      return false;
+    case Kind::Bool:
+      return v.b;
+    case Kind::Int:
+      return v.i != 0;
+    case Kind::Float:
+      return v.f != 0;
+    case Kind::String:
+      return !v.s.empty();
+    case Kind::List:
+      return !v.list->empty();
+    case Kind::Dict:
+      return !v.dict->empty();
+    case Kind::Func:
+      return true;
+  }
+  return false;
+}
+
+std::string py_float(double d) {
+  if (std::isinf(d)) return d > 0 ? "inf" : "-inf";
+  if (std::isnan(d)) return "nan";
+  char buf[64];
+  for (int prec = 1; prec <= 17; ++prec) {  // Python's repr: the shortest that round-trips
+    std::snprintf(buf, sizeof buf, "%.*g", prec, d);
+    if (std::strtod(buf, nullptr) == d) break;
+  }
+  std::string s = buf;
+  if (s.find_first_of(".en") == std::string::npos) s += ".0";
+  return s;
+}
+
+std::string repr(const Value& v);
+
+// Python's str() of a value (what {{ }} prints).
+std::string str(const Value& v) {
+  switch (v.kind) {
+    case Kind::Undefined:
+      return "";
+    case Kind::None:
+      return "None";
+    case Kind::Bool:
+      return v.b ? "True" : "False";
+    case Kind::Int:
+      return std::to_string(v.i);
+    case Kind::Float:
+      return py_float(v.f);
+    case Kind::String:
+      return v.s;
+    default:
+      return repr(v);
+  }
+}
+
+std::string repr(const Value& v) {
+  switch (v.kind) {
+    case Kind::String: {
+      const char q =
+          v.s.find('\'') != std::string::npos && v.s.find('"') == std::string::npos ? '"' : '\'';
+      std::string o(1, q);
+      for (char c : v.s) {
+        if (c == q || c == '\\')
+          o += '\\', o += c;
+        else if (c == '\n')
+          o += "\\n";
+        else if (c == '\t')
+          o += "\\t";
+        else if (c == '\r')
+          o += "\\r";
+        else
+          o += c;
+      }
+      return o + q;
+    }
+    case Kind::List: {
+      std::string o = "[";
+      for (size_t k = 0; k < v.list->size(); ++k) o += (k ? ", " : "") + repr((*v.list)[k]);
+      return o + "]";
+    }
+    case Kind::Dict: {
+      std::string o = "{";
+      size_t k = 0;
+      for (auto& [key, val] : *v.dict)
+        o += (k++ ? ", " : "") + repr(Value::string(key)) + ": " + repr(val);
+      return o + "}";
+    }
+    case Kind::Func:
+      return "<function>";
+    default:
+      return str(v);
+  }
+}
+
+// json.dumps(v, ensure_ascii=False, indent=indent) with Python's separators.
+void to_json(const Value& v, std::string& o, int indent, int depth) {
+  auto nl = [&](int d) {
+    if (indent < 0) return;
+    o += '\n';
+    o.append(size_t(indent * d), ' ');
+  };
+  switch (v.kind) {
+    case Kind::Undefined:
+    case Kind::None:
+      o += "null";
+      return;
+    case Kind::Bool:
+      o += v.b ? "true" : "false";
+      return;
+    case Kind::Int:
+      o += std::to_string(v.i);
+      return;
+    case Kind::Float:
+      o += py_float(v.f);
+      return;
+    case Kind::String:
+      o += nlohmann::json(v.s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      return;
+    case Kind::List: {
+      if (v.list->empty()) {
+        o += "[]";
+        return;
+      }
+      o += '[';
+      for (size_t k = 0; k < v.list->size(); ++k) {
+        if (k) o += indent < 0 ? ", " : ",";
+        nl(depth + 1);
+        to_json((*v.list)[k], o, indent, depth + 1);
+      }
+      nl(depth);
+      o += ']';
+      return;
+    }
+    case Kind::Dict: {
+      if (v.dict->empty()) {
+        o += "{}";
+        return;
+      }
+      o += '{';
+      size_t k = 0;
+      for (auto& [key, val] : *v.dict) {
+        if (k++) o += indent < 0 ? ", " : ",";
+        nl(depth + 1);
+        to_json(Value::string(key), o, indent, depth + 1);
+        o += ": ";
+        to_json(val, o, indent, depth + 1);
+      }
+      nl(depth);
+      o += '}';
+      return;
+    }
+    case Kind::Func:
+      o += "null";
+      return;
+  }
+}
+
+bool equal(const Value& a, const Value& b) {
+  const bool an = a.kind == Kind::Int || a.kind == Kind::Float || a.kind == Kind::Bool;
+  const bool bn = b.kind == Kind::Int || b.kind == Kind::Float || b.kind == Kind::Bool;
+  auto num = [](const Value& v) {
+    return v.kind == Kind::Float ? v.f : v.kind == Kind::Bool ? double(v.b) : double(v.i);
+  };
+  if (an && bn) return num(a) == num(b);
+  if (a.kind != b.kind) return false;
+  switch (a.kind) {
+    case Kind::Undefined:
+    case Kind::None:
+      return true;
+    case Kind::String:
+      return a.s == b.s;
+    case Kind::List:
+      if (a.list->size() != b.list->size()) return false;
+      for (size_t k = 0; k < a.list->size(); ++k)
+        if (!equal((*a.list)[k], (*b.list)[k])) return false;
+      return true;
+    case Kind::Dict:
+      if (a.dict->size() != b.dict->size()) return false;
+      for (auto& [k, v] : *a.dict)
+        if (!equal(v, b.get(k))) return false;
+      return true;
+    default:
+      return a.func == b.func;
+  }
+}
+
+}  // namespace
+
+Value Value::get(const std::string& key) const {
+  if (kind != Kind::Dict) return Value();
+  for (auto& [k, v] : *dict)
+    if (k == key) return v;
+  return Value();
+}
+
+void Value::set(const std::string& key, Value v) {
+  for (auto& [k, old] : *dict)
+    if (k == key) {
+      old = std::move(v);
+      return;
+    }
+  dict->emplace_back(key, std::move(v));
+}
+
+Value from_json(const nlohmann::json& j) {
+  switch (j.type()) {
+    case nlohmann::json::value_t::null:
+      return Value::none();
+    case nlohmann::json::value_t::boolean:
+      return Value::boolean(j.get<bool>());
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned:
+      return Value::integer(j.get<int64_t>());
+    case nlohmann::json::value_t::number_float:
+      return Value::number(j.get<double>());
+    case nlohmann::json::value_t::string:
+      return Value::string(j.get<std::string>());
+    case nlohmann::json::value_t::array: {
+      List l;
+      for (auto& e : j) l.push_back(from_json(e));
+      return Value::of_list(std::move(l));
+    }
+    case nlohmann::json::value_t::object: {
+      Dict d;
+      for (auto it = j.begin(); it != j.end(); ++it) d.emplace_back(it.key(), from_json(*it));
+      return Value::of_dict(std::move(d));
+    }
+    default:
+      return Value();
+  }
+}
+
+Value from_json(const nlohmann::ordered_json& j) {
+  if (j.is_object()) {
+    Dict d;
+    for (auto it = j.begin(); it != j.end(); ++it) d.emplace_back(it.key(), from_json(*it));
+    return Value::of_dict(std::move(d));
+  }
+  if (j.is_array()) {
+    List l;
+    for (auto& e : j) l.push_back(from_json(e));
+    return Value::of_list(std::move(l));
+  }
+  return from_json(nlohmann::json::parse(j.dump()));
+}
+
+namespace {
+
+// ---------- template segments ----------
+
+struct Segment {
+  enum Type { Text, Expr, Stmt } type;
+  std::string body;
+  int line;
+};
+
+// Splits the template into text, {{ }} and {% %} (comments dropped), applying the whitespace
+// controls: "-" strips all white space on that side; trim_blocks drops the newline after a
+// block or comment tag; lstrip_blocks drops spaces and tabs before one on its line ("+" keeps).
+std::vector<Segment> segments(const std::string& t, const std::string& where) {
+  std::vector<Segment> out;
+  size_t i = 0;
+  int line = 1;
+  bool trim_next = false, block_before = false;
+  auto count_lines = [&](size_t a, size_t b) {
+    for (size_t k = a; k < b; ++k) line += t[k] == '\n';
+  };
+  while (i < t.size()) {
+    size_t open = t.find('{', i);
+    while (open != std::string::npos && open + 1 < t.size() && t[open + 1] != '{' &&
+           t[open + 1] != '%' && t[open + 1] != '#')
+      open = t.find('{', open + 1);
+    if (open + 1 >= t.size()) open = std::string::npos;
+    std::string text = t.substr(i, open == std::string::npos ? std::string::npos : open - i);
+    const int text_line = line;
+    count_lines(i, open == std::string::npos ? t.size() : open);
+    if (trim_next) {
+      size_t k = 0;
+      while (k < text.size() && std::isspace(static_cast<unsigned char>(text[k]))) ++k;
+      text.erase(0, k);
+    } else if (block_before && !text.empty() && text[0] == '\n') {
+      text.erase(0, 1);  // trim_blocks
+    }
+    trim_next = block_before = false;
+    if (open == std::string::npos) {
+      if (!text.empty()) out.push_back({Segment::Text, text, text_line});
+      break;
+    }
+    const char kind = t[open + 1];
+    const std::string close = kind == '{' ? "}}" : kind == '%' ? "%}" : "#}";
+    const size_t end = t.find(close, open + 2);
+    if (end == std::string::npos) fail(where, ": line ", line, ": '{", kind, "' is never closed");
+    size_t b = open + 2, e = end;
+    const bool strip_left = b < e && t[b] == '-';
+    const bool keep_left = b < e && t[b] == '+';
+    if (strip_left || keep_left) ++b;
+    const bool strip_right = e > b && t[e - 1] == '-';
+    if (strip_right) --e;
+    if (strip_left) {
+      size_t k = text.size();
+      while (k > 0 && std::isspace(static_cast<unsigned char>(text[k - 1]))) --k;
+      text.erase(k);
+    } else if (kind != '{' && !keep_left) {
+      // lstrip_blocks: the spaces and tabs before the tag go when only they stand between it and
+      // the start of its line (in the source).
+      size_t j = open;
+      while (j > 0 && (t[j - 1] == ' ' || t[j - 1] == '\t')) --j;
+      if (j == 0 || t[j - 1] == '\n') {
+        size_t k = text.size(), n = open - j;
+        while (n > 0 && k > 0 && (text[k - 1] == ' ' || text[k - 1] == '\t')) --k, --n;
+        text.erase(k);
+      }
+    }
+    if (!text.empty()) out.push_back({Segment::Text, text, text_line});
+    const int tag_line = line;
+    count_lines(open, end + 2);
+    if (kind != '#')
+      out.push_back({kind == '{' ? Segment::Expr : Segment::Stmt, t.substr(b, e - b), tag_line});
+    trim_next = strip_right;
+    block_before = kind != '{';
+    i = end + 2;
+  }
+  return out;
+}
+
+// ---------- expressions ----------
+
+struct Tok {
+  enum Type { Name, Str, Int, Float, Op, End } type;
+  std::string text;
+};
+
+std::vector<Tok> lex(const std::string& s, const std::string& where, int line) {
+  std::vector<Tok> out;
+  size_t i = 0;
+  auto bad = [&](const std::string& why) {
+    fail(where, ": line ", line, ": ", why, " in '", s.substr(0, 60), "'");
+  };
+  while (i < s.size()) {
+    const char c = s[i];
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      ++i;
+      continue;
+    }
+    if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
+      size_t j = i;
+      while (j < s.size() && (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '_')) ++j;
+      out.push_back({Tok::Name, s.substr(i, j - i)});
+      i = j;
+      continue;
+    }
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      size_t j = i;
+      while (j < s.size() && (std::isdigit(static_cast<unsigned char>(s[j])) || s[j] == '_')) ++j;
+      bool fl = false;
+      if (j + 1 < s.size() && s[j] == '.' && std::isdigit(static_cast<unsigned char>(s[j + 1]))) {
+        fl = true;
+        ++j;
+        while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
+      }
+      std::string num = s.substr(i, j - i);
+      num.erase(std::remove(num.begin(), num.end(), '_'), num.end());
+      out.push_back({fl ? Tok::Float : Tok::Int, num});
+      i = j;
+      continue;
+    }
+    if (c == '\'' || c == '"') {
+      std::string v;
+      size_t j = i + 1;
+      for (; j < s.size() && s[j] != c; ++j) {
+        if (s[j] == '\\' && j + 1 < s.size()) {
+          const char e = s[++j];
+          v += e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == '0' ? '\0' : e;
+        } else {
+          v += s[j];
+        }
+      }
+      if (j >= s.size()) bad("unterminated string");
+      out.push_back({Tok::Str, v});
+      i = j + 1;
+      continue;
+    }
+    static const char* ops[] = {"**", "//", "==", "!=", "<=", ">=", "+", "-", "*",
+                                "/",  "%",  "~",  "<",  ">",  "(",  ")", "[", "]",
+                                "{",  "}",  ",",  ".",  ":",  "|",  "="};
+    bool found = false;
+    for (const char* op : ops) {
+      const size_t n = std::strlen(op);
+      if (s.compare(i, n, op) == 0) {
+        out.push_back({Tok::Op, op});
+        i += n;
+        found = true;
+        break;
+      }
+    }
+    if (!found) bad(std::string("unexpected character '") + c + "'");
+  }
+  out.push_back({Tok::End, ""});
+  return out;
+}
+
+struct Node;
+using NodeP = std::shared_ptr<Node>;
+struct Node {
+  enum Op {
+    Lit,
+    Name,
+    Attr,
+    Item,
+    Slice,
+    Call,
+    Filter,
+    Test,
+    Not,
+    Neg,
+    Bin,
+    And,
+    Or,
+    Cond,
+    ListLit,
+    DictLit
+  };
+  Op op;
+  std::string name;  // Name / Attr / Filter / Test name, Bin operator
+  Value lit;
+  bool negated = false;  // Test: "is not"
+  std::vector<NodeP> kids;
+  std::vector<std::pair<std::string, NodeP>> kwargs;
+};
+
+NodeP node(Node::Op op, std::vector<NodeP> kids = {}, std::string name = "") {
+  auto n = std::make_shared<Node>();
+  n->op = op;
+  n->kids = std::move(kids);
+  n->name = std::move(name);
+  return n;
+}
+
+class Parser {
+ public:
+  Parser(std::vector<Tok> t, std::string where, int line)
+      : t_(std::move(t)), where_(std::move(where)), line_(line) {}
+
+  NodeP expression() {  // x if c else y
+    NodeP x = or_expr();
+    if (peek_name("if")) {
+      ++p_;
+      NodeP c = or_expr();
+      NodeP y = nullptr;
+      if (peek_name("else")) ++p_, y = expression();
+      if (!y) y = node(Node::Lit);  // undefined
+      return node(Node::Cond, {c, x, y});
+    }
+    return x;
+  }
+  bool peek_name(const char* n) const { return t_[p_].type == Tok::Name && t_[p_].text == n; }
+  bool peek_op(const char* o) const { return t_[p_].type == Tok::Op && t_[p_].text == o; }
+  bool at_end() const { return t_[p_].type == Tok::End; }
+  std::string take_name() {
+    if (t_[p_].type != Tok::Name) error("expected a name");
+    return t_[p_++].text;
+  }
+  void expect(const char* o) {
+    if (!peek_op(o)) error(std::string("expected '") + o + "'");
+    ++p_;
+  }
+  void expect_end() {
+    if (!at_end()) error("unexpected '" + t_[p_].text + "'");
+  }
+  [[noreturn]] void error(const std::string& why) const {
+    fail(where_, ": line ", line_, ": ", why,
+         t_[p_].type == Tok::End ? " at the end" : " near '" + t_[p_].text + "'");
+  }
+  // A primary with postfixes only (for-loop targets are names; this is for the iterable).
+  NodeP or_expr() {
+    NodeP x = and_expr();
+    while (peek_name("or")) ++p_, x = node(Node::Or, {x, and_expr()});
+    return x;
+  }
+
+ private:
+  NodeP and_expr() {
+    NodeP x = not_expr();
+    while (peek_name("and")) ++p_, x = node(Node::And, {x, not_expr()});
+    return x;
+  }
+  NodeP not_expr() {
+    if (peek_name("not")) {
+      ++p_;
+      return node(Node::Not, {not_expr()});
+    }
+    return compare();
+  }
+  NodeP compare() {
+    NodeP x = math1();
+    for (;;) {
+      static const char* cmp[] = {"==", "!=", "<", ">", "<=", ">="};
+      bool done = true;
+      for (const char* c : cmp)
+        if (peek_op(c)) {
+          ++p_;
+          x = node(Node::Bin, {x, math1()}, c);
+          done = false;
+          break;
+        }
+      if (!done) continue;
+      if (peek_name("in")) {
+        ++p_;
+        x = node(Node::Bin, {x, math1()}, "in");
+      } else if (peek_name("not") && t_[p_ + 1].type == Tok::Name && t_[p_ + 1].text == "in") {
+        p_ += 2;
+        x = node(Node::Bin, {x, math1()}, "not in");
+      } else {
+        return x;
+      }
+    }
+  }
+  NodeP math1() {
+    NodeP x = concat();
+    while (peek_op("+") || peek_op("-")) {
+      const std::string o = t_[p_++].text;
+      x = node(Node::Bin, {x, concat()}, o);
+    }
+    return x;
+  }
+  NodeP concat() {
+    NodeP x = math2();
+    while (peek_op("~")) ++p_, x = node(Node::Bin, {x, math2()}, "~");
+    return x;
+  }
+  NodeP math2() {
+    NodeP x = power();
+    while (peek_op("*") || peek_op("/") || peek_op("//") || peek_op("%")) {
+      const std::string o = t_[p_++].text;
+      x = node(Node::Bin, {x, power()}, o);
+    }
+    return x;
+  }
+  NodeP power() {
+    NodeP x = unary();
+    while (peek_op("**")) ++p_, x = node(Node::Bin, {x, unary()}, "**");
+    return x;
+  }
+  NodeP unary() {
+    if (peek_op("-")) {
+      ++p_;
+      return node(Node::Neg, {unary()});
+    }
+    if (peek_op("+")) ++p_;
+    NodeP x = postfix(primary());
+    // Filters and tests bind to the postfix expression: a | f(x) | g; a is [not] test(args).
+    for (;;) {
+      if (peek_op("|")) {
+        ++p_;
+        NodeP f = node(Node::Filter, {x}, take_name());
+        if (peek_op("(")) call_args(*f);
+        x = postfix(f);
+      } else if (peek_name("is")) {
+        ++p_;
+        NodeP te = node(Node::Test, {x});
+        if (peek_name("not")) ++p_, te->negated = true;
+        te->name = take_name();
+        if (peek_op("("))
+          call_args(*te);
+        else if (!at_end() && (t_[p_].type == Tok::Str || t_[p_].type == Tok::Int))
+          te->kids.push_back(primary());  // "is divisibleby 3", "is sameas none"
+        x = te;
+      } else {
+        return x;
+      }
+    }
+  }
+  void call_args(Node& n) {
+    expect("(");
+    while (!peek_op(")")) {
+      if (t_[p_].type == Tok::Name && t_[p_ + 1].type == Tok::Op && t_[p_ + 1].text == "=") {
+        const std::string k = t_[p_].text;
+        p_ += 2;
+        n.kwargs.emplace_back(k, expression());
+      } else {
+        n.kids.push_back(expression());
+      }
+      if (!peek_op(",")) break;
+      ++p_;
+    }
+    expect(")");
+  }
+  NodeP postfix(NodeP x) {
+    for (;;) {
+      if (peek_op(".")) {
+        ++p_;
+        if (t_[p_].type == Tok::Int)
+          x = node(Node::Item, {x, lit(Value::integer(std::stoll(t_[p_++].text)))});
+        else
+          x = node(Node::Attr, {x}, take_name());
+      } else if (peek_op("[")) {
+        ++p_;
+        NodeP a = nullptr, b = nullptr, c = nullptr;
+        bool slice = false;
+        if (!peek_op(":")) a = expression();
+        if (peek_op(":")) {
+          slice = true;
+          ++p_;
+          if (!peek_op(":") && !peek_op("]")) b = expression();
+          if (peek_op(":")) {
+            ++p_;
+            if (!peek_op("]")) c = expression();
+          }
+        }
+        expect("]");
+        if (slice) {
+          auto none = [](NodeP n) { return n ? n : node(Node::Lit); };
+          x = node(Node::Slice, {x, none(a), none(b), none(c)});
+        } else {
+          x = node(Node::Item, {x, a});
+        }
+      } else if (peek_op("(")) {
+        NodeP c = node(Node::Call, {x});
+        call_args(*c);
+        x = c;
+      } else {
+        return x;
+      }
+    }
+  }
+  static NodeP lit(Value v) {
+    NodeP n = node(Node::Lit);
+    n->lit = std::move(v);
+    return n;
+  }
+  NodeP primary() {
+    const Tok& k = t_[p_];
+    if (k.type == Tok::Str) {
+      std::string v = t_[p_++].text;
+      while (t_[p_].type == Tok::Str) v += t_[p_++].text;  // adjacent literals join
+      return lit(Value::string(v));
+    }
+    if (k.type == Tok::Int) return ++p_, lit(Value::integer(std::stoll(k.text)));
+    if (k.type == Tok::Float) return ++p_, lit(Value::number(std::stod(k.text)));
+    if (k.type == Tok::Name) {
+      ++p_;
+      if (k.text == "true" || k.text == "True") return lit(Value::boolean(true));
+      if (k.text == "false" || k.text == "False") return lit(Value::boolean(false));
+      if (k.text == "none" || k.text == "None") return lit(Value::none());
+      return node(Node::Name, {}, k.text);
+    }
+    if (peek_op("(")) {
+      ++p_;
+      NodeP x = expression();
+      if (peek_op(",")) {  // a tuple: a list here
+        NodeP l = node(Node::ListLit, {x});
+        while (peek_op(",")) {
+          ++p_;
+          if (peek_op(")")) break;
+          l->kids.push_back(expression());
+        }
+        x = l;
+      }
+      expect(")");
+      return x;
+    }
+    if (peek_op("[")) {
+      ++p_;
+      NodeP l = node(Node::ListLit);
+      while (!peek_op("]")) {
+        l->kids.push_back(expression());
+        if (!peek_op(",")) break;
+        ++p_;
+      }
+      expect("]");
+      return l;
+    }
+    if (peek_op("{")) {
+      ++p_;
+      NodeP d = node(Node::DictLit);
+      while (!peek_op("}")) {
+        d->kids.push_back(expression());
+        expect(":");
+        d->kids.push_back(expression());
+        if (!peek_op(",")) break;
+        ++p_;
+      }
+      expect("}");
+      return d;
+    }
+    error("expected a value");
+  }
+
+  std::vector<Tok> t_;
+  size_t p_ = 0;
+  std::string where_;
+  int line_;
+};
+
+// ---------- statements ----------
+
+struct Stmt;
+using Body = std::vector<Stmt>;
+struct Stmt {
+  enum Type { Text, Output, If, For, Set } type;
+  int line = 0;
+  std::string text;                              // Text
+  NodeP expr;                                    // Output, For (iterable), Set (value)
+  std::vector<std::pair<NodeP, Body>> branches;  // If: (condition, body), the else with null
+  std::vector<std::string> targets;              // For: loop names; Set: name [, attribute]
+  NodeP filter;                                  // For: "if" condition
+  Body body, else_body;                          // For
+};
+
+class TreeBuilder {
+ public:
+  TreeBuilder(const std::vector<Segment>& s, std::string where) : s_(s), where_(std::move(where)) {}
+  Body parse_all() {
+    std::string end;
+    Body b = parse_until({}, end);
+    return b;
+  }
+
+ private:
+  // Parses statements until one of the tags in `ends` (its name goes to `end`).
+  Body parse_until(const std::vector<std::string>& ends, std::string& end) {
+    Body out;
+    while (k_ < s_.size()) {
+      const Segment& g = s_[k_];
+      if (g.type == Segment::Text) {
+        out.push_back({Stmt::Text, g.line, g.body});
+        ++k_;
+        continue;
+      }
+      Parser p(lex(g.body, where_, g.line), where_, g.line);
+      if (g.type == Segment::Expr) {
+        Stmt st{Stmt::Output, g.line};
+        st.expr = p.expression();
+        p.expect_end();
+        out.push_back(std::move(st));
+        ++k_;
+        continue;
+      }
+      const std::string tag = p.at_end() ? "" : p.take_name();
+      if (std::find(ends.begin(), ends.end(), tag) != ends.end()) {
+        end = tag;
+        cur_ = std::make_unique<Parser>(std::move(p));
+        ++k_;
+        return out;
+      }
+      ++k_;
+      if (tag == "if") {
+        Stmt st{Stmt::If, g.line};
+        NodeP cond = p.expression();
+        p.expect_end();
+        for (;;) {
+          std::string e;
+          Body b = parse_until({"elif", "else", "endif"}, e);
+          if (e.empty()) fail(where_, ": line ", g.line, ": {% if %} without {% endif %}");
+          st.branches.emplace_back(cond, std::move(b));
+          if (e == "endif") break;
+          if (e == "else") {
+            cond = nullptr;
+            cur_->expect_end();
+          } else {
+            cond = cur_->expression();
+            cur_->expect_end();
+          }
+          if (!cond) {
+            std::string e2;
+            Body eb = parse_until({"endif"}, e2);
+            if (e2.empty()) fail(where_, ": line ", g.line, ": {% if %} without {% endif %}");
+            st.branches.emplace_back(nullptr, std::move(eb));
+            break;
+          }
+        }
+        out.push_back(std::move(st));
+      } else if (tag == "for") {
+        Stmt st{Stmt::For, g.line};
+        st.targets.push_back(p.take_name());
+        while (p.peek_op(",")) {
+          p.expect(",");
+          st.targets.push_back(p.take_name());
+        }
+        if (!p.peek_name("in")) p.error("expected 'in'");
+        p.take_name();
+        st.expr = p.or_expr();
+        if (p.peek_name("if")) {
+          p.take_name();
+          st.filter = p.or_expr();
+        }
+        if (p.peek_name("recursive")) p.error("recursive loops are not supported");
+        p.expect_end();
+        std::string e;
+        st.body = parse_until({"else", "endfor"}, e);
+        if (e.empty()) fail(where_, ": line ", g.line, ": {% for %} without {% endfor %}");
+        if (e == "else") {
+          cur_->expect_end();
+          st.else_body = parse_until({"endfor"}, e);
+          if (e != "endfor") fail(where_, ": line ", g.line, ": {% for %} without {% endfor %}");
+        }
+        out.push_back(std::move(st));
+      } else if (tag == "set") {
+        Stmt st{Stmt::Set, g.line};
+        st.targets.push_back(p.take_name());
+        if (p.peek_op(".")) {
+          p.expect(".");
+          st.targets.push_back(p.take_name());
+        }
+        if (!p.peek_op("=")) p.error("{% set %} blocks are not supported; expected '='");
+        p.expect("=");
+        st.expr = p.expression();
+        p.expect_end();
+        out.push_back(std::move(st));
+      } else if (tag == "generation" || tag == "endgeneration") {
+        // transformers' {% generation %} marks (assistant masks): render their body as is.
+      } else {
+        fail(where_, ": line ", g.line, ": unsupported tag {% ", tag, " %}");
+      }
+    }
+    if (!ends.empty()) end.clear();
+    return out;
+  }
+
+  const std::vector<Segment>& s_;
+  size_t k_ = 0;
+  std::string where_;
+  std::unique_ptr<Parser> cur_;  // the parser of the closing tag just met (for elif's condition)
+};
+
+// ---------- evaluation ----------
+
+class Renderer {
+ public:
+  Renderer(std::string where) : where_(std::move(where)) {}
+  std::vector<std::map<std::string, Value>> scopes;
+  int line = 0;
+
+  [[noreturn]] void error(const std::string& why) const {
+    fail(where_, ": line ", line, ": ", why);
+  }
+
+  Value lookup(const std::string& n) const {
+    for (size_t k = scopes.size(); k-- > 0;)
+      if (auto it = scopes[k].find(n); it != scopes[k].end()) return it->second;
+    return Value();
+  }
+
+  void run(const Body& body, std::string& out) {
+    for (const Stmt& st : body) {
+      line = st.line;
+      switch (st.type) {
+        case Stmt::Text:
+          out += st.text;
+          break;
+        case Stmt::Output:
+          out += str(eval(*st.expr));
+          break;
+        case Stmt::If:
+          for (auto& [cond, b] : st.branches)
+            if (!cond || truthy(eval(*cond))) {
+              run(b, out);
+              break;
+            }
+          break;
+        case Stmt::Set: {
+          Value v = eval(*st.expr);
+          if (st.targets.size() == 1) {
+            scopes.back()[st.targets[0]] = v;
+          } else {
+            Value ns = lookup(st.targets[0]);
+            if (ns.kind != Kind::Dict || !ns.is_namespace)
+              error("'" + st.targets[0] + "' is not a namespace(): cannot set its attribute");
+            ns.set(st.targets[1], v);
+          }
+          break;
+        }
+        case Stmt::For:
+          run_for(st, out);
+          break;
+      }
+    }
+  }
+
+  void run_for(const Stmt& st, std::string& out) {
+    Value it = eval(*st.expr);
+    List items;
+    if (it.kind == Kind::List)
+      items = *it.list;
+    else if (it.kind == Kind::Dict)
+      for (auto& [k, v] : *it.dict) items.push_back(Value::string(k));
+    else if (it.kind == Kind::String)
+      items = chars(it.s);
+    else if (it.kind != Kind::Undefined && it.kind != Kind::None)
+      error("cannot loop over " + repr(it));
+    scopes.emplace_back();
+    auto bind = [&](const Value& v) {
+      if (st.targets.size() == 1) {
+        scopes.back()[st.targets[0]] = v;
+        return;
+      }
+      if (v.kind != Kind::List || v.list->size() != st.targets.size())
+        error("cannot unpack " + repr(v) + " into " + std::to_string(st.targets.size()) + " names");
+      for (size_t k = 0; k < st.targets.size(); ++k) scopes.back()[st.targets[k]] = (*v.list)[k];
+    };
+    if (st.filter) {
+      List kept;
+      for (const Value& v : items) {
+        bind(v);
+        if (truthy(eval(*st.filter))) kept.push_back(v);
+      }
+      items = std::move(kept);
+    }
+    const int64_t n = int64_t(items.size());
+    for (int64_t k = 0; k < n; ++k) {
+      bind(items[size_t(k)]);
+      Value loop = Value::of_dict();
+      loop.set("index", Value::integer(k + 1));
+      loop.set("index0", Value::integer(k));
+      loop.set("revindex", Value::integer(n - k));
+      loop.set("revindex0", Value::integer(n - k - 1));
+      loop.set("first", Value::boolean(k == 0));
+      loop.set("last", Value::boolean(k == n - 1));
+      loop.set("length", Value::integer(n));
+      loop.set("previtem", k > 0 ? items[size_t(k - 1)] : Value());
+      loop.set("nextitem", k + 1 < n ? items[size_t(k + 1)] : Value());
+      scopes.back()["loop"] = loop;
+      run(st.body, out);
+    }
+    if (n == 0) run(st.else_body, out);
+    scopes.pop_back();
+  }
+
+  static List chars(const std::string& s) {
+    List l;
+    for (size_t k = 0; k < s.size();) {
+      size_t len = 1;
+      const unsigned char c = static_cast<unsigned char>(s[k]);
+      if (c >= 0xF0)
+        len = 4;
+      else if (c >= 0xE0)
+        len = 3;
+      else if (c >= 0xC0)
+        len = 2;
+      l.push_back(Value::string(s.substr(k, len)));
+      k += len;
+    }
+    return l;
+  }
+
+  int64_t as_int(const Value& v, const char* what) const {
+    if (v.kind == Kind::Int) return v.i;
+    if (v.kind == Kind::Bool) return v.b;
+    error(std::string(what) + " must be an integer, not " + repr(v));
+  }
+
+  Value eval(const Node& n) {
+    switch (n.op) {
+      case Node::Lit:
+        return n.lit;
+      case Node::Name:
+        return lookup(n.name);
+      case Node::Attr: {
+        Value o = eval(*n.kids[0]);
+        if (o.kind == Kind::Dict) return o.get(n.name);
+        if (o.kind == Kind::Undefined) error("'" + n.name + "' of an undefined value");
+        return Value();  // strings' and lists' attributes are methods (see Call)
+      }
+      case Node::Item:
+        return item(eval(*n.kids[0]), eval(*n.kids[1]));
+      case Node::Slice:
+        return slice(eval(*n.kids[0]), eval(*n.kids[1]), eval(*n.kids[2]), eval(*n.kids[3]));
+      case Node::Call:
+        return call(n);
+      case Node::Filter:
+        return filter(n);
+      case Node::Test: {
+        const bool r = test(n);
+        return Value::boolean(n.negated ? !r : r);
+      }
+      case Node::Not:
+        return Value::boolean(!truthy(eval(*n.kids[0])));
+      case Node::Neg: {
+        Value v = eval(*n.kids[0]);
+        if (v.kind == Kind::Int) return Value::integer(-v.i);
+        if (v.kind == Kind::Float) return Value::number(-v.f);
+        error("cannot negate " + repr(v));
+      }
+      case Node::And: {
+        Value a = eval(*n.kids[0]);
+        return truthy(a) ? eval(*n.kids[1]) : a;
+      }
+      case Node::Or: {
+        Value a = eval(*n.kids[0]);
+        return truthy(a) ? a : eval(*n.kids[1]);
+      }
+      case Node::Cond:
+        return truthy(eval(*n.kids[0])) ? eval(*n.kids[1]) : eval(*n.kids[2]);
+      case Node::ListLit: {
+        List l;
+        for (auto& k : n.kids) l.push_back(eval(*k));
+        return Value::of_list(std::move(l));
+      }
+      case Node::DictLit: {
+        Value d = Value::of_dict();
+        for (size_t k = 0; k + 1 < n.kids.size(); k += 2)
+          d.set(str(eval(*n.kids[k])), eval(*n.kids[k + 1]));
+        return d;
+      }
+      case Node::Bin:
+        return binary(n.name, eval(*n.kids[0]), eval(*n.kids[1]));
+    }
+    return Value();
+  }
+
+  Value item(const Value& o, const Value& k) {
+    if (o.kind == Kind::Dict) return o.get(str(k));
+    if (o.kind == Kind::List || o.kind == Kind::String) {
+      if (k.kind != Kind::Int) return Value();
+      const List l = o.kind == Kind::List ? *o.list : chars(o.s);
+      int64_t i = k.i < 0 ? k.i + int64_t(l.size()) : k.i;
+      if (i < 0 || i >= int64_t(l.size())) return Value();
+      return l[size_t(i)];
+    }
+    if (o.kind == Kind::Undefined) error("indexing an undefined value with " + repr(k));
+    return Value();
+  }
+
+  Value slice(const Value& o, const Value& a, const Value& b, const Value& c) {
+    const bool is_str = o.kind == Kind::String;
+    if (o.kind != Kind::List && !is_str) error("cannot slice " + repr(o));
+    const List l = is_str ? chars(o.s) : *o.list;
+    const int64_t n = int64_t(l.size());
+    const int64_t step = c.kind == Kind::Int ? c.i : 1;
+    if (step == 0) error("slice step cannot be zero");
+    auto clampi = [&](const Value& v, int64_t dflt, bool hi) {
+      if (v.kind != Kind::Int) return dflt;
+      int64_t x = v.i < 0 ? v.i + n : v.i;
+      if (step > 0) return std::clamp<int64_t>(x, 0, n);
+      return std::clamp<int64_t>(x, -1, n - 1) + (hi ? 0 : 0);
+    };
+    int64_t start = clampi(a, step > 0 ? 0 : n - 1, false),
+            stop = clampi(b, step > 0 ? n : -1, true);
+    List r;
+    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) r.push_back(l[size_t(i)]);
+    if (!is_str) return Value::of_list(std::move(r));
+    std::string s;
+    for (auto& v : r) s += v.s;
+    return Value::string(s);
+  }
+
+  Value binary(const std::string& op, const Value& a, const Value& b) {
+    if (op == "==") return Value::boolean(equal(a, b));
+    if (op == "!=") return Value::boolean(!equal(a, b));
+    if (op == "~") return Value::string(str(a) + str(b));
+    if (op == "in" || op == "not in") {
+      bool r = false;
+      if (b.kind == Kind::String)
+        r = b.s.find(str(a)) != std::string::npos;
+      else if (b.kind == Kind::List)
+        r = std::any_of(b.list->begin(), b.list->end(),
+                        [&](const Value& x) { return equal(x, a); });
+      else if (b.kind == Kind::Dict)
+        r = b.get(str(a)).kind != Kind::Undefined;
+      else if (b.kind == Kind::Undefined)
+        error("'in' an undefined value");
+      return Value::boolean(op == "in" ? r : !r);
+    }
+    const bool num = (a.kind == Kind::Int || a.kind == Kind::Float || a.kind == Kind::Bool) &&
+                     (b.kind == Kind::Int || b.kind == Kind::Float || b.kind == Kind::Bool);
+    auto d = [](const Value& v) {
+      return v.kind == Kind::Float ? v.f : v.kind == Kind::Bool ? double(v.b) : double(v.i);
+    };
+    const bool ints = num && a.kind != Kind::Float && b.kind != Kind::Float;
+    if (op == "<" || op == ">" || op == "<=" || op == ">=") {
+      int c = 0;
+      if (num)
+        c = d(a) < d(b) ? -1 : d(a) > d(b) ? 1 : 0;
+      else if (a.kind == Kind::String && b.kind == Kind::String)
+        c = a.s.compare(b.s) < 0 ? -1 : a.s == b.s ? 0 : 1;
+      else
+        error("cannot compare " + repr(a) + " and " + repr(b));
+      return Value::boolean(op == "<" ? c < 0 : op == ">" ? c > 0 : op == "<=" ? c <= 0 : c >= 0);
+    }
+    if (op == "+") {
+      if (num) return ints ? Value::integer(a.i + b.i) : Value::number(d(a) + d(b));
+      if (a.kind == Kind::String && b.kind == Kind::String) return Value::string(a.s + b.s);
+      if (a.kind == Kind::List && b.kind == Kind::List) {
+        List l = *a.list;
+        l.insert(l.end(), b.list->begin(), b.list->end());
+        return Value::of_list(std::move(l));
+      }
+      error("cannot add " + repr(a) + " and " + repr(b));
+    }
+    if (op == "*" && a.kind == Kind::String && b.kind == Kind::Int) {
+      std::string s;
+      for (int64_t k = 0; k < b.i; ++k) s += a.s;
+      return Value::string(s);
+    }
+    if (!num) error("unsupported operand types for " + op + ": " + repr(a) + " and " + repr(b));
+    if (op == "-") return ints ? Value::integer(a.i - b.i) : Value::number(d(a) - d(b));
+    if (op == "*") return ints ? Value::integer(a.i * b.i) : Value::number(d(a) * d(b));
+    if (op == "/") {
+      if (d(b) == 0) error("division by zero");
+      return Value::number(d(a) / d(b));
+    }
+    if (op == "//" || op == "%") {
+      if (d(b) == 0) error("division by zero");
+      if (ints) {
+        int64_t q = a.i / b.i, r = a.i % b.i;
+        if (r != 0 && ((r < 0) != (b.i < 0))) --q, r += b.i;  // Python floors
+        return Value::integer(op == "//" ? q : r);
+      }
+      const double q = std::floor(d(a) / d(b));
+      return Value::number(op == "//" ? q : d(a) - q * d(b));
+    }
+    if (op == "**")
+      return ints && b.i >= 0 ? Value::integer(int64_t(std::llround(std::pow(d(a), d(b)))))
+                              : Value::number(std::pow(d(a), d(b)));
+    error("unknown operator " + op);
+  }
+
+  std::vector<Value> args_of(const Node& n, size_t from) {
+    std::vector<Value> a;
+    for (size_t k = from; k < n.kids.size(); ++k) a.push_back(eval(*n.kids[k]));
+    return a;
+  }
+  std::vector<std::pair<std::string, Value>> kwargs_of(const Node& n) {
+    std::vector<std::pair<std::string, Value>> kw;
+    for (auto& [k, v] : n.kwargs) kw.emplace_back(k, eval(*v));
+    return kw;
+  }
+
+  static std::string strip_chars(const std::string& s, const Value& chars, bool left, bool right) {
+    const std::string set = chars.kind == Kind::String ? chars.s : std::string(" \t\n\r\f\v");
+    size_t b = 0, e = s.size();
+    while (left && b < e && set.find(s[b]) != std::string::npos) ++b;
+    while (right && e > b && set.find(s[e - 1]) != std::string::npos) --e;
+    return s.substr(b, e - b);
+  }
+
+  Value method(const Value& o, const std::string& m, const std::vector<Value>& a) {
+    auto arg = [&](size_t k) { return k < a.size() ? a[k] : Value(); };
+    if (o.kind == Kind::String) {
+      const std::string& s = o.s;
+      if (m == "strip") return Value::string(strip_chars(s, arg(0), true, true));
+      if (m == "lstrip") return Value::string(strip_chars(s, arg(0), true, false));
+      if (m == "rstrip") return Value::string(strip_chars(s, arg(0), false, true));
+      if (m == "startswith" || m == "endswith") {
+        const std::string p = str(arg(0));
+        const bool r = m == "startswith" ? s.compare(0, p.size(), p) == 0
+                                         : s.size() >= p.size() &&
+                                               s.compare(s.size() - p.size(), p.size(), p) == 0;
+        return Value::boolean(r);
+      }
+      if (m == "split") {
+        List parts;
+        const int64_t maxsplit = arg(1).kind == Kind::Int ? arg(1).i : -1;
+        if (arg(0).kind != Kind::String) {  // on runs of white space
+          size_t i = 0;
+          int64_t splits = 0;
+          while (i < s.size()) {
+            while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+            if (i >= s.size()) break;
+            if (maxsplit >= 0 && splits == maxsplit) {
+              parts.push_back(Value::string(s.substr(i)));
+              break;
+            }
+            size_t j = i;
+            while (j < s.size() && !std::isspace(static_cast<unsigned char>(s[j]))) ++j;
+            parts.push_back(Value::string(s.substr(i, j - i)));
+            ++splits;
+            i = j;
+          }
+          return Value::of_list(std::move(parts));
+        }
+        const std::string sep = arg(0).s;
+        if (sep.empty()) error("split: empty separator");
+        size_t i = 0;
+        int64_t splits = 0;
+        for (size_t j;
+             (maxsplit < 0 || splits < maxsplit) && (j = s.find(sep, i)) != std::string::npos;
+             ++splits) {
+          parts.push_back(Value::string(s.substr(i, j - i)));
+          i = j + sep.size();
+        }
+        parts.push_back(Value::string(s.substr(i)));
+        return Value::of_list(std::move(parts));
+      }
+      if (m == "lower" || m == "upper") {
+        std::string r = s;
+        for (char& c : r)
+          c = char(m == "lower" ? std::tolower(static_cast<unsigned char>(c))
+                                : std::toupper(static_cast<unsigned char>(c)));
+        return Value::string(r);
+      }
+      if (m == "replace") {
+        const std::string from = str(arg(0)), to = str(arg(1));
+        if (from.empty()) return o;
+        std::string r;
+        size_t i = 0;
+        for (size_t j; (j = s.find(from, i)) != std::string::npos; i = j + from.size())
+          r += s.substr(i, j - i) + to;
+        return Value::string(r + s.substr(i));
+      }
+      if (m == "title" || m == "capitalize") return filter_named(m, o, {}, {});
+    }
+    if (o.kind == Kind::Dict) {
+      if (m == "items" || m == "keys" || m == "values") {
+        List l;
+        for (auto& [k, v] : *o.dict)
+          l.push_back(m == "items"  ? Value::of_list({Value::string(k), v})
+                      : m == "keys" ? Value::string(k)
+                                    : v);
+        return Value::of_list(std::move(l));
+      }
+      if (m == "get") {
+        Value v = o.get(str(arg(0)));
+        return v.kind == Kind::Undefined ? (a.size() > 1 ? a[1] : Value::none()) : v;
+      }
+    }
+    if (o.kind == Kind::List && m == "append") {
+      o.list->push_back(arg(0));
+      return Value::none();
+    }
+    error("unsupported method ." + m + "() of " + repr(o).substr(0, 40));
+  }
+
+  Value call(const Node& n) {
+    const Node& f = *n.kids[0];
+    std::vector<Value> a = args_of(n, 1);
+    auto kw = kwargs_of(n);
+    if (f.op == Node::Attr) {
+      Value o = eval(*f.kids[0]);
+      if (o.kind == Kind::Dict) {
+        Value fn = o.get(f.name);
+        if (fn.kind == Kind::Func) return (*fn.func)(a, kw);
+      }
+      return method(o, f.name, a);
+    }
+    if (f.op == Node::Name) {
+      const std::string& name = f.name;
+      Value fn = lookup(name);
+      if (fn.kind == Kind::Func) return (*fn.func)(a, kw);
+      if (name == "raise_exception")
+        error("raise_exception: " + (a.empty() ? std::string() : str(a[0])));
+      if (name == "namespace") {
+        Value ns = Value::of_dict();
+        ns.is_namespace = true;
+        for (auto& [k, v] : kw) ns.set(k, v);
+        return ns;
+      }
+      if (name == "range") {
+        int64_t lo = 0, hi = 0, step = 1;
+        if (a.size() == 1)
+          hi = as_int(a[0], "range");
+        else if (a.size() >= 2)
+          lo = as_int(a[0], "range"), hi = as_int(a[1], "range");
+        if (a.size() >= 3) step = as_int(a[2], "range");
+        if (step == 0) error("range step cannot be zero");
+        List l;
+        for (int64_t i = lo; step > 0 ? i < hi : i > hi; i += step) l.push_back(Value::integer(i));
+        return Value::of_list(std::move(l));
+      }
+      if (name == "strftime_now") {
+        std::time_t now = std::time(nullptr);
+        std::tm tm{};
+        localtime_r(&now, &tm);
+        char buf[256];
+        const size_t len =
+            std::strftime(buf, sizeof buf, str(a.empty() ? Value() : a[0]).c_str(), &tm);
+        return Value::string(std::string(buf, len));
+      }
+      if (name == "dict") {
+        Value d = Value::of_dict();
+        for (auto& [k, v] : kw) d.set(k, v);
+        return d;
+      }
+      error("'" + name + "' is undefined or not callable");
+    }
+    error("this value is not callable");
+  }
+
+  Value filter(const Node& n) {
+    return filter_named(n.name, eval(*n.kids[0]), args_of(n, 1), kwargs_of(n));
+  }
+
+  Value filter_named(const std::string& f, const Value& v, const std::vector<Value>& a,
+                     const std::vector<std::pair<std::string, Value>>& kw) {
+    auto kwarg = [&](const char* k, size_t pos) -> Value {
+      for (auto& [name, val] : kw)
+        if (name == k) return val;
+      return pos < a.size() ? a[pos] : Value();
+    };
+    if (f == "trim") return Value::string(strip_chars(str(v), kwarg("chars", 0), true, true));
+    if (f == "length" || f == "count") {
+      if (v.kind == Kind::List) return Value::integer(int64_t(v.list->size()));
+      if (v.kind == Kind::Dict) return Value::integer(int64_t(v.dict->size()));
+      if (v.kind == Kind::String) return Value::integer(int64_t(chars(v.s).size()));
+      error("length of " + repr(v));
+    }
+    if (f == "tojson") {
+      Value ind = kwarg("indent", 0);
+      std::string o;
+      to_json(v, o, ind.kind == Kind::Int ? int(ind.i) : -1, 0);
+      return Value::string(o);
+    }
+    if (f == "string") return Value::string(str(v));
+    if (f == "safe") return v;
+    if (f == "upper" || f == "lower") return method(Value::string(str(v)), f, {});
+    if (f == "capitalize" || f == "title") {
+      std::string s = str(v);
+      bool start = true;
+      for (char& c : s) {
+        const unsigned char u = static_cast<unsigned char>(c);
+        if (f == "capitalize")
+          c = char(start ? std::toupper(u) : std::tolower(u)), start = false;
+        else {
+          c = char(start ? std::toupper(u) : std::tolower(u));
+          start = !std::isalnum(u);
+        }
+      }
+      return Value::string(s);
+    }
+    if (f == "default" || f == "d") {
+      const bool boolean = truthy(kwarg("boolean", 1));
+      if (v.kind == Kind::Undefined || (boolean && !truthy(v))) return kwarg("default_value", 0);
+      return v;
+    }
+    if (f == "first" || f == "last") {
+      List l = v.kind == Kind::List ? *v.list : v.kind == Kind::String ? chars(v.s) : List{};
+      if (l.empty()) return Value();
+      return f == "first" ? l.front() : l.back();
+    }
+    if (f == "join") {
+      const std::string sep = str(kwarg("d", 0));
+      std::string o;
+      if (v.kind == Kind::List)
+        for (size_t k = 0; k < v.list->size(); ++k) o += (k ? sep : "") + str((*v.list)[k]);
+      return Value::string(o);
+    }
+    if (f == "list") {
+      if (v.kind == Kind::List) return v;
+      if (v.kind == Kind::String) return Value::of_list(chars(v.s));
+      if (v.kind == Kind::Dict) return method(v, "keys", {});
+      error("list of " + repr(v));
+    }
+    if (f == "reverse") {
+      if (v.kind == Kind::String) {
+        List l = chars(v.s);
+        std::string o;
+        for (size_t k = l.size(); k-- > 0;) o += l[k].s;
+        return Value::string(o);
+      }
+      if (v.kind == Kind::List) return Value::of_list(List(v.list->rbegin(), v.list->rend()));
+    }
+    if (f == "items") return method(v, "items", {});
+    if (f == "int") {
+      if (v.kind == Kind::Int) return v;
+      if (v.kind == Kind::Float) return Value::integer(int64_t(v.f));
+      try {
+        return Value::integer(std::stoll(str(v)));
+      } catch (...) {
+        return Value::integer(0);
+      }
+    }
+    if (f == "abs" && (v.kind == Kind::Int || v.kind == Kind::Float))
+      return v.kind == Kind::Int ? Value::integer(std::llabs(v.i)) : Value::number(std::fabs(v.f));
+    error("unsupported filter '" + f + "'");
+  }
+
+  bool test(const Node& n) {
+    const std::string& t = n.name;
+    Value v = eval(*n.kids[0]);
+    if (t == "defined") return v.kind != Kind::Undefined;
+    if (t == "undefined") return v.kind == Kind::Undefined;
+    if (t == "none") return v.kind == Kind::None;
+    if (t == "string") return v.kind == Kind::String;
+    if (t == "number") return v.kind == Kind::Int || v.kind == Kind::Float;
+    if (t == "integer") return v.kind == Kind::Int;
+    if (t == "float") return v.kind == Kind::Float;
+    if (t == "boolean") return v.kind == Kind::Bool;
+    if (t == "true") return v.kind == Kind::Bool && v.b;
+    if (t == "false") return v.kind == Kind::Bool && !v.b;
+    if (t == "mapping") return v.kind == Kind::Dict;
+    if (t == "iterable")
+      return v.kind == Kind::List || v.kind == Kind::Dict || v.kind == Kind::String;
+    if (t == "sequence")
+      return v.kind == Kind::List || v.kind == Kind::String || v.kind == Kind::Dict;
+    if (t == "callable") return v.kind == Kind::Func;
+    if (t == "even" || t == "odd") return (as_int(v, "even/odd") % 2 == 0) == (t == "even");
+    if (t == "divisibleby") {
+      const int64_t d = as_int(eval(*n.kids.at(1)), "divisibleby");
+      return d != 0 && as_int(v, "divisibleby") % d == 0;
+    }
+    if (t == "eq" || t == "equalto" || t == "sameas") return equal(v, eval(*n.kids.at(1)));
+    if (t == "in") return truthy(binary("in", v, eval(*n.kids.at(1))));
+    error("unsupported test '" + t + "'");
+  }
+
+ private:
+  std::string where_;
+};
+
+}  // namespace
+
+std::string render(const std::string& tmpl, const Value& vars, const std::string& where) {
+  const std::vector<Segment> segs = segments(tmpl, where);
+  TreeBuilder tb(segs, where);
+  const Body body = tb.parse_all();
+  Renderer r(where);
+  r.scopes.emplace_back();
+  if (vars.kind == Kind::Dict)
+    for (auto& [k, v] : *vars.dict) r.scopes.back()[k] = v;
+  r.scopes.emplace_back();  // the template's own top-level sets
+  std::string out;
+  r.run(body, out);
+  return out;
+}
+
+}  // namespace lamina::jinja

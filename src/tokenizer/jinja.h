@@ -1,0 +1,96 @@
+// The subset of Jinja that models' chat templates use, rendered as transformers renders them
+// (jinja2's ImmutableSandboxedEnvironment with trim_blocks and lstrip_blocks; tojson as
+// json.dumps(ensure_ascii=False); raise_exception, strftime_now, namespace). There is no Jinja
+// library for C++ in Debian; this covers text, {{ }}, {% if / elif / else / for (loop.*, else,
+// "if" filter) / set (names and namespace attributes) %}, comments and the - / + whitespace
+// marks; expressions with Python's operators, literals (strings, numbers, lists, dicts),
+// attribute / item / slice access, calls of the string and dict methods templates use, filters
+// and tests. Checked byte for byte against jinja2 + transformers (tests/oracles).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lamina::jinja {
+
+struct Value;
+using List = std::vector<Value>;
+using Dict = std::vector<std::pair<std::string, Value>>;  // insertion-ordered, as Python's dict
+using Func = std::function<Value(const std::vector<Value>& args,
+                                 const std::vector<std::pair<std::string, Value>>& kwargs)>;
+
+struct Value {
+  enum class Kind { Undefined, None, Bool, Int, Float, String, List, Dict, Func };
+  Kind kind = Kind::Undefined;
+  bool b = false;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;
+  std::shared_ptr<List> list;  // shared, as Python's (namespace() is a Dict that set mutates)
+  std::shared_ptr<Dict> dict;
+  std::shared_ptr<Func> func;
+  bool is_namespace = false;
+
+  static Value none() { return make(Kind::None); }
+  static Value boolean(bool v) {
+    Value x = make(Kind::Bool);
+    x.b = v;
+    return x;
+  }
+  static Value integer(int64_t v) {
+    Value x = make(Kind::Int);
+    x.i = v;
+    return x;
+  }
+  static Value number(double v) {
+    Value x = make(Kind::Float);
+    x.f = v;
+    return x;
+  }
+  static Value string(std::string v) {
+    Value x = make(Kind::String);
+    x.s = std::move(v);
+    return x;
+  }
+  static Value of_list(List v = {}) {
+    Value x = make(Kind::List);
+    x.list = std::make_shared<List>(std::move(v));
+    return x;
+  }
+  static Value of_dict(Dict v = {}) {
+    Value x = make(Kind::Dict);
+    x.dict = std::make_shared<Dict>(std::move(v));
+    return x;
+  }
+  static Value function(Func fn) {
+    Value x = make(Kind::Func);
+    x.func = std::make_shared<Func>(std::move(fn));
+    return x;
+  }
+  // The value under key of a dict (Undefined when absent or not a dict).
+  Value get(const std::string& key) const;
+  void set(const std::string& key, Value v);  // a dict's key, added or replaced
+
+ private:
+  static Value make(Kind k) {
+    Value x;
+    x.kind = k;
+    return x;
+  }
+};
+
+// JSON values as Jinja values (ordered_json objects keep their key order).
+Value from_json(const nlohmann::json& j);
+Value from_json(const nlohmann::ordered_json& j);
+
+// Renders the template with the given variables (a Dict: messages, add_generation_prompt,
+// bos_token, ...). Errors — a syntax error, raise_exception(), an unsupported construct — throw
+// lamina::Error naming `where` and the line.
+std::string render(const std::string& tmpl, const Value& vars, const std::string& where);
+
+}  // namespace lamina::jinja
