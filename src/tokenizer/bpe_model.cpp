@@ -5,6 +5,7 @@
 #include <queue>
 
 #include "core/error.h"
+#include "tokenizer/unicode_text.h"
 
 namespace lamina {
 using json = nlohmann::json;
@@ -119,14 +120,7 @@ void BpeModel::encode_word(std::string_view w, std::vector<int32_t>& out) const 
   std::optional<int32_t> pending_unk;
   std::string s;
   for (size_t i = 0; i < w.size();) {
-    size_t len = 1;
-    const unsigned char c0 = static_cast<unsigned char>(w[i]);
-    if (c0 >= 0xF0)
-      len = 4;
-    else if (c0 >= 0xE0)
-      len = 3;
-    else if (c0 >= 0xC0)
-      len = 2;
+    size_t len = utf8_char_length(static_cast<unsigned char>(w[i]));
     len = std::min(len, w.size() - i);
     const bool first = i == 0, last = i + len == w.size();
     s.assign(first ? "" : prefix_);

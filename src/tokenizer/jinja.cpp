@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "tokenizer/unicode_text.h"
 
 namespace lamina::jinja {
 namespace {
@@ -949,14 +950,7 @@ class Renderer {
   static List chars(const std::string& s) {
     List l;
     for (size_t k = 0; k < s.size();) {
-      size_t len = 1;
-      const unsigned char c = static_cast<unsigned char>(s[k]);
-      if (c >= 0xF0)
-        len = 4;
-      else if (c >= 0xE0)
-        len = 3;
-      else if (c >= 0xC0)
-        len = 2;
+      size_t len = utf8_char_length(static_cast<unsigned char>(s[k]));
       l.push_back(Value::string(s.substr(k, len)));
       k += len;
     }

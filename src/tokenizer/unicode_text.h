@@ -12,6 +12,11 @@ namespace lamina {
 // The code point starting at s[i] and its length in bytes (a malformed byte: U+FFFD, length 1).
 char32_t utf8_decode(std::string_view s, size_t i, size_t* len);
 void utf8_append(std::string& out, char32_t cp);
+// The length of the UTF-8 sequence a lead byte starts (1 for ASCII and stray bytes), not checked:
+// how tokenizers and Python split text into characters before any validation.
+inline size_t utf8_char_length(unsigned char lead) {
+  return lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+}
 
 enum class NormalForm { NFC, NFD, NFKC, NFKD };
 // s in the given normalization form (s must be valid UTF-8; invalid input is returned unchanged).
