@@ -492,7 +492,7 @@ class Parser {
     fail(where_, ": line ", line_, ": ", why,
          t_[p_].type == Tok::End ? " at the end" : " near '" + t_[p_].text + "'");
   }
-  // A primary with postfixes only (for-loop targets are names; this is for the iterable).
+  // An expression without the ternary (a for loop's iterable and its "if" filter).
   NodeP or_expr() {
     NodeP x = and_expr();
     while (peek_name("or")) ++p_, x = node(Node::Or, {x, and_expr()});

@@ -1,5 +1,6 @@
 """What the CLI and parity scripts share: running lamina, recording checks, the closing line."""
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -47,3 +48,17 @@ def f32_tensors(path):
     h.pop("__metadata__", None)
     return {k: np.frombuffer(blob[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]], "<f4").reshape(v["shape"])
             for k, v in h.items()}
+
+
+def unpack_tokenizer(assets, name, dest):
+    """tests/assets/tokenizers/NAME's gzipped tokenizer.json and tokenizer_config.json, unpacked
+    into the new directory dest (a model directory with only the tokenizer); returns dest."""
+    import gzip
+    import shutil
+
+    os.makedirs(dest)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        with gzip.open(os.path.join(assets, "tokenizers", name, f + ".gz"), "rb") as src, \
+                open(os.path.join(dest, f), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return dest

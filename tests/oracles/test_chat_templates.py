@@ -11,7 +11,6 @@ transformers raises (a template's raise_exception).
 
 usage: test_chat_templates.py LAMINA ASSETS_DIR        prints 'N passed, M failed'
 """
-import gzip
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
-from harness import Report, runner  # noqa: E402
+from harness import Report, runner, unpack_tokenizer  # noqa: E402
 
 from transformers import AutoTokenizer  # noqa: E402
 
@@ -75,12 +74,7 @@ def main():
     try:
         dirs = []
         for name in ("llama3.1", "qwen3", "gemma3"):
-            d = os.path.join(work, name)
-            os.makedirs(d)
-            for f in ("tokenizer.json", "tokenizer_config.json"):
-                with gzip.open(os.path.join(assets, "tokenizers", name, f + ".gz"), "rb") as src, \
-                        open(os.path.join(d, f), "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+            d = unpack_tokenizer(assets, name, os.path.join(work, name))
             dirs.append((name, d))
         for t in ("llama-2", "mistral-instruct", "openchat", "chatml"):
             d = os.path.join(work, "builtin-" + t)

@@ -22,7 +22,6 @@ with lstrip / rstrip / single_word / normalized; the same three checks on part o
 usage: test_tokenizers.py LAMINA ASSETS_DIR        prints 'N passed, M failed'
 """
 import glob
-import gzip
 import json
 import os
 import random
@@ -32,7 +31,7 @@ import tempfile
 import unicodedata
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
-from harness import Report, runner  # noqa: E402
+from harness import Report, runner, unpack_tokenizer  # noqa: E402
 
 from tokenizers import Tokenizer  # noqa: E402
 
@@ -202,12 +201,7 @@ def main():
     try:
         total_lines = 0
         for name, nfc in (("llama3.1", False), ("qwen3", True), ("gemma3", False)):
-            d = os.path.join(work, name)
-            os.makedirs(d)
-            for f in ("tokenizer.json", "tokenizer_config.json"):
-                with gzip.open(os.path.join(assets, "tokenizers", name, f + ".gz"), "rb") as src, \
-                        open(os.path.join(d, f), "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+            d = unpack_tokenizer(assets, name, os.path.join(work, name))
             ref = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
             tj = json.load(open(os.path.join(d, "tokenizer.json"), encoding="utf-8"))
             added = [a["content"] for a in tj["added_tokens"]]
