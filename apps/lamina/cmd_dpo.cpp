@@ -38,7 +38,10 @@ int cmd_dpo(int argc, char** argv) {
                   "an over-long sequence keeps its first (TRL 1.16's default) or last max-length "
                   "tokens",
                   "keep_start"},
-                 {"template", "NAME", "chat template (default: the model's)", ""},
+                 {"template", "NAME",
+                  "a built-in chat template (openchat, chatml, llama-2, mistral-instruct) instead "
+                  "of the model's own Jinja chat_template",
+                  ""},
                  {"cache-dir", "DIR", "reference log-prob cache (default: OUT/.cache)", ""},
                  {"strict", "", "stop at the first malformed line", ""}}));
   if (!a.parse(argc, argv)) return 0;

@@ -157,6 +157,10 @@ int cmd_eval(int argc, char** argv) {
                "", true},
               {"temperature", "T", "generation temperature (0: greedy)", "0"},
               {"seed", "S", "sampling seed", "0"},
+              {"chat-template", "NAME",
+               "chat tasks: a built-in template (llama-2, mistral-instruct, openchat, chatml) "
+               "instead of the model's own chat_template",
+               ""},
               {"condition", "TEXT",
                "chat tasks, OpenChat: class condition (default: generation_config's "
                "chat_condition, else GPT4 Correct)",
@@ -194,6 +198,11 @@ int cmd_eval(int argc, char** argv) {
       "| task | setting | metric | value | stderr | n |\n|---|---|---|---|---|---|\n";
   // Replies end where `generate` ends them (generation_config's EOS ids, e.g. <|end_of_turn|>).
   const GenerationConfig gen = read_generation_config(a.str("model"));
+  const std::optional<ChatFormat> chat = choose_chat_format(
+      lm.tokenizer, a.given("tokenizer") ? a.str("tokenizer") : a.str("model"),
+      a.given("chat-template") ? std::optional(parse_chat_template(a.str("chat-template")))
+                               : std::nullopt,
+      a.given("condition") ? std::optional(a.str("condition")) : std::nullopt);
   for (auto& path : a.all("task"))
     for (auto& [vname, vtext] : variants) {
       EvalTask t = load_task(path);
@@ -211,8 +220,7 @@ int cmd_eval(int argc, char** argv) {
         s.batch_tokens = a.integer("batch-tokens");
         s.bos = a.str("bos");
         s.stop_ids = gen.eos_token_ids;
-        s.chat_condition = a.given("condition") ? a.str("condition")
-                                                : gen.chat_condition.value_or(s.chat_condition);
+        s.chat = chat;
         TaskResult r = evaluate_task(*lm.model, lm.tokenizer, t, s);
         json m = json::object(), se = json::object();
         for (auto& [k, v] : r.value) {

@@ -29,8 +29,9 @@ int cmd_sft(int argc, char** argv) {
               {"source", "NAME=FILE:weight=W:condition=C", "a C-RLFT source (class)", "", true},
               {"objective", "sft|crlft", "plain SFT or conditioned, weighted C-RLFT", "sft"},
               {"template", "NAME",
-               "openchat, chatml, llama-2, mistral-instruct (default: crlft -> openchat, "
-               "else the model's, else openchat)",
+               "a built-in template instead of the model's own: openchat, chatml, llama-2, "
+               "mistral-instruct (default: crlft -> openchat, else the model's Jinja "
+               "chat_template, else openchat)",
                ""},
               {"inference-condition", "TEXT",
                "condition to use at inference (default: the highest-weight "

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/parse_number.h"
 #include "io/mapped_file.h"
+#include "tokenizer/chat_format.h"
 #include "tokenizer/jinja.h"
 #include "tokenizer/tokenizer.h"
 
@@ -23,13 +24,18 @@ int cmd_tokenize(int argc, char** argv) {
       "default are added unless --no-special. --jsonl: every line of --file is a JSON string,\n"
       "one JSON object printed per line. --ids decodes instead. --chat FILE renders the model's\n"
       "own Jinja chat template over FILE's {\"messages\", \"tools\", \"add_generation_prompt\",\n"
-      "...} (bos_token / eos_token from the tokenizer) and prints {\"text\", \"ids\"}.",
+      "...} (bos_token / eos_token from the tokenizer) and prints {\"text\", \"ids\"};\n"
+      "--template T.jinja renders that template instead of the model's.",
       {{"model", "DIR", "model (or tokenizer) directory", kRequired},
        {"text", "T", "the text to encode", ""},
        {"file", "F", "encode the contents of this file", ""},
-       {"jsonl", "", "with --file: one JSON string per line, one result per line", ""},
+       {"jsonl", "",
+        "with --file: one JSON string per line; with --chat: one object of variables per line; "
+        "one result per line",
+        ""},
        {"ids", "I,J,...", "decode these ids instead", ""},
        {"chat", "FILE", "render the chat template over this JSON object's variables", ""},
+       {"template", "T.jinja", "with --chat: this Jinja chat template instead of the model's", ""},
        {"pieces", "", "print each id's piece too", ""},
        {"no-special", "", "do not add the tokenizer's BOS / template tokens", ""},
        {"keep-special", "", "with --ids: keep special tokens in the decoded text", ""}});
@@ -37,7 +43,9 @@ int cmd_tokenize(int argc, char** argv) {
   const int sources =
       int(a.given("text")) + int(a.given("file")) + int(a.given("ids")) + int(a.given("chat"));
   if (sources != 1) fail("give exactly one of --text, --file, --ids or --chat");
-  if (a.flag("jsonl") && !a.given("file")) fail("--jsonl needs --file");
+  if (a.flag("jsonl") && !a.given("file") && !a.given("chat"))
+    fail("--jsonl needs --file or --chat");
+  if (a.given("template") && !a.given("chat")) fail("--template needs --chat");
   const Tokenizer tok = Tokenizer::load(a.str("model"));
   const bool special = !a.flag("no-special") && tok.add_bos_default();
   auto result = [&](const std::vector<int32_t>& ids, bool skip_special) {
@@ -66,27 +74,62 @@ int cmd_tokenize(int argc, char** argv) {
   }
   if (a.given("chat")) {
     const std::string f = a.str("chat");
-    nlohmann::ordered_json vars;
-    try {
-      vars = nlohmann::ordered_json::parse(read_text_file(f));
-    } catch (const nlohmann::json::exception& e) {
-      fail(f, ": not JSON: ", e.what());
+    const std::string tmpl =
+        a.given("template") ? read_text_file(a.str("template")) : tok.chat_template();
+    const std::string where =
+        a.given("template") ? a.str("template") : a.str("model") + ": chat_template";
+    if (tmpl.empty())
+      fail(a.given("template") ? a.str("template") : a.str("model"),
+           a.given("template") ? ": empty template" : ": the tokenizer has no chat_template");
+    jinja::check(tmpl, where);
+    // One object of variables -> {"text", "ids"}.
+    auto render_one = [&](const nlohmann::ordered_json& vars, const std::string& at) {
+      if (!vars.is_object()) fail(at, ": expected a JSON object of template variables");
+      jinja::Value v = jinja::from_json(vars);
+      // transformers passes the special tokens' text, tools and documents (None when not given)
+      // and add_generation_prompt false by default.
+      for (const char* k : {"tools", "documents"})
+        if (v.get(k).kind == jinja::Value::Kind::Undefined) v.set(k, jinja::Value::none());
+      if (v.get("bos_token").kind == jinja::Value::Kind::Undefined && tok.bos_id() >= 0)
+        v.set("bos_token", jinja::Value::string(tok.piece(tok.bos_id())));
+      if (v.get("eos_token").kind == jinja::Value::Kind::Undefined && tok.eos_id() >= 0)
+        v.set("eos_token", jinja::Value::string(tok.piece(tok.eos_id())));
+      if (v.get("add_generation_prompt").kind == jinja::Value::Kind::Undefined)
+        v.set("add_generation_prompt", jinja::Value::boolean(false));
+      alias_reasoning_fields(v);
+      const std::string text = jinja::render(tmpl, v, where);
+      return nlohmann::json{{"text", text}, {"ids", tok.encode(text, false)}};
+    };
+    auto dump = [](const nlohmann::json& j) {
+      return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    };
+    if (!a.flag("jsonl")) {
+      nlohmann::ordered_json vars;
+      try {
+        vars = nlohmann::ordered_json::parse(read_text_file(f));
+      } catch (const nlohmann::json::exception& e) {
+        fail(f, ": not JSON: ", e.what());
+      }
+      std::printf("%s\n", dump(render_one(vars, f)).c_str());
+      return 0;
     }
-    if (!vars.is_object()) fail(f, ": expected a JSON object of template variables");
-    if (tok.chat_template().empty()) fail(a.str("model"), ": the tokenizer has no chat_template");
-    jinja::Value v = jinja::from_json(vars);
-    // transformers passes the special tokens' text, and add_generation_prompt false by default.
-    if (v.get("bos_token").kind == jinja::Value::Kind::Undefined && tok.bos_id() >= 0)
-      v.set("bos_token", jinja::Value::string(tok.piece(tok.bos_id())));
-    if (v.get("eos_token").kind == jinja::Value::Kind::Undefined && tok.eos_id() >= 0)
-      v.set("eos_token", jinja::Value::string(tok.piece(tok.eos_id())));
-    if (v.get("add_generation_prompt").kind == jinja::Value::Kind::Undefined)
-      v.set("add_generation_prompt", jinja::Value::boolean(false));
-    const std::string text =
-        jinja::render(tok.chat_template(), v, a.str("model") + ": chat_template");
-    nlohmann::json j = {{"text", text}, {"ids", tok.encode(text, false)}};
-    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-    return 0;
+    // --jsonl: one object of variables per line; a line the template refuses (raise_exception)
+    // prints {"error"} and the exit status is 1 after the rest.
+    std::ifstream in(f);
+    if (!in) fail(f, ": cannot open");
+    int64_t n = 0, failed = 0;
+    for (std::string line; std::getline(in, line);) {
+      const std::string at = f + ":" + std::to_string(++n);
+      auto vars = nlohmann::ordered_json::parse(line, nullptr, false);
+      if (vars.is_discarded()) fail(at, ": not JSON");
+      try {
+        std::printf("%s\n", dump(render_one(vars, at)).c_str());
+      } catch (const Error& e) {
+        ++failed;
+        std::printf("%s\n", dump(nlohmann::json{{"error", e.what()}}).c_str());
+      }
+    }
+    return failed ? 1 : 0;
   }
   if (a.flag("jsonl")) {
     std::ifstream in(a.str("file"));

@@ -8,6 +8,7 @@
 #include "io/mapped_file.h"
 #include "kernels/matmul.h"
 #include "model/gguf_model.h"
+#include "tokenizer/chat_format.h"
 #include "tokenizer/chat_template.h"
 
 namespace lamina {
@@ -84,30 +85,23 @@ GenerateOptions generate_options(const Args& a) {
 
 std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::string& system,
                                const std::vector<std::pair<std::string, std::string>>& turns) {
-  ChatTemplate t;
-  if (a.given("chat-template")) {
-    t = parse_chat_template(a.str("chat-template"));
-  } else if (auto d = detect_chat_template(tok.chat_template())) {
-    t = *d;
-  } else {
-    fail(
-        "the model has no chat_template lamina recognises; pass --chat-template (llama-2, "
-        "mistral-instruct, openchat, chatml)");
-  }
+  std::optional<ChatTemplate> named;
+  if (a.given("chat-template")) named = parse_chat_template(a.str("chat-template"));
+  std::optional<std::string> condition;
+  if (a.given("condition")) condition = a.str("condition");
+  const std::string dir = a.given("tokenizer") ? a.str("tokenizer") : a.str("model");
+  auto fmt = choose_chat_format(tok, dir, named, condition);
+  if (!fmt)
+    fail(dir,
+         ": the model has no chat_template; pass --chat-template (llama-2, mistral-instruct, "
+         "openchat, chatml)");
   std::vector<ChatMessage> msgs;
   if (!system.empty()) msgs.push_back({"system", system});
   for (auto& [user, assistant] : turns) {
     msgs.push_back({"user", user});
     if (!assistant.empty()) msgs.push_back({"assistant", assistant});
   }
-  ChatTokens k;
-  k.bos = tok.bos_text();
-  k.eos = tok.eos_text();
-  k.condition =
-      a.given("condition")
-          ? a.str("condition")
-          : read_generation_config(a.str("model")).chat_condition.value_or("GPT4 Correct");
-  return render_chat(t, msgs, true, k);
+  return fmt->render(msgs, true);
 }
 
 }  // namespace lamina

@@ -307,12 +307,9 @@ TaskResult evaluate_task(const Model& m, const Tokenizer& tok, const EvalTask& t
         std::string ctx = build_context(t, shots, doc, render_template(t.doc_to_text, doc, t.name));
         std::vector<int32_t> ids;
         if (t.chat) {
-          auto tmpl = detect_chat_template(tok.chat_template());
-          if (!tmpl)
-            fail(t.name, ": chat: true but the model has no chat_template lamina recognises");
-          ChatTokens k;
-          k.bos = tok.bos_text(), k.eos = tok.eos_text(), k.condition = s.chat_condition;
-          const std::string chat = render_chat(*tmpl, {{"user", ctx}}, true, k);
+          if (!s.chat)
+            fail(t.name, ": chat: true but the model has no chat_template (pass --chat-template)");
+          const std::string chat = s.chat->render({{"user", ctx}}, true);
           ids = tok.encode(chat, false);
           sample["chat_prompt"] = chat;
         } else {

@@ -5,12 +5,14 @@
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "eval/task.h"
 #include "generate/sampler.h"
 #include "model/model.h"
+#include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lamina {
@@ -41,10 +43,11 @@ struct EvalSettings {
   // one forward per row (attention kept per request). 0: one request at a time, sharing the
   // KV-cache prefix between consecutive requests.
   int64_t batch_tokens = 1024;
-  // Generation: further token ids that end a reply, and the OpenChat condition of chat prompts;
-  // both from the model's generation_config.json (read_generation_config), as `generate` uses.
+  // Generation: further token ids that end a reply (the model's generation_config.json), and the
+  // chat format of `chat: true` tasks (choose_chat_format: the model's own template, as lm-eval's
+  // apply_chat_template renders it), as `generate` uses them.
   std::vector<int32_t> stop_ids;
-  std::string chat_condition = "GPT4 Correct";
+  std::optional<ChatFormat> chat;
   // BOS before each request: "auto" follows the task's `bos`, whose "auto" is lm-eval 0.4.13's
   // rule (the tokenizer's own default: tokenizer_config.json's add_bos_token); "never" is the
   // Open LLM Leaderboard v1's harness (b281b09, no special tokens); "always".

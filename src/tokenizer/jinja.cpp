@@ -53,6 +53,44 @@ std::string py_float(double d) {
 }
 
 std::string repr(const Value& v);
+std::string str(const Value& v);
+
+// Dict keys: strings as they are, integers marked (Python keeps 0 and "0" apart).
+std::string dict_key(const Value& k) {
+  if (k.kind == Kind::Int) return "\x01" + std::to_string(k.i);
+  return str(k);
+}
+Value key_value(const std::string& k) {
+  if (!k.empty() && k[0] == '\x01') return Value::integer(std::stoll(k.substr(1)));
+  return Value::string(k);
+}
+
+// markupsafe.escape.
+std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        o += "&amp;";
+        break;
+      case '<':
+        o += "&lt;";
+        break;
+      case '>':
+        o += "&gt;";
+        break;
+      case '"':
+        o += "&#34;";
+        break;
+      case '\'':
+        o += "&#39;";
+        break;
+      default:
+        o += c;
+    }
+  }
+  return o;
+}
 
 // Python's str() of a value (what {{ }} prints).
 std::string str(const Value& v) {
@@ -103,7 +141,7 @@ std::string repr(const Value& v) {
       std::string o = "{";
       size_t k = 0;
       for (auto& [key, val] : *v.dict)
-        o += (k++ ? ", " : "") + repr(Value::string(key)) + ": " + repr(val);
+        o += (k++ ? ", " : "") + repr(key_value(key)) + ": " + repr(val);
       return o + "}";
     }
     case Kind::Func:
@@ -162,7 +200,7 @@ void to_json(const Value& v, std::string& o, int indent, int depth) {
       for (auto& [key, val] : *v.dict) {
         if (k++) o += indent < 0 ? ", " : ",";
         nl(depth + 1);
-        to_json(Value::string(key), o, indent, depth + 1);
+        to_json(Value::string(str(key_value(key))), o, indent, depth + 1);  // json: "0" for 0
         o += ": ";
         to_json(val, o, indent, depth + 1);
       }
@@ -309,7 +347,24 @@ std::vector<Segment> segments(const std::string& t, const std::string& where) {
     }
     const char kind = t[open + 1];
     const std::string close = kind == '{' ? "}}" : kind == '%' ? "%}" : "#}";
-    const size_t end = t.find(close, open + 2);
+    // The closing mark outside string literals ({{ "}}" }} is an expression printing "}}").
+    size_t end = std::string::npos;
+    if (kind == '#') {
+      end = t.find(close, open + 2);
+    } else {
+      for (size_t k = open + 2; k + 1 < t.size(); ++k) {
+        if (t[k] == '"' || t[k] == '\'') {
+          const char q = t[k];
+          for (++k; k < t.size() && t[k] != q; ++k)
+            if (t[k] == '\\') ++k;
+          continue;
+        }
+        if (t[k] == close[0] && t[k + 1] == close[1]) {
+          end = k;
+          break;
+        }
+      }
+    }
     if (end == std::string::npos) fail(where, ": line ", line, ": '{", kind, "' is never closed");
     size_t b = open + 2, e = end;
     const bool strip_left = b < e && t[b] == '-';
@@ -718,14 +773,17 @@ class Parser {
 struct Stmt;
 using Body = std::vector<Stmt>;
 struct Stmt {
-  enum Type { Text, Output, If, For, Set } type;
+  enum Type { Text, Output, If, For, Set, SetBlock, Macro, Break, Continue } type;
+  Stmt(Type t, int l, std::string tx = "") : type(t), line(l), text(std::move(tx)) {}
   int line = 0;
-  std::string text;                              // Text
+  std::string text;                              // Text; Macro: its name
   NodeP expr;                                    // Output, For (iterable), Set (value)
   std::vector<std::pair<NodeP, Body>> branches;  // If: (condition, body), the else with null
-  std::vector<std::string> targets;              // For: loop names; Set: name [, attribute]
-  NodeP filter;                                  // For: "if" condition
-  Body body, else_body;                          // For
+  // For: loop names; Set and SetBlock: name [, attribute]; Macro: parameter names.
+  std::vector<std::string> targets;
+  std::vector<NodeP> defaults;  // Macro: each parameter's default (null: none)
+  NodeP filter;                 // For: "if" condition
+  Body body, else_body;         // For; SetBlock and Macro: body
 };
 
 class TreeBuilder {
@@ -823,11 +881,42 @@ class TreeBuilder {
           p.expect(".");
           st.targets.push_back(p.take_name());
         }
-        if (!p.peek_op("=")) p.error("{% set %} blocks are not supported; expected '='");
-        p.expect("=");
-        st.expr = p.expression();
-        p.expect_end();
+        if (p.at_end()) {
+          // {% set name %}...{% endset %}: the rendered body becomes the value.
+          st.type = Stmt::SetBlock;
+          std::string e;
+          st.body = parse_until({"endset"}, e);
+          if (e.empty()) fail(where_, ": line ", g.line, ": {% set %} without {% endset %}");
+          cur_->expect_end();
+        } else {
+          p.expect("=");
+          st.expr = p.expression();
+          p.expect_end();
+        }
         out.push_back(std::move(st));
+      } else if (tag == "macro") {
+        // {% macro name(a, b=default) %}...{% endmacro %}: a callable returning its rendering.
+        Stmt st{Stmt::Macro, g.line};
+        st.text = p.take_name();
+        p.expect("(");
+        while (!p.peek_op(")")) {
+          st.targets.push_back(p.take_name());
+          NodeP d;
+          if (p.peek_op("=")) p.expect("="), d = p.expression();
+          st.defaults.push_back(d);
+          if (!p.peek_op(",")) break;
+          p.expect(",");
+        }
+        p.expect(")");
+        p.expect_end();
+        std::string e;
+        st.body = parse_until({"endmacro"}, e);
+        if (e.empty()) fail(where_, ": line ", g.line, ": {% macro %} without {% endmacro %}");
+        out.push_back(std::move(st));
+      } else if (tag == "break" || tag == "continue") {
+        // The loopcontrols extension transformers enables.
+        p.expect_end();
+        out.push_back({tag == "break" ? Stmt::Break : Stmt::Continue, g.line});
       } else if (tag == "generation" || tag == "endgeneration") {
         // transformers' {% generation %} marks (assistant masks): render their body as is.
       } else {
@@ -862,8 +951,56 @@ class Renderer {
     return Value();
   }
 
+  // Set by {% break %} / {% continue %}; the enclosing loop clears it.
+  enum class Jump { None, Break, Continue } jump = Jump::None;
+
+  void assign(const Stmt& st, Value v) {
+    if (st.targets.size() == 1) {
+      scopes.back()[st.targets[0]] = std::move(v);
+      return;
+    }
+    Value ns = lookup(st.targets[0]);
+    if (ns.kind != Kind::Dict || !ns.is_namespace)
+      error("'" + st.targets[0] + "' is not a namespace(): cannot set its attribute");
+    ns.set(st.targets[1], std::move(v));
+  }
+
+  // A macro as a function: binds its parameters (positional, keyword, defaults) in a new scope
+  // over the caller's and renders its body. The Stmt outlives every call (one render).
+  Value macro(const Stmt* st) {
+    return Value::function([this, st](const std::vector<Value>& a,
+                                      const std::vector<std::pair<std::string, Value>>& kw) {
+      if (a.size() > st->targets.size())
+        error("macro '" + st->text + "' takes " + std::to_string(st->targets.size()) +
+              " arguments, got " + std::to_string(a.size()));
+      std::map<std::string, Value> frame;
+      for (size_t k = 0; k < st->targets.size(); ++k) {
+        if (k < a.size())
+          frame[st->targets[k]] = a[k];
+        else if (st->defaults[k])
+          frame[st->targets[k]] = eval(*st->defaults[k]);
+        else
+          frame[st->targets[k]] = Value();
+      }
+      for (auto& [k, v] : kw) {
+        if (std::find(st->targets.begin(), st->targets.end(), k) == st->targets.end())
+          error("macro '" + st->text + "' has no parameter '" + k + "'");
+        frame[k] = v;
+      }
+      const int saved_line = line;
+      scopes.push_back(std::move(frame));
+      std::string out;
+      run(st->body, out);
+      scopes.pop_back();
+      line = saved_line;
+      jump = Jump::None;
+      return Value::string(std::move(out));
+    });
+  }
+
   void run(const Body& body, std::string& out) {
     for (const Stmt& st : body) {
+      if (jump != Jump::None) return;
       line = st.line;
       switch (st.type) {
         case Stmt::Text:
@@ -879,18 +1016,26 @@ class Renderer {
               break;
             }
           break;
-        case Stmt::Set: {
-          Value v = eval(*st.expr);
-          if (st.targets.size() == 1) {
-            scopes.back()[st.targets[0]] = v;
-          } else {
-            Value ns = lookup(st.targets[0]);
-            if (ns.kind != Kind::Dict || !ns.is_namespace)
-              error("'" + st.targets[0] + "' is not a namespace(): cannot set its attribute");
-            ns.set(st.targets[1], v);
-          }
+        case Stmt::Set:
+          assign(st, eval(*st.expr));
+          break;
+        case Stmt::SetBlock: {
+          std::string v;
+          run(st.body, v);
+          assign(st, Value::string(std::move(v)));
           break;
         }
+        case Stmt::Macro:
+          scopes.back()[st.text] = macro(&st);
+          break;
+        case Stmt::Break:
+          if (loops_ == 0) error("{% break %} outside a loop");
+          jump = Jump::Break;
+          return;
+        case Stmt::Continue:
+          if (loops_ == 0) error("{% continue %} outside a loop");
+          jump = Jump::Continue;
+          return;
         case Stmt::For:
           run_for(st, out);
           break;
@@ -898,17 +1043,47 @@ class Renderer {
     }
   }
 
-  void run_for(const Stmt& st, std::string& out) {
-    Value it = eval(*st.expr);
+  // What a for loop or a filter iterates: a list's items, a dict's keys, a string's characters;
+  // nothing for an undefined value (jinja2's Undefined); None and the rest are errors, as in
+  // Python ('NoneType' object is not iterable).
+  List iterate(const Value& it, const std::string& what) {
+    if (it.kind == Kind::List) return *it.list;
     List items;
-    if (it.kind == Kind::List)
-      items = *it.list;
-    else if (it.kind == Kind::Dict)
-      for (auto& [k, v] : *it.dict) items.push_back(Value::string(k));
+    if (it.kind == Kind::Dict)
+      for (auto& [k, v] : *it.dict) items.push_back(key_value(k));
     else if (it.kind == Kind::String)
       items = chars(it.s);
-    else if (it.kind != Kind::Undefined && it.kind != Kind::None)
-      error("cannot loop over " + repr(it));
+    else if (it.kind == Kind::None)
+      error(what + ": 'NoneType' object is not iterable");
+    else if (it.kind != Kind::Undefined)
+      error(what + ": cannot iterate over " + repr(it));
+    return items;
+  }
+
+  bool less(const Value& a, const Value& b) { return truthy(binary("<", a, b)); }
+
+  // jinja2's attribute lookup by name for filters: dotted paths ("function.name"), digits index
+  // lists; undefined where absent.
+  Value attribute(const Value& x, const std::string& path) {
+    Value cur = x;
+    size_t start = 0;
+    for (;;) {
+      const size_t dot = path.find('.', start);
+      const std::string part = path.substr(start, dot == std::string::npos ? dot : dot - start);
+      const bool digits = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
+      if (cur.kind == Kind::Dict)
+        cur = cur.get(part);
+      else if (cur.kind == Kind::List && digits && std::stoull(part) < cur.list->size())
+        cur = (*cur.list)[std::stoull(part)];
+      else
+        cur = Value();
+      if (dot == std::string::npos) return cur;
+      start = dot + 1;
+    }
+  }
+
+  void run_for(const Stmt& st, std::string& out) {
+    List items = iterate(eval(*st.expr), "for");
     scopes.emplace_back();
     auto bind = [&](const Value& v) {
       if (st.targets.size() == 1) {
@@ -941,7 +1116,12 @@ class Renderer {
       loop.set("previtem", k > 0 ? items[size_t(k - 1)] : Value());
       loop.set("nextitem", k + 1 < n ? items[size_t(k + 1)] : Value());
       scopes.back()["loop"] = loop;
+      ++loops_;
       run(st.body, out);
+      --loops_;
+      const Jump j = jump;
+      jump = Jump::None;
+      if (j == Jump::Break) break;
     }
     if (n == 0) run(st.else_body, out);
     scopes.pop_back();
@@ -1013,7 +1193,7 @@ class Renderer {
       case Node::DictLit: {
         Value d = Value::of_dict();
         for (size_t k = 0; k + 1 < n.kids.size(); k += 2)
-          d.set(str(eval(*n.kids[k])), eval(*n.kids[k + 1]));
+          d.set(dict_key(eval(*n.kids[k])), eval(*n.kids[k + 1]));
         return d;
       }
       case Node::Bin:
@@ -1023,7 +1203,7 @@ class Renderer {
   }
 
   Value item(const Value& o, const Value& k) {
-    if (o.kind == Kind::Dict) return o.get(str(k));
+    if (o.kind == Kind::Dict) return o.get(dict_key(k));
     if (o.kind == Kind::List || o.kind == Kind::String) {
       if (k.kind != Kind::Int) return Value();
       const List l = o.kind == Kind::List ? *o.list : chars(o.s);
@@ -1070,9 +1250,9 @@ class Renderer {
         r = std::any_of(b.list->begin(), b.list->end(),
                         [&](const Value& x) { return equal(x, a); });
       else if (b.kind == Kind::Dict)
-        r = b.get(str(a)).kind != Kind::Undefined;
-      else if (b.kind == Kind::Undefined)
-        error("'in' an undefined value");
+        r = b.get(dict_key(a)).kind != Kind::Undefined;
+      else if (b.kind != Kind::Undefined)  // jinja2's Undefined iterates as empty
+        error("argument of type " + repr(b).substr(0, 40) + " is not iterable");
       return Value::boolean(op == "in" ? r : !r);
     }
     const bool num = (a.kind == Kind::Int || a.kind == Kind::Float || a.kind == Kind::Bool) &&
@@ -1093,7 +1273,14 @@ class Renderer {
     }
     if (op == "+") {
       if (num) return ints ? Value::integer(a.i + b.i) : Value::number(d(a) + d(b));
-      if (a.kind == Kind::String && b.kind == Kind::String) return Value::string(a.s + b.s);
+      if (a.kind == Kind::String && b.kind == Kind::String) {
+        if (!a.markup && !b.markup) return Value::string(a.s + b.s);
+        // Markup + str escapes the str (markupsafe), and the sum is Markup.
+        Value r = Value::string((a.markup ? a.s : html_escape(a.s)) +
+                                (b.markup ? b.s : html_escape(b.s)));
+        r.markup = true;
+        return r;
+      }
       if (a.kind == Kind::List && b.kind == Kind::List) {
         List l = *a.list;
         l.insert(l.end(), b.list->begin(), b.list->end());
@@ -1218,13 +1405,13 @@ class Renderer {
       if (m == "items" || m == "keys" || m == "values") {
         List l;
         for (auto& [k, v] : *o.dict)
-          l.push_back(m == "items"  ? Value::of_list({Value::string(k), v})
-                      : m == "keys" ? Value::string(k)
+          l.push_back(m == "items"  ? Value::of_list({key_value(k), v})
+                      : m == "keys" ? key_value(k)
                                     : v);
         return Value::of_list(std::move(l));
       }
       if (m == "get") {
-        Value v = o.get(str(arg(0)));
+        Value v = o.get(dict_key(arg(0)));
         return v.kind == Kind::Undefined ? (a.size() > 1 ? a[1] : Value::none()) : v;
       }
     }
@@ -1315,7 +1502,11 @@ class Renderer {
       return Value::string(o);
     }
     if (f == "string") return Value::string(str(v));
-    if (f == "safe") return v;
+    if (f == "safe") {
+      Value r = Value::string(str(v));
+      r.markup = true;
+      return r;
+    }
     if (f == "upper" || f == "lower") return method(Value::string(str(v)), f, {});
     if (f == "capitalize" || f == "title") {
       std::string s = str(v);
@@ -1373,6 +1564,118 @@ class Renderer {
         return Value::integer(0);
       }
     }
+    // select / reject (a test on each item, truthiness without one), selectattr / rejectattr
+    // (the same on an attribute), as jinja2's; their result is a generator, used as a list.
+    if (f == "select" || f == "reject" || f == "selectattr" || f == "rejectattr") {
+      const bool attr = f == "selectattr" || f == "rejectattr";
+      const bool keep = f == "select" || f == "selectattr";
+      if (attr && a.empty()) error(f + " needs an attribute name");
+      const size_t t0 = attr ? 1 : 0;
+      List out;
+      if (!truthy(v)) return Value::of_list();  // jinja2: `if seq:` first (None gives nothing)
+      for (const Value& x : iterate(v, f)) {
+        Value subject = attr ? attribute(x, str(a[0])) : x;
+        bool r;
+        if (a.size() > t0)
+          r = test_named(str(a[t0]), subject,
+                         std::vector<Value>(a.begin() + long(t0) + 1, a.end()));
+        else
+          r = truthy(subject);
+        if (r == keep) out.push_back(x);
+      }
+      return Value::of_list(std::move(out));
+    }
+    if (f == "map") {
+      // map(attribute="x"[, default=...]) or map("filter", args...).
+      List out;
+      if (!truthy(v)) return Value::of_list();
+      Value at = kwarg("attribute", size_t(-1));
+      for (const Value& x : iterate(v, f)) {
+        if (at.kind != Kind::Undefined) {
+          Value y = attribute(x, str(at));
+          if (y.kind == Kind::Undefined) y = kwarg("default", size_t(-1));
+          out.push_back(y);
+        } else {
+          if (a.empty()) error("map needs a filter name or attribute=");
+          out.push_back(filter_named(str(a[0]), x, std::vector<Value>(a.begin() + 1, a.end()), {}));
+        }
+      }
+      return Value::of_list(std::move(out));
+    }
+    if (f == "unique") {
+      List out;
+      for (const Value& x : iterate(v, f))
+        if (std::none_of(out.begin(), out.end(), [&](const Value& y) { return equal(x, y); }))
+          out.push_back(x);
+      return Value::of_list(std::move(out));
+    }
+    if (f == "sort" || f == "dictsort") {
+      // sort(reverse=False, case_sensitive=False, attribute=None); dictsort(case_sensitive=False,
+      // by="key", reverse=False) -> [(key, value)] pairs. Strings compare case-folded by default.
+      List items;
+      if (f == "dictsort") {
+        if (v.kind != Kind::Dict) error("dictsort of " + repr(v));
+        for (auto& [k, x] : *v.dict) items.push_back(Value::of_list({key_value(k), x}));
+      } else {
+        items = iterate(v, f);
+      }
+      const bool rev = truthy(kwarg("reverse", f == "sort" ? 0 : 2));
+      const bool cs = truthy(kwarg("case_sensitive", f == "sort" ? 1 : 0));
+      const Value at = f == "sort" ? kwarg("attribute", 2) : Value();
+      const bool by_value = f == "dictsort" && str(kwarg("by", 1)) == "value";
+      auto key = [&](const Value& x) {
+        Value k = f == "dictsort"              ? (*x.list)[by_value ? 1 : 0]
+                  : at.kind != Kind::Undefined ? attribute(x, str(at))
+                                               : x;
+        if (!cs && k.kind == Kind::String) k = method(k, "lower", {});
+        return k;
+      };
+      std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
+        return rev ? less(key(y), key(x)) : less(key(x), key(y));
+      });
+      return Value::of_list(std::move(items));
+    }
+    if (f == "indent") {
+      // indent(width=4, first=False, blank=False): every line after the first (and the first
+      // with first=True) gets width spaces; blank lines only with blank=True.
+      Value w = kwarg("width", 0);
+      const std::string pad =
+          w.kind == Kind::String ? w.s : std::string(size_t(w.kind == Kind::Int ? w.i : 4), ' ');
+      const bool first = truthy(kwarg("first", 1)), blank = truthy(kwarg("blank", 2));
+      const std::string s = str(v);
+      std::string o;
+      size_t start = 0;
+      bool is_first = true;
+      for (;;) {
+        const size_t nl = s.find('\n', start);
+        const std::string line =
+            s.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+        if ((!is_first || first) && (blank || !line.empty())) o += pad;
+        o += line;
+        if (nl == std::string::npos) break;
+        o += '\n';
+        start = nl + 1;
+        is_first = false;
+      }
+      return Value::string(o);
+    }
+    if (f == "replace") return method(Value::string(str(v)), "replace", a);
+    if (f == "escape" || f == "e") {
+      if (v.kind == Kind::String && v.markup) return v;
+      Value r = Value::string(html_escape(str(v)));
+      r.markup = true;
+      return r;
+    }
+    if (f == "float") {
+      if (v.kind == Kind::Float) return v;
+      if (v.kind == Kind::Int || v.kind == Kind::Bool)
+        return Value::number(double(v.kind == Kind::Int ? v.i : v.b));
+      try {
+        return Value::number(std::stod(str(v)));
+      } catch (...) {
+        return Value::number(0);
+      }
+    }
     if (f == "abs" && (v.kind == Kind::Int || v.kind == Kind::Float))
       return v.kind == Kind::Int ? Value::integer(std::llabs(v.i)) : Value::number(std::fabs(v.f));
     error("unsupported filter '" + f + "'");
@@ -1380,7 +1683,27 @@ class Renderer {
 
   bool test(const Node& n) {
     const std::string& t = n.name;
+    // Names of the renderer's own callables are defined (`strftime_now is defined`).
+    if (t == "defined" && n.kids[0]->op == Node::Name && is_builtin(n.kids[0]->name) &&
+        lookup(n.kids[0]->name).kind == Kind::Undefined)
+      return true;
     Value v = eval(*n.kids[0]);
+    std::vector<Value> args;
+    for (size_t k = 1; k < n.kids.size(); ++k) args.push_back(eval(*n.kids[k]));
+    return test_named(t, v, args);
+  }
+
+  static bool is_builtin(const std::string& name) {
+    return name == "raise_exception" || name == "namespace" || name == "range" ||
+           name == "strftime_now" || name == "dict";
+  }
+
+  // A test by name on a value (`x is t(args)`, and select / reject / selectattr's tests).
+  bool test_named(const std::string& t, const Value& v, const std::vector<Value>& args) {
+    auto arg = [&](size_t k) -> const Value& {
+      if (k >= args.size()) error("test '" + t + "' needs an argument");
+      return args[k];
+    };
     if (t == "defined") return v.kind != Kind::Undefined;
     if (t == "undefined") return v.kind == Kind::Undefined;
     if (t == "none") return v.kind == Kind::None;
@@ -1399,19 +1722,26 @@ class Renderer {
     if (t == "callable") return v.kind == Kind::Func;
     if (t == "even" || t == "odd") return (as_int(v, "even/odd") % 2 == 0) == (t == "even");
     if (t == "divisibleby") {
-      const int64_t d = as_int(eval(*n.kids.at(1)), "divisibleby");
+      const int64_t d = as_int(arg(0), "divisibleby");
       return d != 0 && as_int(v, "divisibleby") % d == 0;
     }
-    if (t == "eq" || t == "equalto" || t == "sameas") return equal(v, eval(*n.kids.at(1)));
-    if (t == "in") return truthy(binary("in", v, eval(*n.kids.at(1))));
+    if (t == "eq" || t == "equalto" || t == "sameas" || t == "==") return equal(v, arg(0));
+    if (t == "ne" || t == "!=") return !equal(v, arg(0));
+    if (t == "in") return truthy(binary("in", v, arg(0)));
     error("unsupported test '" + t + "'");
   }
 
  private:
   std::string where_;
+  int loops_ = 0;  // loops being run (break / continue outside one is an error)
 };
 
 }  // namespace
+
+void check(const std::string& tmpl, const std::string& where) {
+  const std::vector<Segment> segs = segments(tmpl, where);
+  TreeBuilder(segs, where).parse_all();
+}
 
 std::string render(const std::string& tmpl, const Value& vars, const std::string& where) {
   const std::vector<Segment> segs = segments(tmpl, where);

@@ -2,7 +2,8 @@
 // (jinja2's ImmutableSandboxedEnvironment with trim_blocks and lstrip_blocks; tojson as
 // json.dumps(ensure_ascii=False); raise_exception, strftime_now, namespace). There is no Jinja
 // library for C++ in Debian; this covers text, {{ }}, {% if / elif / else / for (loop.*, else,
-// "if" filter) / set (names and namespace attributes) %}, comments and the - / + whitespace
+// "if" filter, break, continue) / set (names, namespace attributes, {% set %} blocks) / macro %},
+// comments and the - / + whitespace
 // marks; expressions with Python's operators, literals (strings, numbers, lists, dicts),
 // attribute / item / slice access, calls of the string and dict methods templates use, filters
 // and tests. Checked byte for byte against jinja2 + transformers (tests/oracles).
@@ -20,7 +21,9 @@ namespace lamina::jinja {
 
 struct Value;
 using List = std::vector<Value>;
-using Dict = std::vector<std::pair<std::string, Value>>;  // insertion-ordered, as Python's dict
+// Insertion-ordered, as Python's dict. Keys are strings; an integer key (a template's {0: 1}
+// literal) is stored as "\x01" + its digits (dict_key / key_value in jinja.cpp).
+using Dict = std::vector<std::pair<std::string, Value>>;
 using Func = std::function<Value(const std::vector<Value>& args,
                                  const std::vector<std::pair<std::string, Value>>& kwargs)>;
 
@@ -35,6 +38,7 @@ struct Value {
   std::shared_ptr<Dict> dict;
   std::shared_ptr<Func> func;
   bool is_namespace = false;
+  bool markup = false;  // a String marked safe (|safe, |escape: markupsafe.Markup)
 
   static Value none() { return make(Kind::None); }
   static Value boolean(bool v) {
@@ -92,5 +96,7 @@ Value from_json(const nlohmann::ordered_json& j);
 // bos_token, ...). Errors — a syntax error, raise_exception(), an unsupported construct — throw
 // lamina::Error naming `where` and the line.
 std::string render(const std::string& tmpl, const Value& vars, const std::string& where);
+// Parses only: a syntax error or an unsupported tag throws as render would, before any work.
+void check(const std::string& tmpl, const std::string& where);
 
 }  // namespace lamina::jinja

@@ -109,8 +109,38 @@ ConversationFile read_conversations(const std::string& path, bool strict) {
   return out;
 }
 
-Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
-                              const TemplateOptions& o) {
+namespace {
+
+// The model's own template: spans located in the whole rendering, weighted as below.
+Example tokenize_with_own_template(const Conversation& c, const Tokenizer& tok,
+                                   const TemplateOptions& o, const std::string& where) {
+  const float prompt_w = o.train_on_prompts ? o.weight : 0.0f;
+  std::vector<ChatMessage> msgs;
+  std::vector<float> w;
+  if (!c.system.empty()) msgs.push_back({"system", c.system}), w.push_back(prompt_w);
+  for (auto& t : c.turns)
+    msgs.push_back({t.role, t.content}),
+        w.push_back(t.weight.value_or(t.role == "assistant" ? o.weight : prompt_w));
+  std::vector<bool> need(msgs.size());
+  for (size_t i = 0; i < msgs.size(); ++i) need[i] = w[i] != 0;
+  auto r = o.own->tokenise_for_training(msgs, need, tok, where);
+  Example ex;
+  ex.ids = std::move(r.ids);
+  ex.weights.assign(ex.ids.size(), 0.0f);
+  for (auto& s : r.spans) {
+    float wt = w[size_t(s.message)];
+    if (o.per_message_weight && wt != 0 && s.end > s.begin) wt /= float(s.end - s.begin);
+    for (size_t k = s.begin; k < s.end; ++k) ex.weights[k] = wt;
+  }
+  if (!ex.weights.empty()) ex.weights[0] = 0.0f;
+  return ex;
+}
+
+}  // namespace
+
+Example tokenize_conversation(const Conversation& c, const Tokenizer& tok, const TemplateOptions& o,
+                              const std::string& where) {
+  if (o.own) return tokenize_with_own_template(c, tok, o, where);
   Example ex;
   auto put = [&](const std::vector<int32_t>& ids, float w) {
     ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "tokenizer/chat_format.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -44,6 +45,10 @@ ConversationFile read_conversations(const std::string& path, bool strict);
 // How conversations become tokens.
 struct TemplateOptions {
   ChatTemplate tmpl = ChatTemplate::OpenChat;
+  // The model's own chat_template instead of `tmpl` (a ChatFormat::own): the conversation is
+  // rendered whole, tokenised whole, and each message's span located in it (ChatFormat::
+  // tokenise_for_training); the weights follow the same rules. Not with conditions (C-RLFT).
+  const ChatFormat* own = nullptr;
   std::string condition;          // OpenChat: "{condition} {Role}:" prefixes ("" -> "User:")
   float weight = 1.0f;            // default weight of assistant tokens
   bool train_on_prompts = false;  // give user/system content weight too (plain SFT option)
@@ -63,8 +68,9 @@ struct Example {
 // Tokenises segment by segment (prefix, content, end-of-turn), as OpenChat's trainer does, so
 // every token's role is known exactly. OpenChat: BOS, then per message "{condition} {Role}:" +
 // content + <|end_of_turn|>; ChatML: "<|im_start|>role\n" + content + "<|im_end|>" + "\n";
-// llama-2 / mistral-instruct: [INST] blocks with BOS/EOS as their templates.
+// llama-2 / mistral-instruct: [INST] blocks with BOS/EOS as their templates. `where` names the
+// conversation (file:line) in errors of the model's own template.
 Example tokenize_conversation(const Conversation& c, const Tokenizer& tok,
-                              const TemplateOptions& opt);
+                              const TemplateOptions& opt, const std::string& where = "");
 
 }  // namespace lamina

@@ -250,13 +250,9 @@ void reference_logps(ParamStore& p, std::vector<TrainRow*>& rows, int64_t T, int
 TrainResult run_dpo(const TrainOptions& o, const DpoOptions& d) {
   Tokenizer tok = Tokenizer::load(o.tokenizer_dir());
   // The chat template is needed by conversational rows only (plain text is used as it is).
-  std::optional<ChatTemplate> tmpl = d.tmpl;
-  if (!tmpl) tmpl = detect_chat_template(tok.chat_template());
-  ChatTokens chat;
-  chat.bos = tok.bos_text();
-  chat.eos = tok.eos_text();
-  chat.condition =
-      read_generation_config(o.tokenizer_dir()).chat_condition.value_or("GPT4 Correct");
+  // (--template's built-in, else the model's own template rendered as transformers does).
+  const std::optional<ChatFormat> chat =
+      choose_chat_format(tok, o.tokenizer_dir(), d.tmpl, std::nullopt);
   const int64_t T = o.seq_len;
   const int64_t max_len = d.max_length > 0 ? d.max_length : T / 2;
   const int64_t max_prompt = d.max_prompt_length;
@@ -269,9 +265,9 @@ TrainResult run_dpo(const TrainOptions& o, const DpoOptions& d) {
   int64_t skipped = 0, truncated = 0;
   std::string needs_template;  // the first conversational row met without a template
   // "trl1.16": tokenised as TRL 1.16.0 (caches of the older rules are stale).
-  uint64_t h = fnv1a("trl1.16" + std::to_string(tmpl ? int(*tmpl) : -1) + chat.condition +
-                     std::to_string(max_len) + std::to_string(max_prompt) +
-                     std::to_string(d.prompt_keep_start) + std::to_string(T));
+  uint64_t h =
+      fnv1a("trl1.16" + (chat ? chat->identity() : std::string("none")) + std::to_string(max_len) +
+            std::to_string(max_prompt) + std::to_string(d.prompt_keep_start) + std::to_string(T));
   auto load_pairs = [&](const std::string& path) {
     std::vector<TrainRow> out;
     SkippedLines skips;
@@ -279,11 +275,11 @@ TrainResult run_dpo(const TrainOptions& o, const DpoOptions& d) {
       const std::string where = path + ":" + std::to_string(n);
       try {
         PreferenceRow pr = parse_preference(line, where);
-        if (pr.conversational && !tmpl) {
+        if (pr.conversational && !chat) {
           if (needs_template.empty()) needs_template = where;
           return;
         }
-        PreferenceIds ids = tokenize_preference(pr, tok, tmpl, chat);
+        PreferenceIds ids = tokenize_preference(pr, tok, chat ? &*chat : nullptr);
         // TRL drops rows whose prompt alone fills max_length under keep_start.
         if (d.prompt_keep_start && max_prompt == 0 && int64_t(ids.prompt.size()) >= max_len)
           fail(where, ": the prompt (", ids.prompt.size(),
@@ -308,7 +304,7 @@ TrainResult run_dpo(const TrainOptions& o, const DpoOptions& d) {
     });
     if (!needs_template.empty())
       fail(needs_template, ": a conversational row needs a chat template, and ", o.tokenizer_dir(),
-           " has none lamina recognises; pass --template");
+           " has none; pass --template NAME");
     if (out.empty()) skips.fail_none_usable(path, "preference pair");
     skips.print_warnings();
     skipped += skips.count();

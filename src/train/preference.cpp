@@ -155,12 +155,12 @@ PreferenceRow parse_preference(const std::string& line, const std::string& where
 }
 
 PreferenceIds tokenize_preference(const PreferenceRow& row, const Tokenizer& tok,
-                                  const std::optional<ChatTemplate>& tmpl, const ChatTokens& k) {
+                                  const ChatFormat* chat) {
   std::vector<int32_t> p, pc, pr;
   if (!row.conversational) {
     // TRL's add_eos, then tokenizer(text) with its special tokens (BOS for Llama/Mistral).
     auto with_eos = [&](const std::string& s) {
-      const std::string& eos = k.eos;
+      const std::string eos = tok.eos_text();
       return s.size() >= eos.size() && s.compare(s.size() - eos.size(), eos.size(), eos) == 0
                  ? s
                  : s + eos;
@@ -170,15 +170,15 @@ PreferenceIds tokenize_preference(const PreferenceRow& row, const Tokenizer& tok
     pc = tok.encode(row.prompt + with_eos(row.chosen), bos);
     pr = tok.encode(row.prompt + with_eos(row.rejected), bos);
   } else {
-    if (!tmpl) fail("conversational preference rows need a chat template");
+    if (!chat) fail("conversational preference rows need a chat template");
     // apply_chat_template(tokenize=True): the rendered text, no special tokens added (the template
     // writes BOS itself).
     auto full = [&](const std::vector<ChatMessage>& completion) {
       std::vector<ChatMessage> m = row.prompt_msgs;
       m.insert(m.end(), completion.begin(), completion.end());
-      return tok.encode(render_chat(*tmpl, m, false, k), false);
+      return tok.encode(chat->render(m, false), false);
     };
-    p = tok.encode(render_chat(*tmpl, row.prompt_msgs, true, k), false);
+    p = tok.encode(chat->render(row.prompt_msgs, true), false);
     pc = full(row.chosen_msgs);
     pr = full(row.rejected_msgs);
   }

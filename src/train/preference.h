@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tokenizer/chat_format.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -45,8 +46,9 @@ struct PreferenceIds {
       rejected;  // the completions after it, EOS (or template end) included
 };
 
-// Tokenises as TRL 1.16.0; `tmpl` is needed for conversational rows (Error otherwise).
+// Tokenises as TRL 1.16.0; `chat` (the model's own template or a built-in) is needed for
+// conversational rows (Error otherwise). Plain rows append the tokenizer's EOS text.
 PreferenceIds tokenize_preference(const PreferenceRow& row, const Tokenizer& tok,
-                                  const std::optional<ChatTemplate>& tmpl, const ChatTokens& k);
+                                  const ChatFormat* chat);
 
 }  // namespace lamina

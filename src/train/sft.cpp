@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/parse_number.h"
+#include "io/generation_config.h"
 #include "io/jsonl.h"
 #include "io/mapped_file.h"
 #include "io/output_dir.h"
@@ -91,9 +92,10 @@ std::vector<TrainRow> pack(const std::vector<Segment>& segs, int64_t T, int32_t 
 // Copies the model's tokenizer files to dir, adds the template's tokens the tokenizer lacks and
 // records the chat template. Returns the tokens added.
 std::vector<std::string> stage_tokenizer(const std::string& model, const std::string& dir,
-                                         ChatTemplate t) {
+                                         std::optional<ChatTemplate> t) {
   fs::create_directories(dir);
   copy_tokenizer_files(model, dir);
+  if (!t) return {};  // the model's own template, as it is
   Tokenizer tok = Tokenizer::load(dir);
   std::vector<std::string> need;
   if (t == ChatTemplate::OpenChat) need = {"<|end_of_turn|>"};
@@ -108,7 +110,7 @@ std::vector<std::string> stage_tokenizer(const std::string& model, const std::st
     cfg["added_tokens_decoder"][std::to_string(next++)] = {
         {"content", n},    {"lstrip", false},      {"normalized", false},
         {"rstrip", false}, {"single_word", false}, {"special", true}};
-  cfg["chat_template"] = jinja_chat_template(chat_template_name(t));
+  cfg["chat_template"] = jinja_chat_template(chat_template_name(*t));
   write_file_atomic(cfg_path, cfg.dump(2) + "\n");
   return added;
 }
@@ -121,24 +123,25 @@ TrainResult run_sft(const TrainOptions& o, const SftOptions& so) {
   if (!crlft && so.objective != "sft")
     fail("--objective: expected sft or crlft, got '", so.objective, "'");
   Tokenizer base_tok = Tokenizer::load(o.tokenizer_dir());
-  // The model's own template decides, unless --template replaces it; a model without one gets
-  // OpenChat's (as OpenChat 3.5 was made from Mistral's base model). A template lamina cannot
-  // render is refused rather than silently replaced.
+  // The model's own template decides (rendered by the Jinja interpreter), unless --template
+  // replaces it with a built-in; a model without one gets OpenChat's (as OpenChat 3.5 was made
+  // from Mistral's base model). C-RLFT needs OpenChat's conditions, so the built-in.
   ChatTemplate tmpl = ChatTemplate::OpenChat;
+  std::optional<ChatFormat> own_format;
   const std::string& own = base_tok.chat_template();
   if (so.tmpl) {
     tmpl = *so.tmpl;
   } else if (!own.empty()) {
-    auto d = detect_chat_template(own);
-    if (!d)
-      fail(o.tokenizer_dir(),
-           ": its chat_template is not one lamina renders (llama-2, mistral-instruct, openchat, "
-           "chatml); pass --template NAME to train in one of those (it replaces the model's)");
-    if (crlft && *d != ChatTemplate::OpenChat)
-      fail(o.tokenizer_dir(),
-           ": C-RLFT needs OpenChat's conditioned template, but the model's chat_template is ",
-           chat_template_name(*d), "; pass --template openchat to replace it");
-    tmpl = *d;
+    if (crlft) {
+      auto d = detect_chat_template(own);
+      if (d != ChatTemplate::OpenChat)
+        fail(o.tokenizer_dir(),
+             ": C-RLFT needs OpenChat's conditioned template, but the model's chat_template is ",
+             d ? chat_template_name(*d) : "another", "; pass --template openchat to replace it");
+    } else {
+      own_format = ChatFormat::own(base_tok, end_of_turn_texts(base_tok, o.tokenizer_dir()),
+                                   o.tokenizer_dir() + ": chat_template");
+    }
   }
   if (crlft && tmpl != ChatTemplate::OpenChat)
     fail("--objective crlft needs the openchat template (class conditions)");
@@ -155,7 +158,8 @@ TrainResult run_sft(const TrainOptions& o, const SftOptions& so) {
   if (ec || !fs::is_directory(o.out))
     fail(o.out, ": cannot create the output directory: ", ec ? ec.message() : "not a directory");
   const std::string tok_dir = o.out + "/.tokenizer";
-  auto added = stage_tokenizer(o.tokenizer_dir(), tok_dir, tmpl);
+  auto added = stage_tokenizer(o.tokenizer_dir(), tok_dir,
+                               own_format ? std::nullopt : std::optional<ChatTemplate>(tmpl));
   Tokenizer tok = Tokenizer::load(tok_dir);
   ParamStore p = load_training_store(o);
   if (tok.size() > p.cfg.vocab_size) p.resize_vocab(tok.size());
@@ -170,9 +174,11 @@ TrainResult run_sft(const TrainOptions& o, const SftOptions& so) {
     skipped += file.skipped;
     TemplateOptions to;
     to.tmpl = tmpl;
+    if (own_format) to.own = &*own_format;
     to.train_on_prompts = so.train_on_prompts;
     to.per_message_weight = so.per_sequence_loss;  // ochat's rule, before truncation as there
-    for (auto& c : file.conversations) {
+    for (size_t ci = 0; ci < file.conversations.size(); ++ci) {
+      const Conversation& c = file.conversations[ci];
       to.weight = crlft ? c.weight.value_or(src.weight) : 1.0f;
       to.condition = crlft ? src.condition : inference_condition;
       Conversation cc = c;
@@ -180,7 +186,8 @@ TrainResult run_sft(const TrainOptions& o, const SftOptions& so) {
         cc.condition.reset();
         for (auto& t : cc.turns) t.weight.reset();
       }
-      Example ex = tokenize_conversation(cc, tok, to);
+      Example ex =
+          tokenize_conversation(cc, tok, to, src.path + ": conversation " + std::to_string(ci + 1));
       if (int64_t(ex.ids.size()) > T + 1) {  // keep the start; what is cut is not learnt
         ex.ids.resize(size_t(T + 1));
         ex.weights.resize(size_t(T + 1));
@@ -212,7 +219,8 @@ TrainResult run_sft(const TrainOptions& o, const SftOptions& so) {
       "truncated, %lld "
       "without weighted tokens, %lld malformed lines skipped; packed into %zu rows of %lld tokens, "
       "efficiency %.1f%%\n",
-      tr.size() + va.size(), tr.size(), va.size(), so.sources.size(), chat_template_name(tmpl),
+      tr.size() + va.size(), tr.size(), va.size(), so.sources.size(),
+      own_format ? own_format->name().c_str() : chat_template_name(tmpl),
       added.empty() ? "" : (", added tokens " + std::to_string(added.size())).c_str(),
       (long long)truncated, (long long)dropped, (long long)skipped, train_rows.size(), (long long)T,
       100 * eff_train);
@@ -227,11 +235,17 @@ TrainResult run_sft(const TrainOptions& o, const SftOptions& so) {
                  ? read_json_file(o.tokenizer_dir() + "/generation_config.json")
                  : json::object();
   std::vector<int64_t> eos = p.cfg.eos_token_ids;
-  if (tmpl == ChatTemplate::OpenChat) eos.push_back(*tok.token_id("<|end_of_turn|>"));
-  if (tmpl == ChatTemplate::ChatML) eos.push_back(*tok.token_id("<|im_end|>"));
+  if (!own_format) {
+    if (tmpl == ChatTemplate::OpenChat) eos.push_back(*tok.token_id("<|end_of_turn|>"));
+    if (tmpl == ChatTemplate::ChatML) eos.push_back(*tok.token_id("<|im_end|>"));
+    gen["chat_template_name"] = chat_template_name(tmpl);
+    if (tmpl == ChatTemplate::OpenChat) gen["chat_condition"] = inference_condition;
+  } else {
+    // The model's own template ends turns with its own EOS ids (generation_config's too).
+    for (int32_t id : read_generation_config(o.tokenizer_dir()).eos_token_ids)
+      if (std::find(eos.begin(), eos.end(), id) == eos.end()) eos.push_back(id);
+  }
   gen["eos_token_id"] = eos;
-  gen["chat_template_name"] = chat_template_name(tmpl);
-  if (tmpl == ChatTemplate::OpenChat) gen["chat_condition"] = inference_condition;
   gen["lamina_training"] = {{"objective", so.objective}, {"packing_efficiency", eff_train}};
   extras.files["generation_config.json"] = gen.dump(2) + "\n";
   return train_loop(o, p, data, extras,

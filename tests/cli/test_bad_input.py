@@ -270,12 +270,12 @@ def option_cases(tmp, good):
     weird = os.path.join(tmp, "in", "weird-template")
     shutil.copytree(good, weird)
     tc = json.load(open(os.path.join(weird, "tokenizer_config.json")))
-    tc["chat_template"] = "{% for m in messages %}<<{{ m['role'] }}>> {{ m['content'] }}{% endfor %}"
+    tc["chat_template"] = "{% for m in messages %}<<{{ m['role'] }}>>\n{% call x() %}{% endcall %}{% endfor %}"
     json.dump(tc, open(os.path.join(weird, "tokenizer_config.json"), "w"))
     chats = write_jsonl(os.path.join(tmp, "in", "chats.jsonl"),
                         [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}])
     check("sft on a model whose chat template lamina cannot render", ["sft", "--model", weird, "--data", chats, "--out",
-                                                                      os.path.join(tmp, "sft-w")], [weird, "chat_template", "--template"])
+                                                                      os.path.join(tmp, "sft-w")], [weird, "chat_template", "line 2", "unsupported tag"])
     cml = os.path.join(tmp, "in", "chatml-model")
     rc, _, err = run("init", "--out", cml, "--chat-template", "chatml", "--add-tokens", "<|im_start|>,<|im_end|>")
     assert rc == 0, err

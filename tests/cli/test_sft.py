@@ -79,6 +79,28 @@ def main():
             m = [json.loads(l) for l in open(os.path.join(o, "metrics.jsonl")) if l.strip()]
             check(f"sft on {name} data lowers the loss", p.returncode == 0 and m[-1]["loss"] < m[0]["loss"],
                   f"{m[0]['loss']:.3f} -> {m[-1]['loss']:.3f}")
+        # The model's own Jinja template (zephyr's, a real one from tests/assets/chat_templates):
+        # plain SFT renders and tokenises through it, the checkpoint keeps it, generate uses it.
+        zb = os.path.join(tmp, "zephyr-base")
+        run("init", "--out", zb, "--seed", "3")
+        tc_path = os.path.join(zb, "tokenizer_config.json")
+        tc = json.load(open(tc_path))
+        tc["chat_template"] = open(os.path.join(os.path.dirname(__file__), "..", "assets", "chat_templates",
+                                                "HuggingFaceH4-zephyr-7b-beta.jinja"), encoding="utf-8").read()
+        json.dump(tc, open(tc_path, "w"))
+        zo = os.path.join(tmp, "zephyr-sft")
+        p = run("sft", "--model", zb, "--seq-len", "64", "--batch-size", "4", "--data", os.path.join(tmp, "openai.jsonl"),
+                "--out", zo, "--max-steps", "8", "--lr", "5e-3", "--val-fraction", "0")
+        m = [json.loads(l) for l in open(os.path.join(zo, "metrics.jsonl")) if l.strip()] if p.returncode == 0 else [{}]
+        check("sft through the model's own Jinja template (zephyr) lowers the loss",
+              p.returncode == 0 and "template the model's chat_template" in p.stderr and m[-1]["loss"] < m[0]["loss"],
+              p.stderr.strip()[-300:])
+        zck = os.path.join(zo, "checkpoint-8")
+        kept = json.load(open(os.path.join(zck, "tokenizer_config.json"))).get("chat_template") == tc["chat_template"] \
+            if p.returncode == 0 else False
+        q = run("generate", "--model", zck, "--chat", "--prompt", "Hi", "--max-new-tokens", "3")
+        check("the checkpoint keeps the model's template and generate --chat renders it", kept and q.returncode == 0,
+              q.stderr[-300:])
         tr = os.path.join(tmp, "crlft")
         run("sft", *common, "--out", tr, "--objective", "crlft", "--max-steps", "30", "--lr", "3e-3",
             "--source", f"gpt4={gpt4}:weight=1.0:condition=GPT4", "--source", f"gpt35={gpt35}:weight=0.1:condition=GPT3")

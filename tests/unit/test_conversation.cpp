@@ -173,3 +173,69 @@ TEST(Conversation, MissingTemplateTokenIsAnError) {
   TemplateOptions o;
   EXPECT_THROW(tokenize_conversation(c, tok, o), Error);  // no <|end_of_turn|>
 }
+
+TEST(Conversation, ModelsOwnTemplateTokenisedWhole) {
+  // The model's own Jinja template (here ChatML's text): the rendering is tokenised whole, and
+  // the assistant's reply through its end-of-turn token is what is learnt.
+  TempDir d;
+  TokenizerFiles tf;
+  tf.sentencepiece_model = test::assets_dir() + "/tokenizers/llama2/tokenizer.model";
+  tf.added_tokens = {"<|im_start|>", "<|im_end|>"};
+  tf.chat_template = jinja_chat_template("chatml");
+  write_tokenizer_files(d.path, tf);
+  Tokenizer tok = Tokenizer::load(d.path);
+  ChatFormat own = ChatFormat::own(tok, {"<|im_end|>"}, d.path + ": chat_template");
+  Conversation c;
+  c.system = "Be brief.";
+  c.turns = {{"user", "Hi", {}},
+             {"assistant", "Hello!", {}},
+             {"user", "Bye", {}},
+             {"assistant", "Ciao.", {}}};
+  TemplateOptions o;
+  o.own = &own;
+  Example ex = tokenize_conversation(c, tok, o, "test");
+  const std::string text = own.render({{"system", "Be brief."},
+                                       {"user", "Hi"},
+                                       {"assistant", "Hello!"},
+                                       {"user", "Bye"},
+                                       {"assistant", "Ciao."}},
+                                      false);
+  EXPECT_EQ(ex.ids, tok.encode(text, false));
+  std::vector<int32_t> learnt;
+  for (size_t i = 0; i < ex.ids.size(); ++i)
+    if (ex.weights[i] > 0) learnt.push_back(ex.ids[i]);
+  EXPECT_EQ(tok.decode(learnt, false), "Hello!<|im_end|>Ciao.<|im_end|>");
+  // --train-on-prompts: the user's and the system's contents too, never the role headers.
+  o.train_on_prompts = true;
+  Example all = tokenize_conversation(c, tok, o, "test");
+  learnt.clear();
+  for (size_t i = 0; i < all.ids.size(); ++i)
+    if (all.weights[i] > 0) learnt.push_back(all.ids[i]);
+  EXPECT_EQ(tok.decode(learnt, false), "Be brief.HiHello!<|im_end|>ByeCiao.<|im_end|>");
+}
+
+TEST(Conversation, TemplateThatRendersPromptsDifferentlyIsRefused) {
+  TempDir d;
+  TokenizerFiles tf;
+  tf.sentencepiece_model = test::assets_dir() + "/tokenizers/llama2/tokenizer.model";
+  // The last message is marked, so the prompt before a reply is not where the whole begins.
+  tf.chat_template =
+      "{% for m in messages %}{{ m.content }}{% if loop.last %}!{% endif %}{% endfor %}"
+      "{% if add_generation_prompt %}>{% endif %}";
+  write_tokenizer_files(d.path, tf);
+  Tokenizer tok = Tokenizer::load(d.path);
+  ChatFormat own = ChatFormat::own(tok, {}, "t");
+  Conversation c;
+  c.turns = {{"user", "Hi", {}}, {"assistant", "Yo", {}}};
+  TemplateOptions o;
+  o.own = &own;
+  try {
+    tokenize_conversation(c, tok, o, "data.jsonl: conversation 3");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("data.jsonl: conversation 3: the model's chat_template "
+                                         "renders the prompt before message 2 differently"),
+              std::string::npos)
+        << e.what();
+  }
+}

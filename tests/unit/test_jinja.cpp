@@ -1,6 +1,7 @@
 // The Jinja interpreter on constructs whose output jinja2 defines (checked by hand against
 // jinja2 3.1 with trim_blocks and lstrip_blocks; the real templates are compared with
-// transformers itself in tests/oracles/test_chat_templates.py), and its errors.
+// transformers itself in tests/oracles/test_chat_templates.py and test_real_chat_templates.py),
+// and its errors.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -72,8 +73,54 @@ TEST(Jinja, ErrorsNameTheLine) {
                 .find("t: line 2: raise_exception: roles must alternate"),
             std::string::npos);
   EXPECT_NE(error_of("{% if x %}a").find("{% if %} without {% endif %}"), std::string::npos);
-  EXPECT_NE(error_of("{% macro m() %}{% endmacro %}").find("unsupported tag {% macro %}"),
+  EXPECT_NE(error_of("{% call m() %}{% endcall %}").find("unsupported tag {% call %}"),
             std::string::npos);
+  EXPECT_NE(error_of("{% for x in none %}{% endfor %}").find("'NoneType' object is not iterable"),
+            std::string::npos);
+  EXPECT_NE(error_of("{% break %}").find("outside a loop"), std::string::npos);
   EXPECT_NE(error_of("{{ x | nosuch }}").find("unsupported filter 'nosuch'"), std::string::npos);
   EXPECT_NE(error_of("{{ 'a' + 1 }}").find("cannot add"), std::string::npos);
+}
+
+TEST(Jinja, MacrosSetBlocksAndLoopControls) {
+  // A macro with a default and a keyword argument; its body sees the caller's variables.
+  EXPECT_EQ(render("{% macro tag(name, v='-') %}<{{ name }}={{ v }}>{% endmacro %}"
+                   "{{ tag('a') }}{{ tag('b', 1) }}{{ tag(v=2, name='c') }}"),
+            "<a=-><b=1><c=2>");
+  EXPECT_EQ(render("{% set x %}a{{ 1 + 1 }}b{% endset %}[{{ x }}]"), "[a2b]");
+  EXPECT_EQ(render("{% for x in [1, 2, 3, 4] %}{% if x == 2 %}{% continue %}{% endif %}"
+                   "{% if x == 4 %}{% break %}{% endif %}{{ x }}{% endfor %}"),
+            "13");
+  // Marks inside string literals do not close a tag.
+  EXPECT_EQ(render("{{ \"}}\" }}{{ '%}' }}"), "}}%}");
+  // The renderer's own functions are defined names.
+  EXPECT_EQ(render("{{ strftime_now is defined }} {{ raise_exception is defined }}"), "True True");
+}
+
+TEST(Jinja, FiltersOverLists) {
+  const std::string v =
+      R"({"ms": [{"role": "user", "t": "B"}, {"role": "system"}, {"role": "user", "t": "a"}]})";
+  EXPECT_EQ(render("{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='t') | list }}"
+                   " {{ ms | rejectattr('t', 'defined') | list | length }}"
+                   " {{ none | selectattr('x') | list }}",
+                   v),
+            "['B', 'a'] 1 []");
+  EXPECT_EQ(render("{{ [3, 1, 3, 2] | unique | list }} {{ ['b', 'A', 'c'] | sort }}"
+                   " {{ ms | selectattr('t') | sort(attribute='t') | map(attribute='t') | join }}",
+                   v),
+            "[3, 1, 2] ['A', 'b', 'c'] aB");
+  EXPECT_EQ(render("{{ [1, 0, 2] | select | list }} {{ [1, 2, 3] | reject('odd') | list }}"),
+            "[1, 2] [2]");
+  // Integer keys stay integers (Seed-OSS's budget table), and json.dumps writes them as strings.
+  EXPECT_EQ(render("{% for k, v in {512: 'b', 0: 'a'} | dictsort %}{{ k + 1 }}{{ v }} "
+                   "{% endfor %}{{ {1: 2} | tojson }} {{ {1: 2}[1] }}"),
+            "1a 513b {\"1\": 2} 2");
+  EXPECT_EQ(render("{{ 'a\nb\n\nc' | indent(2) }}|{{ 'x\ny' | indent(2, first=true) }}"),
+            "a\n  b\n\n  c|  x\n  y");
+}
+
+TEST(Jinja, MarkupEscapesWhatIsAddedToIt) {
+  // markupsafe: Markup + str escapes the str (functionary v3.1's tool list renders so).
+  EXPECT_EQ(render("{{ 'a'|safe + '\"<b>\"' }} {{ '<i>' | e }} {{ 'x' ~ '<' }}"),
+            "a&#34;&lt;b&gt;&#34; &lt;i&gt; x<");
 }
