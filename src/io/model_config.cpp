@@ -104,13 +104,59 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
     fail(where, ": field 'max_position_embeddings' must be positive");
   cap("max_position_embeddings", c.max_position_embeddings, int64_t(1) << 28);
   c.rms_norm_eps = get_num(j, where, "rms_norm_eps", 1e-6);
-  c.rope_theta = get_num(j, where, "rope_theta", 10000.0);
+  // RoPE: rope_theta and rope_scaling (the Hub's configs), or transformers v5's rope_parameters
+  // (rope_theta and the scaling in one object).
+  const json* rp = nullptr;
+  if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) fail(where, ": field 'rope_parameters' must be an object");
+    rp = &*it;
+  }
+  c.rope_theta =
+      get_num(j, where, "rope_theta", rp ? get_num(*rp, where, "rope_theta", 10000.0) : 10000.0);
   if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps))
     fail(where, ": field 'rms_norm_eps' must be a finite number > 0");
   if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta))
     fail(where, ": field 'rope_theta' must be a finite number > 0");
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    fail(where, ": field 'rope_scaling' is not supported yet (only plain RoPE)");
+  const json* rs = rp;
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) fail(where, ": field 'rope_scaling' must be an object");
+    rs = &*it;
+  }
+  if (rs) {
+    const std::string field = rs == rp ? "rope_parameters" : "rope_scaling";
+    auto type = rs->find("rope_type");
+    if (type == rs->end()) type = rs->find("type");  // the older key
+    if (type != rs->end() && !type->is_string())
+      fail(where, ": ", field, ".rope_type must be a string");
+    const std::string t = type == rs->end() ? "default" : type->get<std::string>();
+    auto positive = [&](const char* key) {
+      auto it = rs->find(key);
+      if (it == rs->end() || !it->is_number())
+        fail(where, ": ", field, ".", key, " is missing or not a number (rope_type ", t, ")");
+      const double v = it->get<double>();
+      if (!(v > 0) || !std::isfinite(v)) fail(where, ": ", field, ".", key, " must be > 0");
+      return v;
+    };
+    if (t == "linear" || t == "llama3") {
+      c.rope_scaling.type = t;
+      c.rope_scaling.factor = positive("factor");
+      if (t == "llama3") {
+        c.rope_scaling.low_freq_factor = positive("low_freq_factor");
+        c.rope_scaling.high_freq_factor = positive("high_freq_factor");
+        c.rope_scaling.original_max_position_embeddings =
+            int64_t(positive("original_max_position_embeddings"));
+        if (!(c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor))
+          fail(where, ": ", field, ": high_freq_factor must exceed low_freq_factor");
+      }
+    } else if (t != "default") {
+      fail(where, ": ", field, ".rope_type '", t,
+           "' is not supported (supported: default, linear, llama3)");
+    }
+  }
+  for (const char* key : {"attention_bias", "mlp_bias"})
+    if (auto it = j.find(key); it != j.end() && it->is_boolean() && it->get<bool>())
+      fail(where, ": field '", key, "' is true: biases on the ",
+           key[0] == 'a' ? "attention" : "MLP", " projections are not supported yet");
   if (c.arch != Arch::Llama && j.contains("sliding_window") && !j["sliding_window"].is_null()) {
     c.sliding_window = get_int(j, where, "sliding_window");
     if (*c.sliding_window == 0) fail(where, ": field 'sliding_window' must be positive or null");

@@ -14,12 +14,22 @@ namespace lamina {
 enum class Arch { Llama, Mistral, Mixtral };
 const char* arch_name(Arch a);  // the model_type string
 
+// RoPE frequency scaling (config.json's rope_scaling, or transformers v5's rope_parameters):
+// "linear" divides every frequency by factor; "llama3" (Llama 3.1+) divides the low frequencies
+// by factor, keeps the high ones and blends between (model/rope_frequencies.h).
+struct RopeScaling {
+  std::string type;  // "" (plain RoPE), "linear" or "llama3"
+  double factor = 1.0, low_freq_factor = 1.0, high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
 struct ModelConfig {
   Arch arch = Arch::Llama;
   int64_t hidden_size = 0, intermediate_size = 0, num_hidden_layers = 0;
   int64_t num_attention_heads = 0, num_key_value_heads = 0, head_dim = 0;
   int64_t vocab_size = 0, max_position_embeddings = 0;
   double rms_norm_eps = 1e-6, rope_theta = 10000.0;
+  RopeScaling rope_scaling;
   std::optional<int64_t> sliding_window;  // Mistral; null or absent means full attention
   bool tie_word_embeddings = false;
   int64_t num_local_experts = 0, num_experts_per_tok = 0;  // Mixtral

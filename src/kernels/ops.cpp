@@ -26,19 +26,27 @@ void rmsnorm(const float* x, const float* w, float* y, int64_t n, int64_t d, flo
   }
 }
 
-void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, double theta) {
-  const int64_t half = hd / 2;
-  // inv_freq in F32 as transformers computes it, so angles round the same way.
-  std::vector<float> inv(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i)
+std::vector<float> rope_default_inv_freq(int64_t hd, double theta) {
+  // In F32 as transformers computes it, so angles round the same way.
+  std::vector<float> inv(static_cast<size_t>(hd / 2));
+  for (int64_t i = 0; i < hd / 2; ++i)
     inv[size_t(i)] = 1.0f / std::pow(float(theta), float(2 * i) / float(hd));
+  return inv;
+}
+
+void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, double theta) {
+  rope(x, pos, T, heads, hd, rope_default_inv_freq(hd, theta).data());
+}
+
+void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, const float* inv) {
+  const int64_t half = hd / 2;
 #pragma omp parallel if (T * heads * hd > 32768)
   {
     std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
 #pragma omp for
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t i = 0; i < half; ++i) {
-        float a = float(pos[t]) * inv[size_t(i)];
+        float a = float(pos[t]) * inv[i];
         c[size_t(i)] = std::cos(a);
         s[size_t(i)] = std::sin(a);
       }

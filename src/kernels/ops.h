@@ -2,6 +2,7 @@
 // -march=native), parallel over rows/heads with OpenMP. Shapes in comments; all F32.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -10,8 +11,14 @@ namespace lamina {
 // y[n, d] = w[d] * x * rsqrt(mean(x^2) + eps), computed in F32 (as transformers' RMSNorm).
 void rmsnorm(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps);
 
-// Rotate-half RoPE in place on x[T, heads, hd] at positions pos[T]:
-// x' = x*cos + rotate_half(x)*sin, angle = pos * theta^(-2i/hd) for i < hd/2.
+// Rotate-half RoPE: x' = x*cos + rotate_half(x)*sin, angle = pos * inv_freq[i] for i < hd/2;
+// in place on x[T, heads, hd] (rotate_half pairs i, i + hd/2) at positions pos[T], with the
+// model's frequencies inv_freq[hd/2] (model/rope_frequencies.h: plain or scaled).
+void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd,
+          const float* inv_freq);
+// Plain RoPE's frequencies 1 / theta^(2i/hd), in F32 as transformers computes them.
+std::vector<float> rope_default_inv_freq(int64_t hd, double theta);
+// rope() with the plain frequencies.
 void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, double theta);
 
 // Causal grouped-query attention for T new queries at positions pos0 .. pos0+T-1.

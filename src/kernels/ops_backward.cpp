@@ -32,11 +32,11 @@ void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx
 }
 
 void rope_backward(float* dx, const int64_t* pos, int64_t T, int64_t heads, int64_t hd,
-                   double theta) {
+                   const float* inv_freq) {
   // R(a)^T = R(-a): rotate the gradient by the negated positions' angles.
   std::vector<int64_t> neg(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) neg[size_t(t)] = -pos[t];
-  rope(dx, neg.data(), T, heads, hd, theta);
+  rope(dx, neg.data(), T, heads, hd, inv_freq);
 }
 
 void attention_backward(const float* q, const float* k, const float* v, const float* dout,

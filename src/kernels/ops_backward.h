@@ -13,7 +13,7 @@ void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx
 
 // Backward of rope() is the rotation by the opposite angle, in place on dx[T, heads, hd].
 void rope_backward(float* dx, const int64_t* pos, int64_t T, int64_t heads, int64_t hd,
-                   double theta);
+                   const float* inv_freq);
 
 // Attention backward for one sequence of T tokens at positions 0..T-1 (causal, GQA, window),
 // recomputing the probabilities from q and k (nothing T x T is stored).

@@ -244,6 +244,9 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
          "is a tokenizer.json (BPE merges, GGUF's \"gpt2\" tokenizer model: not supported yet)");
   GgufSource src{ModelConfig::load(model_dir), &tok, model_dir,
                  ck.has("model.layers.0.mlp.experts.gate_up_proj")};
+  if (!src.cfg.rope_scaling.type.empty())
+    fail(model_dir, "/config.json: rope_scaling '", src.cfg.rope_scaling.type,
+         "' is not written to GGUF yet (llama.cpp's rope_freqs tensor)");
   src.check = [&](const std::string& name, const Shape& shape) {
     const TensorInfo& in = ck.info(name);  // fails naming the missing tensor
     if (in.shape != shape)

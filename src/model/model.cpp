@@ -9,6 +9,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/quant_dot.h"
+#include "model/rope_frequencies.h"
 
 namespace lamina {
 
@@ -40,6 +41,7 @@ void repack_quantized(Tensor& t) {
 
 Model::Model(ModelConfig cfg, ModelWeights w, bool pack_weights)
     : cfg_(std::move(cfg)),
+      inv_freq_(rope_inv_freq(cfg_)),
       w_(std::move(w)),
       pack_(pack_weights ? std::make_unique<WeightPack>() : nullptr) {
   if (!pack_weights) return;
@@ -91,8 +93,8 @@ void Model::attention_block(const LayerWeights& L, int64_t layer, const float* x
     for (int32_t len : *segments)
       for (int64_t i = 0; i < len; ++i) pos[size_t(at++)] = i;
   }
-  rope(q, pos.data(), T, nh, hd, cfg_.rope_theta);
-  rope(kc, pos.data(), T, nkv, hd, cfg_.rope_theta);
+  rope(q, pos.data(), T, nh, hd, inv_freq_.data());
+  rope(kc, pos.data(), T, nkv, hd, inv_freq_.data());
   const float* K = cache.k[size_t(layer)].f32();
   const float* Vv = cache.v[size_t(layer)].f32();
   const int64_t window = cfg_.sliding_window.value_or(0);

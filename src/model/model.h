@@ -48,6 +48,7 @@ class Model {
   float* scratch(Slot s, int64_t n) const;
 
   ModelConfig cfg_;
+  std::vector<float> inv_freq_;  // RoPE frequencies [head_dim / 2] (model/rope_frequencies.h)
   ModelWeights w_;
   mutable std::vector<std::vector<float>> scratch_;
   std::unique_ptr<WeightPack> pack_;  // oneDNN-blocked copies of the matrices, made on first use

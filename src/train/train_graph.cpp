@@ -12,6 +12,7 @@
 #include "kernels/ops.h"
 #include "kernels/ops_backward.h"
 #include "kernels/widened_matmul.h"
+#include "model/rope_frequencies.h"
 
 namespace lamina {
 
@@ -302,8 +303,9 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     proj_fwd(xn1, N, lw, lw.wq, kLoraQ, s.lora_t[kLoraQ], q);
     proj_fwd(xn1, N, lw, lw.wk, kLoraK, s.lora_t[kLoraK], k);
     proj_fwd(xn1, N, lw, lw.wv, kLoraV, s.lora_t[kLoraV], v);
-    rope(q, a.pos.data(), N, nh, hd, c.rope_theta);
-    rope(k, a.pos.data(), N, nkv, hd, c.rope_theta);
+    const std::vector<float> inv_freq = rope_inv_freq(c);
+    rope(q, a.pos.data(), N, nh, hd, inv_freq.data());
+    rope(k, a.pos.data(), N, nkv, hd, inv_freq.data());
     float* att = sized(s.att, N * Q);
     for (auto [r0, len] : segs)
       attention(q + r0 * Q, k + r0 * KV, v + r0 * KV, att + r0 * Q, len, 0, nh, nkv, hd, KV,
@@ -579,8 +581,9 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       attention_backward(s.q.data() + r0 * Q, s.k.data() + r0 * KV, s.v.data() + r0 * KV,
                          datt + r0 * Q, dq + r0 * Q, dk + r0 * KV, dv + r0 * KV, len, nh, nkv, hd,
                          window);
-    rope_backward(dq, a.pos.data(), N, nh, hd, c.rope_theta);
-    rope_backward(dk, a.pos.data(), N, nkv, hd, c.rope_theta);
+    const std::vector<float> inv_freq = rope_inv_freq(c);
+    rope_backward(dq, a.pos.data(), N, nh, hd, inv_freq.data());
+    rope_backward(dk, a.pos.data(), N, nkv, hd, inv_freq.data());
     float* dxn1 = sized(a.dxn, N * H);
     proj_bwd(s.xn1.data(), N, lw, lg, lw.wq, lg.wq, kLoraQ, s.lora_t[kLoraQ], dq, dxn1, false);
     proj_bwd(s.xn1.data(), N, lw, lg, lw.wk, lg.wk, kLoraK, s.lora_t[kLoraK], dk, dxn1, true);

@@ -64,7 +64,7 @@ TEST(Backward, RopeFiniteDifferences) {
     return dot(y, dy);
   };
   auto dx = dy;
-  rope_backward(dx.data(), pos.data(), T, H, hd, 10000.0);
+  rope_backward(dx.data(), pos.data(), T, H, hd, rope_default_inv_freq(hd, 10000.0).data());
   expect_fd(x, dx, loss, "dx");
 }
 
