@@ -74,30 +74,14 @@ int cmd_tokenize(int argc, char** argv) {
   }
   if (a.given("chat")) {
     const std::string f = a.str("chat");
-    const std::string tmpl =
-        a.given("template") ? read_text_file(a.str("template")) : tok.chat_template();
-    const std::string where =
-        a.given("template") ? a.str("template") : a.str("model") + ": chat_template";
-    if (tmpl.empty())
-      fail(a.given("template") ? a.str("template") : a.str("model"),
-           a.given("template") ? ": empty template" : ": the tokenizer has no chat_template");
-    jinja::check(tmpl, where);
+    const ChatFormat fmt =
+        a.given("template")
+            ? ChatFormat::from_text(read_text_file(a.str("template")), tok, {}, a.str("template"))
+            : ChatFormat::own(tok, {}, a.str("model") + ": chat_template");
     // One object of variables -> {"text", "ids"}.
     auto render_one = [&](const nlohmann::ordered_json& vars, const std::string& at) {
       if (!vars.is_object()) fail(at, ": expected a JSON object of template variables");
-      jinja::Value v = jinja::from_json(vars);
-      // transformers passes the special tokens' text, tools and documents (None when not given)
-      // and add_generation_prompt false by default.
-      for (const char* k : {"tools", "documents"})
-        if (v.get(k).kind == jinja::Value::Kind::Undefined) v.set(k, jinja::Value::none());
-      if (v.get("bos_token").kind == jinja::Value::Kind::Undefined && tok.bos_id() >= 0)
-        v.set("bos_token", jinja::Value::string(tok.piece(tok.bos_id())));
-      if (v.get("eos_token").kind == jinja::Value::Kind::Undefined && tok.eos_id() >= 0)
-        v.set("eos_token", jinja::Value::string(tok.piece(tok.eos_id())));
-      if (v.get("add_generation_prompt").kind == jinja::Value::Kind::Undefined)
-        v.set("add_generation_prompt", jinja::Value::boolean(false));
-      alias_reasoning_fields(v);
-      const std::string text = jinja::render(tmpl, v, where);
+      const std::string text = fmt.render_variables(jinja::from_json(vars));
       return nlohmann::json{{"text", text}, {"ids", tok.encode(text, false)}};
     };
     auto dump = [](const nlohmann::json& j) {

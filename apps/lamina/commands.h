@@ -17,6 +17,7 @@ int cmd_generate(int argc, char** argv);
 int cmd_chat(int argc, char** argv);
 int cmd_score(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
+int cmd_template(int argc, char** argv);
 int cmd_upscale(int argc, char** argv);
 int cmd_pretrain(int argc, char** argv);
 int cmd_plot(int argc, char** argv);

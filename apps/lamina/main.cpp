@@ -43,6 +43,8 @@ const Command kCommands[] = {
     {"tokenizer", lamina::cmd_tokenizer, "tokenizer train: a SentencePiece tokenizer for a corpus"},
     {"tokenize", lamina::cmd_tokenize,
      "a text through a model's tokenizer: ids, pieces and the decoded text as JSON"},
+    {"template", lamina::cmd_template,
+     "the prompt a model's chat template renders for a conversation (apply_chat_template)"},
 };
 
 }  // namespace

@@ -37,9 +37,15 @@ ChatFormat ChatFormat::builtin(ChatTemplate t, ChatTokens k) {
 ChatFormat ChatFormat::own(const Tokenizer& tok, std::vector<std::string> end_texts,
                            const std::string& where) {
   if (tok.chat_template().empty()) fail(where, ": the tokenizer has no chat_template");
-  jinja::check(tok.chat_template(), where);
+  return from_text(tok.chat_template(), tok, std::move(end_texts), where);
+}
+
+ChatFormat ChatFormat::from_text(std::string jinja, const Tokenizer& tok,
+                                 std::vector<std::string> end_texts, const std::string& where) {
+  if (jinja.empty()) fail(where, ": empty chat template");
+  jinja::check(jinja, where);
   ChatFormat f;
-  f.jinja_ = tok.chat_template();
+  f.jinja_ = std::move(jinja);
   f.where_ = where;
   if (tok.bos_id() >= 0) f.bos_ = tok.bos_text();
   if (tok.eos_id() >= 0) f.eos_ = tok.eos_text();
@@ -57,20 +63,33 @@ std::string ChatFormat::name() const {
 
 std::string ChatFormat::render(const std::vector<ChatMessage>& messages, bool gen) const {
   if (builtin_) return render_chat(*builtin_, messages, gen, tokens_);
-  // transformers' apply_chat_template: messages, add_generation_prompt and the special tokens'
-  // text (absent ones undefined, as transformers leaves out None values).
   jinja::List msgs;
   for (auto& m : messages)
     msgs.push_back(jinja::Value::of_dict(
         {{"role", jinja::Value::string(m.role)}, {"content", jinja::Value::string(m.content)}}));
   jinja::Value vars = jinja::Value::of_dict();
   vars.set("messages", jinja::Value::of_list(std::move(msgs)));
-  vars.set("tools", jinja::Value::none());
-  vars.set("documents", jinja::Value::none());
   vars.set("add_generation_prompt", jinja::Value::boolean(gen));
-  if (!bos_.empty()) vars.set("bos_token", jinja::Value::string(bos_));
-  if (!eos_.empty()) vars.set("eos_token", jinja::Value::string(eos_));
-  return jinja::render(jinja_, vars, where_);
+  return render_variables(std::move(vars));
+}
+
+std::string ChatFormat::render_variables(jinja::Value v) const {
+  if (builtin_) fail("the built-in ", name(), " template renders messages' role and content only");
+  using Kind = jinja::Value::Kind;
+  if (v.kind != Kind::Dict) fail(where_, ": the template variables must be an object");
+  // transformers' apply_chat_template: the special tokens' text (absent ones left undefined, as
+  // it leaves out None values), tools and documents (None when not given), and
+  // add_generation_prompt false by default.
+  if (v.get("bos_token").kind == Kind::Undefined && !bos_.empty())
+    v.set("bos_token", jinja::Value::string(bos_));
+  if (v.get("eos_token").kind == Kind::Undefined && !eos_.empty())
+    v.set("eos_token", jinja::Value::string(eos_));
+  for (const char* k : {"tools", "documents"})
+    if (v.get(k).kind == Kind::Undefined) v.set(k, jinja::Value::none());
+  if (v.get("add_generation_prompt").kind == Kind::Undefined)
+    v.set("add_generation_prompt", jinja::Value::boolean(false));
+  alias_reasoning_fields(v);
+  return jinja::render(jinja_, v, where_);
 }
 
 std::string ChatFormat::identity() const {

@@ -24,6 +24,9 @@ class ChatFormat {
   // <end_of_turn>), used to find where each trained assistant span stops.
   static ChatFormat own(const Tokenizer& tok, std::vector<std::string> end_texts,
                         const std::string& where);
+  // A Jinja template given as text (tokenize --template, template --template).
+  static ChatFormat from_text(std::string jinja, const Tokenizer& tok,
+                              std::vector<std::string> end_texts, const std::string& where);
 
   bool is_builtin() const { return builtin_.has_value(); }
   std::optional<ChatTemplate> builtin_kind() const { return builtin_; }
@@ -34,6 +37,11 @@ class ChatFormat {
 
   // The prompt text; encode it with add_bos = false (the template writes BOS where it has one).
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  // A Jinja template over all of apply_chat_template's variables (messages with tool calls and
+  // reasoning, tools, documents, enable_thinking, ...), filled in as transformers does: the
+  // special tokens' text, tools and documents None, add_generation_prompt false, reasoning
+  // fields aliased. Error for a built-in template (it renders role and content only).
+  std::string render_variables(jinja::Value vars) const;
 
   // A conversation for training, tokenised whole (the ids the model sees at inference) with each
   // message's span: ids[begin, end) are the tokens of message `message` (an assistant's: from the

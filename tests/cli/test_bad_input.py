@@ -319,7 +319,9 @@ def file_cases(tmp, good, copy, tensors):
     cfg_case("config rms_norm_eps 0", lambda c: dict(c, rms_norm_eps=0), ["rms_norm_eps"])
     cfg_case("config vocab_size a string", lambda c: dict(c, vocab_size="512"), ["vocab_size", "integer"])
     cfg_case("config heads not a multiple of kv heads", lambda c: dict(c, num_key_value_heads=3), ["num_key_value_heads"])
-    cfg_case("config rope_scaling", lambda c: dict(c, rope_scaling={"type": "linear", "factor": 2.0}), ["rope_scaling"])
+    cfg_case("config rope_scaling yarn", lambda c: dict(c, rope_scaling={"rope_type": "yarn", "factor": 2.0}), ["rope_scaling.rope_type", "yarn"])
+    cfg_case("config rope_scaling llama3 without its fields", lambda c: dict(c, rope_scaling={"rope_type": "llama3", "factor": 8.0}), ["rope_scaling.low_freq_factor", "missing"])
+    cfg_case("config attention_bias", lambda c: dict(c, attention_bias=True), ["attention_bias", "not supported"])
     cfg_case("config experts 10^9", lambda c: dict(c, model_type="mixtral", num_local_experts=10**9, num_experts_per_tok=2),
              ["num_local_experts", "at most"])
     cfg_case("config a JSON array", lambda c: [c], ["not a JSON object"])

@@ -6,8 +6,8 @@ templates (llama-2, mistral-instruct, openchat, chatml: `lamina init --chat-temp
 rendered over conversations with and without a system message, one and several turns, with and
 without the generation prompt, white space and non-ASCII in the contents, Gemma's list-form
 content, Qwen3's tools / tool calls / tool results / <think> reasoning and enable_thinking=False.
-`lamina tokenize --chat FILE` must give transformers' text byte for byte, or fail where
-transformers raises (a template's raise_exception).
+`lamina tokenize --chat FILE` (and `lamina template --messages FILE`) must give transformers' text
+byte for byte, or fail where transformers raises (a template's raise_exception).
 
 usage: test_chat_templates.py LAMINA ASSETS_DIR        prints 'N passed, M failed'
 """
@@ -102,6 +102,11 @@ def main():
                 got = json.loads(p.stdout)["text"] if p.returncode == 0 else None
                 check(f"{name}: {label}", got == want,
                       f"\n  lamina:       {got!r}\n  transformers: {want!r}\n  {p.stderr[-300:]}"[:1500] if got != want else "")
+                if label == "system + three turns + prompt" or label == "tools + call + result":
+                    # `lamina template` prints the same text (the user's tool for it).
+                    t = run("template", "--model", d, "--messages", f)
+                    check(f"{name}: {label}: lamina template prints it", t.returncode == 0 and t.stdout == want,
+                          f"{t.stdout[:300]!r} {t.stderr[-300:]}")
         print(f"{n} renderings over {len(dirs)} templates")
     finally:
         shutil.rmtree(work, ignore_errors=True)
