@@ -1,6 +1,8 @@
 #include "io/output_dir.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -126,6 +128,21 @@ int remove_stale_temporaries(const std::string& dir, const std::string& prefix) 
     std::error_code rec;
     fs::remove_all(e.path(), rec);
     if (!rec) ++removed;
+  }
+  // Lock files beside outputs (NAME.lock) whose holder died: nobody holds their flock. The lock
+  // is taken before the unlink, so a writer arriving meanwhile retries on a fresh file (FileLock
+  // checks that the inode it locked is still the one at the path).
+  for (auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() <= 5 || name.compare(name.size() - 5, 5, ".lock") != 0 || name[0] == '.' ||
+        name.compare(0, prefix.size(), prefix) != 0 || !e.is_regular_file())
+      continue;
+    const int fd = ::open(e.path().c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      if (::unlink(e.path().c_str()) == 0) ++removed;
+    }
+    ::close(fd);
   }
   return removed;
 }

@@ -40,7 +40,8 @@ void check_output_outside_inputs(const std::pair<std::string, std::string>& outp
                                  const std::vector<std::pair<std::string, std::string>>& inputs);
 
 // Removes NAME.tmp-PID entries in dir whose process PID no longer runs (left by kill -9 or a
-// crash), for names starting with prefix. Returns how many were removed.
+// crash), and NAME.lock files nobody holds (a killed writer's), for names starting with prefix.
+// Returns how many were removed.
 int remove_stale_temporaries(const std::string& dir, const std::string& prefix = "");
 
 // Writes text to path atomically (path.tmp-PID, then rename; the temporary is removed if either

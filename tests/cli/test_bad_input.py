@@ -537,6 +537,8 @@ def safety_cases(tmp, good):
     stale = os.path.join(run_dir, f"checkpoint-999.tmp-{first.pid}")
     os.makedirs(stale, exist_ok=True)
     write(os.path.join(stale, "model.safetensors.tmp"), "half")
+    # The lock file of a checkpoint the dead run was writing (nobody holds its flock any more).
+    write(os.path.join(run_dir, "checkpoint-998.lock"), f"{first.pid}\n")
     rc, _, err = run(*[a if a != "100000" else "3" for a in slow], "--out", run_dir, "--resume")
     leftovers = [n for n in os.listdir(run_dir) if ".tmp" in n or n.endswith(".lock") and n != ".lamina.lock"]
     report.check("after kill -9, --resume removes the dead run's temporaries and finishes", rc == 0 and not leftovers,
