@@ -1,0 +1,141 @@
+"""A Llama 3.x model as published, end to end: a small random-weight LlamaForCausalLM of Llama
+3.2-1B's architecture (tied embeddings, rope_scaling llama3, several EOS ids) built and saved by
+transformers itself, beside the real Llama 3.1 tokenizer.json and tokenizer_config.json (its
+chat template), then taken through lamina's commands and compared with transformers:
+  - generate --chat: the prompt rendered by the model's own template and the greedy reply equal
+    transformers' apply_chat_template + generate (EOS from generation_config's list);
+  - upscale (SOLAR's DUS): the deeper model keeps the tokenizer, template and rope_scaling, and
+    its logits equal transformers' on the up-scaled directory;
+  - sft through the model's own template, and dpo on conversational pairs: they train (the loss
+    is finite and SFT's goes down) and the checkpoint chats;
+  - export-gguf refuses the tokenizer.json model with one line (GGUF's "gpt2" vocabulary: not yet).
+
+usage: test_llama3_end_to_end.py LAMINA ASSETS_DIR        prints 'N passed, M failed'
+"""
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
+from harness import Report, runner, unpack_tokenizer, write_jsonl  # noqa: E402
+
+from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+report = Report()
+check = report.check
+run = runner(os.path.abspath(sys.argv[1]), echo_failures=False)
+assets = os.path.abspath(sys.argv[2])
+torch.set_num_threads(2)
+EOS = [128001, 128008, 128009]
+
+
+def build(d):
+    unpack_tokenizer(assets, "llama3.1", d)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, vocab_size=128256, max_position_embeddings=1024,
+                      rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=128000, eos_token_id=EOS,
+                      rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+                      attn_implementation="eager")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).float().eval()
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.copy_(1 + 0.1 * torch.randn_like(p) if p.dim() == 1 else 0.15 * torch.randn_like(p))
+    model.generation_config = GenerationConfig(bos_token_id=128000, eos_token_id=EOS, do_sample=False)
+    model.save_pretrained(d, safe_serialization=True)
+    return model
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="lamina-llama3-")
+    try:
+        d = os.path.join(tmp, "llama3")
+        model = build(d)
+        tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
+
+        # Chat: the same prompt ids and the same greedy reply.
+        msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there 你好"}]
+        ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, eos_token_id=EOS,
+                                 pad_token_id=EOS[0])[0, len(ids):].tolist()
+        want = tok.decode(out, skip_special_tokens=True)
+        mf = os.path.join(tmp, "msgs.json")
+        json.dump(msgs, open(mf, "w"))
+        t = run("template", "--model", d, "--messages", mf, "--generation-prompt", "--ids")
+        lam_ids = json.loads(t.stdout.rsplit("\n", 2)[-2]) if t.returncode == 0 else None
+        check("the prompt ids equal apply_chat_template's", lam_ids == list(ids), f"{lam_ids} vs {ids}"[:400])
+        p = run("generate", "--model", d, "--chat", "--system", "Be brief.", "--prompt", "Hi there 你好",
+                "--max-new-tokens", "8", "--threads", "2")
+        check("generate --chat: the greedy reply equals transformers' generate", p.returncode == 0 and p.stdout.strip() == want.strip(),
+              f"lamina {p.stdout!r} transformers {want!r} {p.stderr[-300:]}")
+
+        # SOLAR's depth up-scaling: 4 layers -> 6; transformers loads the result, logits agree.
+        up = os.path.join(tmp, "up")
+        p = run("upscale", "--model", d, "--out", up, "--drop", "1")
+        if check("upscale runs", p.returncode == 0, p.stderr[-300:]):
+            c = json.load(open(os.path.join(up, "config.json")))
+            rs = c.get("rope_scaling") or c.get("rope_parameters") or {}
+            check("the up-scaled config keeps 6 layers and rope_scaling llama3",
+                  c["num_hidden_layers"] == 6 and rs.get("rope_type") == "llama3", json.dumps(c)[:300])
+            um = LlamaForCausalLM.from_pretrained(up, attn_implementation="eager").float().eval()
+            x = np.random.default_rng(1).integers(0, 128000, size=40).tolist()
+            npy = os.path.join(tmp, "up.npy")
+            p = run("score", "--model", up, "--ids", ",".join(map(str, x)), "--dump-logits", npy, "--threads", "2")
+            if check("score on the up-scaled model", p.returncode == 0, p.stderr[-300:]):
+                with torch.no_grad():
+                    ref = um(torch.tensor([x])).logits[0]
+                err = (torch.from_numpy(np.load(npy)) - ref).abs().max().item()
+                # Measured 1.7e-5 (random logits over 128k ids); bound a few times that.
+                check(f"up-scaled logits equal transformers' (max abs err {err:.2e})", err <= 6e-5)
+            tk = AutoTokenizer.from_pretrained(up, local_files_only=True)
+            check("the up-scaled model's tokenizer and template are the model's",
+                  tk.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+                  == tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
+
+        # SFT through the model's own template; DPO on conversational pairs.
+        rows = [{"messages": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b)}]}
+                for a in range(6) for b in range(6)]
+        data = os.path.join(tmp, "sft.jsonl")
+        write_jsonl(data, rows)
+        so = os.path.join(tmp, "sft")
+        p = run("sft", "--model", d, "--data", data, "--out", so, "--seq-len", "128", "--batch-size", "4",
+                "--max-steps", "6", "--lr", "3e-3", "--val-fraction", "0", "--threads", "2")
+        m = [json.loads(l) for l in open(os.path.join(so, "metrics.jsonl")) if l.strip()] if p.returncode == 0 else []
+        check("sft through Llama 3's own template lowers the loss",
+              p.returncode == 0 and "template the model's chat_template" in p.stderr and m and m[-1]["loss"] < m[0]["loss"],
+              p.stderr[-400:])
+        if p.returncode == 0:
+            q = run("generate", "--model", os.path.join(so, "checkpoint-6"), "--chat", "--prompt", "2+3=",
+                    "--max-new-tokens", "3", "--threads", "2")
+            check("the SFT checkpoint chats", q.returncode == 0, q.stderr[-300:])
+        pairs = [{"prompt": [{"role": "user", "content": f"{a}+{a}="}],
+                  "chosen": [{"role": "assistant", "content": str(2 * a)}],
+                  "rejected": [{"role": "assistant", "content": str(2 * a + 1)}]} for a in range(8)]
+        dd = os.path.join(tmp, "dpo.jsonl")
+        write_jsonl(dd, pairs)
+        do = os.path.join(tmp, "dpo")
+        p = run("dpo", "--model", d, "--data", dd, "--out", do, "--seq-len", "64", "--batch-size", "2",
+                "--max-steps", "2", "--lr", "1e-3", "--val-fraction", "0", "--threads", "2")
+        m = [json.loads(l) for l in open(os.path.join(do, "metrics.jsonl")) if l.strip()] if p.returncode == 0 else []
+        check("dpo on conversational pairs through Llama 3's template trains",
+              p.returncode == 0 and m and all(math.isfinite(r["loss"]) for r in m if "loss" in r), p.stderr[-400:])
+
+        p = run("export-gguf", "--model", d, "--out", os.path.join(tmp, "x.gguf"))
+        check("export-gguf refuses the tokenizer.json model in one line",
+              p.returncode == 1 and "tokenizer.json" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr[-300:])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report.finish()
+
+
+main()
