@@ -5,7 +5,9 @@ models people bring today:
     (rope_theta and rope_scaling at the top level) and as transformers v5 writes it
     (rope_parameters holding rope_theta and the scaling);
   - linear rope_scaling;
-  - a plain model whose rope_theta is only inside rope_parameters (transformers v5's layout).
+  - a plain model whose rope_theta is only inside rope_parameters (transformers v5's layout);
+  - Mistral Nemo's explicit head_dim (not hidden_size / heads) with a sliding window, and tied
+    embeddings (Llama 3.2 1B/3B), through MistralForCausalLM / LlamaForCausalLM.
 original_max_position_embeddings is set small, so the scaled frequencies matter at the test's
 positions; each scaled case also checks that plain RoPE would give clearly other logits.
 
@@ -23,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
 from harness import Report, runner  # noqa: E402
 
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM  # noqa: E402
 
 report = Report()
 check = report.check
@@ -32,25 +34,34 @@ torch.set_num_threads(2)
 
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
           "original_max_position_embeddings": 16}
-# name: (rope_scaling, rope_theta, how config.json is written)
+# name: (rope_scaling, rope_theta, how config.json is written, other config fields)
 CASES = {
-    "llama3 rope, Hub layout": (LLAMA3, 500000.0, "hub"),
-    "llama3 rope, transformers v5 layout": (LLAMA3, 500000.0, "v5"),
-    "linear rope": ({"rope_type": "linear", "factor": 4.0}, 10000.0, "hub"),
-    "plain rope, rope_theta only in rope_parameters": (None, 500000.0, "v5"),
+    "llama3 rope, Hub layout": (LLAMA3, 500000.0, "hub", {}),
+    "llama3 rope, transformers v5 layout": (LLAMA3, 500000.0, "v5", {}),
+    "linear rope": ({"rope_type": "linear", "factor": 4.0}, 10000.0, "hub", {}),
+    "plain rope, rope_theta only in rope_parameters": (None, 500000.0, "v5", {}),
+    "llama, tied embeddings": (None, 10000.0, "hub", {"tie_word_embeddings": True}),
+    "mistral, head_dim 32 != 64 / 4, sliding window 12": (None, 1000000.0, "hub",
+                                                          {"mistral": True, "head_dim": 32, "sliding_window": 12}),
 }
 T = 48
-# Measured max abs logit error (logits of magnitude ~3): 4.5e-6 to 6.1e-6; bound a few times that.
+# Measured max abs logit error (logits of magnitude ~3): 4.3e-6 to 7.7e-6; bound a few times that.
 TOL = 2e-5
 
 
-def build(d, scaling, theta, layout, seed):
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=16, vocab_size=512, max_position_embeddings=256,
-                      rope_theta=theta, rope_scaling=scaling, tie_word_embeddings=False,
-                      attn_implementation="eager")
+def build(d, scaling, theta, layout, extra, seed):
+    extra = dict(extra)
+    mistral = extra.pop("mistral", False)
+    kw = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=16, vocab_size=512, max_position_embeddings=256,
+              rope_theta=theta, tie_word_embeddings=False, attn_implementation="eager")
+    kw.update(extra)
+    if mistral:
+        cfg = MistralConfig(**kw)
+    else:
+        cfg = LlamaConfig(rope_scaling=scaling, **kw)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).float().eval()
+    model = (MistralForCausalLM if mistral else LlamaForCausalLM)(cfg).float().eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(1 + 0.1 * torch.randn_like(p) if p.dim() == 1 else 0.15 * torch.randn_like(p))
@@ -73,7 +84,7 @@ def build(d, scaling, theta, layout, seed):
 def main():
     tmp = tempfile.mkdtemp(prefix="lamina-hf-models-")
     try:
-        for k, (name, (scaling, theta, layout)) in enumerate(CASES.items()):
+        for k, (name, (scaling, theta, layout, extra)) in enumerate(CASES.items()):
             d = os.path.join(tmp, f"m{k}")
             # lamina init for the tokenizer files (512 ids); the weights and config come from transformers.
             p = run("init", "--shape", "tiny", "--out", d)
@@ -81,7 +92,7 @@ def main():
                 continue
             os.remove(os.path.join(d, "config.json"))
             os.remove(os.path.join(d, "model.safetensors"))
-            model = build(d, scaling, theta, layout, seed=k)
+            model = build(d, scaling, theta, layout, extra, seed=k)
             ids = np.random.default_rng(k).integers(0, 512, size=T).tolist()
             out = os.path.join(tmp, f"m{k}.npy")
             p = run("score", "--model", d, "--ids", ",".join(map(str, ids)), "--dump-logits", out, "--threads", "2")
