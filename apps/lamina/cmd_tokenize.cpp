@@ -25,7 +25,8 @@ int cmd_tokenize(int argc, char** argv) {
       "one JSON object printed per line. --ids decodes instead. --chat FILE renders the model's\n"
       "own Jinja chat template over FILE's {\"messages\", \"tools\", \"add_generation_prompt\",\n"
       "...} (bos_token / eos_token from the tokenizer) and prints {\"text\", \"ids\"};\n"
-      "--template T.jinja renders that template instead of the model's.",
+      "--template T.jinja renders that template instead of the model's. A template with\n"
+      "{% generation %} blocks also gives \"generation\": their byte ranges in the text.",
       {{"model", "DIR", "model (or tokenizer) directory", kRequired},
        {"text", "T", "the text to encode", ""},
        {"file", "F", "encode the contents of this file", ""},
@@ -81,8 +82,12 @@ int cmd_tokenize(int argc, char** argv) {
     // One object of variables -> {"text", "ids"}.
     auto render_one = [&](const nlohmann::ordered_json& vars, const std::string& at) {
       if (!vars.is_object()) fail(at, ": expected a JSON object of template variables");
-      const std::string text = fmt.render_variables(jinja::from_json(vars));
-      return nlohmann::json{{"text", text}, {"ids", tok.encode(text, false)}};
+      std::vector<std::pair<size_t, size_t>> marked;
+      const std::string text = fmt.render_variables(jinja::from_json(vars), &marked);
+      nlohmann::json r = {{"text", text}, {"ids", tok.encode(text, false)}};
+      // {% generation %} blocks' byte ranges of text (transformers' assistant masks).
+      if (!marked.empty()) r["generation"] = marked;
+      return r;
     };
     auto dump = [](const nlohmann::json& j) {
       return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

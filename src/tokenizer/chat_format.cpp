@@ -47,6 +47,7 @@ ChatFormat ChatFormat::from_text(std::string jinja, const Tokenizer& tok,
   ChatFormat f;
   f.jinja_ = std::move(jinja);
   f.where_ = where;
+  f.generation_blocks_ = jinja::has_generation_blocks(f.jinja_);
   if (tok.bos_id() >= 0) f.bos_ = tok.bos_text();
   if (tok.eos_id() >= 0) f.eos_ = tok.eos_text();
   if (!f.eos_.empty()) end_texts.push_back(f.eos_);
@@ -73,7 +74,8 @@ std::string ChatFormat::render(const std::vector<ChatMessage>& messages, bool ge
   return render_variables(std::move(vars));
 }
 
-std::string ChatFormat::render_variables(jinja::Value v) const {
+std::string ChatFormat::render_variables(
+    jinja::Value v, std::vector<std::pair<size_t, size_t>>* generation_spans) const {
   if (builtin_) fail("the built-in ", name(), " template renders messages' role and content only");
   using Kind = jinja::Value::Kind;
   if (v.kind != Kind::Dict) fail(where_, ": the template variables must be an object");
@@ -89,7 +91,7 @@ std::string ChatFormat::render_variables(jinja::Value v) const {
   if (v.get("add_generation_prompt").kind == Kind::Undefined)
     v.set("add_generation_prompt", jinja::Value::boolean(false));
   alias_reasoning_fields(v);
-  return jinja::render(jinja_, v, where_);
+  return jinja::render(jinja_, v, where_, generation_spans);
 }
 
 std::string ChatFormat::identity() const {
@@ -102,7 +104,26 @@ ChatFormat::Tokenised ChatFormat::tokenise_for_training(const std::vector<ChatMe
                                                         const std::vector<bool>& need,
                                                         const Tokenizer& tok,
                                                         const std::string& where) const {
-  const std::string full = render(msgs, false);
+  // The template's own assistant marks, when it has them.
+  std::vector<std::pair<size_t, size_t>> marked;
+  std::string full;
+  if (generation_blocks_) {
+    jinja::List jm;
+    for (auto& m : msgs)
+      jm.push_back(jinja::Value::of_dict(
+          {{"role", jinja::Value::string(m.role)}, {"content", jinja::Value::string(m.content)}}));
+    jinja::Value vars = jinja::Value::of_dict();
+    vars.set("messages", jinja::Value::of_list(std::move(jm)));
+    full = render_variables(std::move(vars), &marked);
+    const size_t n = size_t(std::count_if(
+        msgs.begin(), msgs.end(), [](const ChatMessage& m) { return m.role == "assistant"; }));
+    if (marked.size() != n)
+      fail(where, ": ", name(), " marks ", marked.size(), " {% generation %} spans for ", n,
+           " assistant messages");
+  } else {
+    full = render(msgs, false);
+  }
+  size_t next_marked = 0;
   Tokenised out;
   out.ids = tok.encode(full, false);
   // Characters -> tokens: how many leading ids the text up to `chars` shares with the whole.
@@ -125,7 +146,11 @@ ChatFormat::Tokenised ChatFormat::tokenise_for_training(const std::vector<ChatMe
   size_t cursor = 0;
   for (size_t i = 0; i < msgs.size(); ++i) {
     const ChatMessage& m = msgs[i];
-    if (m.role == "assistant") {
+    if (m.role == "assistant" && generation_blocks_) {
+      const auto [b, e] = marked[next_marked++];
+      out.spans.push_back({int(i), tokens_upto(b), tokens_upto(e)});
+      cursor = e;
+    } else if (m.role == "assistant") {
       const std::vector<ChatMessage> before(msgs.begin(), msgs.begin() + long(i));
       const std::string prompt = render(before, true);
       if (prompt.size() < cursor || full.compare(0, prompt.size(), prompt) != 0)

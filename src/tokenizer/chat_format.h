@@ -41,13 +41,17 @@ class ChatFormat {
   // reasoning, tools, documents, enable_thinking, ...), filled in as transformers does: the
   // special tokens' text, tools and documents None, add_generation_prompt false, reasoning
   // fields aliased. Error for a built-in template (it renders role and content only).
-  std::string render_variables(jinja::Value vars) const;
+  // generation_spans: as jinja::render's ({% generation %} blocks' byte ranges).
+  std::string render_variables(
+      jinja::Value vars, std::vector<std::pair<size_t, size_t>>* generation_spans = nullptr) const;
 
   // A conversation for training, tokenised whole (the ids the model sees at inference) with each
-  // message's span: ids[begin, end) are the tokens of message `message` (an assistant's: from the
-  // end of the generation prompt before it through the end-of-turn text after its content; other
-  // roles': their content, located in the rendering). Spans are found as TRL finds its completion:
-  // the common prefix of the ids of the text up to a boundary and the ids of the whole text.
+  // message's span: ids[begin, end) are the tokens of message `message` (an assistant's: its
+  // {% generation %} block where the template marks them, as TRL's assistant_only_loss takes
+  // them; else from the end of the generation prompt before it through the end-of-turn text after
+  // its content; other roles': their content, located in the rendering). Spans are found as TRL
+  // finds its completion: the common prefix of the ids of the text up to a boundary and the ids of
+  // the whole text.
   struct Span {
     int message;
     size_t begin, end;
@@ -70,6 +74,7 @@ class ChatFormat {
   std::string jinja_, where_;
   std::string bos_, eos_;  // the special tokens' text the template sees ("" with none)
   std::vector<std::string> end_texts_;
+  bool generation_blocks_ = false;  // the template has {% generation %} marks
 };
 
 // The chat format a run uses for a model directory: the built-in `named` (--chat-template,

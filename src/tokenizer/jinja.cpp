@@ -773,7 +773,7 @@ class Parser {
 struct Stmt;
 using Body = std::vector<Stmt>;
 struct Stmt {
-  enum Type { Text, Output, If, For, Set, SetBlock, Macro, Break, Continue } type;
+  enum Type { Text, Output, If, For, Set, SetBlock, Macro, Break, Continue, Generation } type;
   Stmt(Type t, int l, std::string tx = "") : type(t), line(l), text(std::move(tx)) {}
   int line = 0;
   std::string text;                              // Text; Macro: its name
@@ -783,7 +783,7 @@ struct Stmt {
   std::vector<std::string> targets;
   std::vector<NodeP> defaults;  // Macro: each parameter's default (null: none)
   NodeP filter;                 // For: "if" condition
-  Body body, else_body;         // For; SetBlock and Macro: body
+  Body body, else_body;         // For; SetBlock, Macro and Generation: body
 };
 
 class TreeBuilder {
@@ -917,8 +917,17 @@ class TreeBuilder {
         // The loopcontrols extension transformers enables.
         p.expect_end();
         out.push_back({tag == "break" ? Stmt::Break : Stmt::Continue, g.line});
-      } else if (tag == "generation" || tag == "endgeneration") {
-        // transformers' {% generation %} marks (assistant masks): render their body as is.
+      } else if (tag == "generation") {
+        // transformers' {% generation %} block: rendered as is, its output span recorded (the
+        // assistant tokens of return_assistant_tokens_mask).
+        p.expect_end();
+        Stmt st{Stmt::Generation, g.line};
+        std::string e;
+        st.body = parse_until({"endgeneration"}, e);
+        if (e.empty())
+          fail(where_, ": line ", g.line, ": {% generation %} without {% endgeneration %}");
+        cur_->expect_end();
+        out.push_back(std::move(st));
       } else {
         fail(where_, ": line ", g.line, ": unsupported tag {% ", tag, " %}");
       }
@@ -950,6 +959,9 @@ class Renderer {
       if (auto it = scopes[k].find(n); it != scopes[k].end()) return it->second;
     return Value();
   }
+
+  const std::string* top_ = nullptr;  // the template's output (generation spans are offsets in it)
+  std::vector<std::pair<size_t, size_t>>* generation = nullptr;
 
   // Set by {% break %} / {% continue %}; the enclosing loop clears it.
   enum class Jump { None, Break, Continue } jump = Jump::None;
@@ -1028,6 +1040,14 @@ class Renderer {
         case Stmt::Macro:
           scopes.back()[st.text] = macro(&st);
           break;
+        case Stmt::Generation: {
+          const size_t start = out.size();
+          run(st.body, out);
+          // Only spans of the template's own output count (not of a macro's or a set block's).
+          if (&out == top_ && generation && out.size() > start)
+            generation->emplace_back(start, out.size());
+          break;
+        }
         case Stmt::Break:
           if (loops_ == 0) error("{% break %} outside a loop");
           jump = Jump::Break;
@@ -1743,7 +1763,8 @@ void check(const std::string& tmpl, const std::string& where) {
   TreeBuilder(segs, where).parse_all();
 }
 
-std::string render(const std::string& tmpl, const Value& vars, const std::string& where) {
+std::string render(const std::string& tmpl, const Value& vars, const std::string& where,
+                   std::vector<std::pair<size_t, size_t>>* generation_spans) {
   const std::vector<Segment> segs = segments(tmpl, where);
   TreeBuilder tb(segs, where);
   const Body body = tb.parse_all();
@@ -1753,8 +1774,22 @@ std::string render(const std::string& tmpl, const Value& vars, const std::string
     for (auto& [k, v] : *vars.dict) r.scopes.back()[k] = v;
   r.scopes.emplace_back();  // the template's own top-level sets
   std::string out;
+  r.top_ = &out;
+  r.generation = generation_spans;
   r.run(body, out);
   return out;
+}
+
+bool has_generation_blocks(const std::string& tmpl) {
+  const std::vector<Segment> segs = segments(tmpl, "template");
+  for (const Segment& g : segs) {
+    if (g.type != Segment::Stmt) continue;
+    size_t a = g.body.find_first_not_of(" \t\n\r");
+    if (a != std::string::npos && g.body.compare(a, 10, "generation") == 0 &&
+        (a + 10 == g.body.size() || !std::isalnum(static_cast<unsigned char>(g.body[a + 10]))))
+      return true;
+  }
+  return false;
 }
 
 }  // namespace lamina::jinja

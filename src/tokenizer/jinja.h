@@ -95,7 +95,12 @@ Value from_json(const nlohmann::ordered_json& j);
 // Renders the template with the given variables (a Dict: messages, add_generation_prompt,
 // bos_token, ...). Errors — a syntax error, raise_exception(), an unsupported construct — throw
 // lamina::Error naming `where` and the line.
-std::string render(const std::string& tmpl, const Value& vars, const std::string& where);
+// generation_spans, when given, receives the byte ranges of the output that
+// {% generation %} ... {% endgeneration %} blocks produced (transformers' assistant masks).
+std::string render(const std::string& tmpl, const Value& vars, const std::string& where,
+                   std::vector<std::pair<size_t, size_t>>* generation_spans = nullptr);
+// Whether the template marks its assistant text with {% generation %} blocks.
+bool has_generation_blocks(const std::string& tmpl);
 // Parses only: a syntax error or an unsupported tag throws as render would, before any work.
 void check(const std::string& tmpl, const std::string& where);
 

@@ -112,6 +112,17 @@ def main():
                           f"transformers: {want[1]!r}; lamina: {str(g)[:200]!r}")
                     continue
                 text = g.get("text")
+                if "{% generation %}" in tmpl and text == want:
+                    # The assistant marks: transformers' generation_indices (characters) as bytes.
+                    _, idx = render_jinja_template(conversations=[case["messages"]], tools=case.get("tools"),
+                                                   chat_template=tmpl, return_assistant_tokens_mask=True,
+                                                   **{k: v for k, v in case.items() if k not in ("messages", "tools")},
+                                                   **({"bos_token": bos} if bos is not None else {}),
+                                                   **({"eos_token": eos} if eos is not None else {}))
+                    b = lambda c: len(want[:c].encode("utf-8"))  # noqa: E731
+                    spans = [[b(s), b(e)] for s, e in idx[0]]
+                    check(f"{name}: {label}: {{% generation %}} spans", g.get("generation", []) == spans,
+                          f"lamina {g.get('generation')} transformers {spans}")
                 check(f"{name}: {label}", text == want,
                       f"\n  lamina:       {(text if text is not None else g)!r}\n  transformers: {want!r}"[:1800]
                       if text != want else "")

@@ -239,3 +239,29 @@ TEST(Conversation, TemplateThatRendersPromptsDifferentlyIsRefused) {
         << e.what();
   }
 }
+
+TEST(Conversation, GenerationBlocksMarkWhatIsLearnt) {
+  // A template with {% generation %} blocks: their text is what is learnt (TRL's
+  // assistant_only_loss), here the "A: " header included and the newline after it not.
+  TempDir d;
+  TokenizerFiles tf;
+  tf.sentencepiece_model = test::assets_dir() + "/tokenizers/llama2/tokenizer.model";
+  tf.chat_template =
+      "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}A: {{ m.content }}"
+      "{{ eos_token }}{% endgeneration %}\n{% else %}U: {{ m.content }}\n{% endif %}{% endfor %}";
+  write_tokenizer_files(d.path, tf);
+  Tokenizer tok = Tokenizer::load(d.path);
+  ChatFormat own = ChatFormat::own(tok, {}, "t");
+  Conversation c;
+  c.turns = {{"user", "Hi", {}},
+             {"assistant", "Hello!", {}},
+             {"user", "Bye", {}},
+             {"assistant", "Ciao.", {}}};
+  TemplateOptions o;
+  o.own = &own;
+  Example ex = tokenize_conversation(c, tok, o, "test");
+  std::vector<int32_t> learnt;
+  for (size_t i = 0; i < ex.ids.size(); ++i)
+    if (ex.weights[i] > 0) learnt.push_back(ex.ids[i]);
+  EXPECT_EQ(tok.decode(learnt, false), "A: Hello!</s>A: Ciao.</s>");
+}
