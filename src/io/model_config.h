@@ -18,9 +18,12 @@ const char* arch_name(Arch a);  // the model_type string
 // "linear" divides every frequency by factor; "llama3" (Llama 3.1+) divides the low frequencies
 // by factor, keeps the high ones and blends between (model/rope_frequencies.h).
 struct RopeScaling {
-  std::string type;  // "" (plain RoPE), "linear" or "llama3"
+  std::string type;  // "" (plain RoPE), "linear", "llama3", or "freq_factors" (from a GGUF)
   double factor = 1.0, low_freq_factor = 1.0, high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
+  // "freq_factors": each frequency divided by its factor [head_dim / 2] (llama.cpp's rope_freqs
+  // tensor, how GGUF files carry llama3's scaling).
+  std::vector<float> freq_factors;
 };
 
 struct ModelConfig {

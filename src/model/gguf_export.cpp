@@ -1,5 +1,6 @@
 #include "model/gguf_export.h"
 
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -9,8 +10,11 @@
 #include "core/progress.h"
 #include "io/gguf_names.h"
 #include "io/gguf_writer.h"
+#include "io/jsonl.h"
+#include "io/mapped_file.h"
 #include "io/model_config.h"
 #include "io/safetensors.h"
+#include "kernels/ops.h"
 #include "model/weights.h"
 #include "tokenizer/tokenizer.h"
 
@@ -44,6 +48,9 @@ struct Slab {
   int64_t offset = 0, rows = 0, cols = 0;
   int64_t permute_heads = 0;  // > 0: Q/K rows reordered for ggml's RoPE with this many heads
 };
+
+// The slab name of rope_freqs.weight, computed here rather than read from the source.
+const char* const kRopeFreqsSource = "\x01rope_freqs";
 
 struct Planned {
   std::string gguf_name;
@@ -91,6 +98,42 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
     plan.push_back({g, {cols, rows}, matrix_type(cols), {{hf, 0, rows, cols, heads}}});
   };
   const bool fused = src.fused;
+  // Llama 3.1+'s rope_scaling llama3 as llama.cpp carries it: rope_freqs.weight [hd/2], F32, the
+  // divisor of each frequency (ggml_rope_cache_init divides theta by it), first in the file as
+  // convert_hf_to_gguf writes it. Its values: 1 for short wavelengths, factor for long ones,
+  // 1 / ((1 - smooth) / factor + smooth) between, in F32 (original_max_position_embeddings from
+  // rope_scaling, where transformers takes it; convert_hf_to_gguf reads a top-level key that the
+  // Llama 3.x configs lack and falls back to 8192, their value).
+  std::vector<float> rope_factors;
+  if (c.rope_scaling.type == "llama3") {
+    const RopeScaling& rs = c.rope_scaling;
+    const std::vector<float> inv = rope_default_inv_freq(hd, c.rope_theta);
+    const float factor = float(rs.factor), low = float(rs.low_freq_factor),
+                high = float(rs.high_freq_factor);
+    const float old_ctx = float(rs.original_max_position_embeddings);
+    const float low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+    for (float f : inv) {
+      const float wavelen = float(2.0 * 3.14159265358979323846) / f;
+      if (wavelen < high_wavelen)
+        rope_factors.push_back(1.0f);
+      else if (wavelen > low_wavelen)
+        rope_factors.push_back(factor);
+      else {
+        const float smooth = (old_ctx / wavelen - low) / (high - low);
+        rope_factors.push_back(1.0f / ((1 - smooth) / factor + smooth));
+      }
+    }
+    plan.push_back({"rope_freqs.weight",
+                    {int64_t(rope_factors.size())},
+                    GgmlType::F32,
+                    {{kRopeFreqsSource, 0, 1, int64_t(rope_factors.size())}}});
+  } else if (c.rope_scaling.type == "freq_factors") {
+    rope_factors = c.rope_scaling.freq_factors;  // a GGUF's own, written back as they were
+    plan.push_back({"rope_freqs.weight",
+                    {int64_t(rope_factors.size())},
+                    GgmlType::F32,
+                    {{kRopeFreqsSource, 0, 1, int64_t(rope_factors.size())}}});
+  }
   // Shapes as config.json implies them; names from the table import shares (io/gguf_names.h).
   std::map<std::string, Shape> shape_of;
   for (auto& s : model_tensor_specs(c, fused ? MoeLayout::Fused : MoeLayout::Split))
@@ -154,12 +197,34 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   std::vector<float> scores;
   std::vector<int32_t> kinds;
   int32_t unk = 0;
+  const bool gpt2 = !src.tokenizer_pre.empty();
+  // convert_hf_to_gguf's get_vocab_base for "gpt2": added tokens marked special, or that look
+  // special (<|...|>, <unused...>, <pad>, <mask>), are CONTROL; other added ones USER_DEFINED
+  // (with SentencePiece's U+2581 as a space); holes [PAD{i}] UNUSED.
+  auto looks_special = [](const std::string& t) {
+    auto ends = [&](const char* e) {
+      const size_t n = std::strlen(e);
+      return t.size() >= n && t.compare(t.size() - n, n, e) == 0;
+    };
+    return t == "<pad>" || t == "<mask>" || t == "<2mass>" || t == "[@BOS@]" ||
+           (t.rfind("<|", 0) == 0 && ends("|>")) ||
+           (t.rfind("\xe2\x80\xb9\xef\xbd\x9c", 0) == 0 && ends("\xef\xbd\x9c>")) ||
+           (t.rfind("<unused", 0) == 0 && ends(">"));
+  };
   for (int64_t i = 0; i < V; ++i) {
     Tokenizer::Piece pc;
-    if (i < int64_t(vocab.size()))
+    if (i < int64_t(vocab.size()) && !(gpt2 && vocab[size_t(i)].text.empty()))
       pc = vocab[size_t(i)];
     else
       pc = {"[PAD" + std::to_string(i) + "]", 0.f, Tokenizer::PieceKind::Unused};
+    if (gpt2 && pc.kind == Tokenizer::PieceKind::UserDefined) {
+      if (looks_special(pc.text)) {
+        pc.kind = Tokenizer::PieceKind::Control;
+      } else {
+        for (size_t at; (at = pc.text.find("\xe2\x96\x81")) != std::string::npos;)
+          pc.text.replace(at, 3, " ");
+      }
+    }
     if (pc.kind == Tokenizer::PieceKind::Unknown) unk = int32_t(i);
     pieces.push_back(pc.text), scores.push_back(pc.score), kinds.push_back(int32_t(pc.kind));
   }
@@ -183,19 +248,37 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   }
   w.kv_f32("llama.attention.layer_norm_rms_epsilon", float(c.rms_norm_eps));
   w.kv_f32("llama.rope.freq_base", float(c.rope_theta));
+  if (c.rope_scaling.type == "linear") {  // convert_hf_to_gguf's keys for linear scaling
+    w.kv("llama.rope.scaling.type", "linear");
+    w.kv_f32("llama.rope.scaling.factor", float(c.rope_scaling.factor));
+  }
   if (c.is_moe()) {
     w.kv_u32("llama.expert_count", uint32_t(E));
     w.kv_u32("llama.expert_used_count", uint32_t(c.num_experts_per_tok));
   }
-  w.kv("tokenizer.ggml.model", "llama");
-  w.kv("tokenizer.ggml.tokens", pieces);
-  w.kv("tokenizer.ggml.scores", scores);
-  w.kv("tokenizer.ggml.token_type", kinds);
-  w.kv_u32("tokenizer.ggml.bos_token_id", uint32_t(tok.bos_id()));
-  w.kv_u32("tokenizer.ggml.eos_token_id", uint32_t(tok.eos_id()));
-  w.kv_u32("tokenizer.ggml.unknown_token_id", uint32_t(unk));
-  w.kv_bool("tokenizer.ggml.add_bos_token", tok.add_bos_default());
-  w.kv_bool("tokenizer.ggml.add_eos_token", false);
+  if (gpt2) {
+    // _set_vocab_gpt2: tokens, types and merges, no scores; the special ids tokenizer_config.json
+    // names; add_bos_token only where it says (llama.cpp's pre-tokenizer has its own default).
+    w.kv("tokenizer.ggml.model", "gpt2");
+    w.kv("tokenizer.ggml.pre", src.tokenizer_pre);
+    w.kv("tokenizer.ggml.tokens", pieces);
+    w.kv("tokenizer.ggml.token_type", kinds);
+    w.kv("tokenizer.ggml.merges", tok.bpe_merges());
+    if (tok.bos_id() >= 0) w.kv_u32("tokenizer.ggml.bos_token_id", uint32_t(tok.bos_id()));
+    if (tok.eos_id() >= 0) w.kv_u32("tokenizer.ggml.eos_token_id", uint32_t(tok.eos_id()));
+    if (src.pad_id) w.kv_u32("tokenizer.ggml.padding_token_id", uint32_t(*src.pad_id));
+    if (src.add_bos_token) w.kv_bool("tokenizer.ggml.add_bos_token", *src.add_bos_token);
+  } else {
+    w.kv("tokenizer.ggml.model", "llama");
+    w.kv("tokenizer.ggml.tokens", pieces);
+    w.kv("tokenizer.ggml.scores", scores);
+    w.kv("tokenizer.ggml.token_type", kinds);
+    w.kv_u32("tokenizer.ggml.bos_token_id", uint32_t(tok.bos_id()));
+    w.kv_u32("tokenizer.ggml.eos_token_id", uint32_t(tok.eos_id()));
+    w.kv_u32("tokenizer.ggml.unknown_token_id", uint32_t(unk));
+    w.kv_bool("tokenizer.ggml.add_bos_token", tok.add_bos_default());
+    w.kv_bool("tokenizer.ggml.add_eos_token", false);
+  }
   if (!tok.chat_template().empty()) w.kv("tokenizer.chat_template", tok.chat_template());
 
   for (auto& t : plan) w.add_tensor(t.gguf_name, t.ne, t.type);
@@ -217,12 +300,15 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
         for (int64_t r = 0; r < s.rows; ++r) {
           const int64_t from =
               s.permute_heads ? permuted_source_row(r, s.rows, s.permute_heads) : r;
-          src.read(s.name, s.offset + from * s.cols, s.cols, row.data());
+          if (s.name == kRopeFreqsSource)
+            std::copy(rope_factors.begin(), rope_factors.end(), row.begin());
+          else
+            src.read(s.name, s.offset + from * s.cols, s.cols, row.data());
           quantize_row(t.type, row.data(), s.cols, out.data() + size_t(r) * rb);
         }
       }
       w.write(out.data(), out.size());
-      if (src.release) src.release(s.name);
+      if (src.release && s.name != kRopeFreqsSource) src.release(s.name);
       bar.advance(int64_t(out.size()));
     }
   }
@@ -235,18 +321,60 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   return res;
 }
 
+std::string llama_cpp_pre_tokenizer(const std::string& model_dir) {
+  // llama.cpp names a byte-level BPE's pre-tokenizer (tokenizer.ggml.pre) by the ids its
+  // tokenizer gives a check text; the split regex decides those ids, so it is recognised here by
+  // that regex: Llama 3's (digits in runs of up to 3) or Qwen2's (single digits).
+  const std::string path = model_dir + "/tokenizer.json";
+  const nlohmann::json j = read_json_file(path);
+  const nlohmann::json& model = j.value("model", nlohmann::json::object());
+  if (model.value("type", std::string()) != "BPE")
+    fail(path, ": export-gguf writes byte-level BPE tokenizer.json files (Llama 3, Qwen2) only");
+  std::vector<std::string> regexes;
+  bool byte_level = false;
+  std::function<void(const nlohmann::json&)> walk = [&](const nlohmann::json& p) {
+    if (!p.is_object()) return;
+    const std::string type = p.value("type", std::string());
+    if (type == "Sequence" && p.contains("pretokenizers"))
+      for (auto& q : p["pretokenizers"]) walk(q);
+    if (type == "ByteLevel") byte_level = true;
+    if (type == "Split" && p.contains("pattern") && p["pattern"].is_object() &&
+        p["pattern"].contains("Regex"))
+      regexes.push_back(p["pattern"]["Regex"].get<std::string>());
+  };
+  walk(j.value("pre_tokenizer", nlohmann::json()));
+  const std::string letters = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|";
+  const std::string rest = "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  if (byte_level && regexes.size() == 1) {
+    if (regexes[0] == letters + "\\p{N}{1,3}" + rest) return "llama-bpe";
+    if (regexes[0] == letters + "\\p{N}" + rest) return "qwen2";
+  }
+  fail(path,
+       ": its pre-tokenizer is not one llama.cpp names here (Llama 3's llama-bpe, Qwen2's qwen2); "
+       "export-gguf cannot say how llama.cpp should split its text");
+}
+
 GgufExportResult export_gguf(const std::string& model_dir, const std::string& out_path,
                              GgmlType type) {
   const Checkpoint ck(model_dir);
   const Tokenizer tok = Tokenizer::load(model_dir);
-  if (tok.is_tokenizer_json())
-    fail(model_dir, ": export-gguf writes SentencePiece vocabularies only; this model's tokenizer ",
-         "is a tokenizer.json (BPE merges, GGUF's \"gpt2\" tokenizer model: not supported yet)");
   GgufSource src{ModelConfig::load(model_dir), &tok, model_dir,
                  ck.has("model.layers.0.mlp.experts.gate_up_proj")};
-  if (!src.cfg.rope_scaling.type.empty())
-    fail(model_dir, "/config.json: rope_scaling '", src.cfg.rope_scaling.type,
-         "' is not written to GGUF yet (llama.cpp's rope_freqs tensor)");
+  if (tok.is_tokenizer_json()) {
+    src.tokenizer_pre = llama_cpp_pre_tokenizer(model_dir);
+    const std::string cfg_path = model_dir + "/tokenizer_config.json";
+    if (file_exists(cfg_path)) {
+      const nlohmann::json tc = read_json_file(cfg_path);
+      if (auto it = tc.find("add_bos_token"); it != tc.end() && it->is_boolean())
+        src.add_bos_token = it->get<bool>();
+      if (auto it = tc.find("pad_token"); it != tc.end()) {
+        const std::string pad = it->is_string()   ? it->get<std::string>()
+                                : it->is_object() ? it->value("content", std::string())
+                                                  : std::string();
+        if (!pad.empty()) src.pad_id = tok.token_id(pad);
+      }
+    }
+  }
   src.check = [&](const std::string& name, const Shape& shape) {
     const TensorInfo& in = ck.info(name);  // fails naming the missing tensor
     if (in.shape != shape)

@@ -9,6 +9,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "core/tensor.h"
@@ -36,6 +37,12 @@ struct GgufSource {
   const Tokenizer* tokenizer = nullptr;
   std::string name;    // general.name: the directory (or shape) the model comes from
   bool fused = false;  // Mixtral's fused expert tensors (MoeLayout::Fused) instead of per expert
+  // A tokenizer.json's byte-level BPE (GGUF's "gpt2" vocabulary): llama.cpp's pre-tokenizer name
+  // (tokenizer.ggml.pre: "llama-bpe", "qwen2"), and tokenizer_config.json's add_bos_token and
+  // pad token where it has them. Empty pre: a SentencePiece vocabulary ("llama").
+  std::string tokenizer_pre;
+  std::optional<bool> add_bos_token;
+  std::optional<int32_t> pad_id;
   // Fails when tensor `name` is missing or not of `shape` (empty: no check).
   std::function<void(const std::string& name, const Shape& shape)> check;
   // n F32 values of tensor `name` from element `offset` on; called from several threads at once.
@@ -43,6 +50,10 @@ struct GgufSource {
   std::function<void(const std::string& name)> release;  // done with that tensor (may be empty)
 };
 GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, GgmlType type);
+
+// llama.cpp's name for a byte-level BPE tokenizer.json's pre-tokenizer (tokenizer.ggml.pre:
+// "llama-bpe", "qwen2"); Error naming the file for any other.
+std::string llama_cpp_pre_tokenizer(const std::string& model_dir);
 
 // llama.cpp's file_type number for a GGUF whose matrices are `t` (general.file_type).
 uint32_t gguf_file_type(GgmlType t);

@@ -1,5 +1,6 @@
 #include "model/gguf_model.h"
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -92,9 +93,27 @@ GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
   };
   const GgufTensorInfo& embd = find("token_embd.weight");
   if (embd.ne.size() != 2) fail(path, ": token_embd.weight must be 2-D");
-  const ModelConfig cfg = ModelConfig::from_json(
+  ModelConfig cfg = ModelConfig::from_json(
       config_from_metadata(g, embd.ne[1], !by_name.count("output.weight"), path), path);
   const int64_t hd = cfg.head_dim;
+  // RoPE scaling as llama.cpp carries it: rope_freqs.weight [hd/2] (Llama 3.1+: each
+  // frequency divided by its factor), or linear scaling in the metadata.
+  if (auto it = by_name.find("rope_freqs.weight"); it != by_name.end()) {
+    const GgufTensorInfo& t = *it->second;
+    if (t.ne.size() != 1 || t.ne[0] != hd / 2 || t.type != 0 /* F32 */)
+      fail(path, ": rope_freqs.weight must be F32 of [", hd / 2, "] (head_dim / 2)");
+    const float* f = reinterpret_cast<const float*>(map->data() + g.data_offset + t.offset);
+    cfg.rope_scaling.type = "freq_factors";
+    cfg.rope_scaling.freq_factors.assign(f, f + hd / 2);
+    for (float x : cfg.rope_scaling.freq_factors)
+      if (!(x > 0) || !std::isfinite(x))
+        fail(path, ": rope_freqs.weight holds ", x, " (must be > 0)");
+  } else if (g.metadata.value("llama.rope.scaling.type", nlohmann::json("")) == "linear") {
+    cfg.rope_scaling.type = "linear";
+    cfg.rope_scaling.factor =
+        g.metadata.value("llama.rope.scaling.factor", nlohmann::json(1.0)).get<double>();
+    if (!(cfg.rope_scaling.factor > 0)) fail(path, ": llama.rope.scaling.factor must be > 0");
+  }
 
   // A GGUF tensor as a transformers-shaped view ([.., ne1, ne0]) into the map.
   auto view = [&](const std::string& n) {

@@ -10,6 +10,9 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
   const float factor = float(s.factor);
   if (s.type == "linear") {
     for (float& f : inv) f /= factor;
+  } else if (s.type == "freq_factors") {
+    for (size_t i = 0; i < inv.size() && i < s.freq_factors.size(); ++i)
+      inv[i] /= s.freq_factors[i];
   } else if (s.type == "llama3") {
     // _compute_llama3_parameters: wavelengths longer than old_context / low_freq_factor are
     // divided by factor, shorter than old_context / high_freq_factor kept, and between them

@@ -1,5 +1,6 @@
 #include "tokenizer/bpe_model.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -105,6 +106,18 @@ std::optional<int32_t> BpeModel::id(std::string_view piece) const {
 const std::string& BpeModel::piece(int32_t id) const {
   static const std::string kNone;
   return id >= 0 && size_t(id) < pieces_.size() ? pieces_[size_t(id)] : kNone;
+}
+
+std::vector<std::string> BpeModel::merges() const {
+  std::vector<std::pair<int32_t, uint64_t>> ranked;
+  ranked.reserve(merges_.size());
+  for (auto& [pair, rm] : merges_) ranked.push_back({rm.first, pair});
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<std::string> out;
+  out.reserve(ranked.size());
+  for (auto& [rank, pair] : ranked)
+    out.push_back(piece(int32_t(pair >> 32)) + " " + piece(int32_t(pair & 0xffffffffu)));
+  return out;
 }
 
 void BpeModel::encode_word(std::string_view w, std::vector<int32_t>& out) const {

@@ -29,6 +29,8 @@ class BpeModel {
   // The piece of id ("" for an id the vocabulary skips).
   const std::string& piece(int32_t id) const;
   int64_t size() const { return int64_t(pieces_.size()); }  // largest id + 1
+  // The merges in rank order, as "left right" (GGUF's tokenizer.ggml.merges).
+  std::vector<std::string> merges() const;
 
  private:
   struct Hash {

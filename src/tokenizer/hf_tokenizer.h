@@ -45,6 +45,7 @@ class HfTokenizer {
   bool has_id(int32_t id) const { return is_added(id) || !model_.piece(id).empty(); }
   int64_t size() const { return size_; }
   const std::vector<AddedToken>& added_tokens() const { return added_; }
+  std::vector<std::string> merges() const { return model_.merges(); }
   const HfPostProcessor& post_processor() const { return post_; }
   const std::string& path() const { return path_; }
 

@@ -201,6 +201,10 @@ std::string Tokenizer::piece(int32_t id) const {
   return sp_->IdToPiece(id);
 }
 
+std::vector<std::string> Tokenizer::bpe_merges() const {
+  return hf_ ? hf_->merges() : std::vector<std::string>{};
+}
+
 std::vector<Tokenizer::Piece> Tokenizer::vocabulary() const {
   std::vector<Piece> v(static_cast<size_t>(size()));
   if (hf_) {

@@ -38,6 +38,8 @@ class Tokenizer {
   std::vector<int32_t> encode_plain(const std::string& text) const;
   // tokenizer.json (byte-level or byte-fallback BPE) rather than SentencePiece.
   bool is_tokenizer_json() const { return hf_ != nullptr; }
+  // tokenizer.json's BPE merges in rank order ("left right"); empty for SentencePiece.
+  std::vector<std::string> bpe_merges() const;
 
   int64_t size() const;                    // SentencePiece pieces + added tokens beyond them
   int32_t bos_id() const { return bos_; }  // -1: the model has none (Qwen)
