@@ -22,6 +22,18 @@ size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& 
 // template that writes none must not borrow the next turn's.
 constexpr size_t kEndTextReach = 16;
 
+// {"messages": [{"role", "content"}...], "add_generation_prompt"}: a Jinja template's variables.
+jinja::Value message_variables(const std::vector<ChatMessage>& messages, bool gen) {
+  jinja::List msgs;
+  for (auto& m : messages)
+    msgs.push_back(jinja::Value::of_dict(
+        {{"role", jinja::Value::string(m.role)}, {"content", jinja::Value::string(m.content)}}));
+  jinja::Value vars = jinja::Value::of_dict();
+  vars.set("messages", jinja::Value::of_list(std::move(msgs)));
+  vars.set("add_generation_prompt", jinja::Value::boolean(gen));
+  return vars;
+}
+
 }  // namespace
 
 ChatFormat ChatFormat::builtin(ChatTemplate t, ChatTokens k) {
@@ -64,14 +76,7 @@ std::string ChatFormat::name() const {
 
 std::string ChatFormat::render(const std::vector<ChatMessage>& messages, bool gen) const {
   if (builtin_) return render_chat(*builtin_, messages, gen, tokens_);
-  jinja::List msgs;
-  for (auto& m : messages)
-    msgs.push_back(jinja::Value::of_dict(
-        {{"role", jinja::Value::string(m.role)}, {"content", jinja::Value::string(m.content)}}));
-  jinja::Value vars = jinja::Value::of_dict();
-  vars.set("messages", jinja::Value::of_list(std::move(msgs)));
-  vars.set("add_generation_prompt", jinja::Value::boolean(gen));
-  return render_variables(std::move(vars));
+  return render_variables(message_variables(messages, gen));
 }
 
 std::string ChatFormat::render_variables(
@@ -108,13 +113,7 @@ ChatFormat::Tokenised ChatFormat::tokenise_for_training(const std::vector<ChatMe
   std::vector<std::pair<size_t, size_t>> marked;
   std::string full;
   if (generation_blocks_) {
-    jinja::List jm;
-    for (auto& m : msgs)
-      jm.push_back(jinja::Value::of_dict(
-          {{"role", jinja::Value::string(m.role)}, {"content", jinja::Value::string(m.content)}}));
-    jinja::Value vars = jinja::Value::of_dict();
-    vars.set("messages", jinja::Value::of_list(std::move(jm)));
-    full = render_variables(std::move(vars), &marked);
+    full = render_variables(message_variables(msgs, false), &marked);
     const size_t n = size_t(std::count_if(
         msgs.begin(), msgs.end(), [](const ChatMessage& m) { return m.role == "assistant"; }));
     if (marked.size() != n)

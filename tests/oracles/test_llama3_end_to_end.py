@@ -42,6 +42,13 @@ torch.set_num_threads(2)
 EOS = [128001, 128008, 128009]
 
 
+def train(command, out, *args):
+    """Runs a training command into out; -> (the process, its metrics.jsonl rows)."""
+    p = run(command, "--out", out, "--val-fraction", "0", "--threads", "2", *args)
+    m = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if l.strip()] if p.returncode == 0 else []
+    return p, m
+
+
 def build(d):
     unpack_tokenizer(assets, "llama3.1", d)
     cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
@@ -115,9 +122,8 @@ def main():
         data = os.path.join(tmp, "sft.jsonl")
         write_jsonl(data, rows)
         so = os.path.join(tmp, "sft")
-        p = run("sft", "--model", d, "--data", data, "--out", so, "--seq-len", "128", "--batch-size", "4",
-                "--max-steps", "6", "--lr", "3e-3", "--val-fraction", "0", "--threads", "2")
-        m = [json.loads(l) for l in open(os.path.join(so, "metrics.jsonl")) if l.strip()] if p.returncode == 0 else []
+        p, m = train("sft", so, "--model", d, "--data", data, "--seq-len", "128", "--batch-size", "4",
+                     "--max-steps", "6", "--lr", "3e-3")
         check("sft through Llama 3's own template lowers the loss",
               p.returncode == 0 and "template the model's chat_template" in p.stderr and m and m[-1]["loss"] < m[0]["loss"],
               p.stderr[-400:])
@@ -131,9 +137,8 @@ def main():
         dd = os.path.join(tmp, "dpo.jsonl")
         write_jsonl(dd, pairs)
         do = os.path.join(tmp, "dpo")
-        p = run("dpo", "--model", d, "--data", dd, "--out", do, "--seq-len", "64", "--batch-size", "2",
-                "--max-steps", "2", "--lr", "1e-3", "--val-fraction", "0", "--threads", "2")
-        m = [json.loads(l) for l in open(os.path.join(do, "metrics.jsonl")) if l.strip()] if p.returncode == 0 else []
+        p, m = train("dpo", do, "--model", d, "--data", dd, "--seq-len", "64", "--batch-size", "2",
+                     "--max-steps", "2", "--lr", "1e-3")
         check("dpo on conversational pairs through Llama 3's template trains",
               p.returncode == 0 and m and all(math.isfinite(r["loss"]) for r in m if "loss" in r), p.stderr[-400:])
 

@@ -15,6 +15,25 @@ using lamina::test::TempDir;
 
 namespace {
 
+// The Llama 2 SentencePiece model with its own Jinja chat_template (and added tokens).
+Tokenizer llama2_with_template(const TempDir& d, const std::string& tmpl,
+                               std::vector<std::string> added = {}) {
+  TokenizerFiles tf;
+  tf.sentencepiece_model = test::assets_dir() + "/tokenizers/llama2/tokenizer.model";
+  tf.added_tokens = std::move(added);
+  tf.chat_template = tmpl;
+  write_tokenizer_files(d.path, tf);
+  return Tokenizer::load(d.path);
+}
+
+// The text of the tokens an example learns (weight > 0), special tokens kept.
+std::string learnt_text(const Example& ex, const Tokenizer& tok) {
+  std::vector<int32_t> learnt;
+  for (size_t i = 0; i < ex.ids.size(); ++i)
+    if (ex.weights[i] > 0) learnt.push_back(ex.ids[i]);
+  return tok.decode(learnt, false);
+}
+
 Tokenizer llama2_with(const TempDir& d, std::vector<std::string> added) {
   TokenizerFiles tf;
   tf.sentencepiece_model = test::assets_dir() + "/tokenizers/llama2/tokenizer.model";
@@ -178,12 +197,8 @@ TEST(Conversation, ModelsOwnTemplateTokenisedWhole) {
   // The model's own Jinja template (here ChatML's text): the rendering is tokenised whole, and
   // the assistant's reply through its end-of-turn token is what is learnt.
   TempDir d;
-  TokenizerFiles tf;
-  tf.sentencepiece_model = test::assets_dir() + "/tokenizers/llama2/tokenizer.model";
-  tf.added_tokens = {"<|im_start|>", "<|im_end|>"};
-  tf.chat_template = jinja_chat_template("chatml");
-  write_tokenizer_files(d.path, tf);
-  Tokenizer tok = Tokenizer::load(d.path);
+  Tokenizer tok =
+      llama2_with_template(d, jinja_chat_template("chatml"), {"<|im_start|>", "<|im_end|>"});
   ChatFormat own = ChatFormat::own(tok, {"<|im_end|>"}, d.path + ": chat_template");
   Conversation c;
   c.system = "Be brief.";
@@ -201,29 +216,20 @@ TEST(Conversation, ModelsOwnTemplateTokenisedWhole) {
                                        {"assistant", "Ciao."}},
                                       false);
   EXPECT_EQ(ex.ids, tok.encode(text, false));
-  std::vector<int32_t> learnt;
-  for (size_t i = 0; i < ex.ids.size(); ++i)
-    if (ex.weights[i] > 0) learnt.push_back(ex.ids[i]);
-  EXPECT_EQ(tok.decode(learnt, false), "Hello!<|im_end|>Ciao.<|im_end|>");
+  EXPECT_EQ(learnt_text(ex, tok), "Hello!<|im_end|>Ciao.<|im_end|>");
   // --train-on-prompts: the user's and the system's contents too, never the role headers.
   o.train_on_prompts = true;
   Example all = tokenize_conversation(c, tok, o, "test");
-  learnt.clear();
-  for (size_t i = 0; i < all.ids.size(); ++i)
-    if (all.weights[i] > 0) learnt.push_back(all.ids[i]);
-  EXPECT_EQ(tok.decode(learnt, false), "Be brief.HiHello!<|im_end|>ByeCiao.<|im_end|>");
+  EXPECT_EQ(learnt_text(all, tok), "Be brief.HiHello!<|im_end|>ByeCiao.<|im_end|>");
 }
 
 TEST(Conversation, TemplateThatRendersPromptsDifferentlyIsRefused) {
   TempDir d;
-  TokenizerFiles tf;
-  tf.sentencepiece_model = test::assets_dir() + "/tokenizers/llama2/tokenizer.model";
   // The last message is marked, so the prompt before a reply is not where the whole begins.
-  tf.chat_template =
+  Tokenizer tok = llama2_with_template(
+      d,
       "{% for m in messages %}{{ m.content }}{% if loop.last %}!{% endif %}{% endfor %}"
-      "{% if add_generation_prompt %}>{% endif %}";
-  write_tokenizer_files(d.path, tf);
-  Tokenizer tok = Tokenizer::load(d.path);
+      "{% if add_generation_prompt %}>{% endif %}");
   ChatFormat own = ChatFormat::own(tok, {}, "t");
   Conversation c;
   c.turns = {{"user", "Hi", {}}, {"assistant", "Yo", {}}};
@@ -244,13 +250,10 @@ TEST(Conversation, GenerationBlocksMarkWhatIsLearnt) {
   // A template with {% generation %} blocks: their text is what is learnt (TRL's
   // assistant_only_loss), here the "A: " header included and the newline after it not.
   TempDir d;
-  TokenizerFiles tf;
-  tf.sentencepiece_model = test::assets_dir() + "/tokenizers/llama2/tokenizer.model";
-  tf.chat_template =
+  Tokenizer tok = llama2_with_template(
+      d,
       "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}A: {{ m.content }}"
-      "{{ eos_token }}{% endgeneration %}\n{% else %}U: {{ m.content }}\n{% endif %}{% endfor %}";
-  write_tokenizer_files(d.path, tf);
-  Tokenizer tok = Tokenizer::load(d.path);
+      "{{ eos_token }}{% endgeneration %}\n{% else %}U: {{ m.content }}\n{% endif %}{% endfor %}");
   ChatFormat own = ChatFormat::own(tok, {}, "t");
   Conversation c;
   c.turns = {{"user", "Hi", {}},
@@ -260,8 +263,5 @@ TEST(Conversation, GenerationBlocksMarkWhatIsLearnt) {
   TemplateOptions o;
   o.own = &own;
   Example ex = tokenize_conversation(c, tok, o, "test");
-  std::vector<int32_t> learnt;
-  for (size_t i = 0; i < ex.ids.size(); ++i)
-    if (ex.weights[i] > 0) learnt.push_back(ex.ids[i]);
-  EXPECT_EQ(tok.decode(learnt, false), "A: Hello!</s>A: Ciao.</s>");
+  EXPECT_EQ(learnt_text(ex, tok), "A: Hello!</s>A: Ciao.</s>");
 }
