@@ -193,11 +193,21 @@ std::optional<ChatFormat> choose_chat_format(const Tokenizer& tok, const std::st
   k.bos = tok.bos_id() >= 0 ? tok.bos_text() : "";
   k.eos = tok.eos_text();
   k.condition = condition.value_or(gen.chat_condition.value_or("GPT4 Correct"));
-  if (named) return ChatFormat::builtin(*named, k);
-  if (tok.chat_template().empty()) return std::nullopt;
-  if ((condition || gen.chat_condition) &&
-      detect_chat_template(tok.chat_template()) == ChatTemplate::OpenChat)
+  if (named) {
+    if (condition && *named != ChatTemplate::OpenChat)
+      fail("--condition applies to the openchat template, not ", chat_template_name(*named));
+    return ChatFormat::builtin(*named, k);
+  }
+  if (tok.chat_template().empty()) {
+    if (condition) fail("--condition: ", dir, " has no chat template to apply it to");
+    return std::nullopt;
+  }
+  const bool openchat = detect_chat_template(tok.chat_template()) == ChatTemplate::OpenChat;
+  if ((condition || gen.chat_condition) && openchat)
     return ChatFormat::builtin(ChatTemplate::OpenChat, k);
+  if (condition)
+    fail("--condition applies to OpenChat 3.5's template; ", dir,
+         " has its own chat_template (pass --chat-template openchat to use OpenChat's)");
   return ChatFormat::own(tok, end_of_turn_texts(tok, dir), dir + ": chat_template");
 }
 

@@ -27,6 +27,8 @@ const char* chat_template_name(ChatTemplate t) {
 }
 
 std::optional<ChatTemplate> detect_chat_template(const std::string& j) {
+  // Llama 3's headers (openchat-3.6 writes "GPT4 Correct" inside them): no built-in is that.
+  if (j.find("<|start_header_id|>") != std::string::npos) return std::nullopt;
   if (j.find("<|im_start|>") != std::string::npos) return ChatTemplate::ChatML;
   if (j.find("GPT4 Correct") != std::string::npos || j.find("<|end_of_turn|>") != std::string::npos)
     return ChatTemplate::OpenChat;

@@ -49,6 +49,10 @@ TEST(ChatTemplate, DetectsTheShippedJinjaTemplates) {
     EXPECT_STREQ(chat_template_name(*t), name);
   }
   EXPECT_FALSE(detect_chat_template("{{ messages }}").has_value());
+  // openchat-3.6 (Llama 3 based) is not OpenChat 3.5's format, though it names the condition.
+  EXPECT_FALSE(detect_chat_template("{{ '<|start_header_id|>GPT4 Correct ' + m['role'].title() + "
+                                    "'<|end_header_id|>' }}")
+                   .has_value());
   EXPECT_THROW(parse_chat_template("vicuna"), Error);
   EXPECT_THROW(render_chat(ChatTemplate::ChatML, {{"robot", "x"}}, true), Error);
 }
