@@ -15,6 +15,7 @@
 #include "io/model_config.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
+#include "model/rope_frequencies.h"
 #include "model/weights.h"
 #include "tokenizer/tokenizer.h"
 
@@ -100,40 +101,25 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   const bool fused = src.fused;
   // Llama 3.1+'s rope_scaling llama3 as llama.cpp carries it: rope_freqs.weight [hd/2], F32, the
   // divisor of each frequency (ggml_rope_cache_init divides theta by it), first in the file as
-  // convert_hf_to_gguf writes it. Its values: 1 for short wavelengths, factor for long ones,
-  // 1 / ((1 - smooth) / factor + smooth) between, in F32 (original_max_position_embeddings from
-  // rope_scaling, where transformers takes it; convert_hf_to_gguf reads a top-level key that the
-  // Llama 3.x configs lack and falls back to 8192, their value).
+  // convert_hf_to_gguf writes it: 1 for short wavelengths, factor for long ones, a blend between
+  // (original_max_position_embeddings from rope_scaling, where transformers takes it;
+  // convert_hf_to_gguf reads a top-level key the Llama 3.x configs lack and falls back to 8192,
+  // their value).
   std::vector<float> rope_factors;
   if (c.rope_scaling.type == "llama3") {
-    const RopeScaling& rs = c.rope_scaling;
-    const std::vector<float> inv = rope_default_inv_freq(hd, c.rope_theta);
-    const float factor = float(rs.factor), low = float(rs.low_freq_factor),
-                high = float(rs.high_freq_factor);
-    const float old_ctx = float(rs.original_max_position_embeddings);
-    const float low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
-    for (float f : inv) {
-      const float wavelen = float(2.0 * 3.14159265358979323846) / f;
-      if (wavelen < high_wavelen)
-        rope_factors.push_back(1.0f);
-      else if (wavelen > low_wavelen)
-        rope_factors.push_back(factor);
-      else {
-        const float smooth = (old_ctx / wavelen - low) / (high - low);
-        rope_factors.push_back(1.0f / ((1 - smooth) / factor + smooth));
-      }
-    }
-    plan.push_back({"rope_freqs.weight",
-                    {int64_t(rope_factors.size())},
-                    GgmlType::F32,
-                    {{kRopeFreqsSource, 0, 1, int64_t(rope_factors.size())}}});
+    // The divisor is the plain frequency over the scaled one (model/rope_frequencies.h), which
+    // is convert_hf_to_gguf's 1 / ((1 - smooth) / factor + smooth) between the two bands.
+    const std::vector<float> plain = rope_default_inv_freq(hd, c.rope_theta);
+    const std::vector<float> scaled = rope_inv_freq(c);
+    for (size_t i = 0; i < plain.size(); ++i) rope_factors.push_back(plain[i] / scaled[i]);
   } else if (c.rope_scaling.type == "freq_factors") {
     rope_factors = c.rope_scaling.freq_factors;  // a GGUF's own, written back as they were
+  }
+  if (!rope_factors.empty())
     plan.push_back({"rope_freqs.weight",
                     {int64_t(rope_factors.size())},
                     GgmlType::F32,
                     {{kRopeFreqsSource, 0, 1, int64_t(rope_factors.size())}}});
-  }
   // Shapes as config.json implies them; names from the table import shares (io/gguf_names.h).
   std::map<std::string, Shape> shape_of;
   for (auto& s : model_tensor_specs(c, fused ? MoeLayout::Fused : MoeLayout::Split))

@@ -26,6 +26,14 @@ Tokenizer llama2_with_template(const TempDir& d, const std::string& tmpl,
   return Tokenizer::load(d.path);
 }
 
+// Hi / Hello! / Bye / Ciao.: two user turns and two replies.
+std::vector<Turn> two_turns() {
+  return {{"user", "Hi", {}},
+          {"assistant", "Hello!", {}},
+          {"user", "Bye", {}},
+          {"assistant", "Ciao.", {}}};
+}
+
 // The text of the tokens an example learns (weight > 0), special tokens kept.
 std::string learnt_text(const Example& ex, const Tokenizer& tok) {
   std::vector<int32_t> learnt;
@@ -202,10 +210,7 @@ TEST(Conversation, ModelsOwnTemplateTokenisedWhole) {
   ChatFormat own = ChatFormat::own(tok, {"<|im_end|>"}, d.path + ": chat_template");
   Conversation c;
   c.system = "Be brief.";
-  c.turns = {{"user", "Hi", {}},
-             {"assistant", "Hello!", {}},
-             {"user", "Bye", {}},
-             {"assistant", "Ciao.", {}}};
+  c.turns = two_turns();
   TemplateOptions o;
   o.own = &own;
   Example ex = tokenize_conversation(c, tok, o, "test");
@@ -256,10 +261,7 @@ TEST(Conversation, GenerationBlocksMarkWhatIsLearnt) {
       "{{ eos_token }}{% endgeneration %}\n{% else %}U: {{ m.content }}\n{% endif %}{% endfor %}");
   ChatFormat own = ChatFormat::own(tok, {}, "t");
   Conversation c;
-  c.turns = {{"user", "Hi", {}},
-             {"assistant", "Hello!", {}},
-             {"user", "Bye", {}},
-             {"assistant", "Ciao.", {}}};
+  c.turns = two_turns();
   TemplateOptions o;
   o.own = &own;
   Example ex = tokenize_conversation(c, tok, o, "test");
