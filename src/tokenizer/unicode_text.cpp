@@ -53,8 +53,17 @@ std::string unicode_normalize(std::string_view s, NormalForm f) {
 std::string unicode_lowercase(std::string_view s) {
   std::string out;
   out.reserve(s.size());
-  for (size_t i = 0, len = 0; i < s.size(); i += len)
-    utf8_append(out, char32_t(utf8proc_tolower(utf8proc_int32_t(utf8_decode(s, i, &len)))));
+  for (size_t i = 0, len = 0; i < s.size(); i += len) {
+    const char32_t cp = utf8_decode(s, i, &len);
+    // Rust's char::to_lowercase (tokenizers' Lowercase) applies the one unconditional
+    // multi-character mapping of SpecialCasing.txt: U+0130 (capital I with dot above) becomes
+    // i + U+0307 (combining dot above); utf8proc's simple mapping gives a bare i.
+    if (cp == 0x130) {
+      out += "i\xCC\x87";
+      continue;
+    }
+    utf8_append(out, char32_t(utf8proc_tolower(utf8proc_int32_t(cp))));
+  }
   return out;
 }
 
@@ -64,7 +73,11 @@ std::string strip_accents(std::string_view s) {
   out.reserve(d.size());
   for (size_t i = 0, len = 0; i < d.size(); i += len) {
     const char32_t cp = utf8_decode(d, i, &len);
-    if (utf8proc_category(utf8proc_int32_t(cp)) != UTF8PROC_CATEGORY_MN) out.append(d, i, len);
+    // tokenizers' StripAccents drops is_combining_mark: General_Category Mark, all three of
+    // Mn, Mc (the Devanagari vowel signs) and Me.
+    const utf8proc_category_t cat = utf8proc_category(utf8proc_int32_t(cp));
+    if (cat != UTF8PROC_CATEGORY_MN && cat != UTF8PROC_CATEGORY_MC && cat != UTF8PROC_CATEGORY_ME)
+      out.append(d, i, len);
   }
   return out;
 }
