@@ -13,10 +13,11 @@ namespace lamina {
 int cmd_export_gguf(int argc, char** argv) {
   Args a(
       "export-gguf",
-      "Write a Llama, Mistral or Mixtral model directory as one GGUF file that llama.cpp loads:\n"
-      "its tensor names, Q/K permuted for ggml's RoPE, the vocabulary with scores and types, the\n"
-      "chat template. Norms and the router stay F32; matrices take --outtype (q8_0, q4_0: ggml's\n"
-      "reference quantizers, byte-identical to llama.cpp's). Streamed a matrix at a time.",
+      "Write a Llama, Mistral, Mixtral, Qwen2 or Qwen3 model directory as one GGUF file that\n"
+      "llama.cpp loads: its tensor names, Q/K permuted for ggml's RoPE (llama; qwen2 and qwen3\n"
+      "are NEOX), the vocabulary with scores and types, the chat template. Norms and the router\n"
+      "stay F32; matrices take --outtype (q8_0, q4_0: ggml's reference quantizers, byte-identical\n"
+      "to llama.cpp's). Streamed a matrix at a time.",
       {{"model", "DIR", "Hugging Face model directory", kRequired},
        {"out", "FILE", "output .gguf file", kRequired},
        {"outtype", "TYPE", "f32, f16, bf16, q8_0 or q4_0", "f16"},

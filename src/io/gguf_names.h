@@ -1,8 +1,21 @@
-// llama.cpp's GGUF tensor names for transformers' (arch "llama": Llama, Mistral, Mixtral), the one
-// table that export (gguf_export) and import (model/gguf_model) share.
+// llama.cpp's GGUF tensor names for transformers' (archs "llama": Llama, Mistral, Mixtral;
+// "qwen2"; "qwen3"), the one table that export (gguf_export) and import (model/gguf_model) share.
 #pragma once
+#include <string>
+
+#include "io/model_config.h"
 
 namespace lamina {
+
+// llama.cpp's architecture for a config, the prefix of its metadata keys ("llama.block_count").
+inline const char* gguf_arch(Arch a) {
+  return a == Arch::Qwen2 ? "qwen2" : a == Arch::Qwen3 ? "qwen3" : "llama";
+}
+// llama.cpp's "llama" rotates adjacent pairs, so convert_hf_to_gguf permutes the Q and K rows (and
+// biases); qwen2 / qwen3 use NEOX RoPE, which rotates i with i + hd/2 as transformers does.
+inline bool gguf_permutes_rope(Arch a) {
+  return a != Arch::Qwen2 && a != Arch::Qwen3;
+}
 
 struct GgufName {
   const char* gguf;  // blk.N.<gguf> for per-layer tensors
@@ -20,6 +33,16 @@ inline constexpr GgufName kGgufLayerTensors[] = {
     {"attn_v.weight", "self_attn.v_proj.weight"},
     {"attn_output.weight", "self_attn.o_proj.weight"},
     {"ffn_norm.weight", "post_attention_layernorm.weight"},
+};
+// Where the config has them: attention biases (Qwen2's q/k/v, attention_bias) and Qwen3's
+// per-head norms.
+inline constexpr GgufName kGgufAttentionExtras[] = {
+    {"attn_q.bias", "self_attn.q_proj.bias", 1},
+    {"attn_k.bias", "self_attn.k_proj.bias", 2},
+    {"attn_v.bias", "self_attn.v_proj.bias"},
+    {"attn_output.bias", "self_attn.o_proj.bias"},
+    {"attn_q_norm.weight", "self_attn.q_norm.weight"},
+    {"attn_k_norm.weight", "self_attn.k_norm.weight"},
 };
 // A dense layer's MLP.
 inline constexpr GgufName kGgufDenseMlp[] = {

@@ -18,6 +18,10 @@ const char* arch_name(Arch a) {
       return "mistral";
     case Arch::Mixtral:
       return "mixtral";
+    case Arch::Qwen2:
+      return "qwen2";
+    case Arch::Qwen3:
+      return "qwen3";
   }
   return "?";
 }
@@ -59,8 +63,13 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
     c.arch = Arch::Mistral;
   else if (t == "mixtral")
     c.arch = Arch::Mixtral;
+  else if (t == "qwen2")
+    c.arch = Arch::Qwen2;
+  else if (t == "qwen3")
+    c.arch = Arch::Qwen3;
   else
-    fail(where, ": unsupported model_type '", t, "' (supported: llama, mistral, mixtral)");
+    fail(where, ": unsupported model_type '", t,
+         "' (supported: llama, mistral, mixtral, qwen2, qwen3)");
   c.hidden_size = get_int(j, where, "hidden_size");
   c.intermediate_size = get_int(j, where, "intermediate_size");
   c.num_hidden_layers = get_int(j, where, "num_hidden_layers");
@@ -93,7 +102,9 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
     if (a != "silu" && a != "swish")
       fail(where, ": hidden_act '", a, "' is not supported (lamina's MLP is SwiGLU: silu)");
   }
-  c.head_dim = get_int(j, where, "head_dim", c.hidden_size / c.num_attention_heads);
+  // Qwen3Config's head_dim defaults to 128; the others derive it from the hidden size.
+  c.head_dim = get_int(j, where, "head_dim",
+                       c.arch == Arch::Qwen3 ? 128 : c.hidden_size / c.num_attention_heads);
   if (c.head_dim == 0 || c.head_dim % 2) fail(where, ": head_dim must be positive and even");
   if (c.num_attention_heads % c.num_key_value_heads)
     fail(where, ": num_attention_heads (", c.num_attention_heads,
@@ -153,11 +164,31 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
            "' is not supported (supported: default, linear, llama3)");
     }
   }
-  for (const char* key : {"attention_bias", "mlp_bias"})
-    if (auto it = j.find(key); it != j.end() && it->is_boolean() && it->get<bool>())
-      fail(where, ": field '", key, "' is true: biases on the ",
-           key[0] == 'a' ? "attention" : "MLP", " projections are not supported yet");
-  if (c.arch != Arch::Llama && j.contains("sliding_window") && !j["sliding_window"].is_null()) {
+  auto flag = [&](const char* key) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return false;
+    if (!it->is_boolean()) fail(where, ": field '", key, "' must be true or false");
+    return it->get<bool>();
+  };
+  // transformers: LlamaAttention and Qwen3Attention put attention_bias on q, k, v and o;
+  // Qwen2Attention has q, k, v biases always and none on o.
+  if (flag("attention_bias")) {
+    if (c.arch != Arch::Llama && c.arch != Arch::Qwen3)
+      fail(where, ": field 'attention_bias' is true: a ", arch_name(c.arch),
+           " model has no attention biases in transformers");
+    c.qkv_bias = c.o_bias = true;
+  }
+  if (c.arch == Arch::Qwen2) c.qkv_bias = true;
+  c.qk_norm = c.arch == Arch::Qwen3;
+  if (flag("mlp_bias"))
+    fail(where, ": field 'mlp_bias' is true: biases on the MLP projections are not supported yet");
+  const bool qwen = c.arch == Arch::Qwen2 || c.arch == Arch::Qwen3;
+  if (qwen && flag("use_sliding_window"))
+    fail(where,
+         ": field 'use_sliding_window' is true: Qwen's per-layer sliding window "
+         "(max_window_layers) is not supported yet");
+  if ((c.arch == Arch::Mistral || c.arch == Arch::Mixtral) && j.contains("sliding_window") &&
+      !j["sliding_window"].is_null()) {
     c.sliding_window = get_int(j, where, "sliding_window");
     if (*c.sliding_window == 0) fail(where, ": field 'sliding_window' must be positive or null");
   }
@@ -212,8 +243,9 @@ json ModelConfig::to_json() const {
   j["max_position_embeddings"] = max_position_embeddings;
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
-  if (arch != Arch::Llama)
+  if (arch == Arch::Mistral || arch == Arch::Mixtral)
     j["sliding_window"] = sliding_window ? json(*sliding_window) : json(nullptr);
+  if (arch == Arch::Llama || arch == Arch::Qwen3) j["attention_bias"] = o_bias;
   j["tie_word_embeddings"] = tie_word_embeddings;
   if (arch == Arch::Mixtral) {
     j["num_local_experts"] = num_local_experts;
@@ -226,7 +258,9 @@ json ModelConfig::to_json() const {
   if (!j.contains("architectures")) {
     const char* a = arch == Arch::Llama     ? "LlamaForCausalLM"
                     : arch == Arch::Mistral ? "MistralForCausalLM"
-                                            : "MixtralForCausalLM";
+                    : arch == Arch::Mixtral ? "MixtralForCausalLM"
+                    : arch == Arch::Qwen2   ? "Qwen2ForCausalLM"
+                                            : "Qwen3ForCausalLM";
     j["architectures"] = {a};
   }
   if (!j.contains("hidden_act")) j["hidden_act"] = "silu";
@@ -243,7 +277,8 @@ void ModelConfig::save(const std::string& path) const {
 
 int64_t ModelConfig::param_count() const {
   int64_t h = hidden_size, kv = num_key_value_heads * head_dim, q = num_attention_heads * head_dim;
-  int64_t attn = h * q * 2 + h * kv * 2;
+  int64_t attn = h * q * 2 + h * kv * 2 + (qkv_bias ? q + 2 * kv : 0) + (o_bias ? h : 0) +
+                 (qk_norm ? 2 * head_dim : 0);
   int64_t mlp = 3 * h * intermediate_size;
   int64_t ffn = is_moe() ? num_local_experts * mlp + num_local_experts * h : mlp;
   int64_t layer = attn + ffn + 2 * h;

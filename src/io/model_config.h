@@ -1,4 +1,4 @@
-// config.json of a Hugging Face causal LM (model_type llama, mistral, mixtral).
+// config.json of a Hugging Face causal LM (model_type llama, mistral, mixtral, qwen2, qwen3).
 // Known fields are parsed and validated; the whole JSON is kept so unknown keys survive a rewrite.
 #pragma once
 #include <cstdint>
@@ -11,7 +11,7 @@
 
 namespace lamina {
 
-enum class Arch { Llama, Mistral, Mixtral };
+enum class Arch { Llama, Mistral, Mixtral, Qwen2, Qwen3 };
 const char* arch_name(Arch a);  // the model_type string
 
 // RoPE frequency scaling (config.json's rope_scaling, or transformers v5's rope_parameters):
@@ -34,6 +34,11 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6, rope_theta = 10000.0;
   RopeScaling rope_scaling;
   std::optional<int64_t> sliding_window;  // Mistral; null or absent means full attention
+  // Attention biases: on q, k, v (Qwen2 always; attention_bias of llama and qwen3) and on o
+  // (attention_bias of llama and qwen3). [out] F32 vectors added after the projection.
+  bool qkv_bias = false, o_bias = false;
+  // Qwen3: an RMSNorm over each head's query and key (q_norm / k_norm [head_dim]) before RoPE.
+  bool qk_norm = false;
   bool tie_word_embeddings = false;
   int64_t num_local_experts = 0, num_experts_per_tok = 0;  // Mixtral
   double router_aux_loss_coef = 0.0;

@@ -89,10 +89,6 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   auto need = [&](const std::string& name, const Shape& shape) {
     if (src.check) src.check(name, shape);
   };
-  auto vec = [&](const std::string& g, const std::string& hf, int64_t n) {
-    need(hf, {n});
-    plan.push_back({g, {n}, GgmlType::F32, {{hf, 0, 1, n}}});
-  };
   auto mat = [&](const std::string& g, const std::string& hf, int64_t rows, int64_t cols,
                  int64_t heads = 0) {
     need(hf, {rows, cols});
@@ -124,16 +120,24 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   std::map<std::string, Shape> shape_of;
   for (auto& s : model_tensor_specs(c, fused ? MoeLayout::Fused : MoeLayout::Split))
     shape_of[s.name] = s.shape;
+  const bool permute = gguf_permutes_rope(c.arch);
   auto add = [&](const std::string& g, const std::string& hf, int rope_heads) {
     const Shape& s = shape_of.at(hf);
-    if (s.size() == 1) return vec(g, hf, s[0]);
-    mat(g, hf, s[0], s[1], rope_heads == 1 ? nh : rope_heads == 2 ? nkv : 0);
+    const int64_t heads = !permute ? 0 : rope_heads == 1 ? nh : rope_heads == 2 ? nkv : 0;
+    if (s.size() == 2) return mat(g, hf, s[0], s[1], heads);
+    need(hf, s);  // a vector; a Q or K bias is permuted as a one-column matrix
+    plan.push_back({g, s, GgmlType::F32, {{hf, 0, s[0], 1, heads}}});
   };
+  // llama.cpp's qwen3 has no attention biases: a file holding them would not load there.
+  if (c.arch == Arch::Qwen3 && c.qkv_bias)
+    fail(model_dir, ": a qwen3 model with attention_bias has no GGUF form llama.cpp loads");
   add(kGgufModelTensors[0].gguf, kGgufModelTensors[0].hf, 0);  // token_embd
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::string b = "blk." + std::to_string(l) + ".";
     for (auto& n : kGgufLayerTensors) add(b + n.gguf, p + n.hf, n.rope_heads);
+    for (auto& n : kGgufAttentionExtras)
+      if (shape_of.count(p + n.hf)) add(b + n.gguf, p + n.hf, n.rope_heads);
     if (!c.is_moe()) {
       for (auto& n : kGgufDenseMlp) add(b + n.gguf, p + n.hf, 0);
       continue;
@@ -216,31 +220,32 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   }
 
   GgufWriter w(out_path);
-  w.kv("general.architecture", "llama");
+  const std::string arch = gguf_arch(c.arch);
+  w.kv("general.architecture", arch);
   w.kv("general.name", std::filesystem::path(model_dir).filename().string());  // NOLINT
   w.kv_u32("general.file_type", gguf_file_type(type));
   if (type == GgmlType::Q8_0 || type == GgmlType::Q4_0) w.kv_u32("general.quantization_version", 2);
-  w.kv_u32("llama.vocab_size", uint32_t(V));
-  w.kv_u32("llama.context_length", uint32_t(c.max_position_embeddings));
-  w.kv_u32("llama.embedding_length", uint32_t(H));
-  w.kv_u32("llama.block_count", uint32_t(c.num_hidden_layers));
-  w.kv_u32("llama.feed_forward_length", uint32_t(I));
-  w.kv_u32("llama.rope.dimension_count", uint32_t(hd));
-  w.kv_u32("llama.attention.head_count", uint32_t(nh));
-  w.kv_u32("llama.attention.head_count_kv", uint32_t(nkv));
+  w.kv_u32(arch + ".vocab_size", uint32_t(V));
+  w.kv_u32(arch + ".context_length", uint32_t(c.max_position_embeddings));
+  w.kv_u32(arch + ".embedding_length", uint32_t(H));
+  w.kv_u32(arch + ".block_count", uint32_t(c.num_hidden_layers));
+  w.kv_u32(arch + ".feed_forward_length", uint32_t(I));
+  w.kv_u32(arch + ".rope.dimension_count", uint32_t(hd));
+  w.kv_u32(arch + ".attention.head_count", uint32_t(nh));
+  w.kv_u32(arch + ".attention.head_count_kv", uint32_t(nkv));
   if (nh * hd != H) {
-    w.kv_u32("llama.attention.key_length", uint32_t(hd));
-    w.kv_u32("llama.attention.value_length", uint32_t(hd));
+    w.kv_u32(arch + ".attention.key_length", uint32_t(hd));
+    w.kv_u32(arch + ".attention.value_length", uint32_t(hd));
   }
-  w.kv_f32("llama.attention.layer_norm_rms_epsilon", float(c.rms_norm_eps));
-  w.kv_f32("llama.rope.freq_base", float(c.rope_theta));
+  w.kv_f32(arch + ".attention.layer_norm_rms_epsilon", float(c.rms_norm_eps));
+  w.kv_f32(arch + ".rope.freq_base", float(c.rope_theta));
   if (c.rope_scaling.type == "linear") {  // convert_hf_to_gguf's keys for linear scaling
-    w.kv("llama.rope.scaling.type", "linear");
-    w.kv_f32("llama.rope.scaling.factor", float(c.rope_scaling.factor));
+    w.kv(arch + ".rope.scaling.type", "linear");
+    w.kv_f32(arch + ".rope.scaling.factor", float(c.rope_scaling.factor));
   }
   if (c.is_moe()) {
-    w.kv_u32("llama.expert_count", uint32_t(E));
-    w.kv_u32("llama.expert_used_count", uint32_t(c.num_experts_per_tok));
+    w.kv_u32(arch + ".expert_count", uint32_t(E));
+    w.kv_u32(arch + ".expert_used_count", uint32_t(c.num_experts_per_tok));
   }
   if (gpt2) {
     // _set_vocab_gpt2: tokens, types and merges, no scores; the special ids tokenizer_config.json

@@ -1,6 +1,6 @@
-// A Hugging Face model directory (Llama, Mistral, Mixtral) -> one GGUF file that llama.cpp loads,
-// following llama.cpp's convert_hf_to_gguf.py: architecture "llama", its tensor names
-// (token_embd, blk.N.attn_q, ..., blk.N.ffn_gate_exps for Mixtral's stacked experts, output),
+// A Hugging Face model directory (Llama, Mistral, Mixtral, Qwen2, Qwen3) -> one GGUF file that
+// llama.cpp loads, following llama.cpp's convert_hf_to_gguf.py: architecture "llama", its tensor
+// names (token_embd, blk.N.attn_q, ..., blk.N.ffn_gate_exps for Mixtral's stacked experts, output),
 // Q and K rows permuted for ggml's RoPE (pairs of adjacent dimensions rotate together, where HF
 // rotates dimension i with i + head_dim/2), the SentencePiece vocabulary with scores and token
 // types, and the chat template. Norms and the MoE router stay F32; matrices take the requested

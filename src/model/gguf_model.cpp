@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include "core/error.h"
@@ -38,39 +39,48 @@ DType dtype_of(uint32_t ggml, const std::string& where, const std::string& name)
 
 // transformers' config.json fields from llama.cpp's metadata keys.
 nlohmann::json config_from_metadata(const GgufFile& g, int64_t vocab, bool tied,
-                                    const std::string& where) {
+                                    const std::string& where,
+                                    const std::function<bool(const std::string&)>& has_tensor) {
   const auto& m = g.metadata;
   auto get = [&](const std::string& k) -> const nlohmann::json& {
     auto it = m.find(k);
     if (it == m.end()) fail(where, ": metadata '", k, "' is missing");
     return *it;
   };
-  if (get("general.architecture") != "llama")
+  const std::string arch = get("general.architecture").is_string()
+                               ? get("general.architecture").get<std::string>()
+                               : std::string();
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
     fail(where, ": architecture '", get("general.architecture").dump(),
-         "' (lamina runs llama.cpp's 'llama': Llama, Mistral, Mixtral)");
-  const int64_t heads = get("llama.attention.head_count").get<int64_t>();
+         "' (lamina runs llama.cpp's 'llama' (Llama, Mistral, Mixtral), 'qwen2' and 'qwen3')");
+  auto key = [&](const char* k) { return arch + "." + k; };
+  const int64_t heads = get(key("attention.head_count")).get<int64_t>();
+  const int64_t hidden = get(key("embedding_length")).get<int64_t>();
   nlohmann::json c = {
-      {"hidden_size", get("llama.embedding_length")},
-      {"num_hidden_layers", get("llama.block_count")},
-      {"intermediate_size", get("llama.feed_forward_length")},
+      {"hidden_size", hidden},
+      {"num_hidden_layers", get(key("block_count"))},
+      {"intermediate_size", get(key("feed_forward_length"))},
       {"num_attention_heads", heads},
-      {"num_key_value_heads", m.value("llama.attention.head_count_kv", nlohmann::json(heads))},
-      {"max_position_embeddings", get("llama.context_length")},
-      {"rms_norm_eps", get("llama.attention.layer_norm_rms_epsilon")},
-      {"rope_theta", m.value("llama.rope.freq_base", nlohmann::json(10000.0))},
+      {"num_key_value_heads", m.value(key("attention.head_count_kv"), nlohmann::json(heads))},
+      {"max_position_embeddings", get(key("context_length"))},
+      {"rms_norm_eps", get(key("attention.layer_norm_rms_epsilon"))},
+      {"rope_theta", m.value(key("rope.freq_base"), nlohmann::json(10000.0))},
       {"vocab_size", vocab},
       {"tie_word_embeddings", tied},
       {"bos_token_id", m.value("tokenizer.ggml.bos_token_id", nlohmann::json(1))},
       {"eos_token_id", m.value("tokenizer.ggml.eos_token_id", nlohmann::json(2))},
       {"torch_dtype", "float32"}};
-  if (m.contains("llama.attention.key_length")) c["head_dim"] = m["llama.attention.key_length"];
-  if (m.contains("llama.expert_count")) {
+  // Explicit always: Qwen3's config default (128) is not hidden / heads.
+  c["head_dim"] = m.value(key("attention.key_length"), nlohmann::json(heads ? hidden / heads : 0));
+  if (m.contains(key("expert_count"))) {
     c["model_type"] = "mixtral";
-    c["num_local_experts"] = m["llama.expert_count"];
-    c["num_experts_per_tok"] = get("llama.expert_used_count");
+    c["num_local_experts"] = m[key("expert_count")];
+    c["num_experts_per_tok"] = get(key("expert_used_count"));
   } else {
-    c["model_type"] = "llama";
+    c["model_type"] = arch;
   }
+  // llama.cpp's llama loads q/k/v/o biases where a file has them (transformers' attention_bias).
+  if (arch == "llama" && has_tensor("blk.0.attn_q.bias")) c["attention_bias"] = true;
   return c;
 }
 
@@ -94,7 +104,9 @@ GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
   const GgufTensorInfo& embd = find("token_embd.weight");
   if (embd.ne.size() != 2) fail(path, ": token_embd.weight must be 2-D");
   ModelConfig cfg = ModelConfig::from_json(
-      config_from_metadata(g, embd.ne[1], !by_name.count("output.weight"), path), path);
+      config_from_metadata(g, embd.ne[1], !by_name.count("output.weight"), path,
+                           [&](const std::string& n) { return by_name.count(n) > 0; }),
+      path);
   const int64_t hd = cfg.head_dim;
   // RoPE scaling as llama.cpp carries it: rope_freqs.weight [hd/2] (Llama 3.1+: each
   // frequency divided by its factor), or linear scaling in the metadata.
@@ -108,11 +120,12 @@ GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
     for (float x : cfg.rope_scaling.freq_factors)
       if (!(x > 0) || !std::isfinite(x))
         fail(path, ": rope_freqs.weight holds ", x, " (must be > 0)");
-  } else if (g.metadata.value("llama.rope.scaling.type", nlohmann::json("")) == "linear") {
+  } else if (const std::string a = gguf_arch(cfg.arch);
+             g.metadata.value(a + ".rope.scaling.type", nlohmann::json("")) == "linear") {
     cfg.rope_scaling.type = "linear";
     cfg.rope_scaling.factor =
-        g.metadata.value("llama.rope.scaling.factor", nlohmann::json(1.0)).get<double>();
-    if (!(cfg.rope_scaling.factor > 0)) fail(path, ": llama.rope.scaling.factor must be > 0");
+        g.metadata.value(a + ".rope.scaling.factor", nlohmann::json(1.0)).get<double>();
+    if (!(cfg.rope_scaling.factor > 0)) fail(path, ": ", a, ".rope.scaling.factor must be > 0");
   }
 
   // A GGUF tensor as a transformers-shaped view ([.., ne1, ne0]) into the map.
@@ -126,8 +139,8 @@ GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
   auto unpermuted = [&](const std::string& n) {
     const Tensor t = view(n);
     Tensor out = Tensor::empty(t.dtype, t.shape);
-    const int64_t rows = t.shape[0];
-    const size_t rb = dtype_bytes(t.dtype, t.shape[1]);
+    const int64_t rows = t.shape[0];  // a Q or K bias: a one-column matrix
+    const size_t rb = dtype_bytes(t.dtype, t.shape.size() == 2 ? t.shape[1] : 1);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t h = r / hd, i = r % hd, s = i / (hd / 2), j = i % (hd / 2);
       std::memcpy(static_cast<char*>(out.data) + size_t(r) * rb,
@@ -136,6 +149,7 @@ GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
     release_mapped_pages(t.data, t.nbytes());  // copied: the file's pages need not stay resident
     return out;
   };
+  const bool permute = gguf_permutes_rope(cfg.arch);
   // transformers' names -> tensors, by the table export uses (io/gguf_names.h).
   std::map<std::string, Tensor> hf;
   for (auto& n : kGgufModelTensors)
@@ -144,8 +158,12 @@ GgufCheckpoint read_gguf_checkpoint(const std::string& path) {
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".",
                       b = "blk." + std::to_string(l) + ".";
-    for (auto& n : kGgufLayerTensors)
-      hf[p + n.hf] = n.rope_heads ? unpermuted(b + n.gguf) : view(b + n.gguf);
+    auto bind = [&](const GgufName& n) {
+      hf[p + n.hf] = n.rope_heads && permute ? unpermuted(b + n.gguf) : view(b + n.gguf);
+    };
+    for (auto& n : kGgufLayerTensors) bind(n);
+    for (auto& n : kGgufAttentionExtras)
+      if (by_name.count(b + n.gguf)) bind(n);
     if (!cfg.is_moe()) {
       for (auto& n : kGgufDenseMlp) hf[p + n.hf] = view(b + n.gguf);
       continue;

@@ -1,5 +1,8 @@
-// A loaded causal LM (llama, mistral, mixtral) and its forward pass, with the semantics of
-// transformers' LlamaForCausalLM / MistralForCausalLM / MixtralForCausalLM.
+// A loaded causal LM (llama, mistral, mixtral, qwen2, qwen3) and its forward pass, with the
+// semantics of transformers' LlamaForCausalLM / MistralForCausalLM / MixtralForCausalLM /
+// Qwen2ForCausalLM / Qwen3ForCausalLM. The layers are
+// model/decoder_block's, the same code training runs; this adds the embedding, the KV cache,
+// packed weights and the LM head.
 #pragma once
 #include <memory>
 #include <string>
@@ -8,6 +11,7 @@
 #include "io/model_config.h"
 #include "io/safetensors.h"
 #include "kernels/matmul.h"
+#include "model/decoder_block.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 
@@ -33,24 +37,15 @@ class Model {
                const std::vector<int32_t>* segments = nullptr) const;
 
  private:
-  void attention_block(const LayerWeights& L, int64_t layer, const float* xn, int64_t T,
-                       KVCache& cache, float* out, const std::vector<int32_t>* segments) const;
-  void mlp_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const;
-  void moe_block(const LayerWeights& L, const float* xn, int64_t T, float* out) const;
-
-  // y[M, N] = x · w^T through the model's packed copy of w.
-  void mm(const float* x, int64_t M, const Tensor& w, float* y) const {
-    linear(x, M, w, y, false, pack_.get());
-  }
-
   // Activation buffers reused across calls (fresh large allocations would page-fault every time).
-  enum Slot { kX, kXn, kTmp, kQ, kAtt, kGate, kUp, kRouter, kGather, kExpertOut, kSlots };
+  enum Slot { kX, kXn, kSlots };
   float* scratch(Slot s, int64_t n) const;
 
   ModelConfig cfg_;
   std::vector<float> inv_freq_;  // RoPE frequencies [head_dim / 2] (model/rope_frequencies.h)
   ModelWeights w_;
   mutable std::vector<std::vector<float>> scratch_;
+  mutable LayerActivations layer_;    // the layer being run (model/decoder_block.h)
   std::unique_ptr<WeightPack> pack_;  // oneDNN-blocked copies of the matrices, made on first use
 };
 

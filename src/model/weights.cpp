@@ -38,10 +38,22 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layou
       s.back().is_router = m == &LayerWeights::router;
     };
     add("input_layernorm.weight", {H}, &LayerWeights::attn_norm, true);
+    auto bias = [&](std::string name, int64_t n, Tensor LayerWeights::*m) {
+      add(name, {n}, m);
+      s.back().is_bias = true;
+    };
     add("self_attn.q_proj.weight", {Q, H}, &LayerWeights::wq);
+    if (c.qkv_bias) bias("self_attn.q_proj.bias", Q, &LayerWeights::bq);
     add("self_attn.k_proj.weight", {KV, H}, &LayerWeights::wk);
+    if (c.qkv_bias) bias("self_attn.k_proj.bias", KV, &LayerWeights::bk);
     add("self_attn.v_proj.weight", {KV, H}, &LayerWeights::wv);
+    if (c.qkv_bias) bias("self_attn.v_proj.bias", KV, &LayerWeights::bv);
     add("self_attn.o_proj.weight", {H, Q}, &LayerWeights::wo);
+    if (c.o_bias) bias("self_attn.o_proj.bias", H, &LayerWeights::bo);
+    if (c.qk_norm) {
+      add("self_attn.q_norm.weight", {c.head_dim}, &LayerWeights::q_norm, true);
+      add("self_attn.k_norm.weight", {c.head_dim}, &LayerWeights::k_norm, true);
+    }
     if (!c.is_moe()) {
       add("mlp.gate_proj.weight", {I, H}, &LayerWeights::w_gate);
       add("mlp.up_proj.weight", {I, H}, &LayerWeights::w_up);
@@ -104,7 +116,7 @@ MoeLayout detect_moe_layout(const ModelConfig& c, const Checkpoint& ckpt) {
 }
 
 DType inference_dtype(const TensorSpec& spec, DType stored, std::optional<DType> requested) {
-  if (spec.is_norm) return DType::F32;
+  if (spec.is_vector()) return DType::F32;
   const DType want = requested.value_or(stored == DType::F16 ? DType::F32 : stored);
   if (dtype_is_quantized(want) && want != stored &&
       (spec.is_router || spec.shape.back() % dtype_block(want) != 0))

@@ -31,6 +31,8 @@ struct LoraPair {
 struct LayerWeights {
   Tensor attn_norm, mlp_norm;                // [H], always F32
   Tensor wq, wk, wv, wo;                     // [nh*hd, H], [nkv*hd, H], [nkv*hd, H], [H, nh*hd]
+  Tensor bq, bk, bv, bo;                     // attention biases (config.qkv_bias / o_bias), F32
+  Tensor q_norm, k_norm;                     // Qwen3's per-head RMSNorm gains [hd], F32
   Tensor w_gate, w_up, w_down;               // dense MLP: [I, H], [I, H], [H, I]
   Tensor router;                             // MoE: [E, H]
   std::vector<Tensor> e_gate, e_up, e_down;  // MoE, per expert: [I, H], [I, H], [H, I]
@@ -54,6 +56,10 @@ struct TensorSpec {
   // Mixtral's router: kept F32 when the other matrices are rounded (bf16) or quantized, since a
   // rounding of its logits can flip a top-k choice (llama.cpp keeps ffn_gate_inp F32 too).
   bool is_router = false;
+  // A projection's bias: initialised to 0 in transformers (random here too, for tests), kept F32.
+  bool is_bias = false;
+  // Vectors (norm gains, biases) are kept F32 everywhere and never quantized.
+  bool is_vector() const { return is_norm || is_bias; }
 };
 
 // Every tensor of the checkpoint in the order transformers writes them.

@@ -65,7 +65,7 @@ ParamStore ParamStore::from_checkpoint(const ModelConfig& cfg, const Checkpoint&
     if (info.shape != sp.shape)
       fail(ckpt.file_of(sp.name), ": tensor '", sp.name, "' has shape ", shape_str(info.shape),
            ", config.json implies ", shape_str(sp.shape));
-    if (!base || sp.is_norm || sp.is_router || !base->frozen(sp)) continue;
+    if (!base || sp.is_vector() || sp.is_router || !base->frozen(sp)) continue;
     kept[i] = inference_dtype(sp, info.dtype, base->dtype);  // F32 where rows are not whole blocks
     // QLoRA quantizes the decoder's Linear layers only: the embedding, the LM head (and fused 3-D
     // expert tensors, whose NF4 statistics would span experts) stay as stored.
@@ -103,7 +103,7 @@ ParamStore ParamStore::from_gguf(const GgufCheckpoint& ck) {
   const auto specs = model_tensor_specs(ck.cfg, MoeLayout::Split);
   std::vector<bool> outside(specs.size(), false);
   for (size_t i = 0; i < specs.size(); ++i)
-    outside[i] = !specs[i].is_norm && !specs[i].is_router &&
+    outside[i] = !specs[i].is_vector() && !specs[i].is_router &&
                  ck.tensors.at(specs[i].name).dtype != DType::F32;
   ParamStore s = allocate(ck.cfg, MoeLayout::Split, outside);
   for (size_t i = 0; i < s.specs.size(); ++i) {
@@ -247,7 +247,7 @@ void ParamStore::set_compute_dtype(DType t) {
     auto& sp = specs[i];
     if (!has_param(i)) {
       sp.bind(compute, stored[i]);  // a frozen base is computed with as it is kept
-    } else if (t == DType::BF16 && !sp.is_norm && !sp.is_router) {  // the router stays F32
+    } else if (t == DType::BF16 && !sp.is_vector() && !sp.is_router) {  // the router stays F32
       compute_copies[i] = Tensor::empty(DType::BF16, sp.shape);
       sp.bind(compute, compute_copies[i]);
     } else {

@@ -12,6 +12,7 @@
 #include "kernels/ops.h"
 #include "kernels/ops_backward.h"
 #include "kernels/widened_matmul.h"
+#include "model/decoder_block.h"
 #include "model/rope_frequencies.h"
 
 namespace lamina {
@@ -35,7 +36,6 @@ int64_t Batch::num_targets() const {
 
 namespace {
 
-using Buf = std::vector<float>;
 float* sized(Buf& b, int64_t n) {
   b.resize(size_t(n));
   return b.data();
@@ -77,31 +77,133 @@ void linear_bwd(DType compute, const float* x, int64_t M, const Tensor& W, const
   if (gw) gemm(true, false, N, K, M, dy, N, x, K, gw, K, true);
 }
 
-struct ExpertActs {
-  std::vector<int64_t> rows;       // tokens routed here
-  std::vector<int64_t> slot;       // which of the token's top-k slots
-  Buf xs, g, u, h, y;              // [n, H], [n, I] x3, [n, H]
-  Buf lora_t[kExpertLoraTargets];  // xs · A^T (w1, w3) and h · A^T (w2) when adapted [n, r]
-};
+// Training's products (model/decoder_block.h): y = x W^T through linear_fwd, plus LoRA's
+// lp.scale · (x A^T) B^T where the layer has an adapter there, with LoRA dropout (training only)
+// on the adapter's input. The mask is a hash of (step key, layer, projection, element), so
+// recomputation and resumed runs draw the same one. The saved state is t = x A^T [rows, r].
+class TrainingProducts final : public LayerProducts {
+ public:
+  TrainingProducts(const ModelWeights& w, const ModelWeights& g, DType compute, float drop,
+                   uint64_t key, const std::unordered_set<const void*>& frozen)
+      : w_(w), g_(g), cd_(compute), drop_(drop), key_(key), frozen_(frozen) {}
 
-struct LayerActs {
-  Buf x, xn1, q, k, v, att, xmid, xn2, g, u, h;
-  Buf lora_t[kLoraTargets];   // x · A^T of each adapted projection [N, r]
-  Buf probs;                  // MoE router softmax [N, E]
-  std::vector<int64_t> topi;  // [N, K]
-  Buf topw;                   // renormalised weights [N, K]
-  std::vector<ExpertActs> experts;
+  // No gradient view (compacted away) or frozen: the weight-gradient product is skipped.
+  const Tensor* grad_of(const Tensor& g) const {
+    return !g.defined() || frozen_.count(g.data) ? nullptr : &g;
+  }
+  float* grad_ptr(const Tensor& g) const {
+    return grad_of(g) ? const_cast<float*>(g.f32()) : nullptr;
+  }
+
+  void forward(int64_t layer, Product p, int64_t e, const float* x, int64_t M, float* y, Buf& saved,
+               int64_t row0, int64_t rows) override {
+    const Tensor& Wt = product_weight(w_.layers[size_t(layer)], p, e);
+    if (y) linear_fwd(cd_, x, M, Wt, y);
+    const LoraPair& lp = adapter(w_.layers[size_t(layer)], p, e);
+    if (!lp.a.defined()) return;
+    const int64_t r = lp.a.shape[0], out = lp.b.shape[0], K = Wt.shape[1];
+    if (row0 == 0) saved.resize(size_t(rows * r));
+    float* t = saved.data() + row0 * r;
+    Buf xd;
+    linear_fwd(cd_, lora_input(x, M * K, layer, key(p, e), xd, row0 * K), M, lp.a, t);
+    if (!y) return;
+    Buf tmp(static_cast<size_t>(M * out));
+    linear_fwd(cd_, t, M, lp.b, tmp.data());
+    axpy(y, lp.scale, tmp.data(), M * out);
+  }
+
+  void backward(int64_t layer, Product p, int64_t e, const float* x, int64_t M, const float* dy,
+                float* dx, bool acc, const Buf& saved, int64_t row0) override {
+    const LayerWeights& lw = w_.layers[size_t(layer)];
+    const LayerWeights& lg = g_.layers[size_t(layer)];
+    const Tensor& Wt = product_weight(lw, p, e);
+    linear_bwd(cd_, x, M, Wt, weight_grad(lg, p, e), dy, dx, acc);
+    const LoraPair& lp = adapter(lw, p, e);
+    if (!lp.a.defined()) return;
+    const LoraPair& lgp = adapter(lg, p, e);
+    const Tensor* dA = grad_of(lgp.a);
+    const Tensor* dB = grad_of(lgp.b);
+    const int64_t r = lp.a.shape[0], out = Wt.shape[0];
+    const float* t = saved.data() + row0 * r;
+    Buf dys(dy, dy + M * out), dt(static_cast<size_t>(M * r));
+    for (auto& v : dys) v *= lp.scale;
+    linear_bwd(cd_, t, M, lp.b, dB, dys.data(), dt.data(), false);
+    if (drop_ <= 0) {
+      linear_bwd(cd_, x, M, lp.a, dA, dt.data(), dx, true);
+      return;
+    }
+    // Through the dropout: dA from the dropped input, dx masked and rescaled.
+    const int64_t K = Wt.shape[1];
+    const int k = key(p, e);
+    Buf xd, dxl(static_cast<size_t>(M * K));
+    linear_bwd(cd_, lora_input(x, M * K, layer, k, xd, row0 * K), M, lp.a, dA, dt.data(),
+               dxl.data(), false);
+    const float sc = 1.0f / (1.0f - drop_);
+    for (int64_t i = 0; i < M * K; ++i)
+      if (keep(layer, k, row0 * K + i)) dx[i] += dxl[size_t(i)] * sc;
+  }
+
+ private:
+  // The adapter of product p (undefined when none; Mixtral's router never has one).
+  static const LoraPair& adapter(const LayerWeights& lw, Product p, int64_t e) {
+    static const LoraPair kNone;
+    if (p <= Product::kDown) return lw.lora[int(p)];
+    if (p == Product::kRouter) return kNone;
+    const auto& v = lw.e_lora[expert_target(p)];
+    return size_t(e) < v.size() ? v[size_t(e)] : kNone;
+  }
+  static int expert_target(Product p) {
+    return p == Product::kExpertGate ? kLoraW1 : p == Product::kExpertUp ? kLoraW3 : kLoraW2;
+  }
+  // Tells the projections apart in the dropout masks: the LoraTarget for attention / dense MLP,
+  // kLoraTargets + 3 e + t for expert e's w1/w2/w3.
+  static int key(Product p, int64_t e) {
+    return p <= Product::kDown ? int(p) : int(kLoraTargets + 3 * e + expert_target(p));
+  }
+  // A frozen layer's expert gradient list is empty: nothing was bound.
+  const Tensor* weight_grad(const LayerWeights& lg, Product p, int64_t e) const {
+    if (p < Product::kExpertGate) return grad_of(product_weight(lg, p, e));
+    const auto& v = p == Product::kExpertGate ? lg.e_gate
+                    : p == Product::kExpertUp ? lg.e_up
+                                              : lg.e_down;
+    return size_t(e) < v.size() ? grad_of(v[size_t(e)]) : nullptr;
+  }
+  bool keep(int64_t layer, int tgt, int64_t i) const {
+    uint64_t z = key_ ^ (uint64_t(layer) * 0x9E3779B97F4A7C15ull) ^ (uint64_t(tgt) << 56) ^
+                 uint64_t(i) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 31)) * 0x94D049BB133111EBull;
+    z ^= z >> 29;
+    return double(z >> 11) / 9007199254740992.0 >= drop_;
+  }
+  // x [n] with the dropout applied (off: the element index of x[0] in the whole tensor, so row
+  // chunks draw the same mask).
+  const float* lora_input(const float* x, int64_t n, int64_t layer, int tgt, Buf& xd,
+                          int64_t off) const {
+    if (drop_ <= 0) return x;
+    float* o = sized(xd, n);
+    const float sc = 1.0f / (1.0f - drop_);
+    for (int64_t i = 0; i < n; ++i) o[i] = keep(layer, tgt, off + i) ? x[i] * sc : 0.0f;
+    return o;
+  }
+
+  const ModelWeights& w_;
+  const ModelWeights& g_;
+  DType cd_;
+  float drop_;
+  uint64_t key_;
+  const std::unordered_set<const void*>& frozen_;
 };
 
 }  // namespace
 
 struct TrainGraph::Acts {
-  std::vector<LayerActs> layers;
-  LayerActs scratch;                         // recomputation: the one layer being worked on
+  std::vector<LayerActivations> layers;
+  LayerActivations scratch;                  // recomputation: the one layer being worked on
   std::vector<Buf> xin;                      // recomputation: each layer's input [N, H]
   std::vector<std::vector<uint16_t>> xin16;  // the same rounded to bf16 (set_recompute_bf16_inputs)
   std::vector<double> expert_psum;  // MoE: router probabilities summed per expert over all layers
-  Buf xf, xnf, dx, dtmp, dxn, dq, dk, dv, datt, dh, dg, du, chunk, dchunk;
+  Buf xf, xnf, dx, dxn, chunk;
+  LayerGradScratch grads;
   std::vector<int64_t> pos;
   std::vector<int64_t> expert_count;  // MoE: (token, slot) pairs per expert over all layers
 };
@@ -118,10 +220,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   const ModelWeights& G = p_.grad_views;
   const DType cd = p_.compute_dtype;
   const int64_t B = b.B, T = b.T, N = B * T, H = c.hidden_size, I = c.intermediate_size;
-  const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
-  const int64_t Q = nh * hd, KV = nkv * hd, V = c.vocab_size, L = c.num_hidden_layers;
-  const int64_t E = c.num_local_experts, K = c.num_experts_per_tok;
-  const int64_t window = c.sliding_window.value_or(0);
+  const int64_t V = c.vocab_size, L = c.num_hidden_layers, E = c.num_local_experts;
   const float eps = float(c.rms_norm_eps);
   if (int64_t(b.tokens.size()) != N || int64_t(b.targets.size()) != N ||
       int64_t(b.weights.size()) != N)
@@ -134,108 +233,15 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   std::unordered_set<const void*> frozen;
   for (size_t i = 0; i < p_.specs.size(); ++i)
     if (!p_.trainable[i] && p_.has_grad(i)) frozen.insert(p_.grad(i));
-  // No gradient view (compacted away) or frozen: the weight-gradient product is skipped.
-  auto grad_of = [&](const Tensor& g) -> const Tensor* {
-    return !g.defined() || frozen.count(g.data) ? nullptr : &g;
-  };
-  auto grad_ptr = [&](const Tensor& g) {
-    return grad_of(g) ? const_cast<float*>(g.f32()) : nullptr;
-  };
-  // An expert's gradient view (a frozen layer's expert list is empty: nothing was bound).
-  auto expert_grad = [&](const std::vector<Tensor>& v, int64_t e) -> const Tensor* {
-    return size_t(e) < v.size() ? grad_of(v[size_t(e)]) : nullptr;
-  };
-  // A projection y = x W^T, plus LoRA's lp.scale · (x A^T) B^T when the layer has an adapter there.
-  // LoRA dropout (training only) on the adapter's input; the mask is a hash of (step key, layer,
-  // projection, element), so recomputation and resumed runs draw the same one.
-  const float drop = backward ? float(p_.lora_dropout) : 0.0f;
-  const uint64_t key = dropout_key_;
-  auto keep = [&](int64_t layer, int tgt, int64_t i) {
-    uint64_t z = key ^ (uint64_t(layer) * 0x9E3779B97F4A7C15ull) ^ (uint64_t(tgt) << 56) ^
-                 uint64_t(i) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 31)) * 0x94D049BB133111EBull;
-    z ^= z >> 29;
-    return double(z >> 11) / 9007199254740992.0 >= drop;
-  };
-  // x [n] (row0: the element index of x[0] in the whole tensor, so row chunks draw the same mask).
-  auto lora_input = [&](const float* x, int64_t n, int64_t layer, int tgt, Buf& xd,
-                        int64_t off = 0) -> const float* {
-    if (drop <= 0) return x;
-    float* o = sized(xd, n);
-    const float sc = 1.0f / (1.0f - drop);
-    for (int64_t i = 0; i < n; ++i) o[i] = keep(layer, tgt, off + i) ? x[i] * sc : 0.0f;
-    return o;
-  };
-  int64_t cur_layer = 0;
-  // The adapter's path of a projection over rows [row0, row0 + M) of a tensor of `rows` rows:
-  // t = x A^T is saved at row0 in tsave [rows, r] (sized when row0 == 0) and, when y is given,
-  // y += lp.scale · t B^T. key tells the projection apart in the dropout masks (LoraTarget for
-  // attention / dense MLP, kLoraTargets + 3 e + t for expert e's w1/w2/w3).
-  auto lora_path = [&](const float* x, int64_t M, int64_t K, const LoraPair& lp, int key,
-                       Buf& tsave, float* y, int64_t row0, int64_t rows) {
-    if (!lp.a.defined()) return;
-    const int64_t r = lp.a.shape[0], out = lp.b.shape[0];
-    if (row0 == 0) tsave.resize(size_t(rows * r));
-    float* t = tsave.data() + row0 * r;
-    Buf xd;
-    linear_fwd(cd, lora_input(x, M * K, cur_layer, key, xd, row0 * K), M, lp.a, t);
-    if (!y) return;
-    Buf tmp(static_cast<size_t>(M * out));
-    linear_fwd(cd, t, M, lp.b, tmp.data());
-    axpy(y, lp.scale, tmp.data(), M * out);
-  };
-  // y = x Wt^T (+ LoRA's lp when bound), rows [row0, row0 + M) of `rows` (all of them by default).
-  auto lora_fwd = [&](const float* x, int64_t M, const Tensor& Wt, const LoraPair& lp, int key,
-                      Buf& tsave, float* y, int64_t row0 = 0, int64_t rows = -1) {
-    linear_fwd(cd, x, M, Wt, y);
-    lora_path(x, M, Wt.shape[1], lp, key, tsave, y, row0, rows < 0 ? M : rows);
-  };
-  // Backward of lora_fwd over the same rows: dx (+)= dy Wt (+ the adapter's path); gradients of Wt
-  // (when trainable) and of the adapter (lg, the gradient views of lp), added to.
-  auto lora_bwd = [&](const float* x, int64_t M, const Tensor& Wt, const Tensor* dWt,
-                      const LoraPair& lp, const LoraPair* lg, int key, const Buf& tsave,
-                      const float* dy, float* dx, bool acc, int64_t row0 = 0) {
-    linear_bwd(cd, x, M, Wt, dWt, dy, dx, acc);
-    if (!lp.a.defined()) return;
-    const Tensor* dA = lg ? grad_of(lg->a) : nullptr;
-    const Tensor* dB = lg ? grad_of(lg->b) : nullptr;
-    const int64_t r = lp.a.shape[0], out = Wt.shape[0];
-    const float* t = tsave.data() + row0 * r;
-    Buf dys(dy, dy + M * out), dt(static_cast<size_t>(M * r));
-    for (auto& v : dys) v *= lp.scale;
-    linear_bwd(cd, t, M, lp.b, dB, dys.data(), dt.data(), false);
-    if (drop <= 0) {
-      linear_bwd(cd, x, M, lp.a, dA, dt.data(), dx, true);
-      return;
-    }
-    // Through the dropout: dA from the dropped input, dx masked and rescaled.
-    const int64_t K = Wt.shape[1];
-    Buf xd, dxl(static_cast<size_t>(M * K));
-    linear_bwd(cd, lora_input(x, M * K, cur_layer, key, xd, row0 * K), M, lp.a, dA, dt.data(),
-               dxl.data(), false);
-    const float sc = 1.0f / (1.0f - drop);
-    for (int64_t i = 0; i < M * K; ++i)
-      if (keep(cur_layer, key, row0 * K + i)) dx[i] += dxl[size_t(i)] * sc;
-  };
-  auto proj_fwd = [&](const float* x, int64_t M, const LayerWeights& lw, const Tensor& Wt, int tgt,
-                      Buf& tsave, float* y, int64_t row0 = 0, int64_t rows = -1) {
-    lora_fwd(x, M, Wt, lw.lora[tgt], tgt, tsave, y, row0, rows);
-  };
-  auto proj_bwd = [&](const float* x, int64_t M, const LayerWeights& lw, const LayerWeights& lg,
-                      const Tensor& Wt, const Tensor& dWt, int tgt, const Buf& tsave,
-                      const float* dy, float* dx, bool acc, int64_t row0 = 0) {
-    lora_bwd(x, M, Wt, grad_of(dWt), lw.lora[tgt], &lg.lora[tgt], tgt, tsave, dy, dx, acc, row0);
-  };
-  // Expert e's adapter on projection t (w1/w2/w3), or an unbound pair.
-  static const LoraPair kNoLora;
-  auto expert_lora = [](const LayerWeights& lw, int t, int64_t e) -> const LoraPair& {
-    return size_t(e) < lw.e_lora[t].size() ? lw.e_lora[t][size_t(e)] : kNoLora;
-  };
-  auto expert_key = [](int t, int64_t e) { return int(kLoraTargets + 3 * e + t); };
+  TrainingProducts prod(W, G, cd, backward ? float(p_.lora_dropout) : 0.0f, dropout_key_, frozen);
+  auto grad_of = [&](const Tensor& g) { return prod.grad_of(g); };
+  auto grad_ptr = [&](const Tensor& g) { return prod.grad_ptr(g); };
   a.pos.resize(size_t(N));
   // Attention runs per segment: a packed row holds several conversations, each attending only
   // to itself with positions restarting at 0 (block-diagonal causal mask).
-  std::vector<std::pair<int64_t, int64_t>> segs;  // (first row, length)
+  LayerPass pass;
+  pass.cfg = &c;
+  pass.rows = N;
   for (int64_t bi = 0; bi < B; ++bi) {
     std::vector<int32_t> lens = b.segments.empty() || b.segments[size_t(bi)].empty()
                                     ? std::vector<int32_t>{int32_t(T)}
@@ -243,7 +249,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     int64_t at = bi * T, total = 0;
     for (int32_t len : lens) {
       if (len <= 0) fail("batch: segment lengths must be positive");
-      segs.push_back({at, len});
+      pass.spans.push_back({at, len, at, 0});
       for (int64_t i = 0; i < len; ++i) a.pos[size_t(at + i)] = i;
       at += len, total += len;
     }
@@ -278,103 +284,13 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     const int64_t n = (N + want - 1) / want;
     return (N + n - 1) / n;
   }();
-  // g, u, h [cn, I] of rows [r0, r0 + cn) of the dense MLP (the adapters' t saved at r0).
-  auto mlp_rows_fwd = [&](const LayerWeights& lw, LayerActs& s, int64_t r0, int64_t cn) {
-    const float* xc = s.xn2.data() + r0 * H;
-    float* g = sized(s.g, cn * I);
-    float* u = sized(s.u, cn * I);
-    float* h = sized(s.h, cn * I);
-    proj_fwd(xc, cn, lw, lw.w_gate, kLoraGate, s.lora_t[kLoraGate], g, r0, N);
-    proj_fwd(xc, cn, lw, lw.w_up, kLoraUp, s.lora_t[kLoraUp], u, r0, N);
-    silu_mul(g, u, h, cn * I);
-  };
-  // One decoder layer forward: x [N, H] in place from the layer's input to its output, saving in s
-  // what backward needs. count: add to the MoE routing counts (not when recomputing). dense_mlp:
-  // false in the backward's rerun, which recomputes the dense MLP itself in row chunks.
-  auto layer_fwd = [&](int64_t l, float* x, LayerActs& s, bool count, bool dense_mlp) {
-    const LayerWeights& lw = W.layers[size_t(l)];
-    cur_layer = l;
-    s.x.assign(x, x + N * H);
-    float* xn1 = sized(s.xn1, N * H);
-    rmsnorm(s.x.data(), lw.attn_norm.f32(), xn1, N, H, eps);
-    float* q = sized(s.q, N * Q);
-    float* k = sized(s.k, N * KV);
-    float* v = sized(s.v, N * KV);
-    proj_fwd(xn1, N, lw, lw.wq, kLoraQ, s.lora_t[kLoraQ], q);
-    proj_fwd(xn1, N, lw, lw.wk, kLoraK, s.lora_t[kLoraK], k);
-    proj_fwd(xn1, N, lw, lw.wv, kLoraV, s.lora_t[kLoraV], v);
-    const std::vector<float> inv_freq = rope_inv_freq(c);
-    rope(q, a.pos.data(), N, nh, hd, inv_freq.data());
-    rope(k, a.pos.data(), N, nkv, hd, inv_freq.data());
-    float* att = sized(s.att, N * Q);
-    for (auto [r0, len] : segs)
-      attention(q + r0 * Q, k + r0 * KV, v + r0 * KV, att + r0 * Q, len, 0, nh, nkv, hd, KV,
-                window);
-    float* xmid = sized(s.xmid, N * H);
-    proj_fwd(att, N, lw, lw.wo, kLoraO, s.lora_t[kLoraO], xmid);
-    add_inplace(xmid, s.x.data(), N * H);
-    float* xn2 = sized(s.xn2, N * H);
-    rmsnorm(xmid, lw.mlp_norm.f32(), xn2, N, H, eps);
-    std::memcpy(x, xmid, size_t(N * H) * sizeof(float));
-    if (!c.is_moe()) {
-      if (!dense_mlp) return;
-      Buf out(static_cast<size_t>(N * H));
-      for (int64_t r0 = 0; r0 < N; r0 += mc) {
-        const int64_t cn = std::min(mc, N - r0);
-        mlp_rows_fwd(lw, s, r0, cn);
-        proj_fwd(s.h.data(), cn, lw, lw.w_down, kLoraDown, s.lora_t[kLoraDown], out.data() + r0 * H,
-                 r0, N);
-      }
-      add_inplace(x, out.data(), N * H);
-    } else {
-      float* pr = sized(s.probs, N * E);
-      linear_fwd(cd, xn2, N, lw.router, pr);
-      softmax_rows(pr, N, E);
-      s.topi.assign(size_t(N * K), 0);
-      s.topw.assign(size_t(N * K), 0.f);
-      s.experts.assign(size_t(E), {});
-      std::vector<int64_t> idx(static_cast<size_t>(E));
-      for (int64_t t = 0; t < N; ++t) {
-        const float* p = pr + t * E;
-        std::iota(idx.begin(), idx.end(), 0);
-        std::partial_sort(idx.begin(), idx.begin() + K, idx.end(), [p](int64_t u_, int64_t v_) {
-          return p[u_] > p[v_] || (p[u_] == p[v_] && u_ < v_);
-        });
-        float sum = 0.f;
-        for (int64_t j = 0; j < K; ++j) sum += p[idx[size_t(j)]];
-        for (int64_t j = 0; j < K; ++j) {
-          const int64_t e = idx[size_t(j)];
-          s.topi[size_t(t * K + j)] = e;
-          s.topw[size_t(t * K + j)] = p[e] / sum;
-          s.experts[size_t(e)].rows.push_back(t);
-          s.experts[size_t(e)].slot.push_back(j);
-          if (count && aux_counts(t)) a.expert_count[size_t(e)]++;
-        }
-      }
-      for (int64_t e = 0; e < E; ++e) {
-        ExpertActs& ex = s.experts[size_t(e)];
-        const int64_t n = int64_t(ex.rows.size());
-        if (!n) continue;
-        float* xs = sized(ex.xs, n * H);
-        for (int64_t i = 0; i < n; ++i) std::copy_n(xn2 + ex.rows[size_t(i)] * H, H, xs + i * H);
-        float* g = sized(ex.g, n * I);
-        float* u = sized(ex.u, n * I);
-        float* h = sized(ex.h, n * I);
-        float* y = sized(ex.y, n * H);
-        lora_fwd(xs, n, lw.e_gate[size_t(e)], expert_lora(lw, kLoraW1, e), expert_key(kLoraW1, e),
-                 ex.lora_t[kLoraW1], g);
-        lora_fwd(xs, n, lw.e_up[size_t(e)], expert_lora(lw, kLoraW3, e), expert_key(kLoraW3, e),
-                 ex.lora_t[kLoraW3], u);
-        silu_mul(g, u, h, n * I);
-        lora_fwd(h, n, lw.e_down[size_t(e)], expert_lora(lw, kLoraW2, e), expert_key(kLoraW2, e),
-                 ex.lora_t[kLoraW2], y);
-        for (int64_t i = 0; i < n; ++i) {
-          const int64_t t = ex.rows[size_t(i)];
-          axpy(x + t * H, s.topw[size_t(t * K + ex.slot[size_t(i)])], y + i * H, H);
-        }
-      }
-    }
-  };
+  const std::vector<float> inv_freq = rope_inv_freq(c);
+  pass.positions = a.pos.data();
+  pass.inv_freq = inv_freq.data();
+  pass.mlp_chunk_rows = mc;
+  pass.recompute_mlp = recompute_;
+  pass.expert_count = &a.expert_count;
+  pass.aux_mask = b.aux_mask.empty() ? nullptr : b.aux_mask.data();
   a.expert_psum.assign(size_t(E), 0.0);
   if (recompute_)
     a.layers.clear(), a.xin.resize(size_t(L)), a.xin16.resize(size_t(L));
@@ -382,7 +298,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     a.layers.resize(size_t(L));
   for (int64_t l = 0; l < L; ++l) {
     // With recomputation only each layer's input is kept; backward runs the layer again.
-    LayerActs& s = recompute_ ? a.scratch : a.layers[size_t(l)];
+    LayerActivations& s = recompute_ ? a.scratch : a.layers[size_t(l)];
     if (recompute_ && backward) {  // for the backward's rerun
       if (recompute_bf16_) {
         a.xin16[size_t(l)].resize(size_t(N * H));
@@ -391,7 +307,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
         a.xin[size_t(l)].assign(x, x + N * H);
       }
     }
-    layer_fwd(l, x, s, true, true);
+    decoder_layer_forward(pass, l, W.layers[size_t(l)], prod, x, s);
     p_.release_layer_pages(l);  // a mapped frozen base: this layer's pages leave the resident set
     for (int64_t t = 0; t < N && c.is_moe(); ++t)
       if (aux_counts(t))
@@ -470,7 +386,11 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   // ---- backward ----
   float* dx = sized(a.dx, N * H);
   rmsnorm_backward(a.xf.data(), W.norm.f32(), dxnf, dx, grad_ptr(G.norm), N, H, eps);
-  float* dtmp = sized(a.dtmp, N * H);
+  pass.expert_count = nullptr;  // the backward's reruns do not count routes again
+  RouterAuxLoss aux;
+  aux.coef = aux_coef;
+  aux.rows = double(L * aux_rows);
+  aux.expert_count = &a.expert_count;
   for (int64_t l = L - 1; l >= 0; --l) {
     const LayerWeights& lw = W.layers[size_t(l)];
     const LayerWeights& lg = G.layers[size_t(l)];
@@ -484,112 +404,14 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
       } else {
         xr = std::move(a.xin[size_t(l)]);
       }
-      layer_fwd(l, xr.data(), a.scratch, false, false);
+      decoder_layer_forward(pass, l, lw, prod, xr.data(), a.scratch, nullptr, false);
     }
-    cur_layer = l;
-    LayerActs& s = recompute_ ? a.scratch : a.layers[size_t(l)];
-    // MLP: x_out = xmid + mlp(xn2); dx is d x_out.
-    float* dxn2 = sized(a.dxn, N * H);
-    if (!c.is_moe()) {
-      for (int64_t r0 = 0; r0 < N; r0 += mc) {
-        const int64_t cn = std::min(mc, N - r0);
-        const float* xc = s.xn2.data() + r0 * H;
-        if (recompute_) {  // g, u, h of these rows again, and the down adapter's t
-          mlp_rows_fwd(lw, s, r0, cn);
-          lora_path(s.h.data(), cn, I, lw.lora[kLoraDown], kLoraDown, s.lora_t[kLoraDown], nullptr,
-                    r0, N);
-        }
-        float* dh = sized(a.dh, cn * I);
-        proj_bwd(s.h.data(), cn, lw, lg, lw.w_down, lg.w_down, kLoraDown, s.lora_t[kLoraDown],
-                 dx + r0 * H, dh, false, r0);
-        float* dg = sized(a.dg, cn * I);
-        float* du = sized(a.du, cn * I);
-        silu_mul_backward(s.g.data(), s.u.data(), dh, dg, du, cn * I);
-        proj_bwd(xc, cn, lw, lg, lw.w_gate, lg.w_gate, kLoraGate, s.lora_t[kLoraGate], dg,
-                 dxn2 + r0 * H, false, r0);
-        proj_bwd(xc, cn, lw, lg, lw.w_up, lg.w_up, kLoraUp, s.lora_t[kLoraUp], du, dxn2 + r0 * H,
-                 true, r0);
-      }
-    } else {
-      std::fill(dxn2, dxn2 + N * H, 0.f);
-      Buf dtopw(static_cast<size_t>(N * K), 0.f);
-      for (int64_t e = 0; e < E; ++e) {
-        ExpertActs& ex = s.experts[size_t(e)];
-        const int64_t n = int64_t(ex.rows.size());
-        if (!n) continue;
-        Buf dy(static_cast<size_t>(n * H)), dxs(static_cast<size_t>(n * H));
-        for (int64_t i = 0; i < n; ++i) {
-          const int64_t t = ex.rows[size_t(i)], sl = ex.slot[size_t(i)];
-          const float w = s.topw[size_t(t * K + sl)];
-          double dot = 0;
-          for (int64_t j = 0; j < H; ++j) {
-            dy[size_t(i * H + j)] = w * dx[t * H + j];
-            dot += double(dx[t * H + j]) * ex.y[size_t(i * H + j)];
-          }
-          dtopw[size_t(t * K + sl)] = float(dot);
-        }
-        float* dh = sized(a.dh, n * I);
-        lora_bwd(ex.h.data(), n, lw.e_down[size_t(e)], expert_grad(lg.e_down, e),
-                 expert_lora(lw, kLoraW2, e), &expert_lora(lg, kLoraW2, e), expert_key(kLoraW2, e),
-                 ex.lora_t[kLoraW2], dy.data(), dh, false);
-        float* dg = sized(a.dg, n * I);
-        float* du = sized(a.du, n * I);
-        silu_mul_backward(ex.g.data(), ex.u.data(), dh, dg, du, n * I);
-        lora_bwd(ex.xs.data(), n, lw.e_gate[size_t(e)], expert_grad(lg.e_gate, e),
-                 expert_lora(lw, kLoraW1, e), &expert_lora(lg, kLoraW1, e), expert_key(kLoraW1, e),
-                 ex.lora_t[kLoraW1], dg, dxs.data(), false);
-        lora_bwd(ex.xs.data(), n, lw.e_up[size_t(e)], expert_grad(lg.e_up, e),
-                 expert_lora(lw, kLoraW3, e), &expert_lora(lg, kLoraW3, e), expert_key(kLoraW3, e),
-                 ex.lora_t[kLoraW3], du, dxs.data(), true);
-        for (int64_t i = 0; i < n; ++i)
-          add_inplace(dxn2 + ex.rows[size_t(i)] * H, dxs.data() + i * H, H);
-      }
-      // Router: w_k = p_k / S over the top-k; dp_k = (dw_k - sum_j w_j dw_j) / S. The aux loss adds
-      // coef * E * count_e / R^2 to every row's dp_e. Then softmax backward to the logits.
-      const double R = double(L * aux_rows);
-      Buf dlogit(static_cast<size_t>(N * E));
-      for (int64_t t = 0; t < N; ++t) {
-        const float* p = s.probs.data() + t * E;
-        std::vector<double> dp(static_cast<size_t>(E), 0.0);
-        double S = 0, wdw = 0;
-        for (int64_t j = 0; j < K; ++j) {
-          S += p[s.topi[size_t(t * K + j)]];
-          wdw += double(s.topw[size_t(t * K + j)]) * dtopw[size_t(t * K + j)];
-        }
-        for (int64_t j = 0; j < K; ++j)
-          dp[size_t(s.topi[size_t(t * K + j)])] = (dtopw[size_t(t * K + j)] - wdw) / S;
-        for (int64_t e = 0; e < E && aux_counts(t); ++e)
-          dp[size_t(e)] += aux_coef * double(E) * double(a.expert_count[size_t(e)]) / (R * R);
-        double pdp = 0;
-        for (int64_t e = 0; e < E; ++e) pdp += p[e] * dp[size_t(e)];
-        for (int64_t e = 0; e < E; ++e)
-          dlogit[size_t(t * E + e)] = float(p[e] * (dp[size_t(e)] - pdp));
-      }
-      linear_bwd(cd, s.xn2.data(), N, lw.router, grad_of(lg.router), dlogit.data(), dxn2, true);
-    }
-    // d xmid = dx (residual) + norm backward of dxn2
-    rmsnorm_backward(s.xmid.data(), lw.mlp_norm.f32(), dxn2, dtmp, grad_ptr(lg.mlp_norm), N, H,
-                     eps);
-    add_inplace(dx, dtmp, N * H);
-    // Attention: xmid = x + att Wo^T
-    float* datt = sized(a.datt, N * Q);
-    proj_bwd(s.att.data(), N, lw, lg, lw.wo, lg.wo, kLoraO, s.lora_t[kLoraO], dx, datt, false);
-    float* dq = sized(a.dq, N * Q);
-    float* dk = sized(a.dk, N * KV);
-    float* dv = sized(a.dv, N * KV);
-    for (auto [r0, len] : segs)
-      attention_backward(s.q.data() + r0 * Q, s.k.data() + r0 * KV, s.v.data() + r0 * KV,
-                         datt + r0 * Q, dq + r0 * Q, dk + r0 * KV, dv + r0 * KV, len, nh, nkv, hd,
-                         window);
-    const std::vector<float> inv_freq = rope_inv_freq(c);
-    rope_backward(dq, a.pos.data(), N, nh, hd, inv_freq.data());
-    rope_backward(dk, a.pos.data(), N, nkv, hd, inv_freq.data());
-    float* dxn1 = sized(a.dxn, N * H);
-    proj_bwd(s.xn1.data(), N, lw, lg, lw.wq, lg.wq, kLoraQ, s.lora_t[kLoraQ], dq, dxn1, false);
-    proj_bwd(s.xn1.data(), N, lw, lg, lw.wk, lg.wk, kLoraK, s.lora_t[kLoraK], dk, dxn1, true);
-    proj_bwd(s.xn1.data(), N, lw, lg, lw.wv, lg.wv, kLoraV, s.lora_t[kLoraV], dv, dxn1, true);
-    rmsnorm_backward(s.x.data(), lw.attn_norm.f32(), dxn1, dtmp, grad_ptr(lg.attn_norm), N, H, eps);
-    add_inplace(dx, dtmp, N * H);
+    LayerActivations& s = recompute_ ? a.scratch : a.layers[size_t(l)];
+    LayerVectorGrads vg;
+    vg.attn_norm = grad_ptr(lg.attn_norm), vg.mlp_norm = grad_ptr(lg.mlp_norm);
+    vg.bq = grad_ptr(lg.bq), vg.bk = grad_ptr(lg.bk), vg.bv = grad_ptr(lg.bv);
+    vg.bo = grad_ptr(lg.bo), vg.q_norm = grad_ptr(lg.q_norm), vg.k_norm = grad_ptr(lg.k_norm);
+    decoder_layer_backward(pass, l, lw, prod, s, dx, vg, aux, a.grads);
     p_.release_layer_pages(l);
   }
   // Embedding: scatter-add the rows.

@@ -1,6 +1,7 @@
-// Forward and backward of a causal LM (llama, mistral, mixtral) over a batch, in F32, for
-// training. Function pairs over saved activations (llm.c's shape): forward keeps what backward
-// needs, backward walks the layers in reverse and accumulates into ParamStore::grads.
+// Forward and backward of a causal LM (llama, mistral, mixtral, qwen2, qwen3) over a batch, in F32,
+// for training; the layers are model/decoder_block's. Function pairs over saved activations
+// (llm.c's shape): forward keeps what backward needs, backward walks the layers in reverse and
+// accumulates into ParamStore::grads.
 #pragma once
 #include <cstdint>
 #include <functional>

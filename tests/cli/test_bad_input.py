@@ -321,7 +321,10 @@ def file_cases(tmp, good, copy, tensors):
     cfg_case("config heads not a multiple of kv heads", lambda c: dict(c, num_key_value_heads=3), ["num_key_value_heads"])
     cfg_case("config rope_scaling yarn", lambda c: dict(c, rope_scaling={"rope_type": "yarn", "factor": 2.0}), ["rope_scaling.rope_type", "yarn"])
     cfg_case("config rope_scaling llama3 without its fields", lambda c: dict(c, rope_scaling={"rope_type": "llama3", "factor": 8.0}), ["rope_scaling.low_freq_factor", "missing"])
-    cfg_case("config attention_bias", lambda c: dict(c, attention_bias=True), ["attention_bias", "not supported"])
+    cfg_case("config mlp_bias", lambda c: dict(c, mlp_bias=True), ["mlp_bias", "not supported"])
+    cfg_case("config attention_bias not a bool", lambda c: dict(c, attention_bias="yes"), ["attention_bias", "true or false"])
+    cfg_case("config qwen2 use_sliding_window", lambda c: dict(c, model_type="qwen2", use_sliding_window=True),
+             ["use_sliding_window", "not supported"])
     cfg_case("config experts 10^9", lambda c: dict(c, model_type="mixtral", num_local_experts=10**9, num_experts_per_tok=2),
              ["num_local_experts", "at most"])
     cfg_case("config a JSON array", lambda c: [c], ["not a JSON object"])

@@ -7,15 +7,21 @@ models people bring today:
   - linear rope_scaling;
   - a plain model whose rope_theta is only inside rope_parameters (transformers v5's layout);
   - Mistral Nemo's explicit head_dim (not hidden_size / heads) with a sliding window, and tied
-    embeddings (Llama 3.2 1B/3B), through MistralForCausalLM / LlamaForCausalLM.
+    embeddings (Llama 3.2 1B/3B), through MistralForCausalLM / LlamaForCausalLM;
+  - Qwen2 / Qwen2.5 (q, k, v biases; tied embeddings as the small ones have), Qwen3 (per-head
+    q_norm / k_norm before RoPE, explicit head_dim, with and without attention_bias) and Llama's
+    attention_bias, through Qwen2ForCausalLM / Qwen3ForCausalLM / LlamaForCausalLM: logits, and
+    for these also the training step's loss and every gradient (lamina_train_probe, the trainer's
+    TrainGraph) against transformers' loss.backward().
 original_max_position_embeddings is set small, so the scaled frequencies matter at the test's
 positions; each scaled case also checks that plain RoPE would give clearly other logits.
 
-usage: test_transformers_models.py LAMINA        prints 'N passed, M failed'
+usage: test_transformers_models.py LAMINA TRAIN_PROBE        prints 'N passed, M failed'
 """
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -25,11 +31,13 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
 from harness import Report, runner  # noqa: E402
 
-from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM  # noqa: E402
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,  # noqa: E402
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 report = Report()
 check = report.check
 run = runner(os.path.abspath(sys.argv[1]), echo_failures=False)
+probe = os.path.abspath(sys.argv[2])
 torch.set_num_threads(2)
 
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -43,7 +51,17 @@ CASES = {
     "llama, tied embeddings": (None, 10000.0, "hub", {"tie_word_embeddings": True}),
     "mistral, head_dim 32 != 64 / 4, sliding window 12": (None, 1000000.0, "hub",
                                                           {"mistral": True, "head_dim": 32, "sliding_window": 12}),
+    "qwen2, q/k/v biases, tied embeddings": (None, 1000000.0, "hub",
+                                             {"arch": "qwen2", "tie_word_embeddings": True, "head_dim": None}),
+    "qwen3, q/k norms, head_dim 32": (None, 1000000.0, "hub", {"arch": "qwen3", "head_dim": 32}),
+    "qwen3, q/k norms and attention_bias": (None, 1000000.0, "hub", {"arch": "qwen3", "attention_bias": True}),
+    "llama, attention_bias": (None, 10000.0, "hub", {"attention_bias": True}),
 }
+ARCHS = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+         "qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
+# The cases whose training step is checked too (the architectures' own layer parts).
+GRADIENT_CASES = {"qwen2, q/k/v biases, tied embeddings", "qwen3, q/k norms, head_dim 32",
+                  "qwen3, q/k norms and attention_bias", "llama, attention_bias"}
 T = 48
 # Measured max abs logit error (logits of magnitude ~3): 4.3e-6 to 7.7e-6; bound a few times that.
 TOL = 2e-5
@@ -51,20 +69,22 @@ TOL = 2e-5
 
 def build(d, scaling, theta, layout, extra, seed):
     extra = dict(extra)
-    mistral = extra.pop("mistral", False)
+    arch = extra.pop("arch", "mistral" if extra.pop("mistral", False) else "llama")
     kw = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, head_dim=16, vocab_size=512, max_position_embeddings=256,
               rope_theta=theta, tie_word_embeddings=False, attn_implementation="eager")
     kw.update(extra)
-    if mistral:
-        cfg = MistralConfig(**kw)
-    else:
-        cfg = LlamaConfig(rope_scaling=scaling, **kw)
+    if kw["head_dim"] is None:  # derived from hidden_size / heads, as Qwen2 does
+        del kw["head_dim"]
+    Config, Model = ARCHS[arch]
+    cfg = Config(rope_scaling=scaling, **kw) if arch == "llama" else Config(**kw)
     torch.manual_seed(seed)
-    model = (MistralForCausalLM if mistral else LlamaForCausalLM)(cfg).float().eval()
+    model = Model(cfg).float().eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(1 + 0.1 * torch.randn_like(p) if p.dim() == 1 else 0.15 * torch.randn_like(p))
+            bias = name.endswith(".bias")
+            p.copy_(0.3 * torch.randn_like(p) if bias else
+                    1 + 0.1 * torch.randn_like(p) if p.dim() == 1 else 0.15 * torch.randn_like(p))
     model.save_pretrained(d, safe_serialization=True)
     path = os.path.join(d, "config.json")
     c = json.load(open(path))
@@ -79,6 +99,62 @@ def build(d, scaling, theta, layout, extra, seed):
         check(f"transformers wrote rope_parameters ({layout})", "rope_parameters" in c, json.dumps(c)[:200])
     json.dump(c, open(path, "w"), indent=2)
     return model
+
+
+# Measured relative error of the gradients (F32 both sides): ~1e-6; bound a few times that.
+GRAD_TOL = 2e-5
+
+
+def check_training_step(name, d, model, ids, tmp):
+    """One TrainGraph step (mean next-token cross-entropy, every tensor trainable) against
+    transformers' loss.backward() on the same model."""
+    batch = {"B": 1, "T": len(ids) - 1, "tokens": ids[:-1], "targets": ids[1:], "weights": [1.0] * (len(ids) - 1),
+             "aux_coef": 0.0}
+    bf = os.path.join(tmp, "batch.json")
+    json.dump(batch, open(bf, "w"))
+    prefix = os.path.join(tmp, "probe")
+    p = subprocess.run([probe, d, bf, prefix], capture_output=True, text=True)
+    if not check(f"{name}: training step runs", p.returncode == 0, p.stderr[-400:]):
+        return
+    got = np.load(prefix + ".grads.npy")
+    meta = json.load(open(prefix + ".json"))
+    model.zero_grad()
+    logits = model(torch.tensor([ids[:-1]])).logits[0]
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]))
+    loss.backward()
+    check(f"{name}: training loss {meta['loss']:.6f} equals transformers' {loss.item():.6f}",
+          abs(meta["loss"] - loss.item()) < 1e-5)
+    params = dict(model.named_parameters())
+    worst, worst_name, missing = 0.0, "", []
+    names = {t["name"] for t in meta["tensors"]}
+    for t in meta["tensors"]:
+        ref = params[t["name"]].grad.reshape(-1).numpy()
+        g = got[t["offset"]: t["offset"] + t["numel"]]
+        rel = np.linalg.norm(g - ref) / max(np.linalg.norm(ref), 1e-12)
+        if rel > worst:
+            worst, worst_name = rel, t["name"]
+    missing = [n for n in params if n not in names and not (n == "lm_head.weight" and model.config.tie_word_embeddings)]
+    check(f"{name}: every gradient equals transformers' (worst relative error {worst:.2e} in {worst_name}, "
+          f"tol {GRAD_TOL:g})", worst <= GRAD_TOL and not missing, f"not trained: {missing[:4]}")
+
+
+def check_gguf_round_trip(name, d, ids, want, tmp):
+    """export-gguf (F32) in llama.cpp's form for the architecture (qwen2 / qwen3: NEOX RoPE, rows
+    unpermuted; llama: Q/K rows and biases permuted), read back by lamina: transformers' logits."""
+    g = os.path.join(tmp, os.path.basename(d) + ".gguf")
+    p = run("export-gguf", "--model", d, "--out", g, "--outtype", "f32", "--force")
+    if name.startswith("qwen3") and "attention_bias" in name:  # llama.cpp's qwen3 has no biases
+        check(f"{name}: export-gguf refuses it, naming why", p.returncode == 1 and "attention_bias" in p.stderr
+              and not os.path.exists(g), p.stderr[-300:])
+        return
+    if not check(f"{name}: export-gguf runs", p.returncode == 0, p.stderr[-300:]):
+        return
+    out = os.path.join(tmp, "gguf.npy")
+    p = run("score", "--model", g, "--tokenizer", d, "--ids", ",".join(map(str, ids)), "--dump-logits", out)
+    if not check(f"{name}: lamina scores the GGUF", p.returncode == 0, p.stderr[-300:]):
+        return
+    err = (torch.from_numpy(np.load(out)) - want).abs().max().item()
+    check(f"{name}: the GGUF's logits equal transformers' (max abs err {err:.2e}, tol {TOL:g})", err <= TOL)
 
 
 def main():
@@ -104,6 +180,9 @@ def main():
             err = (got - want).abs().max().item()
             check(f"{name}: logits equal transformers' (max abs err {err:.2e}, tol {TOL:g})",
                   got.shape == want.shape and err <= TOL, f"shape {tuple(got.shape)} vs {tuple(want.shape)}")
+            if name in GRADIENT_CASES:
+                check_training_step(name, d, model, ids, tmp)
+                check_gguf_round_trip(name, d, ids, want, tmp)
             if scaling is not None:
                 plain = LlamaForCausalLM(LlamaConfig(**{**model.config.to_dict(), "rope_scaling": None,
                                                         "rope_parameters": {"rope_type": "default",

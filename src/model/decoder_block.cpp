@@ -1,0 +1,342 @@
+#include "model/decoder_block.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "core/error.h"
+#include "kernels/ops.h"
+#include "kernels/ops_backward.h"
+
+namespace lamina {
+
+const Tensor& product_weight(const LayerWeights& lw, Product p, int64_t e) {
+  switch (p) {
+    case Product::kQ:
+      return lw.wq;
+    case Product::kK:
+      return lw.wk;
+    case Product::kV:
+      return lw.wv;
+    case Product::kO:
+      return lw.wo;
+    case Product::kGate:
+      return lw.w_gate;
+    case Product::kUp:
+      return lw.w_up;
+    case Product::kDown:
+      return lw.w_down;
+    case Product::kRouter:
+      return lw.router;
+    case Product::kExpertGate:
+      return lw.e_gate.at(size_t(e));
+    case Product::kExpertUp:
+      return lw.e_up.at(size_t(e));
+    case Product::kExpertDown:
+      return lw.e_down.at(size_t(e));
+  }
+  fail("product_weight: unknown product");
+}
+
+void LayerProducts::backward(int64_t, Product, int64_t, const float*, int64_t, const float*, float*,
+                             bool, const Buf&, int64_t) {
+  fail("these layer products have no backward (inference)");
+}
+
+namespace {
+
+float* sized(Buf& b, int64_t n) {
+  b.resize(size_t(n));
+  return b.data();
+}
+
+int64_t mlp_chunk(const LayerPass& pass) {
+  return pass.mlp_chunk_rows > 0 ? std::min(pass.mlp_chunk_rows, pass.rows) : pass.rows;
+}
+
+bool counted(const LayerPass& pass, int64_t t) {
+  return !pass.aux_mask || pass.aux_mask[t] != 0;
+}
+
+// y[n, d] += b[d] on every row.
+void add_bias(float* y, const Tensor& b, int64_t n, int64_t d) {
+  for (int64_t r = 0; r < n; ++r) add_inplace(y + r * d, b.f32(), d);
+}
+// db[d] += sum over rows of dy[n, d].
+void bias_grad(float* db, const float* dy, int64_t n, int64_t d) {
+  if (!db) return;
+  for (int64_t r = 0; r < n; ++r) add_inplace(db, dy + r * d, d);
+}
+
+// g, u, h [cn, I] of rows [r0, r0 + cn) of the dense MLP, from xn2.
+void mlp_rows_forward(const LayerPass& pass, int64_t layer, LayerProducts& prod,
+                      LayerActivations& s, int64_t r0, int64_t cn) {
+  const int64_t H = pass.cfg->hidden_size, I = pass.cfg->intermediate_size, N = pass.rows;
+  const float* xc = s.xn2.data() + r0 * H;
+  float* g = sized(s.g, cn * I);
+  float* u = sized(s.u, cn * I);
+  float* h = sized(s.h, cn * I);
+  prod.forward(layer, Product::kGate, -1, xc, cn, g, s.saved[size_t(Product::kGate)], r0, N);
+  prod.forward(layer, Product::kUp, -1, xc, cn, u, s.saved[size_t(Product::kUp)], r0, N);
+  silu_mul(g, u, h, cn * I);
+}
+
+// Mixtral's sparse MoE on xn2 [N, H], added into x: softmax over all E router logits (F32), top-k
+// (torch.topk's order: larger first, ties to the lower index), the k weights renormalised to sum
+// 1, x += sum_k weight_k * expert_k(xn2). Tokens are grouped per expert, so each expert runs one
+// batched product over the tokens routed to it.
+void moe_forward(const LayerPass& pass, int64_t layer, LayerProducts& prod, float* x,
+                 LayerActivations& s) {
+  const ModelConfig& c = *pass.cfg;
+  const int64_t N = pass.rows, H = c.hidden_size, I = c.intermediate_size;
+  const int64_t E = c.num_local_experts, K = c.num_experts_per_tok;
+  float* pr = sized(s.probs, N * E);
+  Buf none;
+  prod.forward(layer, Product::kRouter, -1, s.xn2.data(), N, pr, none, 0, N);  // logits [N, E]
+  softmax_rows(pr, N, E);
+  s.topi.assign(size_t(N * K), 0);
+  s.topw.assign(size_t(N * K), 0.f);
+  s.experts.resize(size_t(E));
+  for (ExpertActivations& ex : s.experts) ex.rows.clear(), ex.slot.clear();
+  std::vector<int64_t> idx(static_cast<size_t>(E));
+  for (int64_t t = 0; t < N; ++t) {
+    const float* p = pr + t * E;
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + K, idx.end(),
+                      [p](int64_t a, int64_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    float sum = 0.f;
+    for (int64_t j = 0; j < K; ++j) sum += p[idx[size_t(j)]];
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t e = idx[size_t(j)];
+      s.topi[size_t(t * K + j)] = e;
+      s.topw[size_t(t * K + j)] = p[e] / sum;
+      s.experts[size_t(e)].rows.push_back(t);
+      s.experts[size_t(e)].slot.push_back(j);
+      if (pass.expert_count && counted(pass, t)) (*pass.expert_count)[size_t(e)]++;
+    }
+  }
+  for (int64_t e = 0; e < E; ++e) {
+    ExpertActivations& ex = s.experts[size_t(e)];
+    const int64_t n = int64_t(ex.rows.size());
+    if (!n) continue;
+    float* xs = sized(ex.xs, n * H);  // the n tokens routed to expert e
+    for (int64_t i = 0; i < n; ++i)
+      std::copy_n(s.xn2.data() + ex.rows[size_t(i)] * H, H, xs + i * H);
+    float* g = sized(ex.g, n * I);
+    float* u = sized(ex.u, n * I);
+    float* h = sized(ex.h, n * I);
+    float* y = sized(ex.y, n * H);
+    prod.forward(layer, Product::kExpertGate, e, xs, n, g, ex.saved[0], 0, n);
+    prod.forward(layer, Product::kExpertUp, e, xs, n, u, ex.saved[1], 0, n);
+    silu_mul(g, u, h, n * I);
+    prod.forward(layer, Product::kExpertDown, e, h, n, y, ex.saved[2], 0, n);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = ex.rows[size_t(i)];
+      axpy(x + t * H, s.topw[size_t(t * K + ex.slot[size_t(i)])], y + i * H, H);
+    }
+  }
+}
+
+// Backward of moe_forward: dx [N, H] is d x_out; writes d xn2 into dxn2.
+void moe_backward(const LayerPass& pass, int64_t layer, LayerProducts& prod, LayerActivations& s,
+                  const float* dx, float* dxn2, const RouterAuxLoss& aux, LayerGradScratch& gs) {
+  const ModelConfig& c = *pass.cfg;
+  const int64_t N = pass.rows, H = c.hidden_size, I = c.intermediate_size;
+  const int64_t E = c.num_local_experts, K = c.num_experts_per_tok;
+  std::fill(dxn2, dxn2 + N * H, 0.f);
+  Buf dtopw(static_cast<size_t>(N * K), 0.f);
+  for (int64_t e = 0; e < E; ++e) {
+    ExpertActivations& ex = s.experts[size_t(e)];
+    const int64_t n = int64_t(ex.rows.size());
+    if (!n) continue;
+    Buf dy(static_cast<size_t>(n * H)), dxs(static_cast<size_t>(n * H));
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = ex.rows[size_t(i)], sl = ex.slot[size_t(i)];
+      const float w = s.topw[size_t(t * K + sl)];
+      double dot = 0;
+      for (int64_t j = 0; j < H; ++j) {
+        dy[size_t(i * H + j)] = w * dx[t * H + j];
+        dot += double(dx[t * H + j]) * ex.y[size_t(i * H + j)];
+      }
+      dtopw[size_t(t * K + sl)] = float(dot);
+    }
+    float* dh = sized(gs.dh, n * I);
+    prod.backward(layer, Product::kExpertDown, e, ex.h.data(), n, dy.data(), dh, false, ex.saved[2],
+                  0);
+    float* dg = sized(gs.dg, n * I);
+    float* du = sized(gs.du, n * I);
+    silu_mul_backward(ex.g.data(), ex.u.data(), dh, dg, du, n * I);
+    prod.backward(layer, Product::kExpertGate, e, ex.xs.data(), n, dg, dxs.data(), false,
+                  ex.saved[0], 0);
+    prod.backward(layer, Product::kExpertUp, e, ex.xs.data(), n, du, dxs.data(), true, ex.saved[1],
+                  0);
+    for (int64_t i = 0; i < n; ++i)
+      add_inplace(dxn2 + ex.rows[size_t(i)] * H, dxs.data() + i * H, H);
+  }
+  // Router: w_k = p_k / S over the top-k; dp_k = (dw_k - sum_j w_j dw_j) / S. The aux loss adds
+  // coef * E * count_e / R^2 to every counted row's dp_e. Then softmax backward to the logits.
+  Buf dlogit(static_cast<size_t>(N * E));
+  std::vector<double> dp(static_cast<size_t>(E));
+  for (int64_t t = 0; t < N; ++t) {
+    const float* p = s.probs.data() + t * E;
+    std::fill(dp.begin(), dp.end(), 0.0);
+    double S = 0, wdw = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      S += p[s.topi[size_t(t * K + j)]];
+      wdw += double(s.topw[size_t(t * K + j)]) * dtopw[size_t(t * K + j)];
+    }
+    for (int64_t j = 0; j < K; ++j)
+      dp[size_t(s.topi[size_t(t * K + j)])] = (dtopw[size_t(t * K + j)] - wdw) / S;
+    for (int64_t e = 0; e < E && aux.expert_count && counted(pass, t); ++e)
+      dp[size_t(e)] +=
+          aux.coef * double(E) * double((*aux.expert_count)[size_t(e)]) / (aux.rows * aux.rows);
+    double pdp = 0;
+    for (int64_t e = 0; e < E; ++e) pdp += p[e] * dp[size_t(e)];
+    for (int64_t e = 0; e < E; ++e) dlogit[size_t(t * E + e)] = float(p[e] * (dp[size_t(e)] - pdp));
+  }
+  Buf none;
+  prod.backward(layer, Product::kRouter, -1, s.xn2.data(), N, dlogit.data(), dxn2, true, none, 0);
+}
+
+}  // namespace
+
+void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeights& lw,
+                           LayerProducts& prod, float* x, LayerActivations& s,
+                           const KeyValueRows* kv, bool dense_mlp) {
+  const ModelConfig& c = *pass.cfg;
+  const int64_t N = pass.rows, H = c.hidden_size;
+  const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
+  const int64_t Q = nh * hd, KV = nkv * hd, window = c.sliding_window.value_or(0);
+  const float eps = float(c.rms_norm_eps);
+  // Attention half: xmid = x + o_proj(attention(rope(q), rope(k), v)) over rmsnorm(x).
+  s.x.assign(x, x + N * H);
+  float* xn1 = sized(s.xn1, N * H);
+  rmsnorm(s.x.data(), lw.attn_norm.f32(), xn1, N, H, eps);
+  float* q = sized(s.q, N * Q);  // [N, nh, hd]
+  float* kstore = kv ? kv->k : sized(s.k, N * KV);
+  float* vstore = kv ? kv->v : sized(s.v, N * KV);
+  float* k = kstore + (kv ? kv->row0 : 0) * KV;  // the new rows [N, nkv, hd]
+  float* v = vstore + (kv ? kv->row0 : 0) * KV;
+  prod.forward(layer, Product::kQ, -1, xn1, N, q, s.saved[size_t(Product::kQ)], 0, N);
+  prod.forward(layer, Product::kK, -1, xn1, N, k, s.saved[size_t(Product::kK)], 0, N);
+  prod.forward(layer, Product::kV, -1, xn1, N, v, s.saved[size_t(Product::kV)], 0, N);
+  if (c.qkv_bias) {
+    add_bias(q, lw.bq, N, Q);
+    add_bias(k, lw.bk, N, KV);
+    add_bias(v, lw.bv, N, KV);
+  }
+  if (c.qk_norm) {  // Qwen3: each head's query and key RMS-normalised over its hd values
+    s.q_raw.assign(q, q + N * Q);
+    s.k_raw.assign(k, k + N * KV);
+    rmsnorm(q, lw.q_norm.f32(), q, N * nh, hd, eps);
+    rmsnorm(k, lw.k_norm.f32(), k, N * nkv, hd, eps);
+  }
+  rope(q, pass.positions, N, nh, hd, pass.inv_freq);
+  rope(k, pass.positions, N, nkv, hd, pass.inv_freq);
+  float* att = sized(s.att, N * Q);
+  for (const AttentionSpan& sp : pass.spans)
+    attention(q + sp.row * Q, kstore + sp.key * KV, vstore + sp.key * KV, att + sp.row * Q, sp.len,
+              sp.past, nh, nkv, hd, KV, window);
+  float* xmid = sized(s.xmid, N * H);
+  prod.forward(layer, Product::kO, -1, att, N, xmid, s.saved[size_t(Product::kO)], 0, N);
+  if (c.o_bias) add_bias(xmid, lw.bo, N, H);
+  add_inplace(xmid, s.x.data(), N * H);
+  // MLP half: x_out = xmid + mlp(rmsnorm(xmid)).
+  float* xn2 = sized(s.xn2, N * H);
+  rmsnorm(xmid, lw.mlp_norm.f32(), xn2, N, H, eps);
+  std::memcpy(x, xmid, size_t(N * H) * sizeof(float));
+  if (c.is_moe()) return moe_forward(pass, layer, prod, x, s);
+  if (!dense_mlp) return;
+  const int64_t mc = mlp_chunk(pass);
+  float* out = sized(s.y_dense, N * H);
+  for (int64_t r0 = 0; r0 < N; r0 += mc) {
+    const int64_t cn = std::min(mc, N - r0);
+    mlp_rows_forward(pass, layer, prod, s, r0, cn);
+    prod.forward(layer, Product::kDown, -1, s.h.data(), cn, out + r0 * H,
+                 s.saved[size_t(Product::kDown)], r0, N);
+  }
+  add_inplace(x, out, N * H);
+}
+
+void decoder_layer_backward(const LayerPass& pass, int64_t layer, const LayerWeights& lw,
+                            LayerProducts& prod, LayerActivations& s, float* dx,
+                            const LayerVectorGrads& vg, const RouterAuxLoss& aux,
+                            LayerGradScratch& gs) {
+  const ModelConfig& c = *pass.cfg;
+  const int64_t N = pass.rows, H = c.hidden_size, I = c.intermediate_size;
+  const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
+  const int64_t Q = nh * hd, KV = nkv * hd, window = c.sliding_window.value_or(0);
+  const float eps = float(c.rms_norm_eps);
+  // MLP half: x_out = xmid + mlp(xn2); dx is d x_out.
+  float* dxn2 = sized(gs.dxn, N * H);
+  if (c.is_moe()) {
+    moe_backward(pass, layer, prod, s, dx, dxn2, aux, gs);
+  } else {
+    const int64_t mc = mlp_chunk(pass);
+    Buf& saved_down = s.saved[size_t(Product::kDown)];
+    for (int64_t r0 = 0; r0 < N; r0 += mc) {
+      const int64_t cn = std::min(mc, N - r0);
+      const float* xc = s.xn2.data() + r0 * H;
+      if (pass.recompute_mlp) {  // g, u, h of these rows again, and the down product's state
+        mlp_rows_forward(pass, layer, prod, s, r0, cn);
+        prod.forward(layer, Product::kDown, -1, s.h.data(), cn, nullptr, saved_down, r0, N);
+      }
+      float* dh = sized(gs.dh, cn * I);
+      prod.backward(layer, Product::kDown, -1, s.h.data(), cn, dx + r0 * H, dh, false, saved_down,
+                    r0);
+      float* dg = sized(gs.dg, cn * I);
+      float* du = sized(gs.du, cn * I);
+      silu_mul_backward(s.g.data(), s.u.data(), dh, dg, du, cn * I);
+      prod.backward(layer, Product::kGate, -1, xc, cn, dg, dxn2 + r0 * H, false,
+                    s.saved[size_t(Product::kGate)], r0);
+      prod.backward(layer, Product::kUp, -1, xc, cn, du, dxn2 + r0 * H, true,
+                    s.saved[size_t(Product::kUp)], r0);
+    }
+  }
+  // d xmid = dx (residual) + the norm's backward of d xn2.
+  float* dtmp = sized(gs.dtmp, N * H);
+  rmsnorm_backward(s.xmid.data(), lw.mlp_norm.f32(), dxn2, dtmp, vg.mlp_norm, N, H, eps);
+  add_inplace(dx, dtmp, N * H);
+  // Attention half: xmid = x + att Wo^T (+ bo).
+  if (c.o_bias) bias_grad(vg.bo, dx, N, H);
+  float* datt = sized(gs.datt, N * Q);
+  prod.backward(layer, Product::kO, -1, s.att.data(), N, dx, datt, false,
+                s.saved[size_t(Product::kO)], 0);
+  float* dq = sized(gs.dq, N * Q);
+  float* dk = sized(gs.dk, N * KV);
+  float* dv = sized(gs.dv, N * KV);
+  for (const AttentionSpan& sp : pass.spans) {
+    LAMINA_CHECK(sp.key == sp.row && sp.past == 0,
+                 "attention backward: spans over a key/value cache have no backward");
+    attention_backward(s.q.data() + sp.row * Q, s.k.data() + sp.row * KV, s.v.data() + sp.row * KV,
+                       datt + sp.row * Q, dq + sp.row * Q, dk + sp.row * KV, dv + sp.row * KV,
+                       sp.len, nh, nkv, hd, window);
+  }
+  rope_backward(dq, pass.positions, N, nh, hd, pass.inv_freq);
+  rope_backward(dk, pass.positions, N, nkv, hd, pass.inv_freq);
+  if (c.qk_norm) {     // back through the per-head norms, to q and k as projected
+    Buf& t = gs.dtmp;  // d xmid's part is spent
+    t.resize(size_t(std::max(Q, KV) * N));
+    rmsnorm_backward(s.q_raw.data(), lw.q_norm.f32(), dq, t.data(), vg.q_norm, N * nh, hd, eps);
+    std::copy_n(t.data(), N * Q, dq);
+    rmsnorm_backward(s.k_raw.data(), lw.k_norm.f32(), dk, t.data(), vg.k_norm, N * nkv, hd, eps);
+    std::copy_n(t.data(), N * KV, dk);
+  }
+  if (c.qkv_bias) {
+    bias_grad(vg.bq, dq, N, Q);
+    bias_grad(vg.bk, dk, N, KV);
+    bias_grad(vg.bv, dv, N, KV);
+  }
+  float* dxn1 = sized(gs.dxn, N * H);  // d xn2 is spent: its buffer is reused
+  prod.backward(layer, Product::kQ, -1, s.xn1.data(), N, dq, dxn1, false,
+                s.saved[size_t(Product::kQ)], 0);
+  prod.backward(layer, Product::kK, -1, s.xn1.data(), N, dk, dxn1, true,
+                s.saved[size_t(Product::kK)], 0);
+  prod.backward(layer, Product::kV, -1, s.xn1.data(), N, dv, dxn1, true,
+                s.saved[size_t(Product::kV)], 0);
+  dtmp = sized(gs.dtmp, N * H);
+  rmsnorm_backward(s.x.data(), lw.attn_norm.f32(), dxn1, dtmp, vg.attn_norm, N, H, eps);
+  add_inplace(dx, dtmp, N * H);
+}
+
+}  // namespace lamina
