@@ -51,8 +51,9 @@ float normal_at(uint64_t key, uint64_t i) {
 }  // namespace
 
 std::vector<std::string> preset_names() {
-  return {"tiny",       "tiny-mistral", "tiny-mixtral", "llama2-7b",
-          "mistral-7b", "openchat-3.5", "solar-10.7b",  "mixtral-8x7b"};
+  return {"tiny",         "tiny-mistral", "tiny-mixtral", "tiny-qwen2",  "tiny-qwen3",
+          "llama2-7b",    "mistral-7b",   "openchat-3.5", "solar-10.7b", "mixtral-8x7b",
+          "llama-3.2-1b", "llama-3.1-8b", "qwen2.5-7b",   "qwen3-0.6b",  "qwen3-8b"};
 }
 
 json preset_config(const std::string& shape) {
@@ -96,6 +97,49 @@ json preset_config(const std::string& shape) {
     j["num_experts_per_tok"] = 2;
     j["router_aux_loss_coef"] = 0.02;
     j["sliding_window"] = nullptr;
+  } else if (shape == "tiny-qwen2") {
+    j = tiny_base();
+    j["model_type"] = "qwen2";
+    j["tie_word_embeddings"] = true;
+  } else if (shape == "tiny-qwen3") {
+    j = tiny_base();
+    j["model_type"] = "qwen3";
+    j["head_dim"] = 32;
+  } else if (shape == "llama-3.2-1b" || shape == "llama-3.1-8b") {
+    // The Hub's config.json of meta-llama/Llama-3.2-1B and Llama-3.1-8B.
+    const bool small = shape == "llama-3.2-1b";
+    j = big_base(small ? 16 : 32, 128256, 131072, 500000.0);
+    j["model_type"] = "llama";
+    if (small) {
+      j["hidden_size"] = 2048, j["intermediate_size"] = 8192, j["head_dim"] = 64;
+      j["tie_word_embeddings"] = true;
+    }
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", small ? 32.0 : 8.0},
+                         {"low_freq_factor", 1.0},
+                         {"high_freq_factor", 4.0},
+                         {"original_max_position_embeddings", 8192}};
+    j["bos_token_id"] = 128000;
+    j["eos_token_id"] = {128001, 128008, 128009};
+  } else if (shape == "qwen2.5-7b") {  // Qwen/Qwen2.5-7B-Instruct
+    j = big_base(28, 152064, 32768, 1e6);
+    j["model_type"] = "qwen2";
+    j["hidden_size"] = 3584, j["intermediate_size"] = 18944;
+    j["num_attention_heads"] = 28, j["num_key_value_heads"] = 4;
+    j["rms_norm_eps"] = 1e-6;
+    j["bos_token_id"] = 151643, j["eos_token_id"] = 151645;
+  } else if (shape == "qwen3-0.6b" || shape == "qwen3-8b") {  // Qwen/Qwen3-0.6B, Qwen/Qwen3-8B
+    const bool small = shape == "qwen3-0.6b";
+    j = big_base(small ? 28 : 36, 151936, 40960, 1e6);
+    j["model_type"] = "qwen3";
+    j["head_dim"] = 128;
+    j["intermediate_size"] = small ? 3072 : 12288;
+    if (small) {
+      j["hidden_size"] = 1024, j["num_attention_heads"] = 16;
+      j["tie_word_embeddings"] = true;
+    }
+    j["rms_norm_eps"] = 1e-6;
+    j["bos_token_id"] = 151643, j["eos_token_id"] = 151645;
   } else {
     std::string names;
     for (auto& n : preset_names()) names += (names.empty() ? "" : ", ") + n;

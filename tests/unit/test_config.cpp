@@ -41,6 +41,23 @@ TEST(ModelConfig, RealShapesGiveRealParameterCounts) {
   EXPECT_EQ(openchat.eos_token_ids, std::vector<int64_t>{32000});
 }
 
+// init --shape's real shapes: parameter counts as transformers counts them (AutoModelForCausalLM
+// from the same config on the meta device, transformers 5.23).
+TEST(ModelConfig, PresetShapesGiveTransformersParameterCounts) {
+  const std::pair<const char*, int64_t> want[] = {{"llama-3.2-1b", 1235814400},
+                                                  {"llama-3.1-8b", 8030261248},
+                                                  {"qwen2.5-7b", 7615616512},
+                                                  {"qwen3-0.6b", 596049920},
+                                                  {"qwen3-8b", 8190735360}};
+  for (auto [name, n] : want) {
+    const ModelConfig c = ModelConfig::from_json(preset_config(name), name);
+    EXPECT_EQ(c.param_count(), n) << name;
+  }
+  EXPECT_EQ(ModelConfig::from_json(preset_config("llama-3.1-8b"), "x").rope_scaling.type, "llama3");
+  EXPECT_TRUE(ModelConfig::from_json(preset_config("qwen2.5-7b"), "x").qkv_bias);
+  EXPECT_TRUE(ModelConfig::from_json(preset_config("qwen3-8b"), "x").qk_norm);
+}
+
 TEST(ModelConfig, UnknownKeysSurviveARewrite) {
   nlohmann::json j = preset_config("tiny");
   j["model_type"] = "llama";
