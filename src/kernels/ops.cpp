@@ -64,9 +64,10 @@ void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, co
 }
 
 void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0,
-               int64_t nh, int64_t nkv, int64_t hd, int64_t kv_stride, int64_t window) {
+               int64_t nh, int64_t nkv, int64_t hd, int64_t kv_stride, int64_t window, float scale,
+               float softcap) {
   const int64_t group = nh / nkv;
-  const float scale = 1.0f / std::sqrt(float(hd));
+  if (scale <= 0.0f) scale = 1.0f / std::sqrt(float(hd));
 #pragma omp parallel
   {
     std::vector<float> sc(size_t(pos0 + T));
@@ -84,6 +85,7 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
 #pragma omp simd reduction(+ : s)
           for (int64_t i = 0; i < hd; ++i) s += qv[i] * kv[i];
           s *= scale;
+          if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
           sc[size_t(j)] = s;
           mx = std::max(mx, s);
         }
@@ -112,6 +114,15 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
 void silu_mul(const float* g, const float* u, float* out, int64_t n) {
 #pragma omp parallel for simd if (n > 65536)
   for (int64_t i = 0; i < n; ++i) out[i] = g[i] / (1.0f + fast_exp(-g[i])) * u[i];
+}
+
+void gelu_tanh_mul(const float* g, const float* u, float* out, int64_t n) {
+  const float beta = 0.7978845608028654f, kappa = 0.044715f;  // sqrt(2/pi), torch's constants
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = g[i];
+    out[i] = 0.5f * x * (1.0f + std::tanh(beta * (x + kappa * x * x * x))) * u[i];
+  }
 }
 
 void add_inplace(float* y, const float* x, int64_t n) {

@@ -24,12 +24,17 @@ void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, do
 // Causal grouped-query attention for T new queries at positions pos0 .. pos0+T-1.
 // q[T, nh, hd]; k, v: cache rows [0, pos0+T) with row stride kv_stride (>= nkv*hd), kv head
 // j serving query heads j*nh/nkv .. ; out[T, nh, hd]. Query at position p sees keys in
-// (p - window, p] when window > 0, else [0, p]. Scale 1/sqrt(hd); softmax in F32.
+// (p - window, p] when window > 0, else [0, p]. Scores q·k times scale (0: 1/sqrt(hd)), then
+// softcap · tanh(score / softcap) when softcap > 0 (Gemma 2); softmax in F32.
 void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0,
-               int64_t nh, int64_t nkv, int64_t hd, int64_t kv_stride, int64_t window);
+               int64_t nh, int64_t nkv, int64_t hd, int64_t kv_stride, int64_t window,
+               float scale = 0.0f, float softcap = 0.0f);
 
 // out[n] = silu(g[n]) * u[n]
 void silu_mul(const float* g, const float* u, float* out, int64_t n);
+// out[n] = gelu_tanh(g[n]) * u[n]: GeGLU with torch's tanh approximation (gelu_pytorch_tanh),
+// 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))).
+void gelu_tanh_mul(const float* g, const float* u, float* out, int64_t n);
 // y[n] += x[n]
 void add_inplace(float* y, const float* x, int64_t n);
 // y[n] += a * x[n]

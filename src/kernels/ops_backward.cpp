@@ -41,16 +41,17 @@ void rope_backward(float* dx, const int64_t* pos, int64_t T, int64_t heads, int6
 
 void attention_backward(const float* q, const float* k, const float* v, const float* dout,
                         float* dq, float* dk, float* dv, int64_t T, int64_t nh, int64_t nkv,
-                        int64_t hd, int64_t window) {
+                        int64_t hd, int64_t window, float scale, float softcap) {
   const int64_t group = nh / nkv;
-  const float scale = 1.0f / std::sqrt(float(hd));
+  if (scale <= 0.0f) scale = 1.0f / std::sqrt(float(hd));
   std::fill(dq, dq + T * nh * hd, 0.f);
   std::fill(dk, dk + T * nkv * hd, 0.f);
   std::fill(dv, dv + T * nkv * hd, 0.f);
   // One kv head per task: its dk, dv rows are written by that task only.
 #pragma omp parallel
   {
-    std::vector<float> p(static_cast<size_t>(T)), dp(static_cast<size_t>(T));
+    // cf: d capped score / d score, 1 - tanh^2 (1 without soft-capping).
+    std::vector<float> p(static_cast<size_t>(T)), dp(static_cast<size_t>(T)), cf(size_t(T), 1.0f);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t kh = 0; kh < nkv; ++kh) {
       for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
@@ -64,8 +65,14 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
             float s = 0.f;
 #pragma omp simd reduction(+ : s)
             for (int64_t i = 0; i < hd; ++i) s += qv[i] * kv[i];
-            p[size_t(j)] = s * scale;
-            mx = std::max(mx, p[size_t(j)]);
+            s *= scale;
+            if (softcap > 0.0f) {
+              const float th = std::tanh(s / softcap);
+              s = softcap * th;
+              cf[size_t(j)] = 1.0f - th * th;
+            }
+            p[size_t(j)] = s;
+            mx = std::max(mx, s);
           }
           float sum = 0.f;
           float* pp = p.data();
@@ -84,7 +91,7 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
           }
           float* dqv = dq + (t * nh + h) * hd;
           for (int64_t j = lo; j <= t; ++j) {
-            const float pj = p[size_t(j)], ds = pj * (dp[size_t(j)] - dsum) * scale;
+            const float pj = p[size_t(j)], ds = pj * (dp[size_t(j)] - dsum) * cf[size_t(j)] * scale;
             const float* kv = k + (j * nkv + kh) * hd;
             float* dkv = dk + (j * nkv + kh) * hd;
             float* dvv = dv + (j * nkv + kh) * hd;
@@ -108,6 +115,20 @@ void silu_mul_backward(const float* g, const float* u, const float* dout, float*
     const float s = 1.0f / (1.0f + fast_exp(-g[i]));
     du[i] = dout[i] * g[i] * s;
     dg[i] = dout[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+  }
+}
+
+void gelu_tanh_mul_backward(const float* g, const float* u, const float* dout, float* dg, float* du,
+                            int64_t n) {
+  const float beta = 0.7978845608028654f, kappa = 0.044715f;
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = g[i], t = std::tanh(beta * (x + kappa * x * x * x));
+    du[i] = dout[i] * 0.5f * x * (1.0f + t);
+    // d/dx 0.5 x (1 + t) = 0.5 (1 + t) + 0.5 x (1 - t^2) beta (1 + 3 kappa x^2)
+    const float d =
+        0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * beta * (1.0f + 3.0f * kappa * x * x);
+    dg[i] = dout[i] * u[i] * d;
   }
 }
 

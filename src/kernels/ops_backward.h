@@ -18,12 +18,17 @@ void rope_backward(float* dx, const int64_t* pos, int64_t T, int64_t heads, int6
 // Attention backward for one sequence of T tokens at positions 0..T-1 (causal, GQA, window),
 // recomputing the probabilities from q and k (nothing T x T is stored).
 // q[T, nh, hd], k, v[T, nkv, hd], dout[T, nh, hd] -> dq (overwritten), dk, dv (overwritten).
+// scale and softcap as attention() takes them.
 void attention_backward(const float* q, const float* k, const float* v, const float* dout,
                         float* dq, float* dk, float* dv, int64_t T, int64_t nh, int64_t nkv,
-                        int64_t hd, int64_t window);
+                        int64_t hd, int64_t window, float scale = 0.0f, float softcap = 0.0f);
 
 // out = silu(g) * u: dg, du (overwritten) from dout.
 void silu_mul_backward(const float* g, const float* u, const float* dout, float* dg, float* du,
                        int64_t n);
+
+// Backward of gelu_tanh_mul.
+void gelu_tanh_mul_backward(const float* g, const float* u, const float* dout, float* dg, float* du,
+                            int64_t n);
 
 }  // namespace lamina

@@ -1,12 +1,14 @@
 #include "model/decoder_block.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 
 #include "core/error.h"
 #include "kernels/ops.h"
 #include "kernels/ops_backward.h"
+#include "model/rope_frequencies.h"
 
 namespace lamina {
 
@@ -38,6 +40,14 @@ const Tensor& product_weight(const LayerWeights& lw, Product p, int64_t e) {
   fail("product_weight: unknown product");
 }
 
+const float* rmsnorm_gain(const ModelConfig& c, const Tensor& w, Buf& tmp) {
+  if (!c.norm_plus_one) return w.f32();
+  const int64_t n = w.numel();
+  tmp.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i) tmp[size_t(i)] = 1.0f + w.f32()[i];
+  return tmp.data();
+}
+
 void LayerProducts::backward(int64_t, Product, int64_t, const float*, int64_t, const float*, float*,
                              bool, const Buf&, int64_t) {
   fail("these layer products have no backward (inference)");
@@ -56,6 +66,21 @@ int64_t mlp_chunk(const LayerPass& pass) {
 
 bool counted(const LayerPass& pass, int64_t t) {
   return !pass.aux_mask || pass.aux_mask[t] != 0;
+}
+
+const float* gain(const ModelConfig& c, const Tensor& w, Buf& tmp) {
+  return rmsnorm_gain(c, w, tmp);
+}
+
+// h = act(g) * u, and its backward.
+void act_mul(const ModelConfig& c, const float* g, const float* u, float* h, int64_t n) {
+  if (c.hidden_act == Activation::GeluTanh) return gelu_tanh_mul(g, u, h, n);
+  silu_mul(g, u, h, n);
+}
+void act_mul_backward(const ModelConfig& c, const float* g, const float* u, const float* dh,
+                      float* dg, float* du, int64_t n) {
+  if (c.hidden_act == Activation::GeluTanh) return gelu_tanh_mul_backward(g, u, dh, dg, du, n);
+  silu_mul_backward(g, u, dh, dg, du, n);
 }
 
 // y[n, d] += b[d] on every row.
@@ -78,7 +103,7 @@ void mlp_rows_forward(const LayerPass& pass, int64_t layer, LayerProducts& prod,
   float* h = sized(s.h, cn * I);
   prod.forward(layer, Product::kGate, -1, xc, cn, g, s.saved[size_t(Product::kGate)], r0, N);
   prod.forward(layer, Product::kUp, -1, xc, cn, u, s.saved[size_t(Product::kUp)], r0, N);
-  silu_mul(g, u, h, cn * I);
+  act_mul(*pass.cfg, g, u, h, cn * I);
 }
 
 // Mixtral's sparse MoE on xn2 [N, H], added into x: softmax over all E router logits (F32), top-k
@@ -128,7 +153,7 @@ void moe_forward(const LayerPass& pass, int64_t layer, LayerProducts& prod, floa
     float* y = sized(ex.y, n * H);
     prod.forward(layer, Product::kExpertGate, e, xs, n, g, ex.saved[0], 0, n);
     prod.forward(layer, Product::kExpertUp, e, xs, n, u, ex.saved[1], 0, n);
-    silu_mul(g, u, h, n * I);
+    act_mul(c, g, u, h, n * I);
     prod.forward(layer, Product::kExpertDown, e, h, n, y, ex.saved[2], 0, n);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t t = ex.rows[size_t(i)];
@@ -165,7 +190,7 @@ void moe_backward(const LayerPass& pass, int64_t layer, LayerProducts& prod, Lay
                   0);
     float* dg = sized(gs.dg, n * I);
     float* du = sized(gs.du, n * I);
-    silu_mul_backward(ex.g.data(), ex.u.data(), dh, dg, du, n * I);
+    act_mul_backward(c, ex.g.data(), ex.u.data(), dh, dg, du, n * I);
     prod.backward(layer, Product::kExpertGate, e, ex.xs.data(), n, dg, dxs.data(), false,
                   ex.saved[0], 0);
     prod.backward(layer, Product::kExpertUp, e, ex.xs.data(), n, du, dxs.data(), true, ex.saved[1],
@@ -206,12 +231,14 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
   const ModelConfig& c = *pass.cfg;
   const int64_t N = pass.rows, H = c.hidden_size;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
-  const int64_t Q = nh * hd, KV = nkv * hd, window = c.sliding_window.value_or(0);
+  const int64_t Q = nh * hd, KV = nkv * hd, window = c.window_of(layer);
   const float eps = float(c.rms_norm_eps);
+  const float* inv_freq = c.local_rope(layer) ? pass.inv_freq_local : pass.inv_freq;
+  Buf gb;
   // Attention half: xmid = x + o_proj(attention(rope(q), rope(k), v)) over rmsnorm(x).
   s.x.assign(x, x + N * H);
   float* xn1 = sized(s.xn1, N * H);
-  rmsnorm(s.x.data(), lw.attn_norm.f32(), xn1, N, H, eps);
+  rmsnorm(s.x.data(), gain(c, lw.attn_norm, gb), xn1, N, H, eps);
   float* q = sized(s.q, N * Q);  // [N, nh, hd]
   float* kstore = kv ? kv->k : sized(s.k, N * KV);
   float* vstore = kv ? kv->v : sized(s.v, N * KV);
@@ -228,25 +255,34 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
   if (c.qk_norm) {  // Qwen3: each head's query and key RMS-normalised over its hd values
     s.q_raw.assign(q, q + N * Q);
     s.k_raw.assign(k, k + N * KV);
-    rmsnorm(q, lw.q_norm.f32(), q, N * nh, hd, eps);
-    rmsnorm(k, lw.k_norm.f32(), k, N * nkv, hd, eps);
+    rmsnorm(q, gain(c, lw.q_norm, gb), q, N * nh, hd, eps);
+    rmsnorm(k, gain(c, lw.k_norm, gb), k, N * nkv, hd, eps);
   }
-  rope(q, pass.positions, N, nh, hd, pass.inv_freq);
-  rope(k, pass.positions, N, nkv, hd, pass.inv_freq);
+  rope(q, pass.positions, N, nh, hd, inv_freq);
+  rope(k, pass.positions, N, nkv, hd, inv_freq);
+  if (const float af = rope_attention_factor(c, c.local_rope(layer)); af != 1.0f) {  // yarn
+    for (int64_t i = 0; i < N * Q; ++i) q[i] *= af;
+    for (int64_t i = 0; i < N * KV; ++i) k[i] *= af;
+  }
   float* att = sized(s.att, N * Q);
   for (const AttentionSpan& sp : pass.spans)
     attention(q + sp.row * Q, kstore + sp.key * KV, vstore + sp.key * KV, att + sp.row * Q, sp.len,
-              sp.past, nh, nkv, hd, KV, window);
+              sp.past, nh, nkv, hd, KV, window, float(c.attn_scale), float(c.attn_softcap));
   float* xmid = sized(s.xmid, N * H);
-  prod.forward(layer, Product::kO, -1, att, N, xmid, s.saved[size_t(Product::kO)], 0, N);
-  if (c.o_bias) add_bias(xmid, lw.bo, N, H);
+  // Gemma: xmid = x + rmsnorm(o_proj(...)), the output's own norm (sandwich).
+  float* o = c.sandwich_norms ? sized(s.o_raw, N * H) : xmid;
+  prod.forward(layer, Product::kO, -1, att, N, o, s.saved[size_t(Product::kO)], 0, N);
+  if (c.o_bias) add_bias(o, lw.bo, N, H);
+  if (c.sandwich_norms) rmsnorm(o, gain(c, lw.post_attn_norm, gb), xmid, N, H, eps);
   add_inplace(xmid, s.x.data(), N * H);
-  // MLP half: x_out = xmid + mlp(rmsnorm(xmid)).
+  // MLP half: x_out = xmid + mlp(rmsnorm(xmid)) (Gemma: + rmsnorm(mlp(...))).
   float* xn2 = sized(s.xn2, N * H);
-  rmsnorm(xmid, lw.mlp_norm.f32(), xn2, N, H, eps);
+  rmsnorm(xmid, gain(c, lw.mlp_norm, gb), xn2, N, H, eps);
   std::memcpy(x, xmid, size_t(N * H) * sizeof(float));
   if (c.is_moe()) return moe_forward(pass, layer, prod, x, s);
-  if (!dense_mlp) return;
+  // The backward's rerun skips the MLP, except where the backward needs its output (the post
+  // norm's input) for every row before its chunks.
+  if (!dense_mlp && !c.sandwich_norms) return;
   const int64_t mc = mlp_chunk(pass);
   float* out = sized(s.y_dense, N * H);
   for (int64_t r0 = 0; r0 < N; r0 += mc) {
@@ -254,6 +290,11 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
     mlp_rows_forward(pass, layer, prod, s, r0, cn);
     prod.forward(layer, Product::kDown, -1, s.h.data(), cn, out + r0 * H,
                  s.saved[size_t(Product::kDown)], r0, N);
+  }
+  if (c.sandwich_norms) {
+    Buf normed(static_cast<size_t>(N * H));
+    rmsnorm(out, gain(c, lw.post_mlp_norm, gb), normed.data(), N, H, eps);
+    return add_inplace(x, normed.data(), N * H);
   }
   add_inplace(x, out, N * H);
 }
@@ -265,9 +306,19 @@ void decoder_layer_backward(const LayerPass& pass, int64_t layer, const LayerWei
   const ModelConfig& c = *pass.cfg;
   const int64_t N = pass.rows, H = c.hidden_size, I = c.intermediate_size;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
-  const int64_t Q = nh * hd, KV = nkv * hd, window = c.sliding_window.value_or(0);
+  const int64_t Q = nh * hd, KV = nkv * hd, window = c.window_of(layer);
   const float eps = float(c.rms_norm_eps);
-  // MLP half: x_out = xmid + mlp(xn2); dx is d x_out.
+  const float* inv_freq = c.local_rope(layer) ? pass.inv_freq_local : pass.inv_freq;
+  Buf& gb = gs.gain;
+  // MLP half: x_out = xmid + mlp(xn2); dx is d x_out. Gemma: + rmsnorm(mlp(xn2)), whose
+  // backward gives d mlp(xn2) first.
+  const float* dmlp = dx;
+  if (c.sandwich_norms) {
+    float* dy = sized(gs.dy, N * H);
+    rmsnorm_backward(s.y_dense.data(), gain(c, lw.post_mlp_norm, gb), dx, dy, vg.post_mlp_norm, N,
+                     H, eps);
+    dmlp = dy;
+  }
   float* dxn2 = sized(gs.dxn, N * H);
   if (c.is_moe()) {
     moe_backward(pass, layer, prod, s, dx, dxn2, aux, gs);
@@ -282,11 +333,11 @@ void decoder_layer_backward(const LayerPass& pass, int64_t layer, const LayerWei
         prod.forward(layer, Product::kDown, -1, s.h.data(), cn, nullptr, saved_down, r0, N);
       }
       float* dh = sized(gs.dh, cn * I);
-      prod.backward(layer, Product::kDown, -1, s.h.data(), cn, dx + r0 * H, dh, false, saved_down,
+      prod.backward(layer, Product::kDown, -1, s.h.data(), cn, dmlp + r0 * H, dh, false, saved_down,
                     r0);
       float* dg = sized(gs.dg, cn * I);
       float* du = sized(gs.du, cn * I);
-      silu_mul_backward(s.g.data(), s.u.data(), dh, dg, du, cn * I);
+      act_mul_backward(c, s.g.data(), s.u.data(), dh, dg, du, cn * I);
       prod.backward(layer, Product::kGate, -1, xc, cn, dg, dxn2 + r0 * H, false,
                     s.saved[size_t(Product::kGate)], r0);
       prod.backward(layer, Product::kUp, -1, xc, cn, du, dxn2 + r0 * H, true,
@@ -295,12 +346,19 @@ void decoder_layer_backward(const LayerPass& pass, int64_t layer, const LayerWei
   }
   // d xmid = dx (residual) + the norm's backward of d xn2.
   float* dtmp = sized(gs.dtmp, N * H);
-  rmsnorm_backward(s.xmid.data(), lw.mlp_norm.f32(), dxn2, dtmp, vg.mlp_norm, N, H, eps);
+  rmsnorm_backward(s.xmid.data(), gain(c, lw.mlp_norm, gb), dxn2, dtmp, vg.mlp_norm, N, H, eps);
   add_inplace(dx, dtmp, N * H);
-  // Attention half: xmid = x + att Wo^T (+ bo).
-  if (c.o_bias) bias_grad(vg.bo, dx, N, H);
+  // Attention half: xmid = x + att Wo^T (+ bo) (Gemma: x + rmsnorm(att Wo^T)).
+  const float* dout = dx;
+  if (c.sandwich_norms) {
+    float* dy = sized(gs.dy, N * H);
+    rmsnorm_backward(s.o_raw.data(), gain(c, lw.post_attn_norm, gb), dx, dy, vg.post_attn_norm, N,
+                     H, eps);
+    dout = dy;
+  }
+  if (c.o_bias) bias_grad(vg.bo, dout, N, H);
   float* datt = sized(gs.datt, N * Q);
-  prod.backward(layer, Product::kO, -1, s.att.data(), N, dx, datt, false,
+  prod.backward(layer, Product::kO, -1, s.att.data(), N, dout, datt, false,
                 s.saved[size_t(Product::kO)], 0);
   float* dq = sized(gs.dq, N * Q);
   float* dk = sized(gs.dk, N * KV);
@@ -310,16 +368,22 @@ void decoder_layer_backward(const LayerPass& pass, int64_t layer, const LayerWei
                  "attention backward: spans over a key/value cache have no backward");
     attention_backward(s.q.data() + sp.row * Q, s.k.data() + sp.row * KV, s.v.data() + sp.row * KV,
                        datt + sp.row * Q, dq + sp.row * Q, dk + sp.row * KV, dv + sp.row * KV,
-                       sp.len, nh, nkv, hd, window);
+                       sp.len, nh, nkv, hd, window, float(c.attn_scale), float(c.attn_softcap));
   }
-  rope_backward(dq, pass.positions, N, nh, hd, pass.inv_freq);
-  rope_backward(dk, pass.positions, N, nkv, hd, pass.inv_freq);
+  if (const float af = rope_attention_factor(c, c.local_rope(layer)); af != 1.0f) {
+    for (int64_t i = 0; i < N * Q; ++i) dq[i] *= af;
+    for (int64_t i = 0; i < N * KV; ++i) dk[i] *= af;
+  }
+  rope_backward(dq, pass.positions, N, nh, hd, inv_freq);
+  rope_backward(dk, pass.positions, N, nkv, hd, inv_freq);
   if (c.qk_norm) {     // back through the per-head norms, to q and k as projected
     Buf& t = gs.dtmp;  // d xmid's part is spent
     t.resize(size_t(std::max(Q, KV) * N));
-    rmsnorm_backward(s.q_raw.data(), lw.q_norm.f32(), dq, t.data(), vg.q_norm, N * nh, hd, eps);
+    rmsnorm_backward(s.q_raw.data(), gain(c, lw.q_norm, gb), dq, t.data(), vg.q_norm, N * nh, hd,
+                     eps);
     std::copy_n(t.data(), N * Q, dq);
-    rmsnorm_backward(s.k_raw.data(), lw.k_norm.f32(), dk, t.data(), vg.k_norm, N * nkv, hd, eps);
+    rmsnorm_backward(s.k_raw.data(), gain(c, lw.k_norm, gb), dk, t.data(), vg.k_norm, N * nkv, hd,
+                     eps);
     std::copy_n(t.data(), N * KV, dk);
   }
   if (c.qkv_bias) {
@@ -335,7 +399,7 @@ void decoder_layer_backward(const LayerPass& pass, int64_t layer, const LayerWei
   prod.backward(layer, Product::kV, -1, s.xn1.data(), N, dv, dxn1, true,
                 s.saved[size_t(Product::kV)], 0);
   dtmp = sized(gs.dtmp, N * H);
-  rmsnorm_backward(s.x.data(), lw.attn_norm.f32(), dxn1, dtmp, vg.attn_norm, N, H, eps);
+  rmsnorm_backward(s.x.data(), gain(c, lw.attn_norm, gb), dxn1, dtmp, vg.attn_norm, N, H, eps);
   add_inplace(dx, dtmp, N * H);
 }
 

@@ -1,9 +1,11 @@
-// One decoder layer of a causal LM (llama, mistral, mixtral, qwen2, qwen3), written once for
-// inference (model/model.cpp) and for training (train/train_graph.cpp): its forward, keeping what
-// the backward needs, and its backward, side by side (llm.c's shape).
+// One decoder layer of a causal LM (llama, mistral, mixtral, qwen2, qwen3, gemma3), written once
+// for inference (model/model.cpp) and for training (train/train_graph.cpp): its forward, keeping
+// what the backward needs, and its backward, side by side (llm.c's shape).
 //
-// The layer's own arithmetic — RMSNorms, attention biases (Qwen2), per-head QK norms (Qwen3), RoPE,
-// attention, the SwiGLU MLP or Mixtral's routing, the residuals — lives here; its matrix products
+// The layer's own arithmetic — RMSNorms (Gemma's 1 + w, and its norms on the attention's and
+// the MLP's outputs), attention biases (Qwen2), per-head QK norms (Qwen3, Gemma 3), RoPE (Gemma 3's
+// own base on its sliding layers), query scaling, attention, the SwiGLU / GeGLU MLP or Mixtral's
+// routing, the residuals — lives here; its matrix products
 // go through a LayerProducts the caller supplies: inference multiplies through packed weights,
 // training adds LoRA adapters, widens a frozen narrower base and accumulates weight gradients. A
 // new architecture adds its differences here, once, and both paths get them.
@@ -36,6 +38,10 @@ const Tensor& product_weight(const LayerWeights& lw, Product p, int64_t e);
 
 using Buf = std::vector<float>;
 
+// A norm's gain as applied: w, or Gemma's 1 + w (in F32, as transformers computes it; the
+// gradient of w is that of the gain). tmp holds it when it is not w itself.
+const float* rmsnorm_gain(const ModelConfig& c, const Tensor& w, Buf& tmp);
+
 // How a layer's products are computed.
 class LayerProducts {
  public:
@@ -63,9 +69,10 @@ struct AttentionSpan {
 // What every layer of one pass shares.
 struct LayerPass {
   const ModelConfig* cfg = nullptr;
-  int64_t rows = 0;                    // N: tokens of the pass (all sequences together)
-  const int64_t* positions = nullptr;  // [N] RoPE positions
-  const float* inv_freq = nullptr;     // [head_dim / 2] (model/rope_frequencies.h)
+  int64_t rows = 0;                       // N: tokens of the pass (all sequences together)
+  const int64_t* positions = nullptr;     // [N] RoPE positions
+  const float* inv_freq = nullptr;        // [head_dim / 2] (model/rope_frequencies.h)
+  const float* inv_freq_local = nullptr;  // Gemma 3's sliding layers' (config.local_rope)
   std::vector<AttentionSpan> spans;
   // Dense MLP rows per chunk (0: all rows at once). With recompute_mlp the forward keeps g, u, h
   // of the last chunk only and the backward recomputes them chunk by chunk from xn2.
@@ -88,11 +95,12 @@ struct ExpertActivations {
 struct LayerActivations {
   Buf x, xn1, q, k, v, att, xmid, xn2, g, u, h;  // k, v: unless a key/value store holds them
   Buf q_raw, k_raw;                              // Qwen3: q, k before their norms [N, *]
-  Buf y_dense;                                   // the dense MLP's output [N, H] (a scratch)
-  Buf saved[7];                                  // LayerProducts state of kQ .. kDown
-  Buf probs;                                     // MoE router softmax [N, E]
-  std::vector<int64_t> topi;                     // [N, K]
-  Buf topw;                                      // renormalised top-k weights [N, K]
+  Buf o_raw;     // Gemma: the attention's output before its norm [N, H] (y_dense: the MLP's)
+  Buf y_dense;   // the dense MLP's output [N, H] (a scratch)
+  Buf saved[7];  // LayerProducts state of kQ .. kDown
+  Buf probs;     // MoE router softmax [N, E]
+  std::vector<int64_t> topi;  // [N, K]
+  Buf topw;                   // renormalised top-k weights [N, K]
   std::vector<ExpertActivations> experts;
 };
 
@@ -119,14 +127,15 @@ struct RouterAuxLoss {
 
 // Gradient buffers reused across layers.
 struct LayerGradScratch {
-  Buf dtmp, dxn, dq, dk, dv, datt, dh, dg, du;
+  Buf dtmp, dxn, dq, dk, dv, datt, dh, dg, du, dy, gain;
 };
 
 // Where the gradients of a layer's vectors go (added to; null: not wanted).
 struct LayerVectorGrads {
   float *attn_norm = nullptr, *mlp_norm = nullptr;  // [H]
   float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
-  float *q_norm = nullptr, *k_norm = nullptr;  // [hd]
+  float *q_norm = nullptr, *k_norm = nullptr;                 // [hd]
+  float *post_attn_norm = nullptr, *post_mlp_norm = nullptr;  // Gemma [H]
 };
 
 // dx [N, H]: the gradient at the layer's output in, at its input out. The vectors' gradients

@@ -1,5 +1,6 @@
 #include "model/gguf_export.h"
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -128,6 +129,19 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
     need(hf, s);  // a vector; a Q or K bias is permuted as a one-column matrix
     plan.push_back({g, s, GgmlType::F32, {{hf, 0, s[0], 1, heads}}});
   };
+  if (c.arch == Arch::Gemma2 || c.arch == Arch::Gemma3)
+    fail(model_dir,
+         ": export-gguf does not write Gemma 2 / 3 yet (llama.cpp's gemma2 / gemma3: norms stored "
+         "as 1 + w, and Gemma's tokenizer.json as a SentencePiece-style vocabulary)");
+  // yarn as llama.cpp computes it from the factor alone: beta 32 / 1 and 1 + 0.1 ln(factor).
+  if (const RopeScaling& y = c.rope_scaling; y.type == "yarn") {
+    const double mscale = y.factor <= 1 ? 1.0 : 1.0 + 0.1 * std::log(y.factor);
+    if (y.beta_fast != 32 || y.beta_slow != 1 || !y.truncate ||
+        std::abs(y.attention_factor - mscale) > 1e-12)
+      fail(model_dir,
+           ": rope_scaling yarn with beta_fast, beta_slow, truncate or "
+           "attention_factor other than their defaults has no GGUF form written here");
+  }
   // llama.cpp's qwen3 has no attention biases: a file holding them would not load there.
   if (c.arch == Arch::Qwen3 && c.qkv_bias)
     fail(model_dir, ": a qwen3 model with attention_bias has no GGUF form llama.cpp loads");
@@ -242,6 +256,11 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   if (c.rope_scaling.type == "linear") {  // convert_hf_to_gguf's keys for linear scaling
     w.kv(arch + ".rope.scaling.type", "linear");
     w.kv_f32(arch + ".rope.scaling.factor", float(c.rope_scaling.factor));
+  } else if (c.rope_scaling.type == "yarn") {  // and for yarn (llama.cpp derives the rest)
+    w.kv(arch + ".rope.scaling.type", "yarn");
+    w.kv_f32(arch + ".rope.scaling.factor", float(c.rope_scaling.factor));
+    w.kv_u32(arch + ".rope.scaling.original_context_length",
+             uint32_t(c.rope_scaling.original_max_position_embeddings));
   }
   if (c.is_moe()) {
     w.kv_u32(arch + ".expert_count", uint32_t(E));

@@ -79,6 +79,12 @@ nlohmann::json config_from_metadata(const GgufFile& g, int64_t vocab, bool tied,
   } else {
     c["model_type"] = arch;
   }
+  // yarn: the keys convert_hf_to_gguf writes; the rest takes transformers' defaults.
+  if (m.value(key("rope.scaling.type"), nlohmann::json("")) == "yarn")
+    c["rope_scaling"] = {
+        {"rope_type", "yarn"},
+        {"factor", get(key("rope.scaling.factor"))},
+        {"original_max_position_embeddings", get(key("rope.scaling.original_context_length"))}};
   // llama.cpp's llama loads q/k/v/o biases where a file has them (transformers' attention_bias).
   if (arch == "llama" && has_tensor("blk.0.attn_q.bias")) c["attention_bias"] = true;
   return c;

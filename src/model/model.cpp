@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -42,6 +43,8 @@ void repack_quantized(Tensor& t) {
 Model::Model(ModelConfig cfg, ModelWeights w, bool pack_weights)
     : cfg_(std::move(cfg)),
       inv_freq_(rope_inv_freq(cfg_)),
+      inv_freq_local_(rope_default_inv_freq(
+          cfg_.head_dim, cfg_.rope_local_theta > 0 ? cfg_.rope_local_theta : cfg_.rope_theta)),
       w_(std::move(w)),
       pack_(pack_weights ? std::make_unique<WeightPack>() : nullptr) {
   if (!pack_weights) return;
@@ -108,11 +111,14 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
   float* x = scratch(kX, T * H);  // residual stream [T, H]
   float* xn = scratch(kXn, T * H);
   embedding(w_.embed, tokens, T, x);
+  if (cfg_.embed_scale != 1.0)  // Gemma: embeddings times sqrt(hidden_size)
+    for (int64_t i = 0; i < T * H; ++i) x[i] *= float(cfg_.embed_scale);
   std::vector<int64_t> pos(static_cast<size_t>(T));
   LayerPass pass;
   pass.cfg = &cfg_;
   pass.rows = T;
   pass.inv_freq = inv_freq_.data();
+  pass.inv_freq_local = inv_freq_local_.data();
   if (!segments) {  // the new rows attend to the cache's pos0 keys and to themselves
     std::iota(pos.begin(), pos.end(), pos0);
     pass.spans.push_back({0, T, 0, pos0});
@@ -133,8 +139,12 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
   cache.len += T;
   const int64_t rows = all_logits ? T : 1;
   const float* last = x + (T - rows) * H;
-  rmsnorm(last, w_.norm.f32(), xn, rows, H, eps);
+  Buf gb;
+  rmsnorm(last, rmsnorm_gain(cfg_, w_.norm, gb), xn, rows, H, eps);
   linear(xn, rows, w_.lm_head, logits, false, pack_.get());  // logits[rows, V]
+  if (const float cap = float(cfg_.final_softcap); cap > 0)  // Gemma 2: cap * tanh(logit / cap)
+    for (int64_t i = 0; i < rows * cfg_.vocab_size; ++i)
+      logits[i] = cap * std::tanh(logits[i] / cap);
 }
 
 }  // namespace lamina

@@ -42,7 +42,8 @@ class Model {
   float* scratch(Slot s, int64_t n) const;
 
   ModelConfig cfg_;
-  std::vector<float> inv_freq_;  // RoPE frequencies [head_dim / 2] (model/rope_frequencies.h)
+  std::vector<float> inv_freq_;        // RoPE frequencies [head_dim / 2] (model/rope_frequencies.h)
+  std::vector<float> inv_freq_local_;  // Gemma 3's sliding layers': plain, rope_local_theta
   ModelWeights w_;
   mutable std::vector<std::vector<float>> scratch_;
   mutable LayerActivations layer_;    // the layer being run (model/decoder_block.h)

@@ -54,6 +54,11 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layou
       add("self_attn.q_norm.weight", {c.head_dim}, &LayerWeights::q_norm, true);
       add("self_attn.k_norm.weight", {c.head_dim}, &LayerWeights::k_norm, true);
     }
+    if (c.sandwich_norms) {  // Gemma: post_attention_layernorm is on the attention's output
+      add("post_attention_layernorm.weight", {H}, &LayerWeights::post_attn_norm, true);
+      add("pre_feedforward_layernorm.weight", {H}, &LayerWeights::mlp_norm, true);
+      add("post_feedforward_layernorm.weight", {H}, &LayerWeights::post_mlp_norm, true);
+    }
     if (!c.is_moe()) {
       add("mlp.gate_proj.weight", {I, H}, &LayerWeights::w_gate);
       add("mlp.up_proj.weight", {I, H}, &LayerWeights::w_up);
@@ -96,7 +101,8 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& c, MoeLayout layou
              for (int64_t e = 0; e < E; ++e) lw.e_down.push_back(t.select0(e));
            }});
     }
-    add("post_attention_layernorm.weight", {H}, &LayerWeights::mlp_norm, true);
+    if (!c.sandwich_norms)
+      add("post_attention_layernorm.weight", {H}, &LayerWeights::mlp_norm, true);
   }
   s.push_back(
       {"model.norm.weight", {H}, true, [](ModelWeights& w, const Tensor& t) { w.norm = t; }});

@@ -29,7 +29,8 @@ struct LoraPair {
 };
 
 struct LayerWeights {
-  Tensor attn_norm, mlp_norm;                // [H], always F32
+  Tensor attn_norm, mlp_norm;                // [H], always F32 (Gemma: pre_feedforward_layernorm)
+  Tensor post_attn_norm, post_mlp_norm;      // Gemma's norms on the attention / MLP outputs [H]
   Tensor wq, wk, wv, wo;                     // [nh*hd, H], [nkv*hd, H], [nkv*hd, H], [H, nh*hd]
   Tensor bq, bk, bv, bo;                     // attention biases (config.qkv_bias / o_bias), F32
   Tensor q_norm, k_norm;                     // Qwen3's per-head RMSNorm gains [hd], F32

@@ -260,6 +260,9 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   Buf x0;
   float* x = sized(x0, N * H);
   embedding(p_.weights.embed, b.tokens.data(), N, x);  // [N, H], from the F32 masters
+  const float escale = float(c.embed_scale);           // Gemma: times sqrt(hidden_size)
+  if (escale != 1.0f)
+    for (int64_t i = 0; i < N * H; ++i) x[i] *= escale;
   a.expert_count.assign(size_t(E), 0);
   // The positions the load-balancing loss counts (padding is left out, as transformers does).
   if (!b.aux_mask.empty() && int64_t(b.aux_mask.size()) != N)
@@ -285,8 +288,11 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     return (N + n - 1) / n;
   }();
   const std::vector<float> inv_freq = rope_inv_freq(c);
+  const std::vector<float> inv_freq_local =
+      rope_default_inv_freq(c.head_dim, c.rope_local_theta > 0 ? c.rope_local_theta : c.rope_theta);
   pass.positions = a.pos.data();
   pass.inv_freq = inv_freq.data();
+  pass.inv_freq_local = inv_freq_local.data();
   pass.mlp_chunk_rows = mc;
   pass.recompute_mlp = recompute_;
   pass.expert_count = &a.expert_count;
@@ -315,7 +321,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   }
   a.xf.assign(x, x + N * H);
   float* xnf = sized(a.xnf, N * H);
-  rmsnorm(a.xf.data(), W.norm.f32(), xnf, N, H, eps);
+  Buf norm_gain;
+  rmsnorm(a.xf.data(), rmsnorm_gain(c, W.norm, norm_gain), xnf, N, H, eps);
 
   // ---- loss: LM head + cross-entropy in row chunks; [N, V] logits never exist at once ----
   StepStats st;
@@ -325,6 +332,7 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
   const Tensor& head = W.lm_head;
   const Tensor& dhead = c.tie_word_embeddings ? G.embed : G.lm_head;
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(1) << 22) / V));
+  const float fcap = float(c.final_softcap);
   // Per chunk of rows: logits [cn, V], log-softmax at the targets, and (when the weights are
   // known) the gradient of the weighted CE into the logits and through the head.
   std::vector<float> weights;
@@ -341,6 +349,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
           std::fill(row, row + V, 0.f);
           continue;
         }
+        if (fcap > 0)  // Gemma 2's final soft-capping: the loss is over cap * tanh(logit / cap)
+          for (int64_t j = 0; j < V; ++j) row[j] = fcap * std::tanh(row[j] / fcap);
         if (tgt >= V) fail("target id ", tgt, " is outside the vocabulary [0, ", V, ")");
         const float mx = *std::max_element(row, row + V);
         float sum = 0.f;
@@ -356,6 +366,14 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
         st.tokens++;
         // d(w * CE / normalizer)/dlogits = (softmax - onehot) * w / normalizer
         const float scale = float(w / normalizer), flse = float(lse);
+        if (fcap > 0) {  // and back through the capping: d capped / d logit = 1 - (capped / cap)^2
+          for (int64_t j = 0; j < V; ++j) {
+            const float cv = row[j], t = cv / fcap;
+            const float g = fast_exp(cv - flse) * scale - (j == tgt ? scale : 0.0f);
+            row[j] = g * (1.0f - t * t);
+          }
+          continue;
+        }
 #pragma omp simd
         for (int64_t j = 0; j < V; ++j) row[j] = fast_exp(row[j] - flse) * scale;
         row[tgt] -= scale;
@@ -385,7 +403,8 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
 
   // ---- backward ----
   float* dx = sized(a.dx, N * H);
-  rmsnorm_backward(a.xf.data(), W.norm.f32(), dxnf, dx, grad_ptr(G.norm), N, H, eps);
+  rmsnorm_backward(a.xf.data(), rmsnorm_gain(c, W.norm, norm_gain), dxnf, dx, grad_ptr(G.norm), N,
+                   H, eps);
   pass.expert_count = nullptr;  // the backward's reruns do not count routes again
   RouterAuxLoss aux;
   aux.coef = aux_coef;
@@ -411,13 +430,15 @@ StepStats TrainGraph::step(const Batch& b, double normalizer, double aux_coef, b
     vg.attn_norm = grad_ptr(lg.attn_norm), vg.mlp_norm = grad_ptr(lg.mlp_norm);
     vg.bq = grad_ptr(lg.bq), vg.bk = grad_ptr(lg.bk), vg.bv = grad_ptr(lg.bv);
     vg.bo = grad_ptr(lg.bo), vg.q_norm = grad_ptr(lg.q_norm), vg.k_norm = grad_ptr(lg.k_norm);
+    vg.post_attn_norm = grad_ptr(lg.post_attn_norm), vg.post_mlp_norm = grad_ptr(lg.post_mlp_norm);
     decoder_layer_backward(pass, l, lw, prod, s, dx, vg, aux, a.grads);
     p_.release_layer_pages(l);
   }
   // Embedding: scatter-add the rows.
   if (float* dE = grad_ptr(G.embed))
     for (int64_t i = 0; i < N; ++i)
-      add_inplace(dE + int64_t(b.tokens[size_t(i)]) * H, dx + i * H, H);
+      if (b.tokens[size_t(i)] != c.pad_token_id.value_or(-1))  // padding_idx: no lookup gradient
+        axpy(dE + int64_t(b.tokens[size_t(i)]) * H, escale, dx + i * H, H);
   return st;
 }
 

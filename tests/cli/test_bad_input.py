@@ -319,7 +319,7 @@ def file_cases(tmp, good, copy, tensors):
     cfg_case("config rms_norm_eps 0", lambda c: dict(c, rms_norm_eps=0), ["rms_norm_eps"])
     cfg_case("config vocab_size a string", lambda c: dict(c, vocab_size="512"), ["vocab_size", "integer"])
     cfg_case("config heads not a multiple of kv heads", lambda c: dict(c, num_key_value_heads=3), ["num_key_value_heads"])
-    cfg_case("config rope_scaling yarn", lambda c: dict(c, rope_scaling={"rope_type": "yarn", "factor": 2.0}), ["rope_scaling.rope_type", "yarn"])
+    cfg_case("config rope_scaling dynamic", lambda c: dict(c, rope_scaling={"rope_type": "dynamic", "factor": 2.0}), ["rope_scaling.rope_type", "dynamic"])
     cfg_case("config rope_scaling llama3 without its fields", lambda c: dict(c, rope_scaling={"rope_type": "llama3", "factor": 8.0}), ["rope_scaling.low_freq_factor", "missing"])
     cfg_case("config mlp_bias", lambda c: dict(c, mlp_bias=True), ["mlp_bias", "not supported"])
     cfg_case("config attention_bias not a bool", lambda c: dict(c, attention_bias="yes"), ["attention_bias", "true or false"])

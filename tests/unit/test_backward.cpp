@@ -70,20 +70,25 @@ TEST(Backward, RopeFiniteDifferences) {
 
 TEST(Backward, AttentionFiniteDifferences) {
   const int T = 7, nh = 4, nkv = 2, hd = 8;
-  for (int window : {0, 3}) {
-    auto q = randn(T * nh * hd, 6), k = randn(T * nkv * hd, 7), v = randn(T * nkv * hd, 8),
-         dy = randn(T * nh * hd, 9);
-    std::vector<float> out(q.size()), dq(q.size()), dk(k.size()), dv(v.size());
-    auto loss = [&] {
-      attention(q.data(), k.data(), v.data(), out.data(), T, 0, nh, nkv, hd, nkv * hd, window);
-      return dot(out, dy);
-    };
-    attention_backward(q.data(), k.data(), v.data(), dy.data(), dq.data(), dk.data(), dv.data(), T,
-                       nh, nkv, hd, window);
-    expect_fd(q, dq, loss, "dq");
-    expect_fd(k, dk, loss, "dk");
-    expect_fd(v, dv, loss, "dv");
-  }
+  // (scale, softcap): the default 1/sqrt(hd); Gemma's query_pre_attn_scalar; Gemma 2's capping
+  // (a small cap, so tanh bends the scores).
+  const std::pair<float, float> variants[] = {{0.f, 0.f}, {0.7f, 0.f}, {0.5f, 1.5f}};
+  for (int window : {0, 3})
+    for (auto [scale, cap] : variants) {
+      auto q = randn(T * nh * hd, 6), k = randn(T * nkv * hd, 7), v = randn(T * nkv * hd, 8),
+           dy = randn(T * nh * hd, 9);
+      std::vector<float> out(q.size()), dq(q.size()), dk(k.size()), dv(v.size());
+      auto loss = [&] {
+        attention(q.data(), k.data(), v.data(), out.data(), T, 0, nh, nkv, hd, nkv * hd, window,
+                  scale, cap);
+        return dot(out, dy);
+      };
+      attention_backward(q.data(), k.data(), v.data(), dy.data(), dq.data(), dk.data(), dv.data(),
+                         T, nh, nkv, hd, window, scale, cap);
+      expect_fd(q, dq, loss, "dq");
+      expect_fd(k, dk, loss, "dk");
+      expect_fd(v, dv, loss, "dv");
+    }
 }
 
 TEST(Backward, SiluMulFiniteDifferences) {
@@ -95,6 +100,19 @@ TEST(Backward, SiluMulFiniteDifferences) {
     return dot(out, dy);
   };
   silu_mul_backward(g.data(), u.data(), dy.data(), dg.data(), du.data(), n);
+  expect_fd(g, dg, loss, "dg");
+  expect_fd(u, du, loss, "du");
+}
+
+TEST(Backward, GeluTanhMulFiniteDifferences) {
+  const int n = 40;
+  auto g = randn(n, 15, 3.0f), u = randn(n, 16), dy = randn(n, 17);
+  std::vector<float> out(n), dg(n), du(n);
+  auto loss = [&] {
+    gelu_tanh_mul(g.data(), u.data(), out.data(), n);
+    return dot(out, dy);
+  };
+  gelu_tanh_mul_backward(g.data(), u.data(), dy.data(), dg.data(), du.data(), n);
   expect_fd(g, dg, loss, "dg");
   expect_fd(u, du, loss, "du");
 }
