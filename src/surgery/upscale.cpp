@@ -196,6 +196,27 @@ UpscaleResult upscale(const Recipe& recipe_in, const UpscaleOptions& opt) {
       layer_from.push_back(
           {i, recipe.slices[i].begin + j, n > 1 ? double(j) / double(n - 1) : 1.0});
   }
+  // Per-layer config lists follow their layers: output layer i is its source layer's type
+  // (Gemma's sliding / full attention and the RoPE that goes with it; Qwen's layer_types).
+  if (out_cfg.raw.contains("layer_types") || !out_cfg.sliding_layers.empty()) {
+    nlohmann::json types = nlohmann::json::array();
+    out_cfg.sliding_layers.clear();
+    for (const LayerFrom& lf : layer_from) {
+      const ModelConfig& sc = sources[slice_source[lf.slice]].cfg;
+      const auto& st = sc.raw.contains("layer_types") ? sc.raw["layer_types"] : nlohmann::json();
+      if (!sc.sliding_layers.empty())
+        out_cfg.sliding_layers.push_back(sc.sliding_layers[size_t(lf.layer)]);
+      if (st.is_array() && int64_t(st.size()) == sc.num_hidden_layers)
+        types.push_back(st[size_t(lf.layer)]);
+      else if (!sc.sliding_layers.empty())
+        types.push_back(sc.sliding_layers[size_t(lf.layer)] ? "sliding_attention"
+                                                            : "full_attention");
+    }
+    if (int64_t(types.size()) == out_cfg.num_hidden_layers)
+      out_cfg.raw["layer_types"] = types;
+    else
+      out_cfg.raw.erase("layer_types");
+  }
   // mergekit's parameter precedence for one slice: the source's, the slice's, the recipe's.
   auto settings = [&](size_t slice) {
     const SliceSource& sl = recipe.slices[slice];

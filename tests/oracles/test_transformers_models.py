@@ -174,6 +174,29 @@ def check_training_step(name, d, model, ids, tmp, extra=None, what=""):
           f"tol {GRAD_TOL:g})", worst <= GRAD_TOL and not missing, f"not trained: {missing[:4]}")
 
 
+def check_upscale(name, d, ids, tmp):
+    """SOLAR's DUS of 3 layers (sliding, full, sliding) dropping 1: [0, 2) + [1, 3). Each output
+    layer keeps its source layer's attention type (layer_types follows the layers), so
+    transformers' own model of the up-scaled directory gives lamina's logits."""
+    up = os.path.join(tmp, os.path.basename(d) + "-up")
+    p = run("upscale", "--model", d, "--out", up, "--drop", "1")
+    if not check(f"{name}: upscale runs", p.returncode == 0, p.stderr[-300:]):
+        return
+    c = json.load(open(os.path.join(up, "config.json")))
+    types = ["sliding_attention", "full_attention", "full_attention", "sliding_attention"]
+    check(f"{name}: the up-scaled layer_types follow their source layers", c.get("layer_types") == types,
+          str(c.get("layer_types")))
+    um = Gemma3ForCausalLM.from_pretrained(up, attn_implementation="eager").float().eval()
+    out = os.path.join(tmp, "up.npy")
+    p = run("score", "--model", up, "--ids", ",".join(map(str, ids)), "--dump-logits", out)
+    if check(f"{name}: lamina scores the up-scaled model", p.returncode == 0, p.stderr[-300:]):
+        with torch.no_grad():
+            ref = um(torch.tensor([ids])).logits[0]
+        err = (torch.from_numpy(np.load(out)) - ref).abs().max().item()
+        tol = TOL * max(1.0, ref.abs().max().item() / 3)
+        check(f"{name}: up-scaled logits equal transformers' (max abs err {err:.2e}, tol {tol:.2g})", err <= tol)
+
+
 def check_gguf_round_trip(name, d, ids, want, tmp):
     """export-gguf (F32) in llama.cpp's form for the architecture (qwen2 / qwen3: NEOX RoPE, rows
     unpermuted; llama: Q/K rows and biases permuted), read back by lamina: transformers' logits."""
@@ -229,6 +252,8 @@ def main():
                     check_training_step(name, d, model, ids, tmp, {"recompute": True, "mlp_chunk_rows": 10},
                                         " (recompute, MLP in chunks of 10 rows)")
                 check_gguf_round_trip(name, d, ids, want, tmp)
+            if name.startswith("gemma3"):
+                check_upscale(name, d, ids, tmp)
             if scaling is not None:
                 plain = LlamaForCausalLM(LlamaConfig(**{**model.config.to_dict(), "rope_scaling": None,
                                                         "rope_parameters": {"rope_type": "default",
