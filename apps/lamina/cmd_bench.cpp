@@ -1,6 +1,8 @@
 // lamina bench: prompt (pp) and decode (tg) throughput of a model on this CPU, as llama-bench
 // reports them — mean ± standard deviation over repetitions after one warm-up — beside the CPU,
-// the kernels chosen for it and the peak resident memory. Token ids are synthetic (no tokenizer).
+// the kernels chosen for it, the measured memory bandwidth (decode as a fraction of the limit it
+// sets: weight bytes read per token over bandwidth) and the peak resident memory. Token ids are
+// synthetic (no tokenizer).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include "core/error.h"
 #include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
+#include "kernels/memory_bandwidth.h"
 #include "kernels/quant_dot.h"
 #include "model/gguf_model.h"
 
@@ -33,6 +36,23 @@ Stat stat(const std::vector<double>& v) {
   return s;
 }
 
+// Weight bytes one decoded token reads: every matrix of every layer once (for Mixtral the top-k
+// share of the experts), the LM head, one embedding row (negligible, left out).
+double decode_bytes_per_token(const Model& m) {
+  const ModelConfig& c = m.config();
+  const ModelWeights& w = m.weights();
+  double b = double(w.lm_head.nbytes());
+  for (const LayerWeights& L : w.layers) {
+    for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down, &L.router})
+      if (t->defined()) b += double(t->nbytes());
+    double experts = 0;
+    for (const auto* v : {&L.e_gate, &L.e_up, &L.e_down})
+      for (const Tensor& t : *v) experts += double(t.nbytes());
+    if (c.is_moe()) b += experts * double(c.num_experts_per_tok) / double(c.num_local_experts);
+  }
+  return b;
+}
+
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
@@ -48,6 +68,7 @@ int cmd_bench(int argc, char** argv) {
           {"n-prompt", "N", "prompt tokens (0: no prompt test; llama-bench's -p)", "512"},
           {"n-gen", "N", "generated tokens (0: no decode test; llama-bench's -n)", "128"},
           {"repetitions", "N", "measured runs of each test (llama-bench's -r)", "3"},
+          {"no-bandwidth", "", "skip measuring the memory bandwidth (a 1 GiB streaming read)", ""},
           {"json", "", "print one JSON object", ""}});
   if (!a.parse(argc, argv)) return 0;
   const int64_t P = a.integer("n-prompt"), D = a.integer("n-gen"), R = a.integer("repetitions");
@@ -87,15 +108,25 @@ int cmd_bench(int argc, char** argv) {
   const double peak_gib = double(ru.ru_maxrss) / (1024.0 * 1024.0);
   const std::string dtype = a.given("dtype") ? a.str("dtype") : "as stored";
   const Stat sp = stat(pp), sd = stat(tg);
+  // Decode streams the weights once per token: bandwidth / bytes is its ceiling on this machine.
+  const double bytes = decode_bytes_per_token(*m);
+  const double bw = a.flag("no-bandwidth") ? 0 : measure_read_bandwidth();
+  const double limit = bw > 0 ? bw / bytes : 0;
   if (a.flag("json")) {
     nlohmann::json j = {{"model", path},
                         {"dtype", dtype},
                         {"threads", num_threads()},
                         {"cpu", cpu_description()},
                         {"quant_kernel", quant_kernel_name(default_quant_kernel())},
-                        {"peak_rss_gib", peak_gib}};
+                        {"peak_rss_gib", peak_gib},
+                        {"decode_bytes_per_token", bytes}};
+    if (bw > 0) j["read_bandwidth_gb_s"] = bw / 1e9;
     if (P) j["pp"] = {{"tokens", P}, {"tokens_per_s", sp.mean}, {"sd", sp.sd}};
     if (D) j["tg"] = {{"tokens", D}, {"tokens_per_s", sd.mean}, {"sd", sd.sd}};
+    if (D && limit > 0) {
+      j["tg"]["bandwidth_limit_tokens_per_s"] = limit;
+      j["tg"]["fraction_of_bandwidth_limit"] = sd.mean / limit;
+    }
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
@@ -103,9 +134,18 @@ int cmd_bench(int argc, char** argv) {
               arch_name(cfg.arch), (long long)cfg.num_hidden_layers, (long long)cfg.hidden_size);
   std::printf("CPU: %s; %d threads; quantized products: %s\n", cpu_description().c_str(),
               num_threads(), quant_kernel_name(default_quant_kernel()));
-  std::printf("| test | tokens/s |\n|---|---|\n");
-  if (P) std::printf("| pp%lld | %.2f ± %.2f |\n", (long long)P, sp.mean, sp.sd);
-  if (D) std::printf("| tg%lld | %.2f ± %.2f |\n", (long long)D, sd.mean, sd.sd);
+  if (bw > 0)
+    std::printf(
+        "memory read bandwidth: %.1f GB/s measured; decode reads %.3f GB of weights per "
+        "token: at most %.2f tokens/s\n",
+        bw / 1e9, bytes / 1e9, limit);
+  std::printf("| test | tokens/s | of the bandwidth limit |\n|---|---|---|\n");
+  if (P) std::printf("| pp%lld | %.2f ± %.2f | |\n", (long long)P, sp.mean, sp.sd);
+  if (D && limit > 0)
+    std::printf("| tg%lld | %.2f ± %.2f | %.0f%% |\n", (long long)D, sd.mean, sd.sd,
+                100.0 * sd.mean / limit);
+  else if (D)
+    std::printf("| tg%lld | %.2f ± %.2f | |\n", (long long)D, sd.mean, sd.sd);
   std::printf("peak resident memory: %.2f GiB\n", peak_gib);
   return 0;
 }

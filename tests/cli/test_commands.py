@@ -17,6 +17,13 @@ check = report.check
 run = runner(os.path.abspath(sys.argv[1]))
 
 
+def safetensors_header(path):
+    """The JSON header of a .safetensors file (8-byte little-endian length, then the JSON)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n))
+
+
 def main():
     tmp = tempfile.mkdtemp()
     try:
@@ -78,9 +85,23 @@ def main():
         check("bench --json: pp16 and tg4 tokens/s, the CPU and its quantized kernel, peak memory",
               j.get("pp", {}).get("tokens", 0) == 16 and j["pp"]["tokens_per_s"] > 0 and j["tg"]["tokens_per_s"] > 0
               and "flags:" in j["cpu"] and j["quant_kernel"] and j["peak_rss_gib"] > 0, p.stderr[-300:])
+        # Decode's ceiling: the weight bytes a token reads (every matrix but the embedding, from the
+        # checkpoint's own header) over the measured bandwidth.
+        hdr = safetensors_header(os.path.join(one, "model.safetensors"))
+        want_bytes = sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in hdr.items()
+                         if k != "__metadata__" and len(v["shape"]) == 2 and k != "model.embed_tokens.weight")
+        tg = j.get("tg", {})
+        check(f"bench --json: decode bytes per token {j.get('decode_bytes_per_token')} = the matrices' {want_bytes}, "
+              f"bandwidth {j.get('read_bandwidth_gb_s', 0):.1f} GB/s, fraction of its limit",
+              j.get("decode_bytes_per_token") == want_bytes and j.get("read_bandwidth_gb_s", 0) > 0
+              and tg.get("bandwidth_limit_tokens_per_s", 0) > 0
+              and abs(tg.get("fraction_of_bandwidth_limit", 0) * tg.get("bandwidth_limit_tokens_per_s", 0)
+                      - tg.get("tokens_per_s", -1)) < 1e-6 * tg.get("tokens_per_s", 1), json.dumps(j)[:400])
         p = run("bench", "--model", one, "--dtype", "q4_0", "--n-prompt", "16", "--n-gen", "2", "--repetitions", "1")
-        check("bench text table (q4_0)", p.returncode == 0 and "| pp16 |" in p.stdout and "| tg2 |" in p.stdout
-              and "quantized products:" in p.stdout, p.stdout + p.stderr[-300:])
+        check("bench text table (q4_0) with the bandwidth and decode's share of its limit",
+              p.returncode == 0 and "| pp16 |" in p.stdout and "| tg2 |" in p.stdout
+              and "quantized products:" in p.stdout and "memory read bandwidth:" in p.stdout and "% |" in p.stdout,
+              p.stdout + p.stderr[-300:])
         for bad, says in [(["--repetitions", "0"], "--repetitions"), (["--n-prompt", "0", "--n-gen", "0"], "--n-prompt"),
                           (["--n-prompt", "-3"], "--n-prompt"), (["--n-prompt", "100000"], "context")]:
             p = run("bench", "--model", one, *bad)
