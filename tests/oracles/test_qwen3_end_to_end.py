@@ -16,7 +16,6 @@ through lamina's commands and compared with transformers:
 usage: test_qwen3_end_to_end.py LAMINA ASSETS_DIR        prints 'N passed, M failed'
 """
 import json
-import math
 import os
 import shutil
 import sys
@@ -26,7 +25,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
-from harness import Report, runner, unpack_tokenizer, write_jsonl  # noqa: E402
+from harness import Report, runner, unpack_tokenizer  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chat_training import check_chat_training  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
 from test_gguf import read_gguf  # noqa: E402
@@ -39,13 +41,6 @@ run = runner(os.path.abspath(sys.argv[1]), echo_failures=False)
 assets = os.path.abspath(sys.argv[2])
 torch.set_num_threads(2)
 EOS = [151645, 151643]  # <|im_end|>, <|endoftext|> (Qwen3's generation_config.json)
-
-
-def train(command, out, *args):
-    """Runs a training command into out; -> (the process, its metrics.jsonl rows)."""
-    p = run(command, "--out", out, "--val-fraction", "0", "--threads", "2", *args)
-    m = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if l.strip()] if p.returncode == 0 else []
-    return p, m
 
 
 def build(d):
@@ -119,30 +114,7 @@ def main():
                   == tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
 
         # SFT through the model's own template; DPO on conversational pairs.
-        rows = [{"messages": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b)}]}
-                for a in range(6) for b in range(6)]
-        data = os.path.join(tmp, "sft.jsonl")
-        write_jsonl(data, rows)
-        so = os.path.join(tmp, "sft")
-        p, m = train("sft", so, "--model", d, "--data", data, "--seq-len", "128", "--batch-size", "4",
-                     "--max-steps", "6", "--lr", "3e-3")
-        check("sft through Qwen3's own template lowers the loss",
-              p.returncode == 0 and "template the model's chat_template" in p.stderr and m and m[-1]["loss"] < m[0]["loss"],
-              p.stderr[-400:])
-        if p.returncode == 0:
-            q = run("generate", "--model", os.path.join(so, "checkpoint-6"), "--chat", "--prompt", "2+3=",
-                    "--max-new-tokens", "3", "--threads", "2")
-            check("the SFT checkpoint chats", q.returncode == 0, q.stderr[-300:])
-        pairs = [{"prompt": [{"role": "user", "content": f"{a}+{a}="}],
-                  "chosen": [{"role": "assistant", "content": str(2 * a)}],
-                  "rejected": [{"role": "assistant", "content": str(2 * a + 1)}]} for a in range(8)]
-        dd = os.path.join(tmp, "dpo.jsonl")
-        write_jsonl(dd, pairs)
-        do = os.path.join(tmp, "dpo")
-        p, m = train("dpo", do, "--model", d, "--data", dd, "--seq-len", "64", "--batch-size", "2",
-                     "--max-steps", "2", "--lr", "1e-3", "--lora-r", "4")
-        check("LoRA dpo on conversational pairs through Qwen3's template trains",
-              p.returncode == 0 and m and all(math.isfinite(r["loss"]) for r in m if "loss" in r), p.stderr[-400:])
+        check_chat_training(run, check, d, tmp, "Qwen3", ("--lora-r", "4"))
 
         # GGUF: llama.cpp's qwen3 (q/k norms, rows as transformers has them) with the qwen2 pre-tokenizer.
         g = os.path.join(tmp, "x.gguf")

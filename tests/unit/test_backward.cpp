@@ -91,30 +91,24 @@ TEST(Backward, AttentionFiniteDifferences) {
     }
 }
 
-TEST(Backward, SiluMulFiniteDifferences) {
+// The gated MLP activations: SwiGLU's silu(g) * u and GeGLU's gelu_tanh(g) * u (Gemma).
+TEST(Backward, GatedActivationsFiniteDifferences) {
+  using Fwd = void (*)(const float*, const float*, float*, int64_t);
+  using Bwd = void (*)(const float*, const float*, const float*, float*, float*, int64_t);
+  const std::pair<Fwd, Bwd> pairs[] = {{silu_mul, silu_mul_backward},
+                                       {gelu_tanh_mul, gelu_tanh_mul_backward}};
   const int n = 40;
-  auto g = randn(n, 10, 3.0f), u = randn(n, 11), dy = randn(n, 12);
-  std::vector<float> out(n), dg(n), du(n);
-  auto loss = [&] {
-    silu_mul(g.data(), u.data(), out.data(), n);
-    return dot(out, dy);
-  };
-  silu_mul_backward(g.data(), u.data(), dy.data(), dg.data(), du.data(), n);
-  expect_fd(g, dg, loss, "dg");
-  expect_fd(u, du, loss, "du");
-}
-
-TEST(Backward, GeluTanhMulFiniteDifferences) {
-  const int n = 40;
-  auto g = randn(n, 15, 3.0f), u = randn(n, 16), dy = randn(n, 17);
-  std::vector<float> out(n), dg(n), du(n);
-  auto loss = [&] {
-    gelu_tanh_mul(g.data(), u.data(), out.data(), n);
-    return dot(out, dy);
-  };
-  gelu_tanh_mul_backward(g.data(), u.data(), dy.data(), dg.data(), du.data(), n);
-  expect_fd(g, dg, loss, "dg");
-  expect_fd(u, du, loss, "du");
+  for (auto [fwd, bwd] : pairs) {
+    auto g = randn(n, 10, 3.0f), u = randn(n, 11), dy = randn(n, 12);
+    std::vector<float> out(n), dg(n), du(n);
+    auto loss = [&] {
+      fwd(g.data(), u.data(), out.data(), n);
+      return dot(out, dy);
+    };
+    bwd(g.data(), u.data(), dy.data(), dg.data(), du.data(), n);
+    expect_fd(g, dg, loss, "dg");
+    expect_fd(u, du, loss, "du");
+  }
 }
 
 TEST(Backward, GemmTransposesAndAccumulates) {
