@@ -55,8 +55,8 @@ ChatFormat ChatFormat::own(const Tokenizer& tok, std::vector<std::string> end_te
 ChatFormat ChatFormat::from_text(std::string jinja, const Tokenizer& tok,
                                  std::vector<std::string> end_texts, const std::string& where) {
   if (jinja.empty()) fail(where, ": empty chat template");
-  jinja::check(jinja, where);
   ChatFormat f;
+  f.template_ = jinja::Template(jinja, where);  // parsed once: errors before any work
   f.jinja_ = std::move(jinja);
   f.where_ = where;
   f.generation_blocks_ = jinja::has_generation_blocks(f.jinja_);
@@ -96,7 +96,7 @@ std::string ChatFormat::render_variables(
   if (v.get("add_generation_prompt").kind == Kind::Undefined)
     v.set("add_generation_prompt", jinja::Value::boolean(false));
   alias_reasoning_fields(v);
-  return jinja::render(jinja_, v, where_, generation_spans);
+  return template_.render(v, generation_spans);
 }
 
 std::string ChatFormat::identity() const {

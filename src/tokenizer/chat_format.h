@@ -72,7 +72,8 @@ class ChatFormat {
   std::optional<ChatTemplate> builtin_;
   ChatTokens tokens_;
   std::string jinja_, where_;
-  std::string bos_, eos_;  // the special tokens' text the template sees ("" with none)
+  jinja::Template template_;  // jinja_ parsed
+  std::string bos_, eos_;     // the special tokens' text the template sees ("" with none)
   std::vector<std::string> end_texts_;
   bool generation_blocks_ = false;  // the template has {% generation %} marks
 };

@@ -1131,9 +1131,10 @@ void check(const std::string& tmpl, const std::string& where) {
   syntax::parse(tmpl, where);
 }
 
-std::string render(const std::string& tmpl, const Value& vars, const std::string& where,
-                   std::vector<std::pair<size_t, size_t>>* generation_spans) {
-  const Body body = syntax::parse(tmpl, where);
+namespace {
+
+std::string run_template(const Body& body, const Value& vars, const std::string& where,
+                         std::vector<std::pair<size_t, size_t>>* generation_spans) {
   Renderer r(where);
   r.scopes.emplace_back();
   if (vars.kind == Kind::Dict)
@@ -1144,6 +1145,27 @@ std::string render(const std::string& tmpl, const Value& vars, const std::string
   r.generation = generation_spans;
   r.run(body, out);
   return out;
+}
+
+}  // namespace
+
+std::string render(const std::string& tmpl, const Value& vars, const std::string& where,
+                   std::vector<std::pair<size_t, size_t>>* generation_spans) {
+  return run_template(syntax::parse(tmpl, where), vars, where, generation_spans);
+}
+
+struct Template::Parsed {
+  Body body;
+  std::string where;
+};
+
+Template::Template(const std::string& tmpl, const std::string& where)
+    : parsed_(std::make_shared<const Parsed>(Parsed{syntax::parse(tmpl, where), where})) {}
+
+std::string Template::render(const Value& vars,
+                             std::vector<std::pair<size_t, size_t>>* generation_spans) const {
+  if (!parsed_) fail("jinja: rendering an empty template");
+  return run_template(parsed_->body, vars, parsed_->where, generation_spans);
 }
 
 bool has_generation_blocks(const std::string& tmpl) {

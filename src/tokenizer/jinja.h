@@ -99,6 +99,21 @@ Value from_json(const nlohmann::ordered_json& j);
 // {% generation %} ... {% endgeneration %} blocks produced (transformers' assistant masks).
 std::string render(const std::string& tmpl, const Value& vars, const std::string& where,
                    std::vector<std::pair<size_t, size_t>>* generation_spans = nullptr);
+// A template parsed once and rendered many times (a chat format renders every conversation of a
+// training set, twice per reply for its prefix): render() as above without the parse. Copies
+// share the parsed statements.
+class Template {
+ public:
+  Template() = default;
+  Template(const std::string& tmpl, const std::string& where);  // parses; throws as render would
+  std::string render(const Value& vars,
+                     std::vector<std::pair<size_t, size_t>>* generation_spans = nullptr) const;
+  bool empty() const { return !parsed_; }
+
+ private:
+  struct Parsed;
+  std::shared_ptr<const Parsed> parsed_;
+};
 // Whether the template marks its assistant text with {% generation %} blocks.
 bool has_generation_blocks(const std::string& tmpl);
 // Parses only: a syntax error or an unsupported tag throws as render would, before any work.
