@@ -57,6 +57,31 @@ TEST(Model, KVCacheDecodingEqualsFullForwardMixtral) {
   expect_cache_matches_full(d.path, 20);
 }
 
+// The newer layers' parts through the cache: Qwen3's q/k norms and biases; Gemma's sliding and
+// full layers (Gemma 3: with their own RoPE bases), scaled queries, soft-capping (Gemma 2).
+TEST(Model, KVCacheDecodingEqualsFullForwardQwen3) {
+  TempDir d;
+  test::write_tiny_model(d.path, "tiny-qwen3", {{"attention_bias", true}});
+  expect_cache_matches_full(d.path, 20);
+}
+
+TEST(Model, KVCacheDecodingEqualsFullForwardGemmaBeyondWindow) {
+  for (const char* type : {"gemma3_text", "gemma2"}) {
+    TempDir d;
+    test::write_tiny_model(d.path, "tiny",
+                           {{"model_type", type},
+                            {"head_dim", 16},
+                            {"sliding_window", 6},
+                            {"layer_types", {"sliding_attention", "full_attention"}},
+                            {"query_pre_attn_scalar", 24},
+                            {"rope_scaling", {{"rope_type", "linear"}, {"factor", 2.0}}},
+                            {"attn_logit_softcapping", 2.0},
+                            {"final_logit_softcapping", 3.0}});
+    SCOPED_TRACE(type);
+    expect_cache_matches_full(d.path, 30);
+  }
+}
+
 TEST(Model, SplitAndFusedMixtralLayoutsAgree) {
   TempDir a, b;
   test::write_tiny_model(a.path, "tiny-mixtral", {}, DType::F32, MoeLayout::Split);
