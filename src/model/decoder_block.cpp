@@ -68,10 +68,6 @@ bool counted(const LayerPass& pass, int64_t t) {
   return !pass.aux_mask || pass.aux_mask[t] != 0;
 }
 
-const float* gain(const ModelConfig& c, const Tensor& w, Buf& tmp) {
-  return rmsnorm_gain(c, w, tmp);
-}
-
 // h = act(g) * u, and its backward.
 void act_mul(const ModelConfig& c, const float* g, const float* u, float* h, int64_t n) {
   if (c.hidden_act == Activation::GeluTanh) return gelu_tanh_mul(g, u, h, n);
@@ -238,7 +234,7 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
   // Attention half: xmid = x + o_proj(attention(rope(q), rope(k), v)) over rmsnorm(x).
   s.x.assign(x, x + N * H);
   float* xn1 = sized(s.xn1, N * H);
-  rmsnorm(s.x.data(), gain(c, lw.attn_norm, gb), xn1, N, H, eps);
+  rmsnorm(s.x.data(), rmsnorm_gain(c, lw.attn_norm, gb), xn1, N, H, eps);
   float* q = sized(s.q, N * Q);  // [N, nh, hd]
   float* kstore = kv ? kv->k : sized(s.k, N * KV);
   float* vstore = kv ? kv->v : sized(s.v, N * KV);
@@ -255,8 +251,8 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
   if (c.qk_norm) {  // Qwen3: each head's query and key RMS-normalised over its hd values
     s.q_raw.assign(q, q + N * Q);
     s.k_raw.assign(k, k + N * KV);
-    rmsnorm(q, gain(c, lw.q_norm, gb), q, N * nh, hd, eps);
-    rmsnorm(k, gain(c, lw.k_norm, gb), k, N * nkv, hd, eps);
+    rmsnorm(q, rmsnorm_gain(c, lw.q_norm, gb), q, N * nh, hd, eps);
+    rmsnorm(k, rmsnorm_gain(c, lw.k_norm, gb), k, N * nkv, hd, eps);
   }
   rope(q, pass.positions, N, nh, hd, inv_freq);
   rope(k, pass.positions, N, nkv, hd, inv_freq);
@@ -273,11 +269,11 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
   float* o = c.sandwich_norms ? sized(s.o_raw, N * H) : xmid;
   prod.forward(layer, Product::kO, -1, att, N, o, s.saved[size_t(Product::kO)], 0, N);
   if (c.o_bias) add_bias(o, lw.bo, N, H);
-  if (c.sandwich_norms) rmsnorm(o, gain(c, lw.post_attn_norm, gb), xmid, N, H, eps);
+  if (c.sandwich_norms) rmsnorm(o, rmsnorm_gain(c, lw.post_attn_norm, gb), xmid, N, H, eps);
   add_inplace(xmid, s.x.data(), N * H);
   // MLP half: x_out = xmid + mlp(rmsnorm(xmid)) (Gemma: + rmsnorm(mlp(...))).
   float* xn2 = sized(s.xn2, N * H);
-  rmsnorm(xmid, gain(c, lw.mlp_norm, gb), xn2, N, H, eps);
+  rmsnorm(xmid, rmsnorm_gain(c, lw.mlp_norm, gb), xn2, N, H, eps);
   std::memcpy(x, xmid, size_t(N * H) * sizeof(float));
   if (c.is_moe()) return moe_forward(pass, layer, prod, x, s);
   // The backward's rerun skips the MLP, except where the backward needs its output (the post
@@ -293,7 +289,7 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
   }
   if (c.sandwich_norms) {
     Buf normed(static_cast<size_t>(N * H));
-    rmsnorm(out, gain(c, lw.post_mlp_norm, gb), normed.data(), N, H, eps);
+    rmsnorm(out, rmsnorm_gain(c, lw.post_mlp_norm, gb), normed.data(), N, H, eps);
     return add_inplace(x, normed.data(), N * H);
   }
   add_inplace(x, out, N * H);
@@ -315,8 +311,8 @@ void decoder_layer_backward(const LayerPass& pass, int64_t layer, const LayerWei
   const float* dmlp = dx;
   if (c.sandwich_norms) {
     float* dy = sized(gs.dy, N * H);
-    rmsnorm_backward(s.y_dense.data(), gain(c, lw.post_mlp_norm, gb), dx, dy, vg.post_mlp_norm, N,
-                     H, eps);
+    rmsnorm_backward(s.y_dense.data(), rmsnorm_gain(c, lw.post_mlp_norm, gb), dx, dy,
+                     vg.post_mlp_norm, N, H, eps);
     dmlp = dy;
   }
   float* dxn2 = sized(gs.dxn, N * H);
@@ -346,14 +342,15 @@ void decoder_layer_backward(const LayerPass& pass, int64_t layer, const LayerWei
   }
   // d xmid = dx (residual) + the norm's backward of d xn2.
   float* dtmp = sized(gs.dtmp, N * H);
-  rmsnorm_backward(s.xmid.data(), gain(c, lw.mlp_norm, gb), dxn2, dtmp, vg.mlp_norm, N, H, eps);
+  rmsnorm_backward(s.xmid.data(), rmsnorm_gain(c, lw.mlp_norm, gb), dxn2, dtmp, vg.mlp_norm, N, H,
+                   eps);
   add_inplace(dx, dtmp, N * H);
   // Attention half: xmid = x + att Wo^T (+ bo) (Gemma: x + rmsnorm(att Wo^T)).
   const float* dout = dx;
   if (c.sandwich_norms) {
     float* dy = sized(gs.dy, N * H);
-    rmsnorm_backward(s.o_raw.data(), gain(c, lw.post_attn_norm, gb), dx, dy, vg.post_attn_norm, N,
-                     H, eps);
+    rmsnorm_backward(s.o_raw.data(), rmsnorm_gain(c, lw.post_attn_norm, gb), dx, dy,
+                     vg.post_attn_norm, N, H, eps);
     dout = dy;
   }
   if (c.o_bias) bias_grad(vg.bo, dout, N, H);
@@ -379,11 +376,11 @@ void decoder_layer_backward(const LayerPass& pass, int64_t layer, const LayerWei
   if (c.qk_norm) {     // back through the per-head norms, to q and k as projected
     Buf& t = gs.dtmp;  // d xmid's part is spent
     t.resize(size_t(std::max(Q, KV) * N));
-    rmsnorm_backward(s.q_raw.data(), gain(c, lw.q_norm, gb), dq, t.data(), vg.q_norm, N * nh, hd,
-                     eps);
+    rmsnorm_backward(s.q_raw.data(), rmsnorm_gain(c, lw.q_norm, gb), dq, t.data(), vg.q_norm,
+                     N * nh, hd, eps);
     std::copy_n(t.data(), N * Q, dq);
-    rmsnorm_backward(s.k_raw.data(), gain(c, lw.k_norm, gb), dk, t.data(), vg.k_norm, N * nkv, hd,
-                     eps);
+    rmsnorm_backward(s.k_raw.data(), rmsnorm_gain(c, lw.k_norm, gb), dk, t.data(), vg.k_norm,
+                     N * nkv, hd, eps);
     std::copy_n(t.data(), N * KV, dk);
   }
   if (c.qkv_bias) {
@@ -399,7 +396,8 @@ void decoder_layer_backward(const LayerPass& pass, int64_t layer, const LayerWei
   prod.backward(layer, Product::kV, -1, s.xn1.data(), N, dv, dxn1, true,
                 s.saved[size_t(Product::kV)], 0);
   dtmp = sized(gs.dtmp, N * H);
-  rmsnorm_backward(s.x.data(), gain(c, lw.attn_norm, gb), dxn1, dtmp, vg.attn_norm, N, H, eps);
+  rmsnorm_backward(s.x.data(), rmsnorm_gain(c, lw.attn_norm, gb), dxn1, dtmp, vg.attn_norm, N, H,
+                   eps);
   add_inplace(dx, dtmp, N * H);
 }
 
