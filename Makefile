@@ -7,7 +7,8 @@ CMAKE_FLAGS ?=
 
 all: build
 
-$(BUILD)/.deps-ok: scripts/install-deps.sh scripts/oracles-requirements.txt
+$(BUILD)/.deps-ok: scripts/install-deps.sh scripts/oracles-requirements.txt scripts/llamacpp-venv.sh \
+                   scripts/llamacpp-requirements.txt
 	bash scripts/install-deps.sh
 	@mkdir -p $(BUILD) && touch $@
 

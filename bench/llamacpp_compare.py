@@ -2,15 +2,14 @@
 `lamina export-gguf`), the same threads, in one run; prints a Markdown table for
 docs/PERFORMANCE.md with the CPU and both sides' kernels.
 
-usage: llamacpp_compare.py BUILD_DIR [--shape tinyllama|mistral-7b] [--types q4_0,q8_0]
+usage: llamacpp_compare.py BUILD_DIR [--shape tinyllama|mistral-7b] [--types q4_0,q8_0,q4_k_m]
                            [--threads 2] [--prompt 128] [--decode 32] [--repeats 3] [--work DIR]
 
-The peer is llama-cpp-python (bench/llamacpp-requirements.txt, pinned), built from source by pip
+The peer is llama-cpp-python (scripts/llamacpp-requirements.txt, pinned), built from source by pip
 for this CPU into a virtual environment under ~/.cache/lamina (XDG_CACHE_HOME honoured) on first
 use. Models are random weights of the real shapes (lamina init), converted once into --work.
 """
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -27,18 +26,9 @@ SHAPES = {
 
 
 def peer_venv():
-    req = os.path.join(here, "llamacpp-requirements.txt")
-    key = hashlib.sha256(open(req, "rb").read()).hexdigest()[:12]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    venv = os.path.join(cache, "lamina", f"bench-llamacpp-{key}")
-    py = os.path.join(venv, "bin", "python")
-    if not os.path.exists(os.path.join(venv, ".complete")):
-        print(f"building llama-cpp-python into {venv} (minutes) ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        env = dict(os.environ, CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
-        subprocess.run([py, "-m", "pip", "install", "--no-input", "-r", req], check=True, env=env)
-        open(os.path.join(venv, ".complete"), "w").close()
-    return py
+    """llama-cpp-python's venv (scripts/llamacpp-venv.sh builds it once, shared with the tests)."""
+    script = os.path.join(here, "..", "scripts", "llamacpp-venv.sh")
+    return subprocess.run(["bash", script], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def run_json(cmd, env):

@@ -1,7 +1,7 @@
 """llama.cpp (llama-cpp-python) prompt and decode throughput on a GGUF file, the way
 lamina_bench_forward measures lamina: the same prompt ids ((i * 7919 + 13) % V), greedy decode,
 best of REPEATS after one warm-up round. Prints one JSON line. Runs in the venv of
-bench/llamacpp-requirements.txt (bench/llamacpp_compare.py makes it).
+scripts/llamacpp-requirements.txt (scripts/llamacpp-venv.sh makes it).
 
 usage: llamacpp_peer.py FILE.gguf PROMPT_TOKENS DECODE_TOKENS REPEATS THREADS
 """

@@ -8,7 +8,7 @@ secs=${1:-30}
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${2:-$root/build/fuzz}
 common=("$root/src/io/mapped_file.cpp" "$root/src/core/dtype.cpp" "$root/src/core/tensor.cpp"
-        "$root/src/quant/ggml_blocks.cpp" "$root/src/quant/nf4.cpp" "$root/src/core/interrupt.cpp")
+        "$root/src/quant/ggml_blocks.cpp" "$root/src/quant/k_quants.cpp" "$root/src/quant/nf4.cpp" "$root/src/core/interrupt.cpp")
 export LAMINA_FUZZ_ASSETS=$root/tests/assets  # text_readers_fuzz: tokenizers/llama2/tokenizer.model
 run_target() {  # name, seconds, seed glob, sources, libraries (-l...) and -dict=FILE...
   local name=$1 t=$2 seeds=$3

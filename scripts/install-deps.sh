@@ -34,3 +34,7 @@ if [ ! -f "$venv/.complete" ]; then
     || { echo "install-deps: the oracle environment $venv does not import; remove it and retry" >&2; exit 1; }
   touch "$venv/.complete"
 fi
+
+# llama.cpp itself for the tests of lamina's GGUF files (tests/oracles/test_llamacpp.py) and the
+# benchmarks' peer: llama-cpp-python built from source for this CPU, and the gguf package.
+bash "$(dirname "$0")/llamacpp-venv.sh" > /dev/null

@@ -1,5 +1,6 @@
-// lamina export-gguf: a HF model directory -> one GGUF file for llama.cpp (f32, f16, bf16, q8_0,
-// q4_0), as convert_hf_to_gguf.py --outtype and llama-quantize would write it.
+// lamina export-gguf: a HF model directory -> one GGUF file for llama.cpp, as
+// convert_hf_to_gguf.py --outtype (f32, f16, bf16, q8_0) or llama-quantize (q4_0 --pure, and the
+// k-quant mixes: q4_k_m and the rest) would write it.
 #include <cstdio>
 #include <filesystem>
 
@@ -16,27 +17,30 @@ int cmd_export_gguf(int argc, char** argv) {
       "Write a Llama, Mistral, Mixtral, Qwen2 or Qwen3 model directory as one GGUF file that\n"
       "llama.cpp loads: its tensor names, Q/K permuted for ggml's RoPE (llama; qwen2 and qwen3\n"
       "are NEOX), the vocabulary with scores and types, the chat template. Norms and the router\n"
-      "stay F32; matrices take --outtype (q8_0, q4_0: ggml's reference quantizers, byte-identical\n"
-      "to llama.cpp's). Streamed a matrix at a time.",
+      "stay F32. --outtype f32, f16, bf16 and q8_0 give every matrix that type, as\n"
+      "convert_hf_to_gguf.py does; q4_0 is llama-quantize's --pure Q4_0; q2_k, q3_k_s, q3_k_m,\n"
+      "q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m and q6_k are llama-quantize's mixes (the output\n"
+      "matrix Q6_K, more bits for some attn_v / ffn_down layers, ...). Blocks come from ggml's "
+      "own\n"
+      "quantizers, byte-identical to llama-quantize run on the f32 export. Streamed a matrix at\n"
+      "a time.",
       {{"model", "DIR", "Hugging Face model directory", kRequired},
        {"out", "FILE", "output .gguf file", kRequired},
-       {"outtype", "TYPE", "f32, f16, bf16, q8_0 or q4_0", "f16"},
+       {"outtype", "TYPE", quant_mix_names(), "f16"},
        {"force", "", "replace an existing output file", ""}});
   if (!a.parse(argc, argv)) return 0;
-  GgmlType t;
-  try {
-    t = parse_ggml_type(a.str("outtype"));
-  } catch (const Error& e) {
-    fail("--outtype: ", e.what());
-  }
+  const QuantMix& mix = parse_quant_mix(a.str("outtype"));
   if (std::filesystem::exists(a.str("out")) && !a.flag("force"))
     fail(a.str("out"), ": exists (pass --force to replace it)");
-  GgufExportResult r = export_gguf(a.str("model"), a.str("out"), t);
-  std::printf("wrote %s: %lld tensors, %s (%s)\n", a.str("out").c_str(), (long long)r.tensors,
-              format_bytes(double(r.bytes)).c_str(), ggml_type_name(t));
-  if (r.fallback_f16)
-    std::printf("  %lld matrices kept in f16: their rows are not a multiple of the block size\n",
-                (long long)r.fallback_f16);
+  GgufExportResult r = export_gguf(a.str("model"), a.str("out"), mix);
+  std::string types;
+  for (auto& [name, count] : r.matrices_by_type)
+    types += (types.empty() ? "" : ", ") + std::to_string(count) + " " + name;
+  std::printf("wrote %s: %lld tensors, %s (%s: matrices %s)\n", a.str("out").c_str(),
+              (long long)r.tensors, format_bytes(double(r.bytes)).c_str(), mix.name, types.c_str());
+  if (r.fallbacks)
+    std::printf("  %lld matrices took a fallback type: their rows are not whole %s blocks\n",
+                (long long)r.fallbacks, ggml_type_name(mix.base));
   if (r.sliding_window)
     std::printf(
         "  note: the sliding window (%lld tokens) is not stored: llama.cpp's llama architecture "

@@ -25,7 +25,7 @@ int cmd_init(int argc, char** argv) {
       "files.",
       {{"out", "DIR",
         "output model directory, or X.gguf: one GGUF file (tokenizer in X-tokenizer/)", kRequired},
-       {"outtype", "f32|f16|bf16|q8_0|q4_0", "with --out X.gguf: the matrices' type", "f16"},
+       {"outtype", "TYPE", "with --out X.gguf: the file type, as for export-gguf", "f16"},
        {"shape", "NAME", "preset shape: " + shapes, "tiny"},
        {"layers", "N", "override num_hidden_layers", ""},
        {"hidden", "N", "override hidden_size", ""},
@@ -138,7 +138,7 @@ int cmd_init(int argc, char** argv) {
   write_file_atomic(out.path() + "/generation_config.json", gen.dump(2) + "\n");
   if (to_gguf) {
     const Tokenizer tok = Tokenizer::load(out.path());
-    write_random_gguf(cfg, tok, gguf_path, opt, parse_ggml_type(a.str("outtype")));
+    write_random_gguf(cfg, tok, gguf_path, opt, parse_quant_mix(a.str("outtype")));
   } else {
     write_random_weights(cfg, out.path(), opt);
   }

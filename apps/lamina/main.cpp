@@ -39,7 +39,7 @@ const Command kCommands[] = {
      "run a whole recipe from YAML: upscale, pretrain, sft, dpo, eval, export-gguf"},
     {"bench", lamina::cmd_bench,
      "prompt and decode tokens/s on this CPU (llama-bench's pp / tg), kernels, peak memory"},
-    {"export-gguf", lamina::cmd_export_gguf, "one GGUF file for llama.cpp (f16, bf16, q8_0, q4_0)"},
+    {"export-gguf", lamina::cmd_export_gguf, "one GGUF file for llama.cpp (f16, q8_0, q4_k_m, ...)"},
     {"tokenizer", lamina::cmd_tokenizer, "tokenizer train: a SentencePiece tokenizer for a corpus"},
     {"tokenize", lamina::cmd_tokenize,
      "a text through a model's tokenizer: ids, pieces and the decoded text as JSON"},

@@ -1,5 +1,6 @@
 #include "option_rules.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -117,7 +118,9 @@ const std::map<std::string, std::vector<std::string>>& choices() {
       {"moe-layout", {"split", "fused"}},
       {"model-type", {"bpe", "unigram"}},
       {"loss", {"sigmoid", "robust", "hinge", "ipo"}},
-      {"outtype", {"f32", "f16", "bf16", "q8_0", "q4_0"}},
+      {"outtype",
+       {"f32", "f16", "bf16", "q8_0", "q4_0", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s",
+        "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"}},
       {"bos", {"auto", "always", "never"}},
   };
   return c;
@@ -141,8 +144,11 @@ std::string bound_text(const Rule& r) {
 void check_option_value(const std::string& command, const std::string& name,
                         const std::string& value) {
   if (auto c = choices().find(name); c != choices().end()) {
+    std::string v = value;  // file types in either case, as llama-quantize's Q4_K_M
+    if (name == "outtype")
+      for (auto& ch : v) ch = char(std::tolower(static_cast<unsigned char>(ch)));
     for (auto& w : c->second)
-      if (value == w) return;
+      if (v == w) return;
     std::string list;
     for (auto& w : c->second) list += (list.empty() ? "" : ", ") + w;
     fail("--", name, ": expected one of ", list, "; got '", value.substr(0, 80), "'");

@@ -27,6 +27,14 @@ GgmlType ggml_type_of(DType t) {
       return GgmlType::Q5_K;
     case DType::Q6_K:
       return GgmlType::Q6_K;
+    case DType::Q5_0:
+      return GgmlType::Q5_0;
+    case DType::Q5_1:
+      return GgmlType::Q5_1;
+    case DType::Q2_K:
+      return GgmlType::Q2_K;
+    case DType::Q3_K:
+      return GgmlType::Q3_K;
     case DType::NF4:
       fail("nf4 has no ggml type (a frozen training base only)");
     case DType::Q4_0x8:
@@ -37,15 +45,14 @@ GgmlType ggml_type_of(DType t) {
 }
 
 DType dtype_from_ggml(GgmlType g) {
-  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K,
-                  DType::Q5_K, DType::Q6_K})
+  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q5_0,
+                  DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K})
     if (ggml_type_of(d) == g) return d;
   fail("ggml type ", uint32_t(g), " has no lamina dtype");
 }
 
 bool dtype_is_quantized(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q5_K ||
-         t == DType::Q6_K || t == DType::NF4 || t == DType::Q4_0x8 || t == DType::Q8_0x8;
+  return t != DType::F32 && t != DType::F16 && t != DType::BF16;
 }
 
 size_t dtype_size(DType t) {
@@ -85,6 +92,14 @@ const char* dtype_name(DType t) {
       return "Q5_K";
     case DType::Q6_K:
       return "Q6_K";
+    case DType::Q5_0:
+      return "Q5_0";
+    case DType::Q5_1:
+      return "Q5_1";
+    case DType::Q2_K:
+      return "Q2_K";
+    case DType::Q3_K:
+      return "Q3_K";
     case DType::NF4:
       return "NF4";
     case DType::Q4_0x8:
@@ -179,6 +194,10 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::Q2_K:
+    case DType::Q3_K:
       dequantize_row(ggml_type_of(t), static_cast<const uint8_t*>(src), int64_t(n), dst);
       return;
     case DType::NF4:
@@ -211,6 +230,10 @@ void convert_from_f32(const float* src, void* dst, DType t, size_t n) {
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::Q2_K:
+    case DType::Q3_K:
       quantize_row(ggml_type_of(t), src, int64_t(n), static_cast<uint8_t*>(dst));
       return;
     case DType::NF4:

@@ -11,8 +11,8 @@ namespace lamina {
 enum class GgmlType : uint32_t;  // quant/ggml_blocks.h
 
 // F32/F16/BF16: stored tensors. Q8_0/Q4_0: ggml's 32-element blocks (src/quant/ggml_blocks.h),
-// weights quantized at load for inference; Q4_K/Q5_K/Q6_K: 256-element k-quant blocks, read from
-// GGUF files only. Rows must hold whole blocks.
+// weights quantized at load for inference; Q5_0/Q5_1 (32) and Q2_K..Q6_K (256-element k-quant
+// blocks, src/quant/k_quants.h): read from GGUF files. Rows must hold whole blocks.
 // NF4: QLoRA's 4-bit NormalFloat with double-quantised absmax (src/quant/nf4.h), a frozen training
 // base only; its absmax statistics span the whole tensor, so it converts as a whole tensor (n =
 // numel), never row by row.
@@ -20,7 +20,23 @@ enum class GgmlType : uint32_t;  // quant/ggml_blocks.h
 // of 8 rows, each block of the group the quant bytes interleaved by 4-byte chunks then the 8 f16
 // scales — the same bytes per 32 weights; an inference model's matrices only (no ggml type, no
 // conversions).
-enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, NF4, Q4_0x8, Q8_0x8 };
+enum class DType : uint8_t {
+  F32,
+  F16,
+  BF16,
+  Q8_0,
+  Q4_0,
+  Q4_K,
+  Q5_K,
+  Q6_K,
+  NF4,
+  Q4_0x8,
+  Q8_0x8,
+  Q5_0,
+  Q5_1,
+  Q2_K,
+  Q3_K
+};
 
 // The same element types as ggml names them (GGUF), both ways.
 GgmlType ggml_type_of(DType t);

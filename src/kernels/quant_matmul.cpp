@@ -20,7 +20,7 @@ inline float round_bf16(float v) {
   return bf16_to_f32(f32_to_bf16(v));
 }
 
-// A k-quant row (256-element super-blocks) expanded with dequantize_row, rounded to bf16.
+// A k-quant (or Q5_0 / Q5_1) row expanded with dequantize_row, rounded to bf16.
 inline const float* expand_row(DType q, const uint8_t* w, int64_t K) {
   thread_local std::vector<float> row;
   row.resize(size_t(K));
@@ -113,9 +113,13 @@ void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool
     case DType::Q4_0x8:
     case DType::Q8_0x8:
       return int8_linear(x, M, w, y, accumulate);
+    case DType::Q2_K:
+    case DType::Q3_K:
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K:
+    case DType::Q5_0:
+    case DType::Q5_1:
       return M <= 4 ? kquant_gemv(x, M, w, y, accumulate) : kquant_gemm(x, M, w, y, accumulate);
     default:
       fail("linear_quantized: ", dtype_name(w.dtype), " is not a block type");

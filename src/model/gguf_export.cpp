@@ -22,26 +22,6 @@
 
 namespace lamina {
 
-uint32_t gguf_file_type(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32:
-      return 0;  // LLAMA_FTYPE_ALL_F32
-    case GgmlType::F16:
-      return 1;  // MOSTLY_F16
-    case GgmlType::Q4_0:
-      return 2;  // MOSTLY_Q4_0
-    case GgmlType::Q8_0:
-      return 7;  // MOSTLY_Q8_0
-    case GgmlType::BF16:
-      return 32;  // MOSTLY_BF16
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K:
-    case GgmlType::Q6_K:
-      break;  // not written by lamina (no k-quant quantizer)
-  }
-  return 0;
-}
-
 namespace {
 
 // A [rows, cols] block of an HF tensor: `rows` rows starting at element `offset`.
@@ -71,7 +51,8 @@ int64_t permuted_source_row(int64_t out_row, int64_t rows, int64_t heads) {
 
 }  // namespace
 
-GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, GgmlType type) {
+GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, const QuantMix& mix,
+                            const ImportanceMatrix* importance) {
   const ModelConfig& c = src.cfg;
   const Tokenizer& tok = *src.tokenizer;
   const std::string& model_dir = src.name;
@@ -82,10 +63,18 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
 
   // Which tensors, in llama.cpp's order, with their sources and types.
   std::vector<Planned> plan;
-  auto matrix_type = [&](int64_t cols) {
-    if (cols % ggml_block_elems(type) == 0) return type;
-    ++res.fallback_f16;
-    return GgmlType::F16;
+  MixModel mm;
+  mm.n_layer = c.num_hidden_layers;
+  mm.n_gqa = nh / nkv;
+  mm.n_expert = E;
+  mm.is_70b =
+      c.num_hidden_layers == 80 && ((c.arch == Arch::Llama && nh != nkv) || c.arch == Arch::Qwen2);
+  mm.tied = c.tie_word_embeddings;
+  auto matrix_type = [&](const std::string& gguf_name, int64_t cols) {
+    if (cols % ggml_block_elems(mix.base) != 0) ++res.fallbacks;
+    const GgmlType t = mix_tensor_type(mix, mm, gguf_name, cols);
+    ++res.matrices_by_type[ggml_type_name(t)];
+    return t;
   };
   auto need = [&](const std::string& name, const Shape& shape) {
     if (src.check) src.check(name, shape);
@@ -93,7 +82,7 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   auto mat = [&](const std::string& g, const std::string& hf, int64_t rows, int64_t cols,
                  int64_t heads = 0) {
     need(hf, {rows, cols});
-    plan.push_back({g, {cols, rows}, matrix_type(cols), {{hf, 0, rows, cols, heads}}});
+    plan.push_back({g, {cols, rows}, matrix_type(g, cols), {{hf, 0, rows, cols, heads}}});
   };
   const bool fused = src.fused;
   // Llama 3.1+'s rope_scaling llama3 as llama.cpp carries it: rope_freqs.weight [hd/2], F32, the
@@ -159,9 +148,9 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
     const std::string router = p + (fused ? "mlp.gate.weight" : "block_sparse_moe.gate.weight");
     need(router, {E, H});
     plan.push_back({b + kGgufRouter, {H, E}, GgmlType::F32, {{router, 0, E, H}}});
-    Planned g{b + kGgufExperts[0].gguf, {H, I, E}, matrix_type(H), {}};
-    Planned u{b + kGgufExperts[1].gguf, {H, I, E}, g.type, {}};
-    Planned d{b + kGgufExperts[2].gguf, {I, H, E}, matrix_type(I), {}};
+    Planned g{b + kGgufExperts[0].gguf, {H, I, E}, matrix_type(b + kGgufExperts[0].gguf, H), {}};
+    Planned u{b + kGgufExperts[1].gguf, {H, I, E}, matrix_type(b + kGgufExperts[1].gguf, H), {}};
+    Planned d{b + kGgufExperts[2].gguf, {I, H, E}, matrix_type(b + kGgufExperts[2].gguf, I), {}};
     if (fused) {
       const std::string gu = p + "mlp.experts.gate_up_proj", dn = p + "mlp.experts.down_proj";
       need(gu, {E, 2 * I, H});
@@ -191,6 +180,21 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   }
   add(kGgufModelTensors[1].gguf, kGgufModelTensors[1].hf, 0);  // output_norm
   if (!c.tie_word_embeddings) add(kGgufModelTensors[2].gguf, kGgufModelTensors[2].hf, 0);
+
+  // The importance rows each matrix quantizes with, checked before anything is written. A matrix
+  // the imatrix does not name is quantized without one (as llama-quantize does for k-quants).
+  std::vector<const float*> importance_of(plan.size(), nullptr);
+  if (importance) {
+    for (size_t i = 0; i < plan.size(); ++i) {
+      auto it = importance->find(plan[i].gguf_name);
+      if (it == importance->end() || plan[i].ne.size() < 2) continue;
+      const size_t want = size_t(plan[i].ne[0]) * plan[i].slabs.size();
+      if (it->second.size() != want)
+        fail("--imatrix: ", plan[i].gguf_name, " has ", it->second.size(), " values; its ",
+             plan[i].slabs.size() > 1 ? "experts' rows need " : "rows need ", want);
+      importance_of[i] = it->second.data();
+    }
+  }
 
   // Vocabulary: the tokenizer's pieces, padded to the embedding's rows as convert_hf_to_gguf does.
   std::vector<Tokenizer::Piece> vocab = tok.vocabulary();
@@ -237,8 +241,8 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   const std::string arch = gguf_arch(c.arch);
   w.kv("general.architecture", arch);
   w.kv("general.name", std::filesystem::path(model_dir).filename().string());  // NOLINT
-  w.kv_u32("general.file_type", gguf_file_type(type));
-  if (type == GgmlType::Q8_0 || type == GgmlType::Q4_0) w.kv_u32("general.quantization_version", 2);
+  w.kv_u32("general.file_type", mix.ftype);
+  if (ggml_block_elems(mix.base) > 1) w.kv_u32("general.quantization_version", 2);
   w.kv_u32(arch + ".vocab_size", uint32_t(V));
   w.kv_u32(arch + ".context_length", uint32_t(c.max_position_embeddings));
   w.kv_u32(arch + ".embedding_length", uint32_t(H));
@@ -299,7 +303,9 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   std::vector<uint8_t> out;
   for (size_t ti = 0; ti < plan.size(); ++ti) {
     const Planned& t = plan[ti];
-    for (const Slab& s : t.slabs) {
+    for (size_t si = 0; si < t.slabs.size(); ++si) {
+      const Slab& s = t.slabs[si];
+      const float* qw = importance_of[ti] ? importance_of[ti] + si * size_t(s.cols) : nullptr;
       const size_t rb = ggml_row_bytes(t.type, s.cols);
       out.resize(rb * size_t(s.rows));
       // Row by row (in parallel): the source row to F32, then to the block type.
@@ -314,7 +320,7 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
             std::copy(rope_factors.begin(), rope_factors.end(), row.begin());
           else
             src.read(s.name, s.offset + from * s.cols, s.cols, row.data());
-          quantize_row(t.type, row.data(), s.cols, out.data() + size_t(r) * rb);
+          quantize_row(t.type, row.data(), s.cols, out.data() + size_t(r) * rb, qw);
         }
       }
       w.write(out.data(), out.size());
@@ -365,7 +371,7 @@ std::string llama_cpp_pre_tokenizer(const std::string& model_dir) {
 }
 
 GgufExportResult export_gguf(const std::string& model_dir, const std::string& out_path,
-                             GgmlType type) {
+                             const QuantMix& mix, const ImportanceMatrix* importance) {
   const Checkpoint ck(model_dir);
   const Tokenizer tok = Tokenizer::load(model_dir);
   GgufSource src{ModelConfig::load(model_dir), &tok, model_dir,
@@ -397,7 +403,7 @@ GgufExportResult export_gguf(const std::string& model_dir, const std::string& ou
                    size_t(n));
   };
   src.release = [&](const std::string& name) { ck.release(name); };
-  return write_gguf(src, out_path, type);
+  return write_gguf(src, out_path, mix, importance);
 }
 
 }  // namespace lamina

@@ -3,18 +3,22 @@
 // names (token_embd, blk.N.attn_q, ..., blk.N.ffn_gate_exps for Mixtral's stacked experts, output),
 // Q and K rows permuted for ggml's RoPE (pairs of adjacent dimensions rotate together, where HF
 // rotates dimension i with i + head_dim/2), the SentencePiece vocabulary with scores and token
-// types, and the chat template. Norms and the MoE router stay F32; matrices take the requested
-// type (F16 where a row is not a multiple of the block size). Streamed one matrix (one expert) at
-// a time; the output appears only when complete.
+// types, and the chat template. Norms and the MoE router stay F32; matrices take the types of
+// the requested mix (quant/quant_mix.h: convert_hf_to_gguf's f32 / f16 / bf16 / q8_0, or one of
+// llama-quantize's, q4_k_m and the rest, byte-identical to llama-quantize run on the f32 export).
+// Streamed one matrix (one expert) at a time; the output appears only when complete.
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "io/model_config.h"
 #include "quant/ggml_blocks.h"
+#include "quant/quant_mix.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lamina {
@@ -22,14 +26,20 @@ namespace lamina {
 struct GgufExportResult {
   int64_t tensors = 0;
   uint64_t bytes = 0;
-  int64_t fallback_f16 = 0;  // matrices whose rows could not take the requested block type
+  // Matrices whose rows are not whole blocks of the mix's type (they take a fallback type).
+  int64_t fallbacks = 0;
+  std::map<std::string, int64_t> matrices_by_type;  // ggml type name -> matrices of it
   // Mistral's sliding window, which llama.cpp's "llama" architecture does not represent (as with
   // its own converter): identical output only for contexts up to this many tokens.
   int64_t sliding_window = 0;
 };
 
+// Importance matrices (llama.cpp's imatrix) by GGUF tensor name: one value per column of the
+// matrix's rows (Mixtral's stacked experts: one such row per expert, concatenated).
+using ImportanceMatrix = std::map<std::string, std::vector<float>>;
+
 GgufExportResult export_gguf(const std::string& model_dir, const std::string& out_path,
-                             GgmlType type);
+                             const QuantMix& mix, const ImportanceMatrix* importance = nullptr);
 
 // Where write_gguf takes a model's tensors from (a checkpoint, or random values for init).
 struct GgufSource {
@@ -49,13 +59,11 @@ struct GgufSource {
   std::function<void(const std::string& name, int64_t offset, int64_t n, float* out)> read;
   std::function<void(const std::string& name)> release;  // done with that tensor (may be empty)
 };
-GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, GgmlType type);
+GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, const QuantMix& mix,
+                            const ImportanceMatrix* importance = nullptr);
 
 // llama.cpp's name for a byte-level BPE tokenizer.json's pre-tokenizer (tokenizer.ggml.pre:
 // "llama-bpe", "qwen2"); Error naming the file for any other.
 std::string llama_cpp_pre_tokenizer(const std::string& model_dir);
-
-// llama.cpp's file_type number for a GGUF whose matrices are `t` (general.file_type).
-uint32_t gguf_file_type(GgmlType t);
 
 }  // namespace lamina

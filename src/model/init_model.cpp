@@ -161,7 +161,7 @@ uint64_t tensor_key(const InitOptions& opt, const std::string& name) {
 }  // namespace
 
 void write_random_gguf(const ModelConfig& c, const Tokenizer& tok, const std::string& path,
-                       const InitOptions& opt, GgmlType type) {
+                       const InitOptions& opt, const QuantMix& mix) {
   std::map<std::string, TensorSpec> specs;
   for (auto& s : model_tensor_specs(c, MoeLayout::Split)) specs[s.name] = s;
   GgufSource src{c, &tok, "random " + std::string(arch_name(c.arch)), false};
@@ -170,7 +170,7 @@ void write_random_gguf(const ModelConfig& c, const Tokenizer& tok, const std::st
     const uint64_t key = tensor_key(opt, name);
     for (int64_t i = 0; i < n; ++i) out[i] = random_value(s, key, offset + i, opt);
   };
-  write_gguf(src, path, type);
+  write_gguf(src, path, mix);
 }
 
 void write_random_weights(const ModelConfig& c, const std::string& dir, const InitOptions& opt) {

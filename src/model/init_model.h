@@ -7,7 +7,7 @@
 
 #include "io/model_config.h"
 #include "model/weights.h"
-#include "quant/ggml_blocks.h"
+#include "quant/quant_mix.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lamina {
@@ -34,6 +34,6 @@ void write_random_weights(const ModelConfig& c, const std::string& dir, const In
 // to `type` as they are generated (no checkpoint in between): real shapes too large to hold as
 // bf16 here (Mixtral-8x7B: 93 GB) become a 26 GB Q4_0 file a frozen LoRA base can map.
 void write_random_gguf(const ModelConfig& c, const Tokenizer& tok, const std::string& path,
-                       const InitOptions& opt, GgmlType type);
+                       const InitOptions& opt, const QuantMix& mix);
 
 }  // namespace lamina

@@ -4,15 +4,16 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "quant/k_quants.h"
 
 namespace lamina {
 
 namespace {
-constexpr int64_t kQK = 32;    // QK8_0 == QK4_0
-constexpr int64_t kQKK = 256;  // QK_K: the k-quants' super-block
+constexpr int64_t kQK = 32;  // QK8_0 == QK4_0
 
 void put_f16(uint8_t* p, float v) {
   const uint16_t h = f32_to_f16(v);
@@ -25,22 +26,49 @@ float get_f16(const uint8_t* p) {
 }
 }  // namespace
 
+namespace {
+constexpr GgmlType kAllTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
+                                  GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2_K,
+                                  GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+// ggml's importance-weighted quantizers of the 32-value blocks (quantize_row_q4_0_impl and its
+// q5 siblings): each block's weights are qw[j] * sqrt(sigma2 + x[j]^2), sigma2 the row's mean
+// square, and its scale comes from the k-quants' searches.
+float row_sigma2(const float* x, int64_t n) {
+  float sum_x2 = 0;
+  for (int64_t j = 0; j < n; ++j) sum_x2 += x[j] * x[j];
+  return sum_x2 / float(n);
+}
+void block_weights(const float* xb, const float* qw, float sigma2, float* weight) {
+  for (int j = 0; j < kQK; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + xb[j] * xb[j]);
+}
+// Q5_0 / Q5_1's nibbles and fifth bits of 32 levels (value j and j + 16 share a byte).
+void pack_q5(const uint8_t* L, uint8_t* qh_out, uint8_t* qs) {
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const uint8_t xi0 = L[j], xi1 = L[j + 16];
+    qs[j] = uint8_t((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+    qh |= uint32_t((xi0 & 0x10u) >> 4) << (j + 0);
+    qh |= uint32_t((xi1 & 0x10u) >> 4) << (j + 16);
+  }
+  std::memcpy(qh_out, &qh, 4);
+}
+}  // namespace
+
 std::optional<GgmlType> ggml_type_from_id(uint32_t id) {
-  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0,
-                     GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
+  for (GgmlType t : kAllTypes)
     if (uint32_t(t) == id) return t;
   return std::nullopt;
 }
 
 GgmlType parse_ggml_type(const std::string& name) {
-  std::string n = name;
+  std::string n = name, all;
   for (auto& ch : n) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-  if (n == "f32") return GgmlType::F32;
-  if (n == "f16") return GgmlType::F16;
-  if (n == "bf16") return GgmlType::BF16;
-  if (n == "q8_0") return GgmlType::Q8_0;
-  if (n == "q4_0") return GgmlType::Q4_0;
-  fail("unknown tensor type '", name, "' (f32, f16, bf16, q8_0, q4_0)");
+  for (GgmlType t : kAllTypes) {
+    if (n == ggml_type_name(t)) return t;
+    all += std::string(all.empty() ? "" : ", ") + ggml_type_name(t);
+  }
+  fail("unknown tensor type '", name, "' (", all, ")");
 }
 
 const char* ggml_type_name(GgmlType t) {
@@ -55,6 +83,14 @@ const char* ggml_type_name(GgmlType t) {
       return "q8_0";
     case GgmlType::Q4_0:
       return "q4_0";
+    case GgmlType::Q5_0:
+      return "q5_0";
+    case GgmlType::Q5_1:
+      return "q5_1";
+    case GgmlType::Q2_K:
+      return "q2_k";
+    case GgmlType::Q3_K:
+      return "q3_k";
     case GgmlType::Q4_K:
       return "q4_k";
     case GgmlType::Q5_K:
@@ -66,8 +102,16 @@ const char* ggml_type_name(GgmlType t) {
 }
 
 int64_t ggml_block_elems(GgmlType t) {
-  if (t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K) return kQKK;
-  return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 ? kQK : 1;
+  if (is_k_quant(t)) return kSuperBlock;
+  switch (t) {
+    case GgmlType::Q8_0:
+    case GgmlType::Q4_0:
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+      return kQK;
+    default:
+      return 1;
+  }
 }
 
 size_t ggml_block_bytes(GgmlType t) {
@@ -81,12 +125,20 @@ size_t ggml_block_bytes(GgmlType t) {
       return 2 + kQK;
     case GgmlType::Q4_0:
       return 2 + kQK / 2;
+    case GgmlType::Q5_0:
+      return 2 + 4 + kQK / 2;  // 22
+    case GgmlType::Q5_1:
+      return 2 + 2 + 4 + kQK / 2;  // 24
+    case GgmlType::Q2_K:
+      return 16 + 64 + 2 + 2;  // 84
+    case GgmlType::Q3_K:
+      return 32 + 64 + 12 + 2;  // 110
     case GgmlType::Q4_K:
-      return 2 + 2 + 12 + kQKK / 2;  // 144
+      return 2 + 2 + 12 + 128;  // 144
     case GgmlType::Q5_K:
-      return 2 + 2 + 12 + kQKK / 8 + kQKK / 2;  // 176
+      return 2 + 2 + 12 + 32 + 128;  // 176
     case GgmlType::Q6_K:
-      return kQKK / 2 + kQKK / 4 + kQKK / 16 + 2;  // 210
+      return 128 + 64 + 16 + 2;  // 210
   }
   return 0;
 }
@@ -98,13 +150,13 @@ size_t ggml_row_bytes(GgmlType t, int64_t n) {
   return size_t(n / b) * ggml_block_bytes(t);
 }
 
-void quantize_row(GgmlType t, const float* x, int64_t n, uint8_t* out) {
+void quantize_row(GgmlType t, const float* x, int64_t n, uint8_t* out, const float* importance) {
+  if (is_k_quant(t)) return quantize_k_row(t, x, n, out, importance);
   const size_t bb = ggml_block_bytes(t);
+  const float sigma2 = importance && t != GgmlType::Q8_0 ? row_sigma2(x, n) : 0.f;
+  const float* qw = importance;
+  float weight[kQK];
   switch (t) {
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K:
-    case GgmlType::Q6_K:
-      fail("quantizing to ", ggml_type_name(t), " is not implemented (lamina reads it)");
     case GgmlType::F32:
       std::memcpy(out, x, size_t(n) * 4);
       return;
@@ -114,7 +166,7 @@ void quantize_row(GgmlType t, const float* x, int64_t n, uint8_t* out) {
     case GgmlType::BF16:
       convert_from_f32(x, out, DType::BF16, size_t(n));
       return;
-    case GgmlType::Q8_0:
+    case GgmlType::Q8_0:  // ggml's quantize_q8_0 takes no importance
       ggml_row_bytes(t, n);
       for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += bb) {
         float amax = 0.f;
@@ -127,6 +179,13 @@ void quantize_row(GgmlType t, const float* x, int64_t n, uint8_t* out) {
     case GgmlType::Q4_0:
       ggml_row_bytes(t, n);
       for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += bb) {
+        if (qw) {  // quantize_row_q4_0_impl
+          int8_t L[kQK];
+          block_weights(x, qw + b * kQK, sigma2, weight);
+          put_f16(out, ggml_make_qx_quants(kQK, 8, x, L, 1, weight));
+          for (int j = 0; j < 16; ++j) out[2 + j] = uint8_t(L[j] | (L[j + 16] << 4));
+          continue;
+        }
         // The signed value of largest magnitude (the first one on ties) maps to -8.
         float amax = 0.f, mx = 0.f;
         for (int64_t j = 0; j < kQK; ++j)
@@ -140,65 +199,58 @@ void quantize_row(GgmlType t, const float* x, int64_t n, uint8_t* out) {
         }
       }
       return;
+    case GgmlType::Q5_0:
+      ggml_row_bytes(t, n);
+      for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += bb) {
+        uint8_t L[kQK];
+        if (qw) {  // quantize_row_q5_0_impl
+          int8_t l8[kQK];
+          block_weights(x, qw + b * kQK, sigma2, weight);
+          put_f16(out, ggml_make_qx_quants(kQK, 16, x, l8, 1, weight));
+          for (int j = 0; j < kQK; ++j) L[j] = uint8_t(l8[j]);
+        } else {  // quantize_row_q5_0_ref
+          float amax = 0.f, mx = 0.f;
+          for (int j = 0; j < kQK; ++j)
+            if (amax < std::fabs(x[j])) amax = std::fabs(x[j]), mx = x[j];
+          const float d = mx / -16, id = d ? 1.0f / d : 0.0f;
+          put_f16(out, d);
+          for (int j = 0; j < kQK; ++j)
+            L[j] = uint8_t(std::min<int>(31, int8_t(x[j] * id + 16.5f)));
+        }
+        pack_q5(L, out + 2, out + 6);
+      }
+      return;
+    case GgmlType::Q5_1:
+      ggml_row_bytes(t, n);
+      for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += bb) {
+        uint8_t L[kQK], Laux[kQK];
+        if (qw) {  // quantize_row_q5_1_impl
+          float min;
+          block_weights(x, qw + b * kQK, sigma2, weight);
+          const float d =
+              ggml_make_qkx3_quants(kQK, 31, x, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
+          put_f16(out, d);
+          put_f16(out + 2, -min);
+        } else {  // quantize_row_q5_1_ref
+          float min = std::numeric_limits<float>::max(), max = -min;
+          for (int j = 0; j < kQK; ++j) min = std::min(min, x[j]), max = std::max(max, x[j]);
+          const float d = (max - min) / ((1 << 5) - 1), id = d ? 1.0f / d : 0.0f;
+          put_f16(out, d);
+          put_f16(out + 2, min);
+          for (int j = 0; j < kQK; ++j) L[j] = uint8_t((x[j] - min) * id + 0.5f);
+        }
+        pack_q5(L, out + 4, out + 8);
+      }
+      return;
+    default:
+      fail("quantize_row: no quantizer for ", ggml_type_name(t));
   }
 }
 
 void dequantize_row(GgmlType t, const uint8_t* in, int64_t n, float* y) {
+  if (is_k_quant(t)) return dequantize_k_row(t, in, n, y);
   const size_t bb = ggml_block_bytes(t);
   switch (t) {
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K:
-      ggml_row_bytes(t, n);
-      for (int64_t b = 0; b < n / kQKK; ++b, in += bb) {
-        const float d = get_f16(in), dmin = get_f16(in + 2);
-        const uint8_t* sc = in + 4;  // 12 bytes: 6-bit scale and min of each sub-block
-        const bool five = t == GgmlType::Q5_K;
-        const uint8_t* qh =
-            in + 16;  // Q5_K: every value's fifth bit, 2 bits per pair of sub-blocks
-        const uint8_t* q = in + (five ? 48 : 16);
-        // Sub-block j's 6-bit scale and min (ggml's get_scale_min_k4).
-        auto scale_min = [&](int j, int& s, int& m) {
-          if (j < 4) {
-            s = sc[j] & 63, m = sc[j + 4] & 63;
-          } else {
-            s = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-            m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-          }
-        };
-        for (int j = 0; j < 8; j += 2, q += 32, y += 64) {  // 64 values: low nibbles, high nibbles
-          int s1, m1, s2, m2;
-          scale_min(j, s1, m1), scale_min(j + 1, s2, m2);
-          const float d1 = d * float(s1), o1 = dmin * float(m1);
-          const float d2 = d * float(s2), o2 = dmin * float(m2);
-          const int u1 = 1 << j, u2 = 2 << j;
-          for (int l = 0; l < 32; ++l)
-            y[l] = d1 * float((q[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0)) - o1;
-          for (int l = 0; l < 32; ++l)
-            y[32 + l] = d2 * float((q[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - o2;
-        }
-      }
-      return;
-    case GgmlType::Q6_K:
-      ggml_row_bytes(t, n);
-      for (int64_t b = 0; b < n / kQKK; ++b, in += bb) {
-        const uint8_t* ql = in;
-        const uint8_t* qh = in + 128;
-        const auto* sc = reinterpret_cast<const int8_t*>(in + 192);
-        const float d = get_f16(in + 208);
-        for (int half = 0; half < 2; ++half, ql += 64, qh += 32, sc += 8, y += 128)
-          for (int l = 0; l < 32; ++l) {
-            const int is = l / 16;
-            const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-            const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            y[l] = d * float(sc[is]) * float(q1);
-            y[l + 32] = d * float(sc[is + 2]) * float(q2);
-            y[l + 64] = d * float(sc[is + 4]) * float(q3);
-            y[l + 96] = d * float(sc[is + 6]) * float(q4);
-          }
-      }
-      return;
     case GgmlType::F32:
       std::memcpy(y, in, size_t(n) * 4);
       return;
@@ -225,6 +277,26 @@ void dequantize_row(GgmlType t, const uint8_t* in, int64_t n, float* y) {
         }
       }
       return;
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+      ggml_row_bytes(t, n);
+      for (int64_t b = 0; b < n / kQK; ++b, in += bb, y += kQK) {
+        const bool one = t == GgmlType::Q5_1;
+        const float d = get_f16(in), m = one ? get_f16(in + 2) : 0.f;
+        const uint8_t* qs = in + (one ? 8 : 6);
+        uint32_t qh;
+        std::memcpy(&qh, in + (one ? 4 : 2), 4);
+        for (int j = 0; j < 16; ++j) {
+          const int h0 = int(((qh >> (j + 0)) << 4) & 0x10), h1 = int((qh >> (j + 12)) & 0x10);
+          const int x0 = ((qs[j] & 0x0F) | h0) - (one ? 0 : 16);
+          const int x1 = ((qs[j] >> 4) | h1) - (one ? 0 : 16);
+          y[j] = one ? float(x0) * d + m : float(x0) * d;
+          y[j + 16] = one ? float(x1) * d + m : float(x1) * d;
+        }
+      }
+      return;
+    default:
+      fail("dequantize_row: ", ggml_type_name(t), " has no decoder");
   }
 }
 

@@ -15,6 +15,7 @@
 #include "kernels/ops.h"
 #include "kernels/quant_dot.h"
 #include "quant/ggml_blocks.h"
+#include "quant/quant_mix.h"
 #include "test_util.h"
 
 using namespace lamina;
@@ -37,7 +38,8 @@ TEST(GgmlBlocks, Q4RoundTripsItsGridAndQ8StaysWithinHalfAStep) {
     EXPECT_LE(std::fabs(y[size_t(i)] - x[size_t(i)]), 3.0f / 127 / 2 * 1.01f);
   EXPECT_THROW(ggml_row_bytes(GgmlType::Q8_0, 40), Error);  // not a whole number of blocks
   EXPECT_EQ(parse_ggml_type("Q4_0"), GgmlType::Q4_0);
-  EXPECT_THROW(parse_ggml_type("q5_k"), Error);
+  EXPECT_EQ(parse_ggml_type("Q5_K"), GgmlType::Q5_K);
+  EXPECT_THROW(parse_ggml_type("q7_k"), Error);
 }
 
 // A GGUF whose declared tensors are not all written is an error, and leaves no file behind.
@@ -264,28 +266,22 @@ TEST(GgufReader, ReadsWhatTheWriterWroteAndRejectsEveryTruncation) {
   EXPECT_EQ(errors, int(end));
 }
 
-// The k-quants (read from GGUF files, no quantizer): random blocks with sane scales; linear() on
-// them equals linear() on their dequantized values stored as bf16, on both paths.
-TEST(QuantizedLinear, KQuantsMatchTheirDequantizedValues) {
+// The types lamina reads from GGUF files and multiplies by expansion to bf16 (k-quants, Q5_0,
+// Q5_1), quantized by ggml's quantizers: linear() on them equals linear() on their dequantized
+// values stored as bf16, on both paths (gemv for decoding, gemm for prompts).
+TEST(QuantizedLinear, ExpandedTypesMatchTheirDequantizedValues) {
   std::mt19937 rng(11);
   const int64_t N = 24, K = 512;
-  for (DType q : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (DType q : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q5_0,
+                  DType::Q5_1}) {
+    std::vector<float> wf(size_t(N * K));
+    for (auto& v : wf) v = 0.05f * nd(rng);
     Tensor wq = Tensor::empty(q, {N, K});
-    auto* p = static_cast<uint8_t*>(wq.data);
-    for (size_t i = 0; i < wq.nbytes(); ++i) p[i] = uint8_t(rng());
-    const size_t bb = q == DType::Q4_K ? 144 : q == DType::Q5_K ? 176 : 210;
-    for (size_t b = 0; b < wq.nbytes() / bb; ++b) {  // scales: d (and dmin) small
-      const uint16_t d = f32_to_f16(0.004f), dmin = f32_to_f16(0.002f);
-      if (q != DType::Q6_K) {
-        std::memcpy(p + b * bb, &d, 2), std::memcpy(p + b * bb + 2, &dmin, 2);
-      } else {
-        std::memcpy(p + b * bb + 208, &d, 2);
-      }
-    }
+    convert_from_f32(wf.data(), wq.data, q, size_t(N * K));
     Tensor wb = wq.to(DType::F32).to(DType::BF16);
     for (int64_t M : {1, 3, 37}) {
       std::vector<float> x(size_t(M * K)), y(size_t(M * N)), ref(size_t(M * N));
-      std::normal_distribution<float> nd(0.f, 1.f);
       for (auto& v : x) v = nd(rng);
       linear(x.data(), M, wq, y.data());
       linear(x.data(), M, wb, ref.data());
@@ -293,4 +289,62 @@ TEST(QuantizedLinear, KQuantsMatchTheirDequantizedValues) {
         ASSERT_NEAR(y[i], ref[i], 1e-4f * (1 + std::fabs(ref[i]))) << dtype_name(q) << " M=" << M;
     }
   }
+}
+
+// Each block type's quantize / dequantize round trip stays within its resolution: the worst error
+// over a row of N(0, 1) values, relative to the row's largest value (byte equality with ggml's
+// own quantizers is tests/oracles/test_llamacpp.py's).
+TEST(GgmlBlocks, EveryTypeRoundTripsWithinItsResolution) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int64_t n = 4096;
+  std::vector<float> x(static_cast<size_t>(n)), y(x.size()), imp(x.size());
+  for (auto& v : x) v = nd(rng);
+  for (auto& v : imp) v = 0.5f + std::fabs(nd(rng));
+  float amax = 0;
+  for (float v : x) amax = std::max(amax, std::fabs(v));
+  const struct {
+    GgmlType t;
+    float bound;  // the worst error measured with and without importance, x ~1.4
+  } cases[] = {{GgmlType::Q8_0, 0.0055f}, {GgmlType::Q6_K, 0.03f},  {GgmlType::Q5_K, 0.055f},
+               {GgmlType::Q5_1, 0.037f},  {GgmlType::Q5_0, 0.065f}, {GgmlType::Q4_K, 0.1f},
+               {GgmlType::Q4_0, 0.13f},   {GgmlType::Q3_K, 0.22f},  {GgmlType::Q2_K, 0.38f}};
+  for (const auto& c : cases)
+    for (const float* qw :
+         {static_cast<const float*>(nullptr), static_cast<const float*>(imp.data())}) {
+      std::vector<uint8_t> q(ggml_row_bytes(c.t, n));
+      quantize_row(c.t, x.data(), n, q.data(), qw);
+      dequantize_row(c.t, q.data(), n, y.data());
+      float worst = 0;
+      for (int64_t i = 0; i < n; ++i)
+        worst = std::max(worst, std::fabs(y[size_t(i)] - x[size_t(i)]));
+      EXPECT_LE(worst / amax, c.bound) << ggml_type_name(c.t) << (qw ? " with importance" : "");
+    }
+}
+
+// llama.cpp's Q4_K_M on a 32-layer Llama with GQA (Mistral 7B's shape), as its published files
+// have it: the output matrix Q6_K, the embedding Q4_K, attn_v and ffn_down Q6_K in the first and
+// last eighth and every third layer between, the rest Q4_K; rows not whole 256-blocks fall back.
+TEST(QuantMix, Q4KMFollowsLlamaCppsRules) {
+  const QuantMix& m = parse_quant_mix("Q4_K_M");
+  EXPECT_EQ(m.ftype, 15u);
+  MixModel mm;
+  mm.n_layer = 32, mm.n_gqa = 4;
+  EXPECT_EQ(mix_tensor_type(m, mm, "output.weight", 4096), GgmlType::Q6_K);
+  EXPECT_EQ(mix_tensor_type(m, mm, "token_embd.weight", 4096), GgmlType::Q4_K);
+  std::string six;
+  for (int l = 0; l < 32; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    const GgmlType v = mix_tensor_type(m, mm, b + "attn_v.weight", 4096);
+    EXPECT_EQ(mix_tensor_type(m, mm, b + "ffn_down.weight", 14336), v) << l;
+    EXPECT_EQ(mix_tensor_type(m, mm, b + "attn_q.weight", 4096), GgmlType::Q4_K);
+    if (v == GgmlType::Q6_K) six += std::to_string(l) + " ";
+  }
+  EXPECT_EQ(six, "0 1 2 3 6 9 12 15 18 21 24 27 28 29 30 31 ");
+  mm.tied = true;  // the embedding is the output matrix
+  EXPECT_EQ(mix_tensor_type(m, mm, "token_embd.weight", 4096), GgmlType::Q6_K);
+  EXPECT_EQ(mix_tensor_type(m, mm, "blk.5.attn_q.weight", 896), GgmlType::Q5_0);  // fallback
+  EXPECT_EQ(mix_tensor_type(m, mm, "blk.5.attn_q.weight", 80), GgmlType::F16);
+  EXPECT_EQ(mix_tensor_type(parse_quant_mix("q8_0"), mm, "output.weight", 4096), GgmlType::Q8_0);
+  EXPECT_THROW(parse_quant_mix("q4_k"), Error);  // a type, not a file type
 }
