@@ -83,79 +83,6 @@ float make_q3_quants(int n, int nmax, const float* x, int8_t* L, bool do_rmse) {
   return 1 / iscale;
 }
 
-// make_qkx2_quants: an asymmetric fit (scale, min <= 0) on levels 0..nmax, trying nstep + 1
-// stretched grids and keeping the one of least weighted error (absolute with use_mad).
-float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
-                       float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
-                       bool use_mad) {
-  float min = x[0], max = x[0];
-  float sum_w = weights[0];
-  float sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    if (x[i] < min) min = x[i];
-    if (x[i] > max) max = x[i];
-    const float w = weights[i];
-    sum_w += w;
-    sum_x += w * x[i];
-  }
-  if (min > 0) min = 0;
-  if (max == min) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    *the_min = -min;
-    return 0.f;
-  }
-  float iscale = float(nmax) / (max - min);
-  float scale = 1 / iscale;
-  float best_error = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = ggml_nearest_int(iscale * (x[i] - min));
-    L[i] = uint8_t(std::max(0, std::min(nmax, l)));
-    float diff = scale * float(L[i]) + min - x[i];
-    diff = use_mad ? std::fabs(diff) : diff * diff;
-    best_error += weights[i] * diff;
-  }
-  if (nstep < 1) {
-    *the_min = -min;
-    return scale;
-  }
-  for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + rdelta * float(is) + float(nmax)) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      int l = ggml_nearest_int(iscale * (x[i] - min));
-      l = std::max(0, std::min(nmax, l));
-      Laux[i] = uint8_t(l);
-      const float w = weights[i];
-      sum_l += w * float(l);
-      sum_l2 += w * float(l) * float(l);
-      sum_xl += w * float(l) * x[i];
-    }
-    const float D = sum_w * sum_l2 - sum_l * sum_l;
-    if (D > 0) {
-      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-      if (this_min > 0) {
-        this_min = 0;
-        this_scale = sum_xl / sum_l2;
-      }
-      float cur_error = 0;
-      for (int i = 0; i < n; ++i) {
-        float diff = this_scale * float(Laux[i]) + this_min - x[i];
-        diff = use_mad ? std::fabs(diff) : diff * diff;
-        cur_error += weights[i] * diff;
-      }
-      if (cur_error < best_error) {
-        for (int i = 0; i < n; ++i) L[i] = Laux[i];
-        best_error = cur_error;
-        scale = this_scale;
-        min = this_min;
-      }
-    }
-  }
-  *the_min = -min;
-  return scale;
-}
-
 // make_qp_quants: the super-block's quantization of its (non-negative) sub-block scales or mins
 // on levels 0..nmax, weighted by each sub-block's total importance.
 float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights) {
@@ -289,8 +216,8 @@ void quantize_q2_k_block(const float* x, uint8_t* y, const float* qw) {
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 16; ++j) {
       for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
-      scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f,
-                                   0.1f, 15, true);
+      scales[j] = ggml_make_qkx3_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux,
+                                        -0.5f, 0.1f, 15, true);
       if (scales[j] > max_scale) max_scale = scales[j];
       if (mins[j] > max_min) max_min = mins[j];
     }
@@ -419,10 +346,10 @@ void quantize_q45_k_block(bool five, const float* x, uint8_t* y, const float* qw
       for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
       const float av_x = std::sqrt(sum_x2 / 32);
       for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-      scales[j] = five ? make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
-                                          -0.5f, 0.1f, 15, false)
-                       : make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
-                                          -1.f, 0.1f, 20, false);
+      scales[j] = five ? ggml_make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j],
+                                               Laux, -0.5f, 0.1f, 15, false)
+                       : ggml_make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j],
+                                               Laux, -1.f, 0.1f, 20, false);
       if (scales[j] > max_scale) max_scale = scales[j];
       if (mins[j] > max_min) max_min = mins[j];
     }

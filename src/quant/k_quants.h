@@ -39,7 +39,10 @@ void dequantize_k_row(GgmlType t, const uint8_t* in, int64_t n, float* y);
 // -nmax..nmax-1, L[i] the level + nmax; weights qw (or, when null, by rmse_type).
 float ggml_make_qx_quants(int n, int nmax, const float* x, int8_t* L, int rmse_type,
                           const float* qw);
-// ggml's make_qkx3_quants: scale and min (returned as -min in *the_min) on levels 0..nmax.
+// ggml's make_qkx3_quants: an asymmetric fit (scale, min <= 0; -min returned in *the_min) on
+// levels 0..nmax, trying nstep + 1 stretched grids and keeping the one of least weighted error
+// (absolute with use_mad). With weights given it is also ggml's make_qkx2_quants (the _ref
+// quantizers' search): the two differ only where weights are null.
 float ggml_make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
                             float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
                             bool use_mad);
