@@ -16,13 +16,10 @@ namespace {
 constexpr int64_t kQK = 32;  // QK8_0 == QK4_0
 
 void put_f16(uint8_t* p, float v) {
-  const uint16_t h = f32_to_f16(v);
-  std::memcpy(p, &h, 2);
+  ggml_put_f16(p, v);
 }
 float get_f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
+  return ggml_get_f16(p);
 }
 }  // namespace
 
@@ -35,12 +32,10 @@ constexpr GgmlType kAllTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16
 // q5 siblings): each block's weights are qw[j] * sqrt(sigma2 + x[j]^2), sigma2 the row's mean
 // square, and its scale comes from the k-quants' searches.
 float row_sigma2(const float* x, int64_t n) {
-  float sum_x2 = 0;
-  for (int64_t j = 0; j < n; ++j) sum_x2 += x[j] * x[j];
-  return sum_x2 / float(n);
+  return ggml_sum_squares(x, n) / float(n);
 }
 void block_weights(const float* xb, const float* qw, float sigma2, float* weight) {
-  for (int j = 0; j < kQK; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + xb[j] * xb[j]);
+  ggml_importance_weights(xb, qw, sigma2, int(kQK), weight);
 }
 // Q5_0 / Q5_1's nibbles and fifth bits of 32 levels (value j and j + 16 share a byte).
 void pack_q5(const uint8_t* L, uint8_t* qh_out, uint8_t* qs) {

@@ -19,13 +19,10 @@ constexpr int kQK = int(kSuperBlock);
 constexpr float kGroupMaxEps = 1e-15f;  // GROUP_MAX_EPS: below it a group is all zero
 
 void put_f16(uint8_t* p, float v) {
-  const uint16_t h = f32_to_f16(v);
-  std::memcpy(p, &h, 2);
+  ggml_put_f16(p, v);
 }
 float get_f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
+  return ggml_get_f16(p);
 }
 
 // make_q3_quants: Q3_K's sub-block levels -nmax..nmax-1 (returned + nmax), refined by moving
@@ -237,15 +234,11 @@ void quantize_q2_k_block(const float* x, uint8_t* y, const float* qw) {
       put_f16(y + 82, 0.f);
     }
   } else {  // quantize_row_q2_K_impl
-    float sw[16] = {};
+    float sw[16];
     uint8_t Ls[16], Lm[16];
-    float sumx2 = 0;
-    for (int j = 0; j < kQK; ++j) sumx2 += x[j] * x[j];
-    const float sigma2 = sumx2 / float(kQK);
+    const float sigma2 = ggml_sum_squares(x, kQK) / float(kQK);
     for (int j = 0; j < 16; ++j) {
-      for (int l = 0; l < 16; ++l)
-        weights[l] = qw[16 * j + l] * std::sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
-      for (int l = 0; l < 16; ++l) sw[j] += weights[l];
+      sw[j] = ggml_importance_weights(x + 16 * j, qw + 16 * j, sigma2, 16, weights);
       scales[j] = ggml_make_qkx3_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux,
                                         -0.9f, 0.05f, 36, false);
     }
@@ -296,15 +289,9 @@ void quantize_q3_k_block(const float* x, uint8_t* y, const float* qw) {
   } else {  // quantize_row_q3_K_impl
     float weight[16], sw[16];
     int8_t Ls[16];
-    float sumx2 = 0;
-    for (int j = 0; j < kQK; ++j) sumx2 += x[j] * x[j];
-    const float sigma2 = 2 * sumx2 / float(kQK);
+    const float sigma2 = 2 * ggml_sum_squares(x, kQK) / float(kQK);
     for (int j = 0; j < 16; ++j) {
-      for (int l = 0; l < 16; ++l)
-        weight[l] = qw[16 * j + l] * std::sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
-      float sumw = 0;
-      for (int l = 0; l < 16; ++l) sumw += weight[l];
-      sw[j] = sumw;
+      sw[j] = ggml_importance_weights(x + 16 * j, qw + 16 * j, sigma2, 16, weight);
       scales[j] = ggml_make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, weight);
     }
     const float d_block = ggml_make_qx_quants(16, 32, scales, Ls, 1, sw);
@@ -366,15 +353,9 @@ void quantize_q45_k_block(bool five, const float* x, uint8_t* y, const float* qw
   } else {  // quantize_row_q4_K_impl / quantize_row_q5_K_impl
     uint8_t Ls[8], Lm[8];
     float sw[8];
-    float sum_x2 = 0;
-    for (int l = 0; l < kQK; ++l) sum_x2 += x[l] * x[l];
-    const float sigma2 = 2 * sum_x2 / float(kQK);
+    const float sigma2 = 2 * ggml_sum_squares(x, kQK) / float(kQK);
     for (int j = 0; j < 8; ++j) {
-      for (int l = 0; l < 32; ++l)
-        weights[l] = qw[32 * j + l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);
-      float sumw = 0;
-      for (int l = 0; l < 32; ++l) sumw += weights[l];
-      sw[j] = sumw;
+      sw[j] = ggml_importance_weights(x + 32 * j, qw + 32 * j, sigma2, 32, weights);
       scales[j] = ggml_make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
                                         -0.9f, 0.05f, 36, false);
     }
@@ -448,6 +429,30 @@ void quantize_q6_k_block(const float* x, uint8_t* y, const float* qw) {
 }
 
 }  // namespace
+
+float ggml_sum_squares(const float* x, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += x[i] * x[i];
+  return s;
+}
+
+float ggml_importance_weights(const float* x, const float* qw, float sigma2, int n, float* w) {
+  float sum = 0;
+  for (int i = 0; i < n; ++i) w[i] = qw[i] * std::sqrt(sigma2 + x[i] * x[i]);
+  for (int i = 0; i < n; ++i) sum += w[i];
+  return sum;
+}
+
+void ggml_put_f16(uint8_t* p, float v) {
+  const uint16_t h = f32_to_f16(v);
+  std::memcpy(p, &h, 2);
+}
+
+float ggml_get_f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
 
 int ggml_nearest_int(float fval) {
   const float val = fval + 12582912.f;

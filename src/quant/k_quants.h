@@ -46,6 +46,13 @@ float ggml_make_qx_quants(int n, int nmax, const float* x, int8_t* L, int rmse_t
 float ggml_make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
                             float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
                             bool use_mad);
+// What ggml's importance-weighted quantizers share: the sum of squares of n values, and a
+// group's weights qw[i] * sqrt(sigma2 + x[i]^2) into w (returning their sum, in order).
+float ggml_sum_squares(const float* x, int64_t n);
+float ggml_importance_weights(const float* x, const float* qw, float sigma2, int n, float* w);
+// f16 scales as the blocks store them (little-endian, unaligned).
+void ggml_put_f16(uint8_t* p, float v);
+float ggml_get_f16(const uint8_t* p);
 // ggml's nearest_int: round half to even through the 1.5·2^23 trick (|x| < 2^22).
 int ggml_nearest_int(float x);
 
