@@ -39,7 +39,9 @@ third=$(( secs / 3 > 0 ? secs / 3 : 1 ))
 rest=$(( secs - 2 * third > 0 ? secs - 2 * third : 1 ))
 run_target safetensors_header_fuzz "$third" '*.safetensors' \
   "$root/fuzz/safetensors_header_fuzz.cpp" "$root/src/io/safetensors.cpp"
-run_target gguf_fuzz "$third" '*.gguf' "$root/fuzz/gguf_fuzz.cpp" "$root/src/io/gguf_reader.cpp"
+run_target gguf_fuzz "$third" '*.gguf' "$root/fuzz/gguf_fuzz.cpp" "$root/src/io/gguf_reader.cpp" \
+  "$root/src/io/imatrix_file.cpp" "$root/src/io/gguf_writer.cpp" "$root/src/io/output_dir.cpp" \
+  "$root/src/io/file_lock.cpp"
 s=$root/src
 run_target text_readers_fuzz "$rest" 'text-*.seed' "$root/fuzz/text_readers_fuzz.cpp" \
   "$s/io/jsonl.cpp" "$s/io/yaml_file.cpp" "$s/eval/task.cpp" "$s/surgery/recipe.cpp" \

@@ -3,6 +3,7 @@
 // k-quant mixes: q4_k_m and the rest) would write it.
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "commands.h"
 #include "core/error.h"
@@ -27,17 +28,27 @@ int cmd_export_gguf(int argc, char** argv) {
       {{"model", "DIR", "Hugging Face model directory", kRequired},
        {"out", "FILE", "output .gguf file", kRequired},
        {"outtype", "TYPE", quant_mix_names(), "f16"},
+       {"imatrix", "FILE",
+        "importance matrix (lamina imatrix or llama-imatrix; GGUF or .dat) the q4_0 and k-quant "
+        "blocks are fitted with, as llama-quantize --imatrix",
+        ""},
        {"force", "", "replace an existing output file", ""}});
   if (!a.parse(argc, argv)) return 0;
   const QuantMix& mix = parse_quant_mix(a.str("outtype"));
   if (std::filesystem::exists(a.str("out")) && !a.flag("force"))
     fail(a.str("out"), ": exists (pass --force to replace it)");
-  GgufExportResult r = export_gguf(a.str("model"), a.str("out"), mix);
+  std::optional<ExportImportance> imatrix;
+  if (a.given("imatrix")) imatrix = read_export_importance(a.str("imatrix"));
+  GgufExportResult r =
+      export_gguf(a.str("model"), a.str("out"), mix, imatrix ? &*imatrix : nullptr);
   std::string types;
   for (auto& [name, count] : r.matrices_by_type)
     types += (types.empty() ? "" : ", ") + std::to_string(count) + " " + name;
   std::printf("wrote %s: %lld tensors, %s (%s: matrices %s)\n", a.str("out").c_str(),
               (long long)r.tensors, format_bytes(double(r.bytes)).c_str(), mix.name, types.c_str());
+  if (imatrix)
+    std::printf("  importance matrix: %s (%zu entries, %lld chunks)\n", a.str("imatrix").c_str(),
+                imatrix->rows.size(), (long long)imatrix->chunks);
   if (r.fallbacks)
     std::printf("  %lld matrices took a fallback type: their rows are not whole %s blocks\n",
                 (long long)r.fallbacks, ggml_type_name(mix.base));

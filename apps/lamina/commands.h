@@ -23,6 +23,7 @@ int cmd_pretrain(int argc, char** argv);
 int cmd_plot(int argc, char** argv);
 int cmd_merge_lora(int argc, char** argv);
 int cmd_export_gguf(int argc, char** argv);
+int cmd_imatrix(int argc, char** argv);
 int cmd_recipe(int argc, char** argv);
 // Runs a command by name in this process (errors propagate as lamina::Error).
 int run_command(const std::string& name, int argc, char** argv);

@@ -41,6 +41,8 @@ const Command kCommands[] = {
      "prompt and decode tokens/s on this CPU (llama-bench's pp / tg), kernels, peak memory"},
     {"export-gguf", lamina::cmd_export_gguf,
      "one GGUF file for llama.cpp (f16, q8_0, q4_k_m, ...)"},
+    {"imatrix", lamina::cmd_imatrix,
+     "llama.cpp's importance matrix on a calibration text (for export-gguf --imatrix)"},
     {"tokenizer", lamina::cmd_tokenizer, "tokenizer train: a SentencePiece tokenizer for a corpus"},
     {"tokenize", lamina::cmd_tokenize,
      "a text through a model's tokenizer: ids, pieces and the decoded text as JSON"},

@@ -51,6 +51,7 @@ const std::map<std::string, Rule>& rules() {
       {"experts-per-tok", integer_at_least(1)},
       {"max-pos", integer_at_least(1)},
       {"context", integer_at_least(1)},
+      {"ctx", integer_at_least(2, "a chunk needs a token and its target")},
       {"window", integer_at_least(2, "a window needs a token and its target")},
       {"lora-r", integer_at_least(1)},
       {"expand-every", integer_at_least(1)},
@@ -68,6 +69,7 @@ const std::map<std::string, Rule>& rules() {
       {"halt-after", integer_at_least(0)},
       {"top-k", integer_at_least(0, "0 = off")},
       {"limit", integer_at_least(0, "0 = all")},
+      {"chunks", integer_at_least(0, "0 = all")},
       {"stride", integer_at_least(0, "0 = the window")},
       {"num-fewshot", integer_at_least(0)},
       {"batch-tokens", integer_at_least(0)},
@@ -122,6 +124,7 @@ const std::map<std::string, std::vector<std::string>>& choices() {
        {"f32", "f16", "bf16", "q8_0", "q4_0", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s",
         "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"}},
       {"bos", {"auto", "always", "never"}},
+      {"output-format", {"gguf", "dat"}},
   };
   return c;
 }

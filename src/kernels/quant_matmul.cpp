@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/kquant_dot.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/quant_dot.h"
@@ -100,6 +101,28 @@ void int8_linear(const float* x, int64_t M, const Tensor& w, float* y, bool accu
   }
 }
 
+// Q4_K / Q5_K / Q6_K: activations to Q8_K once, then as int8_linear (kernels/kquant_dot.h).
+void kquant_linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
+  const int64_t N = w.shape[0], K = w.shape[1];
+  const size_t rb = dtype_bytes(w.dtype, K);
+  thread_local Q8KActivations xa_buf;
+  quantize_activations_q8_k(x, M, K, xa_buf);
+  const Q8KActivations& xa = xa_buf;  // this thread's buffer, read by all (not by name)
+  const QuantKernel kern = default_quant_kernel();
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  constexpr int64_t kRowsPerChunk = 64, kRowGrain = 16;
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t units = (N + kRowGrain - 1) / kRowGrain;
+    const int64_t n0 = std::min(N, units * t / nt * kRowGrain);
+    const int64_t n1 = std::min(N, units * (t + 1) / nt * kRowGrain);
+    for (int64_t m0 = 0; m0 < M && n0 < n1; m0 += kRowsPerChunk)
+      kquant_dot_rows(kern, w.dtype, xa, m0, std::min(M, m0 + kRowsPerChunk), base, rb, n0, n1, y,
+                      N, accumulate);
+  }
+}
+
 }  // namespace
 
 void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
@@ -113,11 +136,12 @@ void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool
     case DType::Q4_0x8:
     case DType::Q8_0x8:
       return int8_linear(x, M, w, y, accumulate);
-    case DType::Q2_K:
-    case DType::Q3_K:
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K:
+      return kquant_linear(x, M, w, y, accumulate);
+    case DType::Q2_K:
+    case DType::Q3_K:
     case DType::Q5_0:
     case DType::Q5_1:
       return M <= 4 ? kquant_gemv(x, M, w, y, accumulate) : kquant_gemm(x, M, w, y, accumulate);

@@ -2,9 +2,11 @@
 // Q8_0 / Q4_0 (and Q4_0x8 / Q8_0x8, as an inference Model repacks them): llama.cpp's semantics —
 // the activations are quantized per block of 32 to Q8_0 and multiplied with the weight blocks in
 // integer arithmetic (kernels/quant_dot.h), the kernel chosen at run time for this CPU. The threads
-// take disjoint ranges of weight rows, each streaming its rows once per 64 activation rows. Q2_K ..
-// Q6_K, Q5_0, Q5_1 (read from GGUF files): rows expanded and rounded to bf16, products with bf16
-// semantics (activations rounded to bf16 too, F32 accumulation).
+// take disjoint ranges of weight rows, each streaming its rows once per 64 activation rows.
+// Q4_K / Q5_K / Q6_K (the K_M mixes): the same with activations quantized per 256 to Q8_K
+// (kernels/kquant_dot.h), as llama.cpp computes them. Q2_K, Q3_K, Q5_0, Q5_1 (read from GGUF
+// files): rows expanded and rounded to bf16, products with bf16 semantics (activations rounded to
+// bf16 too, F32 accumulation).
 #pragma once
 #include <cstdint>
 

@@ -52,7 +52,7 @@ int64_t permuted_source_row(int64_t out_row, int64_t rows, int64_t heads) {
 }  // namespace
 
 GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, const QuantMix& mix,
-                            const ImportanceMatrix* importance) {
+                            const ExportImportance* importance) {
   const ModelConfig& c = src.cfg;
   const Tokenizer& tok = *src.tokenizer;
   const std::string& model_dir = src.name;
@@ -185,9 +185,12 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
   // the imatrix does not name is quantized without one (as llama-quantize does for k-quants).
   std::vector<const float*> importance_of(plan.size(), nullptr);
   if (importance) {
+    if (ggml_block_elems(mix.base) == 1 || mix.base == GgmlType::Q8_0)
+      fail("--imatrix: ", mix.name,
+           " does not use an importance matrix; it serves q4_0 and the k-quant mixes");
     for (size_t i = 0; i < plan.size(); ++i) {
-      auto it = importance->find(plan[i].gguf_name);
-      if (it == importance->end() || plan[i].ne.size() < 2) continue;
+      auto it = importance->rows.find(plan[i].gguf_name);
+      if (it == importance->rows.end() || plan[i].ne.size() < 2) continue;
       const size_t want = size_t(plan[i].ne[0]) * plan[i].slabs.size();
       if (it->second.size() != want)
         fail("--imatrix: ", plan[i].gguf_name, " has ", it->second.size(), " values; its ",
@@ -294,6 +297,13 @@ GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, 
     w.kv_bool("tokenizer.ggml.add_eos_token", false);
   }
   if (!tok.chat_template().empty()) w.kv("tokenizer.chat_template", tok.chat_template());
+  if (importance) {  // llama-quantize's record of the imatrix, after the model's own metadata
+    w.kv("quantize.imatrix.file", importance->file);
+    if (!importance->dataset.empty()) w.kv("quantize.imatrix.dataset", importance->dataset);
+    w.kv_i32("quantize.imatrix.entries_count", int32_t(importance->rows.size()));
+    if (importance->chunks > 0)
+      w.kv_i32("quantize.imatrix.chunks_count", int32_t(importance->chunks));
+  }
 
   for (auto& t : plan) w.add_tensor(t.gguf_name, t.ne, t.type);
   uint64_t total = 0;
@@ -370,8 +380,18 @@ std::string llama_cpp_pre_tokenizer(const std::string& model_dir) {
        "export-gguf cannot say how llama.cpp should split its text");
 }
 
+ExportImportance read_export_importance(const std::string& imatrix_path) {
+  const ImatrixData d = read_imatrix(imatrix_path);
+  ExportImportance e;
+  e.rows = importance_rows(d);
+  e.file = imatrix_path;
+  if (!d.datasets.empty()) e.dataset = d.datasets[0];
+  e.chunks = d.chunk_count;
+  return e;
+}
+
 GgufExportResult export_gguf(const std::string& model_dir, const std::string& out_path,
-                             const QuantMix& mix, const ImportanceMatrix* importance) {
+                             const QuantMix& mix, const ExportImportance* importance) {
   const Checkpoint ck(model_dir);
   const Tokenizer tok = Tokenizer::load(model_dir);
   GgufSource src{ModelConfig::load(model_dir), &tok, model_dir,

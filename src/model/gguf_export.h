@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/imatrix_file.h"
 #include "io/model_config.h"
 #include "quant/ggml_blocks.h"
 #include "quant/quant_mix.h"
@@ -34,12 +35,20 @@ struct GgufExportResult {
   int64_t sliding_window = 0;
 };
 
-// Importance matrices (llama.cpp's imatrix) by GGUF tensor name: one value per column of the
-// matrix's rows (Mixtral's stacked experts: one such row per expert, concatenated).
-using ImportanceMatrix = std::map<std::string, std::vector<float>>;
+// An importance matrix (llama.cpp's imatrix, io/imatrix_file.h) as llama-quantize applies it:
+// rows by GGUF tensor name (one value per column; Mixtral's stacked experts: one row per expert,
+// concatenated), and what it records of the file in the output's metadata
+// (quantize.imatrix.file, .dataset, .entries_count, .chunks_count).
+struct ExportImportance {
+  ImportanceMatrix rows;
+  std::string file, dataset;
+  int64_t chunks = 0;  // 0: not recorded
+};
+// The rows and the record of an imatrix file as llama-quantize --imatrix FILE reads it.
+ExportImportance read_export_importance(const std::string& imatrix_path);
 
 GgufExportResult export_gguf(const std::string& model_dir, const std::string& out_path,
-                             const QuantMix& mix, const ImportanceMatrix* importance = nullptr);
+                             const QuantMix& mix, const ExportImportance* importance = nullptr);
 
 // Where write_gguf takes a model's tensors from (a checkpoint, or random values for init).
 struct GgufSource {
@@ -60,7 +69,7 @@ struct GgufSource {
   std::function<void(const std::string& name)> release;  // done with that tensor (may be empty)
 };
 GgufExportResult write_gguf(const GgufSource& src, const std::string& out_path, const QuantMix& mix,
-                            const ImportanceMatrix* importance = nullptr);
+                            const ExportImportance* importance = nullptr);
 
 // llama.cpp's name for a byte-level BPE tokenizer.json's pre-tokenizer (tokenizer.ggml.pre:
 // "llama-bpe", "qwen2"); Error naming the file for any other.

@@ -82,15 +82,19 @@ namespace {
 // Inference's products: through the model's packed (oneDNN-blocked / repacked) weights.
 class PackedProducts final : public LayerProducts {
  public:
-  PackedProducts(const ModelWeights& w, WeightPack* pack) : w_(w), pack_(pack) {}
+  PackedProducts(const ModelWeights& w, WeightPack* pack, ProductObserver* observer)
+      : w_(w), pack_(pack), observer_(observer) {}
   void forward(int64_t layer, Product p, int64_t e, const float* x, int64_t M, float* y, Buf&,
                int64_t, int64_t) override {
-    linear(x, M, product_weight(w_.layers[size_t(layer)], p, e), y, false, pack_);
+    const Tensor& wt = product_weight(w_.layers[size_t(layer)], p, e);
+    if (observer_) observer_->observe(layer, p, e, x, M, wt.shape[1]);
+    linear(x, M, wt, y, false, pack_);
   }
 
  private:
   const ModelWeights& w_;
   WeightPack* pack_;
+  ProductObserver* observer_;
 };
 
 }  // namespace
@@ -131,7 +135,7 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
     }
   }
   pass.positions = pos.data();
-  PackedProducts prod(w_, pack_.get());
+  PackedProducts prod(w_, pack_.get(), observer_);
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     const KeyValueRows kv{cache.k[size_t(l)].f32(), cache.v[size_t(l)].f32(), pos0};
     decoder_layer_forward(pass, l, w_.layers[size_t(l)], prod, x, layer_, &kv);
@@ -141,6 +145,7 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
   const float* last = x + (T - rows) * H;
   Buf gb;
   rmsnorm(last, rmsnorm_gain(cfg_, w_.norm, gb), xn, rows, H, eps);
+  if (observer_) observer_->observe_lm_head(xn, rows, H);
   linear(xn, rows, w_.lm_head, logits, false, pack_.get());  // logits[rows, V]
   if (const float cap = float(cfg_.final_softcap); cap > 0)  // Gemma 2: cap * tanh(logit / cap)
     for (int64_t i = 0; i < rows * cfg_.vocab_size; ++i)

@@ -17,6 +17,18 @@
 
 namespace lamina {
 
+// Sees the input of every matrix product of a forward pass, before the product (lamina imatrix
+// sums x^2 per column for llama.cpp's importance matrix).
+class ProductObserver {
+ public:
+  virtual ~ProductObserver() = default;
+  // x[M, K]: the rows product p of `layer` (expert e, else -1) multiplies with its weight.
+  virtual void observe(int64_t layer, Product p, int64_t e, const float* x, int64_t M,
+                       int64_t K) = 0;
+  // x[M, H]: the rows the LM head multiplies (the normed final hidden states).
+  virtual void observe_lm_head(const float* x, int64_t M, int64_t H) = 0;
+};
+
 class Model {
  public:
   Model(ModelConfig cfg, ModelWeights w, bool pack_weights = true);
@@ -35,6 +47,8 @@ class Model {
   // restart and attention stays inside each (batched scoring of many short requests).
   void forward(const int32_t* tokens, int64_t T, KVCache& cache, float* logits, bool all_logits,
                const std::vector<int32_t>* segments = nullptr) const;
+  // Every forward pass from now on shows its products' inputs to o (null: to nobody).
+  void observe_products(ProductObserver* o) { observer_ = o; }
 
  private:
   // Activation buffers reused across calls (fresh large allocations would page-fault every time).
@@ -48,6 +62,7 @@ class Model {
   mutable std::vector<std::vector<float>> scratch_;
   mutable LayerActivations layer_;    // the layer being run (model/decoder_block.h)
   std::unique_ptr<WeightPack> pack_;  // oneDNN-blocked copies of the matrices, made on first use
+  ProductObserver* observer_ = nullptr;
 };
 
 }  // namespace lamina

@@ -374,6 +374,41 @@ def file_cases(tmp, good, copy, tensors):
     check("GGUF without --tokenizer", ["generate", "--model", os.path.join(tmp, "in", "good.gguf"), "--prompt", "hi"],
           ["--tokenizer"])
 
+    # Importance matrices: too little text, a file that is not one, one of another model.
+    calib = os.path.join(tmp, "in", "calib.txt")
+    write(calib, " ".join(["the stack of layers merges the experts"] * 60))
+    imx = os.path.join(tmp, "in", "good-imatrix.gguf")
+    rc, _, err = run("imatrix", "--model", good, "--data", calib, "--out", imx, "--ctx", "32", "--no-ppl")
+    assert rc == 0, err
+    short = os.path.join(tmp, "in", "short.txt")
+    write(short, "too short a text")
+    check("imatrix on too little text", ["imatrix", "--model", good, "--data", short, "--out", os.path.join(tmp, "i.gguf")],
+          ["imatrix", "tokens", "at least 1024"])
+    check("imatrix --output-format bogus", ["imatrix", "--model", good, "--data", calib, "--out",
+                                            os.path.join(tmp, "i.gguf"), "--output-format", "bogus"],
+          ["--output-format", "expected one of"])
+    check("imatrix over an existing file", ["imatrix", "--model", good, "--data", calib, "--out", imx],
+          [imx, "exists", "--force"])
+    out = os.path.join(tmp, "o.gguf")
+    check("export-gguf --imatrix with f16", ["export-gguf", "--model", good, "--out", out, "--outtype", "f16",
+                                             "--imatrix", imx], ["--imatrix", "f16", "does not use an importance matrix"])
+    check("export-gguf --imatrix a model GGUF", ["export-gguf", "--model", good, "--out", out, "--outtype", "q4_k_m",
+                                                 "--imatrix", os.path.join(tmp, "in", "good.gguf")],
+          ["good.gguf", "not an imatrix file"])
+    cut = os.path.join(tmp, "in", "cut-imatrix.dat")
+    rc, _, err = run("imatrix", "--model", good, "--data", calib, "--out", os.path.join(tmp, "in", "good-imatrix.dat"),
+                     "--ctx", "32", "--no-ppl")
+    assert rc == 0, err
+    open(cut, "wb").write(open(os.path.join(tmp, "in", "good-imatrix.dat"), "rb").read()[:50])
+    check("export-gguf --imatrix a truncated .dat", ["export-gguf", "--model", good, "--out", out, "--outtype", "q4_k_m",
+                                                     "--imatrix", cut], [cut, "truncated"])
+    wide = os.path.join(tmp, "in", "wide")
+    rc, _, err = run("init", "--out", wide, "--hidden", "128", "--seed", "2")
+    assert rc == 0, err
+    check("export-gguf --imatrix of another model", ["export-gguf", "--model", wide, "--out", out, "--outtype",
+                                                     "q4_k_m", "--imatrix", imx],
+          ["--imatrix", "blk.0.attn_q.weight", "values"])
+
 
 def data_cases(tmp, good):
     """JSONL and YAML inputs: the file, the line and the field; long lines never echoed whole."""

@@ -78,10 +78,30 @@ def q8_0_roundtrip(x):
     return torch.from_numpy((q * dh[:, None]).astype(np.float32).reshape(x.shape))
 
 
+# Weights (by id()) whose products quantize the activations per block of 256 to ggml's Q8_K first
+# (quantize_row_q8_K_ref: the element of largest |x| sets iscale = -127 / max, q = nearest_int
+# (half to even) of iscale * x, at most 127, d = 1 / iscale kept F32): llama.cpp's CPU semantics
+# for Q4_K / Q5_K / Q6_K weights, and lamina's.
+Q8_K_ACTIVATIONS_FOR = set()
+
+
+def q8_k_roundtrip(x):
+    """x [.., K] (K a multiple of 256) -> the values of its Q8_K blocks."""
+    b = x.detach().float().numpy().reshape(-1, 256)
+    mx = b[np.arange(len(b)), np.abs(b).argmax(axis=1)]  # the first element of largest |x|
+    nz = mx != 0
+    iscale = np.where(nz, np.float32(-127) / np.where(nz, mx, 1), 0).astype(np.float32)
+    q = np.minimum(127, np.rint((b * iscale[:, None]).astype(np.float32)))
+    d = np.where(nz, np.float32(1) / np.where(nz, iscale, 1), 0).astype(np.float32)
+    return torch.from_numpy((q * d[:, None]).astype(np.float32).reshape(x.shape))
+
+
 def mm(x, w, router=False):
     """x @ w.T, the Linear of transformers."""
     if id(w) in Q8_0_ACTIVATIONS_FOR:
         x = q8_0_roundtrip(x)
+    if id(w) in Q8_K_ACTIVATIONS_FOR:
+        x = q8_k_roundtrip(x)
     if ROUND_ACTIVATIONS_BF16 and not (router and ROUTER_F32):
         x = x.to(torch.bfloat16).float()
         w = w.to(torch.bfloat16).float()

@@ -2,7 +2,11 @@
 // the test chose, to compare byte for byte with ggml's own (ggml_quantize_chunk, to_float).
 // usage: lamina_quant_probe quantize TYPE N_PER_ROW ROWS.f32 OUT.bin [IMPORTANCE.f32]
 //        lamina_quant_probe dequantize TYPE N_PER_ROW BLOCKS.bin OUT.f32
+//        lamina_quant_probe dot TYPE N_PER_ROW BLOCKS.bin X.f32 OUT.f32
 // Files are raw little-endian arrays; IMPORTANCE holds N_PER_ROW values, used for every row.
+// quantize q8_k: activations as ggml's block_q8_K (f32 d, 256 int8, 16 int16 sums per block).
+// dot: every weight row of BLOCKS (q4_k, q5_k, q6_k) against every row of X, the activations
+// quantized to Q8_K by lamina, through each kernel this CPU runs: OUT [kernels, x rows, w rows].
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -10,6 +14,7 @@
 
 #include "core/error.h"
 #include "io/mapped_file.h"
+#include "kernels/kquant_dot.h"
 #include "quant/ggml_blocks.h"
 
 using namespace lamina;
@@ -19,6 +24,9 @@ std::vector<char> read_all(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, ": cannot open");
   return std::vector<char>(std::istreambuf_iterator<char>(f), {});
+}
+[[noreturn]] DType fail_type(const char* name) {
+  fail("dot: ", name, " is not q4_k, q5_k or q6_k");
 }
 void write_all(const std::string& path, const void* data, size_t n) {
   std::ofstream f(path, std::ios::binary);
@@ -35,6 +43,45 @@ int main(int argc, char** argv) {
   }
   try {
     const std::string mode = argv[1];
+    if (mode == "quantize" && std::string(argv[2]) == "q8_k") {
+      const std::vector<char> in = read_all(argv[4]);
+      const int64_t n = std::stoll(argv[3]), rows = int64_t(in.size() / 4) / n;
+      Q8KActivations a;
+      quantize_activations_q8_k(reinterpret_cast<const float*>(in.data()), rows, n, a);
+      std::vector<char> out;
+      for (int64_t b = 0; b < rows * n / 256; ++b) {
+        const char* d = reinterpret_cast<const char*>(&a.d[size_t(b)]);
+        out.insert(out.end(), d, d + 4);
+        out.insert(out.end(), a.q.begin() + b * 256, a.q.begin() + (b + 1) * 256);
+        const char* s = reinterpret_cast<const char*>(a.bsum.data() + b * 16);
+        out.insert(out.end(), s, s + 32);
+      }
+      write_all(argv[5], out.data(), out.size());
+      return 0;
+    }
+    if (mode == "dot") {
+      if (argc < 7) fail("dot: TYPE N_PER_ROW BLOCKS.bin X.f32 OUT.f32");
+      const GgmlType g = parse_ggml_type(argv[2]);
+      const DType t = g == GgmlType::Q4_K   ? DType::Q4_K
+                      : g == GgmlType::Q5_K ? DType::Q5_K
+                      : g == GgmlType::Q6_K ? DType::Q6_K
+                                            : fail_type(argv[2]);
+      const int64_t n = std::stoll(argv[3]);
+      const std::vector<char> w = read_all(argv[4]), xs = read_all(argv[5]);
+      const size_t rb = dtype_bytes(t, n);
+      const int64_t N = int64_t(w.size() / rb), M = int64_t(xs.size() / 4) / n;
+      Q8KActivations a;
+      quantize_activations_q8_k(reinterpret_cast<const float*>(xs.data()), M, n, a);
+      std::vector<float> y;
+      for (QuantKernel k : runnable_quant_kernels()) {
+        std::vector<float> part(size_t(M * N));
+        kquant_dot_rows(k, t, a, 0, M, reinterpret_cast<const uint8_t*>(w.data()), rb, 0, N,
+                        part.data(), N, false);
+        y.insert(y.end(), part.begin(), part.end());
+      }
+      write_all(argv[6], y.data(), y.size() * 4);
+      return 0;
+    }
     const GgmlType t = parse_ggml_type(argv[2]);
     const int64_t n = std::stoll(argv[3]);
     const size_t rb = ggml_row_bytes(t, n);

@@ -11,6 +11,7 @@
 #include "io/gguf_writer.h"
 #include "io/mapped_file.h"
 #include "kernels/cpu_features.h"
+#include "kernels/kquant_dot.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/quant_dot.h"
@@ -266,15 +267,14 @@ TEST(GgufReader, ReadsWhatTheWriterWroteAndRejectsEveryTruncation) {
   EXPECT_EQ(errors, int(end));
 }
 
-// The types lamina reads from GGUF files and multiplies by expansion to bf16 (k-quants, Q5_0,
+// The types lamina reads from GGUF files and multiplies by expansion to bf16 (Q2_K, Q3_K, Q5_0,
 // Q5_1), quantized by ggml's quantizers: linear() on them equals linear() on their dequantized
 // values stored as bf16, on both paths (gemv for decoding, gemm for prompts).
 TEST(QuantizedLinear, ExpandedTypesMatchTheirDequantizedValues) {
   std::mt19937 rng(11);
   const int64_t N = 24, K = 512;
   std::normal_distribution<float> nd(0.f, 1.f);
-  for (DType q : {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q5_0,
-                  DType::Q5_1}) {
+  for (DType q : {DType::Q2_K, DType::Q3_K, DType::Q5_0, DType::Q5_1}) {
     std::vector<float> wf(size_t(N * K));
     for (auto& v : wf) v = 0.05f * nd(rng);
     Tensor wq = Tensor::empty(q, {N, K});
@@ -348,3 +348,58 @@ TEST(QuantMix, Q4KMFollowsLlamaCppsRules) {
   EXPECT_EQ(mix_tensor_type(parse_quant_mix("q8_0"), mm, "output.weight", 4096), GgmlType::Q8_0);
   EXPECT_THROW(parse_quant_mix("q4_k"), Error);  // a type, not a file type
 }
+
+namespace lamina {
+namespace {
+
+// Q4_K / Q5_K / Q6_K against Q8_K activations: every kernel this CPU runs equals the exact product
+// of the dequantized weights and activations (in double) within float rounding of the terms, and
+// linear() (threads over row ranges, chunks of activation rows) equals the reference kernel.
+TEST(KQuantDot, EveryRunnableKernelEqualsTheExactProduct) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int64_t N = 40, K = 768, M = 7;
+  std::vector<float> x(size_t(M * K));
+  for (auto& v : x) v = nd(rng);
+  x[5] = -40.f;  // a negative largest element (Q8_K keeps the sign in d)
+  std::fill(x.begin() + 2 * K, x.begin() + 2 * K + 256, 0.f);  // a block of zeros
+  Q8KActivations a;
+  quantize_activations_q8_k(x.data(), M, K, a);
+  EXPECT_EQ(a.q[5], -127);
+  EXPECT_FLOAT_EQ(a.d[0], -40.f / -127.f);  // d = max / -127: that element becomes -127
+  for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    std::vector<float> wf(size_t(N * K)), wd(size_t(N * K));
+    for (auto& v : wf) v = 0.05f * nd(rng);
+    Tensor wq = Tensor::empty(t, {N, K});
+    convert_from_f32(wf.data(), wq.data, t, size_t(N * K));
+    convert_to_f32(static_cast<const uint8_t*>(wq.data), t, wd.data(), size_t(N * K));
+    const size_t rb = dtype_bytes(t, K);
+    for (QuantKernel k : runnable_quant_kernels()) {
+      for (int64_t m1 : {int64_t(1), int64_t(3), M}) {  // 1, 3 and 7 activation rows at once
+        std::vector<float> y(size_t(M * N), 0.f);
+        kquant_dot_rows(k, t, a, 0, m1, static_cast<const uint8_t*>(wq.data), rb, 0, N, y.data(), N,
+                        false);
+        for (int64_t m = 0; m < m1; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            double exact = 0, mag = 0;
+            for (int64_t j = 0; j < K; ++j) {
+              const double xv = double(a.q[size_t(m * K + j)]) * a.d[size_t(m * K / 256 + j / 256)];
+              exact += xv * wd[size_t(n * K + j)];
+              mag += std::fabs(xv * wd[size_t(n * K + j)]);
+            }
+            ASSERT_NEAR(y[size_t(m * N + n)], exact, 1e-6 * mag + 1e-30)
+                << dtype_name(t) << " " << quant_kernel_name(k) << " m=" << m << " n=" << n;
+          }
+      }
+    }
+    std::vector<float> y(size_t(M * N)), ref(size_t(M * N));
+    linear(x.data(), M, wq, y.data());
+    kquant_dot_rows(QuantKernel::kScalar, t, a, 0, M, static_cast<const uint8_t*>(wq.data), rb, 0,
+                    N, ref.data(), N, false);
+    for (size_t i = 0; i < y.size(); ++i)
+      ASSERT_NEAR(y[i], ref[i], 1e-5f * (1 + std::fabs(ref[i]))) << dtype_name(t);
+  }
+}
+
+}  // namespace
+}  // namespace lamina

@@ -1,0 +1,289 @@
+#include "kernels/kquant_dot.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#if defined(__x86_64__)
+#include "kernels/avx2_util.h"
+#endif
+
+#include "core/error.h"
+#include "quant/k_quants.h"
+
+namespace lamina {
+
+namespace {
+
+constexpr int64_t kQK = 256;
+
+size_t kquant_block_bytes(DType t) {
+  return t == DType::Q4_K ? 144 : t == DType::Q5_K ? 176 : 210;
+}
+
+// Q4_K / Q5_K: the 8 6-bit scales and mins of a block's 12 scale bytes (ggml's get_scale_min_k4).
+void scales_mins_k4(const uint8_t* q, uint8_t* sc, uint8_t* mn) {
+  for (int j = 0; j < 4; ++j) {
+    sc[j] = q[j] & 63;
+    mn[j] = q[j + 4] & 63;
+    sc[j + 4] = uint8_t((q[j + 8] & 0xF) | ((q[j] >> 6) << 4));
+    mn[j + 4] = uint8_t((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
+  }
+}
+
+// Block b's unsigned quants (0..15 / 0..31 / 0..63) in element order.
+void unpack_block(DType t, const uint8_t* blk, uint8_t* u) {
+  if (t == DType::Q6_K) {
+    const uint8_t *ql = blk, *qh = blk + 128;
+    for (int h = 0; h < 2; ++h, ql += 64, qh += 32, u += 128)
+      for (int l = 0; l < 32; ++l) {
+        u[l] = uint8_t((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4));
+        u[l + 32] = uint8_t((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+        u[l + 64] = uint8_t((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+        u[l + 96] = uint8_t((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+      }
+    return;
+  }
+  const bool five = t == DType::Q5_K;
+  const uint8_t* qh = blk + 16;
+  const uint8_t* qs = blk + (five ? 48 : 16);
+  for (int j = 0; j < 4; ++j, qs += 32, u += 64)
+    for (int l = 0; l < 32; ++l) {
+      u[l] = uint8_t((qs[l] & 0xF) + (five && (qh[l] >> (2 * j) & 1) ? 16 : 0));
+      u[l + 32] = uint8_t((qs[l] >> 4) + (five && (qh[l] >> (2 * j + 1) & 1) ? 16 : 0));
+    }
+}
+
+// Scalar reference: one weight row against one activation row, block by block.
+float dot_scalar(DType t, const uint8_t* w, const int8_t* xq, const float* xd, const int16_t* bs,
+                 int64_t nb) {
+  float sum = 0.f;
+  uint8_t u[kQK];
+  const size_t bb = kquant_block_bytes(t);
+  for (int64_t b = 0; b < nb; ++b, w += bb, xq += kQK, bs += 16) {
+    unpack_block(t, w, u);
+    if (t == DType::Q6_K) {
+      const auto* sc = reinterpret_cast<const int8_t*>(w + 192);
+      int32_t sumi = 0;
+      for (int s = 0; s < 16; ++s) {
+        int32_t d = 0;
+        for (int j = 0; j < 16; ++j) d += (int32_t(u[16 * s + j]) - 32) * xq[16 * s + j];
+        sumi += sc[s] * d;
+      }
+      sum += ggml_get_f16(w + 208) * xd[b] * float(sumi);
+      continue;
+    }
+    uint8_t sc[8], mn[8];
+    scales_mins_k4(w + 4, sc, mn);
+    int32_t sumi = 0, summ = 0;
+    for (int s = 0; s < 8; ++s) {
+      int32_t d = 0;
+      for (int j = 0; j < 32; ++j) d += int32_t(u[32 * s + j]) * xq[32 * s + j];
+      sumi += sc[s] * d;
+      summ += mn[s] * (bs[2 * s] + bs[2 * s + 1]);
+    }
+    sum += ggml_get_f16(w) * xd[b] * float(sumi) - ggml_get_f16(w + 2) * xd[b] * float(summ);
+  }
+  return sum;
+}
+
+void rows_scalar(DType t, const Q8KActivations& x, int64_t m0, int64_t m1, const uint8_t* w,
+                 size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy, bool acc) {
+  const int64_t K = x.K, nb = K / kQK;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = m0; m < m1; ++m) {
+      const float v = dot_scalar(t, w + size_t(n) * rb, x.q.data() + m * K, x.d.data() + m * nb,
+                                 x.bsum.data() + m * (K / 16), nb);
+      float& o = y[m * ldy + n];
+      o = acc ? o + v : v;
+    }
+}
+
+#if defined(__x86_64__)
+
+// One weight row against RX activation rows. Per block, 32 unsigned quants at a time (one
+// sub-block of Q4_K / Q5_K, two of Q6_K) go through vpmaddubsw with the activations' int8 (pair
+// sums within int16: 2 · 63 · 127) and vpmaddwd with the sub-block scales into int32 lanes; the
+// block's lanes are then scaled by d_w · d_x in F32. The mins (Q4_K / Q5_K) and Q6_K's offset
+// of 32 are applied per block from the activations' sub-block sums.
+template <DType T, int RX>
+LAMINA_AVX2 void row_avx2(const uint8_t* w, const int8_t* const* xq, const float* const* xd,
+                          const int16_t* const* bs, int64_t nb, float* out /* [RX] */) {
+  constexpr size_t bb = T == DType::Q4_K ? 144 : T == DType::Q5_K ? 176 : 210;
+  __m256 acc[RX];
+  float tail[RX];
+  for (int c = 0; c < RX; ++c) acc[c] = _mm256_setzero_ps(), tail[c] = 0.f;
+  const __m256i lo4 = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
+  const __m256i one = _mm256_set1_epi8(1);
+  for (int64_t b = 0; b < nb; ++b, w += bb) {
+    __m256i sumi[RX];
+    for (int c = 0; c < RX; ++c) sumi[c] = _mm256_setzero_si256();
+    // The 32-quant vectors of this block and each one's scales (16-bit, per 128-bit half).
+    auto multiply = [&](int part, __m256i u, __m256i scales) {
+      for (int c = 0; c < RX; ++c) {
+        const __m256i xv =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[c] + b * kQK + 32 * part));
+        sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), scales));
+      }
+    };
+    float dw;
+    if constexpr (T == DType::Q6_K) {
+      const auto* sc = reinterpret_cast<const int8_t*>(w + 192);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * h));
+        const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 128 + 32 * h));
+        const __m256i hi0 = _mm256_slli_epi16(_mm256_and_si256(qh, three), 4);
+        const __m256i hi1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), three), 4);
+        const __m256i hi2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4);
+        const __m256i hi3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4);
+        const __m256i u[4] = {
+            _mm256_or_si256(_mm256_and_si256(ql0, lo4), hi0),
+            _mm256_or_si256(_mm256_and_si256(ql1, lo4), hi1),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), lo4), hi2),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), lo4), hi3)};
+        for (int k = 0; k < 4; ++k) {
+          const int s = 8 * h + 2 * k;  // sub-blocks of 16: s for the low half, s + 1 the high
+          multiply(4 * h + k, u[k],
+                   _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s])));
+        }
+      }
+      dw = _cvtsh_ss(uint16_t(w[208] | (w[209] << 8)));
+      for (int c = 0; c < RX; ++c) {  // sum_s sc_s · 32 · bsum_s: the offset of the quants
+        int32_t off = 0;
+        for (int s = 0; s < 16; ++s) off += sc[s] * bs[c][b * 16 + s];
+        sumi[c] = _mm256_sub_epi32(sumi[c], _mm256_setr_epi32(32 * off, 0, 0, 0, 0, 0, 0, 0));
+      }
+    } else {
+      uint8_t sc[8], mn[8];
+      scales_mins_k4(w + 4, sc, mn);
+      const uint8_t* qs = w + (T == DType::Q5_K ? 48 : 16);
+      __m256i qh;
+      if constexpr (T == DType::Q5_K)
+        qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));
+      for (int j = 0; j < 4; ++j) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * j));
+        __m256i u0 = _mm256_and_si256(raw, lo4);
+        __m256i u1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4);
+        if constexpr (T == DType::Q5_K) {  // the fifth bit: bit 2j (low) / 2j + 1 (high) of qh
+          u0 = _mm256_or_si256(
+              u0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4));
+          u1 = _mm256_or_si256(
+              u1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4));
+        }
+        multiply(2 * j, u0, _mm256_set1_epi16(sc[2 * j]));
+        multiply(2 * j + 1, u1, _mm256_set1_epi16(sc[2 * j + 1]));
+      }
+      dw = _cvtsh_ss(uint16_t(w[0] | (w[1] << 8)));
+      const float dmin = _cvtsh_ss(uint16_t(w[2] | (w[3] << 8)));
+      for (int c = 0; c < RX; ++c) {
+        int32_t summ = 0;
+        for (int s = 0; s < 8; ++s)
+          summ += mn[s] * (bs[c][b * 16 + 2 * s] + bs[c][b * 16 + 2 * s + 1]);
+        tail[c] -= dmin * xd[c][b] * float(summ);
+      }
+    }
+    for (int c = 0; c < RX; ++c)
+      acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[c][b]), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+  }
+  for (int c = 0; c < RX; ++c) out[c] = hsum_avx2(acc[c]) + tail[c];
+}
+
+template <DType T>
+void rows_avx2(const Q8KActivations& x, int64_t m0, int64_t m1, const uint8_t* w, size_t rb,
+               int64_t n0, int64_t n1, float* y, int64_t ldy, bool acc) {
+  const int64_t K = x.K, nb = K / kQK;
+  for (int64_t m = m0; m < m1; m += 4) {
+    const int rx = int(std::min<int64_t>(4, m1 - m));
+    const int8_t* xq[4];
+    const float* xd[4];
+    const int16_t* bs[4];
+    for (int c = 0; c < rx; ++c)
+      xq[c] = x.q.data() + (m + c) * K, xd[c] = x.d.data() + (m + c) * nb,
+      bs[c] = x.bsum.data() + (m + c) * (K / 16);
+    for (int64_t n = n0; n < n1; ++n) {
+      float out[4];
+      const uint8_t* wr = w + size_t(n) * rb;
+      switch (rx) {
+        case 4:
+          row_avx2<T, 4>(wr, xq, xd, bs, nb, out);
+          break;
+        case 3:
+          row_avx2<T, 3>(wr, xq, xd, bs, nb, out);
+          break;
+        case 2:
+          row_avx2<T, 2>(wr, xq, xd, bs, nb, out);
+          break;
+        default:
+          row_avx2<T, 1>(wr, xq, xd, bs, nb, out);
+      }
+      for (int c = 0; c < rx; ++c) {
+        float& o = y[(m + c) * ldy + n];
+        o = acc ? o + out[c] : out[c];
+      }
+    }
+  }
+}
+
+#endif
+
+}  // namespace
+
+bool is_integer_kquant(DType t) {
+  return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
+
+void quantize_activations_q8_k(const float* x, int64_t M, int64_t K, Q8KActivations& out) {
+  LAMINA_CHECK(K % kQK == 0, "Q8_K activations: K = ", K, " is not a multiple of 256");
+  const int64_t nb = K / kQK;
+  out.M = M, out.K = K;
+  out.q.resize(size_t(M * K));
+  out.d.resize(size_t(M * nb));
+  out.bsum.resize(size_t(M * K / 16));
+#pragma omp parallel for schedule(static) if (M * K >= (1 << 16))
+  for (int64_t i = 0; i < M * nb; ++i) {
+    const float* v = x + i * kQK;
+    int8_t* q = out.q.data() + i * kQK;
+    float amax = 0.f, max = 0.f;
+    for (int j = 0; j < kQK; ++j)
+      if (std::fabs(v[j]) > amax) amax = std::fabs(v[j]), max = v[j];
+    if (amax == 0.f) {
+      std::memset(q, 0, kQK);
+      std::fill_n(out.bsum.data() + i * 16, 16, int16_t(0));
+      out.d[size_t(i)] = 0.f;
+      continue;
+    }
+    const float iscale = -127.f / max;
+    for (int j = 0; j < kQK; ++j) q[j] = int8_t(std::min(127, ggml_nearest_int(iscale * v[j])));
+    for (int s = 0; s < 16; ++s) {
+      int sum = 0;
+      for (int j = 0; j < 16; ++j) sum += q[16 * s + j];
+      out.bsum[size_t(i * 16 + s)] = int16_t(sum);
+    }
+    out.d[size_t(i)] = 1.f / iscale;
+  }
+}
+
+void kquant_dot_rows(QuantKernel k, DType wtype, const Q8KActivations& x, int64_t m0, int64_t m1,
+                     const uint8_t* w, size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                     bool accumulate) {
+#if defined(__x86_64__)
+  if (k == QuantKernel::kAvx2) {
+    switch (wtype) {
+      case DType::Q4_K:
+        return rows_avx2<DType::Q4_K>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
+      case DType::Q5_K:
+        return rows_avx2<DType::Q5_K>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
+      case DType::Q6_K:
+        return rows_avx2<DType::Q6_K>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
+      default:
+        break;
+    }
+  }
+#endif
+  rows_scalar(wtype, x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
+}
+
+}  // namespace lamina
