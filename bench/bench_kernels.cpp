@@ -104,6 +104,7 @@ BENCHMARK_CAPTURE(BM_LinearQuantized, q4_0, DType::Q4_0)
     ->Args({1, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearQuantized, q4_0x8, DType::Q4_0x8)
+    ->Args({1, 8192, 32768})
     ->Args({128, 2048, 2048})
     ->Args({1, 2048, 5632})
     ->Args({1, 4096, 14336})
@@ -129,3 +130,19 @@ static void BM_Attention(benchmark::State& st) {
 BENCHMARK(BM_Attention)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();
+BENCHMARK_CAPTURE(BM_LinearQuantized, q4_k, DType::Q4_K)
+    ->Args({1, 8192, 32768})
+    ->Args({128, 2048, 2048})
+    ->Args({1, 2048, 5632})
+    ->Args({1, 4096, 14336})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearQuantized, q5_k, DType::Q5_K)
+    ->Args({1, 2048, 5632})
+    ->Args({1, 4096, 14336})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearQuantized, q6_k, DType::Q6_K)
+    ->Args({1, 8192, 32768})
+    ->Args({128, 2048, 2048})
+    ->Args({1, 2048, 5632})
+    ->Args({1, 4096, 14336})
+    ->Unit(benchmark::kMillisecond);

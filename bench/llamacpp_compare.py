@@ -4,6 +4,7 @@ docs/PERFORMANCE.md with the CPU and both sides' kernels.
 
 usage: llamacpp_compare.py BUILD_DIR [--shape tinyllama|mistral-7b] [--types q4_0,q8_0,q4_k_m]
                            [--threads 2] [--prompt 128] [--decode 32] [--repeats 3] [--work DIR]
+                           [--peer-no-extra-bufts]
 
 The peer is llama-cpp-python (scripts/llamacpp-requirements.txt, pinned), built from source by pip
 for this CPU into a virtual environment under ~/.cache/lamina (XDG_CACHE_HOME honoured) on first
@@ -48,6 +49,8 @@ def main():
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", default="/tmp/lamina-llamacpp-bench")
+    ap.add_argument("--peer-no-extra-bufts", action="store_true",
+                    help="llama.cpp without its repacked / AMX weight buffers (its AMX path crashed on one VM)")
     a = ap.parse_args()
     lamina = os.path.join(a.build, "lamina")
     py = peer_venv()
@@ -63,11 +66,13 @@ def main():
         if not os.path.exists(gguf):
             subprocess.run([lamina, "export-gguf", "--model", model, "--out", gguf, "--outtype", t], check=True)
         lam = run_json([os.path.join(a.build, "bench", "lamina_bench_forward"), gguf, *args], env)
-        ref = run_json([py, os.path.join(here, "llamacpp_peer.py"), gguf, *args, str(a.threads)], env)
+        ref = run_json([py, os.path.join(here, "llamacpp_peer.py"), gguf, *args, str(a.threads),
+                        *(["--no-extra-bufts"] if a.peer_no_extra_bufts else [])], env)
         rows.append((t, os.path.getsize(gguf), lam, ref))
     print(f"CPU: {rows[0][2]['cpu']}; {os.cpu_count()} cores; threads {a.threads}; prompt {a.prompt} tokens, decode "
           f"{a.decode} tokens, best of {a.repeats}")
-    print(f"lamina kernel: {rows[0][2]['quant_kernel']}; llama.cpp: {rows[0][3]['system_info'].strip()}")
+    print(f"lamina kernel: {rows[0][2]['quant_kernel']}; llama.cpp: {rows[0][3]['system_info'].strip()}"
+          f"{'' if rows[0][3]['extra_bufts'] else ' (extra buffer types off: no REPACK / AMX weights)'}")
     print(f"model: {a.shape} shape, random weights, GGUF files from lamina export-gguf")
     print()
     print("| type | file | lamina prompt tok/s | llama.cpp | ratio | lamina decode tok/s | llama.cpp | ratio | lamina decode GB/s |")

@@ -3,7 +3,10 @@ lamina_bench_forward measures lamina: the same prompt ids ((i * 7919 + 13) % V),
 best of REPEATS after one warm-up round. Prints one JSON line. Runs in the venv of
 scripts/llamacpp-requirements.txt (scripts/llamacpp-venv.sh makes it).
 
-usage: llamacpp_peer.py FILE.gguf PROMPT_TOKENS DECODE_TOKENS REPEATS THREADS
+usage: llamacpp_peer.py FILE.gguf PROMPT_TOKENS DECODE_TOKENS REPEATS THREADS [--no-extra-bufts]
+
+--no-extra-bufts: llama.cpp's plain CPU buffers (no REPACK, no AMX): its AMX path crashed in
+llama_decode on a Sapphire Rapids VM (llama-cpp-python 0.3.36), so that machine needs it.
 """
 import json
 import sys
@@ -14,7 +17,16 @@ from llama_cpp import Llama, llama_cpp
 
 
 def main():
-    path, T, D, R, threads = sys.argv[1], *map(int, sys.argv[2:])
+    path, T, D, R, threads = sys.argv[1], *map(int, sys.argv[2:6])
+    if "--no-extra-bufts" in sys.argv:  # without llama.cpp's repacked / AMX weight buffers
+        default = llama_cpp.llama_model_default_params
+
+        def params():
+            p = default()
+            p.use_extra_bufts = False
+            return p
+
+        llama_cpp.llama_model_default_params = params
     llm = Llama(model_path=path, n_ctx=T + D + 8, n_batch=T, n_ubatch=T, n_threads=threads, n_threads_batch=threads,
                 verbose=False, use_mmap=True)
     V = llm.n_vocab()
@@ -35,7 +47,8 @@ def main():
         if r > 0:
             best_p, best_d = min(best_p, p), min(best_d, d)
     print(json.dumps({"prompt_tokens_per_s": T / best_p, "decode_tokens_per_s": D / best_d, "threads": threads,
-                      "system_info": llama_cpp.llama_print_system_info().decode()}))
+                      "system_info": llama_cpp.llama_print_system_info().decode(),
+                      "extra_bufts": "--no-extra-bufts" not in sys.argv}))
 
 
 if __name__ == "__main__":

@@ -80,6 +80,8 @@ constexpr int64_t kPackMinRows = 8;
 // In-place reads: each row's data 2.3 KB ahead (of 16, 48 and 128 blocks, the best on a
 // 4096 x 14336 decode product; still half the speed of the contiguous Q4_0x8 stream).
 constexpr int64_t kPrefetchBlocks = 128;
+// Repacked (x8) streams: each block's successor this far ahead.
+constexpr size_t kStreamPrefetchBytes = 2048;
 
 // 8 rows of nb blocks (f16 scale, then kChunks x 4 quant bytes) -> per block the kChunks
 // interleaved 32-byte chunks (lane r = row r), then the 8 scales.
@@ -245,6 +247,9 @@ LAMINA_AVX2 inline void q4x8_block(const uint8_t* src, size_t rb, int64_t b, __m
     dw = _mm256_cvtph_ps(_mm_set_epi16(h(7), h(6), h(5), h(4), h(3), h(2), h(1), h(0)));
   } else {
     const uint8_t* p = src + size_t(b) * kQ4x8Bytes;
+    // The group's stream from memory: its block 2 KB ahead (every line), as for the k-quants.
+    for (size_t off = 0; off < kQ4x8Bytes; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(p + kStreamPrefetchBytes + off), _MM_HINT_T0);
     for (int k = 0; k < 4; ++k)
       chunk[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * 32));
     dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 128)));
@@ -293,6 +298,8 @@ LAMINA_AVX2 void q8x8_tile(const uint8_t* packed, const int8_t* const* xq, const
   for (int c = 0; c < RX; ++c) acc[c] = _mm256_setzero_ps();
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < nb; ++b, packed += kQ8x8Bytes) {
+    for (size_t off = 0; off < kQ8x8Bytes; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(packed + kStreamPrefetchBytes + off), _MM_HINT_T0);
     __m256i isum[RX];
     for (int c = 0; c < RX; ++c) isum[c] = _mm256_setzero_si256();
     for (int k = 0; k < 8; ++k) {

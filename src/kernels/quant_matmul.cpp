@@ -3,7 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
@@ -125,6 +127,18 @@ void kquant_linear(const float* x, int64_t M, const Tensor& w, float* y, bool ac
 
 }  // namespace
 
+bool kquant_prompts_in_bf16() {
+  static const bool bf16 = [] {
+    const char* env = std::getenv("LAMINA_KQUANT_PROMPT");
+    if (!env || !*env) return bf16_matmul_native();
+    const std::string v = env;
+    if (v != "int8" && v != "bf16")
+      fail("LAMINA_KQUANT_PROMPT: expected int8 or bf16, got '", v, "'");
+    return v == "bf16";
+  }();
+  return bf16;
+}
+
 void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
   LAMINA_CHECK(w.shape.size() == 2 && dtype_is_quantized(w.dtype),
                "linear_quantized: expected a 2-D block-type weight, got ", dtype_name(w.dtype), " ",
@@ -139,7 +153,8 @@ void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K:
-      return kquant_linear(x, M, w, y, accumulate);
+      return M > 4 && kquant_prompts_in_bf16() ? kquant_gemm(x, M, w, y, accumulate)
+                                               : kquant_linear(x, M, w, y, accumulate);
     case DType::Q2_K:
     case DType::Q3_K:
     case DType::Q5_0:
