@@ -175,6 +175,13 @@ size_t WeightPack::bytes() const {
   return impl_->bytes;
 }
 
+bool prepack_weight(const Tensor& w, WeightPack* pack) {
+  if (!pack || w.shape.size() != 2 || dtype_is_quantized(w.dtype)) return false;
+  if (w.dtype != DType::F32 && !(w.dtype == DType::BF16 && bf16_matmul_native())) return false;
+  pack->impl().get(w);
+  return true;
+}
+
 void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate,
             WeightPack* pack) {
   LAMINA_CHECK(w.shape.size() == 2, "linear: weight must be 2-D, got ", shape_str(w.shape));

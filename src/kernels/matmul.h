@@ -31,6 +31,12 @@ class WeightPack {
 void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate = false,
             WeightPack* pack = nullptr);
 
+// Packs w into `pack` now when linear() would multiply it from a packed copy (F32, or BF16 where
+// bf16 products are native) and returns whether it did: the caller may then let go of w's own
+// memory (an inference Model releases the mapped pages of its checkpoint, so the weights are held
+// once). Later linear() calls with the same pack use the copy.
+bool prepack_weight(const Tensor& w, WeightPack* pack);
+
 // General F32 product for training: C[M, N] (+)= op(A)[M, K] · op(B)[K, N], row-major with
 // leading dimensions; op transposes when ta / tb. (A stored [K, M] when ta, B stored [N, K] when
 // tb.)

@@ -49,13 +49,21 @@ Model::Model(ModelConfig cfg, ModelWeights w, bool pack_weights)
       pack_(pack_weights ? std::make_unique<WeightPack>() : nullptr) {
   if (!pack_weights) return;
   for (LayerWeights& L : w_.layers) {
-    for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
-      repack_quantized(*t);
+    for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) pack_matrix(*t);
     for (auto* experts : {&L.e_gate, &L.e_up, &L.e_down})
-      for (Tensor& t : *experts) repack_quantized(t);
+      for (Tensor& t : *experts) pack_matrix(t);
   }
   // The LM head, unless it is the embedding itself (tied: its rows are gathered as stored).
-  if (w_.lm_head.data != w_.embed.data) repack_quantized(w_.lm_head);
+  if (w_.lm_head.data != w_.embed.data) pack_matrix(w_.lm_head);
+}
+
+void Model::pack_matrix(Tensor& t) {
+  if (t.data == nullptr || t.shape.size() != 2) return;
+  if (dtype_is_quantized(t.dtype)) return repack_quantized(t);
+  // F32 / BF16 (native): oneDNN's blocked copy from now on; the checkpoint's mapped pages leave
+  // the resident set (read again from the page cache only if something reads the plain layout).
+  if (prepack_weight(t, pack_.get()) && is_in_mapped_file(t.data))
+    release_mapped_pages(t.data, t.nbytes());
 }
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opt) {

@@ -54,6 +54,9 @@ class Model {
   // Activation buffers reused across calls (fresh large allocations would page-fault every time).
   enum Slot { kX, kXn, kSlots };
   float* scratch(Slot s, int64_t n) const;
+  // A matrix in the layout its products read: Q4_0 / Q8_0 repacked (x8), F32 / BF16 into the
+  // oneDNN pack; the original's memory freed or its mapped pages released.
+  void pack_matrix(Tensor& t);
 
   ModelConfig cfg_;
   std::vector<float> inv_freq_;        // RoPE frequencies [head_dim / 2] (model/rope_frequencies.h)
