@@ -21,6 +21,12 @@ size_t held_back(const std::string& s, const std::vector<std::string>& stops) {
         hold = n;
         break;
       }
+  // Trailing U+FFFD: the decoder's stand-in for byte tokens that do not yet form a character;
+  // the next byte token may complete it.
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  size_t repl = 0;
+  while (s.size() >= repl + 3 && s.compare(s.size() - repl - 3, 3, kReplacement) == 0) repl += 3;
+  hold = std::max(hold, repl);
   // An incomplete trailing UTF-8 sequence.
   for (size_t back = 1; back <= std::min<size_t>(3, s.size()); ++back) {
     unsigned char c = static_cast<unsigned char>(s[s.size() - back]);
@@ -42,60 +48,90 @@ void reuse_cache_prefix(KVCache& cache, const std::vector<int32_t>& cached,
   cache.len = int64_t(n);
 }
 
+Continuation::Continuation(const Model& model, const Tokenizer& tok,
+                           const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                           std::function<void(const std::string&)> on_text)
+    : tok_(tok),
+      opt_(opt),
+      on_text_(std::move(on_text)),
+      stop_ids_(opt.stop_ids),
+      history_(prompt),
+      sampler_(opt.sampling),
+      vocab_(model.config().vocab_size) {
+  for (auto e : model.config().eos_token_ids) stop_ids_.push_back(int32_t(e));
+  stop_ids_.push_back(tok.eos_id());
+  r_.prompt_tokens = int64_t(prompt.size());
+  r_.stop_reason = "length";
+}
+
+int32_t Continuation::step(float* logits) {
+  if (done_) return -1;
+  if (int64_t(r_.ids.size()) >= opt_.max_new_tokens) {
+    finish("length");
+    return -1;
+  }
+  const int32_t next = sampler_.sample(logits, vocab_, history_);
+  if (std::find(stop_ids_.begin(), stop_ids_.end(), next) != stop_ids_.end()) {
+    finish("eos");
+    return -1;
+  }
+  r_.ids.push_back(next);
+  history_.push_back(next);
+  const std::string text = tok_.decode(r_.ids);
+  size_t cut = std::string::npos;
+  for (auto& s : opt_.stop_strings)
+    if (!s.empty()) cut = std::min(cut, text.find(s));
+  if (cut != std::string::npos) {
+    r_.text = text.substr(0, cut);
+    finish("stop_string");
+    return -1;
+  }
+  r_.text = text;
+  const size_t safe = text.size() - held_back(text, opt_.stop_strings);
+  if (on_text_ && safe > emitted_) on_text_(text.substr(emitted_, safe - emitted_));
+  emitted_ = std::max(emitted_, safe);
+  if (int64_t(r_.ids.size()) == opt_.max_new_tokens) {
+    finish("length");
+    return -1;
+  }
+  return next;
+}
+
+void Continuation::end(const std::string& reason) {
+  if (!done_) finish(reason);
+}
+
+void Continuation::finish(const std::string& reason) {
+  r_.stop_reason = reason;
+  if (on_text_ && r_.text.size() > emitted_) on_text_(r_.text.substr(emitted_));
+  emitted_ = r_.text.size();
+  done_ = true;
+}
+
 GenerateResult generate(const Model& model, const Tokenizer& tok,
                         const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                         KVCache& cache, const std::function<void(const std::string&)>& on_text) {
   if (prompt.empty()) fail("empty prompt: nothing to continue");
   if (cache.len >= int64_t(prompt.size())) fail("internal: cache holds the whole prompt");
-  const auto& cfg = model.config();
-  const int64_t V = cfg.vocab_size;
   if (int64_t(prompt.size()) > cache.capacity)
     fail("prompt of ", prompt.size(), " tokens is longer than the context of ", cache.capacity,
          " tokens");
-  GenerateResult r;
-  r.prompt_tokens = int64_t(prompt.size());
-  std::vector<int32_t> stop_ids = opt.stop_ids;
-  for (auto e : cfg.eos_token_ids) stop_ids.push_back(int32_t(e));
-  stop_ids.push_back(tok.eos_id());
-  Sampler sampler(opt.sampling);
-  std::vector<float> logits(static_cast<size_t>(V));
-  std::vector<int32_t> history = prompt;
+  Continuation c(model, tok, prompt, opt, on_text);
+  std::vector<float> logits(static_cast<size_t>(model.config().vocab_size));
   auto t0 = std::chrono::steady_clock::now();
   model.forward(prompt.data() + cache.len, int64_t(prompt.size()) - cache.len, cache, logits.data(),
                 false);
-  r.prompt_seconds = seconds_since(t0);
+  const double prompt_seconds = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
-  size_t emitted = 0;
-  r.stop_reason = "length";
-  for (int64_t step = 0; step < opt.max_new_tokens; ++step) {
-    int32_t next = sampler.sample(logits.data(), V, history);
-    if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
-      r.stop_reason = "eos";
-      break;
-    }
-    r.ids.push_back(next);
-    history.push_back(next);
-    std::string text = tok.decode(r.ids);
-    size_t cut = std::string::npos;
-    for (auto& s : opt.stop_strings)
-      if (!s.empty()) cut = std::min(cut, text.find(s));
-    if (cut != std::string::npos) {
-      r.text = text.substr(0, cut);
-      r.stop_reason = "stop_string";
-      break;
-    }
-    r.text = text;
-    size_t safe = text.size() - held_back(text, opt.stop_strings);
-    if (on_text && safe > emitted) on_text(text.substr(emitted, safe - emitted));
-    emitted = std::max(emitted, safe);
-    if (step + 1 == opt.max_new_tokens) break;
+  for (int32_t next; (next = c.step(logits.data())) >= 0;) {
     if (cache.len >= cache.capacity) {
-      r.stop_reason = "context";
+      c.end("context");
       break;
     }
     model.forward(&next, 1, cache, logits.data(), false);
   }
-  if (on_text && r.text.size() > emitted) on_text(r.text.substr(emitted));
+  GenerateResult r = std::move(c.result());
+  r.prompt_seconds = prompt_seconds;
   r.decode_seconds = seconds_since(t0);
   return r;
 }

@@ -25,6 +25,35 @@ struct GenerateResult {
   double prompt_seconds = 0, decode_seconds = 0;
 };
 
+// One sequence's continuation, token by token: sampling, stop tokens and stop strings, and its
+// text streamed as it becomes final (held back while it might be the start of a stop string or of
+// a multi-byte character). generate() drives one; generate_batch (generate/batch_generate.h)
+// drives many through one batched forward.
+class Continuation {
+ public:
+  Continuation(const Model& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+               const GenerateOptions& opt, std::function<void(const std::string&)> on_text = {});
+  // From the logits [V] of the sequence's last position (modified), the next token to run, or -1
+  // when the continuation has ended (then result() is final).
+  int32_t step(float* logits);
+  // Ends it early (reason: "context" when its cache is full).
+  void end(const std::string& reason);
+  bool done() const { return done_; }
+  GenerateResult& result() { return r_; }
+
+ private:
+  void finish(const std::string& reason);
+  const Tokenizer& tok_;
+  GenerateOptions opt_;
+  std::function<void(const std::string&)> on_text_;
+  std::vector<int32_t> stop_ids_, history_;
+  Sampler sampler_;
+  int64_t vocab_;
+  GenerateResult r_;
+  size_t emitted_ = 0;
+  bool done_ = false;
+};
+
 // Continues `prompt` with the cache already holding its first cache.len tokens (those are not
 // recomputed: multi-turn chat reuses the shared prefix). on_text receives text increments,
 // held back while they might be the start of a stop string or of a multi-byte character.

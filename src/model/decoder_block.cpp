@@ -238,8 +238,10 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
   float* q = sized(s.q, N * Q);  // [N, nh, hd]
   float* kstore = kv ? kv->k : sized(s.k, N * KV);
   float* vstore = kv ? kv->v : sized(s.v, N * KV);
-  float* k = kstore + (kv ? kv->row0 : 0) * KV;  // the new rows [N, nkv, hd]
-  float* v = vstore + (kv ? kv->row0 : 0) * KV;
+  // The new rows [N, nkv, hd]: in place in the store, or (scattered) computed aside first.
+  const bool scatter = kv && kv->dest;
+  float* k = scatter ? sized(s.k, N * KV) : kstore + (kv ? kv->row0 : 0) * KV;
+  float* v = scatter ? sized(s.v, N * KV) : vstore + (kv ? kv->row0 : 0) * KV;
   prod.forward(layer, Product::kQ, -1, xn1, N, q, s.saved[size_t(Product::kQ)], 0, N);
   prod.forward(layer, Product::kK, -1, xn1, N, k, s.saved[size_t(Product::kK)], 0, N);
   prod.forward(layer, Product::kV, -1, xn1, N, v, s.saved[size_t(Product::kV)], 0, N);
@@ -260,6 +262,11 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
     for (int64_t i = 0; i < N * Q; ++i) q[i] *= af;
     for (int64_t i = 0; i < N * KV; ++i) k[i] *= af;
   }
+  if (scatter)
+    for (int64_t i = 0; i < N; ++i) {
+      std::memcpy(kstore + kv->dest[i] * KV, k + i * KV, size_t(KV) * sizeof(float));
+      std::memcpy(vstore + kv->dest[i] * KV, v + i * KV, size_t(KV) * sizeof(float));
+    }
   float* att = sized(s.att, N * Q);
   for (const AttentionSpan& sp : pass.spans)
     attention(q + sp.row * Q, kstore + sp.key * KV, vstore + sp.key * KV, att + sp.row * Q, sp.len,

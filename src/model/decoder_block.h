@@ -104,11 +104,14 @@ struct LayerActivations {
   std::vector<ExpertActivations> experts;
 };
 
-// Where a layer's keys and values go: rows [row0, row0 + N) of k, v [*, nkv * hd] (the KV cache).
+// Where a layer's keys and values go: rows [row0, row0 + N) of k, v [*, nkv * hd] (the KV cache),
+// or, with dest, row dest[i] for the pass's row i (several sequences' caches in one store: each
+// new row lands after its own sequence's keys).
 struct KeyValueRows {
   float* k = nullptr;
   float* v = nullptr;
   int64_t row0 = 0;
+  const int64_t* dest = nullptr;
 };
 
 // x [N, H] in place from the layer's input to its output, keeping in s what the backward needs.

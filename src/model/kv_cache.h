@@ -17,4 +17,13 @@ struct KVCache {
   void clear() { len = 0; }
 };
 
+// The caches of several sequences in one store (continuous batching): slot s holds positions
+// [0, slot_capacity) of its sequence in rows [s * slot_capacity, (s + 1) * slot_capacity).
+struct SlotKVCache {
+  KVCache store;  // capacity: slots * slot_capacity
+  int64_t slot_capacity = 0;
+  std::vector<int64_t> len;  // per slot: positions filled (the next token's position)
+  int64_t slots() const { return int64_t(len.size()); }
+};
+
 }  // namespace lamina

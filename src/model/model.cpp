@@ -118,19 +118,9 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
   if (cache.len + T > cache.capacity)
     fail("sequence of ", cache.len + T, " tokens exceeds the context of ", cache.capacity,
          " positions (max_position_embeddings ", cfg_.max_position_embeddings, ")");
-  const int64_t H = cfg_.hidden_size, pos0 = cache.len;
-  const float eps = float(cfg_.rms_norm_eps);
-  float* x = scratch(kX, T * H);  // residual stream [T, H]
-  float* xn = scratch(kXn, T * H);
-  embedding(w_.embed, tokens, T, x);
-  if (cfg_.embed_scale != 1.0)  // Gemma: embeddings times sqrt(hidden_size)
-    for (int64_t i = 0; i < T * H; ++i) x[i] *= float(cfg_.embed_scale);
+  const int64_t pos0 = cache.len;
   std::vector<int64_t> pos(static_cast<size_t>(T));
   LayerPass pass;
-  pass.cfg = &cfg_;
-  pass.rows = T;
-  pass.inv_freq = inv_freq_.data();
-  pass.inv_freq_local = inv_freq_local_.data();
   if (!segments) {  // the new rows attend to the cache's pos0 keys and to themselves
     std::iota(pos.begin(), pos.end(), pos0);
     pass.spans.push_back({0, T, 0, pos0});
@@ -143,16 +133,85 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
     }
   }
   pass.positions = pos.data();
-  PackedProducts prod(w_, pack_.get(), observer_);
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    const KeyValueRows kv{cache.k[size_t(l)].f32(), cache.v[size_t(l)].f32(), pos0};
-    decoder_layer_forward(pass, l, w_.layers[size_t(l)], prod, x, layer_, &kv);
-  }
+  const float* x = run_layers(tokens, T, pass, cache, KeyValueRows{nullptr, nullptr, pos0});
   cache.len += T;
   const int64_t rows = all_logits ? T : 1;
-  const float* last = x + (T - rows) * H;
+  lm_head(x + (T - rows) * cfg_.hidden_size, rows, logits);
+}
+
+SlotKVCache Model::new_slot_cache(int64_t slots, int64_t slot_capacity) const {
+  slot_capacity = std::min(slot_capacity, cfg_.max_position_embeddings);
+  SlotKVCache c;
+  c.store = KVCache(cfg_.num_hidden_layers, slots * slot_capacity,
+                    cfg_.num_key_value_heads * cfg_.head_dim);
+  c.slot_capacity = slot_capacity;
+  c.len.assign(size_t(slots), 0);
+  return c;
+}
+
+void Model::forward_slots(const std::vector<SlotStep>& steps, SlotKVCache& cache,
+                          float* logits) const {
+  if (steps.empty()) fail("forward_slots: no steps");
+  const int64_t C = cache.slot_capacity;
+  std::vector<int32_t> tokens;
+  std::vector<int64_t> pos, dest;
+  std::vector<bool> used(size_t(cache.slots()), false);
+  LayerPass pass;
+  for (const SlotStep& st : steps) {
+    if (st.slot < 0 || st.slot >= cache.slots() || used[size_t(st.slot)] || st.n <= 0)
+      fail("forward_slots: bad step (slot ", st.slot, " of ", cache.slots(), ", ", st.n,
+           " tokens, or a slot given twice)");
+    used[size_t(st.slot)] = true;
+    const int64_t len = cache.len[size_t(st.slot)];
+    if (len + st.n > C)
+      fail("sequence of ", len + st.n, " tokens exceeds the context of ", C, " positions");
+    pass.spans.push_back({int64_t(tokens.size()), st.n, st.slot * C, len});
+    for (int64_t i = 0; i < st.n; ++i) {
+      tokens.push_back(st.tokens[i]);
+      pos.push_back(len + i);
+      dest.push_back(st.slot * C + len + i);
+    }
+  }
+  const int64_t T = int64_t(tokens.size()), H = cfg_.hidden_size;
+  pass.positions = pos.data();
+  const float* x = run_layers(tokens.data(), T, pass, cache.store,
+                              KeyValueRows{nullptr, nullptr, 0, dest.data()});
+  // Each step's last row, then the head over those rows only.
+  std::vector<float> last(steps.size() * size_t(H));
+  int64_t at = 0;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    at += steps[i].n;
+    std::copy(x + (at - 1) * H, x + at * H, last.begin() + int64_t(i) * H);
+    cache.len[size_t(steps[i].slot)] += steps[i].n;
+  }
+  lm_head(last.data(), int64_t(steps.size()), logits);
+}
+
+float* Model::run_layers(const int32_t* tokens, int64_t T, LayerPass& pass, KVCache& cache,
+                         KeyValueRows kv) const {
+  const int64_t H = cfg_.hidden_size;
+  float* x = scratch(kX, T * H);  // residual stream [T, H]
+  embedding(w_.embed, tokens, T, x);
+  if (cfg_.embed_scale != 1.0)  // Gemma: embeddings times sqrt(hidden_size)
+    for (int64_t i = 0; i < T * H; ++i) x[i] *= float(cfg_.embed_scale);
+  pass.cfg = &cfg_;
+  pass.rows = T;
+  pass.inv_freq = inv_freq_.data();
+  pass.inv_freq_local = inv_freq_local_.data();
+  PackedProducts prod(w_, pack_.get(), observer_);
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    kv.k = cache.k[size_t(l)].f32();
+    kv.v = cache.v[size_t(l)].f32();
+    decoder_layer_forward(pass, l, w_.layers[size_t(l)], prod, x, layer_, &kv);
+  }
+  return x;
+}
+
+void Model::lm_head(const float* h, int64_t rows, float* logits) const {
+  const int64_t H = cfg_.hidden_size;
+  float* xn = scratch(kXn, rows * H);
   Buf gb;
-  rmsnorm(last, rmsnorm_gain(cfg_, w_.norm, gb), xn, rows, H, eps);
+  rmsnorm(h, rmsnorm_gain(cfg_, w_.norm, gb), xn, rows, H, float(cfg_.rms_norm_eps));
   if (observer_) observer_->observe_lm_head(xn, rows, H);
   linear(xn, rows, w_.lm_head, logits, false, pack_.get());  // logits[rows, V]
   if (const float cap = float(cfg_.final_softcap); cap > 0)  // Gemma 2: cap * tanh(logit / cap)

@@ -47,6 +47,19 @@ class Model {
   // restart and attention stays inside each (batched scoring of many short requests).
   void forward(const int32_t* tokens, int64_t T, KVCache& cache, float* logits, bool all_logits,
                const std::vector<int32_t>* segments = nullptr) const;
+  // Caches for `slots` sequences of up to slot_capacity positions each (forward_slots).
+  SlotKVCache new_slot_cache(int64_t slots, int64_t slot_capacity) const;
+  // One pass over several sequences at once (continuous batching): step i runs tokens[0, n) of
+  // `slot` at its next positions, appending their keys and values to that slot, attending only
+  // within it; every product multiplies all the steps' rows together (the weights read once).
+  // Writes logits[i, V] of each step's last token. Each sequence's logits equal what forward()
+  // on its own computes (up to the products' float summation order for more rows).
+  struct SlotStep {
+    const int32_t* tokens = nullptr;
+    int64_t n = 0;
+    int64_t slot = 0;
+  };
+  void forward_slots(const std::vector<SlotStep>& steps, SlotKVCache& cache, float* logits) const;
   // Every forward pass from now on shows its products' inputs to o (null: to nobody).
   void observe_products(ProductObserver* o) { observer_ = o; }
 
@@ -57,6 +70,12 @@ class Model {
   // A matrix in the layout its products read: Q4_0 / Q8_0 repacked (x8), F32 / BF16 into the
   // oneDNN pack; the original's memory freed or its mapped pages released.
   void pack_matrix(Tensor& t);
+  // The embedding and every layer over tokens[0, T) of `pass` (positions and spans set), keys
+  // and values through kv; returns the residual stream x [T, H] (a scratch buffer).
+  float* run_layers(const int32_t* tokens, int64_t T, LayerPass& pass, KVCache& cache,
+                    KeyValueRows kv) const;
+  // Final norm and LM head: logits[rows, V] of the hidden states h [rows, H].
+  void lm_head(const float* h, int64_t rows, float* logits) const;
 
   ModelConfig cfg_;
   std::vector<float> inv_freq_;        // RoPE frequencies [head_dim / 2] (model/rope_frequencies.h)
