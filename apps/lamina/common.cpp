@@ -27,22 +27,29 @@ std::vector<ArgSpec> model_arg_specs() {
 }
 
 std::vector<ArgSpec> sampling_arg_specs() {
-  return {{"max-new-tokens", "N", "most tokens to generate", "128"},
-          {"temperature", "T", "sampling temperature; 0 = greedy", "0"},
-          {"top-k", "K", "sample among the K most likely tokens; 0 = off", "0"},
-          {"top-p", "P", "nucleus sampling mass; 1 = off", "1"},
-          {"repetition-penalty", "R", "penalise tokens already seen (transformers' rule); 1 = off",
-           "1"},
-          {"seed", "S", "random seed for sampling", "0"},
-          {"stop", "TEXT", "stop before this string", "", true},
-          {"stop-token", "ID", "stop at this token id (besides EOS)", "", true},
-          {"chat-template", "NAME",
-           "llama-2, mistral-instruct, openchat or chatml (default: from the model)", ""},
-          {"condition", "TEXT",
-           "OpenChat class condition (default: the model's generation_config chat_condition, "
-           "else GPT4 Correct)",
-           ""},
-          {"system", "TEXT", "system prompt (with --chat)", ""}};
+  return {
+      {"max-new-tokens", "N", "most tokens to generate", "128"},
+      {"temperature", "T", "sampling temperature; 0 = greedy", "0"},
+      {"top-k", "K", "sample among the K most likely tokens; 0 = off", "0"},
+      {"top-p", "P", "nucleus sampling mass; 1 = off", "1"},
+      {"repetition-penalty", "R", "penalise tokens already seen (transformers' rule); 1 = off",
+       "1"},
+      {"min-p", "P",
+       "drop tokens less likely than P times the most likely (transformers' min_p); 0 = off", "0"},
+      {"presence-penalty", "X",
+       "OpenAI's: subtract X from tokens already in the completion; 0 = off", "0"},
+      {"frequency-penalty", "X", "OpenAI's: subtract X per occurrence in the completion; 0 = off",
+       "0"},
+      {"seed", "S", "random seed for sampling", "0"},
+      {"stop", "TEXT", "stop before this string", "", true},
+      {"stop-token", "ID", "stop at this token id (besides EOS)", "", true},
+      {"chat-template", "NAME",
+       "llama-2, mistral-instruct, openchat or chatml (default: from the model)", ""},
+      {"condition", "TEXT",
+       "OpenChat class condition (default: the model's generation_config chat_condition, "
+       "else GPT4 Correct)",
+       ""},
+      {"system", "TEXT", "system prompt (with --chat)", ""}};
 }
 
 LoadedModel load_model(const Args& a) {
@@ -72,6 +79,9 @@ GenerateOptions generate_options(const Args& a) {
   g.sampling.top_p = float(a.number("top-p"));
   g.sampling.repetition_penalty = float(a.number("repetition-penalty"));
   g.sampling.seed = uint64_t(a.integer("seed"));
+  g.sampling.min_p = float(a.number("min-p"));
+  g.sampling.presence_penalty = float(a.number("presence-penalty"));
+  g.sampling.frequency_penalty = float(a.number("frequency-penalty"));
   g.stop_strings = a.all("stop");
   for (auto& s : a.all("stop-token")) {
     auto id = parse_integer(s);

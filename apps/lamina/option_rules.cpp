@@ -100,6 +100,9 @@ const std::map<std::string, Rule>& rules() {
       {"temperature", number(0, kInf, false, true, "0 = greedy")},
       {"top-p", number(0, 1, true, false)},
       {"repetition-penalty", number(0, kInf, true, true)},
+      {"min-p", number(0, 1, false, false)},
+      {"presence-penalty", number(-2, 2, false, false)},
+      {"frequency-penalty", number(-2, 2, false, false)},
       // Plotting.
       {"x-scale", number(0, kInf, true, true)},
   };

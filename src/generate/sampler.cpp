@@ -14,6 +14,9 @@ Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {
   if (p.top_p <= 0 || p.top_p > 1) fail("--top-p must be in (0, 1]");
   if (p.top_k < 0) fail("--top-k must be >= 0");
   if (p.repetition_penalty <= 0) fail("--repetition-penalty must be > 0");
+  if (!(p.min_p >= 0 && p.min_p <= 1)) fail("--min-p must be in [0, 1]");
+  if (!(std::fabs(p.presence_penalty) <= 2)) fail("--presence-penalty must be in [-2, 2]");
+  if (!(std::fabs(p.frequency_penalty) <= 2)) fail("--frequency-penalty must be in [-2, 2]");
 }
 
 int32_t Sampler::sample(float* logits, int64_t V, const std::vector<int32_t>& history) {
@@ -25,6 +28,15 @@ int32_t Sampler::sample(float* logits, int64_t V, const std::vector<int32_t>& hi
       l = l > 0 ? l / p_.repetition_penalty : l * p_.repetition_penalty;
     }
   }
+  if (p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f)
+    for (auto [id, n] : produced_)
+      if (id >= 0 && id < V) logits[id] -= p_.frequency_penalty * float(n) + p_.presence_penalty;
+  const int32_t next = pick(logits, V);
+  ++produced_[next];
+  return next;
+}
+
+int32_t Sampler::pick(const float* logits, int64_t V) {
   if (p_.temperature == 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
   // Candidates sorted by logit (descending), cut by top-k, then by top-p on the softmax.
   std::vector<int32_t> idx(static_cast<size_t>(V));
@@ -55,6 +67,12 @@ int32_t Sampler::sample(float* logits, int64_t V, const std::vector<int32_t>& hi
         break;
       }
     }
+  }
+  if (p_.min_p > 0.0f) {  // the candidates are sorted: those at or above min_p · max are a prefix
+    const double floor = double(p_.min_p) * prob[0];
+    size_t n = 1;
+    while (n < keep && prob[n] >= floor) ++n;
+    keep = n;
   }
   std::discrete_distribution<size_t> dist(prob.begin(), prob.begin() + long(keep));
   return idx[dist(rng_)];

@@ -1,7 +1,10 @@
-// Picking the next token from logits: repetition penalty, temperature, top-k, top-p, seed.
+// Picking the next token from logits: repetition penalty (transformers'), presence and frequency
+// penalties (OpenAI's, over the tokens this sampler produced), temperature, top-k, top-p, min-p
+// (in transformers' order of warpers), seed.
 #pragma once
 #include <cstdint>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
 namespace lamina {
@@ -11,6 +14,12 @@ struct SamplingParams {
   int64_t top_k = 0;                // 0: off
   float top_p = 1.0f;               // 1: off
   float repetition_penalty = 1.0f;  // 1: off; CTRL-style as transformers (logit>0 ? /p : *p)
+  // OpenAI's: logit -= frequency · count + presence · (count > 0), count = how often the token
+  // occurs in the completion so far (not the prompt, as vLLM counts); 0: off; in [-2, 2].
+  float presence_penalty = 0.0f, frequency_penalty = 0.0f;
+  // transformers' MinPLogitsWarper: after top-p, tokens less likely than min_p times the most
+  // likely one are dropped; 0: off.
+  float min_p = 0.0f;
   uint64_t seed = 0;
 };
 
@@ -21,8 +30,10 @@ class Sampler {
   int32_t sample(float* logits, int64_t V, const std::vector<int32_t>& history);
 
  private:
+  int32_t pick(const float* logits, int64_t V);  // temperature, top-k, top-p, min-p
   SamplingParams p_;
   std::mt19937_64 rng_;
+  std::unordered_map<int32_t, int32_t> produced_;  // token -> times this sampler returned it
 };
 
 }  // namespace lamina

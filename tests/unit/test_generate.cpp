@@ -122,3 +122,44 @@ TEST(Generate, StopStringCutsAndMaxTokensBounds) {
   EXPECT_EQ(r4.ids, r5.ids);
   EXPECT_THROW(generate(*m, tok, {}, o, c4), Error);
 }
+
+// transformers' MinPLogitsWarper: after temperature, tokens whose probability is below min_p times
+// the most likely one's are never drawn; those above keep their softmax ratios.
+TEST(Sampler, MinPDropsTokensBelowTheScaledTop) {
+  const std::vector<float> base = {2.0f, 1.5f, 0.0f, -1.0f};  // probs ~ .55 .33 .07 .03 (T = 1)
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.min_p = 0.2f;  // floor .11: ids 2 and 3 drop
+  p.seed = 3;
+  Sampler s(p);
+  std::vector<int> count(4);
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    auto l = base;
+    count[size_t(s.sample(l.data(), 4, {}))]++;
+  }
+  EXPECT_EQ(count[2] + count[3], 0);
+  const double p0 = 1 / (1 + std::exp(-0.5)), sd = std::sqrt(p0 * (1 - p0) / n);
+  EXPECT_NEAR(count[0] / double(n), p0, 5 * sd);
+  EXPECT_THROW(Sampler({1.0f, 0, 1.0f, 1.0f, 0.0f, 0.0f, 1.5f}), Error);  // min_p > 1
+}
+
+// OpenAI's presence / frequency penalties over the sampler's own output: logit -= f · count +
+// p · (count > 0); the prompt (history) does not count.
+TEST(Sampler, PresenceAndFrequencyPenaltiesCountTheCompletion) {
+  SamplingParams p;
+  p.frequency_penalty = 0.4f;
+  p.presence_penalty = 0.25f;
+  Sampler s(p);
+  std::vector<float> l = {1.0f, 0.5f, 0.0f};
+  EXPECT_EQ(s.sample(l.data(), 3, {1, 1, 1}), 0);  // the prompt's 1s are not penalised
+  EXPECT_FLOAT_EQ(l[1], 0.5f);
+  l = {1.0f, 0.5f, 0.0f};
+  EXPECT_EQ(s.sample(l.data(), 3, {}), 1);  // 0 once: 1 - 0.4 - 0.25 = 0.35 < 0.5
+  EXPECT_FLOAT_EQ(l[0], 0.35f);
+  l = {1.0f, 0.5f, 0.0f};
+  s.sample(l.data(), 3, {});
+  EXPECT_FLOAT_EQ(l[0], 0.35f);
+  EXPECT_FLOAT_EQ(l[1], -0.15f);
+  EXPECT_THROW(Sampler({0.0f, 0, 1.0f, 1.0f, 2.5f}), Error);  // presence > 2
+}
