@@ -76,6 +76,22 @@ void kquant_gemm(const float* x, int64_t M, const Tensor& w, float* y, bool accu
   }
 }
 
+// Each thread its own range [n0, n1) of weight rows (a multiple of 16), over chunks [m0, m1) of 64
+// activation rows: their int8 values stay in cache while the thread's rows stream past.
+template <class Rows>
+void for_row_ranges(int64_t N, int64_t M, const Rows& rows) {
+  constexpr int64_t kRowsPerChunk = 64, kRowGrain = 16;
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t units = (N + kRowGrain - 1) / kRowGrain;
+    const int64_t n0 = std::min(N, units * t / nt * kRowGrain);
+    const int64_t n1 = std::min(N, units * (t + 1) / nt * kRowGrain);
+    for (int64_t m0 = 0; m0 < M && n0 < n1; m0 += kRowsPerChunk)
+      rows(m0, std::min(M, m0 + kRowsPerChunk), n0, n1);
+  }
+}
+
 // Q8_0 / Q4_0: activations to Q8_0 once, then each thread its own range of weight rows (a
 // multiple of 16), over chunks of 64 activation rows (their int8 values stay in cache while the
 // thread's rows stream past).
@@ -90,17 +106,9 @@ void int8_linear(const float* x, int64_t M, const Tensor& w, float* y, bool accu
   LAMINA_CHECK(w.dtype != DType::Q4_0x8 && w.dtype != DType::Q8_0x8 ? true : N % 8 == 0,
                dtype_name(w.dtype), " weight with ", N, " rows: not whole groups of 8");
   const auto* base = static_cast<const uint8_t*>(w.data);
-  constexpr int64_t kRowsPerChunk = 64, kRowGrain = 16;
-#pragma omp parallel
-  {
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t units = (N + kRowGrain - 1) / kRowGrain;
-    const int64_t n0 = std::min(N, units * t / nt * kRowGrain);
-    const int64_t n1 = std::min(N, units * (t + 1) / nt * kRowGrain);
-    for (int64_t m0 = 0; m0 < M && n0 < n1; m0 += kRowsPerChunk)
-      quant_dot_rows(kern, w.dtype, xa, m0, std::min(M, m0 + kRowsPerChunk), base, rb, n0, n1, y, N,
-                     accumulate);
-  }
+  for_row_ranges(N, M, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    quant_dot_rows(kern, w.dtype, xa, m0, m1, base, rb, n0, n1, y, N, accumulate);
+  });
 }
 
 // Q4_K / Q5_K / Q6_K: activations to Q8_K once, then as int8_linear (kernels/kquant_dot.h).
@@ -112,17 +120,9 @@ void kquant_linear(const float* x, int64_t M, const Tensor& w, float* y, bool ac
   const Q8KActivations& xa = xa_buf;  // this thread's buffer, read by all (not by name)
   const QuantKernel kern = default_quant_kernel();
   const auto* base = static_cast<const uint8_t*>(w.data);
-  constexpr int64_t kRowsPerChunk = 64, kRowGrain = 16;
-#pragma omp parallel
-  {
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t units = (N + kRowGrain - 1) / kRowGrain;
-    const int64_t n0 = std::min(N, units * t / nt * kRowGrain);
-    const int64_t n1 = std::min(N, units * (t + 1) / nt * kRowGrain);
-    for (int64_t m0 = 0; m0 < M && n0 < n1; m0 += kRowsPerChunk)
-      kquant_dot_rows(kern, w.dtype, xa, m0, std::min(M, m0 + kRowsPerChunk), base, rb, n0, n1, y,
-                      N, accumulate);
-  }
+  for_row_ranges(N, M, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    kquant_dot_rows(kern, w.dtype, xa, m0, m1, base, rb, n0, n1, y, N, accumulate);
+  });
 }
 
 }  // namespace
