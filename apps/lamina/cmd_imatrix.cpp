@@ -51,12 +51,11 @@ int cmd_imatrix(int argc, char** argv) {
   opt.perplexity = !a.flag("no-ppl");
   opt.bos_id = bos ? m.tokenizer.bos_id() : -1;
   opt.dataset = a.str("data");
-  const int64_t total = int64_t(tokens.size()) / std::max<int64_t>(opt.n_ctx, 1);
-  std::printf("imatrix: %zu tokens, %lld chunks of %lld\n", tokens.size(),
-              (long long)(opt.max_chunks > 0 ? std::min(total, opt.max_chunks) : total),
+  const int64_t whole = int64_t(tokens.size()) / std::max<int64_t>(opt.n_ctx, 1);
+  const int64_t total = opt.max_chunks > 0 ? std::min(whole, opt.max_chunks) : whole;
+  std::printf("imatrix: %zu tokens, %lld chunks of %lld\n", tokens.size(), (long long)total,
               (long long)opt.n_ctx);
-  Progress progress("imatrix", opt.max_chunks > 0 ? std::min(total, opt.max_chunks) : total,
-                    "chunks");
+  Progress progress("imatrix", total, "chunks");
   opt.on_chunk = [&](int64_t done, int64_t, double ppl) {
     if (ppl > 0) progress.set_note("ppl " + std::to_string(ppl));
     progress.update(done);

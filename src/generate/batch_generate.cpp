@@ -55,6 +55,11 @@ bool BatchDecoder::cancel(int64_t id) {
   return false;
 }
 
+void BatchDecoder::cancel_all() {
+  for (auto& s : slot_)
+    if (s) s->cancelled = true;
+}
+
 std::vector<std::pair<int64_t, GenerateResult>> BatchDecoder::step() {
   std::vector<std::pair<int64_t, GenerateResult>> ended;
   std::vector<Model::SlotStep> steps;

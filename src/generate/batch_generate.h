@@ -40,6 +40,7 @@ class BatchDecoder {
              std::function<void(const std::string&)> on_text = {});
   // Ends request `id` before the next pass (stop reason "cancelled"); false if it is not running.
   bool cancel(int64_t id);
+  void cancel_all();
   // One pass over every running sequence; the requests that ended in it, with their results.
   std::vector<std::pair<int64_t, GenerateResult>> step();
   const BatchStats& stats() const { return stats_; }

@@ -81,8 +81,7 @@ void ServeEngine::loop() {
       }
       for (int64_t id : cancel_) dec_.cancel(id);
       cancel_.clear();
-      if (stopping_ && !finish_running_)
-        for (int64_t id = 0; id < next_id_; ++id) dec_.cancel(id);
+      if (stopping_ && !finish_running_) dec_.cancel_all();
       // Newcomers take the free slots.
       while (!queue_.empty() && dec_.has_free_slot()) {
         auto [id, r] = std::move(queue_.front());
