@@ -117,18 +117,25 @@ TEST(ServeEngine, AFullQueueRefusesAndShutdownEndsWhatIsInFlight) {
     std::vector<std::promise<GenerateResult>> done(2);
     ServeRequest a = request(f.tok, 0);
     a.opt.max_new_tokens = 40;
-    a.opt.stop_ids = {};  // long enough to be running while the others arrive
-    a.on_text = [&](const std::string&) {
-      if (!said.exchange(true)) first_text.set_value();
+    // a's first text holds the engine (its thread runs the callback) until b and c were
+    // submitted: a keeps the only slot however the threads are scheduled.
+    std::promise<void> go;
+    std::shared_future<void> gone = go.get_future().share();
+    a.on_text = [&, gone](const std::string&) {
+      if (!said.exchange(true)) {
+        first_text.set_value();
+        gone.wait();
+      }
     };
     a.on_done = [&](const GenerateResult& r) { done[0].set_value(r); };
     ASSERT_GE(eng.submit(std::move(a)), 0);
     first_text.get_future().wait();  // a holds the only slot
     ServeRequest b = request(f.tok, 1);
     b.on_done = [&](const GenerateResult& r) { done[1].set_value(r); };
-    ASSERT_GE(eng.submit(std::move(b)), 0);        // queued
+    EXPECT_GE(eng.submit(std::move(b)), 0);        // queued
     EXPECT_EQ(eng.submit(request(f.tok, 2)), -1);  // the queue (1) is full
     EXPECT_EQ(eng.metrics().rejected, 1);
+    go.set_value();
     eng.shutdown(finish);
     const GenerateResult ra = done[0].get_future().get(), rb = done[1].get_future().get();
     if (finish) {
