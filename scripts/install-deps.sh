@@ -4,7 +4,8 @@
 set -euo pipefail
 want=(cmake g++ make ccache pkg-config libdnnl-dev ocl-icd-opencl-dev opencl-c-headers libsentencepiece-dev nlohmann-json3-dev
       libgtest-dev libbenchmark-dev libyaml-cpp-dev libpcre2-dev libutf8proc-dev clang libclang-rt-14-dev
-      python3 python3-venv python3-torch python3-numpy libopenblas0-pthread libopenmpi-dev openmpi-bin)
+      python3 python3-venv python3-torch python3-numpy libopenblas0-pthread libopenmpi-dev openmpi-bin
+      libcpp-httplib-dev chromium)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

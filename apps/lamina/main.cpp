@@ -21,6 +21,8 @@ const Command kCommands[] = {
     {"info", lamina::cmd_info, "architecture, parameter counts and memory of a model"},
     {"generate", lamina::cmd_generate, "continue a prompt (or answer it with --chat)"},
     {"chat", lamina::cmd_chat, "interactive multi-turn chat"},
+    {"serve", lamina::cmd_serve,
+     "an OpenAI-compatible HTTP server (continuous batching) with a web chat page"},
     {"score", lamina::cmd_score,
      "per-token log-probabilities, log-likelihood and perplexity of a text"},
     {"upscale", lamina::cmd_upscale,

@@ -36,6 +36,10 @@ const std::map<std::string, Rule>& rules() {
   static const std::map<std::string, Rule> r = {
       // Sizes and counts: at least one.
       {"threads", integer_at_least(1)},
+      {"parallel", integer_at_least(1)},
+      {"queue", integer_at_least(1)},
+      {"max-body", integer_at_least(1)},
+      {"port", {Kind::Integer, 0, 65535, false, false, "0 = any free port"}},
       {"batch-size", integer_at_least(1)},
       {"grad-accum", integer_at_least(1)},
       {"seq-len", integer_at_least(2, "a sequence needs a token and its target")},

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "core/error.h"
 
@@ -70,10 +71,32 @@ int32_t Continuation::step(float* logits) {
     finish("length");
     return -1;
   }
+  // The model's log-probabilities, taken before the sampler changes the logits in place.
+  std::vector<float> logp;
+  if (opt_.top_logprobs >= 0) {
+    logp.assign(logits, logits + vocab_);
+    const float mx = *std::max_element(logp.begin(), logp.end());
+    double sum = 0;
+    for (float v : logp) sum += std::exp(double(v - mx));
+    const float lse = mx + float(std::log(sum));
+    for (float& v : logp) v -= lse;
+  }
   const int32_t next = sampler_.sample(logits, vocab_, history_);
   if (std::find(stop_ids_.begin(), stop_ids_.end(), next) != stop_ids_.end()) {
     finish("eos");
     return -1;
+  }
+  if (opt_.top_logprobs >= 0) {
+    TokenLogprob t{next, logp[size_t(next)], {}};
+    std::vector<int32_t> order(static_cast<size_t>(vocab_));
+    for (int32_t i = 0; i < int32_t(vocab_); ++i) order[size_t(i)] = i;
+    const size_t k = size_t(std::min<int64_t>(opt_.top_logprobs, vocab_));
+    std::partial_sort(
+        order.begin(), order.begin() + ptrdiff_t(k), order.end(), [&](int32_t a, int32_t b) {
+          return logp[size_t(a)] > logp[size_t(b)] || (logp[size_t(a)] == logp[size_t(b)] && a < b);
+        });
+    for (size_t i = 0; i < k; ++i) t.top.push_back({order[i], logp[size_t(order[i])]});
+    r_.logprobs.push_back(std::move(t));
   }
   r_.ids.push_back(next);
   history_.push_back(next);

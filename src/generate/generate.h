@@ -15,12 +15,23 @@ struct GenerateOptions {
   int64_t max_new_tokens = 128;
   std::vector<int32_t> stop_ids;          // besides the model's EOS ids
   std::vector<std::string> stop_strings;  // generation stops before the first occurrence
+  // OpenAI's logprobs: -1 off; else each generated token's log-probability under the model
+  // (log-softmax of the raw logits, before penalties and temperature, as vLLM reports them) and
+  // the `top_logprobs` most likely alternatives (0..20).
+  int64_t top_logprobs = -1;
+};
+
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // most likely first
 };
 
 struct GenerateResult {
-  std::vector<int32_t> ids;  // generated tokens (the stop token excluded)
-  std::string text;          // their text, cut before a stop string
-  std::string stop_reason;   // "eos", "stop_string", "length"
+  std::vector<int32_t> ids;            // generated tokens (the stop token excluded)
+  std::string text;                    // their text, cut before a stop string
+  std::string stop_reason;             // "eos", "stop_string", "length"
+  std::vector<TokenLogprob> logprobs;  // one per id, when GenerateOptions::top_logprobs >= 0
   int64_t prompt_tokens = 0;
   double prompt_seconds = 0, decode_seconds = 0;
 };
