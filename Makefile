@@ -8,7 +8,7 @@ CMAKE_FLAGS ?=
 all: build
 
 $(BUILD)/.deps-ok: scripts/install-deps.sh scripts/oracles-requirements.txt scripts/llamacpp-venv.sh \
-                   scripts/llamacpp-requirements.txt
+                   scripts/llamacpp-requirements.txt scripts/serve-requirements.txt
 	bash scripts/install-deps.sh
 	@mkdir -p $(BUILD) && touch $@
 

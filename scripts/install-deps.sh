@@ -36,6 +36,24 @@ if [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
 fi
 
+# The clients lamina serve is tested with (the OpenAI Python client, Playwright over Debian's
+# chromium), pinned in scripts/serve-requirements.txt, in a small environment of their own, found
+# by the same rule (LAMINA_SERVE_VENV, else ~/.cache/lamina/serve-<hash>).
+req="$(dirname "$0")/serve-requirements.txt"
+key=$(sha256sum "$req" | cut -c1-12)
+venv="${LAMINA_SERVE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/lamina/serve-$key}"
+if [ ! -f "$venv/.complete" ]; then
+  echo "install-deps: building the serve test clients' virtual environment in $venv"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check pip==25.3
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$req"
+  "$venv/bin/python" -c "import openai, playwright.sync_api" \
+    || { echo "install-deps: the serve environment $venv does not import; remove it and retry" >&2; exit 1; }
+  touch "$venv/.complete"
+fi
+
 # llama.cpp itself for the tests of lamina's GGUF files (tests/oracles/test_llamacpp.py) and the
 # benchmarks' peer: llama-cpp-python built from source for this CPU, and the gguf package.
 bash "$(dirname "$0")/llamacpp-venv.sh" > /dev/null

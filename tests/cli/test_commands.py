@@ -28,7 +28,7 @@ def main():
     tmp = tempfile.mkdtemp()
     try:
         for cmd in ["init", "info", "generate", "chat", "score", "upscale", "pretrain", "plot", "merge-lora", "sft", "dpo",
-                    "eval", "export-gguf", "bench"]:
+                    "eval", "export-gguf", "bench", "serve", "imatrix"]:
             p = run(cmd, "--help")
             check(f"{cmd} --help", p.returncode == 0 and "usage: lamina " + cmd in p.stdout and "--" in p.stdout)
         p = run("--help")
