@@ -160,6 +160,8 @@ void handle_completion(Server& s, const httplib::Request& http, httplib::Respons
     lock.unlock();
     if (out->result.stop_reason == "cancelled")
       return send_error(s, res, 503, "the request was ended: the server is shutting down");
+    if (out->result.stop_reason == "error")
+      return send_error(s, res, 500, "generation failed (the server's log says why)");
     fill_token_texts(*s.tok, *out);
     return send_json(res, 200, completion_response(req, *out));
   }
@@ -188,6 +190,8 @@ void handle_completion(Server& s, const httplib::Request& http, httplib::Respons
         if (done) {
           if (out->result.stop_reason == "cancelled") {
             data += sse(error_body(503, "the request was ended: the server is shutting down"));
+          } else if (out->result.stop_reason == "error") {
+            data += sse(error_body(500, "generation failed (the server's log says why)"));
           } else {
             json last = stream_chunk(req, *out, "", false, finish_reason(out->result.stop_reason));
             if (req.opt.top_logprobs >= 0) {

@@ -1,6 +1,7 @@
 #include "generate/batch_generate.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <numeric>
 
 #include "core/error.h"
@@ -78,7 +79,21 @@ std::vector<std::pair<int64_t, GenerateResult>> BatchDecoder::step() {
   if (steps.empty()) return ended;
   const size_t V = size_t(model_.config().vocab_size);
   logits_.resize(steps.size() * V);
-  model_.forward_slots(steps, cache_, logits_.data());
+  try {
+    model_.forward_slots(steps, cache_, logits_.data());
+  } catch (const std::exception& e) {
+    // The pass failed (out of memory, a kernel's error): every sequence in it ends with stop
+    // reason "error", its slot's cache no longer trusted; the decoder goes on with new requests.
+    std::fprintf(stderr, "lamina: batched pass failed: %s\n", e.what());
+    for (size_t s : of_step) {
+      slot_[s]->cont->end("error");
+      ended.emplace_back(slot_[s]->id, std::move(slot_[s]->cont->result()));
+      slot_[s].reset();
+      held_[s].clear();
+      cache_.len[s] = 0;
+    }
+    return ended;
+  }
   ++stats_.steps;
   stats_.max_running = std::max(stats_.max_running, int64_t(steps.size()));
   for (auto& x : steps) stats_.tokens_computed += x.n;
@@ -86,7 +101,13 @@ std::vector<std::pair<int64_t, GenerateResult>> BatchDecoder::step() {
     const size_t s = of_step[i];
     Running& run = *slot_[s];
     held_[s].insert(held_[s].end(), run.feed.begin(), run.feed.end());
-    int32_t next = run.cont->step(logits_.data() + i * V);
+    int32_t next = -1;
+    try {
+      next = run.cont->step(logits_.data() + i * V);
+    } catch (const std::exception& e) {  // this sequence alone ends (e.g. an undecodable id)
+      std::fprintf(stderr, "lamina: request %lld: %s\n", (long long)run.id, e.what());
+      run.cont->end("error");
+    }
     if (next >= 0 && cache_.len[s] >= cache_.slot_capacity) {
       run.cont->end("context");
       next = -1;

@@ -71,6 +71,9 @@ int32_t Continuation::step(float* logits) {
     finish("length");
     return -1;
   }
+  // Rows beyond the tokenizer (a vocabulary padded to a multiple: Qwen's 151936 for 151669
+  // tokens, a tiny tokenizer on a real shape) are no token: never chosen.
+  for (int64_t v = tok_.size(); v < vocab_; ++v) logits[v] = -INFINITY;
   // The model's log-probabilities, taken before the sampler changes the logits in place.
   std::vector<float> logp;
   if (opt_.top_logprobs >= 0) {

@@ -1,6 +1,7 @@
 #include "generate/serve_engine.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "core/error.h"
 
@@ -100,8 +101,19 @@ void ServeEngine::loop() {
       std::lock_guard<std::mutex> lock(mu_);
       ++m_.cancelled;
     }
-    // One pass, outside the lock: submit() and cancel() stay quick meanwhile.
-    auto ended = dec_.step();
+    // One pass, outside the lock: submit() and cancel() stay quick meanwhile. A pass that fails
+    // (out of memory, a kernel's error) ends every running request with stop reason "error"
+    // instead of ending the process; the engine goes on with the next requests.
+    std::vector<std::pair<int64_t, GenerateResult>> ended;
+    try {
+      ended = dec_.step();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "lamina: serve engine: %s (the running requests end with an error)\n",
+                   e.what());
+      dec_.cancel_all();
+      ended = dec_.step();  // only ends the cancelled sequences: no pass runs
+      for (auto& [id, res] : ended) res.stop_reason = "error";
+    }
     std::vector<std::pair<std::function<void(const GenerateResult&)>, GenerateResult>> calls;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -110,7 +122,8 @@ void ServeEngine::loop() {
       m_.running = dec_.running();
       for (auto& [id, res] : ended) {
         m_.generated_tokens += int64_t(res.ids.size());
-        ++(res.stop_reason == "cancelled" ? m_.cancelled : m_.completed);
+        ++(res.stop_reason == "cancelled" || res.stop_reason == "error" ? m_.cancelled
+                                                                        : m_.completed);
         auto it = std::find_if(done_cb_.begin(), done_cb_.end(),
                                [id = id](auto& d) { return d.first == id; });
         if (it == done_cb_.end()) continue;

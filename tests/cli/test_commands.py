@@ -78,6 +78,11 @@ def main():
         check("sampling depends on the seed", len(samples) > 1)
         p = run("generate", "--model", one, "--prompt", "The river", "--max-new-tokens", "5", "--stats")
         check("--stats reports speed", "tok/s" in p.stderr)
+        # A vocabulary padded beyond the tokenizer (rows that are no token): never generated.
+        padded = os.path.join(tmp, "padded")
+        run("init", "--out", padded, "--vocab-size", "4096", "--std", "0.5", "--seed", "3")
+        p = run("generate", "--model", padded, "--prompt", "The river", "--max-new-tokens", "64", "--temperature", "2")
+        check("padded vocabulary rows are never sampled", p.returncode == 0, p.stderr.strip()[-200:])
 
         # bench: llama-bench's pp / tg on the model as stored and quantized, with the CPU named.
         p = run("bench", "--model", one, "--n-prompt", "16", "--n-gen", "4", "--repetitions", "2", "--json")
