@@ -9,6 +9,7 @@
 #include <httplib.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -30,6 +31,7 @@
 #include "serve/openai_api.h"
 #include "serve/web_page.h"
 #include "tokenizer/chat_format.h"
+#include "train/lora.h"
 
 namespace lamina {
 namespace {
@@ -266,7 +268,11 @@ int cmd_serve(int argc, char** argv) {
                  {"chat-template", "NAME",
                   "llama-2, mistral-instruct, openchat or chatml (default: from the model)", ""},
                  {"condition", "TEXT", "OpenChat class condition (default: as generate)", ""},
-                 {"stop-token", "ID", "a further token id that ends every completion", "", true}}));
+                 {"stop-token", "ID", "a further token id that ends every completion", "", true},
+                 {"lora", "ADAPTER",
+                  "a PEFT LoRA adapter directory, folded into the weights at start (as merge-lora; "
+                  "HF model directories only)",
+                  ""}}));
   if (!a.parse(argc, argv)) return 0;
   if (a.given("api-key") && a.str("api-key").empty()) fail("--api-key: empty key");
   const std::string host = a.str("host");
@@ -280,7 +286,28 @@ int cmd_serve(int argc, char** argv) {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-  LoadedModel m = load_model(a);
+  LoadedModel m;
+  if (a.given("lora")) {
+    // merge-lora into a temporary directory, loaded and then removed at once: the mapped files
+    // stay readable until the process lets them go, and nothing is left behind.
+    if (is_gguf_file(a.str("model"))) fail("--lora: needs an HF model directory, not a GGUF file");
+    if (a.given("threads")) set_num_threads(int(a.integer("threads")));
+    const auto tmp = std::filesystem::temp_directory_path() /
+                     ("lamina-serve-lora-" + std::to_string(::getpid()));
+    merge_lora(a.str("model"), a.str("lora"), tmp.string(), true, std::nullopt);
+    LoadOptions opt;
+    if (a.given("dtype")) opt.dtype = parse_dtype(a.str("dtype"), "--dtype", true);
+    try {
+      m.tokenizer = Tokenizer::load(a.str("model"));
+      m.model = Model::load(tmp.string(), opt);
+    } catch (...) {
+      std::filesystem::remove_all(tmp);
+      throw;
+    }
+    std::filesystem::remove_all(tmp);
+  } else {
+    m = load_model(a);
+  }
   Server s;
   s.tok = &m.tokenizer;
   s.api_key = a.str("api-key");

@@ -6,7 +6,8 @@
   - a load test: 16 concurrent clients, 64 requests of mixed lengths, some cancelled mid-stream;
     every other one's greedy text equal to `lamina generate`, the server's memory bounded;
   - the chat page in Debian's chromium (Playwright), a streamed reply, a screenshot kept;
-  - SIGTERM with a request running: the stream ends and the process exits within seconds.
+  - SIGTERM with a request running: the stream ends and the process exits within seconds;
+  - --lora: a PEFT adapter folded in at start, greedy text equal to generate on merge-lora's.
 usage: test_serve.py LAMINA ARTEFACT_DIR"""
 import http.client
 import json
@@ -342,6 +343,29 @@ def sigterm(model):
           ended and rc == 0 and time.time() - t0 < 8, f"rc {rc}, {time.time() - t0:.1f} s")
 
 
+def lora(model, tmp):
+    """--lora folds a PEFT adapter in at start: greedy text equals generate on merge-lora's output."""
+    corpus = os.path.join(tmp, "corpus.txt")
+    open(corpus, "w").write("the river runs to the sea and the sea is wide. " * 200)
+    run_dir = os.path.join(tmp, "lora-run")
+    p = run("pretrain", "--model", model, "--data", corpus, "--seq-len", "32", "--batch-size", "4", "--lr", "3e-2",
+            "--max-steps", "6", "--save-every", "6", "--lora-r", "4", "--lora-alpha", "8", "--out", run_dir)
+    adapter = os.path.join(run_dir, "checkpoint-6")
+    merged = os.path.join(tmp, "merged")
+    q = run("merge-lora", "--model", model, "--adapter", adapter, "--out", merged)
+    if not check("LoRA adapter trained and merged", p.returncode == 0 and q.returncode == 0):
+        return
+    want = generate(merged, "The river", 16)
+    srv = Server(model, "--lora", adapter, "--alias", "tiny")
+    r = srv.client().completions.create(model="tiny", prompt="The river", max_tokens=16, temperature=0)
+    base = generate(model, "The river", 16)
+    check("--lora: greedy text equals generate on the merged model", r.choices[0].text == want and want != base,
+          f"{r.choices[0].text!r} vs {want!r} (base {base!r})")
+    srv.stop()
+    check("--lora leaves no temporary directory", not [d for d in os.listdir(tempfile.gettempdir())
+                                                       if d.startswith(f"lamina-serve-lora-{srv.p.pid}")])
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="lamina-serve-")
     try:
@@ -359,6 +383,7 @@ def main():
         queue_full(model)
         api_key(model)
         sigterm(model)
+        lora(model, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report.finish()
