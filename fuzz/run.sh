@@ -2,7 +2,7 @@
 # Builds the parser fuzzers with clang (libFuzzer + ASan + UBSan) and runs each for a bounded time
 # (SECONDS in all, split among them): the safetensors header parser, the GGUF reader and the text
 # readers (JSONL, task / mergekit YAML, tokenizer JSON files, config.json; see
-# text_readers_fuzz.cpp). usage: fuzz/run.sh SECONDS [BUILD_DIR]
+# text_readers_fuzz.cpp) and lamina serve's OpenAI request parser. usage: fuzz/run.sh SECONDS [BUILD_DIR]
 set -euo pipefail
 secs=${1:-30}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,15 +33,17 @@ run_target() {  # name, seconds, seed glob, sources, libraries (-l...) and -dict
     ${flags[@]+"${flags[@]}"} 2>&1 |
     tee "$out/$name.log" | tail -n 12
 }
-# A third each; the text readers (eight in one binary) get the remainder. -max_total_time=0 would
-# mean no limit, so at least 1 s each.
-third=$(( secs / 3 > 0 ? secs / 3 : 1 ))
-rest=$(( secs - 2 * third > 0 ? secs - 2 * third : 1 ))
+# A quarter each; the text readers (eight in one binary) get the remainder. -max_total_time=0
+# would mean no limit, so at least 1 s each.
+third=$(( secs / 4 > 0 ? secs / 4 : 1 ))
+rest=$(( secs - 3 * third > 0 ? secs - 3 * third : 1 ))
 run_target safetensors_header_fuzz "$third" '*.safetensors' \
   "$root/fuzz/safetensors_header_fuzz.cpp" "$root/src/io/safetensors.cpp"
 run_target gguf_fuzz "$third" '*.gguf' "$root/fuzz/gguf_fuzz.cpp" "$root/src/io/gguf_reader.cpp" \
   "$root/src/io/imatrix_file.cpp" "$root/src/io/gguf_writer.cpp" "$root/src/io/output_dir.cpp" \
   "$root/src/io/file_lock.cpp"
+run_target openai_request_fuzz "$third" 'openai-*.seed' "$root/fuzz/openai_request_fuzz.cpp" \
+  "$root/src/serve/openai_api.cpp"
 s=$root/src
 run_target text_readers_fuzz "$rest" 'text-*.seed' "$root/fuzz/text_readers_fuzz.cpp" \
   "$s/io/jsonl.cpp" "$s/io/yaml_file.cpp" "$s/eval/task.cpp" "$s/surgery/recipe.cpp" \
