@@ -16,17 +16,22 @@ import numpy as np
 from llama_cpp import Llama, llama_cpp
 
 
+def disable_extra_bufts():
+    """Every model llama-cpp-python loads from now on uses llama.cpp's plain CPU buffers."""
+    default = llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_model_default_params = params
+
+
 def main():
     path, T, D, R, threads = sys.argv[1], *map(int, sys.argv[2:6])
     if "--no-extra-bufts" in sys.argv:  # without llama.cpp's repacked / AMX weight buffers
-        default = llama_cpp.llama_model_default_params
-
-        def params():
-            p = default()
-            p.use_extra_bufts = False
-            return p
-
-        llama_cpp.llama_model_default_params = params
+        disable_extra_bufts()
     llm = Llama(model_path=path, n_ctx=T + D + 8, n_batch=T, n_ubatch=T, n_threads=threads, n_threads_batch=threads,
                 verbose=False, use_mmap=True)
     V = llm.n_vocab()

@@ -1,20 +1,15 @@
 """llama-cpp-python's OpenAI-compatible server, as `python -m llama_cpp.server` runs it, optionally
 without llama.cpp's repacked / AMX weight buffers (--no-extra-bufts, removed before the server's
 own arguments: its AMX path crashed on one VM). Run by bench/serve_compare.py."""
+import os
 import sys
 
-from llama_cpp import llama_cpp
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llamacpp_peer import disable_extra_bufts  # noqa: E402
 
 if "--no-extra-bufts" in sys.argv:
     sys.argv.remove("--no-extra-bufts")
-    default = llama_cpp.llama_model_default_params
-
-    def params():
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama_model_default_params = params
+    disable_extra_bufts()
 
 from llama_cpp.server.__main__ import main  # noqa: E402
 
