@@ -96,7 +96,7 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat,
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e999
     throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what(), "",
                    "invalid_json");
   }

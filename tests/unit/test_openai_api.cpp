@@ -74,6 +74,7 @@ TEST(OpenAiApi, BadValuesNameTheParameter) {
   const std::string m = R"({"messages": [{"role": "user", "content": "x"}], )";
   EXPECT_EQ(refused_param("{"), "<none>");
   EXPECT_EQ(refused_param("[]"), "<none>");
+  EXPECT_EQ(refused_param("3e3333"), "<none>");  // a number beyond double (found by the fuzzer)
   EXPECT_EQ(refused_param(R"({"messages": []})"), "messages");
   EXPECT_EQ(refused_param(R"({"messages": [{"content": "x"}]})"), "messages[0]");
   EXPECT_EQ(refused_param(R"({"messages": [{"role": "bot", "content": "x"}]})"),
