@@ -316,21 +316,8 @@ int cmd_serve(int argc, char** argv) {
       a.given("alias") ? a.str("alias") : std::filesystem::path(a.str("model")).filename().string();
   if (s.model_name.empty())
     s.model_name = std::filesystem::path(a.str("model")).parent_path().filename().string();
-  {
-    std::optional<ChatTemplate> named;
-    if (a.given("chat-template")) named = parse_chat_template(a.str("chat-template"));
-    std::optional<std::string> condition;
-    if (a.given("condition")) condition = a.str("condition");
-    const std::string dir = a.given("tokenizer") ? a.str("tokenizer") : a.str("model");
-    s.chat = choose_chat_format(m.tokenizer, dir, named, condition);
-  }
-  for (auto& t : a.all("stop-token")) {
-    auto v = parse_integer(t);
-    if (!v || *v < 0 || *v > INT32_MAX) fail("--stop-token: '", t, "' is not a token id");
-    s.base.stop_ids.push_back(int32_t(*v));
-  }
-  for (int32_t id : read_generation_config(a.str("model")).eos_token_ids)
-    s.base.stop_ids.push_back(id);
+  s.chat = chat_format(a, m.tokenizer);
+  s.base.stop_ids = stop_token_ids(a);
   const int64_t ctx =
       std::min<int64_t>(a.integer("ctx"), m.model->config().max_position_embeddings);
   ServeEngine engine(*m.model, m.tokenizer, a.integer("parallel"), ctx, a.integer("queue"));

@@ -1,12 +1,14 @@
 // One function per `lamina` command (one file each), and the options several of them share.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "args.h"
 #include "generate/generate.h"
 #include "model/model.h"
+#include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lamina {
@@ -48,6 +50,11 @@ struct LoadedModel {
 LoadedModel load_model(const Args& a);
 
 GenerateOptions generate_options(const Args& a);
+// --stop-token ids, then generation_config.json's further EOS ids.
+std::vector<int32_t> stop_token_ids(const Args& a);
+// The chat format of --chat-template / --condition, else recognised from the model; nullopt when
+// the model has none.
+std::optional<ChatFormat> chat_format(const Args& a, const Tokenizer& tok);
 // The template for --chat: --chat-template, else recognised from tokenizer_config.json.
 std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::string& system,
                                const std::vector<std::pair<std::string, std::string>>& turns);

@@ -83,24 +83,35 @@ GenerateOptions generate_options(const Args& a) {
   g.sampling.presence_penalty = float(a.number("presence-penalty"));
   g.sampling.frequency_penalty = float(a.number("frequency-penalty"));
   g.stop_strings = a.all("stop");
-  for (auto& s : a.all("stop-token")) {
-    auto id = parse_integer(s);
-    if (!id || *id < 0 || *id > INT32_MAX) fail("--stop-token: '", s, "' is not a token id");
-    g.stop_ids.push_back(int32_t(*id));
-  }
-  // generation_config.json may list further EOS ids (OpenChat's <|end_of_turn|>, Llama 3 lists).
-  for (int32_t id : read_generation_config(a.str("model")).eos_token_ids) g.stop_ids.push_back(id);
+  g.stop_ids = stop_token_ids(a);
   return g;
 }
 
-std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::string& system,
-                               const std::vector<std::pair<std::string, std::string>>& turns) {
+std::vector<int32_t> stop_token_ids(const Args& a) {
+  std::vector<int32_t> ids;
+  for (auto& s : a.all("stop-token")) {
+    auto id = parse_integer(s);
+    if (!id || *id < 0 || *id > INT32_MAX) fail("--stop-token: '", s, "' is not a token id");
+    ids.push_back(int32_t(*id));
+  }
+  // generation_config.json may list further EOS ids (OpenChat's <|end_of_turn|>, Llama 3 lists).
+  for (int32_t id : read_generation_config(a.str("model")).eos_token_ids) ids.push_back(id);
+  return ids;
+}
+
+std::optional<ChatFormat> chat_format(const Args& a, const Tokenizer& tok) {
   std::optional<ChatTemplate> named;
   if (a.given("chat-template")) named = parse_chat_template(a.str("chat-template"));
   std::optional<std::string> condition;
   if (a.given("condition")) condition = a.str("condition");
   const std::string dir = a.given("tokenizer") ? a.str("tokenizer") : a.str("model");
-  auto fmt = choose_chat_format(tok, dir, named, condition);
+  return choose_chat_format(tok, dir, named, condition);
+}
+
+std::string render_chat_prompt(const Args& a, const Tokenizer& tok, const std::string& system,
+                               const std::vector<std::pair<std::string, std::string>>& turns) {
+  auto fmt = chat_format(a, tok);
+  const std::string dir = a.given("tokenizer") ? a.str("tokenizer") : a.str("model");
   if (!fmt)
     fail(dir,
          ": the model has no chat_template; pass --chat-template (llama-2, mistral-instruct, "
