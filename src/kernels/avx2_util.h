@@ -6,6 +6,8 @@
 #include <immintrin.h>
 
 #define LAMINA_AVX2 __attribute__((target("avx2,fma,f16c")))
+// For a lambda inside a LAMINA_AVX2 function (lambdas do not inherit the target), inlined into it.
+#define LAMINA_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline))
 
 namespace lamina {
 
@@ -15,6 +17,15 @@ LAMINA_AVX2 inline float hsum_avx2(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+
+// Pins v to a register at this point of the program. GCC reassociates a chain of integer vector
+// adds (acc += p0; acc += p1; ...) into one sum after all the products, which keeps every product
+// live at once and spills most of them: a chain written with this between its links stays a
+// chain, with one product live at a time.
+template <class V>
+LAMINA_AVX2 inline void pin(V& v) {
+  asm("" : "+x"(v));
 }
 
 }  // namespace lamina

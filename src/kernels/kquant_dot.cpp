@@ -11,6 +11,7 @@
 #endif
 
 #include "core/error.h"
+#include "kernels/q4_k_x8.h"
 #include "quant/k_quants.h"
 
 namespace lamina {
@@ -90,16 +91,25 @@ float dot_scalar(DType t, const uint8_t* w, const int8_t* xq, const float* xd, c
   return sum;
 }
 
+// Q4_Kx8 rows are unpacked to plain Q4_K rows first (the reference reads the stored layout).
 void rows_scalar(DType t, const Q8KActivations& x, int64_t m0, int64_t m1, const uint8_t* w,
                  size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy, bool acc) {
   const int64_t K = x.K, nb = K / kQK;
-  for (int64_t n = n0; n < n1; ++n)
+  thread_local std::vector<uint8_t> plain;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w + size_t(n) * rb;
+    if (t == DType::Q4_Kx8) {
+      plain.resize(rb);
+      unpack_q4_k_x8_row(w + size_t(n / 8) * 8 * rb, int(n % 8), K, plain.data());
+      row = plain.data();
+    }
     for (int64_t m = m0; m < m1; ++m) {
-      const float v = dot_scalar(t, w + size_t(n) * rb, x.q.data() + m * K, x.d.data() + m * nb,
-                                 x.bsum.data() + m * (K / 16), nb);
+      const float v = dot_scalar(t == DType::Q4_Kx8 ? DType::Q4_K : t, row, x.q.data() + m * K,
+                                 x.d.data() + m * nb, x.bsum.data() + m * (K / 16), nb);
       float& o = y[m * ldy + n];
       o = acc ? o + v : v;
     }
+  }
 }
 
 #if defined(__x86_64__)
@@ -139,6 +149,7 @@ LAMINA_AVX2 void row_avx2(const uint8_t* w, const int8_t* const* xq, const float
         const __m256i xv =
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[c] + b * kQK + 32 * part));
         sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), scales));
+        pin(sumi[c]);
       }
     };
     float dw;
@@ -264,7 +275,7 @@ void rows_avx2(const Q8KActivations& x, int64_t m0, int64_t m1, const uint8_t* w
 }  // namespace
 
 bool is_integer_kquant(DType t) {
-  return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+  return t == DType::Q4_K || t == DType::Q4_Kx8 || t == DType::Q5_K || t == DType::Q6_K;
 }
 
 void quantize_activations_q8_k(const float* x, int64_t M, int64_t K, Q8KActivations& out) {
@@ -301,9 +312,13 @@ void quantize_activations_q8_k(const float* x, int64_t M, int64_t K, Q8KActivati
 void kquant_dot_rows(QuantKernel k, DType wtype, const Q8KActivations& x, int64_t m0, int64_t m1,
                      const uint8_t* w, size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy,
                      bool accumulate) {
+  LAMINA_CHECK(wtype != DType::Q4_Kx8 || (n0 % 8 == 0 && n1 % 8 == 0),
+               "kquant_dot_rows: Q4_Kx8 rows [", n0, ", ", n1, ") are not whole groups of 8");
 #if defined(__x86_64__)
   if (k == QuantKernel::kAvx2) {
     switch (wtype) {
+      case DType::Q4_Kx8:
+        return q4_k_x8_dot_rows_avx2(x, m0, m1, w, n0, n1, y, ldy, accumulate);
       case DType::Q4_K:
         return rows_avx2<DType::Q4_K>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
       case DType::Q5_K:

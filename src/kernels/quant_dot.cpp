@@ -276,9 +276,10 @@ LAMINA_AVX2 void q4x8_tile(const uint8_t* src, size_t rb, const int8_t* const* x
         int32_t a, h;
         std::memcpy(&a, xq[c] + b * kQK + 4 * k, 4);
         std::memcpy(&h, xq[c] + b * kQK + 16 + 4 * k, 4);
-        const __m256i pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a));
-        const __m256i ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(h));
-        isum[c] = _mm256_add_epi16(isum[c], _mm256_add_epi16(pl, ph));
+        isum[c] = _mm256_add_epi16(isum[c], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a)));
+        pin(isum[c]);
+        isum[c] = _mm256_add_epi16(isum[c], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(h)));
+        pin(isum[c]);
       }
     }
     for (int c = 0; c < RX; ++c) {
@@ -310,6 +311,7 @@ LAMINA_AVX2 void q8x8_tile(const uint8_t* packed, const int8_t* const* xq, const
         std::memcpy(&a, xq[c] + b * kQK + 4 * k, 4);
         const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(a), wv));
         isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(p, ones));
+        pin(isum[c]);
       }
     }
     const __m256 dw =

@@ -155,6 +155,8 @@ void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool
     case DType::Q6_K:
       return M > 4 && kquant_prompts_in_bf16() ? kquant_gemm(x, M, w, y, accumulate)
                                                : kquant_linear(x, M, w, y, accumulate);
+    case DType::Q4_Kx8:  // repacked only where prompts take the integer products (Model)
+      return kquant_linear(x, M, w, y, accumulate);
     case DType::Q2_K:
     case DType::Q3_K:
     case DType::Q5_0:

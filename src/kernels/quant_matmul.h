@@ -3,12 +3,12 @@
 // the activations are quantized per block of 32 to Q8_0 and multiplied with the weight blocks in
 // integer arithmetic (kernels/quant_dot.h), the kernel chosen at run time for this CPU. The threads
 // take disjoint ranges of weight rows, each streaming its rows once per 64 activation rows.
-// Q4_K / Q5_K / Q6_K (the K_M mixes): the same with activations quantized per 256 to Q8_K
-// (kernels/kquant_dot.h), as llama.cpp computes them — always for decoding (<= 4 rows); prompts
-// too unless kquant_prompts_in_bf16(). Q2_K, Q3_K, Q5_0, Q5_1 (read from GGUF files), and the
-// k-quant prompts where bf16 products are native: rows expanded and rounded to bf16, products with
-// bf16 semantics (activations rounded to bf16 too, F32 accumulation; on AMX 3x the AVX2 integer
-// kernel's prompt speed).
+// Q4_K / Q5_K / Q6_K (the K_M mixes; Q4_Kx8 as a Model repacks Q4_K): the same with activations
+// quantized per 256 to Q8_K (kernels/kquant_dot.h), as llama.cpp computes them — always for
+// decoding (<= 4 rows); prompts too unless kquant_prompts_in_bf16(). Q2_K, Q3_K, Q5_0, Q5_1 (read
+// from GGUF files), and the k-quant prompts where bf16 products are native: rows expanded and
+// rounded to bf16, products with bf16 semantics (activations rounded to bf16 too, F32 accumulation;
+// on AMX 3x the AVX2 integer kernel's prompt speed).
 #pragma once
 #include <cstdint>
 

@@ -9,7 +9,9 @@
 #include "io/mapped_file.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/q4_k_x8.h"
 #include "kernels/quant_dot.h"
+#include "kernels/quant_matmul.h"
 #include "model/rope_frequencies.h"
 
 namespace lamina {
@@ -27,13 +29,22 @@ namespace {
 // 8 for the integer products, kernels/quant_dot.h): the same bytes rearranged, replacing the
 // original — which is freed, or, when it lives in a memory-mapped file, its pages leave the
 // resident set — so the weights are held once.
+// Q4_K -> Q4_Kx8 likewise (kernels/q4_k_x8.h), except where k-quant prompts are expanded to bf16
+// (CPUs with native bf16 products), which read the rows as stored.
 void repack_quantized(Tensor& t) {
-  if ((t.dtype != DType::Q4_0 && t.dtype != DType::Q8_0) || t.shape.size() != 2 ||
+  const bool k4 = t.dtype == DType::Q4_K && !kquant_prompts_in_bf16();
+  if ((t.dtype != DType::Q4_0 && t.dtype != DType::Q8_0 && !k4) || t.shape.size() != 2 ||
       t.shape[0] % 8 != 0)
     return;
-  Tensor r = Tensor::empty(t.dtype == DType::Q4_0 ? DType::Q4_0x8 : DType::Q8_0x8, t.shape);
-  repack_x8(t.dtype, static_cast<const uint8_t*>(t.data), t.shape[0], t.shape[1],
-            static_cast<uint8_t*>(r.data));
+  const auto* src = static_cast<const uint8_t*>(t.data);
+  Tensor r = Tensor::empty(k4                       ? DType::Q4_Kx8
+                           : t.dtype == DType::Q4_0 ? DType::Q4_0x8
+                                                    : DType::Q8_0x8,
+                           t.shape);
+  if (k4)
+    repack_q4_k_x8(src, t.shape[0], t.shape[1], static_cast<uint8_t*>(r.data));
+  else
+    repack_x8(t.dtype, src, t.shape[0], t.shape[1], static_cast<uint8_t*>(r.data));
   if (is_in_mapped_file(t.data)) release_mapped_pages(t.data, t.nbytes());
   t = std::move(r);
 }

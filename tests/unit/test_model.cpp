@@ -6,6 +6,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "kernels/quant_matmul.h"
 #include "model/model.h"
 #include "test_util.h"
 
@@ -147,16 +148,22 @@ TEST(Model, OutOfVocabularyIdIsAnError) {
 // the original is dropped), with the logits of the same blocks used as stored; prompt and decoding
 // paths both (the KV cache decode equals the full forward).
 TEST(Model, QuantizedMatricesAreRepackedWithTheSameLogits) {
-  for (DType q : {DType::Q4_0, DType::Q8_0})
+  for (DType q : {DType::Q4_0, DType::Q8_0, DType::Q4_K})
     for (const char* shape : {"tiny", "tiny-mixtral"}) {
       TempDir d;
-      test::write_tiny_model(d.path, shape);
+      // Q4_K: rows of whole super-blocks of 256
+      nlohmann::json widths = {{"hidden_size", 256}, {"intermediate_size", 512}};
+      test::write_tiny_model(d.path, shape, q == DType::Q4_K ? widths : nlohmann::json{});
       LoadOptions packed, plain;
       packed.dtype = plain.dtype = q;
       plain.pack_weights = false;
       auto a = Model::load(d.path, packed), b = Model::load(d.path, plain);
       const LayerWeights& L = a->weights().layers[0];
-      const DType x8 = q == DType::Q4_0 ? DType::Q4_0x8 : DType::Q8_0x8;
+      // Q4_K stays as stored where its prompts are expanded to bf16 (native bf16 products)
+      const DType x8 = q == DType::Q4_0 ? DType::Q4_0x8
+                       : q == DType::Q8_0
+                           ? DType::Q8_0x8
+                           : (kquant_prompts_in_bf16() ? DType::Q4_K : DType::Q4_Kx8);
       EXPECT_EQ(L.wq.dtype, x8) << shape;
       EXPECT_EQ(b->weights().layers[0].wq.dtype, q) << shape;
       if (!L.e_gate.empty()) {

@@ -14,6 +14,7 @@
 #include "kernels/kquant_dot.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/q4_k_x8.h"
 #include "kernels/quant_dot.h"
 #include "kernels/quant_matmul.h"
 #include "quant/ggml_blocks.h"
@@ -360,6 +361,21 @@ namespace {
 // Q4_K / Q5_K / Q6_K against Q8_K activations: every kernel this CPU runs equals the exact product
 // of the dequantized weights and activations (in double) within float rounding of the terms, and
 // linear() (threads over row ranges, chunks of activation rows) equals the reference kernel.
+// Q4_Kx8 holds the same bytes as the Q4_K rows it was made from: unpacking gives them back.
+TEST(KQuantDot, Q4Kx8RepackingKeepsEveryByte) {
+  const int64_t N = 16, K = 512;
+  const size_t rb = dtype_bytes(DType::Q4_K, K);
+  std::vector<uint8_t> rows(rb * size_t(N)), x8(rows.size()), back(rb);
+  std::mt19937 rng(5);
+  for (auto& b : rows) b = uint8_t(rng());
+  repack_q4_k_x8(rows.data(), N, K, x8.data());
+  EXPECT_NE(rows, x8);
+  for (int64_t n = 0; n < N; ++n) {
+    unpack_q4_k_x8_row(x8.data() + size_t(n / 8) * 8 * rb, int(n % 8), K, back.data());
+    ASSERT_EQ(0, std::memcmp(back.data(), rows.data() + size_t(n) * rb, rb)) << n;
+  }
+}
+
 TEST(KQuantDot, EveryRunnableKernelEqualsTheExactProduct) {
   std::mt19937 rng(23);
   std::normal_distribution<float> nd(0.f, 1.f);
@@ -384,6 +400,15 @@ TEST(KQuantDot, EveryRunnableKernelEqualsTheExactProduct) {
         std::vector<float> y(size_t(M * N), 0.f);
         kquant_dot_rows(k, t, a, 0, m1, static_cast<const uint8_t*>(wq.data), rb, 0, N, y.data(), N,
                         false);
+        // Q4_K repacked as Q4_Kx8 (as an inference Model holds it), in two ranges of whole
+        // groups, accumulating onto 0.25.
+        std::vector<float> y8(size_t(M * N), 0.25f);
+        std::vector<uint8_t> w8(rb * size_t(N));
+        if (t == DType::Q4_K) {
+          repack_q4_k_x8(static_cast<const uint8_t*>(wq.data), N, K, w8.data());
+          kquant_dot_rows(k, DType::Q4_Kx8, a, 0, m1, w8.data(), rb, 0, 16, y8.data(), N, true);
+          kquant_dot_rows(k, DType::Q4_Kx8, a, 0, m1, w8.data(), rb, 16, N, y8.data(), N, true);
+        }
         for (int64_t m = 0; m < m1; ++m)
           for (int64_t n = 0; n < N; ++n) {
             double exact = 0, mag = 0;
@@ -394,6 +419,9 @@ TEST(KQuantDot, EveryRunnableKernelEqualsTheExactProduct) {
             }
             ASSERT_NEAR(y[size_t(m * N + n)], exact, 1e-6 * mag + 1e-30)
                 << dtype_name(t) << " " << quant_kernel_name(k) << " m=" << m << " n=" << n;
+            if (t == DType::Q4_K)
+              ASSERT_NEAR(y8[size_t(m * N + n)], exact + 0.25, 1e-6 * (mag + 0.25))
+                  << "Q4_Kx8 " << quant_kernel_name(k) << " m=" << m << " n=" << n;
           }
       }
     }
