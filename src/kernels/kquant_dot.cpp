@@ -278,34 +278,92 @@ bool is_integer_kquant(DType t) {
   return t == DType::Q4_K || t == DType::Q4_Kx8 || t == DType::Q5_K || t == DType::Q6_K;
 }
 
-void quantize_activations_q8_k(const float* x, int64_t M, int64_t K, Q8KActivations& out) {
+namespace {
+
+// One block of 256 as ggml's quantize_row_q8_K_ref: the first element of largest |x| sets the
+// scale (its sign kept).
+void q8_k_block_scalar(const float* v, int8_t* q, float& d, int16_t* bsum) {
+  float amax = 0.f, max = 0.f;
+  for (int j = 0; j < kQK; ++j)
+    if (std::fabs(v[j]) > amax) amax = std::fabs(v[j]), max = v[j];
+  if (amax == 0.f) {
+    std::memset(q, 0, kQK);
+    std::fill_n(bsum, 16, int16_t(0));
+    d = 0.f;
+    return;
+  }
+  const float iscale = -127.f / max;
+  for (int j = 0; j < kQK; ++j) q[j] = int8_t(std::min(127, ggml_nearest_int(iscale * v[j])));
+  for (int s = 0; s < 16; ++s) {
+    int sum = 0;
+    for (int j = 0; j < 16; ++j) sum += q[16 * s + j];
+    bsum[s] = int16_t(sum);
+  }
+  d = 1.f / iscale;
+}
+
+#if defined(__x86_64__)
+// The same, 8 lanes at a time: vcvtps2dq rounds to nearest even, as ggml_nearest_int's
+// 1.5 · 2^23 trick does (|iscale · x| <= 127 here), and vpacks saturates at 127 as its min does.
+LAMINA_AVX2 void q8_k_block_avx2(const float* v, int8_t* q, float& d, int16_t* bsum) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  __m256 m = _mm256_setzero_ps();
+  for (int j = 0; j < kQK; j += 8)
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + j)));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  const float amax = _mm_cvtss_f32(h);
+  // all zero, or non-finite values: the reference's result (whatever NaN makes of it)
+  if (!(amax > 0.f) || !std::isfinite(amax)) return q8_k_block_scalar(v, q, d, bsum);
+  int first = 0;
+  while (first < kQK - 1 && std::fabs(v[first]) != amax) ++first;
+  const float iscale = -127.f / v[first];
+  const __m256 is = _mm256_set1_ps(iscale);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int j = 0; j < kQK; j += 32) {
+    __m256i i[4];
+    for (int k = 0; k < 4; ++k)
+      i[k] = _mm256_cvtps_epi32(_mm256_mul_ps(is, _mm256_loadu_ps(v + j + 8 * k)));
+    // bsum: 16 elements are two vectors of 8
+    for (int k = 0; k < 4; k += 2) {
+      const __m256i s = _mm256_add_epi32(i[k], i[k + 1]);
+      __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+      t = _mm_hadd_epi32(t, t);
+      t = _mm_hadd_epi32(t, t);
+      bsum[(j + 8 * k) / 16] = int16_t(_mm_cvtsi128_si32(t));
+    }
+    const __m256i p =
+        _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + j), _mm256_permutevar8x32_epi32(p, order));
+  }
+  d = 1.f / iscale;
+}
+#endif
+
+}  // namespace
+
+void quantize_activations_q8_k(const float* x, int64_t M, int64_t K, Q8KActivations& out,
+                               QuantKernel kernel) {
   LAMINA_CHECK(K % kQK == 0, "Q8_K activations: K = ", K, " is not a multiple of 256");
   const int64_t nb = K / kQK;
   out.M = M, out.K = K;
   out.q.resize(size_t(M * K));
   out.d.resize(size_t(M * nb));
   out.bsum.resize(size_t(M * K / 16));
+  const bool avx2 = kernel == QuantKernel::kAvx2;
 #pragma omp parallel for schedule(static) if (M * K >= (1 << 16))
   for (int64_t i = 0; i < M * nb; ++i) {
-    const float* v = x + i * kQK;
     int8_t* q = out.q.data() + i * kQK;
-    float amax = 0.f, max = 0.f;
-    for (int j = 0; j < kQK; ++j)
-      if (std::fabs(v[j]) > amax) amax = std::fabs(v[j]), max = v[j];
-    if (amax == 0.f) {
-      std::memset(q, 0, kQK);
-      std::fill_n(out.bsum.data() + i * 16, 16, int16_t(0));
-      out.d[size_t(i)] = 0.f;
+    int16_t* bs = out.bsum.data() + i * 16;
+#if defined(__x86_64__)
+    if (avx2) {
+      q8_k_block_avx2(x + i * kQK, q, out.d[size_t(i)], bs);
       continue;
     }
-    const float iscale = -127.f / max;
-    for (int j = 0; j < kQK; ++j) q[j] = int8_t(std::min(127, ggml_nearest_int(iscale * v[j])));
-    for (int s = 0; s < 16; ++s) {
-      int sum = 0;
-      for (int j = 0; j < 16; ++j) sum += q[16 * s + j];
-      out.bsum[size_t(i * 16 + s)] = int16_t(sum);
-    }
-    out.d[size_t(i)] = 1.f / iscale;
+#endif
+    (void)avx2;
+    q8_k_block_scalar(x + i * kQK, q, out.d[size_t(i)], bs);
   }
 }
 

@@ -26,8 +26,9 @@ struct Q8KActivations {
   std::vector<float> d;       // [M, K / 256]
   std::vector<int16_t> bsum;  // [M, K / 16]
 };
-// x [M, K], K a multiple of 256; rows in parallel.
-void quantize_activations_q8_k(const float* x, int64_t M, int64_t K, Q8KActivations& out);
+// x [M, K], K a multiple of 256; rows in parallel. Every kernel gives the same bytes.
+void quantize_activations_q8_k(const float* x, int64_t M, int64_t K, Q8KActivations& out,
+                               QuantKernel kernel = default_quant_kernel());
 
 // Whether kquant_dot_rows takes this weight type.
 bool is_integer_kquant(DType t);

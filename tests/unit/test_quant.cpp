@@ -361,6 +361,31 @@ namespace {
 // Q4_K / Q5_K / Q6_K against Q8_K activations: every kernel this CPU runs equals the exact product
 // of the dequantized weights and activations (in double) within float rounding of the terms, and
 // linear() (threads over row ranges, chunks of activation rows) equals the reference kernel.
+// Every quantizer variant gives the same Q8_K bytes as the scalar reference (ggml's, checked
+// against ggml itself in oracle_llamacpp): Gaussian rows, halves that round to even (max 127, so
+// iscale = -1), a block of zeros, ties for the largest |x| of both signs.
+TEST(KQuantDot, EveryQ8KQuantizerGivesTheSameBytes) {
+  const int64_t K = 1024, M = 6;
+  std::mt19937 rng(29);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(size_t(M * K));
+  for (auto& v : x) v = nd(rng);
+  for (int64_t j = 0; j < 256; ++j) x[size_t(K + j)] = float(j % 64) - 31.5f;  // ties at .5
+  x[size_t(K)] = 127.f;
+  std::fill(x.begin() + 2 * K, x.begin() + 2 * K + 256, 0.f);
+  x[size_t(3 * K + 7)] = 5.f, x[size_t(3 * K + 9)] = -5.f;  // the first of equal |x| sets d
+  Q8KActivations ref;
+  quantize_activations_q8_k(x.data(), M, K, ref, QuantKernel::kScalar);
+  EXPECT_EQ(ref.q[size_t(K + 1)], 30);  // -1 · -30.5 = 30.5 -> 30 (to even)
+  for (QuantKernel k : runnable_quant_kernels()) {
+    Q8KActivations a;
+    quantize_activations_q8_k(x.data(), M, K, a, k);
+    EXPECT_EQ(a.q, ref.q) << quant_kernel_name(k);
+    EXPECT_EQ(a.d, ref.d) << quant_kernel_name(k);
+    EXPECT_EQ(a.bsum, ref.bsum) << quant_kernel_name(k);
+  }
+}
+
 // Q4_Kx8 holds the same bytes as the Q4_K rows it was made from: unpacking gives them back.
 TEST(KQuantDot, Q4Kx8RepackingKeepsEveryByte) {
   const int64_t N = 16, K = 512;
