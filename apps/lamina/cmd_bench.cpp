@@ -77,6 +77,7 @@ int cmd_bench(int argc, char** argv) {
   LoadOptions opt;
   if (a.given("dtype")) opt.dtype = parse_dtype(a.str("dtype"), "--dtype", true);
   const std::string path = a.str("model");
+  check_model_path(path);
   auto m = is_gguf_file(path) ? load_gguf_model(path, opt) : Model::load(path, opt);
   const ModelConfig& cfg = m->config();
   if (P + D + 1 > cfg.max_position_embeddings)

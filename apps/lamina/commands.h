@@ -47,6 +47,9 @@ struct LoadedModel {
   Tokenizer tokenizer;
 };
 // Applies --threads and loads --model (weights + tokenizer), checking the two agree.
+// --model's path: there, and a GGUF file or a directory with config.json (named before any
+// other file of it is read, so the first complaint is about the path itself).
+void check_model_path(const std::string& path);
 LoadedModel load_model(const Args& a);
 
 GenerateOptions generate_options(const Args& a);

@@ -1,3 +1,4 @@
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
@@ -52,11 +53,20 @@ std::vector<ArgSpec> sampling_arg_specs() {
       {"system", "TEXT", "system prompt (with --chat)", ""}};
 }
 
+void check_model_path(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) fail(path, ": no such file or directory (--model)");
+  if (!is_gguf_file(path) &&
+      !std::filesystem::exists(std::filesystem::path(path) / "config.json", ec))
+    fail(path, ": neither a GGUF file nor a model directory (no config.json) (--model)");
+}
+
 LoadedModel load_model(const Args& a) {
   if (a.given("threads")) set_num_threads(int(a.integer("threads")));
   LoadOptions opt;
   if (a.given("dtype")) opt.dtype = parse_dtype(a.str("dtype"), "--dtype", true);
   const std::string dir = a.str("model");
+  check_model_path(dir);
   // A GGUF holds the weights; its vocabulary comes from a SentencePiece tokenizer directory.
   const bool gguf = is_gguf_file(dir);
   if (gguf && !a.given("tokenizer"))

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/jsonl.h"
 #include "io/mapped_file.h"
 #include "io/model_config.h"
 #include "io/output_dir.h"
@@ -144,8 +145,7 @@ void write_tokenizer(const Recipe& r, const std::string& from, const std::string
            })->first;
   }
   const std::string cfg_path = to + "/tokenizer_config.json";
-  nlohmann::json j = file_exists(cfg_path) ? nlohmann::json::parse(read_text_file(cfg_path))
-                                           : nlohmann::json::object();
+  nlohmann::json j = file_exists(cfg_path) ? read_json_file(cfg_path) : nlohmann::json::object();
   j["chat_template"] = tmpl;
   write_file_atomic(cfg_path, j.dump(2) + "\n");
   std::error_code ec;

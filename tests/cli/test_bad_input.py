@@ -267,6 +267,11 @@ def option_cases(tmp, good):
     check("sft --source file missing", sft + ["--source", f"a={tmp}/none.jsonl"], ["--source", "none.jsonl", "not found"])
     check("score --ids beyond int32", ["score", "--model", good, "--ids", "99999999999,3"], ["--ids", "99999999999"])
     check("generate --stop-token -1", gen + ["--stop-token", "-1"], ["--stop-token", "-1"])
+    for cmd in [["generate", "--prompt", "x"], ["serve"], ["bench"]]:  # a path not there is named
+        check(f"{cmd[0]} --model missing", cmd + ["--model", os.path.join(tmp, "no-such-model")],
+              ["no-such-model", "no such file or directory"])
+    check("generate --model a directory without config.json", ["generate", "--model", os.path.join(tmp, "in"),
+                                                               "--prompt", "x"], ["config.json"])
     weird = os.path.join(tmp, "in", "weird-template")
     shutil.copytree(good, weird)
     tc = json.load(open(os.path.join(weird, "tokenizer_config.json")))
