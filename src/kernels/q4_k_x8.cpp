@@ -77,7 +77,7 @@ LAMINA_AVX2 void q4kx8_tile(const uint8_t* g, const int8_t* const* xq, const flo
   __m256 acc[RX];
   for (int c = 0; c < RX; ++c) acc[c] = _mm256_setzero_ps();
   const __m256i m4 = _mm256_set1_epi8(0x0f), m6 = _mm256_set1_epi8(0x3f);
-  const __m256i m2 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(0x03);
+  const __m256i m3 = _mm256_set1_epi8(0x03);
   for (int64_t b = 0; b < nb; ++b, g += kGroupBytes) {
     if (RX == 1)  // decoding streams the rows; a prompt's tiles re-read them from the cache
       for (size_t off = 0; off < kGroupBytes; off += 64)
@@ -89,11 +89,11 @@ LAMINA_AVX2 void q4kx8_tile(const uint8_t* g, const int8_t* const* xq, const flo
     const __m256i u2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 96));
     const __m256i sc[2] = {
         _mm256_and_si256(u0, m6),
-        _mm256_or_si256(_mm256_and_si256(u2, m2),
+        _mm256_or_si256(_mm256_and_si256(u2, m4),
                         _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), m3), 4))};
     const __m256i mn[2] = {
         _mm256_and_si256(u1, m6),
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), m2),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), m4),
                         _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), m3), 4))};
     __m256i sumi[RX];
     for (int c = 0; c < RX; ++c) sumi[c] = _mm256_setzero_si256();
