@@ -11,6 +11,7 @@
 #endif
 
 #include "core/error.h"
+#include "kernels/int8_tiles_vnni.h"
 #include "kernels/q4_k_x8.h"
 #include "quant/k_quants.h"
 
@@ -351,7 +352,7 @@ void quantize_activations_q8_k(const float* x, int64_t M, int64_t K, Q8KActivati
   out.q.resize(size_t(M * K));
   out.d.resize(size_t(M * nb));
   out.bsum.resize(size_t(M * K / 16));
-  const bool avx2 = kernel == QuantKernel::kAvx2;
+  const bool avx2 = kernel != QuantKernel::kScalar;  // every x86 variant
 #pragma omp parallel for schedule(static) if (M * K >= (1 << 16))
   for (int64_t i = 0; i < M * nb; ++i) {
     int8_t* q = out.q.data() + i * kQK;
@@ -373,7 +374,11 @@ void kquant_dot_rows(QuantKernel k, DType wtype, const Q8KActivations& x, int64_
   LAMINA_CHECK(wtype != DType::Q4_Kx8 || (n0 % 8 == 0 && n1 % 8 == 0),
                "kquant_dot_rows: Q4_Kx8 rows [", n0, ", ", n1, ") are not whole groups of 8");
 #if defined(__x86_64__)
-  if (k == QuantKernel::kAvx2) {
+  if (wtype == DType::Q4_Kx8 && (k == QuantKernel::kAvxVnni || k == QuantKernel::kAvx512Vnni))
+    return q4_k_x8_dot_rows_vnni(
+        k == QuantKernel::kAvxVnni ? VnniIsa::kAvxVnni : VnniIsa::kAvx512Vnni, x, m0, m1, w, n0, n1,
+        y, ldy, accumulate);
+  if (k != QuantKernel::kScalar) {  // Q4_K, Q5_K, Q6_K as stored: AVX2 for every x86 variant
     switch (wtype) {
       case DType::Q4_Kx8:
         return q4_k_x8_dot_rows_avx2(x, m0, m1, w, n0, n1, y, ldy, accumulate);

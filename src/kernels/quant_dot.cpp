@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu_features.h"
+#include "kernels/int8_tiles_vnni.h"
 
 namespace lamina {
 
@@ -461,14 +462,28 @@ void quantize_activations_q8_0(const float* x, int64_t M, int64_t K, Q8Activatio
 }
 
 const char* quant_kernel_name(QuantKernel k) {
-  return k == QuantKernel::kAvx2 ? "avx2" : "scalar";
+  switch (k) {
+    case QuantKernel::kAvx2:
+      return "avx2";
+    case QuantKernel::kAvxVnni:
+      return "avxvnni";
+    case QuantKernel::kAvx512Vnni:
+      return "avx512vnni";
+    default:
+      return "scalar";
+  }
 }
 
 std::vector<QuantKernel> runnable_quant_kernels() {
   std::vector<QuantKernel> v{QuantKernel::kScalar};
 #if defined(__x86_64__)
   const CpuFeatures& f = cpu_features();
-  if (f.avx2 && f.fma && f.f16c) v.push_back(QuantKernel::kAvx2);
+  if (f.avx2 && f.fma && f.f16c) {
+    v.push_back(QuantKernel::kAvx2);
+    if (f.avx_vnni) v.push_back(QuantKernel::kAvxVnni);
+    if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512_vnni)
+      v.push_back(QuantKernel::kAvx512Vnni);
+  }
 #endif
   return v;
 }
@@ -478,10 +493,12 @@ QuantKernel default_quant_kernel() {
     const auto v = runnable_quant_kernels();
     const char* env = std::getenv("LAMINA_QUANT_KERNEL");
     if (!env || !*env) return v.back();
-    for (QuantKernel q : v)
+    std::string names;
+    for (QuantKernel q : v) {
       if (std::string(env) == quant_kernel_name(q)) return q;
-    fail("LAMINA_QUANT_KERNEL=", env, ": this CPU runs ",
-         v.size() > 1 ? "scalar or avx2" : "scalar only");
+      names += std::string(names.empty() ? "" : ", ") + quant_kernel_name(q);
+    }
+    fail("LAMINA_QUANT_KERNEL=", env, ": this CPU runs ", names);
   }();
   return k;
 }
@@ -499,6 +516,12 @@ void quant_dot_rows(QuantKernel k, DType wtype, const Q8Activations& x, int64_t 
     LAMINA_CHECK(n0 % 8 == 0 && n1 % 8 == 0, "quant_dot_rows: ", dtype_name(wtype), " rows [", n0,
                  ", ", n1, ") are not whole groups of 8");
 #if defined(__x86_64__)
+    if (k == QuantKernel::kAvxVnni || k == QuantKernel::kAvx512Vnni) {
+      const VnniIsa isa = k == QuantKernel::kAvxVnni ? VnniIsa::kAvxVnni : VnniIsa::kAvx512Vnni;
+      return wtype == DType::Q4_0x8
+                 ? q4_0x8_dot_rows_vnni(isa, x, m0, m1, w, n0, n1, y, ldy, accumulate)
+                 : q8_0x8_dot_rows_vnni(isa, x, m0, m1, w, n0, n1, y, ldy, accumulate);
+    }
     if (k == QuantKernel::kAvx2) {
       if (wtype == DType::Q4_0x8)
         rows_q4x8_avx2(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate, true);
@@ -513,7 +536,9 @@ void quant_dot_rows(QuantKernel k, DType wtype, const Q8Activations& x, int64_t 
   }
   auto run = [&]<DType Q>() {
 #if defined(__x86_64__)
-    if (k == QuantKernel::kAvx2) return rows_avx2<Q>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
+    // Q8_0 / Q4_0 as stored (not an inference Model's layout): the AVX2 code for every x86 variant.
+    if (k != QuantKernel::kScalar)
+      return rows_avx2<Q>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
 #endif
     rows_scalar<Q>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
   };

@@ -2,11 +2,13 @@
 // of 32 to 8 bits as ggml's Q8_0 (llama.cpp's semantics for these types: its CPU backend
 // quantizes the activations the same way before every product with Q8_0 / Q4_0 weights):
 //   y[m, n] = sum_b dw[n, b] · dx[m, b] · sum_j qw[n, b, j] · qx[m, b, j]
-// with the int8 sums exact in int32. Variants: a scalar reference, and AVX2 (vpmaddubsw); the
-// best one this CPU runs is chosen at run time (cpu_features), and tests run every runnable one
-// against the scalar reference. AVX2 has two shapes: 2 weight rows x 4 activation rows (Q8_0 as
-// stored, and rows left over) and 8 weight rows interleaved into the lanes (the x8 layouts, and
-// Q4_0 as stored: packed per group for 8 or more activation rows, transposed in registers else).
+// with the int8 sums exact in int32. Variants: a scalar reference, AVX2 (vpmaddubsw), and for the
+// repacked x8 layouts vpdpbusd in its two encodings (AVX-VNNI, AVX512-VNNI: kernels/
+// int8_tiles_vnni.h; the other layouts run the AVX2 code there); the best one this CPU runs is
+// chosen at run time (cpu_features), and tests run every runnable one against the reference. AVX2
+// has two shapes: 2 weight rows x 4 activation rows (Q8_0 as stored, and rows left over) and 8
+// weight rows interleaved into the lanes (the x8 layouts, and Q4_0 as stored: packed per group for
+// 8 or more activation rows, transposed in registers else).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -29,12 +31,13 @@ struct Q8Activations {
 // x [M, K], K a multiple of 32; rows in parallel.
 void quantize_activations_q8_0(const float* x, int64_t M, int64_t K, Q8Activations& out);
 
-enum class QuantKernel { kScalar, kAvx2 };
-const char* quant_kernel_name(QuantKernel k);
+// In order of preference: the last one this CPU runs is the default.
+enum class QuantKernel { kScalar, kAvx2, kAvxVnni, kAvx512Vnni };
+const char* quant_kernel_name(QuantKernel k);  // scalar, avx2, avxvnni, avx512vnni
 // The variants this CPU can run, the scalar one first.
 std::vector<QuantKernel> runnable_quant_kernels();
-// The fastest runnable variant, or the one LAMINA_QUANT_KERNEL names (scalar, avx2; for
-// benchmarks and checks; naming one this CPU cannot run is an error).
+// The fastest runnable variant, or the one LAMINA_QUANT_KERNEL names (for benchmarks and
+// checks; naming one this CPU cannot run is an error).
 QuantKernel default_quant_kernel();
 
 // y[m, n] (+)= the product above for rows m in [m0, m1) of x and n in [n0, n1) of w, a Q8_0,

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu_features.h"
 #include "kernels/kquant_dot.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
@@ -130,7 +131,7 @@ void kquant_linear(const float* x, int64_t M, const Tensor& w, float* y, bool ac
 bool kquant_prompts_in_bf16() {
   static const bool bf16 = [] {
     const char* env = std::getenv("LAMINA_KQUANT_PROMPT");
-    if (!env || !*env) return bf16_matmul_native();
+    if (!env || !*env) return bf16_matmul_native() && cpu_features().amx_bf16;
     const std::string v = env;
     if (v != "int8" && v != "bf16")
       fail("LAMINA_KQUANT_PROMPT: expected int8 or bf16, got '", v, "'");

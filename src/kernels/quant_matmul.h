@@ -6,9 +6,9 @@
 // Q4_K / Q5_K / Q6_K (the K_M mixes; Q4_Kx8 as a Model repacks Q4_K): the same with activations
 // quantized per 256 to Q8_K (kernels/kquant_dot.h), as llama.cpp computes them — always for
 // decoding (<= 4 rows); prompts too unless kquant_prompts_in_bf16(). Q2_K, Q3_K, Q5_0, Q5_1 (read
-// from GGUF files), and the k-quant prompts where bf16 products are native: rows expanded and
-// rounded to bf16, products with bf16 semantics (activations rounded to bf16 too, F32 accumulation;
-// on AMX 3x the AVX2 integer kernel's prompt speed).
+// from GGUF files), and the k-quant prompts on AMX: rows expanded and rounded to bf16, products
+// with bf16 semantics (activations rounded to bf16 too, F32 accumulation; on AMX 3x the AVX2
+// integer kernel's prompt speed; with AVX512-BF16 but no AMX, 0.4x the VNNI integer kernel's).
 #pragma once
 #include <cstdint>
 
@@ -20,7 +20,8 @@ namespace lamina {
 void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate);
 
 // Whether Q4_K / Q5_K / Q6_K products of more than 4 rows expand the blocks to bf16: where oneDNN
-// has native bf16 kernels (kernels/matmul.h), unless LAMINA_KQUANT_PROMPT=int8|bf16 says.
+// has native bf16 kernels (kernels/matmul.h) on AMX tiles, unless LAMINA_KQUANT_PROMPT=int8|bf16
+// says.
 bool kquant_prompts_in_bf16();
 
 }  // namespace lamina

@@ -1,0 +1,89 @@
+#include "kernels/int8_tiles_vnni.h"
+
+#include <cstddef>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+// AVX-VNNI: the VEX encoding, 16 registers.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avxvnni")
+#define LAMINA_VNNI_NS avxvnni
+#define LAMINA_DPBUSD _mm256_dpbusd_avx_epi32
+#define LAMINA_DPWSSD _mm256_dpwssd_avx_epi32
+#define LAMINA_VNNI_MAX_RX 4
+#include "kernels/int8_tiles_vnni.inc"
+#undef LAMINA_VNNI_NS
+#undef LAMINA_DPBUSD
+#undef LAMINA_DPWSSD
+#undef LAMINA_VNNI_MAX_RX
+#pragma GCC pop_options
+
+// AVX512-VNNI on 256-bit registers: the EVEX encoding, 32 registers.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+#define LAMINA_VNNI_NS avx512vnni
+#define LAMINA_DPBUSD _mm256_dpbusd_epi32
+#define LAMINA_DPWSSD _mm256_dpwssd_epi32
+#define LAMINA_VNNI_MAX_RX 4
+#include "kernels/int8_tiles_vnni.inc"
+#undef LAMINA_VNNI_NS
+#undef LAMINA_DPBUSD
+#undef LAMINA_DPWSSD
+#undef LAMINA_VNNI_MAX_RX
+#pragma GCC pop_options
+
+#endif
+
+namespace lamina {
+
+void q4_0x8_dot_rows_vnni(VnniIsa isa, const Q8Activations& x, int64_t m0, int64_t m1,
+                          const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                          bool accumulate) {
+#if defined(__x86_64__)
+  return isa == VnniIsa::kAvxVnni
+             ? avxvnni::q4_0x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate)
+             : avx512vnni::q4_0x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate);
+#else
+  (void)isa, (void)x, (void)m0, (void)m1, (void)w, (void)n0, (void)n1, (void)y, (void)ldy,
+      (void)accumulate;
+  fail("q4_0x8_dot_rows_vnni: not an x86-64 build");
+#endif
+}
+
+void q8_0x8_dot_rows_vnni(VnniIsa isa, const Q8Activations& x, int64_t m0, int64_t m1,
+                          const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                          bool accumulate) {
+#if defined(__x86_64__)
+  return isa == VnniIsa::kAvxVnni
+             ? avxvnni::q8_0x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate)
+             : avx512vnni::q8_0x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate);
+#else
+  (void)isa, (void)x, (void)m0, (void)m1, (void)w, (void)n0, (void)n1, (void)y, (void)ldy,
+      (void)accumulate;
+  fail("q8_0x8_dot_rows_vnni: not an x86-64 build");
+#endif
+}
+
+void q4_k_x8_dot_rows_vnni(VnniIsa isa, const Q8KActivations& x, int64_t m0, int64_t m1,
+                           const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                           bool accumulate) {
+#if defined(__x86_64__)
+  // The activations' sums per sub-block of 32 (the mins multiply them), for these rows.
+  thread_local std::vector<int16_t> s32;
+  s32.resize(size_t((m1 - m0) * (x.K / 32)));
+  return isa == VnniIsa::kAvxVnni
+             ? avxvnni::q4_k_x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate, s32.data())
+             : avx512vnni::q4_k_x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate, s32.data());
+#else
+  (void)isa, (void)x, (void)m0, (void)m1, (void)w, (void)n0, (void)n1, (void)y, (void)ldy,
+      (void)accumulate;
+  fail("q4_k_x8_dot_rows_vnni: not an x86-64 build");
+#endif
+}
+
+}  // namespace lamina
