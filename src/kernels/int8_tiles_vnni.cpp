@@ -15,26 +15,25 @@
 #define LAMINA_VNNI_NS avxvnni
 #define LAMINA_DPBUSD _mm256_dpbusd_avx_epi32
 #define LAMINA_DPWSSD _mm256_dpwssd_avx_epi32
-#define LAMINA_VNNI_MAX_RX 4
 #include "kernels/int8_tiles_vnni.inc"
 #undef LAMINA_VNNI_NS
 #undef LAMINA_DPBUSD
 #undef LAMINA_DPWSSD
-#undef LAMINA_VNNI_MAX_RX
 #pragma GCC pop_options
 
-// AVX512-VNNI on 256-bit registers: the EVEX encoding, 32 registers.
+// AVX512-VNNI: the EVEX encoding, 32 registers, 16 rows per 512-bit register (8 on 256-bit
+// ones for a group left over).
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+#define LAMINA_VNNI_ZMM
 #define LAMINA_VNNI_NS avx512vnni
 #define LAMINA_DPBUSD _mm256_dpbusd_epi32
 #define LAMINA_DPWSSD _mm256_dpwssd_epi32
-#define LAMINA_VNNI_MAX_RX 4
 #include "kernels/int8_tiles_vnni.inc"
 #undef LAMINA_VNNI_NS
 #undef LAMINA_DPBUSD
 #undef LAMINA_DPWSSD
-#undef LAMINA_VNNI_MAX_RX
+#undef LAMINA_VNNI_ZMM
 #pragma GCC pop_options
 
 #endif

@@ -143,8 +143,9 @@ TEST(QuantDot, EveryRunnableKernelEqualsTheExactProduct) {
           const DType x8 = dt == DType::Q4_0 ? DType::Q4_0x8 : DType::Q8_0x8;
           std::vector<uint8_t> w8(rb * 32);
           repack_x8(dt, w.data(), 32, K, w8.data());
-          quant_dot_rows(k, x8, a, 0, M, w8.data(), rb, 0, 16, y8.data(), N, acc);
-          quant_dot_rows(k, x8, a, 0, M, w8.data(), rb, 16, 32, y8.data(), N, acc);
+          // [0, 8) and [8, 32): one group alone, and three (a 512-bit tile of two, one left).
+          quant_dot_rows(k, x8, a, 0, M, w8.data(), rb, 0, 8, y8.data(), N, acc);
+          quant_dot_rows(k, x8, a, 0, M, w8.data(), rb, 8, 32, y8.data(), N, acc);
           std::vector<uint8_t> xq8(ggml_row_bytes(GgmlType::Q8_0, K));
           for (int64_t m = 0; m < M; ++m) {
             quantize_row(GgmlType::Q8_0, x.data() + m * K, K, xq8.data());
@@ -421,12 +422,14 @@ TEST(KQuantDot, EveryRunnableKernelEqualsTheExactProduct) {
     convert_to_f32(static_cast<const uint8_t*>(wq.data), t, wd.data(), size_t(N * K));
     const size_t rb = dtype_bytes(t, K);
     for (QuantKernel k : runnable_quant_kernels()) {
-      for (int64_t m1 : {int64_t(1), int64_t(3), M}) {  // 1, 3 and 7 activation rows at once
+      for (int64_t m1 :
+           {int64_t(1), int64_t(2), int64_t(3), int64_t(4), int64_t(5), M}) {  // every tile height
         std::vector<float> y(size_t(M * N), 0.f);
         kquant_dot_rows(k, t, a, 0, m1, static_cast<const uint8_t*>(wq.data), rb, 0, N, y.data(), N,
                         false);
         // Q4_K repacked as Q4_Kx8 (as an inference Model holds it), in two ranges of whole
-        // groups, accumulating onto 0.25.
+        // groups (2 and 3 of them: 512-bit tiles of two groups, and one left), accumulating onto
+        // 0.25.
         std::vector<float> y8(size_t(M * N), 0.25f);
         std::vector<uint8_t> w8(rb * size_t(N));
         if (t == DType::Q4_K) {
