@@ -28,9 +28,6 @@ struct Q8Activations {
   std::vector<float> d;    // [M, K / 32], the f16 scale as F32
   std::vector<int32_t> s;  // [M, K / 32], each block's sum of q
 };
-// x [M, K], K a multiple of 32; rows in parallel.
-void quantize_activations_q8_0(const float* x, int64_t M, int64_t K, Q8Activations& out);
-
 // In order of preference: the last one this CPU runs is the default.
 enum class QuantKernel { kScalar, kAvx2, kAvxVnni, kAvx512Vnni };
 const char* quant_kernel_name(QuantKernel k);  // scalar, avx2, avxvnni, avx512vnni
@@ -39,6 +36,11 @@ std::vector<QuantKernel> runnable_quant_kernels();
 // The fastest runnable variant, or the one LAMINA_QUANT_KERNEL names (for benchmarks and
 // checks; naming one this CPU cannot run is an error).
 QuantKernel default_quant_kernel();
+
+// x [M, K], K a multiple of 32; rows in parallel. Every kernel gives the same bytes (the x86 ones
+// the AVX2 code).
+void quantize_activations_q8_0(const float* x, int64_t M, int64_t K, Q8Activations& out,
+                               QuantKernel kernel = default_quant_kernel());
 
 // y[m, n] (+)= the product above for rows m in [m0, m1) of x and n in [n0, n1) of w, a Q8_0,
 // Q4_0, Q4_0x8 or Q8_0x8 weight whose rows are rb bytes each (K / 32 blocks) at w; y has row

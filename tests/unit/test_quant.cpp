@@ -91,21 +91,31 @@ TEST(QuantDot, ActivationsAreGgmlQ8_0Blocks) {
   // A block whose maximum is 127 (d = 1): ties at .5 round away from zero (roundf), as ggml's.
   const float ties[] = {127.f, 2.5f, -2.5f, 0.5f, -0.5f, 1.5f, -126.5f, 3.49f};
   std::copy(std::begin(ties), std::end(ties), x.begin() + 64);
-  Q8Activations a;
-  quantize_activations_q8_0(x.data(), M, K, a);
-  std::vector<uint8_t> blocks(ggml_row_bytes(GgmlType::Q8_0, K));
-  for (int64_t m = 0; m < M; ++m) {
-    quantize_row(GgmlType::Q8_0, x.data() + m * K, K, blocks.data());
-    for (int64_t b = 0; b < K / 32; ++b) {
-      const uint8_t* blk = blocks.data() + b * 34;
-      uint16_t h;
-      std::memcpy(&h, blk, 2);
-      ASSERT_EQ(a.d[size_t(m * (K / 32) + b)], f16_to_f32(h)) << m << " " << b;
-      ASSERT_EQ(0, std::memcmp(a.q.data() + m * K + b * 32, blk + 2, 32)) << m << " " << b;
+  // A block of values just below ties (x · (1 / d) within an ulp of .5: roundf goes down).
+  for (int j = 0; j < 32; ++j) x[size_t(96 + j)] = (j % 2 ? -1.f : 1.f) * (float(j) + 0.4999999f);
+  x[size_t(96)] = 127.f;
+  for (QuantKernel k : runnable_quant_kernels()) {
+    Q8Activations a;
+    quantize_activations_q8_0(x.data(), M, K, a, k);
+    std::vector<uint8_t> blocks(ggml_row_bytes(GgmlType::Q8_0, K));
+    for (int64_t m = 0; m < M; ++m) {
+      quantize_row(GgmlType::Q8_0, x.data() + m * K, K, blocks.data());
+      for (int64_t b = 0; b < K / 32; ++b) {
+        const uint8_t* blk = blocks.data() + b * 34;
+        uint16_t h;
+        std::memcpy(&h, blk, 2);
+        ASSERT_EQ(a.d[size_t(m * (K / 32) + b)], f16_to_f32(h))
+            << quant_kernel_name(k) << " " << m << " " << b;
+        ASSERT_EQ(0, std::memcmp(a.q.data() + m * K + b * 32, blk + 2, 32))
+            << quant_kernel_name(k) << " " << m << " " << b;
+        int32_t sum = 0;
+        for (int j = 0; j < 32; ++j) sum += a.q[size_t(m * K + b * 32 + j)];
+        ASSERT_EQ(a.s[size_t(m * (K / 32) + b)], sum) << quant_kernel_name(k);
+      }
     }
+    const int8_t want[] = {127, 3, -3, 1, -1, 2, -127, 3};
+    EXPECT_EQ(0, std::memcmp(a.q.data() + 64, want, sizeof want)) << quant_kernel_name(k);
   }
-  const int8_t want[] = {127, 3, -3, 1, -1, 2, -127, 3};
-  EXPECT_EQ(0, std::memcmp(a.q.data() + 64, want, sizeof want));
 }
 
 // Every kernel variant this CPU runs (scalar always; AVX2 where present) against the exact
