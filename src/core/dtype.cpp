@@ -40,6 +40,7 @@ GgmlType ggml_type_of(DType t) {
     case DType::Q4_0x8:
     case DType::Q8_0x8:
     case DType::Q4_Kx8:
+    case DType::Q6_Kx8:
       break;
   }
   fail(dtype_name(t), " (repacked for products) has no ggml type");
@@ -66,6 +67,7 @@ int64_t dtype_block(DType t) {
   if (t == DType::Q4_0x8) t = DType::Q4_0;
   if (t == DType::Q8_0x8) t = DType::Q8_0;
   if (t == DType::Q4_Kx8) t = DType::Q4_K;
+  if (t == DType::Q6_Kx8) t = DType::Q6_K;
   return dtype_is_quantized(t) ? ggml_block_elems(ggml_type_of(t)) : 1;
 }
 
@@ -74,6 +76,7 @@ size_t dtype_bytes(DType t, int64_t n) {
   if (t == DType::Q4_0x8) t = DType::Q4_0;   // the same bytes, rearranged
   if (t == DType::Q8_0x8) t = DType::Q8_0;
   if (t == DType::Q4_Kx8) t = DType::Q4_K;
+  if (t == DType::Q6_Kx8) t = DType::Q6_K;
   return dtype_is_quantized(t) ? ggml_row_bytes(ggml_type_of(t), n) : size_t(n) * dtype_size(t);
 }
 
@@ -109,6 +112,8 @@ const char* dtype_name(DType t) {
       return "Q4_0x8";
     case DType::Q4_Kx8:
       return "Q4_Kx8";
+    case DType::Q6_Kx8:
+      return "Q6_Kx8";
     case DType::Q8_0x8:
       return "Q8_0x8";
   }
@@ -211,6 +216,7 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
     case DType::Q4_0x8:
     case DType::Q8_0x8:
     case DType::Q4_Kx8:
+    case DType::Q6_Kx8:
       fail(dtype_name(t), " (repacked for products) does not convert");
     case DType::F32:
       std::memcpy(dst, src, n * 4);
@@ -248,6 +254,7 @@ void convert_from_f32(const float* src, void* dst, DType t, size_t n) {
     case DType::Q4_0x8:
     case DType::Q8_0x8:
     case DType::Q4_Kx8:
+    case DType::Q6_Kx8:
       fail(dtype_name(t), " is made by repacking rows (repack_x8), not by conversion");
     case DType::F32:
       std::memcpy(dst, src, n * 4);

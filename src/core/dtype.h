@@ -19,7 +19,8 @@ enum class GgmlType : uint32_t;  // quant/ggml_blocks.h
 // Q4_0x8 / Q8_0x8: Q4_0 / Q8_0 rows repacked for the products only (kernels/quant_dot.h): groups
 // of 8 rows, each block of the group the quant bytes interleaved by 4-byte chunks then the 8 f16
 // scales — the same bytes per 32 weights; an inference model's matrices only (no ggml type, no
-// conversions). Q4_Kx8: Q4_K rows repacked the same way (kernels/q4_k_x8.h), 144 bytes per 256.
+// conversions). Q4_Kx8 / Q6_Kx8: Q4_K / Q6_K rows repacked the same way (kernels/q4_k_x8.h,
+// kernels/q6_k_x8.h), 144 / 210 bytes per 256.
 enum class DType : uint8_t {
   F32,
   F16,
@@ -36,7 +37,8 @@ enum class DType : uint8_t {
   Q5_1,
   Q2_K,
   Q3_K,
-  Q4_Kx8
+  Q4_Kx8,
+  Q6_Kx8
 };
 
 // The same element types as ggml names them (GGUF), both ways.

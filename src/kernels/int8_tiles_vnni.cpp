@@ -85,4 +85,18 @@ void q4_k_x8_dot_rows_vnni(VnniIsa isa, const Q8KActivations& x, int64_t m0, int
 #endif
 }
 
+void q6_k_x8_dot_rows_vnni(VnniIsa isa, const Q8KActivations& x, int64_t m0, int64_t m1,
+                           const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                           bool accumulate) {
+#if defined(__x86_64__)
+  return isa == VnniIsa::kAvxVnni
+             ? avxvnni::q6_k_x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate)
+             : avx512vnni::q6_k_x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate);
+#else
+  (void)isa, (void)x, (void)m0, (void)m1, (void)w, (void)n0, (void)n1, (void)y, (void)ldy,
+      (void)accumulate;
+  fail("q6_k_x8_dot_rows_vnni: not an x86-64 build");
+#endif
+}
+
 }  // namespace lamina

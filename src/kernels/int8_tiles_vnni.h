@@ -1,11 +1,13 @@
-// The repacked integer products (Q4_0x8, Q8_0x8: kernels/quant_dot.h; Q4_Kx8: kernels/q4_k_x8.h)
+// The repacked integer products (Q4_0x8, Q8_0x8: kernels/quant_dot.h; Q4_Kx8, Q6_Kx8)
 // with vpdpbusd, which multiplies 4 unsigned by 4 signed bytes and adds the 4 products to an int32
 // lane in one instruction — where AVX2 needs vpmaddubsw (int16 pair sums), an int16 add, and a
 // vpmaddwd to widen. Same layouts, same lanes (8 weight rows per register, 4 activations
 // broadcast), same exact int32 sums per block as the AVX2 and scalar kernels:
 //   Q4_0x8: dpbusd(nibbles 0..15, x) - 8 · sum(x) per block;
 //   Q8_0x8: dpbusd(w + 128 as unsigned, x) - 128 · sum(x) per block;
-//   Q4_Kx8: dpbusd per sub-block of 32, times its 6-bit scale (vpmulld), mins by vpdpwssd.
+//   Q4_Kx8: dpbusd per sub-block of 32, times its 6-bit scale (vpmulld), mins by vpdpwssd;
+//   Q6_Kx8 (kernels/q6_k_x8.h): dpbusd per group of 16, times its int8 scale, the offset of 32
+//   by vpdpwssd of the scales with the activations' sums per 16.
 // Two encodings of the same code (int8_tiles_vnni.inc, compiled once per target): AVX-VNNI (VEX,
 // 16 registers: Alder Lake and later clients) and AVX512-VNNI with AVX512VL (EVEX on 256-bit
 // registers, 32 of them: Ice Lake, Sapphire Rapids, Zen 4 servers). Callers check cpu_features.
@@ -28,6 +30,10 @@ void q8_0x8_dot_rows_vnni(VnniIsa isa, const Q8Activations& x, int64_t m0, int64
                           const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
                           bool accumulate);
 void q4_k_x8_dot_rows_vnni(VnniIsa isa, const Q8KActivations& x, int64_t m0, int64_t m1,
+                           const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                           bool accumulate);
+
+void q6_k_x8_dot_rows_vnni(VnniIsa isa, const Q8KActivations& x, int64_t m0, int64_t m1,
                            const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
                            bool accumulate);
 

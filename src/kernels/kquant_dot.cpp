@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "kernels/int8_tiles_vnni.h"
 #include "kernels/q4_k_x8.h"
+#include "kernels/q6_k_x8.h"
 #include "quant/k_quants.h"
 
 namespace lamina {
@@ -92,21 +93,34 @@ float dot_scalar(DType t, const uint8_t* w, const int8_t* xq, const float* xd, c
   return sum;
 }
 
-// Q4_Kx8 rows are unpacked to plain Q4_K rows first (the reference reads the stored layout).
+// The stored type of a repacked one.
+DType plain_type(DType t) {
+  return t == DType::Q4_Kx8 ? DType::Q4_K : t == DType::Q6_Kx8 ? DType::Q6_K : t;
+}
+
+// Row r of the group of 8 rows of a Q4_Kx8 / Q6_Kx8 tensor at group, as a plain row at out.
+void unpack_x8_row(DType t, const uint8_t* group, int r, int64_t K, uint8_t* out) {
+  if (t == DType::Q4_Kx8)
+    unpack_q4_k_x8_row(group, r, K, out);
+  else
+    unpack_q6_k_x8_row(group, r, K, out);
+}
+
+// Q4_Kx8 / Q6_Kx8 rows are unpacked to plain rows first (the reference reads the stored layout).
 void rows_scalar(DType t, const Q8KActivations& x, int64_t m0, int64_t m1, const uint8_t* w,
                  size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy, bool acc) {
   const int64_t K = x.K, nb = K / kQK;
   thread_local std::vector<uint8_t> plain;
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = w + size_t(n) * rb;
-    if (t == DType::Q4_Kx8) {
+    if (plain_type(t) != t) {
       plain.resize(rb);
-      unpack_q4_k_x8_row(w + size_t(n / 8) * 8 * rb, int(n % 8), K, plain.data());
+      unpack_x8_row(t, w + size_t(n / 8) * 8 * rb, int(n % 8), K, plain.data());
       row = plain.data();
     }
     for (int64_t m = m0; m < m1; ++m) {
-      const float v = dot_scalar(t == DType::Q4_Kx8 ? DType::Q4_K : t, row, x.q.data() + m * K,
-                                 x.d.data() + m * nb, x.bsum.data() + m * (K / 16), nb);
+      const float v = dot_scalar(plain_type(t), row, x.q.data() + m * K, x.d.data() + m * nb,
+                                 x.bsum.data() + m * (K / 16), nb);
       float& o = y[m * ldy + n];
       o = acc ? o + v : v;
     }
@@ -276,7 +290,8 @@ void rows_avx2(const Q8KActivations& x, int64_t m0, int64_t m1, const uint8_t* w
 }  // namespace
 
 bool is_integer_kquant(DType t) {
-  return t == DType::Q4_K || t == DType::Q4_Kx8 || t == DType::Q5_K || t == DType::Q6_K;
+  return t == DType::Q4_K || t == DType::Q4_Kx8 || t == DType::Q5_K || t == DType::Q6_K ||
+         t == DType::Q6_Kx8;
 }
 
 namespace {
@@ -371,17 +386,30 @@ void quantize_activations_q8_k(const float* x, int64_t M, int64_t K, Q8KActivati
 void kquant_dot_rows(QuantKernel k, DType wtype, const Q8KActivations& x, int64_t m0, int64_t m1,
                      const uint8_t* w, size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy,
                      bool accumulate) {
-  LAMINA_CHECK(wtype != DType::Q4_Kx8 || (n0 % 8 == 0 && n1 % 8 == 0),
-               "kquant_dot_rows: Q4_Kx8 rows [", n0, ", ", n1, ") are not whole groups of 8");
+  const bool x8 = wtype == DType::Q4_Kx8 || wtype == DType::Q6_Kx8;
+  LAMINA_CHECK(!x8 || (n0 % 8 == 0 && n1 % 8 == 0), "kquant_dot_rows: ", dtype_name(wtype),
+               " rows [", n0, ", ", n1, ") are not whole groups of 8");
 #if defined(__x86_64__)
-  if (wtype == DType::Q4_Kx8 && (k == QuantKernel::kAvxVnni || k == QuantKernel::kAvx512Vnni))
-    return q4_k_x8_dot_rows_vnni(
-        k == QuantKernel::kAvxVnni ? VnniIsa::kAvxVnni : VnniIsa::kAvx512Vnni, x, m0, m1, w, n0, n1,
-        y, ldy, accumulate);
-  if (k != QuantKernel::kScalar) {  // Q4_K, Q5_K, Q6_K as stored: AVX2 for every x86 variant
+  if (x8 && (k == QuantKernel::kAvxVnni || k == QuantKernel::kAvx512Vnni)) {
+    const VnniIsa isa = k == QuantKernel::kAvxVnni ? VnniIsa::kAvxVnni : VnniIsa::kAvx512Vnni;
+    return wtype == DType::Q4_Kx8
+               ? q4_k_x8_dot_rows_vnni(isa, x, m0, m1, w, n0, n1, y, ldy, accumulate)
+               : q6_k_x8_dot_rows_vnni(isa, x, m0, m1, w, n0, n1, y, ldy, accumulate);
+  }
+  if (k != QuantKernel::kScalar) {  // the other types as stored: AVX2 for every x86 variant
     switch (wtype) {
       case DType::Q4_Kx8:
         return q4_k_x8_dot_rows_avx2(x, m0, m1, w, n0, n1, y, ldy, accumulate);
+      case DType::Q6_Kx8: {  // no AVX2 tile (a Model repacks Q6_K only for VNNI): group by group
+        thread_local std::vector<uint8_t> plain;
+        plain.resize(8 * rb);
+        for (int64_t n = n0; n < n1; n += 8) {
+          for (int r = 0; r < 8; ++r)
+            unpack_x8_row(wtype, w + size_t(n) * rb, r, x.K, plain.data() + size_t(r) * rb);
+          rows_avx2<DType::Q6_K>(x, m0, m1, plain.data(), rb, 0, 8, y + n, ldy, accumulate);
+        }
+        return;
+      }
       case DType::Q4_K:
         return rows_avx2<DType::Q4_K>(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
       case DType::Q5_K:
@@ -394,6 +422,11 @@ void kquant_dot_rows(QuantKernel k, DType wtype, const Q8KActivations& x, int64_
   }
 #endif
   rows_scalar(wtype, x, m0, m1, w, rb, n0, n1, y, ldy, accumulate);
+}
+
+bool q6_k_repacked() {
+  const QuantKernel k = default_quant_kernel();
+  return k == QuantKernel::kAvxVnni || k == QuantKernel::kAvx512Vnni;
 }
 
 }  // namespace lamina

@@ -34,10 +34,14 @@ void quantize_activations_q8_k(const float* x, int64_t M, int64_t K, Q8KActivati
 bool is_integer_kquant(DType t);
 
 // y[m, n] (+)= the product above for rows m in [m0, m1) of x and n in [n0, n1) of w, Q4_K, Q5_K,
-// Q6_K or Q4_Kx8 (kernels/q4_k_x8.h; n0, n1 multiples of 8) rows of rb bytes each at w; y has
-// row stride ldy.
+// Q6_K, Q4_Kx8 or Q6_Kx8 (kernels/q4_k_x8.h, kernels/q6_k_x8.h; n0, n1 multiples of 8) rows of
+// rb bytes each at w; y has row stride ldy.
 void kquant_dot_rows(QuantKernel k, DType wtype, const Q8KActivations& x, int64_t m0, int64_t m1,
                      const uint8_t* w, size_t rb, int64_t n0, int64_t n1, float* y, int64_t ldy,
                      bool accumulate);
+
+// Whether an inference Model repacks Q6_K into Q6_Kx8: where the default kernel has its tile
+// (VNNI); the AVX2 row kernel reads Q6_K as stored faster than anything on Q6_Kx8 there.
+bool q6_k_repacked();
 
 }  // namespace lamina

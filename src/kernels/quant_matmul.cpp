@@ -157,6 +157,7 @@ void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool
       return M > 4 && kquant_prompts_in_bf16() ? kquant_gemm(x, M, w, y, accumulate)
                                                : kquant_linear(x, M, w, y, accumulate);
     case DType::Q4_Kx8:  // repacked only where prompts take the integer products (Model)
+    case DType::Q6_Kx8:
       return kquant_linear(x, M, w, y, accumulate);
     case DType::Q2_K:
     case DType::Q3_K:

@@ -7,9 +7,11 @@
 
 #include "core/error.h"
 #include "io/mapped_file.h"
+#include "kernels/kquant_dot.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/q4_k_x8.h"
+#include "kernels/q6_k_x8.h"
 #include "kernels/quant_dot.h"
 #include "kernels/quant_matmul.h"
 #include "model/rope_frequencies.h"
@@ -29,22 +31,28 @@ namespace {
 // 8 for the integer products, kernels/quant_dot.h): the same bytes rearranged, replacing the
 // original — which is freed, or, when it lives in a memory-mapped file, its pages leave the
 // resident set — so the weights are held once.
-// Q4_K -> Q4_Kx8 likewise (kernels/q4_k_x8.h), except where k-quant prompts are expanded to bf16
-// (CPUs with native bf16 products), which read the rows as stored.
+// Q4_K -> Q4_Kx8 and Q6_K -> Q6_Kx8 likewise (kernels/q4_k_x8.h, kernels/q6_k_x8.h), except
+// where k-quant prompts are expanded to bf16 (AMX), which read the rows as stored; Q6_K only where
+// its tile runs (q6_k_repacked).
 void repack_quantized(Tensor& t) {
   const bool k4 = t.dtype == DType::Q4_K && !kquant_prompts_in_bf16();
-  if ((t.dtype != DType::Q4_0 && t.dtype != DType::Q8_0 && !k4) || t.shape.size() != 2 ||
+  const bool k6 = t.dtype == DType::Q6_K && !kquant_prompts_in_bf16() && q6_k_repacked();
+  if ((t.dtype != DType::Q4_0 && t.dtype != DType::Q8_0 && !k4 && !k6) || t.shape.size() != 2 ||
       t.shape[0] % 8 != 0)
     return;
   const auto* src = static_cast<const uint8_t*>(t.data);
   Tensor r = Tensor::empty(k4                       ? DType::Q4_Kx8
+                           : k6                     ? DType::Q6_Kx8
                            : t.dtype == DType::Q4_0 ? DType::Q4_0x8
                                                     : DType::Q8_0x8,
                            t.shape);
+  auto* dst = static_cast<uint8_t*>(r.data);
   if (k4)
-    repack_q4_k_x8(src, t.shape[0], t.shape[1], static_cast<uint8_t*>(r.data));
+    repack_q4_k_x8(src, t.shape[0], t.shape[1], dst);
+  else if (k6)
+    repack_q6_k_x8(src, t.shape[0], t.shape[1], dst);
   else
-    repack_x8(t.dtype, src, t.shape[0], t.shape[1], static_cast<uint8_t*>(r.data));
+    repack_x8(t.dtype, src, t.shape[0], t.shape[1], dst);
   if (is_in_mapped_file(t.data)) release_mapped_pages(t.data, t.nbytes());
   t = std::move(r);
 }

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "kernels/kquant_dot.h"
 #include "kernels/quant_matmul.h"
 #include "model/model.h"
 #include "test_util.h"
@@ -148,22 +149,26 @@ TEST(Model, OutOfVocabularyIdIsAnError) {
 // the original is dropped), with the logits of the same blocks used as stored; prompt and decoding
 // paths both (the KV cache decode equals the full forward).
 TEST(Model, QuantizedMatricesAreRepackedWithTheSameLogits) {
-  for (DType q : {DType::Q4_0, DType::Q8_0, DType::Q4_K})
+  for (DType q : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K})
     for (const char* shape : {"tiny", "tiny-mixtral"}) {
       TempDir d;
-      // Q4_K: rows of whole super-blocks of 256
+      // k-quants: rows of whole super-blocks of 256
+      const bool k = q == DType::Q4_K || q == DType::Q6_K;
       nlohmann::json widths = {{"hidden_size", 256}, {"intermediate_size", 512}};
-      test::write_tiny_model(d.path, shape, q == DType::Q4_K ? widths : nlohmann::json{});
+      test::write_tiny_model(d.path, shape, k ? widths : nlohmann::json{});
       LoadOptions packed, plain;
       packed.dtype = plain.dtype = q;
       plain.pack_weights = false;
       auto a = Model::load(d.path, packed), b = Model::load(d.path, plain);
       const LayerWeights& L = a->weights().layers[0];
-      // Q4_K stays as stored where its prompts are expanded to bf16 (native bf16 products)
-      const DType x8 = q == DType::Q4_0 ? DType::Q4_0x8
-                       : q == DType::Q8_0
-                           ? DType::Q8_0x8
-                           : (kquant_prompts_in_bf16() ? DType::Q4_K : DType::Q4_Kx8);
+      // Q4_K stays as stored where its prompts are expanded to bf16 (AMX); Q6_K also where its
+      // tile does not run (no VNNI)
+      const DType x8 = q == DType::Q4_0           ? DType::Q4_0x8
+                       : q == DType::Q8_0         ? DType::Q8_0x8
+                       : kquant_prompts_in_bf16() ? q
+                       : q == DType::Q4_K         ? DType::Q4_Kx8
+                       : q6_k_repacked()          ? DType::Q6_Kx8
+                                                  : DType::Q6_K;
       EXPECT_EQ(L.wq.dtype, x8) << shape;
       EXPECT_EQ(b->weights().layers[0].wq.dtype, q) << shape;
       if (!L.e_gate.empty()) {
@@ -179,7 +184,7 @@ TEST(Model, QuantizedMatricesAreRepackedWithTheSameLogits) {
       for (size_t i = 0; i < la.size(); ++i) ASSERT_NEAR(la[i], lb[i], 1e-4) << shape;
       // Decoding token by token: packed against plain; and against the prompt's logits unless
       // the prompt's k-quant products went through bf16 (AMX) while decoding stays integer.
-      const bool same_path = q != DType::Q4_K || !kquant_prompts_in_bf16();
+      const bool same_path = !k || !kquant_prompts_in_bf16();
       KVCache cd = a->new_cache(T), ce = b->new_cache(T);
       std::vector<float> step_plain(step.size());
       for (int64_t t = 0; t < T; ++t) {

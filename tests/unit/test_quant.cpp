@@ -15,6 +15,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/q4_k_x8.h"
+#include "kernels/q6_k_x8.h"
 #include "kernels/quant_dot.h"
 #include "kernels/quant_matmul.h"
 #include "quant/ggml_blocks.h"
@@ -397,18 +398,29 @@ TEST(KQuantDot, EveryQ8KQuantizerGivesTheSameBytes) {
   }
 }
 
-// Q4_Kx8 holds the same bytes as the Q4_K rows it was made from: unpacking gives them back.
-TEST(KQuantDot, Q4Kx8RepackingKeepsEveryByte) {
+// Q4_Kx8 / Q6_Kx8 hold the same bytes as the Q4_K / Q6_K rows they were made from: unpacking
+// gives them back.
+TEST(KQuantDot, X8RepackingKeepsEveryByte) {
   const int64_t N = 16, K = 512;
-  const size_t rb = dtype_bytes(DType::Q4_K, K);
-  std::vector<uint8_t> rows(rb * size_t(N)), x8(rows.size()), back(rb);
-  std::mt19937 rng(5);
-  for (auto& b : rows) b = uint8_t(rng());
-  repack_q4_k_x8(rows.data(), N, K, x8.data());
-  EXPECT_NE(rows, x8);
-  for (int64_t n = 0; n < N; ++n) {
-    unpack_q4_k_x8_row(x8.data() + size_t(n / 8) * 8 * rb, int(n % 8), K, back.data());
-    ASSERT_EQ(0, std::memcmp(back.data(), rows.data() + size_t(n) * rb, rb)) << n;
+  for (DType t : {DType::Q4_K, DType::Q6_K}) {
+    const size_t rb = dtype_bytes(t, K);
+    std::vector<uint8_t> rows(rb * size_t(N)), x8(rows.size()), back(rb);
+    std::mt19937 rng(5);
+    for (auto& b : rows) b = uint8_t(rng());
+    if (t == DType::Q4_K)
+      repack_q4_k_x8(rows.data(), N, K, x8.data());
+    else
+      repack_q6_k_x8(rows.data(), N, K, x8.data());
+    EXPECT_NE(rows, x8);
+    for (int64_t n = 0; n < N; ++n) {
+      const uint8_t* group = x8.data() + size_t(n / 8) * 8 * rb;
+      if (t == DType::Q4_K)
+        unpack_q4_k_x8_row(group, int(n % 8), K, back.data());
+      else
+        unpack_q6_k_x8_row(group, int(n % 8), K, back.data());
+      ASSERT_EQ(0, std::memcmp(back.data(), rows.data() + size_t(n) * rb, rb))
+          << dtype_name(t) << " " << n;
+    }
   }
 }
 
@@ -437,15 +449,21 @@ TEST(KQuantDot, EveryRunnableKernelEqualsTheExactProduct) {
         std::vector<float> y(size_t(M * N), 0.f);
         kquant_dot_rows(k, t, a, 0, m1, static_cast<const uint8_t*>(wq.data), rb, 0, N, y.data(), N,
                         false);
-        // Q4_K repacked as Q4_Kx8 (as an inference Model holds it), in two ranges of whole
-        // groups (2 and 3 of them: 512-bit tiles of two groups, and one left), accumulating onto
-        // 0.25.
+        // Q4_K / Q6_K repacked as Q4_Kx8 / Q6_Kx8 (as an inference Model holds them), in two
+        // ranges of whole groups (2 and 3 of them: 512-bit tiles of two groups, and one left),
+        // accumulating onto 0.25.
         std::vector<float> y8(size_t(M * N), 0.25f);
         std::vector<uint8_t> w8(rb * size_t(N));
-        if (t == DType::Q4_K) {
-          repack_q4_k_x8(static_cast<const uint8_t*>(wq.data), N, K, w8.data());
-          kquant_dot_rows(k, DType::Q4_Kx8, a, 0, m1, w8.data(), rb, 0, 16, y8.data(), N, true);
-          kquant_dot_rows(k, DType::Q4_Kx8, a, 0, m1, w8.data(), rb, 16, N, y8.data(), N, true);
+        const DType x8 = t == DType::Q4_K ? DType::Q4_Kx8 : DType::Q6_Kx8;
+        const bool repacked = t != DType::Q5_K;
+        if (repacked) {
+          const auto* src = static_cast<const uint8_t*>(wq.data);
+          if (t == DType::Q4_K)
+            repack_q4_k_x8(src, N, K, w8.data());
+          else
+            repack_q6_k_x8(src, N, K, w8.data());
+          kquant_dot_rows(k, x8, a, 0, m1, w8.data(), rb, 0, 16, y8.data(), N, true);
+          kquant_dot_rows(k, x8, a, 0, m1, w8.data(), rb, 16, N, y8.data(), N, true);
         }
         for (int64_t m = 0; m < m1; ++m)
           for (int64_t n = 0; n < N; ++n) {
@@ -457,9 +475,9 @@ TEST(KQuantDot, EveryRunnableKernelEqualsTheExactProduct) {
             }
             ASSERT_NEAR(y[size_t(m * N + n)], exact, 1e-6 * mag + 1e-30)
                 << dtype_name(t) << " " << quant_kernel_name(k) << " m=" << m << " n=" << n;
-            if (t == DType::Q4_K)
+            if (repacked)
               ASSERT_NEAR(y8[size_t(m * N + n)], exact + 0.25, 1e-6 * (mag + 0.25))
-                  << "Q4_Kx8 " << quant_kernel_name(k) << " m=" << m << " n=" << n;
+                  << dtype_name(x8) << " " << quant_kernel_name(k) << " m=" << m << " n=" << n;
           }
       }
     }
