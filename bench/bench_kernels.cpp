@@ -1,5 +1,6 @@
 // Microbenchmarks of the kernels (Google Benchmark): matmul f32/bf16, quantized, widened, and
-// attention. LAMINA_QUANT_KERNEL=scalar|avx2 picks the quantized products' variant.
+// attention. LAMINA_QUANT_KERNEL=scalar|avx2|avxvnni|avx512vnni picks the quantized products'
+// variant (of those the CPU runs).
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -8,6 +9,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/q4_k_x8.h"
+#include "kernels/q6_k_x8.h"
 #include "kernels/quant_dot.h"
 #include "kernels/widened_matmul.h"
 
@@ -80,10 +82,12 @@ static void BM_LinearQuantized(benchmark::State& st, DType dt) {
   for (auto& v : x) v = nd(rng);
   Tensor wf = Tensor::empty(DType::F32, {N, K});
   for (int64_t i = 0; i < N * K; ++i) wf.f32()[i] = nd(rng) * 0.02f;
-  const bool x8 = dt == DType::Q4_0x8 || dt == DType::Q8_0x8 || dt == DType::Q4_Kx8;
+  const bool x8 =
+      dt == DType::Q4_0x8 || dt == DType::Q8_0x8 || dt == DType::Q4_Kx8 || dt == DType::Q6_Kx8;
   const DType stored = dt == DType::Q4_0x8   ? DType::Q4_0
                        : dt == DType::Q8_0x8 ? DType::Q8_0
                        : dt == DType::Q4_Kx8 ? DType::Q4_K
+                       : dt == DType::Q6_Kx8 ? DType::Q6_K
                                              : dt;
   Tensor w = wf.to(stored);
   if (x8) {  // as an inference Model holds its Q4_0 / Q8_0 / Q4_K matrices
@@ -91,6 +95,8 @@ static void BM_LinearQuantized(benchmark::State& st, DType dt) {
     const auto* src = static_cast<const uint8_t*>(w.data);
     if (dt == DType::Q4_Kx8)
       repack_q4_k_x8(src, N, K, static_cast<uint8_t*>(r.data));
+    else if (dt == DType::Q6_Kx8)
+      repack_q6_k_x8(src, N, K, static_cast<uint8_t*>(r.data));
     else
       repack_x8(stored, src, N, K, static_cast<uint8_t*>(r.data));
     w = r;
@@ -148,6 +154,10 @@ BENCHMARK_CAPTURE(BM_LinearQuantized, q4_kx8, DType::Q4_Kx8)
     ->Args({1, 8192, 32768})
     ->Args({128, 2048, 2048})
     ->Args({1, 2048, 5632})
+    ->Args({1, 4096, 14336})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_LinearQuantized, q6_kx8, DType::Q6_Kx8)
+    ->Args({128, 2048, 2048})
     ->Args({1, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearQuantized, q5_k, DType::Q5_K)

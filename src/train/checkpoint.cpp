@@ -137,9 +137,10 @@ void load_checkpoint_state(const std::string& ck, const json& sig, ParamStore& p
 std::string metrics_up_to(const std::string& metrics_path, int64_t step) {
   std::string text;
   if (!file_exists(metrics_path)) return text;
-  std::ifstream in(metrics_path);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty() && json::parse(line).value("step", int64_t(0)) <= step) text += line + "\n";
+  for_each_jsonl_line(metrics_path, [&](const std::string& line, int64_t n) {
+    const json j = parse_json_line(line, metrics_path + ":" + std::to_string(n));
+    if (j.value("step", int64_t(0)) <= step) text += line + "\n";
+  });
   return text;
 }
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/jsonl.h"
 #include "io/output_dir.h"
 
 namespace lamina {
@@ -76,10 +77,8 @@ void plot_training_metrics(const std::string& metrics_path, const std::string& o
   Series train{"train loss", "#1f77b4", {}}, eval{"eval loss", "#d62728", {}};
   Series rc{"rewards/chosen", "#2ca02c", {}}, rr{"rewards/rejected", "#d62728", {}},
       rm{"rewards/margins", "#1f77b4", {}};
-  std::ifstream in(metrics_path);
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty()) continue;
-    json j = json::parse(line);
+  for_each_jsonl_line(metrics_path, [&](const std::string& line, int64_t n) {
+    const json j = parse_json_line(line, metrics_path + ":" + std::to_string(n));
     if (j.contains("rewards/margins")) {
       const double st = j["step"].get<double>();
       rc.points.push_back({st, j["rewards/chosen"].get<double>()});
@@ -90,7 +89,7 @@ void plot_training_metrics(const std::string& metrics_path, const std::string& o
       train.points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
     if (j.contains("eval_loss") && j["eval_loss"].is_number())
       eval.points.push_back({j["step"].get<double>(), j["eval_loss"].get<double>()});
-  }
+  });
   write_svg_plot(out_dir + "/loss.svg", title, {train, eval});
   if (!rm.points.empty())
     write_svg_plot(out_dir + "/rewards.svg", title + ": rewards", {rc, rr, rm});

@@ -586,6 +586,16 @@ def safety_cases(tmp, good):
     leftovers = [n for n in os.listdir(run_dir) if ".tmp" in n or n.endswith(".lock") and n != ".lamina.lock"]
     report.check("after kill -9, --resume removes the dead run's temporaries and finishes", rc == 0 and not leftovers,
                  f"rc {rc} {leftovers} {err.strip()[-200:]}")
+    # A metrics.jsonl line that is not JSON (edited by hand, a disk that filled): --resume names it.
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    with open(metrics_path) as f:
+        n_lines = sum(1 for line in f if line.strip())
+    with open(metrics_path, "a") as f:
+        f.write('{"step": 2, "loss": \n')
+    rc, _, err = run(*[a if a != "100000" else "4" for a in slow], "--out", run_dir, "--resume")
+    report.check("--resume over a metrics.jsonl line that is not JSON names the file and line",
+                 rc == 1 and f"metrics.jsonl:{n_lines + 1}: malformed JSON" in err and len(err.strip().splitlines()) == 1,
+                 err.strip()[:200])
 
     # SIGINT / SIGTERM while writing: nothing is left under the output's name or as a temporary.
     sig_dir = os.path.join(tmp, "signals")

@@ -6,8 +6,8 @@
 // Files are raw little-endian arrays; IMPORTANCE holds N_PER_ROW values, used for every row.
 // quantize q8_k: activations as ggml's block_q8_K (f32 d, 256 int8, 16 int16 sums per block).
 // dot: every weight row of BLOCKS (q4_k, q5_k, q6_k) against every row of X, the activations
-// quantized to Q8_K by lamina, through each kernel this CPU runs (for q4_k, each also on the rows
-// repacked as Q4_Kx8): OUT [kernels, x rows, w rows].
+// quantized to Q8_K by lamina, through each kernel this CPU runs (for q4_k and q6_k, each also
+// on the rows repacked as Q4_Kx8 / Q6_Kx8): OUT [kernels, x rows, w rows].
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -18,6 +18,7 @@
 #include "io/mapped_file.h"
 #include "kernels/kquant_dot.h"
 #include "kernels/q4_k_x8.h"
+#include "kernels/q6_k_x8.h"
 #include "quant/ggml_blocks.h"
 
 using namespace lamina;
@@ -81,16 +82,20 @@ int main(int argc, char** argv) {
         kquant_dot_rows(k, t, a, 0, M, reinterpret_cast<const uint8_t*>(w.data()), rb, 0, N,
                         part.data(), N, false);
         y.insert(y.end(), part.begin(), part.end());
-        if (t != DType::Q4_K) continue;
-        // Q4_K repacked as Q4_Kx8 (as an inference Model holds it): the rows padded to whole
-        // groups of 8 with copies of the first, the first N results kept.
+        if (t == DType::Q5_K) continue;
+        // Q4_K / Q6_K repacked as Q4_Kx8 / Q6_Kx8 (as an inference Model holds them): the rows
+        // padded to whole groups of 8 with copies of the first, the first N results kept.
         const int64_t N8 = (N + 7) / 8 * 8;
         std::vector<uint8_t> rows(rb * size_t(N8)), x8(rows.size());
         std::memcpy(rows.data(), w.data(), rb * size_t(N));
         for (int64_t r = N; r < N8; ++r) std::memcpy(rows.data() + size_t(r) * rb, w.data(), rb);
-        repack_q4_k_x8(rows.data(), N8, n, x8.data());
+        if (t == DType::Q4_K)
+          repack_q4_k_x8(rows.data(), N8, n, x8.data());
+        else
+          repack_q6_k_x8(rows.data(), N8, n, x8.data());
         std::vector<float> part8(size_t(M * N8));
-        kquant_dot_rows(k, DType::Q4_Kx8, a, 0, M, x8.data(), rb, 0, N8, part8.data(), N8, false);
+        kquant_dot_rows(k, t == DType::Q4_K ? DType::Q4_Kx8 : DType::Q6_Kx8, a, 0, M, x8.data(), rb,
+                        0, N8, part8.data(), N8, false);
         for (int64_t m = 0; m < M; ++m)
           y.insert(y.end(), part8.begin() + m * N8, part8.begin() + m * N8 + N);
       }
