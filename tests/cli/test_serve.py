@@ -271,9 +271,12 @@ def queue_full(model):
     for t in ts:
         t.join()
     full = [d for c, d in codes if c == 429]
+    # At least one is served; whether a second one was queued or refused depends on whether the
+    # slot took the first out of the queue before the others arrived (a race, not a defect).
     check("429 when the queue is full, in OpenAI's shape", len(full) >= 1 and
           all(d["error"]["type"] == "rate_limit_error" for d in full) and
-          sum(c == 200 for c, _ in codes) >= 2, str([c for c, _ in codes]))
+          sum(c == 200 for c, _ in codes) >= 1 and all(c in (200, 429) for c, _ in codes),
+          str([c for c, _ in codes]))
     check("queue-full server exits on SIGTERM", srv.stop() == 0)
 
 
