@@ -9,6 +9,11 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+// GCC 12's AVX-512 intrinsics self-initialise their undefined operands (`__m512i __Y = __Y;`),
+// which -Wmaybe-uninitialized reports at every use when they are enabled by a target pragma in a
+// generic (-DLAMINA_NATIVE=OFF) build.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 // AVX-VNNI: the VEX encoding, 16 registers.
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avxvnni")
