@@ -159,7 +159,7 @@ LAMINA_AVX2 void row_avx2(const uint8_t* w, const int8_t* const* xq, const float
     for (int c = 0; c < RX; ++c) sumi[c] = _mm256_setzero_si256();
     // 32 unsigned quants (part = which 32 of the block) times each row's activations, through
     // the 16-bit scales given per 128-bit half.
-    auto multiply = [&](int part, __m256i u, __m256i scales) {
+    auto multiply = [&](int part, __m256i u, __m256i scales) LAMINA_AVX2_INLINE {
       for (int c = 0; c < RX; ++c) {
         const __m256i xv =
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[c] + b * kQK + 32 * part));
@@ -171,7 +171,7 @@ LAMINA_AVX2 void row_avx2(const uint8_t* w, const int8_t* const* xq, const float
     if constexpr (T == DType::Q6_K) {
       // int8 scales: pair (s, s + 1) as 16-bit lanes, s in the low half, s + 1 in the high one
       const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192));
-      auto pair = [&](int s) {
+      auto pair = [&](int s) LAMINA_AVX2_INLINE {
         const __m128i sel =
             _mm_set_epi64x(0x0101010101010101LL * (s + 1), 0x0101010101010101LL * s);
         return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, sel));
