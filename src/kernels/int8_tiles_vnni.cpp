@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -45,63 +46,68 @@
 
 namespace lamina {
 
+#if defined(__x86_64__)
+
+namespace {
+
+// This encoding's copy of the rows function.
+template <class Fn, class... A>
+void by_isa(VnniIsa isa, Fn* avx, Fn* avx512, A&&... a) {
+  (isa == VnniIsa::kAvxVnni ? avx : avx512)(std::forward<A>(a)...);
+}
+
+}  // namespace
+
 void q4_0x8_dot_rows_vnni(VnniIsa isa, const Q8Activations& x, int64_t m0, int64_t m1,
                           const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
                           bool accumulate) {
-#if defined(__x86_64__)
-  return isa == VnniIsa::kAvxVnni
-             ? avxvnni::q4_0x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate)
-             : avx512vnni::q4_0x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate);
-#else
-  (void)isa, (void)x, (void)m0, (void)m1, (void)w, (void)n0, (void)n1, (void)y, (void)ldy,
-      (void)accumulate;
-  fail("q4_0x8_dot_rows_vnni: not an x86-64 build");
-#endif
+  by_isa(isa, avxvnni::q4_0x8_rows, avx512vnni::q4_0x8_rows, x, m0, m1, w, n0, n1, y, ldy,
+         accumulate);
 }
 
 void q8_0x8_dot_rows_vnni(VnniIsa isa, const Q8Activations& x, int64_t m0, int64_t m1,
                           const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
                           bool accumulate) {
-#if defined(__x86_64__)
-  return isa == VnniIsa::kAvxVnni
-             ? avxvnni::q8_0x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate)
-             : avx512vnni::q8_0x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate);
-#else
-  (void)isa, (void)x, (void)m0, (void)m1, (void)w, (void)n0, (void)n1, (void)y, (void)ldy,
-      (void)accumulate;
-  fail("q8_0x8_dot_rows_vnni: not an x86-64 build");
-#endif
+  by_isa(isa, avxvnni::q8_0x8_rows, avx512vnni::q8_0x8_rows, x, m0, m1, w, n0, n1, y, ldy,
+         accumulate);
 }
 
 void q4_k_x8_dot_rows_vnni(VnniIsa isa, const Q8KActivations& x, int64_t m0, int64_t m1,
                            const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
                            bool accumulate) {
-#if defined(__x86_64__)
   // The activations' sums per sub-block of 32 (the mins multiply them), for these rows.
   thread_local std::vector<int16_t> s32;
   s32.resize(size_t((m1 - m0) * (x.K / 32)));
-  return isa == VnniIsa::kAvxVnni
-             ? avxvnni::q4_k_x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate, s32.data())
-             : avx512vnni::q4_k_x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate, s32.data());
-#else
-  (void)isa, (void)x, (void)m0, (void)m1, (void)w, (void)n0, (void)n1, (void)y, (void)ldy,
-      (void)accumulate;
-  fail("q4_k_x8_dot_rows_vnni: not an x86-64 build");
-#endif
+  by_isa(isa, avxvnni::q4_k_x8_rows, avx512vnni::q4_k_x8_rows, x, m0, m1, w, n0, n1, y, ldy,
+         accumulate, s32.data());
 }
 
 void q6_k_x8_dot_rows_vnni(VnniIsa isa, const Q8KActivations& x, int64_t m0, int64_t m1,
                            const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t ldy,
                            bool accumulate) {
-#if defined(__x86_64__)
-  return isa == VnniIsa::kAvxVnni
-             ? avxvnni::q6_k_x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate)
-             : avx512vnni::q6_k_x8_rows(x, m0, m1, w, n0, n1, y, ldy, accumulate);
-#else
-  (void)isa, (void)x, (void)m0, (void)m1, (void)w, (void)n0, (void)n1, (void)y, (void)ldy,
-      (void)accumulate;
-  fail("q6_k_x8_dot_rows_vnni: not an x86-64 build");
-#endif
+  by_isa(isa, avxvnni::q6_k_x8_rows, avx512vnni::q6_k_x8_rows, x, m0, m1, w, n0, n1, y, ldy,
+         accumulate);
 }
+
+#else
+
+void q4_0x8_dot_rows_vnni(VnniIsa, const Q8Activations&, int64_t, int64_t, const uint8_t*, int64_t,
+                          int64_t, float*, int64_t, bool) {
+  fail("q4_0x8_dot_rows_vnni: not an x86-64 build");
+}
+void q8_0x8_dot_rows_vnni(VnniIsa, const Q8Activations&, int64_t, int64_t, const uint8_t*, int64_t,
+                          int64_t, float*, int64_t, bool) {
+  fail("q8_0x8_dot_rows_vnni: not an x86-64 build");
+}
+void q4_k_x8_dot_rows_vnni(VnniIsa, const Q8KActivations&, int64_t, int64_t, const uint8_t*,
+                           int64_t, int64_t, float*, int64_t, bool) {
+  fail("q4_k_x8_dot_rows_vnni: not an x86-64 build");
+}
+void q6_k_x8_dot_rows_vnni(VnniIsa, const Q8KActivations&, int64_t, int64_t, const uint8_t*,
+                           int64_t, int64_t, float*, int64_t, bool) {
+  fail("q6_k_x8_dot_rows_vnni: not an x86-64 build");
+}
+
+#endif
 
 }  // namespace lamina
