@@ -13,6 +13,7 @@
 // registers, 32 of them: Ice Lake, Sapphire Rapids, Zen 4 servers). Callers check cpu_features.
 #pragma once
 #include <cstdint>
+#include <optional>
 
 #include "kernels/kquant_dot.h"
 #include "kernels/quant_dot.h"
@@ -20,6 +21,12 @@
 namespace lamina {
 
 enum class VnniIsa { kAvxVnni, kAvx512Vnni };
+// The encoding a VNNI QuantKernel runs; nullopt for scalar and avx2.
+inline std::optional<VnniIsa> vnni_isa(QuantKernel k) {
+  if (k == QuantKernel::kAvxVnni) return VnniIsa::kAvxVnni;
+  if (k == QuantKernel::kAvx512Vnni) return VnniIsa::kAvx512Vnni;
+  return std::nullopt;
+}
 
 // y[m, n] (+)= the product for activation rows [m0, m1) and weight rows [n0, n1) (multiples of 8)
 // of the repacked tensor at w; y has row stride ldy.

@@ -390,12 +390,10 @@ void kquant_dot_rows(QuantKernel k, DType wtype, const Q8KActivations& x, int64_
   LAMINA_CHECK(!x8 || (n0 % 8 == 0 && n1 % 8 == 0), "kquant_dot_rows: ", dtype_name(wtype),
                " rows [", n0, ", ", n1, ") are not whole groups of 8");
 #if defined(__x86_64__)
-  if (x8 && (k == QuantKernel::kAvxVnni || k == QuantKernel::kAvx512Vnni)) {
-    const VnniIsa isa = k == QuantKernel::kAvxVnni ? VnniIsa::kAvxVnni : VnniIsa::kAvx512Vnni;
+  if (const auto isa = vnni_isa(k); x8 && isa)
     return wtype == DType::Q4_Kx8
-               ? q4_k_x8_dot_rows_vnni(isa, x, m0, m1, w, n0, n1, y, ldy, accumulate)
-               : q6_k_x8_dot_rows_vnni(isa, x, m0, m1, w, n0, n1, y, ldy, accumulate);
-  }
+               ? q4_k_x8_dot_rows_vnni(*isa, x, m0, m1, w, n0, n1, y, ldy, accumulate)
+               : q6_k_x8_dot_rows_vnni(*isa, x, m0, m1, w, n0, n1, y, ldy, accumulate);
   if (k != QuantKernel::kScalar) {  // the other types as stored: AVX2 for every x86 variant
     switch (wtype) {
       case DType::Q4_Kx8:
@@ -425,8 +423,7 @@ void kquant_dot_rows(QuantKernel k, DType wtype, const Q8KActivations& x, int64_
 }
 
 bool q6_k_repacked() {
-  const QuantKernel k = default_quant_kernel();
-  return k == QuantKernel::kAvxVnni || k == QuantKernel::kAvx512Vnni;
+  return vnni_isa(default_quant_kernel()).has_value();
 }
 
 }  // namespace lamina

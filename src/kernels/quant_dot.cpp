@@ -573,12 +573,10 @@ void quant_dot_rows(QuantKernel k, DType wtype, const Q8Activations& x, int64_t 
     LAMINA_CHECK(n0 % 8 == 0 && n1 % 8 == 0, "quant_dot_rows: ", dtype_name(wtype), " rows [", n0,
                  ", ", n1, ") are not whole groups of 8");
 #if defined(__x86_64__)
-    if (k == QuantKernel::kAvxVnni || k == QuantKernel::kAvx512Vnni) {
-      const VnniIsa isa = k == QuantKernel::kAvxVnni ? VnniIsa::kAvxVnni : VnniIsa::kAvx512Vnni;
+    if (const auto isa = vnni_isa(k))
       return wtype == DType::Q4_0x8
-                 ? q4_0x8_dot_rows_vnni(isa, x, m0, m1, w, n0, n1, y, ldy, accumulate)
-                 : q8_0x8_dot_rows_vnni(isa, x, m0, m1, w, n0, n1, y, ldy, accumulate);
-    }
+                 ? q4_0x8_dot_rows_vnni(*isa, x, m0, m1, w, n0, n1, y, ldy, accumulate)
+                 : q8_0x8_dot_rows_vnni(*isa, x, m0, m1, w, n0, n1, y, ldy, accumulate);
     if (k == QuantKernel::kAvx2) {
       if (wtype == DType::Q4_0x8)
         rows_q4x8_avx2(x, m0, m1, w, rb, n0, n1, y, ldy, accumulate, true);
