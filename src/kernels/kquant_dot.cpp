@@ -326,10 +326,7 @@ LAMINA_AVX2 void q8_k_block_avx2(const float* v, int8_t* q, float& d, int16_t* b
   __m256 m = _mm256_setzero_ps();
   for (int j = 0; j < kQK; j += 8)
     m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + j)));
-  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_max_ss(h, _mm_movehdup_ps(h));
-  const float amax = _mm_cvtss_f32(h);
+  const float amax = hmax_avx2(m);
   // all zero, or non-finite values: the reference's result (whatever NaN makes of it)
   if (!(amax > 0.f) || !std::isfinite(amax)) return q8_k_block_scalar(v, q, d, bsum);
   int first = 0;
@@ -343,11 +340,7 @@ LAMINA_AVX2 void q8_k_block_avx2(const float* v, int8_t* q, float& d, int16_t* b
       i[k] = _mm256_cvtps_epi32(_mm256_mul_ps(is, _mm256_loadu_ps(v + j + 8 * k)));
     // bsum: 16 elements are two vectors of 8
     for (int k = 0; k < 4; k += 2) {
-      const __m256i s = _mm256_add_epi32(i[k], i[k + 1]);
-      __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-      t = _mm_hadd_epi32(t, t);
-      t = _mm_hadd_epi32(t, t);
-      bsum[(j + 8 * k) / 16] = int16_t(_mm_cvtsi128_si32(t));
+      bsum[(j + 8 * k) / 16] = int16_t(hsum_epi32_avx2(_mm256_add_epi32(i[k], i[k + 1])));
     }
     const __m256i p =
         _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));

@@ -466,10 +466,7 @@ LAMINA_AVX2 void q8_0_block_avx2(const float* v, int8_t* q, float& d_out, int32_
     bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ));  // NaN or inf
   }
   if (_mm256_movemask_ps(bad)) return q8_0_block_scalar(v, q, d_out, s);
-  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_max_ss(h, _mm_movehdup_ps(h));
-  const float amax = _mm_cvtss_f32(h);
+  const float amax = hmax_avx2(m);
   const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
   const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f);
   __m256i i[4];
@@ -480,11 +477,7 @@ LAMINA_AVX2 void q8_0_block_avx2(const float* v, int8_t* q, float& d_out, int32_
     const __m256 step = _mm256_and_ps(up, _mm256_or_ps(one, _mm256_and_ps(sign, p)));
     i[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, step));
   }
-  const __m256i s32 = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
-  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
-  t = _mm_hadd_epi32(t, t);
-  t = _mm_hadd_epi32(t, t);
-  s = _mm_cvtsi128_si32(t);
+  s = hsum_epi32_avx2(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
   const __m256i p =
       _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
