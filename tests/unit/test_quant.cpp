@@ -154,7 +154,7 @@ TEST(QuantDot, EveryRunnableKernelEqualsTheExactProduct) {
           const DType x8 = dt == DType::Q4_0 ? DType::Q4_0x8 : DType::Q8_0x8;
           std::vector<uint8_t> w8(rb * 32);
           repack_x8(dt, w.data(), 32, K, w8.data());
-          // [0, 8) and [8, 32): one group alone, and three (a 512-bit tile of two, one left).
+          // [0, 8) and [8, 32): one group alone, and three (a tile of two groups, one left).
           quant_dot_rows(k, x8, a, 0, M, w8.data(), rb, 0, 8, y8.data(), N, acc);
           quant_dot_rows(k, x8, a, 0, M, w8.data(), rb, 8, 32, y8.data(), N, acc);
           std::vector<uint8_t> xq8(ggml_row_bytes(GgmlType::Q8_0, K));
@@ -186,8 +186,8 @@ TEST(QuantDot, EveryRunnableKernelEqualsTheExactProduct) {
 TEST(QuantizedLinear, QuantizesTheActivationsAsGgmlDoes) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
-  // 3 threads over 50 rows: ranges of 16, 16 and 18 rows, each thread's own (restored however
-  // the test ends).
+  // 3 threads over 50 rows: ranges of 16, 16 and 18 rows for prompts, pieces of 16 and one of 2
+  // taken as threads free up for decoding (restored however the test ends).
   struct Threads {
     int before = num_threads();
     Threads() { set_num_threads(3); }
