@@ -389,13 +389,88 @@ LAMINA_AVX2 void q8x8_tile(const uint8_t* packed, const int8_t* const* xq, const
   for (int c = 0; c < RX; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
 }
 
+// Q8_0x8 as q4x8_pair_tile: two groups x RX <= 2 activation rows, each broadcast feeding both.
+template <int RX>
+LAMINA_AVX2 void q8x8_pair_tile(const uint8_t* g0, const uint8_t* g1, const int8_t* const* xq,
+                                const float* const* xd, int64_t nb, bool stream,
+                                float* out /* [RX][16] */) {
+  static_assert(RX == 1 || RX == 2);
+  __m256 f0a = _mm256_setzero_ps(), f0b = f0a, f1a = f0a, f1b = f0a;  // [row][group]
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b, g0 += kQ8x8Bytes, g1 += kQ8x8Bytes) {
+    if (stream)
+      for (size_t off = 0; off < kQ8x8Bytes; off += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(g0 + kStreamPrefetchBytes + off), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(g1 + kStreamPrefetchBytes + off), _MM_HINT_T0);
+      }
+    __m256i s0a, s0b, s1a, s1b;  // int32 sums [row][group]
+    for (int k = 0; k < 8; ++k) {
+      const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g0 + 32 * k));
+      const __m256i wb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g1 + 32 * k));
+      const __m256i aa = _mm256_sign_epi8(wa, wa), ab = _mm256_sign_epi8(wb, wb);
+      auto row = [&](__m256i& sa, __m256i& sb, const int8_t* x) LAMINA_AVX2_INLINE {
+        int32_t v;
+        std::memcpy(&v, x + 4 * k, 4);
+        const __m256i xv = _mm256_set1_epi32(v);
+        const __m256i pa =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(xv, wa)), ones);
+        const __m256i pb =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(ab, _mm256_sign_epi8(xv, wb)), ones);
+        sa = k == 0 ? pa : _mm256_add_epi32(sa, pa);
+        pin(sa);
+        sb = k == 0 ? pb : _mm256_add_epi32(sb, pb);
+        pin(sb);
+      };
+      row(s0a, s0b, xq[0] + b * kQK);
+      if constexpr (RX == 2) row(s1a, s1b, xq[1] + b * kQK);
+    }
+    const __m256 da = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g0 + 256)));
+    const __m256 db = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g1 + 256)));
+    auto finish = [&](__m256& fa, __m256& fb, __m256i sa, __m256i sb, int c) LAMINA_AVX2_INLINE {
+      const __m256 dx = _mm256_set1_ps(xd[c][b]);
+      fa = _mm256_fmadd_ps(_mm256_mul_ps(da, dx), _mm256_cvtepi32_ps(sa), fa);
+      fb = _mm256_fmadd_ps(_mm256_mul_ps(db, dx), _mm256_cvtepi32_ps(sb), fb);
+    };
+    finish(f0a, f0b, s0a, s0b, 0);
+    if constexpr (RX == 2) finish(f1a, f1b, s1a, s1b, 1);
+  }
+  _mm256_storeu_ps(out, f0a);
+  _mm256_storeu_ps(out + 8, f0b);
+  if constexpr (RX == 2) {
+    _mm256_storeu_ps(out + 16, f1a);
+    _mm256_storeu_ps(out + 24, f1b);
+  }
+}
+
 // Rows [n0, n1) (multiples of 8) of a Q8_0x8 tensor against activation rows [m0, m1).
 void rows_q8x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_t* w, int64_t n0,
                     int64_t n1, float* y, int64_t ldy, bool acc) {
   const int64_t nb = x.K / kQK;
+  const size_t group_bytes = size_t(nb) * kQ8x8Bytes;
+  float out2[2 * 16];
+  for (; n0 + 16 <= n1; n0 += 16) {
+    const uint8_t* g0 = w + size_t(n0 / 8) * group_bytes;
+    for (int64_t m = m0; m < m1; m += 2) {
+      const int rx = int(std::min<int64_t>(2, m1 - m));
+      const int8_t* xq[2];
+      const float* xd[2];
+      for (int c = 0; c < rx; ++c)
+        xq[c] = x.q.data() + (m + c) * x.K, xd[c] = x.d.data() + (m + c) * nb;
+      // the first tile streams the rows from memory; the others find them in the cache
+      if (rx == 2)
+        q8x8_pair_tile<2>(g0, g0 + group_bytes, xq, xd, nb, m == m0, out2);
+      else
+        q8x8_pair_tile<1>(g0, g0 + group_bytes, xq, xd, nb, m == m0, out2);
+      for (int c = 0; c < rx; ++c)
+        for (int r = 0; r < 16; ++r) {
+          float& o = y[(m + c) * ldy + n0 + r];
+          o = acc ? o + out2[c * 16 + r] : out2[c * 16 + r];
+        }
+    }
+  }
   float out[4 * 8];
   for (int64_t n = n0; n < n1; n += 8) {
-    const uint8_t* packed = w + size_t(n / 8) * size_t(nb) * kQ8x8Bytes;
+    const uint8_t* packed = w + size_t(n / 8) * group_bytes;
     for (int64_t m = m0; m < m1; m += 4) {
       const int rx = int(std::min<int64_t>(4, m1 - m));
       const int8_t* xq[4];
