@@ -78,36 +78,29 @@ void kquant_gemm(const float* x, int64_t M, const Tensor& w, float* y, bool accu
   }
 }
 
-// Each thread its own range [n0, n1) of weight rows (a multiple of 16), over chunks [m0, m1) of 64
-// activation rows: their int8 values stay in cache while the thread's rows stream past.
-// Decoding (M <= 64): the rows in ~8 pieces per thread, taken as threads free up — with equal
-// halves one core waited for the other ~9% of a Q8_0 decode (the two stream memory at unequal
-// speeds on a shared VM).
+// The weight rows in ~8 pieces per thread (multiples of 16 rows), taken as threads free up, each
+// over chunks [m0, m1) of 64 activation rows (their int8 values stay in cache while the piece's
+// rows stream past, and the piece's rows stay in cache from one chunk to the next). With a fixed
+// half each, one core waited for the other 7-8% of a decode or a prompt: on a shared VM the two
+// run at unequal speeds.
 template <class Rows>
 void for_row_ranges(int64_t N, int64_t M, const Rows& rows) {
   constexpr int64_t kRowsPerChunk = 64, kRowGrain = 16;
   std::atomic<int64_t> next{0};
 #pragma omp parallel
   {
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    if (M <= kRowsPerChunk && nt > 1) {
-      const int64_t piece =
-          std::max<int64_t>(kRowGrain, (N / (8 * nt) + kRowGrain - 1) / kRowGrain * kRowGrain);
-      for (int64_t n0; (n0 = next.fetch_add(piece, std::memory_order_relaxed)) < N;)
-        rows(0, M, n0, std::min(N, n0 + piece));
-    } else {
-      const int64_t units = (N + kRowGrain - 1) / kRowGrain;
-      const int64_t n0 = std::min(N, units * t / nt * kRowGrain);
-      const int64_t n1 = std::min(N, units * (t + 1) / nt * kRowGrain);
-      for (int64_t m0 = 0; m0 < M && n0 < n1; m0 += kRowsPerChunk)
-        rows(m0, std::min(M, m0 + kRowsPerChunk), n0, n1);
-    }
+    const int64_t nt = omp_get_num_threads();
+    const int64_t piece =
+        nt == 1
+            ? N
+            : std::max<int64_t>(kRowGrain, (N / (8 * nt) + kRowGrain - 1) / kRowGrain * kRowGrain);
+    for (int64_t n0; (n0 = next.fetch_add(piece, std::memory_order_relaxed)) < N;)
+      for (int64_t m0 = 0; m0 < M; m0 += kRowsPerChunk)
+        rows(m0, std::min(M, m0 + kRowsPerChunk), n0, std::min(N, n0 + piece));
   }
 }
 
-// Q8_0 / Q4_0: activations to Q8_0 once, then each thread its own range of weight rows (a
-// multiple of 16), over chunks of 64 activation rows (their int8 values stay in cache while the
-// thread's rows stream past).
+// Q8_0 / Q4_0: activations to Q8_0 once, then the weight rows in pieces (for_row_ranges).
 void int8_linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
   const int64_t N = w.shape[0], K = w.shape[1];
   const size_t rb = dtype_bytes(w.dtype, K);

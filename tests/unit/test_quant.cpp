@@ -186,8 +186,8 @@ TEST(QuantDot, EveryRunnableKernelEqualsTheExactProduct) {
 TEST(QuantizedLinear, QuantizesTheActivationsAsGgmlDoes) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
-  // 3 threads over 50 rows: ranges of 16, 16 and 18 rows for prompts, pieces of 16 and one of 2
-  // taken as threads free up for decoding (restored however the test ends).
+  // 3 threads over 50 rows: pieces of 16, 16, 16 and 2 rows taken as threads free up (restored
+  // however the test ends).
   struct Threads {
     int before = num_threads();
     Threads() { set_num_threads(3); }
