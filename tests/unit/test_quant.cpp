@@ -475,9 +475,10 @@ TEST(KQuantDot, EveryRunnableKernelEqualsTheExactProduct) {
             }
             ASSERT_NEAR(y[size_t(m * N + n)], exact, 1e-6 * mag + 1e-30)
                 << dtype_name(t) << " " << quant_kernel_name(k) << " m=" << m << " n=" << n;
-            if (repacked)
+            if (repacked) {
               ASSERT_NEAR(y8[size_t(m * N + n)], exact + 0.25, 1e-6 * (mag + 0.25))
                   << dtype_name(x8) << " " << quant_kernel_name(k) << " m=" << m << " n=" << n;
+            }
           }
       }
     }
