@@ -293,6 +293,43 @@ LAMINA_AVX2 void q4x8_tile(const uint8_t* src, size_t rb, const int8_t* const* x
   for (int c = 0; c < RX; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
 }
 
+// A two-group tile's sums [row][group] to out [RX][16].
+template <int RX>
+LAMINA_AVX2 inline void store_pair_tile(float* out, __m256 f0a, __m256 f0b, __m256 f1a,
+                                        __m256 f1b) {
+  _mm256_storeu_ps(out, f0a);
+  _mm256_storeu_ps(out + 8, f0b);
+  if constexpr (RX == 2) {
+    _mm256_storeu_ps(out + 16, f1a);
+    _mm256_storeu_ps(out + 24, f1b);
+  }
+}
+
+// Activation rows [m0, m1) two at a time against the 16 weight rows from n: tile<RX>(m, xq, xd,
+// out) fills out [RX][16] for rows m..m + RX - 1, which go to y (added to it with acc).
+template <class Tile>
+void for_pair_tiles(const Q8Activations& x, int64_t m0, int64_t m1, int64_t n, float* y,
+                    int64_t ldy, bool acc, const Tile& tile) {
+  const int64_t nb = x.K / kQK;
+  float out[2 * 16];
+  for (int64_t m = m0; m < m1; m += 2) {
+    const int rx = int(std::min<int64_t>(2, m1 - m));
+    const int8_t* xq[2];
+    const float* xd[2];
+    for (int c = 0; c < rx; ++c)
+      xq[c] = x.q.data() + (m + c) * x.K, xd[c] = x.d.data() + (m + c) * nb;
+    if (rx == 2)
+      tile.template operator()<2>(m, xq, xd, out);
+    else
+      tile.template operator()<1>(m, xq, xd, out);
+    for (int c = 0; c < rx; ++c)
+      for (int r = 0; r < 16; ++r) {
+        float& o = y[(m + c) * ldy + n + r];
+        o = acc ? o + out[c * 16 + r] : out[c * 16 + r];
+      }
+  }
+}
+
 // Two groups of 8 rows (16 weight rows) x RX <= 2 activation rows over nb blocks of Q4_0x8. On
 // AVX2 the broadcast of 4 activation bytes from memory costs more than the vpmaddubsw it feeds
 // (Zen 3: 0.46 ns per broadcast + vpmaddubsw + vpaddw, 0.24 when one broadcast feeds two), so each
@@ -350,12 +387,7 @@ LAMINA_AVX2 void q4x8_pair_tile(const uint8_t* g0, const uint8_t* g1, const int8
     finish(f0a, f0b, s0a, s0b, 0);
     if constexpr (RX == 2) finish(f1a, f1b, s1a, s1b, 1);
   }
-  _mm256_storeu_ps(out, f0a);
-  _mm256_storeu_ps(out + 8, f0b);
-  if constexpr (RX == 2) {
-    _mm256_storeu_ps(out + 16, f1a);
-    _mm256_storeu_ps(out + 24, f1b);
-  }
+  store_pair_tile<RX>(out, f0a, f0b, f1a, f1b);
 }
 
 template <int RX>
@@ -434,12 +466,7 @@ LAMINA_AVX2 void q8x8_pair_tile(const uint8_t* g0, const uint8_t* g1, const int8
     finish(f0a, f0b, s0a, s0b, 0);
     if constexpr (RX == 2) finish(f1a, f1b, s1a, s1b, 1);
   }
-  _mm256_storeu_ps(out, f0a);
-  _mm256_storeu_ps(out + 8, f0b);
-  if constexpr (RX == 2) {
-    _mm256_storeu_ps(out + 16, f1a);
-    _mm256_storeu_ps(out + 24, f1b);
-  }
+  store_pair_tile<RX>(out, f0a, f0b, f1a, f1b);
 }
 
 // Rows [n0, n1) (multiples of 8) of a Q8_0x8 tensor against activation rows [m0, m1).
@@ -447,26 +474,14 @@ void rows_q8x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_
                     int64_t n1, float* y, int64_t ldy, bool acc) {
   const int64_t nb = x.K / kQK;
   const size_t group_bytes = size_t(nb) * kQ8x8Bytes;
-  float out2[2 * 16];
   for (; n0 + 16 <= n1; n0 += 16) {
     const uint8_t* g0 = w + size_t(n0 / 8) * group_bytes;
-    for (int64_t m = m0; m < m1; m += 2) {
-      const int rx = int(std::min<int64_t>(2, m1 - m));
-      const int8_t* xq[2];
-      const float* xd[2];
-      for (int c = 0; c < rx; ++c)
-        xq[c] = x.q.data() + (m + c) * x.K, xd[c] = x.d.data() + (m + c) * nb;
-      // the first tile streams the rows from memory; the others find them in the cache
-      if (rx == 2)
-        q8x8_pair_tile<2>(g0, g0 + group_bytes, xq, xd, nb, m == m0, out2);
-      else
-        q8x8_pair_tile<1>(g0, g0 + group_bytes, xq, xd, nb, m == m0, out2);
-      for (int c = 0; c < rx; ++c)
-        for (int r = 0; r < 16; ++r) {
-          float& o = y[(m + c) * ldy + n0 + r];
-          o = acc ? o + out2[c * 16 + r] : out2[c * 16 + r];
-        }
-    }
+    // the first tile streams the rows from memory; the others find them in the cache
+    for_pair_tiles(
+        x, m0, m1, n0, y, ldy, acc,
+        [&]<int RX>(int64_t m, const int8_t* const* xq, const float* const* xd, float* out) {
+          q8x8_pair_tile<RX>(g0, g0 + group_bytes, xq, xd, nb, m == m0, out);
+        });
   }
   float out[4 * 8];
   for (int64_t n = n0; n < n1; n += 8) {
@@ -517,32 +532,20 @@ int64_t rows_q4x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uin
     neg8s_buf.resize(size_t((m1 - m0) * nb));
     for (int64_t i = 0; i < (m1 - m0) * nb; ++i)
       neg8s_buf[size_t(i)] = -8 * x.s[size_t(m0 * nb + i)];
-    float out2[2 * 16];
     for (; n + 16 <= n1; n += 16) {
       const uint8_t* g0 = prepacked ? w + size_t(n / 8) * group_bytes : buf.data();
       if (pack) {
         pack_q4x8(w + size_t(n) * rb, rb, nb, buf.data());
         pack_q4x8(w + size_t(n + 8) * rb, rb, nb, buf.data() + group_bytes);
       }
-      for (int64_t m = m0; m < m1; m += 2) {
-        const int rx = int(std::min<int64_t>(2, m1 - m));
-        const int8_t* xq[2];
-        const float* xd[2];
-        const int32_t* neg8s[2];
-        for (int c = 0; c < rx; ++c)
-          xq[c] = x.q.data() + (m + c) * x.K, xd[c] = x.d.data() + (m + c) * nb,
-          neg8s[c] = neg8s_buf.data() + (m + c - m0) * nb;
-        // the first tile streams the rows from memory; the others find them in the cache
-        if (rx == 2)
-          q4x8_pair_tile<2>(g0, g0 + group_bytes, xq, xd, neg8s, nb, m == m0, out2);
-        else
-          q4x8_pair_tile<1>(g0, g0 + group_bytes, xq, xd, neg8s, nb, m == m0, out2);
-        for (int c = 0; c < rx; ++c)
-          for (int r = 0; r < 16; ++r) {
-            float& o = y[(m + c) * ldy + n + r];
-            o = acc ? o + out2[c * 16 + r] : out2[c * 16 + r];
-          }
-      }
+      // the first tile streams the rows from memory; the others find them in the cache
+      for_pair_tiles(
+          x, m0, m1, n, y, ldy, acc,
+          [&]<int RX>(int64_t m, const int8_t* const* xq, const float* const* xd, float* out) {
+            const int32_t* neg8s[2] = {neg8s_buf.data() + (m - m0) * nb,
+                                       neg8s_buf.data() + (m + RX - 1 - m0) * nb};
+            q4x8_pair_tile<RX>(g0, g0 + group_bytes, xq, xd, neg8s, nb, m == m0, out);
+          });
     }
   }
   for (; n + 8 <= n1; n += 8) {
