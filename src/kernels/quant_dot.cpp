@@ -344,7 +344,7 @@ LAMINA_AVX2 void q4x8_pair_tile(const uint8_t* g0, const uint8_t* g1, const int8
   __m256 f0a = _mm256_setzero_ps(), f0b = f0a, f1a = f0a, f1b = f0a;  // [row][group]
   const __m256i lo4 = _mm256_set1_epi8(0x0f);
   for (int64_t b = 0; b < nb; ++b, g0 += kQ4x8Bytes, g1 += kQ4x8Bytes) {
-    if (stream)  // decoding: both groups' streams from memory, 2 KB ahead (every line)
+    if (stream)  // a tile reading the rows from memory: both streams 2 KB ahead (every line)
       for (size_t off = 0; off < kQ4x8Bytes; off += 64) {
         _mm_prefetch(reinterpret_cast<const char*>(g0 + kStreamPrefetchBytes + off), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(g1 + kStreamPrefetchBytes + off), _MM_HINT_T0);
