@@ -306,7 +306,7 @@ LAMINA_AVX2 inline void store_pair_tile(float* out, __m256 f0a, __m256 f0b, __m2
 }
 
 // Activation rows [m0, m1) two at a time against the 16 weight rows from n: tile<RX>(m, xq, xd,
-// out) fills out [RX][16] for rows m..m + RX - 1, which go to y (added to it with acc).
+// xs, out) fills out [RX][16] for rows m..m + RX - 1, which go to y (added to it with acc).
 template <class Tile>
 void for_pair_tiles(const Q8Activations& x, int64_t m0, int64_t m1, int64_t n, float* y,
                     int64_t ldy, bool acc, const Tile& tile) {
@@ -316,12 +316,14 @@ void for_pair_tiles(const Q8Activations& x, int64_t m0, int64_t m1, int64_t n, f
     const int rx = int(std::min<int64_t>(2, m1 - m));
     const int8_t* xq[2];
     const float* xd[2];
+    const int32_t* xs[2];
     for (int c = 0; c < rx; ++c)
-      xq[c] = x.q.data() + (m + c) * x.K, xd[c] = x.d.data() + (m + c) * nb;
+      xq[c] = x.q.data() + (m + c) * x.K, xd[c] = x.d.data() + (m + c) * nb,
+      xs[c] = x.s.data() + (m + c) * nb;
     if (rx == 2)
-      tile.template operator()<2>(m, xq, xd, out);
+      tile.template operator()<2>(m, xq, xd, xs, out);
     else
-      tile.template operator()<1>(m, xq, xd, out);
+      tile.template operator()<1>(m, xq, xd, xs, out);
     for (int c = 0; c < rx; ++c)
       for (int r = 0; r < 16; ++r) {
         float& o = y[(m + c) * ldy + n + r];
@@ -335,10 +337,10 @@ void for_pair_tiles(const Q8Activations& x, int64_t m0, int64_t m1, int64_t n, f
 // (Zen 3: 0.46 ns per broadcast + vpmaddubsw + vpaddw, 0.24 when one broadcast feeds two), so each
 // broadcast here multiplies the same 4 elements of both groups. Both nibbles of a chunk sum into
 // one int16 accumulator per group and row (8 products of pairs: 8 · 2 · 15 · 127 = 30480); the
-// offset of 8 comes back per block as -8 · sum(x) (neg8s), shared by the two groups.
+// offset of 8 comes back per block as -8 · sum(x), shared by the two groups.
 template <int RX>
 LAMINA_AVX2 void q4x8_pair_tile(const uint8_t* g0, const uint8_t* g1, const int8_t* const* xq,
-                                const float* const* xd, const int32_t* const* neg8s, int64_t nb,
+                                const float* const* xd, const int32_t* const* xs, int64_t nb,
                                 bool stream, float* out /* [RX][16] */) {
   static_assert(RX == 1 || RX == 2);
   __m256 f0a = _mm256_setzero_ps(), f0b = f0a, f1a = f0a, f1b = f0a;  // [row][group]
@@ -377,7 +379,7 @@ LAMINA_AVX2 void q4x8_pair_tile(const uint8_t* g0, const uint8_t* g1, const int8
     const __m256 da = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g0 + 128)));
     const __m256 db = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g1 + 128)));
     auto finish = [&](__m256& fa, __m256& fb, __m256i sa, __m256i sb, int c) LAMINA_AVX2_INLINE {
-      const __m256i ones = _mm256_set1_epi16(1), off = _mm256_set1_epi32(neg8s[c][b]);
+      const __m256i ones = _mm256_set1_epi16(1), off = _mm256_set1_epi32(-8 * xs[c][b]);
       const __m256 dx = _mm256_set1_ps(xd[c][b]);
       const __m256i ia = _mm256_add_epi32(_mm256_madd_epi16(sa, ones), off);
       const __m256i ib = _mm256_add_epi32(_mm256_madd_epi16(sb, ones), off);
@@ -477,11 +479,11 @@ void rows_q8x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uint8_
   for (; n0 + 16 <= n1; n0 += 16) {
     const uint8_t* g0 = w + size_t(n0 / 8) * group_bytes;
     // the first tile streams the rows from memory; the others find them in the cache
-    for_pair_tiles(
-        x, m0, m1, n0, y, ldy, acc,
-        [&]<int RX>(int64_t m, const int8_t* const* xq, const float* const* xd, float* out) {
-          q8x8_pair_tile<RX>(g0, g0 + group_bytes, xq, xd, nb, m == m0, out);
-        });
+    for_pair_tiles(x, m0, m1, n0, y, ldy, acc,
+                   [&]<int RX>(int64_t m, const int8_t* const* xq, const float* const* xd,
+                               const int32_t* const*, float* out) {
+                     q8x8_pair_tile<RX>(g0, g0 + group_bytes, xq, xd, nb, m == m0, out);
+                   });
   }
   float out[4 * 8];
   for (int64_t n = n0; n < n1; n += 8) {
@@ -527,30 +529,22 @@ int64_t rows_q4x8_avx2(const Q8Activations& x, int64_t m0, int64_t m1, const uin
   float out[4 * 8];
   int64_t n = n0;
   if (pack || prepacked) {
-    // Pairs of groups (16 rows) first: -8 · sum(x) per activation block for them.
-    thread_local std::vector<int32_t> neg8s_buf;
-    neg8s_buf.resize(size_t((m1 - m0) * nb));
-    for (int64_t i = 0; i < (m1 - m0) * nb; ++i)
-      neg8s_buf[size_t(i)] = -8 * x.s[size_t(m0 * nb + i)];
-    for (; n + 16 <= n1; n += 16) {
+    for (; n + 16 <= n1; n += 16) {  // pairs of groups (16 rows) first
       const uint8_t* g0 = prepacked ? w + size_t(n / 8) * group_bytes : buf.data();
       if (pack) {
         pack_q4x8(w + size_t(n) * rb, rb, nb, buf.data());
         pack_q4x8(w + size_t(n + 8) * rb, rb, nb, buf.data() + group_bytes);
       }
       // the first tile streams the rows from memory; the others find them in the cache
-      for_pair_tiles(
-          x, m0, m1, n, y, ldy, acc,
-          [&]<int RX>(int64_t m, const int8_t* const* xq, const float* const* xd, float* out) {
-            const int32_t* neg8s[2] = {neg8s_buf.data() + (m - m0) * nb,
-                                       neg8s_buf.data() + (m + RX - 1 - m0) * nb};
-            q4x8_pair_tile<RX>(g0, g0 + group_bytes, xq, xd, neg8s, nb, m == m0, out);
-          });
+      for_pair_tiles(x, m0, m1, n, y, ldy, acc,
+                     [&]<int RX>(int64_t m, const int8_t* const* xq, const float* const* xd,
+                                 const int32_t* const* xs, float* out) {
+                       q4x8_pair_tile<RX>(g0, g0 + group_bytes, xq, xd, xs, nb, m == m0, out);
+                     });
     }
   }
   for (; n + 8 <= n1; n += 8) {
-    const uint8_t* wg =
-        prepacked ? w + size_t(n / 8) * size_t(nb) * kQ4x8Bytes : w + size_t(n) * rb;
+    const uint8_t* wg = prepacked ? w + size_t(n / 8) * group_bytes : w + size_t(n) * rb;
     if (pack) pack_q4x8(wg, rb, nb, buf.data());
     const uint8_t* packed = prepacked ? wg : buf.data();
     for (int64_t m = m0; m < m1; m += 4) {
