@@ -63,50 +63,182 @@ void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, co
   }
 }
 
+namespace {
+
+// A key or value row's hd floats on their way into the cache.
+inline void prefetch_row(const float* r, int64_t hd) {
+  for (int64_t i = 0; i < hd; i += 16) __builtin_prefetch(r + i, 0, 3);
+}
+
+constexpr int64_t kAhead = 16;  // rows prefetched ahead (8, 16 and 32 measured alike)
+
+// Scores of GB query heads (qt: their values transposed, [hd][GB]) against keys [lo, p] (row j at
+// kb + j * kv_stride) into sc[g * n + j - lo]: each key value is multiplied into the GB heads'
+// sums at once (lanes are heads, no horizontal sum per score), 4 sums by i mod 4 in flight.
+template <int GB>
+void group_scores(const float* qt, const float* kb, const float* vb, int64_t kv_stride, int64_t lo,
+                  int64_t p, int64_t hd, float scale, float softcap, float* sc, int64_t n) {
+  for (int64_t j = lo; j <= p; ++j) {
+    if (j + kAhead <= p) {
+      prefetch_row(kb + (j + kAhead) * kv_stride, hd);
+      prefetch_row(vb + (j + kAhead) * kv_stride, hd);
+    }
+    const float* kr = kb + j * kv_stride;
+    float s[4][GB] = {};
+    for (int64_t i = 0; i < hd; i += 4)
+      for (int u = 0; u < 4; ++u) {
+        const float kv = kr[i + u];
+        const float* qi = qt + (i + u) * GB;
+#pragma omp simd
+        for (int g = 0; g < GB; ++g) s[u][g] += qi[g] * kv;
+      }
+    for (int g = 0; g < GB; ++g) {
+      float v = ((s[0][g] + s[1][g]) + (s[2][g] + s[3][g])) * scale;
+      if (softcap > 0.0f) v = softcap * std::tanh(v / softcap);
+      sc[g * n + (j - lo)] = v;
+    }
+  }
+}
+
+// 16 floats in whatever registers the target has (GCC vector extension: one zmm, two ymm, four
+// xmm), so that sums stay in registers across a loop (a float[64] array of sums was kept on the
+// stack, one store and load per key).
+typedef float v16f __attribute__((vector_size(64)));
+inline void add_scaled16(v16f& acc, float a, const float* p) {  // acc += a · p[0, 16)
+  v16f v;
+  std::memcpy(&v, p, sizeof v);
+  acc += a * v;
+}
+
+// o[i0, i0 + 16 NV) = sum_j a[j] · v[lo + j][i0, i0 + 16 NV).
+template <int NV>
+void weighted_values(const float* a, const float* vb, int64_t kv_stride, int64_t lo, int64_t n,
+                     int64_t i0, float* o) {
+  v16f acc[2][NV] = {};  // even and odd keys: two multiply-adds in flight per sum
+  int64_t j = 0;
+  for (; j + 2 <= n; j += 2) {
+    const float* vr = vb + (lo + j) * kv_stride + i0;
+    for (int c = 0; c < NV; ++c) {
+      add_scaled16(acc[0][c], a[j], vr + 16 * c);
+      add_scaled16(acc[1][c], a[j + 1], vr + kv_stride + 16 * c);
+    }
+  }
+  if (j < n)
+    for (int c = 0; c < NV; ++c)
+      add_scaled16(acc[0][c], a[j], vb + (lo + j) * kv_stride + i0 + 16 * c);
+  for (int c = 0; c < NV; ++c) acc[0][c] += acc[1][c];
+  std::memcpy(o + i0, acc[0], sizeof acc[0]);
+}
+
+// One query row at position p against keys [lo, p] for query heads [h0, h1) of one kv head (one
+// group shares it). q, o: the row's [nh, hd]; kb, vb: that kv head's keys and values of the span
+// (row j at j * kv_stride); sc: room for (h1 - h0) * (p - lo + 1) scores, qt for hd * 8 floats.
+// Decoding reads each sequence's cache once per layer, long evicted by the weights since: rows are
+// prefetched kAhead ahead. Per score one multiply-add per element in every variant (sums in another
+// order than one head at a time: within float rounding of it).
+void attend_heads(const float* q, const float* kb, const float* vb, float* o, int64_t p, int64_t lo,
+                  int64_t h0, int64_t h1, int64_t hd, int64_t kv_stride, float scale, float softcap,
+                  float* sc, float* qt) {
+  const int64_t n = p - lo + 1, G = h1 - h0;
+  for (int64_t j = lo; j <= std::min(p, lo + kAhead - 1); ++j) {
+    prefetch_row(kb + j * kv_stride, hd);
+    prefetch_row(vb + j * kv_stride, hd);
+  }
+  for (int64_t g0 = 0; g0 < G;) {  // the heads in blocks of 8, 4, then one at a time
+    const int64_t gb = hd % 4 ? 1 : G - g0 >= 8 ? 8 : G - g0 >= 4 ? 4 : 1;
+    float* sg = sc + g0 * n;
+    if (gb > 1) {
+      for (int64_t i = 0; i < hd; ++i)
+        for (int64_t g = 0; g < gb; ++g) qt[i * gb + g] = q[(h0 + g0 + g) * hd + i];
+      (gb == 8 ? group_scores<8> : group_scores<4>)(qt, kb, vb, kv_stride, lo, p, hd, scale,
+                                                    softcap, sg, n);
+    } else {
+      const float* qv = q + (h0 + g0) * hd;
+      for (int64_t j = lo; j <= p; ++j) {
+        const float* kr = kb + j * kv_stride;
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < hd; ++i) s += qv[i] * kr[i];
+        s *= scale;
+        if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
+        sg[j - lo] = s;
+      }
+    }
+    g0 += gb;
+  }
+  for (int64_t g = 0; g < G; ++g) {  // softmax over each head's scores, normalised in place
+    float* sg = sc + g * n;
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = 0; j < n; ++j) mx = mx > sg[j] ? mx : sg[j];
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; ++j) {
+      const float e = fast_exp(sg[j] - mx);
+      sg[j] = e;
+      sum += e;
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < n; ++j) sg[j] *= inv;
+    float* og = o + (h0 + g) * hd;
+    int64_t i0 = 0;
+    for (; i0 + 64 <= hd; i0 += 64) weighted_values<4>(sg, vb, kv_stride, lo, n, i0, og);
+    for (; i0 + 16 <= hd; i0 += 16) weighted_values<1>(sg, vb, kv_stride, lo, n, i0, og);
+    for (; i0 < hd; ++i0) {  // head sizes not a multiple of 16
+      float acc = 0.f;
+      for (int64_t j = 0; j < n; ++j) acc += sg[j] * vb[(lo + j) * kv_stride + i0];
+      og[i0] = acc;
+    }
+  }
+}
+
+}  // namespace
+
 void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0,
                int64_t nh, int64_t nkv, int64_t hd, int64_t kv_stride, int64_t window, float scale,
                float softcap) {
+  attention(q, k, v, out, {AttentionSpan{0, T, 0, pos0}}, nh, nkv, hd, kv_stride, hd, window, scale,
+            softcap);
+}
+
+void attention(const float* q, const float* k, const float* v, float* out,
+               const std::vector<AttentionSpan>& spans, int64_t nh, int64_t nkv, int64_t hd,
+               int64_t kv_stride, int64_t head_stride, int64_t window, float scale, float softcap) {
   const int64_t group = nh / nkv;
   if (scale <= 0.0f) scale = 1.0f / std::sqrt(float(hd));
-#pragma omp parallel
+  // Tasks: (span, query row, kv head, part of its group). The group is split only where there
+  // would be too few tasks for the threads (one decoding sequence over few kv heads).
+  std::vector<int64_t> first(spans.size() + 1, 0);  // each span's first task
+  int64_t rows = 0, ctx = 0;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    rows += spans[i].len;
+    ctx = std::max(ctx, spans[i].past + spans[i].len);
+  }
+  int64_t parts = 1;
+  while (parts < group && rows * nkv * parts < 4 * int64_t(omp_get_max_threads())) parts *= 2;
+  parts = std::min(parts, group);
+  const int64_t per_part = (group + parts - 1) / parts;
+  parts = (group + per_part - 1) / per_part;
+  for (size_t i = 0; i < spans.size(); ++i) first[i + 1] = first[i] + spans[i].len * nkv * parts;
+  const int64_t tasks = first.back();
+  const int64_t Q = nh * hd;
+#pragma omp parallel if (tasks > 1)
   {
-    std::vector<float> sc(size_t(pos0 + T));
-#pragma omp for collapse(2) schedule(dynamic, 4)
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t h = 0; h < nh; ++h) {
-        const int64_t p = pos0 + t;
-        const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
-        const float* qv = q + (t * nh + h) * hd;
-        const int64_t kh = h / group;
-        float mx = -INFINITY;
-        for (int64_t j = lo; j <= p; ++j) {
-          const float* kv = k + j * kv_stride + kh * hd;
-          float s = 0.f;
-#pragma omp simd reduction(+ : s)
-          for (int64_t i = 0; i < hd; ++i) s += qv[i] * kv[i];
-          s *= scale;
-          if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
-          sc[size_t(j)] = s;
-          mx = std::max(mx, s);
-        }
-        float sum = 0.f;
-        float* scp = sc.data();
-#pragma omp simd reduction(+ : sum)
-        for (int64_t j = lo; j <= p; ++j) {
-          float e = fast_exp(scp[j] - mx);
-          scp[j] = e;
-          sum += e;
-        }
-        float* o = out + (t * nh + h) * hd;
-        std::fill(o, o + hd, 0.f);
-        const float inv = 1.0f / sum;
-        for (int64_t j = lo; j <= p; ++j) {
-          const float a = sc[size_t(j)] * inv;
-          const float* vv = v + j * kv_stride + kh * hd;
-#pragma omp simd
-          for (int64_t i = 0; i < hd; ++i) o[i] += a * vv[i];
-        }
-      }
+    std::vector<float> sc(size_t(per_part * ctx)), qt(size_t(hd * 8));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const size_t si =
+          size_t(std::upper_bound(first.begin(), first.end(), task) - first.begin() - 1);
+      const AttentionSpan& sp = spans[si];
+      const int64_t r = task - first[si];
+      const int64_t t = r / (nkv * parts), kh = r / parts % nkv, part = r % parts;
+      const int64_t p = sp.past + t;
+      const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+      const int64_t h0 = kh * group + part * per_part;
+      const int64_t h1 = std::min(kh * group + group, h0 + per_part);
+      const int64_t at = sp.key * kv_stride + kh * head_stride;
+      attend_heads(q + (sp.row + t) * Q, k + at, v + at, out + (sp.row + t) * Q, p, lo, h0, h1, hd,
+                   kv_stride, scale, softcap, sc.data(), qt.data());
     }
   }
 }

@@ -29,6 +29,19 @@ void rope(float* x, const int64_t* pos, int64_t T, int64_t heads, int64_t hd, do
 void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0,
                int64_t nh, int64_t nkv, int64_t hd, int64_t kv_stride, int64_t window,
                float scale = 0.0f, float softcap = 0.0f);
+// Rows [row, row + len) of q and out attend causally to keys [key, key + past + len) of k and v:
+// `past` keys before them (a KV cache), then their own.
+struct AttentionSpan {
+  int64_t row = 0, len = 0, key = 0, past = 0;
+};
+// attention() over several spans in one parallel pass (sequences decoding together, packed
+// sequences): q, out [rows, nh, hd]; positions restart at each span's `past`. Key j of kv head h
+// at k + j * kv_stride + h * head_stride: rows [T, nkv, hd] (kv_stride nkv * hd, head_stride hd)
+// or a cache [nkv, capacity, hd] (hd, capacity * hd).
+void attention(const float* q, const float* k, const float* v, float* out,
+               const std::vector<AttentionSpan>& spans, int64_t nh, int64_t nkv, int64_t hd,
+               int64_t kv_stride, int64_t head_stride, int64_t window, float scale = 0.0f,
+               float softcap = 0.0f);
 
 // out[n] = silu(g[n]) * u[n]
 void silu_mul(const float* g, const float* u, float* out, int64_t n);

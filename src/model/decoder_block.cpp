@@ -236,12 +236,9 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
   float* xn1 = sized(s.xn1, N * H);
   rmsnorm(s.x.data(), rmsnorm_gain(c, lw.attn_norm, gb), xn1, N, H, eps);
   float* q = sized(s.q, N * Q);  // [N, nh, hd]
-  float* kstore = kv ? kv->k : sized(s.k, N * KV);
-  float* vstore = kv ? kv->v : sized(s.v, N * KV);
-  // The new rows [N, nkv, hd]: in place in the store, or (scattered) computed aside first.
-  const bool scatter = kv && kv->dest;
-  float* k = scatter ? sized(s.k, N * KV) : kstore + (kv ? kv->row0 : 0) * KV;
-  float* v = scatter ? sized(s.v, N * KV) : vstore + (kv ? kv->row0 : 0) * KV;
+  // The new rows [N, nkv, hd], then (inference) copied per head into the cache [nkv, capacity, hd].
+  float* k = sized(s.k, N * KV);
+  float* v = sized(s.v, N * KV);
   prod.forward(layer, Product::kQ, -1, xn1, N, q, s.saved[size_t(Product::kQ)], 0, N);
   prod.forward(layer, Product::kK, -1, xn1, N, k, s.saved[size_t(Product::kK)], 0, N);
   prod.forward(layer, Product::kV, -1, xn1, N, v, s.saved[size_t(Product::kV)], 0, N);
@@ -262,15 +259,22 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
     for (int64_t i = 0; i < N * Q; ++i) q[i] *= af;
     for (int64_t i = 0; i < N * KV; ++i) k[i] *= af;
   }
-  if (scatter)
-    for (int64_t i = 0; i < N; ++i) {
-      std::memcpy(kstore + kv->dest[i] * KV, k + i * KV, size_t(KV) * sizeof(float));
-      std::memcpy(vstore + kv->dest[i] * KV, v + i * KV, size_t(KV) * sizeof(float));
-    }
   float* att = sized(s.att, N * Q);
-  for (const AttentionSpan& sp : pass.spans)
-    attention(q + sp.row * Q, kstore + sp.key * KV, vstore + sp.key * KV, att + sp.row * Q, sp.len,
-              sp.past, nh, nkv, hd, KV, window, float(c.attn_scale), float(c.attn_softcap));
+  if (kv) {
+    const int64_t cap = kv->capacity;
+    for (int64_t i = 0; i < N; ++i) {
+      const int64_t at = kv->dest ? kv->dest[i] : kv->row0 + i;
+      for (int64_t h = 0; h < nkv; ++h) {
+        std::memcpy(kv->k + (h * cap + at) * hd, k + i * KV + h * hd, size_t(hd) * sizeof(float));
+        std::memcpy(kv->v + (h * cap + at) * hd, v + i * KV + h * hd, size_t(hd) * sizeof(float));
+      }
+    }
+    attention(q, kv->k, kv->v, att, pass.spans, nh, nkv, hd, hd, cap * hd, window,
+              float(c.attn_scale), float(c.attn_softcap));
+  } else {  // training: the pass's own rows
+    attention(q, k, v, att, pass.spans, nh, nkv, hd, KV, hd, window, float(c.attn_scale),
+              float(c.attn_softcap));
+  }
   float* xmid = sized(s.xmid, N * H);
   // Gemma: xmid = x + rmsnorm(o_proj(...)), the output's own norm (sandwich).
   float* o = c.sandwich_norms ? sized(s.o_raw, N * H) : xmid;

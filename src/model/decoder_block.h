@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "io/model_config.h"
+#include "kernels/ops.h"
 #include "model/weights.h"
 
 namespace lamina {
@@ -60,11 +61,9 @@ class LayerProducts {
                         int64_t row0);
 };
 
-// Rows [row, row + len) of the pass attend causally to keys [key, key + past + len) of the layer's
-// key/value store: `past` keys before them (the KV cache), then their own.
-struct AttentionSpan {
-  int64_t row = 0, len = 0, key = 0, past = 0;
-};
+// AttentionSpan (kernels/ops.h): rows [row, row + len) of the pass attend causally to keys
+// [key, key + past + len) of the layer's key/value store: `past` keys before them (the KV cache),
+// then their own.
 
 // What every layer of one pass shares.
 struct LayerPass {
@@ -104,12 +103,13 @@ struct LayerActivations {
   std::vector<ExpertActivations> experts;
 };
 
-// Where a layer's keys and values go: rows [row0, row0 + N) of k, v [*, nkv * hd] (the KV cache),
-// or, with dest, row dest[i] for the pass's row i (several sequences' caches in one store: each
-// new row lands after its own sequence's keys).
+// Where a layer's keys and values go: positions [row0, row0 + N) of k, v [nkv, capacity, hd] (the
+// KV cache, model/kv_cache.h), or, with dest, position dest[i] for the pass's row i (several
+// sequences' caches in one store: each new row lands after its own sequence's keys).
 struct KeyValueRows {
   float* k = nullptr;
   float* v = nullptr;
+  int64_t capacity = 0;
   int64_t row0 = 0;
   const int64_t* dest = nullptr;
 };

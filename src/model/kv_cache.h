@@ -7,13 +7,16 @@
 
 namespace lamina {
 
+// Each layer's keys and values are [nkv, capacity, hd]: one kv head's positions are contiguous, so
+// attention streams them (the prefetchers follow; with rows of nkv * hd floats a head's slices lay
+// 1 KB apart and fell into a quarter of the L1's sets).
 struct KVCache {
-  std::vector<Tensor> k, v;  // per layer: [capacity, nkv*hd] F32
+  std::vector<Tensor> k, v;  // per layer: [nkv, capacity, hd] F32
   int64_t capacity = 0;
   int64_t len = 0;  // positions filled: the next token goes at position len
 
   KVCache() = default;
-  KVCache(int64_t layers, int64_t capacity, int64_t kv_dim);
+  KVCache(int64_t layers, int64_t capacity, int64_t nkv, int64_t hd);
   void clear() { len = 0; }
 };
 

@@ -18,10 +18,10 @@
 
 namespace lamina {
 
-KVCache::KVCache(int64_t layers, int64_t cap, int64_t kv_dim) : capacity(cap) {
+KVCache::KVCache(int64_t layers, int64_t cap, int64_t nkv, int64_t hd) : capacity(cap) {
   for (int64_t l = 0; l < layers; ++l) {
-    k.push_back(Tensor::empty(DType::F32, {cap, kv_dim}));
-    v.push_back(Tensor::empty(DType::F32, {cap, kv_dim}));
+    k.push_back(Tensor::empty(DType::F32, {nkv, cap, hd}));
+    v.push_back(Tensor::empty(DType::F32, {nkv, cap, hd}));
   }
 }
 
@@ -101,7 +101,7 @@ float* Model::scratch(Slot s, int64_t n) const {
 
 KVCache Model::new_cache(int64_t capacity) const {
   capacity = std::min(capacity, cfg_.max_position_embeddings);
-  return KVCache(cfg_.num_hidden_layers, capacity, cfg_.num_key_value_heads * cfg_.head_dim);
+  return KVCache(cfg_.num_hidden_layers, capacity, cfg_.num_key_value_heads, cfg_.head_dim);
 }
 
 namespace {
@@ -152,7 +152,8 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
     }
   }
   pass.positions = pos.data();
-  const float* x = run_layers(tokens, T, pass, cache, KeyValueRows{nullptr, nullptr, pos0});
+  const float* x =
+      run_layers(tokens, T, pass, cache, KeyValueRows{nullptr, nullptr, cache.capacity, pos0});
   cache.len += T;
   const int64_t rows = all_logits ? T : 1;
   lm_head(x + (T - rows) * cfg_.hidden_size, rows, logits);
@@ -161,8 +162,8 @@ void Model::forward(const int32_t* tokens, int64_t T, KVCache& cache, float* log
 SlotKVCache Model::new_slot_cache(int64_t slots, int64_t slot_capacity) const {
   slot_capacity = std::min(slot_capacity, cfg_.max_position_embeddings);
   SlotKVCache c;
-  c.store = KVCache(cfg_.num_hidden_layers, slots * slot_capacity,
-                    cfg_.num_key_value_heads * cfg_.head_dim);
+  c.store = KVCache(cfg_.num_hidden_layers, slots * slot_capacity, cfg_.num_key_value_heads,
+                    cfg_.head_dim);
   c.slot_capacity = slot_capacity;
   c.len.assign(size_t(slots), 0);
   return c;
@@ -194,7 +195,7 @@ void Model::forward_slots(const std::vector<SlotStep>& steps, SlotKVCache& cache
   const int64_t T = int64_t(tokens.size()), H = cfg_.hidden_size;
   pass.positions = pos.data();
   const float* x = run_layers(tokens.data(), T, pass, cache.store,
-                              KeyValueRows{nullptr, nullptr, 0, dest.data()});
+                              KeyValueRows{nullptr, nullptr, cache.store.capacity, 0, dest.data()});
   // Each step's last row, then the head over those rows only.
   std::vector<float> last(steps.size() * size_t(H));
   int64_t at = 0;
