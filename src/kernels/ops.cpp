@@ -243,9 +243,39 @@ void attention(const float* q, const float* k, const float* v, float* out,
   }
 }
 
-void silu_mul(const float* g, const float* u, float* out, int64_t n) {
-#pragma omp parallel for simd if (n > 65536)
+namespace {
+
+// fn(i0, i1) over [0, n) in one range per thread (16-value multiples), or on this thread alone up
+// to `serial` values. Elementwise loops are written as `omp simd` loops inside fn: as
+// `omp parallel for simd` with an `if` that was false, GCC ran their scalar remainder loop for all
+// of it (silu_mul of 8 x 5632 values in 136 us against 15, 2.5% of a serving step's time).
+template <class Fn>
+void parallel_ranges(int64_t n, int64_t serial, const Fn& fn) {
+  if (n <= serial) return fn(int64_t(0), n);
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t per = (n / nt + 15) / 16 * 16, i0 = std::min(n, t * per);
+    fn(i0, std::min(n, i0 + per));
+  }
+}
+
+void silu_mul_range(const float* __restrict g, const float* __restrict u, float* __restrict out,
+                    int64_t n) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) out[i] = g[i] / (1.0f + fast_exp(-g[i])) * u[i];
+}
+
+void add_range(float* __restrict y, const float* __restrict x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+}  // namespace
+
+void silu_mul(const float* g, const float* u, float* out, int64_t n) {
+  parallel_ranges(
+      n, 16384, [&](int64_t i0, int64_t i1) { silu_mul_range(g + i0, u + i0, out + i0, i1 - i0); });
 }
 
 void gelu_tanh_mul(const float* g, const float* u, float* out, int64_t n) {
@@ -258,8 +288,7 @@ void gelu_tanh_mul(const float* g, const float* u, float* out, int64_t n) {
 }
 
 void add_inplace(float* y, const float* x, int64_t n) {
-#pragma omp parallel for simd if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+  parallel_ranges(n, 65536, [&](int64_t i0, int64_t i1) { add_range(y + i0, x + i0, i1 - i0); });
 }
 
 void axpy(float* y, float a, const float* x, int64_t n) {
