@@ -105,6 +105,17 @@ void handle_completion(Server& s, const httplib::Request& http, httplib::Respons
         throw ApiError(400, "the model has no chat template; start the server with --chat-template",
                        "messages", "no_chat_template");
       ids = s.tok->encode(s.chat->render(req.messages, true), false);
+    } else if (!req.prompt_ids.empty()) {  // token ids as given
+      const int64_t V = s.tok->size();
+      for (int32_t id : req.prompt_ids)
+        if (id >= V)
+          throw ApiError(400,
+                         "token id " + std::to_string(id) +
+                             " in 'prompt' is outside the tokenizer's " + std::to_string(V) +
+                             " ids",
+                         "prompt");
+      ids = req.prompt_ids;
+      req.prompt = s.tok->decode(ids, false);
     } else {
       ids = s.tok->encode(req.prompt, s.tok->add_bos_default());
     }

@@ -1,5 +1,6 @@
 #include "serve/openai_api.h"
 
+#include <cstdint>
 #include <random>
 
 namespace lamina {
@@ -138,13 +139,27 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat,
   } else {
     if (!j.contains("prompt")) bad("prompt", "'prompt' is required");
     const json& p = j["prompt"];
+    // Token ids: [1, 450, ...], or one such list in an array (the batch form with one prompt).
+    auto ids_of = [&](const json& a) {
+      if (!a.is_array() || a.empty()) return false;
+      for (const json& v : a) {
+        if (!v.is_number_integer()) return false;
+        const int64_t id = v.get<int64_t>();
+        if (id < 0 || id > INT32_MAX)
+          bad("prompt", "token id " + std::to_string(id) + " in 'prompt' is out of range");
+        r.prompt_ids.push_back(int32_t(id));
+      }
+      return true;
+    };
     if (p.is_string())
       r.prompt = p.get<std::string>();
     else if (p.is_array() && p.size() == 1 && p[0].is_string())
       r.prompt = p[0].get<std::string>();
-    else
-      bad("prompt", "'prompt' must be a string (or an array of one string)");
-    if (r.prompt.empty()) bad("prompt", "'prompt' is empty");
+    else if (!ids_of(p) && !(p.is_array() && p.size() == 1 && ids_of(p[0])))
+      bad("prompt",
+          "'prompt' must be a string, an array of one string, or an array of token ids (one "
+          "prompt)");
+    if (r.prompt.empty() && r.prompt_ids.empty()) bad("prompt", "'prompt' is empty");
     if (has(j, "echo")) r.echo = boolean(j, "echo");
   }
   if (has(j, "n") && integer_in(j, "n", 1, 1) != 1) bad("n", "only n = 1 is supported");

@@ -35,8 +35,11 @@ struct CompletionRequest {
   std::string model;                  // as the client named it ("" when absent)
   std::vector<ChatMessage> messages;  // chat
   std::string prompt;                 // completions
-  GenerateOptions opt;                // sampling, stop strings, logprobs; max_new_tokens = -1: to
-                                      // the end of the context
+  // completions: a prompt given as token ids (OpenAI's array of integers), taken as given (no BOS
+  // added); `prompt` is then their decoded text (for echo)
+  std::vector<int32_t> prompt_ids;
+  GenerateOptions opt;  // sampling, stop strings, logprobs; max_new_tokens = -1: to
+                        // the end of the context
   bool stream = false, include_usage = false;
   bool echo = false;  // completions: the prompt before the completion
 };

@@ -122,6 +122,18 @@ def api_checks(srv, model):
     check("streamed completion equals the whole one", st == want_c)
     re_echo = c.completions.create(model="tiny", prompt="The river", max_tokens=20, temperature=0, echo=True)
     check("completion echo", re_echo.choices[0].text == "The river" + want_c)
+    # The same prompt as token ids (lamina tokenize: with the BOS the text prompt gets), taken as
+    # given: the same continuation; ids outside the vocabulary are a 400 naming 'prompt'.
+    tk = run("tokenize", "--model", model, "--text", "The river")
+    ids = json.loads(tk.stdout)["ids"]
+    ri = c.completions.create(model="tiny", prompt=ids, max_tokens=20, temperature=0)
+    check("completion of token ids equals the text's", ri.choices[0].text == want_c and
+          ri.usage.prompt_tokens == len(ids), f"{ri.choices[0].text!r} {ids}")
+    try:
+        c.completions.create(model="tiny", prompt=[1, 10**9], max_tokens=2)
+        check("token id beyond the vocabulary refused", False)
+    except openai.BadRequestError as e:
+        check("token id beyond the vocabulary refused", is_error(e, 400, "prompt"), str(e))
 
     # A stop string cuts the text before it (taken from the greedy text itself).
     if len(want_c) >= 8:

@@ -99,9 +99,20 @@ TEST(OpenAiApi, BadValuesNameTheParameter) {
   EXPECT_EQ(refused_param(m + R"("stream_options": {"include_usage": true}})"), "stream_options");
   EXPECT_EQ(refused_param(m + R"("stream": "yes"})"), "stream");
   EXPECT_EQ(refused_param(m + R"("seed": "1"})"), "seed");
-  // Completions: a prompt string (or one in an array); logprobs an integer 0..5.
+  // Completions: a prompt string (or one in an array), or token ids (or one list of them);
+  // logprobs an integer 0..5.
   EXPECT_EQ(refused_param(R"({"prompt": ""})", false), "prompt");
-  EXPECT_EQ(refused_param(R"({"prompt": [1, 2]})", false), "prompt");
+  EXPECT_EQ(refused_param(R"({"prompt": []})", false), "prompt");
+  EXPECT_EQ(refused_param(R"({"prompt": [1, -2]})", false), "prompt");
+  EXPECT_EQ(refused_param(R"({"prompt": [1, "a"]})", false), "prompt");
+  EXPECT_EQ(refused_param(R"({"prompt": [[1, 2], [3]]})", false), "prompt");  // one prompt only
+  EXPECT_EQ(refused_param(R"({"prompt": ["x", "y"]})", false), "prompt");
+  EXPECT_EQ(parse_completion_request(R"({"prompt": [1, 450, 7]})", false, GenerateOptions{}, "m")
+                .prompt_ids,
+            (std::vector<int32_t>{1, 450, 7}));
+  EXPECT_EQ(
+      parse_completion_request(R"({"prompt": [[5]]})", false, GenerateOptions{}, "m").prompt_ids,
+      (std::vector<int32_t>{5}));
   EXPECT_EQ(refused_param(R"({"prompt": "x", "logprobs": 6})", false), "logprobs");
   EXPECT_EQ(refused_param(R"({"prompt": ["x"], "logprobs": 2, "echo": true})", false), "");
   EXPECT_EQ(refused_param(m + R"("unknown_field": 1, "user": "u"})"), "");  // ignored
