@@ -255,7 +255,7 @@ void parallel_ranges(int64_t n, int64_t serial, const Fn& fn) {
 #pragma omp parallel
   {
     const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t per = (n / nt + 15) / 16 * 16, i0 = std::min(n, t * per);
+    const int64_t per = ((n + nt - 1) / nt + 15) / 16 * 16, i0 = std::min(n, t * per);
     fn(i0, std::min(n, i0 + per));
   }
 }

@@ -256,6 +256,26 @@ TEST(Kernels, SiluMulSoftmaxLogSoftmax) {
   EXPECT_GT(l[1], l[0]);
 }
 
+// The threads' ranges cover every value at sizes around the parallel thresholds (16384 for
+// silu_mul, 65536 for add_inplace) and with a remainder after whole ranges, on 1 to 3 threads.
+TEST(Kernels, ElementwiseOpsCoverEveryValue) {
+  const int before = num_threads();
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    for (int64_t n :
+         {int64_t(16383), int64_t(16385), int64_t(65536), int64_t(65537), int64_t(100003)}) {
+      std::vector<float> g(size_t(n), 1.0f), u(size_t(n), 2.0f), o(size_t(n), -7.0f);
+      silu_mul(g.data(), u.data(), o.data(), n);
+      add_inplace(u.data(), g.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_NEAR(o[size_t(i)], 2.0 / (1.0 + std::exp(-1.0)), 1e-6) << n << " " << i;
+        ASSERT_EQ(u[size_t(i)], 3.0f) << n << " " << i;
+      }
+    }
+  }
+  set_num_threads(before);
+}
+
 TEST(Kernels, SiluMatchesLibmAcrossTheRange) {
   std::vector<float> g, u, o;
   for (float x = -100.f; x <= 100.f; x += 0.37f) g.push_back(x), u.push_back(1.0f);
