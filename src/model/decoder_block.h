@@ -61,9 +61,8 @@ class LayerProducts {
                         int64_t row0);
 };
 
-// AttentionSpan (kernels/ops.h): rows [row, row + len) of the pass attend causally to keys
-// [key, key + past + len) of the layer's key/value store: `past` keys before them (the KV cache),
-// then their own.
+// AttentionSpan (kernels/ops.h): a span of the pass's rows and the keys of the layer's key/value
+// store they attend to.
 
 // What every layer of one pass shares.
 struct LayerPass {
