@@ -45,10 +45,11 @@ int cmd_chat(int argc, char** argv) {
       continue;
     }
     reuse_cache_prefix(cache, cached, ids);
-    auto r = generate(*m.model, m.tokenizer, ids, opt, cache, [](const std::string& s) {
-      std::fwrite(s.data(), 1, s.size(), stdout);
-      std::fflush(stdout);
-    });
+    auto r = generate(*m.model, m.tokenizer, ids, opt, cache,
+                      [](const std::string& s, std::span<const TokenLogprob>) {
+                        std::fwrite(s.data(), 1, s.size(), stdout);
+                        std::fflush(stdout);
+                      });
     std::printf("\n");
     std::fflush(stdout);
     turns.back().second = r.text.empty() ? " " : r.text;

@@ -35,10 +35,11 @@ int cmd_generate(int argc, char** argv) {
     fail("prompt of ", ids.size(), " tokens is longer than the context of ",
          cfg.max_position_embeddings, " tokens");
   KVCache cache = m.model->new_cache(int64_t(ids.size()) + opt.max_new_tokens);
-  auto r = generate(*m.model, m.tokenizer, ids, opt, cache, [](const std::string& s) {
-    std::fwrite(s.data(), 1, s.size(), stdout);
-    std::fflush(stdout);
-  });
+  auto r = generate(*m.model, m.tokenizer, ids, opt, cache,
+                    [](const std::string& s, std::span<const TokenLogprob>) {
+                      std::fwrite(s.data(), 1, s.size(), stdout);
+                      std::fflush(stdout);
+                    });
   std::printf("\n");
   std::fflush(stdout);
   if (a.flag("stats"))

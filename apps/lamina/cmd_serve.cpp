@@ -20,8 +20,10 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "commands.h"
 #include "core/error.h"
@@ -42,7 +44,11 @@ using nlohmann::json;
 struct Stream {
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<std::string> pieces;
+  struct Piece {
+    std::string text;
+    std::vector<TokenLogprob> logprobs;  // of the tokens whose text this piece completes
+  };
+  std::deque<Piece> pieces;
   bool done = false;
   GenerateResult result;
 };
@@ -83,9 +89,10 @@ std::string sse(const json& j) {
   return "data: " + j.dump() + "\n\n";
 }
 
-// The text of each generated token and of its alternatives, for logprobs.
+// The text of each generated token and of its alternatives, for logprobs (those not filled yet).
 void fill_token_texts(const Tokenizer& tok, CompletionOutput& out) {
-  for (const auto& t : out.result.logprobs) {
+  for (size_t i = out.token_texts.size(); i < out.result.logprobs.size(); ++i) {
+    const TokenLogprob& t = out.result.logprobs[i];
     out.token_texts.push_back(tok.decode({t.id}, false));
     std::vector<std::string> alt;
     for (auto& [id, lp] : t.top) alt.push_back(tok.decode({id}, false));
@@ -143,9 +150,9 @@ void handle_completion(Server& s, const httplib::Request& http, httplib::Respons
   ServeRequest sr;
   sr.prompt = ids;
   sr.opt = req.opt;
-  sr.on_text = [stream](const std::string& t) {
+  sr.on_text = [stream](const std::string& t, std::span<const TokenLogprob> lp) {
     std::lock_guard<std::mutex> lock(stream->mu);
-    stream->pieces.push_back(t);
+    stream->pieces.push_back({t, {lp.begin(), lp.end()}});
     stream->cv.notify_all();
   };
   sr.on_done = [stream](const GenerateResult& r) {
@@ -182,14 +189,17 @@ void handle_completion(Server& s, const httplib::Request& http, httplib::Respons
   ServeEngine* engine = s.engine;
   const Tokenizer* tok = s.tok;
   auto first = std::make_shared<bool>(true);
+  // The streamed tokens' logprobs so far (each chunk carries those of the tokens it completes,
+  // as OpenAI's chunks do; text_offset counts on from the earlier ones).
+  auto streamed = std::make_shared<CompletionOutput>();
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [stream, out, req, engine, tok, first, id](size_t, httplib::DataSink& sink) {
+      [stream, out, streamed, req, engine, tok, first, id](size_t, httplib::DataSink& sink) {
         std::unique_lock<std::mutex> lock(stream->mu);
         stream->cv.wait_for(lock, std::chrono::milliseconds(200),
                             [&] { return stream->done || !stream->pieces.empty(); });
-        std::deque<std::string> pieces;
+        std::deque<Stream::Piece> pieces;
         pieces.swap(stream->pieces);
         const bool done = stream->done;
         if (done) out->result = stream->result;
@@ -199,19 +209,26 @@ void handle_completion(Server& s, const httplib::Request& http, httplib::Respons
           data += sse(stream_chunk(req, *out, "", true, ""));
           *first = false;
         }
-        for (auto& p : pieces) data += sse(stream_chunk(req, *out, p, false, ""));
+        for (auto& p : pieces) {
+          json chunk = stream_chunk(req, *out, p.text, false, "");
+          if (req.opt.top_logprobs >= 0) {
+            auto& lp = streamed->result.logprobs;
+            const size_t from = lp.size();
+            lp.insert(lp.end(), p.logprobs.begin(), p.logprobs.end());
+            fill_token_texts(*tok, *streamed);
+            chunk["choices"][0]["logprobs"] = logprobs_json(req, *streamed, from, lp.size());
+          }
+          data += sse(chunk);
+        }
         if (done) {
           if (out->result.stop_reason == "cancelled") {
             data += sse(error_body(503, "the request was ended: the server is shutting down"));
           } else if (out->result.stop_reason == "error") {
             data += sse(error_body(500, "generation failed (the server's log says why)"));
           } else {
-            json last = stream_chunk(req, *out, "", false, finish_reason(out->result.stop_reason));
-            if (req.opt.top_logprobs >= 0) {
-              fill_token_texts(*tok, *out);
-              last["choices"][0]["logprobs"] = logprobs_json(req, *out, 0, out->result.ids.size());
-            }
-            data += sse(last);
+            // Every token's logprobs went with the pieces (the continuation passes the last ones
+            // with its last piece, before it ends).
+            data += sse(stream_chunk(req, *out, "", false, finish_reason(out->result.stop_reason)));
             if (req.include_usage) data += sse(usage_chunk(req, *out));
           }
           data += "data: [DONE]\n\n";

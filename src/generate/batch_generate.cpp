@@ -29,7 +29,7 @@ void BatchDecoder::check_prompt(const std::vector<int32_t>& prompt) const {
 }
 
 void BatchDecoder::start(int64_t id, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
-                         std::function<void(const std::string&)> on_text) {
+                         TextCallback on_text) {
   check_prompt(prompt);
   int64_t best = -1, best_len = -1;
   for (size_t s = 0; s < slot_.size(); ++s) {

@@ -37,7 +37,7 @@ class BatchDecoder {
   // Starts request `id` in the free slot keeping the longest prefix of its prompt (at least the
   // prompt's last token still runs). Requires a free slot.
   void start(int64_t id, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
-             std::function<void(const std::string&)> on_text = {});
+             TextCallback on_text = {});
   // Ends request `id` before the next pass (stop reason "cancelled"); false if it is not running.
   bool cancel(int64_t id);
   void cancel_all();
@@ -66,8 +66,8 @@ class BatchDecoder {
 struct BatchRequest {
   std::vector<int32_t> prompt;
   GenerateOptions opt;
-  std::function<void(const std::string&)> on_text;  // text increments, as generate() streams
-  int64_t arrival = 0;  // the engine step at which the request arrives (0: at once)
+  TextCallback on_text;  // text increments, as generate() streams
+  int64_t arrival = 0;   // the engine step at which the request arrives (0: at once)
 };
 
 // Runs every request to its end with at most `slots` sequences at a time, each of at most

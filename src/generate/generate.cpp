@@ -51,7 +51,7 @@ void reuse_cache_prefix(KVCache& cache, const std::vector<int32_t>& cached,
 
 Continuation::Continuation(const Model& model, const Tokenizer& tok,
                            const std::vector<int32_t>& prompt, const GenerateOptions& opt,
-                           std::function<void(const std::string&)> on_text)
+                           TextCallback on_text)
     : tok_(tok),
       opt_(opt),
       on_text_(std::move(on_text)),
@@ -114,8 +114,14 @@ int32_t Continuation::step(float* logits) {
   }
   r_.text = text;
   const size_t safe = text.size() - held_back(text, opt_.stop_strings);
-  if (on_text_ && safe > emitted_) on_text_(text.substr(emitted_, safe - emitted_));
+  // The tokens' logprobs go with the piece that completes their text: all of them once nothing
+  // is held back.
+  const size_t covered = safe == text.size() ? r_.logprobs.size() : covered_;
+  if (on_text_ && (safe > emitted_ || covered > covered_))
+    on_text_(safe > emitted_ ? text.substr(emitted_, safe - emitted_) : std::string(),
+             std::span<const TokenLogprob>(r_.logprobs).subspan(covered_, covered - covered_));
   emitted_ = std::max(emitted_, safe);
+  covered_ = covered;
   if (int64_t(r_.ids.size()) == opt_.max_new_tokens) {
     finish("length");
     return -1;
@@ -129,14 +135,17 @@ void Continuation::end(const std::string& reason) {
 
 void Continuation::finish(const std::string& reason) {
   r_.stop_reason = reason;
-  if (on_text_ && r_.text.size() > emitted_) on_text_(r_.text.substr(emitted_));
+  if (on_text_ && (r_.text.size() > emitted_ || r_.logprobs.size() > covered_))
+    on_text_(r_.text.size() > emitted_ ? r_.text.substr(emitted_) : std::string(),
+             std::span<const TokenLogprob>(r_.logprobs).subspan(covered_));
   emitted_ = r_.text.size();
+  covered_ = r_.logprobs.size();
   done_ = true;
 }
 
 GenerateResult generate(const Model& model, const Tokenizer& tok,
                         const std::vector<int32_t>& prompt, const GenerateOptions& opt,
-                        KVCache& cache, const std::function<void(const std::string&)>& on_text) {
+                        KVCache& cache, const TextCallback& on_text) {
   if (prompt.empty()) fail("empty prompt: nothing to continue");
   if (cache.len >= int64_t(prompt.size())) fail("internal: cache holds the whole prompt");
   if (int64_t(prompt.size()) > cache.capacity)

@@ -1,6 +1,7 @@
 // Autoregressive generation with a KV cache, streaming text as it is produced.
 #pragma once
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,14 @@ struct GenerateResult {
   double prompt_seconds = 0, decode_seconds = 0;
 };
 
+// A piece of a continuation's text as it becomes final, with the log-probabilities of the tokens
+// whose text it makes whole (when GenerateOptions::top_logprobs >= 0; else none). Pieces and
+// tokens need not be one to one: a token whose text is held back (a stop string's possible start,
+// part of a multi-byte character) comes with a later piece, and a piece may carry no text (a
+// token whose text is empty) or several tokens.
+using TextCallback =
+    std::function<void(const std::string& text, std::span<const TokenLogprob> logprobs)>;
+
 // One sequence's continuation, token by token: sampling, stop tokens and stop strings, and its
 // text streamed as it becomes final (held back while it might be the start of a stop string or of
 // a multi-byte character). generate() drives one; generate_batch (generate/batch_generate.h)
@@ -43,7 +52,7 @@ struct GenerateResult {
 class Continuation {
  public:
   Continuation(const Model& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
-               const GenerateOptions& opt, std::function<void(const std::string&)> on_text = {});
+               const GenerateOptions& opt, TextCallback on_text = {});
   // From the logits [V] of the sequence's last position (modified), the next token to run, or -1
   // when the continuation has ended (then result() is final).
   int32_t step(float* logits);
@@ -56,22 +65,22 @@ class Continuation {
   void finish(const std::string& reason);
   const Tokenizer& tok_;
   GenerateOptions opt_;
-  std::function<void(const std::string&)> on_text_;
+  TextCallback on_text_;
   std::vector<int32_t> stop_ids_, history_;
   Sampler sampler_;
   int64_t vocab_;
   GenerateResult r_;
-  size_t emitted_ = 0;
+  size_t emitted_ = 0;  // bytes of r_.text passed to on_text_
+  size_t covered_ = 0;  // tokens whose logprobs were passed to on_text_
   bool done_ = false;
 };
 
 // Continues `prompt` with the cache already holding its first cache.len tokens (those are not
-// recomputed: multi-turn chat reuses the shared prefix). on_text receives text increments,
-// held back while they might be the start of a stop string or of a multi-byte character.
+// recomputed: multi-turn chat reuses the shared prefix). on_text receives text increments
+// (TextCallback).
 GenerateResult generate(const Model& model, const Tokenizer& tok,
                         const std::vector<int32_t>& prompt, const GenerateOptions& opt,
-                        KVCache& cache,
-                        const std::function<void(const std::string&)>& on_text = {});
+                        KVCache& cache, const TextCallback& on_text = {});
 
 // Rewinds the cache to the longest prefix it shares with `tokens` (keeping at least one token
 // to run), so a following generate() computes only what is new.

@@ -21,7 +21,7 @@ namespace lamina {
 struct ServeRequest {
   std::vector<int32_t> prompt;
   GenerateOptions opt;
-  std::function<void(const std::string&)> on_text;     // text increments as they become final
+  TextCallback on_text;                                // text increments as they become final
   std::function<void(const GenerateResult&)> on_done;  // once, at the end (also when cancelled)
 };
 

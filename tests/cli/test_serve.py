@@ -160,6 +160,23 @@ def api_checks(srv, model):
     lp = rcl.choices[0].logprobs
     check("completion logprobs", len(lp.tokens) == 5 and len(lp.token_logprobs) == 5 and
           all(len(d) <= 2 for d in lp.top_logprobs) and lp.text_offset[0] == 0)
+    # Streamed, each chunk carries the logprobs of the tokens it completes (as OpenAI's do): the
+    # chunks' entries are the whole response's, spread over the chunks, not all in the last one.
+    chunks = [ch for ch in c.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0,
+        logprobs=True, top_logprobs=3, stream=True) if ch.choices]
+    sl = [t for ch in chunks if ch.choices[0].logprobs for t in ch.choices[0].logprobs.content]
+    check("streamed chat logprobs equal the whole response's",
+          [(t.token, t.logprob, [a.logprob for a in t.top_logprobs]) for t in sl] ==
+          [(t.token, t.logprob, [a.logprob for a in t.top_logprobs]) for t in content])
+    check("streamed chat logprobs come with their chunks",
+          len(content) < 2 or sum(1 for ch in chunks if ch.choices[0].logprobs) >= 2)
+    cchunks = list(c.completions.create(model="tiny", prompt="The river", max_tokens=5, temperature=0,
+                                        logprobs=2, stream=True))
+    toks = [t for ch in cchunks if ch.choices[0].logprobs for t in ch.choices[0].logprobs.tokens]
+    offs = [o for ch in cchunks if ch.choices[0].logprobs for o in ch.choices[0].logprobs.text_offset]
+    check("streamed completion logprobs equal the whole response's",
+          toks == lp.tokens and offs == lp.text_offset, f"{toks} {offs} vs {lp.tokens} {lp.text_offset}")
 
     # Sampling with a seed is reproducible; different seeds differ somewhere.
     s1 = [c.completions.create(model="tiny", prompt="The river", max_tokens=16, temperature=1.0, seed=s).choices[0].text

@@ -94,7 +94,7 @@ TEST(BatchGenerate, ResultsEqualGenerateOnEachRequestAlone) {
     }
     std::vector<std::string> streamed(reqs.size());
     for (size_t i = 0; i < reqs.size(); ++i)
-      reqs[i].on_text = [&streamed, i](const std::string& s) { streamed[i] += s; };
+      reqs[i].on_text = [&streamed, i](const std::string& s, auto) { streamed[i] += s; };
     BatchStats st;
     const auto got = generate_batch(*m, tok, reqs, 3, 64, &st);
     ASSERT_EQ(got.size(), reqs.size());

@@ -92,7 +92,7 @@ TEST(Generate, StopStringCutsAndMaxTokensBounds) {
   o.max_new_tokens = 12;
   KVCache c = m->new_cache(64);
   std::string streamed;
-  auto r = generate(*m, tok, prompt, o, c, [&](const std::string& s) { streamed += s; });
+  auto r = generate(*m, tok, prompt, o, c, [&](const std::string& s, auto) { streamed += s; });
   EXPECT_LE(r.ids.size(), 12u);
   EXPECT_EQ(streamed, r.text);
   EXPECT_EQ(r.text, tok.decode(r.ids));
@@ -102,10 +102,39 @@ TEST(Generate, StopStringCutsAndMaxTokensBounds) {
     o2.stop_strings = {r.text.substr(2, 1)};
     KVCache c2 = m->new_cache(64);
     std::string streamed2;
-    auto r2 = generate(*m, tok, prompt, o2, c2, [&](const std::string& s) { streamed2 += s; });
+    auto r2 =
+        generate(*m, tok, prompt, o2, c2, [&](const std::string& s, auto) { streamed2 += s; });
     EXPECT_EQ(r2.stop_reason, "stop_string");
     EXPECT_EQ(r2.text, r.text.substr(0, r.text.find(o2.stop_strings[0])));
     EXPECT_EQ(streamed2, r2.text);
+  }
+  // With logprobs, each token's comes once, with the piece that makes its text whole: the tokens
+  // passed so far always spell a prefix of the text passed so far, and all of them together are
+  // the result's (also where a stop string holds text back and then cuts it).
+  for (const bool stop : {false, true}) {
+    GenerateOptions ol = o;
+    ol.top_logprobs = 2;
+    if (stop && r.text.size() >= 3) ol.stop_strings = {r.text.substr(2, 1)};
+    KVCache cl = m->new_cache(64);
+    std::string text;
+    std::vector<TokenLogprob> passed;
+    bool prefix_ok = true;
+    auto rl = generate(*m, tok, prompt, ol, cl, [&](const std::string& s, auto lp) {
+      text += s;
+      passed.insert(passed.end(), lp.begin(), lp.end());
+      std::vector<int32_t> ids;
+      for (auto& t : passed) ids.push_back(t.id);
+      if (!stop) prefix_ok = prefix_ok && text.starts_with(tok.decode(ids));
+    });
+    EXPECT_TRUE(prefix_ok);
+    EXPECT_EQ(text, rl.text);
+    ASSERT_EQ(passed.size(), rl.logprobs.size());
+    ASSERT_EQ(passed.size(), rl.ids.size());
+    for (size_t i = 0; i < passed.size(); ++i) {
+      EXPECT_EQ(passed[i].id, rl.ids[i]);
+      EXPECT_EQ(passed[i].logprob, rl.logprobs[i].logprob);
+      EXPECT_EQ(passed[i].top, rl.logprobs[i].top);
+    }
   }
   // Reusing the cache prefix for a longer prompt gives the same tokens as a fresh cache.
   KVCache c3 = m->new_cache(64);

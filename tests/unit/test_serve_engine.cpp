@@ -72,7 +72,7 @@ TEST(ServeEngine, ConcurrentClientsGetTheirOwnResultsAndCancellationsEndEarly) {
         std::string streamed;
         std::atomic<int64_t> id{-1};
         std::atomic<bool> asked{false};
-        r.on_text = [&](const std::string& s) {
+        r.on_text = [&](const std::string& s, auto) {
           streamed += s;
           if (cancel && !asked.exchange(true)) {
             while (id < 0) std::this_thread::yield();
@@ -121,7 +121,7 @@ TEST(ServeEngine, AFullQueueRefusesAndShutdownEndsWhatIsInFlight) {
     // submitted: a keeps the only slot however the threads are scheduled.
     std::promise<void> go;
     std::shared_future<void> gone = go.get_future().share();
-    a.on_text = [&, gone](const std::string&) {
+    a.on_text = [&, gone](const std::string&, auto) {
       if (!said.exchange(true)) {
         first_text.set_value();
         gone.wait();
