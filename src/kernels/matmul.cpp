@@ -218,6 +218,15 @@ void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulat
   d.strm.wait();
 }
 
+void linear_group(const float* x, int64_t M, std::span<const LinearTarget> targets,
+                  WeightPack* pack) {
+  const bool quantized = std::all_of(targets.begin(), targets.end(), [](const LinearTarget& t) {
+    return t.w->shape.size() == 2 && dtype_is_quantized(t.w->dtype);
+  });
+  if (quantized) return linear_quantized_group(x, M, targets);
+  for (const LinearTarget& t : targets) linear(x, M, *t.w, t.y, false, pack);
+}
+
 namespace {
 
 // C[M, N] (+)= op(A) · op(B) with A and B of type `in` (F32 or BF16), C in F32.

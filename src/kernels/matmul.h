@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "core/tensor.h"
 
@@ -30,6 +31,19 @@ class WeightPack {
 // With accumulate, y += instead of y =. With pack, w is used (and on first use stored) packed.
 void linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate = false,
             WeightPack* pack = nullptr);
+
+// One product of a group that multiplies the same input: y = x · w^T.
+struct LinearTarget {
+  const Tensor* w = nullptr;
+  float* y = nullptr;
+};
+
+// linear(x, M, *t.w, t.y, false, pack) for every target t, all of the same input width K. Where
+// the weights are block types whose products quantize x the same way (q, k, v; gate, up), x is
+// quantized once and the threads take the rows of all of them in one parallel pass, with no join
+// between the matrices (kernels/quant_matmul.h); the others one linear() each.
+void linear_group(const float* x, int64_t M, std::span<const LinearTarget> targets,
+                  WeightPack* pack = nullptr);
 
 // Packs w into `pack` now when linear() would multiply it from a packed copy (F32, or BF16 where
 // bf16 products are native) and returns whether it did: the caller may then let go of w's own

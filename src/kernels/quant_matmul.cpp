@@ -78,57 +78,96 @@ void kquant_gemm(const float* x, int64_t M, const Tensor& w, float* y, bool accu
   }
 }
 
-// The weight rows in ~8 pieces per thread (multiples of 16 rows), taken as threads free up, each
-// over chunks [m0, m1) of 64 activation rows (their int8 values stay in cache while the piece's
-// rows stream past, and the piece's rows stay in cache from one chunk to the next). With a fixed
-// half each, one core waited for the other 7-8% of a decode or a prompt: on a shared VM the two
-// run at unequal speeds.
+// The weight rows of each matrix of a group in ~8 pieces per thread (multiples of 16 rows), taken
+// as threads free up, matrix after matrix, each over chunks [m0, m1) of 64 activation rows (their
+// int8 values stay in cache while the piece's rows stream past, and the piece's rows stay in
+// cache from one chunk to the next). With a fixed half each, one core waited for the other 7-8%
+// of a decode or a prompt: on a shared VM the two run at unequal speeds.
+struct RowPiece {
+  size_t matrix;
+  int64_t n0, n1;
+};
 template <class Rows>
-void for_row_ranges(int64_t N, int64_t M, const Rows& rows) {
+void for_row_pieces(std::span<const LinearTarget> ts, int64_t M, const Rows& rows) {
   constexpr int64_t kRowsPerChunk = 64, kRowGrain = 16;
-  std::atomic<int64_t> next{0};
-#pragma omp parallel
-  {
-    const int64_t nt = omp_get_num_threads();
+  const int64_t nt = omp_get_max_threads();
+  thread_local std::vector<RowPiece> pieces_buf;
+  std::vector<RowPiece>& pieces = pieces_buf;
+  pieces.clear();
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const int64_t N = ts[i].w->shape[0];
     const int64_t piece =
         nt == 1
             ? N
             : std::max<int64_t>(kRowGrain, (N / (8 * nt) + kRowGrain - 1) / kRowGrain * kRowGrain);
-    for (int64_t n0; (n0 = next.fetch_add(piece, std::memory_order_relaxed)) < N;)
-      for (int64_t m0 = 0; m0 < M; m0 += kRowsPerChunk)
-        rows(m0, std::min(M, m0 + kRowsPerChunk), n0, std::min(N, n0 + piece));
+    for (int64_t n0 = 0; n0 < N; n0 += piece) pieces.push_back({i, n0, std::min(N, n0 + piece)});
+  }
+  const RowPiece* ps = pieces.data();  // this thread's buffer, read by all (not by name)
+  const int64_t np = int64_t(pieces.size());
+  std::atomic<int64_t> next{0};
+#pragma omp parallel
+  for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < np;)
+    for (int64_t m0 = 0; m0 < M; m0 += kRowsPerChunk)
+      rows(ps[i].matrix, m0, std::min(M, m0 + kRowsPerChunk), ps[i].n0, ps[i].n1);
+}
+
+// How a weight type's integer products quantize their activations (M rows).
+enum class ActivationCode { kNone, kQ8_0, kQ8_K };
+ActivationCode activation_code(DType t, int64_t M) {
+  switch (t) {
+    case DType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q4_0x8:
+    case DType::Q8_0x8:
+      return ActivationCode::kQ8_0;
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+      return M > 4 && kquant_prompts_in_bf16() ? ActivationCode::kNone : ActivationCode::kQ8_K;
+    case DType::Q4_Kx8:
+    case DType::Q6_Kx8:
+      return ActivationCode::kQ8_K;
+    default:
+      return ActivationCode::kNone;
   }
 }
 
-// Q8_0 / Q4_0: activations to Q8_0 once, then the weight rows in pieces (for_row_ranges).
-void int8_linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
-  const int64_t N = w.shape[0], K = w.shape[1];
-  const size_t rb = dtype_bytes(w.dtype, K);
+// Q8_0 / Q4_0: activations to Q8_0 once, then the weight rows in pieces (for_row_pieces).
+void int8_linear(const float* x, int64_t M, std::span<const LinearTarget> ts, bool accumulate) {
+  const int64_t K = ts[0].w->shape[1];
+  for (const LinearTarget& t : ts)  // here: an error thrown in the parallel region terminates
+    LAMINA_CHECK(
+        t.w->dtype != DType::Q4_0x8 && t.w->dtype != DType::Q8_0x8 ? true : t.w->shape[0] % 8 == 0,
+        dtype_name(t.w->dtype), " weight with ", t.w->shape[0], " rows: not whole groups of 8");
   thread_local Q8Activations xa_buf;
   quantize_activations_q8_0(x, M, K, xa_buf);
   const Q8Activations& xa = xa_buf;  // this thread's buffer, read by all (not by name)
   const QuantKernel kern = default_quant_kernel();
-  // Checked here: an error thrown inside the parallel region below would terminate.
-  LAMINA_CHECK(w.dtype != DType::Q4_0x8 && w.dtype != DType::Q8_0x8 ? true : N % 8 == 0,
-               dtype_name(w.dtype), " weight with ", N, " rows: not whole groups of 8");
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  for_row_ranges(N, M, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    quant_dot_rows(kern, w.dtype, xa, m0, m1, base, rb, n0, n1, y, N, accumulate);
+  for_row_pieces(ts, M, [&](size_t i, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const Tensor& w = *ts[i].w;
+    quant_dot_rows(kern, w.dtype, xa, m0, m1, static_cast<const uint8_t*>(w.data),
+                   dtype_bytes(w.dtype, K), n0, n1, ts[i].y, w.shape[0], accumulate);
   });
 }
 
 // Q4_K / Q5_K / Q6_K: activations to Q8_K once, then as int8_linear (kernels/kquant_dot.h).
-void kquant_linear(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
-  const int64_t N = w.shape[0], K = w.shape[1];
-  const size_t rb = dtype_bytes(w.dtype, K);
+void kquant_linear(const float* x, int64_t M, std::span<const LinearTarget> ts, bool accumulate) {
+  const int64_t K = ts[0].w->shape[1];
   thread_local Q8KActivations xa_buf;
   quantize_activations_q8_k(x, M, K, xa_buf);
   const Q8KActivations& xa = xa_buf;  // this thread's buffer, read by all (not by name)
   const QuantKernel kern = default_quant_kernel();
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  for_row_ranges(N, M, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    kquant_dot_rows(kern, w.dtype, xa, m0, m1, base, rb, n0, n1, y, N, accumulate);
+  for_row_pieces(ts, M, [&](size_t i, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const Tensor& w = *ts[i].w;
+    kquant_dot_rows(kern, w.dtype, xa, m0, m1, static_cast<const uint8_t*>(w.data),
+                    dtype_bytes(w.dtype, K), n0, n1, ts[i].y, w.shape[0], accumulate);
   });
+}
+
+void check_block_weight(const Tensor& w) {
+  LAMINA_CHECK(w.shape.size() == 2 && dtype_is_quantized(w.dtype),
+               "linear_quantized: expected a 2-D block-type weight, got ", dtype_name(w.dtype), " ",
+               shape_str(w.shape));
 }
 
 }  // namespace
@@ -146,24 +185,22 @@ bool kquant_prompts_in_bf16() {
 }
 
 void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate) {
-  LAMINA_CHECK(w.shape.size() == 2 && dtype_is_quantized(w.dtype),
-               "linear_quantized: expected a 2-D block-type weight, got ", dtype_name(w.dtype), " ",
-               shape_str(w.shape));
+  check_block_weight(w);
   if (M == 0) return;
+  const LinearTarget one[] = {{&w, y}};
+  switch (activation_code(w.dtype, M)) {
+    case ActivationCode::kQ8_0:
+      return int8_linear(x, M, one, accumulate);
+    case ActivationCode::kQ8_K:  // Q4_Kx8 / Q6_Kx8: repacked only where prompts take these
+      return kquant_linear(x, M, one, accumulate);
+    case ActivationCode::kNone:
+      break;
+  }
   switch (w.dtype) {
-    case DType::Q8_0:
-    case DType::Q4_0:
-    case DType::Q4_0x8:
-    case DType::Q8_0x8:
-      return int8_linear(x, M, w, y, accumulate);
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K:
-      return M > 4 && kquant_prompts_in_bf16() ? kquant_gemm(x, M, w, y, accumulate)
-                                               : kquant_linear(x, M, w, y, accumulate);
-    case DType::Q4_Kx8:  // repacked only where prompts take the integer products (Model)
-    case DType::Q6_Kx8:
-      return kquant_linear(x, M, w, y, accumulate);
+      return kquant_gemm(x, M, w, y, accumulate);
     case DType::Q2_K:
     case DType::Q3_K:
     case DType::Q5_0:
@@ -172,6 +209,28 @@ void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool
     default:
       fail("linear_quantized: ", dtype_name(w.dtype), " is not a block type");
   }
+}
+
+void linear_quantized_group(const float* x, int64_t M, std::span<const LinearTarget> targets) {
+  if (targets.empty()) return;
+  const int64_t K = targets[0].w->shape.size() == 2 ? targets[0].w->shape[1] : 0;
+  for (const LinearTarget& t : targets) {
+    check_block_weight(*t.w);
+    LAMINA_CHECK(t.w->shape[1] == K, "linear_quantized_group: weights of ", K, " and ",
+                 t.w->shape[1], " columns");
+  }
+  if (M == 0) return;
+  const ActivationCode code = activation_code(targets[0].w->dtype, M);
+  const bool shared = code != ActivationCode::kNone &&
+                      std::all_of(targets.begin(), targets.end(), [&](const LinearTarget& t) {
+                        return activation_code(t.w->dtype, M) == code;
+                      });
+  if (!shared) {
+    for (const LinearTarget& t : targets) linear_quantized(x, M, *t.w, t.y, false);
+    return;
+  }
+  if (code == ActivationCode::kQ8_0) return int8_linear(x, M, targets, false);
+  kquant_linear(x, M, targets, false);
 }
 
 }  // namespace lamina

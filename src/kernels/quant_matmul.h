@@ -9,15 +9,26 @@
 // from GGUF files), and the k-quant prompts on AMX: rows expanded and rounded to bf16, products
 // with bf16 semantics (activations rounded to bf16 too, F32 accumulation; on AMX 3x the AVX2
 // integer kernel's prompt speed; with AVX512-BF16 but no AMX, 0.4x the VNNI integer kernel's).
+// A group of products with the same input (linear_quantized_group) shares one quantization of it
+// and one parallel pass: the threads take pieces of the first matrix's rows, then the next's,
+// without waiting for each other at the end of each matrix (decoding reads ~7 matrices a layer,
+// each for a few hundred microseconds: a join and a ramp per matrix cost ~10% of it).
 #pragma once
 #include <cstdint>
+#include <span>
 
 #include "core/tensor.h"
+#include "kernels/matmul.h"
 
 namespace lamina {
 
 // y[M, N] (+)= x[M, K] · w[N, K]^T in the semantics above (K a multiple of 32, 256 for k-quants).
 void linear_quantized(const float* x, int64_t M, const Tensor& w, float* y, bool accumulate);
+
+// linear_quantized(x, M, *t.w, t.y, false) for every target (block-type weights of the same K):
+// together where their products quantize x the same way (Q8_0 for Q8_0 / Q4_0 and their x8
+// layouts, Q8_K for the integer k-quant products), else one after the other. Equal results.
+void linear_quantized_group(const float* x, int64_t M, std::span<const LinearTarget> targets);
 
 // Whether Q4_K / Q5_K / Q6_K products of more than 4 rows expand the blocks to bf16: where oneDNN
 // has native bf16 kernels (kernels/matmul.h) on AMX tiles, unless LAMINA_KQUANT_PROMPT=int8|bf16

@@ -48,6 +48,13 @@ const float* rmsnorm_gain(const ModelConfig& c, const Tensor& w, Buf& tmp) {
   return tmp.data();
 }
 
+void LayerProducts::forward_shared_input(int64_t layer, std::span<const Product> ps, int64_t e,
+                                         const float* x, int64_t M, std::span<float* const> ys,
+                                         std::span<Buf* const> saved, int64_t row0, int64_t rows) {
+  for (size_t i = 0; i < ps.size(); ++i)
+    forward(layer, ps[i], e, x, M, ys[i], *saved[i], row0, rows);
+}
+
 void LayerProducts::backward(int64_t, Product, int64_t, const float*, int64_t, const float*, float*,
                              bool, const Buf&, int64_t) {
   fail("these layer products have no backward (inference)");
@@ -97,8 +104,10 @@ void mlp_rows_forward(const LayerPass& pass, int64_t layer, LayerProducts& prod,
   float* g = sized(s.g, cn * I);
   float* u = sized(s.u, cn * I);
   float* h = sized(s.h, cn * I);
-  prod.forward(layer, Product::kGate, -1, xc, cn, g, s.saved[size_t(Product::kGate)], r0, N);
-  prod.forward(layer, Product::kUp, -1, xc, cn, u, s.saved[size_t(Product::kUp)], r0, N);
+  const Product ps[] = {Product::kGate, Product::kUp};
+  float* const ys[] = {g, u};
+  Buf* const saved[] = {&s.saved[size_t(Product::kGate)], &s.saved[size_t(Product::kUp)]};
+  prod.forward_shared_input(layer, ps, -1, xc, cn, ys, saved, r0, N);
   act_mul(*pass.cfg, g, u, h, cn * I);
 }
 
@@ -147,8 +156,10 @@ void moe_forward(const LayerPass& pass, int64_t layer, LayerProducts& prod, floa
     float* u = sized(ex.u, n * I);
     float* h = sized(ex.h, n * I);
     float* y = sized(ex.y, n * H);
-    prod.forward(layer, Product::kExpertGate, e, xs, n, g, ex.saved[0], 0, n);
-    prod.forward(layer, Product::kExpertUp, e, xs, n, u, ex.saved[1], 0, n);
+    const Product ps[] = {Product::kExpertGate, Product::kExpertUp};
+    float* const ys[] = {g, u};
+    Buf* const saved[] = {&ex.saved[0], &ex.saved[1]};
+    prod.forward_shared_input(layer, ps, e, xs, n, ys, saved, 0, n);
     act_mul(c, g, u, h, n * I);
     prod.forward(layer, Product::kExpertDown, e, h, n, y, ex.saved[2], 0, n);
     for (int64_t i = 0; i < n; ++i) {
@@ -239,9 +250,13 @@ void decoder_layer_forward(const LayerPass& pass, int64_t layer, const LayerWeig
   // The new rows [N, nkv, hd], then (inference) copied per head into the cache [nkv, capacity, hd].
   float* k = sized(s.k, N * KV);
   float* v = sized(s.v, N * KV);
-  prod.forward(layer, Product::kQ, -1, xn1, N, q, s.saved[size_t(Product::kQ)], 0, N);
-  prod.forward(layer, Product::kK, -1, xn1, N, k, s.saved[size_t(Product::kK)], 0, N);
-  prod.forward(layer, Product::kV, -1, xn1, N, v, s.saved[size_t(Product::kV)], 0, N);
+  {
+    const Product ps[] = {Product::kQ, Product::kK, Product::kV};
+    float* const ys[] = {q, k, v};
+    Buf* const saved[] = {&s.saved[size_t(Product::kQ)], &s.saved[size_t(Product::kK)],
+                          &s.saved[size_t(Product::kV)]};
+    prod.forward_shared_input(layer, ps, -1, xn1, N, ys, saved, 0, N);
+  }
   if (c.qkv_bias) {
     add_bias(q, lw.bq, N, Q);
     add_bias(k, lw.bk, N, KV);

@@ -11,6 +11,7 @@
 // new architecture adds its differences here, once, and both paths get them.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "io/model_config.h"
@@ -54,6 +55,13 @@ class LayerProducts {
   // output it does not need).
   virtual void forward(int64_t layer, Product p, int64_t e, const float* x, int64_t M, float* y,
                        Buf& saved, int64_t row0, int64_t rows) = 0;
+  // The products ps (expert e, else -1) that multiply the same x[M, in] — q, k, v; gate, up —
+  // into ys[i], with saved[i] each one's state: one forward() each, unless the implementation
+  // computes them together (inference: one quantization of x, one pass of the threads over all
+  // their weight rows).
+  virtual void forward_shared_input(int64_t layer, std::span<const Product> ps, int64_t e,
+                                    const float* x, int64_t M, std::span<float* const> ys,
+                                    std::span<Buf* const> saved, int64_t row0, int64_t rows);
   // Backward of the forward call over the same rows: dx (+)= dy · W (+ the adapter's path), and
   // the product's weight gradients added to. Inference implementations have none.
   virtual void backward(int64_t layer, Product p, int64_t e, const float* x, int64_t M,

@@ -117,6 +117,18 @@ class PackedProducts final : public LayerProducts {
     if (observer_) observer_->observe(layer, p, e, x, M, wt.shape[1]);
     linear(x, M, wt, y, false, pack_);
   }
+  void forward_shared_input(int64_t layer, std::span<const Product> ps, int64_t e, const float* x,
+                            int64_t M, std::span<float* const> ys, std::span<Buf* const>, int64_t,
+                            int64_t) override {
+    LinearTarget ts[3];  // q, k, v at most
+    LAMINA_CHECK(ps.size() <= 3, "forward_shared_input: ", ps.size(), " products");
+    for (size_t i = 0; i < ps.size(); ++i) {
+      const Tensor& wt = product_weight(w_.layers[size_t(layer)], ps[i], e);
+      if (observer_) observer_->observe(layer, ps[i], e, x, M, wt.shape[1]);
+      ts[i] = {&wt, ys[i]};
+    }
+    linear_group(x, M, std::span<const LinearTarget>(ts, ps.size()), pack_);
+  }
 
  private:
   const ModelWeights& w_;

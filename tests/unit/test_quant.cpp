@@ -227,6 +227,79 @@ TEST(QuantizedLinear, QuantizesTheActivationsAsGgmlDoes) {
   }
 }
 
+// linear_group (q, k, v; gate, up): the products of weights that quantize their input the same way
+// together (one quantization, one pass of 3 threads over all their rows), equal to one linear()
+// each to the bit (the same kernel, the same sums per row); mixed groups one linear() each; a
+// group of different widths an error.
+TEST(QuantizedLinear, GroupsEqualTheirProductsOneByOne) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  struct Threads {
+    int before = num_threads();
+    Threads() { set_num_threads(3); }
+    ~Threads() { set_num_threads(before); }
+  } threads;
+  const int64_t K = 512;
+  // A weight of N rows as type t (Q4_0x8 / Q8_0x8 repacked from Q4_0 / Q8_0, as a Model holds
+  // them; Q4_Kx8 from Q4_K).
+  auto weight = [&](DType t, int64_t N) {
+    std::vector<float> wf(size_t(N * K));
+    for (auto& v : wf) v = 0.05f * nd(rng);
+    const DType stored = t == DType::Q4_0x8   ? DType::Q4_0
+                         : t == DType::Q8_0x8 ? DType::Q8_0
+                         : t == DType::Q4_Kx8 ? DType::Q4_K
+                                              : t;
+    Tensor w = Tensor::empty(stored, {N, K});
+    if (stored == DType::F32)
+      std::copy(wf.begin(), wf.end(), w.f32());
+    else
+      convert_from_f32(wf.data(), w.data, stored, size_t(N * K));
+    if (t == stored) return w;
+    Tensor r = Tensor::empty(t, {N, K});
+    const auto* src = static_cast<const uint8_t*>(w.data);
+    if (t == DType::Q4_Kx8)
+      repack_q4_k_x8(src, N, K, static_cast<uint8_t*>(r.data));
+    else
+      repack_x8(stored, src, N, K, static_cast<uint8_t*>(r.data));
+    return r;
+  };
+  const std::vector<std::vector<DType>> groups = {
+      {DType::Q4_0x8, DType::Q4_0x8, DType::Q4_0x8},  // q, k, v of a Q4_0 model
+      {DType::Q4_0, DType::Q8_0x8, DType::Q8_0},      // Q8_0 activations, every layout
+      {DType::Q4_Kx8, DType::Q6_K},                   // Q8_K (a Q4_K_M layer's gate / up, v)
+      {DType::Q4_K, DType::Q5_K, DType::Q6_K},
+      {DType::Q4_0, DType::Q4_K},    // two codes: one by one
+      {DType::Q8_0, DType::Q3_K},    // a type without integer products
+      {DType::F32, DType::Q4_0x8}};  // not all quantized (linear_group)
+  for (const auto& types : groups)
+    for (int64_t M : {1, 3, 70}) {
+      std::vector<float> x(size_t(M * K));
+      for (auto& v : x) v = nd(rng);
+      std::vector<Tensor> ws;
+      std::vector<std::vector<float>> ys, refs;
+      std::vector<LinearTarget> ts;
+      for (size_t i = 0; i < types.size(); ++i) {
+        const int64_t N = 16 * int64_t(i + 1) + 40;  // 56, 72, 88: pieces cut inside each
+        ws.push_back(weight(types[i], N));
+        ys.emplace_back(size_t(M * N), 7.f);
+        refs.emplace_back(size_t(M * N));
+      }
+      for (size_t i = 0; i < types.size(); ++i) {
+        ts.push_back({&ws[i], ys[i].data()});
+        linear(x.data(), M, ws[i], refs[i].data());
+      }
+      linear_group(x.data(), M, ts);
+      for (size_t i = 0; i < types.size(); ++i)
+        ASSERT_EQ(ys[i], refs[i]) << dtype_name(types[i]) << " in a group of " << types.size()
+                                  << ", M=" << M;
+    }
+  Tensor a = weight(DType::Q4_0, 8);
+  Tensor b = Tensor::empty(DType::Q4_0, {8, 256});
+  std::vector<float> x(static_cast<size_t>(K)), y(64);
+  const LinearTarget mixed[] = {{&a, y.data()}, {&b, y.data()}};
+  EXPECT_THROW(linear_group(x.data(), 1, mixed), Error);
+}
+
 // What GgufWriter writes, parse_gguf reads back: metadata of every kind, tensor infos, offsets
 // aligned to 32 inside the data section; every truncation into the data is an error, not a crash.
 TEST(GgufReader, ReadsWhatTheWriterWroteAndRejectsEveryTruncation) {
