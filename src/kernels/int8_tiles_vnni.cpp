@@ -10,6 +10,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include "kernels/stream_prefetch.h"
+
 // GCC 12's AVX-512 intrinsics self-initialise their undefined operands (`__m512i __Y = __Y;`),
 // which -Wmaybe-uninitialized reports at every use when they are enabled by a target pragma in a
 // generic (-DLAMINA_NATIVE=OFF) build.

@@ -8,6 +8,7 @@
 
 #if defined(__x86_64__)
 #include "kernels/avx2_util.h"
+#include "kernels/stream_prefetch.h"
 #endif
 
 #include "core/error.h"
@@ -21,7 +22,6 @@ namespace lamina {
 namespace {
 
 constexpr int64_t kQK = 256;
-constexpr size_t kPrefetchBytes = 2048;
 
 size_t kquant_block_bytes(DType t) {
   return t == DType::Q4_K ? 144 : t == DType::Q5_K ? 176 : 210;
@@ -150,11 +150,10 @@ LAMINA_AVX2 void row_avx2(const uint8_t* w, const int8_t* const* xq, const float
   const __m256i lo4 = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
   const __m256i one = _mm256_set1_epi8(1);
   for (int64_t b = 0; b < nb; ++b, w += bb) {
-    // The rows stream from memory: fetch this block's successor kPrefetchBytes ahead (every line
-    // of it), which the hardware prefetcher alone does not keep up with for Q4_K (10 GB/s without
-    // it, 24 with, on a 151 MB product; Q6_K 18 and 24).
-    for (size_t off = 0; off < bb; off += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + off), _MM_HINT_T0);
+    // The rows stream from memory (kernels/stream_prefetch.h), which the hardware prefetcher
+    // alone does not keep up with for Q4_K (10 GB/s without it, 24 with, on a 151 MB product; Q6_K
+    // 18 and 24).
+    prefetch_stream(w, bb);
     __m256i sumi[RX];
     for (int c = 0; c < RX; ++c) sumi[c] = _mm256_setzero_si256();
     // 32 unsigned quants (part = which 32 of the block) times each row's activations, through

@@ -6,6 +6,7 @@
 
 #if defined(__x86_64__)
 #include "kernels/avx2_util.h"
+#include "kernels/stream_prefetch.h"
 #endif
 
 #include "core/error.h"
@@ -18,8 +19,6 @@ constexpr int64_t kQK = 256;
 constexpr size_t kBlockBytes = 144;  // one Q4_K super-block: d, dmin, 12 scale bytes, 128 qs
 constexpr size_t kGroupBytes = kQ4Kx8GroupBlockBytes;
 constexpr size_t kQsOffset = 128;
-// Each super-block's successor this far ahead, every line (as for the other repacked streams).
-constexpr size_t kStreamPrefetchBytes = 2048;
 
 }  // namespace
 
@@ -80,8 +79,7 @@ LAMINA_AVX2 void q4kx8_tile(const uint8_t* g, const int8_t* const* xq, const flo
   const __m256i m3 = _mm256_set1_epi8(0x03);
   for (int64_t b = 0; b < nb; ++b, g += kGroupBytes) {
     if (RX == 1)  // decoding streams the rows; a prompt's tiles re-read them from the cache
-      for (size_t off = 0; off < kGroupBytes; off += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(g + kStreamPrefetchBytes + off), _MM_HINT_T0);
+      prefetch_stream(g, kGroupBytes);  // kernels/stream_prefetch.h
     // get_scale_min_k4 on the 8 rows' words: scales 0..3 / 4..7 and mins 0..3 / 4..7, one byte
     // per sub-block in each row's lane.
     const __m256i u0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32));

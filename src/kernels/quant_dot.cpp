@@ -8,6 +8,7 @@
 
 #if defined(__x86_64__)
 #include "kernels/avx2_util.h"
+#include "kernels/stream_prefetch.h"
 #endif
 
 #include "core/error.h"
@@ -81,8 +82,6 @@ constexpr int64_t kPackMinRows = 8;
 // In-place reads: each row's data 2.3 KB ahead (of 16, 48 and 128 blocks, the best on a
 // 4096 x 14336 decode product; still half the speed of the contiguous Q4_0x8 stream).
 constexpr int64_t kPrefetchBlocks = 128;
-// Repacked (x8) streams: each block's successor this far ahead.
-constexpr size_t kStreamPrefetchBytes = 2048;
 
 // 8 rows of nb blocks (f16 scale, then kChunks x 4 quant bytes) -> per block the kChunks
 // interleaved 32-byte chunks (lane r = row r), then the 8 scales.
@@ -248,9 +247,7 @@ LAMINA_AVX2 inline void q4x8_block(const uint8_t* src, size_t rb, int64_t b, __m
     dw = _mm256_cvtph_ps(_mm_set_epi16(h(7), h(6), h(5), h(4), h(3), h(2), h(1), h(0)));
   } else {
     const uint8_t* p = src + size_t(b) * kQ4x8Bytes;
-    // The group's stream from memory: its block 2 KB ahead (every line), as for the k-quants.
-    for (size_t off = 0; off < kQ4x8Bytes; off += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(p + kStreamPrefetchBytes + off), _MM_HINT_T0);
+    prefetch_stream(p, kQ4x8Bytes);  // the group's stream from memory (kernels/stream_prefetch.h)
     for (int k = 0; k < 4; ++k)
       chunk[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * 32));
     dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 128)));
@@ -346,11 +343,11 @@ LAMINA_AVX2 void q4x8_pair_tile(const uint8_t* g0, const uint8_t* g1, const int8
   __m256 f0a = _mm256_setzero_ps(), f0b = f0a, f1a = f0a, f1b = f0a;  // [row][group]
   const __m256i lo4 = _mm256_set1_epi8(0x0f);
   for (int64_t b = 0; b < nb; ++b, g0 += kQ4x8Bytes, g1 += kQ4x8Bytes) {
-    if (stream)  // a tile reading the rows from memory: both streams 2 KB ahead (every line)
-      for (size_t off = 0; off < kQ4x8Bytes; off += 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(g0 + kStreamPrefetchBytes + off), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(g1 + kStreamPrefetchBytes + off), _MM_HINT_T0);
-      }
+    if (stream) {  // a tile reading the rows from memory: both streams (kernels/stream_prefetch.h)
+      const size_t left = size_t(nb - b) * kQ4x8Bytes, gs = size_t(g1 - g0);
+      prefetch_stream(g0, kQ4x8Bytes, left, gs);
+      prefetch_stream(g1, kQ4x8Bytes, left, gs);
+    }
     __m256i s0a, s0b, s1a, s1b;  // int16 sums [row][group]
     for (int k = 0; k < 4; ++k) {
       const __m256i ca = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g0 + 32 * k));
@@ -399,8 +396,7 @@ LAMINA_AVX2 void q8x8_tile(const uint8_t* packed, const int8_t* const* xq, const
   for (int c = 0; c < RX; ++c) acc[c] = _mm256_setzero_ps();
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < nb; ++b, packed += kQ8x8Bytes) {
-    for (size_t off = 0; off < kQ8x8Bytes; off += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(packed + kStreamPrefetchBytes + off), _MM_HINT_T0);
+    prefetch_stream(packed, kQ8x8Bytes);
     __m256i isum[RX];
     for (int c = 0; c < RX; ++c) isum[c] = _mm256_setzero_si256();
     for (int k = 0; k < 8; ++k) {
@@ -432,11 +428,11 @@ LAMINA_AVX2 void q8x8_pair_tile(const uint8_t* g0, const uint8_t* g1, const int8
   __m256 f0a = _mm256_setzero_ps(), f0b = f0a, f1a = f0a, f1b = f0a;  // [row][group]
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < nb; ++b, g0 += kQ8x8Bytes, g1 += kQ8x8Bytes) {
-    if (stream)
-      for (size_t off = 0; off < kQ8x8Bytes; off += 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(g0 + kStreamPrefetchBytes + off), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(g1 + kStreamPrefetchBytes + off), _MM_HINT_T0);
-      }
+    if (stream) {  // a tile reading the rows from memory: both streams (kernels/stream_prefetch.h)
+      const size_t left = size_t(nb - b) * kQ8x8Bytes, gs = size_t(g1 - g0);
+      prefetch_stream(g0, kQ8x8Bytes, left, gs);
+      prefetch_stream(g1, kQ8x8Bytes, left, gs);
+    }
     __m256i s0a, s0b, s1a, s1b;  // int32 sums [row][group]
     for (int k = 0; k < 8; ++k) {
       const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g0 + 32 * k));
