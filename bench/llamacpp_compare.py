@@ -4,15 +4,20 @@ docs/PERFORMANCE.md with the CPU and both sides' kernels.
 
 usage: llamacpp_compare.py BUILD_DIR [--shape tinyllama|mistral-7b] [--types q4_0,q8_0,q4_k_m]
                            [--threads 2] [--prompt 128] [--decode 32] [--repeats 3] [--work DIR]
-                           [--peer-no-extra-bufts]
+                           [--rounds 1] [--peer-no-extra-bufts]
 
 The peer is llama-cpp-python (scripts/llamacpp-requirements.txt, pinned), built from source by pip
 for this CPU into a virtual environment under ~/.cache/lamina (XDG_CACHE_HOME honoured) on first
 use. Models are random weights of the real shapes (lamina init), converted once into --work.
+
+--rounds N runs lamina and llama.cpp N times each, alternating, and reports the median of the N
+per-round ratios with their range: on a shared VM the memory bandwidth moves by 2x between minutes,
+so one run of each side compares two different machines.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -49,6 +54,7 @@ def main():
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", default="/tmp/lamina-llamacpp-bench")
+    ap.add_argument("--rounds", type=int, default=1, help="alternating runs of each side; the median ratio is reported")
     ap.add_argument("--peer-no-extra-bufts", action="store_true",
                     help="llama.cpp without its repacked / AMX weight buffers (its AMX path crashed on one VM)")
     a = ap.parse_args()
@@ -65,23 +71,35 @@ def main():
         gguf = os.path.join(a.work, f"{a.shape}-{t}.gguf")
         if not os.path.exists(gguf):
             subprocess.run([lamina, "export-gguf", "--model", model, "--out", gguf, "--outtype", t], check=True)
-        lam = run_json([os.path.join(a.build, "bench", "lamina_bench_forward"), gguf, *args], env)
-        ref = run_json([py, os.path.join(here, "llamacpp_peer.py"), gguf, *args, str(a.threads),
-                        *(["--no-extra-bufts"] if a.peer_no_extra_bufts else [])], env)
-        rows.append((t, os.path.getsize(gguf), lam, ref))
-    print(f"CPU: {rows[0][2]['cpu']}; {os.cpu_count()} cores; threads {a.threads}; prompt {a.prompt} tokens, decode "
-          f"{a.decode} tokens, best of {a.repeats}")
-    print(f"lamina kernel: {rows[0][2]['quant_kernel']}; llama.cpp: {rows[0][3]['system_info'].strip()}"
-          f"{'' if rows[0][3]['extra_bufts'] else ' (extra buffer types off: no REPACK / AMX weights)'}")
+        lams, refs = [], []
+        for _ in range(a.rounds):
+            lams.append(run_json([os.path.join(a.build, "bench", "lamina_bench_forward"), gguf, *args], env))
+            refs.append(run_json([py, os.path.join(here, "llamacpp_peer.py"), gguf, *args, str(a.threads),
+                                  *(["--no-extra-bufts"] if a.peer_no_extra_bufts else [])], env))
+        rows.append((t, os.path.getsize(gguf), lams, refs))
+    lam0, ref0 = rows[0][2][0], rows[0][3][0]
+    print(f"CPU: {lam0['cpu']}; {os.cpu_count()} cores; threads {a.threads}; prompt {a.prompt} tokens, decode "
+          f"{a.decode} tokens, best of {a.repeats}" + (f"; {a.rounds} alternating rounds, median (range)" if a.rounds > 1 else ""))
+    print(f"lamina kernel: {lam0['quant_kernel']}; llama.cpp: {ref0['system_info'].strip()}"
+          f"{'' if ref0['extra_bufts'] else ' (extra buffer types off: no REPACK / AMX weights)'}")
     print(f"model: {a.shape} shape, random weights, GGUF files from lamina export-gguf")
     print()
     print("| type | file | lamina prompt tok/s | llama.cpp | ratio | lamina decode tok/s | llama.cpp | ratio | lamina decode GB/s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for t, size, lam, ref in rows:
-        lp, rp, ld, rd = lam["prompt_tokens_per_s"], ref["prompt_tokens_per_s"], lam["decode_tokens_per_s"], ref["decode_tokens_per_s"]
-        print(f"| {t.upper()} | {size / 1e9:.2f} GB | {lp:.1f} | {rp:.1f} | {lp / rp:.2f}x | {ld:.2f} | {rd:.2f} | {ld / rd:.2f}x | "
-              f"{ld * size / 1e9:.1f} |")
 
+    def cell(xs, fmt, suffix=""):
+        m = statistics.median(xs)
+        return f"{m:{fmt}}{suffix}" + (f" ({min(xs):{fmt}}-{max(xs):{fmt}})" if len(xs) > 1 else "")
+
+    for t, size, lams, refs in rows:
+        lp = [x["prompt_tokens_per_s"] for x in lams]
+        rp = [x["prompt_tokens_per_s"] for x in refs]
+        ld = [x["decode_tokens_per_s"] for x in lams]
+        rd = [x["decode_tokens_per_s"] for x in refs]
+        pr = [x / y for x, y in zip(lp, rp)]
+        dr = [x / y for x, y in zip(ld, rd)]
+        print(f"| {t.upper()} | {size / 1e9:.2f} GB | {cell(lp, '.1f')} | {cell(rp, '.1f')} | {cell(pr, '.2f', 'x')} | "
+              f"{cell(ld, '.2f')} | {cell(rd, '.2f')} | {cell(dr, '.2f', 'x')} | {statistics.median(ld) * size / 1e9:.1f} |")
 
 if __name__ == "__main__":
     main()
