@@ -157,10 +157,13 @@ BENCHMARK_CAPTURE(BM_LinearQuantized, q4_kx8, DType::Q4_Kx8)
     ->Args({1, 8192, 32768})
     ->Args({128, 2048, 2048})
     ->Args({1, 2048, 5632})
+    ->Args({1, 5632, 2048})
     ->Args({1, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearQuantized, q6_kx8, DType::Q6_Kx8)
     ->Args({128, 2048, 2048})
+    ->Args({1, 2048, 5632})
+    ->Args({1, 5632, 2048})  // TinyLlama's ffn_down, Q6_K in every third layer of Q4_K_M
     ->Args({1, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearQuantized, q5_k, DType::Q5_K)
