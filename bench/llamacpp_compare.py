@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--peer-no-extra-bufts", action="store_true",
                     help="llama.cpp without its repacked / AMX weight buffers (its AMX path crashed on one VM)")
     a = ap.parse_args()
+    if a.rounds < 1:
+        ap.error(f"--rounds: expected at least 1, got {a.rounds}")
     lamina = os.path.join(a.build, "lamina")
     py = peer_venv()
     os.makedirs(a.work, exist_ok=True)
@@ -100,6 +102,7 @@ def main():
         dr = [x / y for x, y in zip(ld, rd)]
         print(f"| {t.upper()} | {size / 1e9:.2f} GB | {cell(lp, '.1f')} | {cell(rp, '.1f')} | {cell(pr, '.2f', 'x')} | "
               f"{cell(ld, '.2f')} | {cell(rd, '.2f')} | {cell(dr, '.2f', 'x')} | {statistics.median(ld) * size / 1e9:.1f} |")
+
 
 if __name__ == "__main__":
     main()
