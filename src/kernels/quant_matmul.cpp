@@ -78,11 +78,14 @@ void kquant_gemm(const float* x, int64_t M, const Tensor& w, float* y, bool accu
   }
 }
 
-// The weight rows of each matrix of a group in ~8 pieces per thread (multiples of 16 rows), taken
+// The weight rows of each matrix of a group in ~4 pieces per thread (multiples of 16 rows), taken
 // as threads free up, matrix after matrix, each over chunks [m0, m1) of 64 activation rows (their
 // int8 values stay in cache while the piece's rows stream past, and the piece's rows stay in
 // cache from one chunk to the next). With a fixed half each, one core waited for the other 7-8%
-// of a decode or a prompt: on a shared VM the two run at unequal speeds.
+// of a decode or a prompt: on a shared VM the two run at unequal speeds. 8 pieces per thread
+// decoded TinyLlama slower on 2 Zen 4 cores (Q4_K_M 41.7-49.7 against 45.8-51.2 tokens/s, Q4_0
+// 45.3-55.0 against 55.2-57.3, three alternations; 16: slower still), likely as each piece starts
+// its streams cold, and the software prefetches past a piece's end fetch rows another thread reads.
 struct RowPiece {
   size_t matrix;
   int64_t n0, n1;
@@ -99,7 +102,7 @@ void for_row_pieces(std::span<const LinearTarget> ts, int64_t M, const Rows& row
     const int64_t piece =
         nt == 1
             ? N
-            : std::max<int64_t>(kRowGrain, (N / (8 * nt) + kRowGrain - 1) / kRowGrain * kRowGrain);
+            : std::max<int64_t>(kRowGrain, (N / (4 * nt) + kRowGrain - 1) / kRowGrain * kRowGrain);
     for (int64_t n0 = 0; n0 < N; n0 += piece) pieces.push_back({i, n0, std::min(N, n0 + piece)});
   }
   const RowPiece* ps = pieces.data();  // this thread's buffer, read by all (not by name)
