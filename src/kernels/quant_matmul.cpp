@@ -92,7 +92,7 @@ struct RowPiece {
 };
 template <class Rows>
 void for_row_pieces(std::span<const LinearTarget> ts, int64_t M, const Rows& rows) {
-  constexpr int64_t kRowsPerChunk = 64, kRowGrain = 16;
+  constexpr int64_t kRowsPerChunk = 64, kRowGrain = 16, kPiecesPerThread = 4;
   const int64_t nt = omp_get_max_threads();
   thread_local std::vector<RowPiece> pieces_buf;
   std::vector<RowPiece>& pieces = pieces_buf;
@@ -100,9 +100,9 @@ void for_row_pieces(std::span<const LinearTarget> ts, int64_t M, const Rows& row
   for (size_t i = 0; i < ts.size(); ++i) {
     const int64_t N = ts[i].w->shape[0];
     const int64_t piece =
-        nt == 1
-            ? N
-            : std::max<int64_t>(kRowGrain, (N / (4 * nt) + kRowGrain - 1) / kRowGrain * kRowGrain);
+        nt == 1 ? N
+                : std::max<int64_t>(kRowGrain, (N / (kPiecesPerThread * nt) + kRowGrain - 1) /
+                                                   kRowGrain * kRowGrain);
     for (int64_t n0 = 0; n0 < N; n0 += piece) pieces.push_back({i, n0, std::min(N, n0 + piece)});
   }
   const RowPiece* ps = pieces.data();  // this thread's buffer, read by all (not by name)
