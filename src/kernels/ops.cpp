@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/attention_blocks.h"
 #include "kernels/fast_math.h"
 
 namespace lamina {
@@ -192,20 +193,13 @@ void attend_heads(const float* q, const float* kb, const float* vb, float* o, in
   }
 }
 
-}  // namespace
-
-void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0,
-               int64_t nh, int64_t nkv, int64_t hd, int64_t kv_stride, int64_t window, float scale,
-               float softcap) {
-  attention(q, k, v, out, {AttentionSpan{0, T, 0, pos0}}, nh, nkv, hd, kv_stride, hd, window, scale,
-            softcap);
-}
-
-void attention(const float* q, const float* k, const float* v, float* out,
-               const std::vector<AttentionSpan>& spans, int64_t nh, int64_t nkv, int64_t hd,
-               int64_t kv_stride, int64_t head_stride, int64_t window, float scale, float softcap) {
+// attention() one query row at a time (decoding): tasks of (span, query row, kv head, part of its
+// group).
+void attention_rows(const float* q, const float* k, const float* v, float* out,
+                    const std::vector<AttentionSpan>& spans, int64_t nh, int64_t nkv, int64_t hd,
+                    int64_t kv_stride, int64_t head_stride, int64_t window, float scale,
+                    float softcap) {
   const int64_t group = nh / nkv;
-  if (scale <= 0.0f) scale = 1.0f / std::sqrt(float(hd));
   // Tasks: (span, query row, kv head, part of its group). The group is split only where there
   // would be too few tasks for the threads (one decoding sequence over few kv heads).
   std::vector<int64_t> first(spans.size() + 1, 0);  // each span's first task
@@ -241,6 +235,57 @@ void attention(const float* q, const float* k, const float* v, float* out,
                    kv_stride, scale, softcap, sc.data(), qt.data());
     }
   }
+}
+
+}  // namespace
+
+void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0,
+               int64_t nh, int64_t nkv, int64_t hd, int64_t kv_stride, int64_t window, float scale,
+               float softcap) {
+  attention(q, k, v, out, {AttentionSpan{0, T, 0, pos0}}, nh, nkv, hd, kv_stride, hd, window, scale,
+            softcap);
+}
+
+void attention(const float* q, const float* k, const float* v, float* out,
+               const std::vector<AttentionSpan>& spans, int64_t nh, int64_t nkv, int64_t hd,
+               int64_t kv_stride, int64_t head_stride, int64_t window, float scale, float softcap) {
+  const int64_t group = nh / nkv;
+  if (scale <= 0.0f) scale = 1.0f / std::sqrt(float(hd));
+  // Prompt-length spans in blocks of query rows (kernels/attention_blocks.h), the rest (decoding
+  // rows) one query row at a time (attention_rows).
+  struct Block {
+    const AttentionSpan* span;
+    int64_t t0, t1, kh;
+  };
+  std::vector<Block> blocks;
+  std::vector<AttentionSpan> rows_left;
+  const int64_t per_block = attention_block_rows(group);
+  for (const AttentionSpan& sp : spans) {
+    if (sp.len < kBlockAttentionMinRows) {
+      rows_left.push_back(sp);
+      continue;
+    }
+    for (int64_t t0 = 0; t0 < sp.len; t0 += per_block)
+      for (int64_t kh = 0; kh < nkv; ++kh)
+        blocks.push_back({&sp, t0, std::min(sp.len, t0 + per_block), kh});
+  }
+  if (!blocks.empty()) {
+    // Later blocks see more keys: taken last to first, so that the short ones fill in at the end.
+    const int64_t nblocks = int64_t(blocks.size());
+#pragma omp parallel if (nblocks > 1)
+    {
+      AttentionBlockScratch scratch;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t i = nblocks - 1; i >= 0; --i) {
+        const Block& b = blocks[size_t(i)];
+        attend_block(q, k, v, out, *b.span, b.t0, b.t1, b.kh, nh, nkv, hd, kv_stride, head_stride,
+                     window, scale, softcap, scratch);
+      }
+    }
+  }
+  if (rows_left.empty()) return;
+  attention_rows(q, k, v, out, rows_left, nh, nkv, hd, kv_stride, head_stride, window, scale,
+                 softcap);
 }
 
 namespace {
