@@ -6,8 +6,9 @@
 //   Q4_0x8: dpbusd(nibbles 0..15, x) - 8 · sum(x) per block;
 //   Q8_0x8: dpbusd(w + 128 as unsigned, x) - 128 · sum(x) per block;
 //   Q4_Kx8: dpbusd per sub-block of 32, times its 6-bit scale (vpmulld), mins by vpdpwssd;
-//   Q6_Kx8 (kernels/q6_k_x8.h): dpbusd per group of 16, times its int8 scale, the offset of 32
-//   by vpdpwssd of the scales with the activations' sums per 16.
+//   Q6_Kx8 (kernels/q6_k_x8.h): dpbusd per group of 16 (its 6-bit weights masked out of three
+//   chunks, the fourth chunk's put together from their top bits), times its int8 scale, the
+//   offset of 32 by vpdpwssd of the scales with the activations' sums per 16.
 // Two encodings of the same code (int8_tiles_vnni.inc, compiled once per target): AVX-VNNI (VEX,
 // 16 registers: Alder Lake and later clients) and AVX512-VNNI with AVX512VL (EVEX on 256-bit
 // registers, 32 of them: Ice Lake, Sapphire Rapids, Zen 4 servers). Callers check cpu_features.
