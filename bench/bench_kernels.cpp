@@ -146,7 +146,6 @@ static void BM_Attention(benchmark::State& st) {
 }
 BENCHMARK(BM_Attention)->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
 
-BENCHMARK_MAIN();
 BENCHMARK_CAPTURE(BM_LinearQuantized, q4_k, DType::Q4_K)
     ->Args({1, 8192, 32768})
     ->Args({128, 2048, 2048})
@@ -161,6 +160,7 @@ BENCHMARK_CAPTURE(BM_LinearQuantized, q4_kx8, DType::Q4_Kx8)
     ->Args({1, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_LinearQuantized, q6_kx8, DType::Q6_Kx8)
+    ->Args({1, 4096, 32768})  // from DRAM (110 MB), against q4_kx8's 8192 x 32768
     ->Args({128, 2048, 2048})
     ->Args({1, 2048, 5632})
     ->Args({1, 5632, 2048})  // TinyLlama's ffn_down, Q6_K in every third layer of Q4_K_M
@@ -176,3 +176,5 @@ BENCHMARK_CAPTURE(BM_LinearQuantized, q6_k, DType::Q6_K)
     ->Args({1, 2048, 5632})
     ->Args({1, 4096, 14336})
     ->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
