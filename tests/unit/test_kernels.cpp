@@ -187,117 +187,82 @@ TEST(Kernels, AttentionCausalGqaWindow) {
   }
 }
 
-// Several sequences at once over a cache [nkv, capacity, hd] (continuous batching): every head
-// group size (blocks of 8 and 4 heads, single heads), head sizes with a tail (not a multiple of
-// 16) or not a multiple of 4, windows and soft-capping, against a double-precision reference
-// (measured error up to ~5e-7).
+// attention() over spans {len, past} of a cache [nkv, 4 x cap, hd] (span s's keys from s x cap)
+// against a double-precision reference, every output within tol.
+namespace {
+struct SpanShape {
+  int64_t len, past;
+};
+void expect_attention_equals_reference(const std::vector<SpanShape>& spans, int64_t G, int64_t hd,
+                                       int window, float softcap, int64_t cap, uint32_t seed,
+                                       double tol) {
+  const int64_t nkv = 2, nh = G * nkv, Q = nh * hd;
+  std::vector<AttentionSpan> sp;
+  int64_t rows = 0;
+  for (size_t s = 0; s < spans.size(); ++s) {
+    sp.push_back({rows, spans[s].len, int64_t(s) * cap, spans[s].past});
+    rows += spans[s].len;
+  }
+  auto q = randn(size_t(rows * Q), seed), k = randn(size_t(nkv * 4 * cap * hd), seed + 1),
+       v = randn(size_t(nkv * 4 * cap * hd), seed + 2);
+  std::vector<float> out(q.size(), -1.0f);
+  attention(q.data(), k.data(), v.data(), out.data(), sp, nh, nkv, hd, hd, 4 * cap * hd, window,
+            0.0f, softcap);
+  for (const AttentionSpan& a : sp)
+    for (int64_t t = 0; t < a.len; ++t)
+      for (int64_t h = 0; h < nh; ++h) {
+        const int64_t p = a.past + t, kh = h / G;
+        auto key = [&](const std::vector<float>& m, int64_t j, int64_t i) {
+          return double(m[size_t((kh * 4 * cap + a.key + j) * hd + i)]);
+        };
+        std::vector<double> s;
+        std::vector<int64_t> js;
+        for (int64_t j = window ? std::max<int64_t>(0, p - window + 1) : 0; j <= p; ++j) {
+          double d = 0;
+          for (int64_t i = 0; i < hd; ++i)
+            d += q[size_t((a.row + t) * Q + h * hd + i)] * key(k, j, i);
+          d /= std::sqrt(double(hd));
+          if (softcap > 0) d = softcap * std::tanh(d / softcap);
+          s.push_back(d);
+          js.push_back(j);
+        }
+        double mx = *std::max_element(s.begin(), s.end()), sum = 0;
+        for (auto& e : s) sum += (e = std::exp(e - mx));
+        for (int64_t i = 0; i < hd; ++i) {
+          double o = 0;
+          for (size_t b = 0; b < js.size(); ++b) o += s[b] / sum * key(v, js[b], i);
+          ASSERT_NEAR(out[size_t((a.row + t) * Q + h * hd + i)], o, tol)
+              << "G " << G << " hd " << hd << " window " << window << " softcap " << softcap
+              << " row " << a.row + t << " head " << h;
+        }
+      }
+}
+}  // namespace
+
+// Several sequences at once over a cache (continuous batching): every head group size (blocks of
+// 8 and 4 heads, single heads), head sizes with a tail (not a multiple of 16) or not a multiple
+// of 4, windows and soft-capping (measured error up to ~5e-7).
 TEST(Kernels, AttentionSpansOverACacheEqualTheReference) {
-  struct Span {
-    int64_t len, past;
-  };
-  const std::vector<Span> spans = {{1, 0}, {1, 37}, {5, 11}, {1, 2}};
   for (int64_t G : {1, 3, 4, 8, 12})
     for (int64_t hd : {18, 20, 64})
       for (int window : {0, 5})
-        for (float softcap : {0.0f, 30.0f}) {
-          const int64_t nkv = 2, nh = G * nkv, cap = 64, Q = nh * hd;
-          std::vector<AttentionSpan> sp;
-          int64_t rows = 0;
-          for (size_t s = 0; s < spans.size(); ++s) {
-            sp.push_back({rows, spans[s].len, int64_t(s) * cap, spans[s].past});
-            rows += spans[s].len;
-          }
-          auto q = randn(size_t(rows * Q), 21), k = randn(size_t(nkv * 4 * cap * hd), 22),
-               v = randn(size_t(nkv * 4 * cap * hd), 23);
-          std::vector<float> out(q.size(), -1.0f);
-          attention(q.data(), k.data(), v.data(), out.data(), sp, nh, nkv, hd, hd, 4 * cap * hd,
-                    window, 0.0f, softcap);
-          for (const AttentionSpan& a : sp)
-            for (int64_t t = 0; t < a.len; ++t)
-              for (int64_t h = 0; h < nh; ++h) {
-                const int64_t p = a.past + t, kh = h / G;
-                auto key = [&](const std::vector<float>& m, int64_t j, int64_t i) {
-                  return double(m[size_t((kh * 4 * cap + a.key + j) * hd + i)]);
-                };
-                std::vector<double> s;
-                std::vector<int64_t> js;
-                for (int64_t j = window ? std::max<int64_t>(0, p - window + 1) : 0; j <= p; ++j) {
-                  double d = 0;
-                  for (int64_t i = 0; i < hd; ++i)
-                    d += q[size_t((a.row + t) * Q + h * hd + i)] * key(k, j, i);
-                  d /= std::sqrt(double(hd));
-                  if (softcap > 0) d = softcap * std::tanh(d / softcap);
-                  s.push_back(d);
-                  js.push_back(j);
-                }
-                double mx = *std::max_element(s.begin(), s.end()), sum = 0;
-                for (auto& e : s) sum += (e = std::exp(e - mx));
-                for (int64_t i = 0; i < hd; ++i) {
-                  double o = 0;
-                  for (size_t b = 0; b < js.size(); ++b) o += s[b] / sum * key(v, js[b], i);
-                  ASSERT_NEAR(out[size_t((a.row + t) * Q + h * hd + i)], o, 2e-6)
-                      << "G " << G << " hd " << hd << " window " << window << " softcap " << softcap
-                      << " row " << a.row + t << " head " << h;
-                }
-              }
-        }
+        for (float softcap : {0.0f, 30.0f})
+          expect_attention_equals_reference({{1, 0}, {1, 37}, {5, 11}, {1, 2}}, G, hd, window,
+                                            softcap, 64, 21, 2e-6);
 }
 
 // Prompt-length spans go through attend_block (kernels/attention_blocks.h): several blocks of
 // query rows (256 / G each), keys in several blocks of 256 (a span 300 keys in), windows inside
-// one key block and across two, soft-capping, beside decoding rows in the same call; against a
-// double-precision reference (measured error up to ~6e-7).
+// one key block and across two, soft-capping, beside decoding rows in the same call (measured
+// error up to ~1.0e-6).
 TEST(Kernels, AttentionPromptBlocksEqualTheReference) {
-  struct Span {
-    int64_t len, past;
-  };
-  const std::vector<Span> spans = {{40, 0}, {1, 9}, {70, 300}, {17, 5}};
   for (int64_t G : {1, 4, 8})
     for (int64_t hd : {18, 64})
       for (int window : {0, 5, 200})
         for (float softcap : {0.0f, 30.0f}) {
           if (softcap > 0 && (hd != 64 || window == 5)) continue;  // one pass each is enough
-          const int64_t nkv = 2, nh = G * nkv, cap = 512, Q = nh * hd;
-          std::vector<AttentionSpan> sp;
-          int64_t rows = 0;
-          for (size_t s = 0; s < spans.size(); ++s) {
-            sp.push_back({rows, spans[s].len, int64_t(s) * cap, spans[s].past});
-            rows += spans[s].len;
-          }
-          auto q = randn(size_t(rows * Q), 31), k = randn(size_t(nkv * 4 * cap * hd), 32),
-               v = randn(size_t(nkv * 4 * cap * hd), 33);
-          std::vector<float> out(q.size(), -1.0f);
-          attention(q.data(), k.data(), v.data(), out.data(), sp, nh, nkv, hd, hd, 4 * cap * hd,
-                    window, 0.0f, softcap);
-          for (const AttentionSpan& a : sp)
-            for (int64_t t = 0; t < a.len; ++t)
-              for (int64_t h = 0; h < nh; ++h) {
-                const int64_t p = a.past + t, kh = h / G;
-                auto key = [&](const std::vector<float>& m, int64_t j, int64_t i) {
-                  return double(m[size_t((kh * 4 * cap + a.key + j) * hd + i)]);
-                };
-                std::vector<double> s;
-                std::vector<int64_t> js;
-                for (int64_t j = window ? std::max<int64_t>(0, p - window + 1) : 0; j <= p; ++j) {
-                  double d = 0;
-                  for (int64_t i = 0; i < hd; ++i)
-                    d += q[size_t((a.row + t) * Q + h * hd + i)] * key(k, j, i);
-                  d /= std::sqrt(double(hd));
-                  if (softcap > 0) d = softcap * std::tanh(d / softcap);
-                  s.push_back(d);
-                  js.push_back(j);
-                }
-                double mx = *std::max_element(s.begin(), s.end()), sum = 0;
-                for (auto& e : s) sum += (e = std::exp(e - mx));
-                for (int64_t i = 0; i < hd; ++i) {
-                  double o = 0;
-                  for (size_t b = 0; b < js.size(); ++b) o += s[b] / sum * key(v, js[b], i);
-                  const double err = std::abs(out[size_t((a.row + t) * Q + h * hd + i)] - o);
-                  ASSERT_LT(err, 2e-6)
-                      << "G " << G << " hd " << hd << " window " << window << " softcap " << softcap
-                      << " row " << a.row + t << " head " << h;
-                }
-              }
+          expect_attention_equals_reference({{40, 0}, {1, 9}, {70, 300}, {17, 5}}, G, hd, window,
+                                            softcap, 512, 31, 2e-6);
         }
 }
 
