@@ -39,8 +39,15 @@ void encode_quants(const uint8_t* q, uint8_t* blk) {
     }
 }
 
-// Byte (s, c, i) of row r in the group's super-block (c: chunk X, Y, Z of scale group s; i: its
-// byte in the row's 4) from the values q, and back.
+// f(offset in the group's super-block, offset in row r's super-block, bytes) for the pieces that
+// move unchanged: d and the scales.
+template <class F>
+void for_each_copied_piece(int r, F f) {
+  f(2 * size_t(r), 208, 2);  // d
+  for (size_t w = 0; w < 4; ++w) f(kScalesAt + 32 * w + 4 * size_t(r), 192 + 4 * w, 4);
+}
+
+// Where byte i of row r's chunk c (X, Y, Z) of scale group s sits in the group's super-block.
 inline size_t quant_byte_at(int s, int c, int i, int r) {
   return kQuantsAt + 96 * size_t(s) + 32 * size_t(c) + 4 * size_t(r) + size_t(i);
 }
@@ -58,9 +65,8 @@ void repack_q6_k_x8(const uint8_t* rows, int64_t N, int64_t K, uint8_t* out) {
       for (int r = 0; r < 8; ++r) {
         uint8_t* o = out + (size_t(g) * size_t(nb) + size_t(b)) * kGroupBytes;
         const uint8_t* blk = rows + (size_t(g) * 8 + size_t(r)) * rb + size_t(b) * kBlockBytes;
-        std::memcpy(o + 2 * size_t(r), blk + 208, 2);  // d
-        for (size_t w = 0; w < 4; ++w)
-          std::memcpy(o + kScalesAt + 32 * w + 4 * size_t(r), blk + 192 + 4 * w, 4);
+        for_each_copied_piece(
+            r, [&](size_t go, size_t ro, size_t n) { std::memcpy(o + go, blk + ro, n); });
         uint8_t q[kQK];
         decode_quants(blk, q);
         for (int s = 0; s < 16; ++s)
@@ -78,9 +84,8 @@ void unpack_q6_k_x8_row(const uint8_t* group, int r, int64_t K, uint8_t* row) {
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* o = group + size_t(b) * kGroupBytes;
     uint8_t* blk = row + size_t(b) * kBlockBytes;
-    std::memcpy(blk + 208, o + 2 * size_t(r), 2);
-    for (size_t w = 0; w < 4; ++w)
-      std::memcpy(blk + 192 + 4 * w, o + kScalesAt + 32 * w + 4 * size_t(r), 4);
+    for_each_copied_piece(
+        r, [&](size_t go, size_t ro, size_t n) { std::memcpy(blk + ro, o + go, n); });
     uint8_t q[kQK];
     for (int s = 0; s < 16; ++s)
       for (int i = 0; i < 4; ++i) {

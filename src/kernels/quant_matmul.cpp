@@ -84,8 +84,9 @@ void kquant_gemm(const float* x, int64_t M, const Tensor& w, float* y, bool accu
 // cache from one chunk to the next). With a fixed half each, one core waited for the other 7-8%
 // of a decode or a prompt: on a shared VM the two run at unequal speeds. 8 pieces per thread
 // decoded TinyLlama slower on 2 Zen 4 cores (Q4_K_M 41.7-49.7 against 45.8-51.2 tokens/s, Q4_0
-// 45.3-55.0 against 55.2-57.3, three alternations; 16: slower still), likely as each piece starts
-// its streams cold, and the software prefetches past a piece's end fetch rows another thread reads.
+// 45.3-55.0 against 55.2-57.3, three alternations; 16: slower still). Alternating every 16
+// decoded tokens in one process (docs/PERFORMANCE.md, twentieth session) put the schedules closer:
+// 8 per thread 0.97 of 4, 2 per thread and static halves 1.00-1.01.
 struct RowPiece {
   size_t matrix;
   int64_t n0, n1;
